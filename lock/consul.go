@@ -1,0 +1,130 @@
+package lock
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// KV is the part of Consul's *api.KV the semaphore uses.
+type KV interface {
+	List(prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error)
+	Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error)
+}
+
+// maxTxnOps is Consul's limit on operations in one transaction (agent/txn_endpoint.go).
+const maxTxnOps = 128
+
+// read lists the tier consistently: a stale read could admit a holder into a full tier.
+func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Duration) (*Snapshot, error) {
+	timeout := s.opts.RequestTimeout
+	if waitIndex > 0 {
+		// Consul adds up to wait/16 of jitter to a blocking query.
+		timeout += waitTime + waitTime/16
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	q := &api.QueryOptions{RequireConsistent: waitIndex == 0, WaitIndex: waitIndex, WaitTime: waitTime}
+	pairs, meta, err := s.kv.List(s.base, q.WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
+	}
+	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, meta.LastIndex), nil
+}
+
+// change is one write to a tier: put (rec != nil) or delete running/<holder>, or neither.
+type change struct {
+	holder string
+	rec    *Record
+	delete bool
+}
+
+// commit writes ch and sets current to the resulting number of running/ keys, in one
+// transaction guarded by check-and-set on what snap read. It reports false when another
+// writer got there first; the caller re-reads and decides again.
+func (s *Semaphore) commit(ctx context.Context, snap *Snapshot, ch change) (bool, error) {
+	own := ""
+	if ch.holder != "" {
+		own = runningDir + ch.holder
+	}
+	count := snap.running
+	_, exists := snap.modify[own]
+	switch {
+	case ch.rec != nil && !exists:
+		count++
+	case ch.delete && exists:
+		count--
+	}
+
+	var ops api.KVTxnOps
+	ops = append(ops, s.guard(snap, keyMax))
+	others := snap.runningKeys()
+	// Guards on the other holders' keys catch foreign writers; tierlock's own writers are
+	// already serialised by the check-and-set on current, so when the guards would not fit
+	// in one transaction they are left out.
+	if len(others)+3 <= maxTxnOps {
+		for _, k := range others {
+			if k != own {
+				ops = append(ops, s.guard(snap, k))
+			}
+		}
+	}
+	switch {
+	case ch.rec != nil:
+		value, err := json.Marshal(ch.rec)
+		if err != nil {
+			return false, fmt.Errorf("lock: encode record: %w", err)
+		}
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: s.base + own, Value: value, Index: snap.modify[own]})
+	case ch.delete:
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + own, Index: snap.modify[own]})
+	}
+	ops = append(ops, &api.KVTxnOp{
+		Verb: api.KVCAS, Key: s.base + keyCurrent, Value: []byte(strconv.Itoa(count)), Index: snap.modify[keyCurrent],
+	})
+
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("lock: write %s: %w", s.base, err)
+	}
+	if ok {
+		return true, nil
+	}
+	var reasons []string
+	for _, e := range resp.Errors {
+		if !lostRace(e.What) {
+			reasons = append(reasons, e.What)
+		}
+	}
+	if len(reasons) > 0 {
+		return false, fmt.Errorf("%w: %s: %s", ErrRejected, s.base, strings.Join(reasons, "; "))
+	}
+	return false, nil
+}
+
+// guard checks that key (relative to the tier) is as snap read it: same ModifyIndex, or
+// still absent.
+func (s *Semaphore) guard(snap *Snapshot, key string) *api.KVTxnOp {
+	if idx, ok := snap.modify[key]; ok {
+		return &api.KVTxnOp{Verb: api.KVCheckIndex, Key: s.base + key, Index: idx}
+	}
+	return &api.KVTxnOp{Verb: api.KVCheckNotExists, Key: s.base + key}
+}
+
+// lostRace tells a failed check-and-set (someone wrote first) from a real refusal such as
+// "Permission denied". The texts are Consul's (agent/consul/state/txn.go and kvs.go).
+func lostRace(what string) bool {
+	for _, s := range []string{"index is stale", "modify index", "doesn't exist", "exists"} {
+		if strings.Contains(what, s) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,23 @@
+// Package lock is tierlock's per-tier semaphore in Consul KV.
+//
+// A tier is ENVIRONMENT/SERVICE. Its keys live under PREFIX/ENVIRONMENT/SERVICE/:
+//
+//	max_concurrent     "-1" unlimited, "0" disabled, "N" at most N holders; absent: Options.DefaultMax
+//	current            number of held slots; absent means 0
+//	running/<holder>   one key per held slot: a JSON Record (older tooling wrote a bare timestamp)
+//
+// The invariant: after every committed write, current equals the number of running/ keys.
+// Every write this package makes is a single Consul transaction that sets current to the
+// number of running/ keys it leaves behind, changes at most one running/ key, and is guarded
+// by check-and-set on every key it read (current, max_concurrent, the holder's own key and,
+// within Consul's limit of operations per transaction, the other running/ keys). Because every
+// writer moves current in the same transaction as running/, the guard on current alone already
+// serialises tierlock writers; the other guards catch foreign writers.
+//
+// A slot is kept when its command fails (state "failed") or is interrupted: holding it is the
+// point, so a bad change stops spreading once max_concurrent hosts have failed. running/ keys
+// are never bound to a Consul session for the same reason.
+//
+// The package holds no policy beyond this: when it loses a check-and-set race it re-reads and
+// tries again. Retrying Consul errors, logging and exit codes are the caller's business.
+package lock

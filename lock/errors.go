@@ -1,0 +1,20 @@
+package lock
+
+import "errors"
+
+// Errors callers branch on. Compare with errors.Is: they are usually wrapped with detail.
+var (
+	// ErrDisabled means max_concurrent is 0: nothing may run in the tier.
+	ErrDisabled = errors.New("lock: tier disabled")
+	// ErrNoSlot means no slot became free before the wait ended.
+	ErrNoSlot = errors.New("lock: no free slot")
+	// ErrInvalidConfig means a stored value of the tier cannot be trusted; nothing was written.
+	ErrInvalidConfig = errors.New("lock: invalid stored value")
+	// ErrInvalidName means a tier, holder or prefix name was refused before anything was written.
+	ErrInvalidName = errors.New("lock: invalid name")
+	// ErrNotHeld means the holder has no slot (or it belongs to another run of that holder).
+	ErrNotHeld = errors.New("lock: slot not held")
+	// ErrRejected means Consul refused a transaction for a reason other than a lost race,
+	// such as a missing ACL permission.
+	ErrRejected = errors.New("lock: transaction rejected")
+)

@@ -1,0 +1,60 @@
+package lock
+
+import (
+	"fmt"
+	"strings"
+)
+
+// maxNameLen bounds one name: long enough for any FQDN, short enough for a Consul key.
+const maxNameLen = 253
+
+// ValidateName checks one holder name or tier part: letters, digits, '.', '_' and '-', not "."
+// or "..", at most 253 bytes. what names the thing checked in the error ("holder", "tier").
+func ValidateName(what, name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: %s is empty", ErrInvalidName, what)
+	}
+	if len(name) > maxNameLen {
+		return fmt.Errorf("%w: %s %.40q... is longer than %d bytes", ErrInvalidName, what, name, maxNameLen)
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("%w: %s %q is a path element", ErrInvalidName, what, name)
+	}
+	for i := 0; i < len(name); i++ {
+		if !nameByte(name[i]) {
+			return fmt.Errorf("%w: %s %q has %q at byte %d (allowed: letters, digits, '.', '_', '-')",
+				ErrInvalidName, what, name, name[i], i)
+		}
+	}
+	return nil
+}
+
+func nameByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '.' || c == '_' || c == '-'
+}
+
+// ValidateTier checks a tier written as ENVIRONMENT/SERVICE.
+func ValidateTier(tier string) error {
+	env, svc, ok := strings.Cut(tier, "/")
+	if !ok || strings.Contains(svc, "/") {
+		return fmt.Errorf("%w: tier %q is not ENVIRONMENT/SERVICE", ErrInvalidName, tier)
+	}
+	if err := ValidateName("tier environment", env); err != nil {
+		return fmt.Errorf("%w (in tier %q)", err, tier)
+	}
+	if err := ValidateName("tier service", svc); err != nil {
+		return fmt.Errorf("%w (in tier %q)", err, tier)
+	}
+	return nil
+}
+
+// ValidatePrefix checks a key prefix: one or more valid names joined by '/'.
+func ValidatePrefix(prefix string) error {
+	for _, part := range strings.Split(prefix, "/") {
+		if err := ValidateName("prefix element", part); err != nil {
+			return fmt.Errorf("%w (in prefix %q)", err, prefix)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,176 @@
+package lock
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// State is what a slot's holder is doing.
+type State string
+
+// The states of a held slot.
+const (
+	StateRunning     State = "running"     // the command runs, or a run crashed without saying
+	StateFailed      State = "failed"      // the command exited with a code not counted as success
+	StateInterrupted State = "interrupted" // the command was stopped by a signal or the timeout
+)
+
+func (s State) valid() bool {
+	return s == StateRunning || s == StateFailed || s == StateInterrupted
+}
+
+// Record is the value of running/<holder>.
+type Record struct {
+	Holder     string    `json:"holder"`
+	Hostname   string    `json:"hostname"`
+	InstanceID string    `json:"instance_id"`
+	PID        int       `json:"pid"`
+	State      State     `json:"state"`
+	StartedAt  time.Time `json:"started_at"` // start of the current attempt
+	UpdatedAt  time.Time `json:"updated_at"` // last change of State
+	ExitCode   *int      `json:"exit_code"`  // set when State is failed (and interrupted, if known)
+	Attempts   int       `json:"attempts"`   // runs made while holding this slot, 1 for the first
+	Command    string    `json:"command"`
+	RunID      string    `json:"run_id"`
+	Version    string    `json:"version"`
+}
+
+// maxValueLen bounds what we accept from a stored value; a record is a few hundred bytes.
+const maxValueLen = 64 << 10
+
+// ParseRecord decodes the value stored at running/<holder>. Besides JSON records it accepts a
+// bare timestamp (RFC 3339 or Unix seconds), as older shell tooling wrote, read as a running
+// slot started then.
+func ParseRecord(holder string, value []byte) (Record, error) {
+	if len(value) > maxValueLen {
+		return Record{}, fmt.Errorf("value is %d bytes, more than %d", len(value), maxValueLen)
+	}
+	if !utf8.Valid(value) {
+		return Record{}, fmt.Errorf("value is not valid UTF-8")
+	}
+	trimmed := bytes.TrimSpace(value)
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		return parseJSONRecord(holder, trimmed)
+	}
+	started, err := parseTimestamp(string(trimmed))
+	if err != nil {
+		return Record{}, err
+	}
+	return Record{Holder: holder, State: StateRunning, StartedAt: started, UpdatedAt: started}, nil
+}
+
+func parseJSONRecord(holder string, value []byte) (Record, error) {
+	var r Record
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if err := dec.Decode(&r); err != nil {
+		return Record{}, fmt.Errorf("not a JSON record: %v", err)
+	}
+	if dec.More() {
+		return Record{}, fmt.Errorf("trailing data after the JSON record")
+	}
+	switch {
+	case r.Holder == "":
+		r.Holder = holder
+	case r.Holder != holder:
+		return Record{}, fmt.Errorf("record names holder %q, key names %q", r.Holder, holder)
+	}
+	if !r.State.valid() {
+		return Record{}, fmt.Errorf("state %q is not running, failed or interrupted", r.State)
+	}
+	if r.StartedAt.IsZero() {
+		return Record{}, fmt.Errorf("started_at is missing")
+	}
+	if r.UpdatedAt.IsZero() {
+		r.UpdatedAt = r.StartedAt
+	}
+	if r.Attempts < 0 {
+		return Record{}, fmt.Errorf("attempts %d is negative", r.Attempts)
+	}
+	return r, nil
+}
+
+func parseTimestamp(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, fmt.Errorf("value is empty")
+	}
+	if isDigits(s) {
+		secs, err := strconv.ParseInt(s, 10, 64)
+		// 1e11 seconds is the year 5138: anything larger is a mistake (milliseconds, say).
+		if err != nil || secs > 1e11 {
+			return time.Time{}, fmt.Errorf("%q is not a plausible Unix time in seconds", s)
+		}
+		return time.Unix(secs, 0).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither a JSON record nor a timestamp (RFC 3339 or Unix seconds)", clip(s))
+	}
+	return t, nil
+}
+
+// maxLimit bounds max_concurrent and current: no tier has a billion hosts, and a bound keeps
+// arithmetic on them safe.
+const maxLimit = 1 << 30
+
+// ParseMax decodes max_concurrent: an integer ≥ -1. Surrounding whitespace is ignored, so a
+// value written with `echo 2 | consul kv put KEY -` is read as 2.
+func ParseMax(value []byte) (int, error) {
+	n, err := parseInt(value)
+	if err != nil {
+		return 0, err
+	}
+	if n < -1 {
+		return 0, fmt.Errorf("%d is below -1 (-1 unlimited, 0 disabled, N at most N)", n)
+	}
+	return n, nil
+}
+
+// ParseCurrent decodes current: an integer ≥ 0.
+func ParseCurrent(value []byte) (int, error) {
+	n, err := parseInt(value)
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		return 0, fmt.Errorf("%d is negative", n)
+	}
+	return n, nil
+}
+
+func parseInt(value []byte) (int, error) {
+	s := strings.TrimSpace(string(value))
+	digits := strings.TrimPrefix(s, "-")
+	if !isDigits(digits) {
+		return 0, fmt.Errorf("%q is not an integer", clip(string(value)))
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n > maxLimit || n < -maxLimit {
+		return 0, fmt.Errorf("%q is out of range", clip(s))
+	}
+	return n, nil
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// clip keeps error messages readable when a stored value is large.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
+}

@@ -1,0 +1,249 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Defaults for Options.
+const (
+	DefaultPrefix         = "chef"
+	DefaultMaxConcurrent  = 1
+	DefaultRequestTimeout = 10 * time.Second
+)
+
+// maxRaces bounds how often one operation re-reads after losing a check-and-set race. Each
+// lost race means another writer made progress, so reaching it means something is wrong.
+const maxRaces = 1000
+
+// Options configure a Semaphore.
+type Options struct {
+	// Prefix is the root of all tiers' keys. Default DefaultPrefix ("chef").
+	Prefix string
+	// Tier is ENVIRONMENT/SERVICE. Required.
+	Tier string
+	// DefaultMax is used while max_concurrent is absent. Its zero value disables such tiers;
+	// the tierlock CLI passes DefaultMaxConcurrent (1) unless told otherwise.
+	DefaultMax int
+	// RequestTimeout bounds each Consul request; blocking queries get their wait time on top.
+	// Default DefaultRequestTimeout (10s).
+	RequestTimeout time.Duration
+	// Now is the clock written into records. Default time.Now.
+	Now func() time.Time
+}
+
+// Semaphore is one tier's slots. It is safe for concurrent use.
+type Semaphore struct {
+	kv   KV
+	opts Options
+	base string // PREFIX/ENV/SERVICE/
+}
+
+// New returns the semaphore of opts.Tier. It checks names and does no I/O.
+func New(kv KV, opts Options) (*Semaphore, error) {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	opts.Prefix = strings.Trim(opts.Prefix, "/")
+	if err := ValidatePrefix(opts.Prefix); err != nil {
+		return nil, err
+	}
+	if err := ValidateTier(opts.Tier); err != nil {
+		return nil, err
+	}
+	if opts.DefaultMax < -1 {
+		return nil, fmt.Errorf("%w: default max %d is below -1", ErrInvalidName, opts.DefaultMax)
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = DefaultRequestTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Semaphore{kv: kv, opts: opts, base: opts.Prefix + "/" + opts.Tier + "/"}, nil
+}
+
+// Read returns a consistent snapshot of the tier. Invalid stored values are in its Problems,
+// not an error, so that operators can still look at a broken tier.
+func (s *Semaphore) Read(ctx context.Context) (*Snapshot, error) {
+	return s.read(ctx, 0, 0)
+}
+
+// Request asks for a slot.
+type Request struct {
+	// Record describes the run. Holder and RunID are required; Hostname, InstanceID, PID,
+	// Command and Version are stored as given. State, times, ExitCode and Attempts are set by
+	// Acquire.
+	Record
+	// WaitUntil is how long to wait for a slot when the tier is full. Zero: do not wait.
+	WaitUntil time.Time
+}
+
+// Slot is a held slot.
+type Slot struct {
+	Record         // as stored in running/<holder>
+	Reentered bool // an earlier run of this holder had left the slot held
+}
+
+// Acquire takes a slot for req.Holder in one transaction, or re-enters the slot an earlier
+// run of that holder left held (no second slot is taken). A disabled tier wins over re-entry:
+// ErrDisabled. A full tier is waited on until req.WaitUntil, then ErrNoSlot. Invalid stored
+// values give ErrInvalidConfig and nothing is written.
+//
+// Acquire is idempotent for one RunID: called again after an attempt whose outcome is unknown
+// (say, the connection broke after Consul committed), it returns the slot that attempt took.
+func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
+	if err := ValidateName("holder", req.Holder); err != nil {
+		return nil, err
+	}
+	if req.RunID == "" {
+		return nil, fmt.Errorf("lock: acquire for %q without a run id", req.Holder)
+	}
+	for races := 0; races < maxRaces; {
+		snap, err := s.Read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := snap.Err(); err != nil {
+			return nil, err
+		}
+		now := s.opts.Now().UTC()
+		rec := req.Record
+		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode = StateRunning, now, now, nil
+		var reentered bool
+		switch snap.decide(req.Holder, req.RunID) {
+		case actDisabled:
+			return nil, fmt.Errorf("%w: %s has max_concurrent 0", ErrDisabled, s.opts.Tier)
+		case actOwned:
+			held := snap.Holders[req.Holder]
+			return &Slot{Record: held, Reentered: held.Attempts > 1}, nil
+		case actReenter:
+			// Attempts start at 2 on re-entry even after a bare timestamp (Attempts 0), so that
+			// Attempts == 1 always means a fresh slot.
+			rec.Attempts = max(snap.Holders[req.Holder].Attempts, 1) + 1
+			reentered = true
+		case actTake:
+			rec.Attempts = 1
+		case actWait:
+			if err := s.wait(ctx, snap, req.WaitUntil); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		ok, err := s.commit(ctx, snap, change{holder: req.Holder, rec: &rec})
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return &Slot{Record: rec, Reentered: reentered}, nil
+		}
+		races++
+	}
+	return nil, fmt.Errorf("lock: acquire %s: lost %d check-and-set races in a row", s.base, maxRaces)
+}
+
+// MarkFailed records that the slot's command exited with code and keeps the slot held.
+func (s *Semaphore) MarkFailed(ctx context.Context, slot *Slot, code int) error {
+	return s.mark(ctx, slot, StateFailed, &code)
+}
+
+// MarkInterrupted records that the slot's command was stopped by a signal or timeout and
+// keeps the slot held. code is nil when the command died of the signal.
+func (s *Semaphore) MarkInterrupted(ctx context.Context, slot *Slot, code *int) error {
+	return s.mark(ctx, slot, StateInterrupted, code)
+}
+
+func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int) error {
+	_, err := s.update(ctx, func(snap *Snapshot) (change, error) {
+		rec, err := s.own(snap, slot)
+		if err != nil {
+			return change{}, err
+		}
+		rec.State, rec.ExitCode, rec.UpdatedAt = state, code, s.opts.Now().UTC()
+		return change{holder: slot.Holder, rec: &rec}, nil
+	})
+	return err
+}
+
+// Release frees the slot. It frees only the slot this run holds (same RunID): ErrNotHeld when
+// it is gone, for example after an earlier Release whose answer was lost, or after an
+// operator freed it.
+func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
+	_, err := s.update(ctx, func(snap *Snapshot) (change, error) {
+		if _, err := s.own(snap, slot); err != nil {
+			return change{}, err
+		}
+		return change{holder: slot.Holder, delete: true}, nil
+	})
+	return err
+}
+
+// own returns the holder's record if this run holds it.
+func (s *Semaphore) own(snap *Snapshot, slot *Slot) (Record, error) {
+	if snap.badHolders[slot.Holder] {
+		return Record{}, fmt.Errorf("%w: %s%s%s cannot be read", ErrInvalidConfig, s.base, runningDir, slot.Holder)
+	}
+	rec, ok := snap.Holders[slot.Holder]
+	if !ok || rec.RunID != slot.RunID {
+		return Record{}, fmt.Errorf("%w: %s by %s (run %s)", ErrNotHeld, s.opts.Tier, slot.Holder, slot.RunID)
+	}
+	return rec, nil
+}
+
+// ForceRelease frees holder's slot whatever its state and whichever run holds it, even when
+// its value cannot be read. It returns the record it removed (zero if unreadable), or
+// ErrNotHeld when there is no slot to free.
+func (s *Semaphore) ForceRelease(ctx context.Context, holder string) (Record, error) {
+	if err := ValidateName("holder", holder); err != nil {
+		return Record{}, err
+	}
+	var freed Record
+	_, err := s.update(ctx, func(snap *Snapshot) (change, error) {
+		if _, ok := snap.modify[runningDir+holder]; !ok {
+			return change{}, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
+		}
+		freed = snap.Holders[holder]
+		return change{holder: holder, delete: true}, nil
+	})
+	return freed, err
+}
+
+// Repair sets current to the number of running/ keys. It returns the snapshot it repaired;
+// a tier without drift is left untouched.
+func (s *Semaphore) Repair(ctx context.Context) (*Snapshot, error) {
+	return s.update(ctx, func(snap *Snapshot) (change, error) {
+		if !snap.Drift() && !snap.badCurrent {
+			return change{}, errUnchanged
+		}
+		return change{}, nil
+	})
+}
+
+// errUnchanged tells update that there is nothing to write.
+var errUnchanged = errors.New("lock: unchanged")
+
+// update is read → decide → check-and-set write, re-read after every lost race. It returns
+// the snapshot the committed write (or the decision to write nothing) was based on.
+func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (change, error)) (*Snapshot, error) {
+	for races := 0; races < maxRaces; races++ {
+		snap, err := s.Read(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := decide(snap)
+		if err == errUnchanged {
+			return snap, nil
+		}
+		if err != nil {
+			return snap, err
+		}
+		ok, err := s.commit(ctx, snap, ch)
+		if err != nil || ok {
+			return snap, err
+		}
+	}
+	return nil, fmt.Errorf("lock: update %s: lost %d check-and-set races in a row", s.base, maxRaces)
+}

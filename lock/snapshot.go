@@ -1,0 +1,140 @@
+package lock
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Snapshot is one consistent read of a tier. It is plain data: the decisions below do no I/O.
+type Snapshot struct {
+	Tier       string
+	Max        int               // effective max_concurrent (the default when MaxSet is false)
+	MaxSet     bool              // max_concurrent is stored
+	Current    int               // the stored current (0 when absent)
+	Holders    map[string]Record // running/<holder>, by holder
+	Problems   []error           // invalid stored values; Acquire refuses to act on them
+	LastIndex  uint64            // Consul's index of the read, for blocking queries
+	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	badHolders map[string]bool   // running/ keys whose value did not parse
+	running    int               // number of running/ keys, valid or not
+	badCurrent bool              // current is stored but not a count
+}
+
+// Held is how many slots are taken. When current and the running/ keys disagree, the larger
+// wins, so a drifted counter never admits more than max_concurrent.
+func (s *Snapshot) Held() int {
+	return max(s.Current, s.running)
+}
+
+// Drift reports whether current differs from the number of running/ keys.
+func (s *Snapshot) Drift() bool {
+	return s.Current != s.running
+}
+
+// Err returns the tier's invalid stored values as one error wrapping ErrInvalidConfig.
+func (s *Snapshot) Err() error {
+	if len(s.Problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(s.Problems...))
+}
+
+// runningKeys lists the running/ keys (relative to the tier), sorted.
+func (s *Snapshot) runningKeys() []string {
+	var keys []string
+	for k := range s.modify {
+		if strings.HasPrefix(k, runningDir) {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+const (
+	keyMax     = "max_concurrent"
+	keyCurrent = "current"
+	runningDir = "running/"
+)
+
+// newSnapshot parses the pairs listed under the tier's prefix (keys relative to it).
+func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, lastIndex uint64) *Snapshot {
+	s := &Snapshot{
+		Tier:       tier,
+		Max:        defaultMax,
+		Holders:    map[string]Record{},
+		LastIndex:  lastIndex,
+		modify:     map[string]uint64{},
+		badHolders: map[string]bool{},
+	}
+	for _, p := range pairs {
+		rel := strings.TrimPrefix(p.Key, base)
+		switch {
+		case rel == keyMax:
+			s.modify[rel] = p.ModifyIndex
+			n, err := ParseMax(p.Value)
+			if err != nil {
+				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Max, s.MaxSet = n, true
+		case rel == keyCurrent:
+			s.modify[rel] = p.ModifyIndex
+			n, err := ParseCurrent(p.Value)
+			if err != nil {
+				s.badCurrent = true
+				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Current = n
+		case strings.HasPrefix(rel, runningDir):
+			s.modify[rel] = p.ModifyIndex
+			s.running++
+			holder := strings.TrimPrefix(rel, runningDir)
+			if err := ValidateName("holder", holder); err != nil {
+				s.badHolders[holder] = true
+				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			rec, err := ParseRecord(holder, p.Value)
+			if err != nil {
+				s.badHolders[holder] = true
+				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Holders[holder] = rec
+		}
+	}
+	return s
+}
+
+// action is what an acquirer should do next, decided from a snapshot alone.
+type action int
+
+const (
+	actDisabled action = iota // max_concurrent is 0
+	actOwned                  // this run already holds the slot (an earlier attempt committed)
+	actReenter                // an earlier run of this holder left its slot held
+	actTake                   // a slot is free
+	actWait                   // the tier is full
+)
+
+func (s *Snapshot) decide(holder, runID string) action {
+	if s.Max == 0 {
+		return actDisabled
+	}
+	if rec, ok := s.Holders[holder]; ok {
+		if runID != "" && rec.RunID == runID {
+			return actOwned
+		}
+		return actReenter
+	}
+	if s.Max < 0 || s.Held() < s.Max {
+		return actTake
+	}
+	return actWait
+}

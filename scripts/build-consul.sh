@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the Consul agent the tests and the demo run against, into bin/consul.
+# Debian ships no consul package and `go install consul@v` fails on the module's
+# replace directives, so we copy the module source, drop those replaces, and build.
+set -euo pipefail
+
+version="${CONSUL_VERSION:-v1.22.5}"
+out="${1:-bin/consul}"
+mkdir -p "$(dirname "$out")"
+out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
+
+if [ -x "$out" ] && "$out" version 2>/dev/null | head -1 | grep -q "Consul ${version}"; then
+  exit 0
+fi
+
+dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@${version}" |
+  sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+[ -n "$dir" ] || { echo "build-consul: could not download consul ${version}" >&2; exit 1; }
+
+work=$(mktemp -d)
+trap 'chmod -R u+w "$work" 2>/dev/null; rm -rf "$work"' EXIT
+cp -r "$dir/." "$work/src"
+chmod -R u+w "$work/src"
+cd "$work/src"
+for m in api sdk envoyextensions proto-public troubleshoot; do
+  go mod edit -dropreplace="github.com/hashicorp/consul/$m"
+done
+echo "build-consul: building consul ${version} (a few minutes, once)" >&2
+GOFLAGS=-mod=mod go build -o "$out.tmp" .
+mv "$out.tmp" "$out"
+"$out" version | head -1
