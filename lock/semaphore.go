@@ -80,6 +80,8 @@ type Request struct {
 	Record
 	// WaitUntil is how long to wait for a slot when the tier is full. Zero: do not wait.
 	WaitUntil time.Time
+	// Waiting, if set, is called with the snapshot that found the tier full, before each wait.
+	Waiting func(*Snapshot)
 }
 
 // Slot is a held slot.
@@ -114,20 +116,25 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		rec := req.Record
 		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode = StateRunning, now, now, nil
 		var reentered bool
-		switch snap.decide(req.Holder, req.RunID) {
-		case actDisabled:
+		switch snap.Decide(req.Holder) {
+		case Disabled:
 			return nil, fmt.Errorf("%w: %s has max_concurrent 0", ErrDisabled, s.opts.Tier)
-		case actOwned:
+		case Reenter:
 			held := snap.Holders[req.Holder]
-			return &Slot{Record: held, Reentered: held.Attempts > 1}, nil
-		case actReenter:
+			if held.RunID == req.RunID {
+				// An earlier call of this run committed; its answer was lost.
+				return &Slot{Record: held, Reentered: held.Attempts > 1}, nil
+			}
 			// Attempts start at 2 on re-entry even after a bare timestamp (Attempts 0), so that
 			// Attempts == 1 always means a fresh slot.
-			rec.Attempts = max(snap.Holders[req.Holder].Attempts, 1) + 1
+			rec.Attempts = max(held.Attempts, 1) + 1
 			reentered = true
-		case actTake:
+		case Take:
 			rec.Attempts = 1
-		case actWait:
+		case Wait:
+			if req.Waiting != nil {
+				req.Waiting(snap)
+			}
 			if err := s.wait(ctx, snap, req.WaitUntil); err != nil {
 				return nil, err
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -112,29 +113,41 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 	return s
 }
 
-// action is what an acquirer should do next, decided from a snapshot alone.
-type action int
+// Decision is what Acquire does for a holder, decided from a snapshot alone.
+type Decision int
 
+// The decisions, in the order they are checked: a disabled tier wins over re-entry.
 const (
-	actDisabled action = iota // max_concurrent is 0
-	actOwned                  // this run already holds the slot (an earlier attempt committed)
-	actReenter                // an earlier run of this holder left its slot held
-	actTake                   // a slot is free
-	actWait                   // the tier is full
+	Disabled Decision = iota // max_concurrent is 0: nothing runs
+	Reenter                  // the holder already has a slot (an earlier run left it held)
+	Take                     // a slot is free, or the tier is unlimited
+	Wait                     // the tier is full
 )
 
-func (s *Snapshot) decide(holder, runID string) action {
-	if s.Max == 0 {
-		return actDisabled
+func (d Decision) String() string {
+	switch d {
+	case Disabled:
+		return "disabled"
+	case Reenter:
+		return "re-enter"
+	case Take:
+		return "take"
+	case Wait:
+		return "wait"
 	}
-	if rec, ok := s.Holders[holder]; ok {
-		if runID != "" && rec.RunID == runID {
-			return actOwned
-		}
-		return actReenter
+	return "Decision(" + strconv.Itoa(int(d)) + ")"
+}
+
+// Decide returns what Acquire does for holder with this snapshot.
+func (s *Snapshot) Decide(holder string) Decision {
+	if s.Max == 0 {
+		return Disabled
+	}
+	if _, ok := s.Holders[holder]; ok {
+		return Reenter
 	}
 	if s.Max < 0 || s.Held() < s.Max {
-		return actTake
+		return Take
 	}
-	return actWait
+	return Wait
 }

@@ -150,19 +150,25 @@ func (a *Agent) Stop() {
 
 func freePorts(n int) ([]int, error) {
 	var ports []int
+	var held []io.Closer // kept open until all are chosen, so none is picked twice
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
 	for len(ports) < n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
+		held = append(held, l)
 		port := l.Addr().(*net.TCPAddr).Port
 		// Serf also needs the UDP port.
 		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-		l.Close()
 		if err != nil {
 			continue
 		}
-		u.Close()
+		held = append(held, u)
 		ports = append(ports, port)
 	}
 	return ports, nil

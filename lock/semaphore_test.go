@@ -1,0 +1,363 @@
+package lock_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tierlock/tierlock/lock"
+)
+
+func TestAcquireRelease(t *testing.T) {
+	s := newSem(t, 1)
+	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slot.Attempts != 1 || slot.Reentered || slot.State != lock.StateRunning {
+		t.Errorf("slot = %+v, want a fresh running slot", slot)
+	}
+	snap, err := s.Read(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Current != 1 || snap.Holders["web-1"].RunID != "r1" || snap.MaxSet || snap.Max != 1 {
+		t.Errorf("after acquire: %+v", snap)
+	}
+	checkInvariant(t)
+	if err := s.Release(ctx(t), slot); err != nil {
+		t.Fatal(err)
+	}
+	if got := values(t); len(got) != 1 || got["current"] != "0" {
+		t.Errorf("after release: %v, want only current=0", got)
+	}
+	// A second release (say, a retry whose first answer was lost) frees nothing.
+	if err := s.Release(ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("second release: %v, want ErrNotHeld", err)
+	}
+}
+
+func TestAcquireIsIdempotentPerRun(t *testing.T) {
+	s := newSem(t, 2)
+	a, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.StartedAt != b.StartedAt || b.Attempts != 1 {
+		t.Errorf("repeat acquire changed the slot: %+v then %+v", a, b)
+	}
+	if v := values(t); v["current"] != "1" {
+		t.Errorf("repeat acquire took a second slot: %v", v)
+	}
+}
+
+func TestFullTierWaitsThenNoSlot(t *testing.T) {
+	s := newSem(t, 1)
+	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t)
+	r := req("web-2", "r2")
+	r.WaitUntil = time.Now().Add(700 * time.Millisecond)
+	waited := 0
+	r.Waiting = func(*lock.Snapshot) { waited++ }
+	start := time.Now()
+	_, err := s.Acquire(ctx(t), r)
+	if !errors.Is(err, lock.ErrNoSlot) {
+		t.Fatalf("acquire on a full tier: %v, want ErrNoSlot", err)
+	}
+	if d := time.Since(start); d < 600*time.Millisecond {
+		t.Errorf("gave up after %v, before the wait ended", d)
+	}
+	if waited == 0 {
+		t.Error("Waiting was never called")
+	}
+	if after := dump(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("a waiter that gave up wrote to Consul:\nbefore %v\nafter  %v", before, after)
+	}
+}
+
+func TestWaiterGetsSlotWhenReleased(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		r := req("web-2", "r2")
+		r.WaitUntil = time.Now().Add(20 * time.Second)
+		_, err := s.Acquire(ctx(t), r)
+		got <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if err := s.Release(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waiter not admitted after release")
+	}
+	checkInvariant(t)
+}
+
+func TestDisabledWritesNothing(t *testing.T) {
+	s := newSem(t, 1)
+	put(t, "max_concurrent", "0")
+	before := dump(t)
+	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrDisabled) {
+		t.Fatalf("acquire on a disabled tier: %v", err)
+	}
+	if after := dump(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("wrote to a disabled tier: %v -> %v", before, after)
+	}
+}
+
+func TestDefaultMaxZeroDisables(t *testing.T) {
+	s := newSem(t, 0)
+	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrDisabled) {
+		t.Fatalf("acquire with default max 0: %v", err)
+	}
+}
+
+func TestDisabledWinsOverReentry(t *testing.T) {
+	s := newSem(t, 1)
+	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkFailed(ctx(t), slot, 1); err != nil {
+		t.Fatal(err)
+	}
+	put(t, "max_concurrent", "0")
+	if _, err := s.Acquire(ctx(t), req("web-1", "r2")); !errors.Is(err, lock.ErrDisabled) {
+		t.Fatalf("re-entry into a disabled tier: %v", err)
+	}
+}
+
+func TestUnlimited(t *testing.T) {
+	s := newSem(t, 1)
+	put(t, "max_concurrent", "-1")
+	for i := range 20 {
+		if _, err := s.Acquire(ctx(t), req(fmt.Sprintf("web-%d", i), "r")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := values(t); v["current"] != "20" {
+		t.Errorf("current = %q, want 20", v["current"])
+	}
+	checkInvariant(t)
+}
+
+func TestFailedHoldsAndReentryReleases(t *testing.T) {
+	s := newSem(t, 1)
+	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkFailed(ctx(t), slot, 3); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := s.Read(ctx(t))
+	rec := snap.Holders["web-1"]
+	if rec.State != lock.StateFailed || rec.ExitCode == nil || *rec.ExitCode != 3 || snap.Current != 1 {
+		t.Fatalf("after failure: %+v current=%d", rec, snap.Current)
+	}
+	// Another host cannot get in: the failed slot is held.
+	r := req("web-2", "r2")
+	if _, err := s.Acquire(ctx(t), r); !errors.Is(err, lock.ErrNoSlot) {
+		t.Errorf("another holder got in past a failed slot: %v", err)
+	}
+	again, err := s.Acquire(ctx(t), req("web-1", "r3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Reentered || again.Attempts != 2 || again.State != lock.StateRunning || again.ExitCode != nil {
+		t.Errorf("re-entry = %+v", again)
+	}
+	if v := values(t); v["current"] != "1" {
+		t.Errorf("re-entry took a second slot: %v", v)
+	}
+	// The old run can no longer touch the slot.
+	if err := s.Release(ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("stale run released the re-entered slot: %v", err)
+	}
+	if err := s.Release(ctx(t), again); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariant(t)
+}
+
+func TestInterruptedHolds(t *testing.T) {
+	s := newSem(t, 1)
+	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkInterrupted(ctx(t), slot, nil); err != nil {
+		t.Fatal(err)
+	}
+	snap, _ := s.Read(ctx(t))
+	if rec := snap.Holders["web-1"]; rec.State != lock.StateInterrupted || rec.ExitCode != nil {
+		t.Errorf("after interrupt: %+v", rec)
+	}
+	checkInvariant(t)
+}
+
+func TestReenterBareTimestamp(t *testing.T) {
+	s := newSem(t, 1)
+	put(t, "current", "1")
+	put(t, "running/web-1", "1700000000")
+	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slot.Reentered || slot.Attempts != 2 {
+		t.Errorf("re-entry of a bare timestamp: %+v", slot)
+	}
+	checkInvariant(t)
+}
+
+func TestInvalidStoredValuesWriteNothing(t *testing.T) {
+	cases := map[string]map[string]string{
+		"max abc":          {"max_concurrent": "abc"},
+		"max 1.5":          {"max_concurrent": "1.5"},
+		"max -2":           {"max_concurrent": "-2"},
+		"max empty":        {"max_concurrent": ""},
+		"max 20 digits":    {"max_concurrent": "12345678901234567890"},
+		"current x":        {"current": "x"},
+		"current -1":       {"current": "-1"},
+		"running garbage":  {"current": "1", "running/web-9": "garbage"},
+		"running state":    {"current": "1", "running/web-9": `{"state":"sleeping","started_at":"2026-01-02T03:04:05Z"}`},
+		"running no start": {"current": "1", "running/web-9": `{"state":"running"}`},
+		"running holder":   {"current": "1", "running/web-9": `{"holder":"web-8","state":"running","started_at":"2026-01-02T03:04:05Z"}`},
+		"running bad name": {"current": "1", "running/web 9": "1700000000"},
+		"running nested":   {"current": "1", "running/a/b": "1700000000"},
+	}
+	for name, kvs := range cases {
+		t.Run(name, func(t *testing.T) {
+			for k, v := range kvs {
+				put(t, k, v)
+			}
+			s := newSem(t, 1)
+			before := dump(t)
+			_, err := s.Acquire(ctx(t), req("web-1", "r1"))
+			if !errors.Is(err, lock.ErrInvalidConfig) {
+				t.Fatalf("acquire: %v, want ErrInvalidConfig", err)
+			}
+			if after := dump(t); fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Errorf("wrote despite invalid values: %v -> %v", before, after)
+			}
+		})
+	}
+}
+
+func TestBadNames(t *testing.T) {
+	for _, tc := range []struct{ prefix, tier string }{
+		{"chef", "prod"}, {"chef", "prod/web/x"}, {"chef", "../web"}, {"chef", "prod/"},
+		{"chef", "prod/we b"}, {"ch ef", "prod/web"}, {"a//b", "prod/web"},
+	} {
+		if _, err := lock.New(consul.KV(), lock.Options{Prefix: tc.prefix, Tier: tc.tier}); !errors.Is(err, lock.ErrInvalidName) {
+			t.Errorf("New(prefix %q, tier %q): %v, want ErrInvalidName", tc.prefix, tc.tier, err)
+		}
+	}
+	s := newSem(t, 1)
+	for _, h := range []string{"", "..", "a/b", "web 1", "web\x00", "wéb"} {
+		if _, err := s.Acquire(ctx(t), req(h, "r")); !errors.Is(err, lock.ErrInvalidName) {
+			t.Errorf("acquire for holder %q: %v, want ErrInvalidName", h, err)
+		}
+	}
+	if v := values(t); len(v) != 0 {
+		t.Errorf("bad names wrote %v", v)
+	}
+}
+
+func TestForceReleaseAndRepair(t *testing.T) {
+	s := newSem(t, 3)
+	put(t, "running/old-box", "garbage from old tooling")
+	put(t, "current", "5")
+	snap, err := s.Repair(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Current != 5 {
+		t.Errorf("repair reported before=%d, want 5", snap.Current)
+	}
+	checkInvariant(t)
+	again, err := s.Repair(ctx(t))
+	if err != nil || again.Drift() {
+		t.Errorf("second repair: %v drift=%v", err, again.Drift())
+	}
+	if _, err := s.ForceRelease(ctx(t), "old-box"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForceRelease(ctx(t), "old-box"); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("second force release: %v, want ErrNotHeld", err)
+	}
+	if v := values(t); v["current"] != "0" || len(v) != 1 {
+		t.Errorf("after force release: %v", v)
+	}
+}
+
+func TestDriftNeverAdmitsMoreThanMax(t *testing.T) {
+	s := newSem(t, 2)
+	// current says 0 but two holders have keys (older tooling): the tier is full.
+	put(t, "running/a", "1700000000")
+	put(t, "running/b", "1700000000")
+	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrNoSlot) {
+		t.Fatalf("acquire on a drifted full tier: %v", err)
+	}
+	// A write heals the counter: b's release leaves current = 1 = running keys.
+	if _, err := s.ForceRelease(ctx(t), "b"); err != nil {
+		t.Fatal(err)
+	}
+	checkInvariant(t)
+}
+
+func TestConcurrentAcquirersNeverExceedMax(t *testing.T) {
+	const max, hosts = 3, 24
+	s := newSem(t, max)
+	var running, peak atomic.Int32
+	var wg sync.WaitGroup
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := req(fmt.Sprintf("web-%d", i), fmt.Sprintf("r%d", i))
+			r.WaitUntil = time.Now().Add(60 * time.Second)
+			slot, err := s.Acquire(ctx(t), r)
+			if err != nil {
+				t.Errorf("host %d: %v", i, err)
+				return
+			}
+			n := running.Add(1)
+			for {
+				p := peak.Load()
+				if n <= p || peak.CompareAndSwap(p, n) {
+					break
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+			running.Add(-1)
+			if err := s.Release(ctx(t), slot); err != nil {
+				t.Errorf("host %d release: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := peak.Load(); p > max || p < 2 {
+		t.Errorf("peak concurrency %d, want 2..%d", p, max)
+	}
+	checkInvariant(t)
+}
