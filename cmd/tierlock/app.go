@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes (sysexits.h), as documented in the README.
+const (
+	exitOK       = 0
+	exitSoftware = 70 // the command succeeded but its slot could not be released
+	exitTempFail = 75 // skipped, nothing ran
+	exitConfig   = 78 // bad flags, invalid stored values, bad names
+)
+
+// Build describes this binary.
+type Build struct {
+	Version, Commit, Date string
+}
+
+// App is tierlock's command line: main only wires it, tests run it in-process.
+type App struct {
+	Stdout, Stderr io.Writer
+	// Signals are SIGINT and SIGTERM as they arrive.
+	Signals <-chan os.Signal
+	Now     func() time.Time
+	Build   Build
+}
+
+// exitError carries an exit code out of a command's action.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
+
+// Run runs the command line args and returns the exit code.
+func (a *App) Run(ctx context.Context, args []string) int {
+	app := &cli.App{
+		Name:    "tierlock",
+		Usage:   "run chef-client (or any command) on only a few hosts of a tier at a time",
+		Version: a.Build.Version,
+		Writer:  a.Stdout, ErrWriter: a.Stderr,
+		Commands: []*cli.Command{
+			a.runCommand(),
+			a.versionCommand(),
+		},
+		// Exit codes are ours to choose, not cli's.
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+	err := app.RunContext(ctx, args)
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil && ee.code == exitConfig {
+			fmt.Fprintf(a.Stderr, "tierlock: %v\n", ee.err)
+		}
+		return ee.code
+	}
+	// Anything else is a usage error from flag parsing.
+	fmt.Fprintf(a.Stderr, "tierlock: %v\n", err)
+	return exitConfig
+}
+
+// logFlags are the flags every command that logs has.
+func logFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json", EnvVars: []string{"TIERLOCK_LOG_FORMAT"}},
+		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log level: debug, info, warn, error", EnvVars: []string{"TIERLOCK_LOG_LEVEL"}},
+	}
+}
+
+// newLogger builds the logger from --log-format and --log-level. Logs go to stderr, so the
+// command's own output on stdout stays clean.
+func (a *App) newLogger(c *cli.Context) (*logrus.Logger, error) {
+	log := logrus.New()
+	log.Out = a.Stderr
+	switch f := c.String("log-format"); f {
+	case "text":
+		log.Formatter = &logrus.TextFormatter{FullTimestamp: true, TimestampFormat: time.RFC3339}
+	case "json":
+		log.Formatter = &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", f)
+	}
+	level, err := logrus.ParseLevel(c.String("log-level"))
+	if err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
+	}
+	log.Level = level
+	return log, nil
+}
+
+func (a *App) versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print version, git SHA and build date",
+		Action: func(c *cli.Context) error {
+			fmt.Fprintf(a.Stdout, "tierlock %s\ngit: %s\nbuilt: %s\n", a.Build.Version, a.Build.Commit, a.Build.Date)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/imds"
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/runner"
+)
+
+// maxRequestTimeout bounds one Consul request of a run.
+const maxRequestTimeout = 10 * time.Second
+
+func (a *App) runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "run a command (default chef-client) in a slot of the tier",
+		ArgsUsage: "[-- COMMAND ARGS...]",
+		Flags:     runFlags(),
+		Action: func(c *cli.Context) error {
+			logger, err := a.newLogger(c)
+			if err != nil {
+				return exitWith(exitConfig, err)
+			}
+			o, err := parseRunOptions(c)
+			if err != nil {
+				return exitWith(exitConfig, err)
+			}
+			if code := a.run(c.Context, logger, o); code != exitOK {
+				return exitWith(code, nil)
+			}
+			return nil
+		},
+	}
+}
+
+// run is `tierlock run` after its flags were checked: SPEC.md's steps 1 to 9. It returns the
+// exit code.
+func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions) int {
+	runID := newRunID()
+	log := logger.WithFields(logrus.Fields{"run_id": runID, "tier": o.tier, "holder": o.holder})
+
+	unlock, err := lockLocally(o.stateDir, o.tier)
+	if errors.Is(err, errLocallyBusy) {
+		log.Warn(err)
+		return exitTempFail
+	}
+	if err != nil {
+		log.Error(err)
+		return exitConfig
+	}
+	defer unlock()
+
+	// Until the command starts, a signal means: stop, nothing ran.
+	before, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWatching := a.cancelOnSignal(cancel)
+
+	if o.splay > 0 {
+		d := rand.N(o.splay)
+		log.Debugf("splay: sleeping %s", d.Round(time.Millisecond))
+		select {
+		case <-before.Done():
+			log.Warnf("stopped by %v before starting; nothing ran", stopWatching())
+			return exitTempFail
+		case <-time.After(d):
+		}
+	}
+
+	client, err := consulclient.New()
+	if err != nil {
+		log.Error(err)
+		return exitConfig
+	}
+	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
+	sem, err := lock.New(retry.observe(client.KV()), lock.Options{
+		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax,
+		RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now,
+	})
+	if err != nil {
+		log.Error(err)
+		return exitConfig
+	}
+	if o.dryRun {
+		return a.dryRun(before, log, sem, retry, o)
+	}
+
+	instanceID := o.instanceID
+	if instanceID == "imds" {
+		if instanceID, err = imds.InstanceID(before, imds.Endpoint()); err != nil {
+			log.Errorf("--instance-id imds: %v", err)
+			return exitConfig
+		}
+		if err := lock.ValidateName("instance id", instanceID); err != nil {
+			log.Errorf("--instance-id imds: %v", err)
+			return exitConfig
+		}
+	}
+	hostname, _ := os.Hostname()
+	req := lock.Request{
+		Record: lock.Record{
+			Holder: o.holder, Hostname: hostname, InstanceID: instanceID, PID: os.Getpid(),
+			Command: strings.Join(o.command, " "), RunID: runID, Version: "tierlock " + a.Build.Version,
+		},
+		WaitUntil: a.Now().Add(o.wait),
+	}
+	waiting := false
+	req.Waiting = func(s *lock.Snapshot) {
+		if !waiting {
+			waiting = true
+			log.Infof("tier full (%d of %d slots held), waiting up to %s", s.Held(), s.Max, o.wait)
+		}
+	}
+
+	asked := a.Now()
+	var slot *lock.Slot
+	err = retry.do(before, "acquire", func(ctx context.Context) (err error) {
+		slot, err = sem.Acquire(ctx, req)
+		return err
+	})
+	sig := stopWatching()
+	if err != nil {
+		return a.notAcquired(ctx, log, sem, retry, req.Record, err, sig)
+	}
+	if sig != nil {
+		log.Warnf("stopped by %v before the command started; nothing ran", sig)
+		a.abandon(ctx, log, sem, retry, req.Record)
+		return exitTempFail
+	}
+	log = log.WithField("attempt", slot.Attempts)
+	if slot.Reentered {
+		log.Infof("re-entered the slot an earlier run left held (waited %s)", a.Now().Sub(asked).Round(time.Millisecond))
+	} else {
+		log.Infof("slot acquired (waited %s)", a.Now().Sub(asked).Round(time.Millisecond))
+	}
+
+	res, err := runner.Run(ctx, runner.Command{
+		Path: o.path, Args: o.command[1:], Stdin: os.Stdin, Stdout: a.Stdout, Stderr: a.Stderr,
+		Timeout: o.timeout, KillGrace: o.killGrace, Signals: a.Signals,
+	})
+	if err != nil {
+		// Found on $PATH but not startable (permissions, say): a failure like any other.
+		log.Error(err)
+		res = runner.Result{ExitCode: 126}
+	}
+	return a.finish(ctx, log, sem, retry, slot, res, o)
+}
+
+// finish records the command's outcome: release on success, keep the slot otherwise. It runs
+// whatever happens to ctx, with its own bound, so a signal never strands a slot half-written.
+func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
+	slot *lock.Slot, res runner.Result, o runOptions) int {
+	ctx = context.WithoutCancel(ctx)
+	log = log.WithFields(logrus.Fields{"exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
+	switch {
+	case o.successCodes[res.ExitCode] && res.Signal == 0:
+		err := retry.do(ctx, "release", func(ctx context.Context) error { return sem.Release(ctx, slot) })
+		switch {
+		case errors.Is(err, lock.ErrNotHeld):
+			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
+		case err != nil:
+			log.WithError(err).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
+			return exitSoftware
+		default:
+			log.Info("command succeeded; slot released")
+		}
+		return exitOK
+	case res.Interrupted():
+		var code *int
+		if res.Signal == 0 {
+			code = &res.ExitCode
+		}
+		how := "by a signal"
+		if res.TimedOut {
+			how = fmt.Sprintf("by the --timeout of %s", o.timeout)
+		}
+		err := retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, code) })
+		if err != nil {
+			log.WithError(err).Error("could not record the interruption; the slot stays held")
+		}
+		log.Warnf("command interrupted %s; slot stays held (state interrupted)", how)
+	default:
+		err := retry.do(ctx, "mark failed", func(ctx context.Context) error { return sem.MarkFailed(ctx, slot, res.ExitCode) })
+		if err != nil {
+			log.WithError(err).Error("could not record the failure; the slot stays held")
+		}
+		log.Error("command failed; slot stays held (state failed) until a run succeeds or an operator releases it")
+	}
+	return res.Code()
+}
+
+// notAcquired turns an Acquire error into an exit code, cleaning up after an attempt whose
+// outcome is unknown.
+func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
+	rec lock.Record, err error, sig os.Signal) int {
+	switch {
+	case errors.Is(err, lock.ErrDisabled):
+		log.Info("tier disabled (max_concurrent 0); nothing ran")
+		return exitTempFail
+	case errors.Is(err, lock.ErrNoSlot):
+		log.WithError(err).Warn("no slot within --wait; nothing ran")
+		return exitTempFail
+	case errors.Is(err, lock.ErrInvalidConfig), errors.Is(err, lock.ErrInvalidName), errors.Is(err, lock.ErrRejected):
+		log.WithError(err).Error("nothing ran")
+		return exitConfig
+	}
+	if sig != nil {
+		log.Warnf("stopped by %v while waiting for a slot; nothing ran", sig)
+	} else {
+		log.WithError(err).Error("consul unavailable; nothing ran")
+	}
+	a.abandon(ctx, log, sem, retry, rec)
+	if !consulclient.Retryable(context.Background(), err) && sig == nil {
+		return exitConfig // a refusal such as a 403: retrying on the next timer will not help
+	}
+	return exitTempFail
+}
+
+// abandon undoes an acquisition that may have committed without our knowing (the answer was
+// lost, or a signal came): a fresh slot is released, a re-entered one marked interrupted.
+func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, rec lock.Record) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.timeout)
+	defer cancel()
+	var snap *lock.Snapshot
+	if err := retry.do(ctx, "check for a slot taken", func(ctx context.Context) (err error) {
+		snap, err = sem.Read(ctx)
+		return err
+	}); err != nil {
+		log.WithError(err).Warn("could not check whether a slot was taken; if one was, the next run re-enters it")
+		return
+	}
+	held, ok := snap.Holders[rec.Holder]
+	if !ok || held.RunID != rec.RunID {
+		return
+	}
+	slot := &lock.Slot{Record: held}
+	var err error
+	if held.Attempts == 1 {
+		err = retry.do(ctx, "release", func(ctx context.Context) error { return sem.Release(ctx, slot) })
+	} else {
+		err = retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, nil) })
+	}
+	if err != nil {
+		log.WithError(err).Warn("could not undo the slot taken; the next run re-enters it")
+	}
+}
+
+// dryRun reads the tier and says what run would do. Exit 0 if it would run now, 75 if it would
+// skip or wait, 78 if the tier is misconfigured.
+func (a *App) dryRun(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, o runOptions) int {
+	var snap *lock.Snapshot
+	if err := retry.do(ctx, "read", func(ctx context.Context) (err error) {
+		snap, err = sem.Read(ctx)
+		return err
+	}); err != nil {
+		log.WithError(err).Error("consul unavailable")
+		return exitTempFail
+	}
+	if err := snap.Err(); err != nil {
+		log.WithError(err).Error("tier misconfigured")
+		return exitConfig
+	}
+	limit := fmt.Sprint(snap.Max)
+	if snap.Max < 0 {
+		limit = "unlimited"
+	}
+	d := snap.Decide(o.holder)
+	what := map[lock.Decision]string{
+		lock.Disabled: "would skip: the tier is disabled",
+		lock.Reenter:  "would re-enter the slot it already holds and run",
+		lock.Take:     "would take a slot and run",
+		lock.Wait:     fmt.Sprintf("would wait up to %s for a slot, then run", o.wait),
+	}[d]
+	fmt.Fprintf(a.Stdout, "dry run: tier %s (max %s, %d held): %s %s %q\n",
+		o.tier, limit, snap.Held(), o.holder, what, strings.Join(o.command, " "))
+	if d == lock.Take || d == lock.Reenter {
+		return exitOK
+	}
+	return exitTempFail
+}
+
+// cancelOnSignal cancels on the first SIGINT or SIGTERM until stop is called; stop returns
+// that signal, or nil. Signals after stop are left for the runner to forward.
+func (a *App) cancelOnSignal(cancel func()) (stop func() os.Signal) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	var got os.Signal
+	go func() {
+		defer close(finished)
+		select {
+		case got = <-a.Signals:
+			cancel()
+		case <-done:
+		}
+	}()
+	var stopped os.Signal
+	once := false
+	return func() os.Signal {
+		if !once {
+			once = true
+			close(done)
+			<-finished
+			stopped = got
+		}
+		return stopped
+	}
+}
+
+// newRunID names one run in logs and in its record.
+func newRunID() string {
+	b := make([]byte, 4)
+	_, _ = cryptorand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/runner"
+)
+
+// runOptions are run's flags, checked.
+type runOptions struct {
+	prefix, tier, holder, instanceID, stateDir string
+	wait, splay, timeout, killGrace            time.Duration
+	consulTimeout                              time.Duration
+	successCodes                               map[int]bool
+	defaultMax                                 int
+	dryRun                                     bool
+	command                                    []string // as given
+	path                                       string   // command[0] resolved on $PATH
+}
+
+func env(name string) []string { return []string{"TIERLOCK_" + name} }
+
+func runFlags() []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "tier", Usage: "the tier, ENVIRONMENT/SERVICE (required)", EnvVars: env("TIER")},
+		&cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")},
+		&cli.StringFlag{Name: "holder", Usage: "this host's name in the tier (default: the hostname)", EnvVars: env("HOLDER")},
+		&cli.DurationFlag{Name: "wait", Value: 10 * time.Minute, Usage: "how long to wait for a free slot before giving up (exit 75)", EnvVars: env("WAIT")},
+		&cli.DurationFlag{Name: "splay", Usage: "sleep a random time up to this before starting", EnvVars: env("SPLAY")},
+		&cli.DurationFlag{Name: "timeout", Value: 2 * time.Hour, Usage: "stop the command after this long (SIGTERM, then SIGKILL); 0: never", EnvVars: env("TIMEOUT")},
+		&cli.DurationFlag{Name: "kill-grace", Value: runner.DefaultKillGrace, Usage: "time between SIGTERM and SIGKILL when stopping the command", EnvVars: env("KILL_GRACE")},
+		&cli.IntSliceFlag{Name: "success-codes", Usage: "exit codes besides 0 that count as success, e.g. 35 (chef: reboot scheduled)", EnvVars: env("SUCCESS_CODES")},
+		&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent for a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
+		&cli.DurationFlag{Name: "consul-timeout", Value: time.Minute, Usage: "how long Consul may keep failing before giving up", EnvVars: env("CONSUL_TIMEOUT")},
+		&cli.StringFlag{Name: "state-dir", Value: "/run/tierlock", Usage: "directory of the per-tier local lock files", EnvVars: env("STATE_DIR")},
+		&cli.StringFlag{Name: "instance-id", Usage: "instance id to record, or imds to ask the EC2 metadata service", EnvVars: env("INSTANCE_ID")},
+		&cli.BoolFlag{Name: "dry-run", Usage: "decide and print, take nothing, run nothing", EnvVars: env("DRY_RUN")},
+	}, logFlags()...)
+}
+
+// parseRunOptions checks every flag before anything touches Consul or the host.
+func parseRunOptions(c *cli.Context) (runOptions, error) {
+	o := runOptions{
+		prefix: c.String("prefix"), tier: c.String("tier"), holder: c.String("holder"),
+		instanceID: c.String("instance-id"), stateDir: c.String("state-dir"),
+		wait: c.Duration("wait"), splay: c.Duration("splay"), timeout: c.Duration("timeout"),
+		killGrace: c.Duration("kill-grace"), consulTimeout: c.Duration("consul-timeout"),
+		defaultMax: c.Int("default-max"), dryRun: c.Bool("dry-run"),
+		command: c.Args().Slice(), successCodes: map[int]bool{0: true},
+	}
+	if o.tier == "" {
+		return o, fmt.Errorf("--tier is required (ENVIRONMENT/SERVICE, or TIERLOCK_TIER)")
+	}
+	if err := lock.ValidateTier(o.tier); err != nil {
+		return o, fmt.Errorf("--tier: %w", err)
+	}
+	if err := lock.ValidatePrefix(o.prefix); err != nil {
+		return o, fmt.Errorf("--prefix: %w", err)
+	}
+	if o.holder == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return o, fmt.Errorf("no --holder given and no hostname: %w", err)
+		}
+		o.holder = h
+	}
+	if err := lock.ValidateName("holder", o.holder); err != nil {
+		return o, fmt.Errorf("--holder: %w", err)
+	}
+	if o.instanceID != "" && o.instanceID != "imds" {
+		if err := lock.ValidateName("instance id", o.instanceID); err != nil {
+			return o, fmt.Errorf("--instance-id: %w", err)
+		}
+	}
+	for name, d := range map[string]time.Duration{"wait": o.wait, "splay": o.splay, "timeout": o.timeout, "kill-grace": o.killGrace} {
+		if d < 0 {
+			return o, fmt.Errorf("--%s %s is negative", name, d)
+		}
+	}
+	if o.consulTimeout <= 0 {
+		return o, fmt.Errorf("--consul-timeout %s must be positive", o.consulTimeout)
+	}
+	if o.defaultMax < -1 {
+		return o, fmt.Errorf("--default-max %d is below -1 (-1 unlimited, 0 disabled, N at most N)", o.defaultMax)
+	}
+	for _, code := range c.IntSlice("success-codes") {
+		if code < 1 || code > 255 {
+			return o, fmt.Errorf("--success-codes: %d is not an exit code (1-255)", code)
+		}
+		o.successCodes[code] = true
+	}
+	if len(o.command) == 0 {
+		o.command = []string{"chef-client"}
+	}
+	path, err := exec.LookPath(o.command[0])
+	if err != nil {
+		return o, fmt.Errorf("command %q: %w", o.command[0], err)
+	}
+	o.path = path
+	return o, nil
+}

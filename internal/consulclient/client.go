@@ -1,0 +1,91 @@
+// Package consulclient builds the Consul client tierlock's commands use and says which of its
+// errors are worth retrying. Address, token and TLS come from api.DefaultConfig (the
+// CONSUL_HTTP_* environment variables), never from flags.
+package consulclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// StatusError is an HTTP answer from Consul that is worth retrying: 429 (rate limited) or
+// 5xx ("No cluster leader", a stalled proxy, ...).
+type StatusError struct {
+	Code int
+	Body string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("consul answered %d: %s", e.Code, e.Body)
+}
+
+// New returns a client configured from the environment, as `consul` itself is.
+func New() (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	// api.KV.Txn turns every unexpected status into a plain error string; seeing the status
+	// here, before api does, keeps 429 and 5xx distinguishable from a refusal such as 403.
+	hc.Transport = statusTransport{next: hc.Transport}
+	cfg.HttpClient = hc
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	return client, nil
+}
+
+type statusTransport struct{ next http.RoundTripper }
+
+func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(body))}
+	}
+	return resp, nil
+}
+
+// Retryable reports whether err is a Consul failure that may go away: a connection refused
+// or reset, a request timeout, a 429 or a 5xx. ctx is the caller's: once it is done, nothing
+// is retryable.
+func Retryable(ctx context.Context, err error) bool {
+	if err == nil || ctx.Err() != nil {
+		return false
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return true
+	}
+	var ae api.StatusError
+	if errors.As(err, &ae) {
+		return ae.Code == http.StatusTooManyRequests || ae.Code >= 500
+	}
+	// A certificate that does not verify is a configuration error: retrying cannot help.
+	var certErr *tls.CertificateVerificationError
+	var hostErr x509.HostnameError
+	var authErr x509.UnknownAuthorityError
+	if errors.As(err, &certErr) || errors.As(err, &hostErr) || errors.As(err, &authErr) {
+		return false
+	}
+	var opErr *net.OpError
+	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
