@@ -1,0 +1,241 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
+)
+
+// The CLI is tested as users run it: the real binary, as separate processes, against a real
+// Consul agent (one for the package), each test under its own key prefix.
+var (
+	binary string
+	agent  *consulagent.Agent
+	consul *api.Client
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "tierlock-cli-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "tierlock")
+	build := exec.Command("go", "build", "-ldflags", "-X main.version=9.9.9-test -X main.commit=abc1234 -X main.date=2026-11-21T00:00:00Z", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build tierlock:", err)
+		return 1
+	}
+	bin, err := consulagent.Binary()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if agent, err = consulagent.Start(context.Background(), bin, filepath.Join(dir, "consul.log"),
+		"-hcl", "limits { http_max_conns_per_client = 10000 }"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer agent.Stop()
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = agent.Addr, ""
+	if consul, err = api.NewClient(cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return m.Run()
+}
+
+const tier = "prod/web"
+
+var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+func prefix(t *testing.T) string { return "test/" + unsafe.ReplaceAllString(t.Name(), "_") }
+
+// result is how one tierlock process ended.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// cli prepares a tierlock process for the test: its own prefix and state dir, Consul at addr,
+// no TIERLOCK_ or CONSUL_ variables from the environment.
+func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
+	t.Helper()
+	full := []string{args[0], "--prefix", prefix(t)}
+	if !strings.Contains(strings.Join(args, " "), "--state-dir") {
+		full = append(full, "--state-dir", stateDir(t))
+	}
+	full = append(full, args[1:]...)
+	cmd := exec.Command(binary, full...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TIERLOCK_") && !strings.HasPrefix(kv, "CONSUL_") && !strings.HasPrefix(kv, "AWS_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, "CONSUL_HTTP_ADDR="+addr)
+	return cmd
+}
+
+var stateDirs = map[string]string{}
+
+func stateDir(t *testing.T) string {
+	if d, ok := stateDirs[t.Name()]; ok {
+		return d
+	}
+	d := t.TempDir()
+	stateDirs[t.Name()] = d
+	return d
+}
+
+// run runs tierlock to the end.
+func run(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return result{code: cmd.ProcessState.ExitCode(), stdout: out.String(), stderr: errb.String()}
+}
+
+// tl runs `tierlock ARGS` against the test agent.
+func tl(t *testing.T, args ...string) result {
+	t.Helper()
+	return run(t, cli(t, agent.Addr, args...))
+}
+
+func wantCode(t *testing.T, r result, code int) {
+	t.Helper()
+	if r.code != code {
+		t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, code, r.stdout, r.stderr)
+	}
+}
+
+// put writes a key of the test's tier.
+func put(t *testing.T, key, value string) {
+	t.Helper()
+	if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/" + tier + "/" + key, Value: []byte(value)}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dump returns the test prefix's keys with values and ModifyIndexes, to show nothing changed.
+func dump(t *testing.T) string {
+	t.Helper()
+	pairs, _, err := consul.KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, p := range pairs {
+		fmt.Fprintf(&b, "%s=%s@%d\n", strings.TrimPrefix(p.Key, prefix(t)+"/"), p.Value, p.ModifyIndex)
+	}
+	return b.String()
+}
+
+// record reads running/<holder>; ok is false when it is absent.
+type record struct {
+	Holder     string    `json:"holder"`
+	State      string    `json:"state"`
+	ExitCode   *int      `json:"exit_code"`
+	Attempts   int       `json:"attempts"`
+	InstanceID string    `json:"instance_id"`
+	RunID      string    `json:"run_id"`
+	Command    string    `json:"command"`
+	Version    string    `json:"version"`
+	StartedAt  time.Time `json:"started_at"`
+}
+
+func getRecord(t *testing.T, holder string) (record, bool) {
+	t.Helper()
+	p, _, err := consul.KV().Get(prefix(t)+"/"+tier+"/running/"+holder, &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p == nil {
+		return record{}, false
+	}
+	var r record
+	if err := json.Unmarshal(p.Value, &r); err != nil {
+		t.Fatalf("running/%s = %q: %v", holder, p.Value, err)
+	}
+	return r, true
+}
+
+// current returns the tier's current and its number of running/ keys.
+func current(t *testing.T) (string, int) {
+	t.Helper()
+	pairs, _, err := consul.KV().List(prefix(t)+"/"+tier+"/", &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, n := "", 0
+	for _, p := range pairs {
+		rel := strings.TrimPrefix(p.Key, prefix(t)+"/"+tier+"/")
+		if rel == "current" {
+			cur = string(p.Value)
+		}
+		if strings.HasPrefix(rel, "running/") {
+			n++
+		}
+	}
+	return cur, n
+}
+
+func checkInvariant(t *testing.T) {
+	t.Helper()
+	cur, n := current(t)
+	if cur == "" {
+		cur = "0"
+	}
+	if cur != fmt.Sprint(n) {
+		t.Errorf("invariant broken: current %q, %d running/ keys\n%s", cur, n, dump(t))
+	}
+}
+
+// marker is a file a command creates, to prove it ran (or did not).
+func marker(t *testing.T, name string) string { return filepath.Join(stateDir(t), name) }
+
+func exists(path string) bool { _, err := os.Stat(path); return err == nil }
+
+// waitFor polls until cond holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func signalProcess(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
+	t.Helper()
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
