@@ -1,0 +1,37 @@
+# tierlock: `make demo` shows it working, `make test` runs every test against a real Consul.
+GO      ?= go
+VERSION ?= 0.1.0
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
+CONSUL  := bin/consul
+
+export TIERLOCK_CONSUL := $(abspath $(CONSUL))
+
+.PHONY: all build consul test lint demo clean
+
+all: build
+
+## build: bin/tierlock, with version, git SHA and build date
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tierlock ./cmd/tierlock
+
+## consul: the Consul agent the tests and the demo run (built once from the module proxy)
+consul:
+	./scripts/build-consul.sh $(CONSUL)
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## test: lint, then every test against a real Consul agent (with the race detector)
+test: lint consul
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+## demo: a local Consul agent and 8 simulated hosts going through a tier of 2 slots
+demo: build consul
+	$(GO) run ./internal/demo -tierlock bin/tierlock -consul $(CONSUL)
+
+clean:
+	rm -rf bin/tierlock dist
