@@ -46,7 +46,7 @@ func main() {
 
 type demo struct {
 	start   time.Time
-	mu      sync.Mutex // serialises output and the fields below
+	mu      sync.Mutex      // serialises output and the fields below
 	waiting map[string]bool // hosts that said they wait for a slot and have not got one yet
 	done    map[string]int
 	hosts   []string
