@@ -441,6 +441,7 @@ func TestThirtyProcessesNeverExceedMax(t *testing.T) {
 	// The recorder is outside tierlock: each command appends start and end lines to one file
 	// (O_APPEND writes of one line are atomic), so the file's order is the events' order.
 	script := `echo "start $0" >> ` + rec + `; sleep 0.2; echo "end $0" >> ` + rec
+	base := stateDir(t)
 	var wg sync.WaitGroup
 	codes := make([]int, hosts)
 	for i := range hosts {
@@ -448,7 +449,7 @@ func TestThirtyProcessesNeverExceedMax(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			h := fmt.Sprintf("host-%d", i)
-			cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(stateDir(t), h),
+			cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(base, h),
 				"--wait", "2m", "--", "sh", "-c", script, h)
 			out, _ := cmd.CombinedOutput()
 			codes[i] = cmd.ProcessState.ExitCode()

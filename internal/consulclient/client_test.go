@@ -1,0 +1,88 @@
+package consulclient_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+)
+
+func TestRetryable(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		err  error
+		want bool
+	}{
+		{"nil", context.Background(), nil, false},
+		{"429", context.Background(), &consulclient.StatusError{Code: 429}, true},
+		{"503 wrapped", context.Background(), fmt.Errorf("lock: write: %w", &consulclient.StatusError{Code: 503}), true},
+		{"api 500", context.Background(), api.StatusError{Code: 500}, true},
+		{"api 403", context.Background(), api.StatusError{Code: 403, Body: "Permission denied"}, false},
+		{"refused", context.Background(), &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, true},
+		{"reset", context.Background(), fmt.Errorf("x: %w", syscall.ECONNRESET), true},
+		{"eof", context.Background(), io.ErrUnexpectedEOF, true},
+		{"request timeout", context.Background(), context.DeadlineExceeded, true},
+		{"caller cancelled", cancelled, &consulclient.StatusError{Code: 503}, false},
+		{"unknown CA", context.Background(), x509.UnknownAuthorityError{}, false},
+		{"plain", context.Background(), errors.New("lock: invalid stored value"), false},
+	}
+	for _, tt := range tests {
+		if got := consulclient.Retryable(tt.ctx, tt.err); got != tt.want {
+			t.Errorf("%s: Retryable(%v) = %v, want %v", tt.name, tt.err, got, tt.want)
+		}
+	}
+}
+
+// api.KV.Txn reports a 5xx as a plain string; the client's transport must keep the status.
+func TestTxnStatusIsKept(t *testing.T) {
+	for _, code := range []int{429, 500, 503} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "No cluster leader", code)
+		}))
+		t.Setenv("CONSUL_HTTP_ADDR", srv.Listener.Addr().String())
+		t.Setenv("CONSUL_HTTP_TOKEN", "")
+		client, err := consulclient.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, _, err = client.KV().Txn(api.KVTxnOps{{Verb: api.KVGet, Key: "x"}}, nil)
+		var se *consulclient.StatusError
+		if !errors.As(err, &se) || se.Code != code || !strings.Contains(se.Body, "No cluster leader") {
+			t.Errorf("%d: err = %v, want a StatusError", code, err)
+		}
+		if !consulclient.Retryable(context.Background(), err) {
+			t.Errorf("%d: not retryable", code)
+		}
+		srv.Close()
+	}
+}
+
+func TestForbiddenIsNotRetryable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "Permission denied", http.StatusForbidden)
+	}))
+	defer srv.Close()
+	t.Setenv("CONSUL_HTTP_ADDR", srv.Listener.Addr().String())
+	client, err := consulclient.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = client.KV().List("chef/", nil)
+	if err == nil || consulclient.Retryable(context.Background(), err) {
+		t.Errorf("403: err = %v, retryable %v", err, consulclient.Retryable(context.Background(), err))
+	}
+}
