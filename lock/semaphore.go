@@ -55,7 +55,7 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 		return nil, err
 	}
 	if opts.DefaultMax < -1 {
-		return nil, fmt.Errorf("%w: default max %d is below -1", ErrInvalidName, opts.DefaultMax)
+		return nil, fmt.Errorf("lock: default max %d is below -1", opts.DefaultMax)
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = DefaultRequestTimeout

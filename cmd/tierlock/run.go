@@ -233,11 +233,8 @@ func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Sema
 func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, rec lock.Record) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.timeout)
 	defer cancel()
-	var snap *lock.Snapshot
-	if err := retry.do(ctx, "check for a slot taken", func(ctx context.Context) (err error) {
-		snap, err = sem.Read(ctx)
-		return err
-	}); err != nil {
+	snap, err := readTier(ctx, sem, retry, "check for a slot taken")
+	if err != nil {
 		log.WithError(err).Warn("could not check whether a slot was taken; if one was, the next run re-enters it")
 		return
 	}
@@ -246,7 +243,6 @@ func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphor
 		return
 	}
 	slot := &lock.Slot{Record: held}
-	var err error
 	if held.Attempts == 1 {
 		err = retry.do(ctx, "release", func(ctx context.Context) error { return sem.Release(ctx, slot) })
 	} else {
@@ -260,11 +256,8 @@ func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphor
 // dryRun reads the tier and says what run would do. Exit 0 if it would run now, 75 if it would
 // skip or wait, 78 if the tier is misconfigured.
 func (a *App) dryRun(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, o runOptions) int {
-	var snap *lock.Snapshot
-	if err := retry.do(ctx, "read", func(ctx context.Context) (err error) {
-		snap, err = sem.Read(ctx)
-		return err
-	}); err != nil {
+	snap, err := readTier(ctx, sem, retry, "read")
+	if err != nil {
 		log.WithError(err).Error("consul unavailable")
 		return exitTempFail
 	}
@@ -289,6 +282,15 @@ func (a *App) dryRun(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		return exitOK
 	}
 	return exitTempFail
+}
+
+// readTier reads the tier, retrying Consul errors.
+func readTier(ctx context.Context, sem *lock.Semaphore, retry *consulRetry, what string) (snap *lock.Snapshot, err error) {
+	err = retry.do(ctx, what, func(ctx context.Context) (err error) {
+		snap, err = sem.Read(ctx)
+		return err
+	})
+	return snap, err
 }
 
 // cancelOnSignal cancels on the first SIGINT or SIGTERM until stop is called; stop returns
