@@ -3,10 +3,13 @@ package lock_test
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/lock"
 )
@@ -360,4 +363,32 @@ func TestConcurrentAcquirersNeverExceedMax(t *testing.T) {
 		t.Errorf("peak concurrency %d, want 2..%d", p, max)
 	}
 	checkInvariant(t)
+}
+
+func TestReadAll(t *testing.T) {
+	for _, tr := range []string{"prod/web", "prod/db", "stage/web"} {
+		s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tr, DefaultMax: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Acquire(ctx(t), req("host-"+strings.ReplaceAll(tr, "/", "-"), "r")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Keys outside any tier's layout are ignored.
+	put(t, "notes/readme", "x")
+	if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/stray", Value: []byte("x")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := lock.ReadAll(ctx(t), consul.KV(), lock.Options{Prefix: prefix(t), DefaultMax: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, s := range snaps {
+		got = append(got, fmt.Sprintf("%s:%d:%d", s.Tier, s.Current, len(s.Holders)))
+	}
+	if want := "prod/db:1:1 prod/web:1:1 stage/web:1:1"; strings.Join(got, " ") != want {
+		t.Errorf("ReadAll = %v, want %s", got, want)
+	}
 }
