@@ -44,10 +44,9 @@ type change struct {
 	delete bool
 }
 
-// commit writes ch and sets current to the resulting number of running/ keys, in one
-// transaction guarded by check-and-set on what snap read. It reports false when another
-// writer got there first; the caller re-reads and decides again.
-func (s *Semaphore) commit(ctx context.Context, snap *Snapshot, ch change) (bool, error) {
+// changeOps is the transaction that writes ch and sets current to the resulting number of
+// running/ keys, guarded by check-and-set on what snap read.
+func (s *Semaphore) changeOps(snap *Snapshot, ch change) (api.KVTxnOps, error) {
 	own := ""
 	if ch.holder != "" {
 		own = runningDir + ch.holder
@@ -78,16 +77,18 @@ func (s *Semaphore) commit(ctx context.Context, snap *Snapshot, ch change) (bool
 	case ch.rec != nil:
 		value, err := json.Marshal(ch.rec)
 		if err != nil {
-			return false, fmt.Errorf("lock: encode record: %w", err)
+			return nil, fmt.Errorf("lock: encode record: %w", err)
 		}
-		ops = append(ops, &api.KVTxnOp{Verb: api.KVCAS, Key: s.base + own, Value: value, Index: snap.modify[own]})
+		ops = append(ops, s.set(snap, own, string(value)))
 	case ch.delete:
-		ops = append(ops, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + own, Index: snap.modify[own]})
+		ops = append(ops, s.del(snap, own))
 	}
-	ops = append(ops, &api.KVTxnOp{
-		Verb: api.KVCAS, Key: s.base + keyCurrent, Value: []byte(strconv.Itoa(count)), Index: snap.modify[keyCurrent],
-	})
+	return append(ops, s.set(snap, keyCurrent, strconv.Itoa(count))), nil
+}
 
+// apply runs ops as one transaction. It reports false when a check-and-set failed because
+// another writer got there first, and ErrRejected for any other refusal.
+func (s *Semaphore) apply(ctx context.Context, ops api.KVTxnOps) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
@@ -107,6 +108,16 @@ func (s *Semaphore) commit(ctx context.Context, snap *Snapshot, ch change) (bool
 		return false, fmt.Errorf("%w: %s: %s", ErrRejected, s.base, strings.Join(reasons, "; "))
 	}
 	return false, nil
+}
+
+// set is a check-and-set write of key (relative to the tier) against what snap read.
+func (s *Semaphore) set(snap *Snapshot, key, value string) *api.KVTxnOp {
+	return &api.KVTxnOp{Verb: api.KVCAS, Key: s.base + key, Value: []byte(value), Index: snap.modify[key]}
+}
+
+// del is a check-and-set delete of key against what snap read.
+func (s *Semaphore) del(snap *Snapshot, key string) *api.KVTxnOp {
+	return &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + key, Index: snap.modify[key]}
 }
 
 // guard checks that key (relative to the tier) is as snap read it: same ModifyIndex, or

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // Defaults for Options.
@@ -140,7 +142,11 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			}
 			continue
 		}
-		ok, err := s.commit(ctx, snap, change{holder: req.Holder, rec: &rec})
+		ops, err := s.changeOps(snap, change{holder: req.Holder, rec: &rec})
+		if err != nil {
+			return nil, err
+		}
+		ok, err := s.apply(ctx, ops)
 		if err != nil {
 			return nil, err
 		}
@@ -164,7 +170,7 @@ func (s *Semaphore) MarkInterrupted(ctx context.Context, slot *Slot, code *int) 
 }
 
 func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int) error {
-	_, err := s.update(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
 		rec, err := s.own(snap, slot)
 		if err != nil {
 			return change{}, err
@@ -179,7 +185,7 @@ func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int
 // it is gone, for example after an earlier Release whose answer was lost, or after an
 // operator freed it.
 func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
-	_, err := s.update(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
 		if _, err := s.own(snap, slot); err != nil {
 			return change{}, err
 		}
@@ -208,7 +214,7 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder string) (Record, er
 		return Record{}, err
 	}
 	var freed Record
-	_, err := s.update(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
 		if _, ok := snap.modify[runningDir+holder]; !ok {
 			return change{}, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
 		}
@@ -221,7 +227,7 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder string) (Record, er
 // Repair sets current to the number of running/ keys. It returns the snapshot it repaired;
 // a tier without drift is left untouched.
 func (s *Semaphore) Repair(ctx context.Context) (*Snapshot, error) {
-	return s.update(ctx, func(snap *Snapshot) (change, error) {
+	return s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
 		if !snap.Drift() && !snap.badCurrent {
 			return change{}, errUnchanged
 		}
@@ -232,25 +238,36 @@ func (s *Semaphore) Repair(ctx context.Context) (*Snapshot, error) {
 // errUnchanged tells update that there is nothing to write.
 var errUnchanged = errors.New("lock: unchanged")
 
-// update is read → decide → check-and-set write, re-read after every lost race. It returns
-// the snapshot the committed write (or the decision to write nothing) was based on.
-func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (change, error)) (*Snapshot, error) {
+// update is read → decide → one check-and-set transaction, re-read after every lost race. It
+// returns the snapshot the committed write (or the decision to write nothing) was based on.
+func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (api.KVTxnOps, error)) (*Snapshot, error) {
 	for races := 0; races < maxRaces; races++ {
 		snap, err := s.Read(ctx)
 		if err != nil {
 			return nil, err
 		}
-		ch, err := decide(snap)
+		ops, err := decide(snap)
 		if err == errUnchanged {
 			return snap, nil
 		}
 		if err != nil {
 			return snap, err
 		}
-		ok, err := s.commit(ctx, snap, ch)
+		ok, err := s.apply(ctx, ops)
 		if err != nil || ok {
 			return snap, err
 		}
 	}
 	return nil, fmt.Errorf("lock: update %s: lost %d check-and-set races in a row", s.base, maxRaces)
+}
+
+// updateSlot is update for a change of one slot.
+func (s *Semaphore) updateSlot(ctx context.Context, decide func(*Snapshot) (change, error)) (*Snapshot, error) {
+	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
+		ch, err := decide(snap)
+		if err != nil {
+			return nil, err
+		}
+		return s.changeOps(snap, ch)
+	})
 }

@@ -16,6 +16,8 @@ type Snapshot struct {
 	Max        int               // effective max_concurrent (the default when MaxSet is false)
 	MaxSet     bool              // max_concurrent is stored
 	Current    int               // the stored current (0 when absent)
+	Saved      int               // max_saved: the value `disable` replaced, for `enable`
+	SavedSet   bool              // max_saved is stored
 	Holders    map[string]Record // running/<holder>, by holder
 	Problems   []error           // invalid stored values; Acquire refuses to act on them
 	LastIndex  uint64            // Consul's index of the read, for blocking queries
@@ -35,6 +37,9 @@ func (s *Snapshot) Held() int {
 func (s *Snapshot) Drift() bool {
 	return s.Current != s.running
 }
+
+// RunningKeys is the number of running/ keys, readable or not.
+func (s *Snapshot) RunningKeys() int { return s.running }
 
 // Err returns the tier's invalid stored values as one error wrapping ErrInvalidConfig.
 func (s *Snapshot) Err() error {
@@ -59,6 +64,7 @@ func (s *Snapshot) runningKeys() []string {
 const (
 	keyMax     = "max_concurrent"
 	keyCurrent = "current"
+	keySaved   = "max_saved"
 	runningDir = "running/"
 )
 
@@ -92,6 +98,14 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 				continue
 			}
 			s.Current = n
+		case rel == keySaved:
+			s.modify[rel] = p.ModifyIndex
+			n, err := ParseMax(p.Value)
+			if err != nil {
+				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Saved, s.SavedSet = n, true
 		case strings.HasPrefix(rel, runningDir):
 			s.modify[rel] = p.ModifyIndex
 			s.running++
