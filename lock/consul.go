@@ -51,7 +51,7 @@ func (s *Semaphore) changeOps(snap *Snapshot, ch change) (api.KVTxnOps, error) {
 	if ch.holder != "" {
 		own = runningDir + ch.holder
 	}
-	count := snap.running
+	count := snap.RunningKeys
 	_, exists := snap.modify[own]
 	switch {
 	case ch.rec != nil && !exists:

@@ -130,13 +130,13 @@ func TestDecide(t *testing.T) {
 		want    Decision
 		wantStr string
 	}{
-		{"free", Snapshot{Max: 3, Current: 2, running: 2, Holders: held}, "c", Take, "take"},
-		{"full", Snapshot{Max: 2, Current: 2, running: 2, Holders: held}, "c", Wait, "wait"},
-		{"reenter when full", Snapshot{Max: 2, Current: 2, running: 2, Holders: held}, "a", Reenter, "re-enter"},
-		{"disabled beats reenter", Snapshot{Max: 0, Current: 2, running: 2, Holders: held}, "a", Disabled, "disabled"},
-		{"unlimited", Snapshot{Max: -1, Current: 500, running: 500, Holders: held}, "c", Take, "take"},
-		{"current drifted high", Snapshot{Max: 3, Current: 3, running: 2, Holders: held}, "c", Wait, "wait"},
-		{"running keys drifted high", Snapshot{Max: 3, Current: 0, running: 3, Holders: held}, "c", Wait, "wait"},
+		{"free", Snapshot{Max: 3, Current: 2, RunningKeys: 2, Holders: held}, "c", Take, "take"},
+		{"full", Snapshot{Max: 2, Current: 2, RunningKeys: 2, Holders: held}, "c", Wait, "wait"},
+		{"reenter when full", Snapshot{Max: 2, Current: 2, RunningKeys: 2, Holders: held}, "a", Reenter, "re-enter"},
+		{"disabled beats reenter", Snapshot{Max: 0, Current: 2, RunningKeys: 2, Holders: held}, "a", Disabled, "disabled"},
+		{"unlimited", Snapshot{Max: -1, Current: 500, RunningKeys: 500, Holders: held}, "c", Take, "take"},
+		{"current drifted high", Snapshot{Max: 3, Current: 3, RunningKeys: 2, Holders: held}, "c", Wait, "wait"},
+		{"running keys drifted high", Snapshot{Max: 3, Current: 0, RunningKeys: 3, Holders: held}, "c", Wait, "wait"},
 	}
 	for _, tt := range tests {
 		if got := tt.snap.Decide(tt.holder); got != tt.want || got.String() != tt.wantStr {

@@ -12,34 +12,35 @@ import (
 
 // Snapshot is one consistent read of a tier. It is plain data: the decisions below do no I/O.
 type Snapshot struct {
-	Tier       string
-	Max        int               // effective max_concurrent (the default when MaxSet is false)
-	MaxSet     bool              // max_concurrent is stored
-	Current    int               // the stored current (0 when absent)
-	Saved      int               // max_saved: the value `disable` replaced, for `enable`
-	SavedSet   bool              // max_saved is stored
-	Holders    map[string]Record // running/<holder>, by holder
-	Problems   []error           // invalid stored values; Acquire refuses to act on them
-	LastIndex  uint64            // Consul's index of the read, for blocking queries
-	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
-	badHolders map[string]bool   // running/ keys whose value did not parse
-	running    int               // number of running/ keys, valid or not
-	badCurrent bool              // current is stored but not a count
+	Tier     string
+	Max      int               // effective max_concurrent (the default when MaxSet is false)
+	MaxSet   bool              // max_concurrent is stored
+	Current  int               // the stored current (0 when absent)
+	Saved    int               // max_saved: the value `disable` replaced, for `enable`
+	SavedSet bool              // max_saved is stored
+	Holders  map[string]Record // running/<holder>, by holder (readable ones)
+	// RunningKeys is the number of running/ keys, readable or not: what current must equal.
+	RunningKeys int
+	Problems    []error           // invalid stored values; Acquire refuses to act on them
+	LastIndex   uint64            // Consul's index of the read, for blocking queries
+	modify      map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	badHolders  map[string]bool   // running/ keys whose value did not parse
+	badCurrent  bool              // current is stored but not a count
 }
+
+// Exists reports whether the tier has any key stored.
+func (s *Snapshot) Exists() bool { return len(s.modify) > 0 }
 
 // Held is how many slots are taken. When current and the running/ keys disagree, the larger
 // wins, so a drifted counter never admits more than max_concurrent.
 func (s *Snapshot) Held() int {
-	return max(s.Current, s.running)
+	return max(s.Current, s.RunningKeys)
 }
 
 // Drift reports whether current differs from the number of running/ keys.
 func (s *Snapshot) Drift() bool {
-	return s.Current != s.running
+	return s.Current != s.RunningKeys
 }
-
-// RunningKeys is the number of running/ keys, readable or not.
-func (s *Snapshot) RunningKeys() int { return s.running }
 
 // Err returns the tier's invalid stored values as one error wrapping ErrInvalidConfig.
 func (s *Snapshot) Err() error {
@@ -108,7 +109,7 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 			s.Saved, s.SavedSet = n, true
 		case strings.HasPrefix(rel, runningDir):
 			s.modify[rel] = p.ModifyIndex
-			s.running++
+			s.RunningKeys++
 			holder := strings.TrimPrefix(rel, runningDir)
 			if err := ValidateName("holder", holder); err != nil {
 				s.badHolders[holder] = true

@@ -1,0 +1,197 @@
+package monitor
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/tierlock/tierlock/lock"
+)
+
+// Status is a Nagios plugin state; its value is the plugin's exit code.
+type Status int
+
+// The plugin states, in order of severity except Unknown.
+const (
+	OK Status = iota
+	Warning
+	Critical
+	Unknown
+)
+
+func (s Status) String() string {
+	return [...]string{"OK", "WARNING", "CRITICAL", "UNKNOWN"}[s]
+}
+
+// worse orders states for the overall verdict: Critical > Warning > Unknown > OK.
+func worse(a, b Status) Status {
+	rank := map[Status]int{OK: 0, Unknown: 1, Warning: 2, Critical: 3}
+	if rank[b] > rank[a] {
+		return b
+	}
+	return a
+}
+
+// Thresholds are the ages (in seconds) at which a held slot warns and pages.
+type Thresholds struct {
+	Warn, Crit Range
+}
+
+// DefaultThresholds: WARNING past 1h, CRITICAL past 2h.
+func DefaultThresholds() Thresholds {
+	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}}
+}
+
+// TierVerdict is the judgement of one tier.
+type TierVerdict struct {
+	Tier     string
+	Status   Status
+	Problems []string // why Status is not OK, most severe first
+	Disabled bool
+	Held     int           // slots held (the larger of current and the running/ keys)
+	Failed   int           // holders in state failed or interrupted
+	Oldest   time.Duration // age of the oldest holder's attempt
+}
+
+// Verdict is the judgement of every tier checked.
+type Verdict struct {
+	Status Status
+	Tiers  []TierVerdict // problem tiers first, then by name
+	Held   int
+	Failed int
+	Oldest time.Duration
+	Th     Thresholds
+}
+
+// Judge judges snaps at now. A holder's age is the time since its attempt started.
+func Judge(snaps []*lock.Snapshot, now time.Time, th Thresholds) Verdict {
+	v := Verdict{Th: th}
+	for _, s := range snaps {
+		tv := judgeTier(s, now, th)
+		v.Status = worse(v.Status, tv.Status)
+		v.Held += tv.Held
+		v.Failed += tv.Failed
+		v.Oldest = max(v.Oldest, tv.Oldest)
+		v.Tiers = append(v.Tiers, tv)
+	}
+	sort.SliceStable(v.Tiers, func(i, j int) bool {
+		a, b := v.Tiers[i], v.Tiers[j]
+		if a.Status != b.Status {
+			return worse(a.Status, b.Status) == a.Status
+		}
+		return a.Tier < b.Tier
+	})
+	return v
+}
+
+func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
+	tv := TierVerdict{Tier: s.Tier, Held: s.Held(), Disabled: s.MaxSet && s.Max == 0}
+	var crit, warn []string
+	for _, p := range s.Problems {
+		crit = append(crit, "invalid stored value: "+p.Error())
+	}
+	if s.Drift() {
+		crit = append(crit, fmt.Sprintf("current is %d but there are %d running/ keys: run tierlock repair",
+			s.Current, s.RunningKeys))
+	}
+	holders := make([]string, 0, len(s.Holders))
+	for h := range s.Holders {
+		holders = append(holders, h)
+	}
+	sort.Strings(holders)
+	for _, h := range holders {
+		rec := s.Holders[h]
+		age := max(now.Sub(rec.StartedAt), 0)
+		tv.Oldest = max(tv.Oldest, age)
+		secs := age.Seconds()
+		switch rec.State {
+		case lock.StateRunning:
+			msg := fmt.Sprintf("%s running for %s", h, Age(age))
+			switch {
+			case th.Crit.Alert(secs):
+				crit = append(crit, msg)
+			case th.Warn.Alert(secs):
+				warn = append(warn, msg)
+			}
+		default:
+			tv.Failed++
+			msg := fmt.Sprintf("%s %s%s, holding its slot for %s", h, rec.State, exitText(rec), Age(age))
+			if th.Crit.Alert(secs) {
+				crit = append(crit, msg)
+			} else {
+				warn = append(warn, msg)
+			}
+		}
+	}
+	switch {
+	case len(crit) > 0:
+		tv.Status = Critical
+	case len(warn) > 0:
+		tv.Status = Warning
+	}
+	tv.Problems = append(crit, warn...)
+	return tv
+}
+
+func exitText(rec lock.Record) string {
+	if rec.ExitCode == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (exit %d)", *rec.ExitCode)
+}
+
+// Age prints a duration the way an operator reads it: 45s, 13m, 2h13m, 3d4h.
+func Age(d time.Duration) string {
+	d = d.Round(time.Second)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+	return fmt.Sprintf("%dd%dh", int(d.Hours())/24, int(d.Hours())%24)
+}
+
+// Output is the plugin's output: one line "TIERLOCK <STATE> - <summary> | <perfdata>", then a
+// line per problem tier (per tier when verbose).
+func (v Verdict) Output(verbose bool) string {
+	var b strings.Builder
+	var disabled []string
+	problems := 0
+	for _, t := range v.Tiers {
+		if t.Disabled {
+			disabled = append(disabled, t.Tier)
+		}
+		if t.Status != OK {
+			problems++
+		}
+	}
+	fmt.Fprintf(&b, "TIERLOCK %s - %d tiers, %d slots held, %d failed", v.Status, len(v.Tiers), v.Held, v.Failed)
+	if v.Held > 0 {
+		fmt.Fprintf(&b, ", oldest %s", Age(v.Oldest))
+	}
+	if problems > 0 {
+		fmt.Fprintf(&b, "; %d with problems", problems)
+	}
+	if len(disabled) > 0 {
+		fmt.Fprintf(&b, "; disabled: %s", strings.Join(disabled, ", "))
+	}
+	fmt.Fprintf(&b, " | tiers=%d held=%d failed=%d oldest_age=%ds;%s;%s;0\n",
+		len(v.Tiers), v.Held, v.Failed, int64(v.Oldest.Seconds()), v.Th.Warn, v.Th.Crit)
+	for _, t := range v.Tiers {
+		switch {
+		case t.Status != OK:
+			fmt.Fprintf(&b, "%s %s: %s\n", t.Tier, t.Status, strings.Join(t.Problems, "; "))
+		case verbose:
+			state := fmt.Sprintf("%d held", t.Held)
+			if t.Disabled {
+				state = "disabled, " + state
+			}
+			fmt.Fprintf(&b, "%s OK: %s\n", t.Tier, state)
+		}
+	}
+	return b.String()
+}

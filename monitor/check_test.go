@@ -1,0 +1,122 @@
+package monitor
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tierlock/tierlock/lock"
+)
+
+var now = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+func holder(state lock.State, age time.Duration, code *int) lock.Record {
+	return lock.Record{State: state, StartedAt: now.Add(-age), UpdatedAt: now.Add(-age), ExitCode: code}
+}
+
+func one() *int { i := 1; return &i }
+
+// snapshot builds a tier as lock would read it.
+func snapshot(name string, max, current int, holders map[string]lock.Record, problems ...error) *lock.Snapshot {
+	return &lock.Snapshot{Tier: name, Max: max, MaxSet: true, Current: current, Holders: holders,
+		RunningKeys: len(holders), Problems: problems}
+}
+
+// tier builds a consistent tier: current equals the number of holders.
+func tier(name string, max int, holders map[string]lock.Record) *lock.Snapshot {
+	return snapshot(name, max, len(holders), holders)
+}
+
+func TestJudgeTier(t *testing.T) {
+	tests := []struct {
+		name    string
+		snap    *lock.Snapshot
+		want    Status
+		problem string
+	}{
+		{"empty", tier("prod/web", 2, nil), OK, ""},
+		{"running young", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, 10*time.Minute, nil)}), OK, ""},
+		{"running at warn", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, time.Hour, nil)}), OK, ""},
+		{"running past warn", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, 61*time.Minute, nil)}), Warning, "a running for 1h01m"},
+		{"running past crit", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, 3*time.Hour, nil)}), Critical, "a running for 3h00m"},
+		{"failed fresh", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateFailed, time.Minute, one())}), Warning, "a failed (exit 1), holding its slot for 1m"},
+		{"failed past crit", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateFailed, 121*time.Minute, one())}), Critical, "a failed (exit 1)"},
+		{"interrupted fresh", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateInterrupted, time.Second, nil)}), Warning, "a interrupted, holding"},
+		{"interrupted past crit", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateInterrupted, 5*time.Hour, nil)}), Critical, "a interrupted"},
+		{"clock skew", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, -time.Hour, nil)}), OK, ""},
+		{"disabled", tier("prod/web", 0, nil), OK, ""},
+		{"disabled with failure", tier("prod/web", 0, map[string]lock.Record{"a": holder(lock.StateFailed, time.Minute, one())}), Warning, "failed"},
+		{"drift", snapshot("prod/web", 2, 3, map[string]lock.Record{"a": holder(lock.StateRunning, time.Minute, nil)}), Critical, "current is 3 but there are 1 running/ keys: run tierlock repair"},
+		{"invalid max", snapshot("prod/web", 2, 0, nil, errors.New("chef/prod/web/max_concurrent: \"abc\" is not an integer")), Critical, "invalid stored value: chef/prod/web/max_concurrent"},
+		{"worst wins", tier("prod/web", 3, map[string]lock.Record{
+			"a": holder(lock.StateRunning, 90*time.Minute, nil),
+			"b": holder(lock.StateRunning, 3*time.Hour, nil),
+		}), Critical, "b running for 3h00m; a running for 1h30m"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := Judge([]*lock.Snapshot{tt.snap}, now, DefaultThresholds())
+			tv := v.Tiers[0]
+			if tv.Status != tt.want || v.Status != tt.want {
+				t.Errorf("status %v (overall %v), want %v; problems %q", tv.Status, v.Status, tt.want, tv.Problems)
+			}
+			if got := strings.Join(tv.Problems, "; "); !strings.Contains(got, tt.problem) || (tt.problem == "") != (got == "") {
+				t.Errorf("problems %q, want %q", got, tt.problem)
+			}
+		})
+	}
+}
+
+func TestJudgeWithRanges(t *testing.T) {
+	warn, _ := ParseRange("@0:30") // warn while younger than 30s: an inverted threshold
+	crit, _ := ParseRange("~:1h")  // page past an hour
+	th := Thresholds{Warn: warn, Crit: crit}
+	young := tier("a/b", 2, map[string]lock.Record{"h": holder(lock.StateRunning, 10*time.Second, nil)})
+	mid := tier("a/c", 2, map[string]lock.Record{"h": holder(lock.StateRunning, 10*time.Minute, nil)})
+	old := tier("a/d", 2, map[string]lock.Record{"h": holder(lock.StateRunning, 2*time.Hour, nil)})
+	v := Judge([]*lock.Snapshot{young, mid, old}, now, th)
+	got := map[string]Status{}
+	for _, tv := range v.Tiers {
+		got[tv.Tier] = tv.Status
+	}
+	if got["a/b"] != Warning || got["a/c"] != OK || got["a/d"] != Critical {
+		t.Errorf("verdicts %v", got)
+	}
+}
+
+func TestOutput(t *testing.T) {
+	snaps := []*lock.Snapshot{
+		tier("prod/web", 2, map[string]lock.Record{
+			"web-3": holder(lock.StateFailed, 2*time.Hour+13*time.Minute, one()),
+			"web-7": holder(lock.StateRunning, 4*time.Minute, nil),
+		}),
+		tier("prod/db", 0, nil),
+		tier("stage/web", -1, nil),
+	}
+	v := Judge(snaps, now, DefaultThresholds())
+	want := "TIERLOCK CRITICAL - 3 tiers, 2 slots held, 1 failed, oldest 2h13m; 1 with problems; disabled: prod/db" +
+		" | tiers=3 held=2 failed=1 oldest_age=7980s;3600;7200;0\n" +
+		"prod/web CRITICAL: web-3 failed (exit 1), holding its slot for 2h13m\n"
+	if got := v.Output(false); got != want {
+		t.Errorf("output\n%s\nwant\n%s", got, want)
+	}
+	verbose := v.Output(true)
+	if !strings.Contains(verbose, "prod/db OK: disabled, 0 held\n") || !strings.Contains(verbose, "stage/web OK: 0 held\n") {
+		t.Errorf("verbose output lacks OK tiers:\n%s", verbose)
+	}
+	if empty := Judge(nil, now, DefaultThresholds()).Output(false); empty != "TIERLOCK OK - 0 tiers, 0 slots held, 0 failed | tiers=0 held=0 failed=0 oldest_age=0s;3600;7200;0\n" {
+		t.Errorf("no tiers: %q", empty)
+	}
+}
+
+func TestAge(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0: "0s", 59 * time.Second: "59s", 61 * time.Second: "1m", 2*time.Hour + 13*time.Minute: "2h13m",
+		50 * time.Hour: "2d2h",
+	} {
+		if got := Age(d); got != want {
+			t.Errorf("Age(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
