@@ -59,6 +59,13 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		Writer:  a.Stdout, ErrWriter: a.Stderr,
 		Commands: []*cli.Command{
 			a.runCommand(),
+			a.statusCommand(),
+			a.setMaxCommand(),
+			a.disableCommand(),
+			a.enableCommand(),
+			a.releaseCommand(),
+			a.repairCommand(),
+			a.checkCommand(),
 			a.versionCommand(),
 		},
 		// Exit codes are ours to choose, not cli's.
@@ -70,7 +77,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
-		if ee.err != nil && ee.code == exitConfig {
+		if ee.err != nil {
 			fmt.Fprintf(a.Stderr, "tierlock: %v\n", ee.err)
 		}
 		return ee.code

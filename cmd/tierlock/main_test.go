@@ -83,7 +83,7 @@ type result struct {
 func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 	t.Helper()
 	full := []string{args[0], "--prefix", prefix(t)}
-	if !strings.Contains(strings.Join(args, " "), "--state-dir") {
+	if args[0] == "run" && !strings.Contains(strings.Join(args, " "), "--state-dir") {
 		full = append(full, "--state-dir", stateDir(t))
 	}
 	full = append(full, args[1:]...)

@@ -38,7 +38,14 @@ func (a *App) runCommand() *cli.Command {
 			if err != nil {
 				return exitWith(exitConfig, err)
 			}
-			if code := a.run(c.Context, logger, o); code != exitOK {
+			var rep runReport
+			code := a.run(c.Context, logger, o, &rep)
+			if o.metricsFile != "" {
+				if err := rep.write(o.metricsFile, o.tier, code, a.Now()); err != nil {
+					logger.WithError(err).Error("--metrics-file: could not write it")
+				}
+			}
+			if code != exitOK {
 				return exitWith(code, nil)
 			}
 			return nil
@@ -48,7 +55,7 @@ func (a *App) runCommand() *cli.Command {
 
 // run is `tierlock run` after its flags were checked: SPEC.md's steps 1 to 9. It returns the
 // exit code.
-func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions) int {
+func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep *runReport) int {
 	runID := newRunID()
 	log := logger.WithFields(logrus.Fields{"run_id": runID, "tier": o.tier, "holder": o.holder})
 
@@ -139,6 +146,7 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions) int 
 		a.abandon(ctx, log, sem, retry, req.Record)
 		return exitTempFail
 	}
+	rep.waited = a.Now().Sub(asked)
 	log = log.WithField("attempt", slot.Attempts)
 	if slot.Reentered {
 		log.Infof("re-entered the slot an earlier run left held (waited %s)", a.Now().Sub(asked).Round(time.Millisecond))
@@ -154,6 +162,14 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions) int 
 		// Found on $PATH but not startable (permissions, say): a failure like any other.
 		log.Error(err)
 		res = runner.Result{ExitCode: 126}
+	}
+	rep.duration = res.Duration
+	rep.result = "failed"
+	switch {
+	case o.successCodes[res.ExitCode] && res.Signal == 0:
+		rep.result = "success"
+	case res.Interrupted():
+		rep.result = "interrupted"
 	}
 	return a.finish(ctx, log, sem, retry, slot, res, o)
 }

@@ -15,6 +15,7 @@ import (
 // runOptions are run's flags, checked.
 type runOptions struct {
 	prefix, tier, holder, instanceID, stateDir string
+	metricsFile                                string
 	wait, splay, timeout, killGrace            time.Duration
 	consulTimeout                              time.Duration
 	successCodes                               map[int]bool
@@ -40,6 +41,7 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "consul-timeout", Value: time.Minute, Usage: "how long Consul may keep failing before giving up", EnvVars: env("CONSUL_TIMEOUT")},
 		&cli.StringFlag{Name: "state-dir", Value: "/run/tierlock", Usage: "directory of the per-tier local lock files", EnvVars: env("STATE_DIR")},
 		&cli.StringFlag{Name: "instance-id", Usage: "instance id to record, or imds to ask the EC2 metadata service", EnvVars: env("INSTANCE_ID")},
+		&cli.StringFlag{Name: "metrics-file", Usage: "after each run, write its result here for node_exporter's textfile collector (*.prom)", EnvVars: env("METRICS_FILE")},
 		&cli.BoolFlag{Name: "dry-run", Usage: "decide and print, take nothing, run nothing", EnvVars: env("DRY_RUN")},
 	}, logFlags()...)
 }
@@ -48,7 +50,7 @@ func runFlags() []cli.Flag {
 func parseRunOptions(c *cli.Context) (runOptions, error) {
 	o := runOptions{
 		prefix: c.String("prefix"), tier: c.String("tier"), holder: c.String("holder"),
-		instanceID: c.String("instance-id"), stateDir: c.String("state-dir"),
+		instanceID: c.String("instance-id"), stateDir: c.String("state-dir"), metricsFile: c.String("metrics-file"),
 		wait: c.Duration("wait"), splay: c.Duration("splay"), timeout: c.Duration("timeout"),
 		killGrace: c.Duration("kill-grace"), consulTimeout: c.Duration("consul-timeout"),
 		defaultMax: c.Int("default-max"), dryRun: c.Bool("dry-run"),

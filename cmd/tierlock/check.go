@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/monitor"
+)
+
+func (a *App) checkCommand() *cli.Command {
+	unknown := func(format string, args ...any) error {
+		fmt.Fprintf(a.Stdout, "TIERLOCK UNKNOWN - "+format+"\n", args...)
+		return exitWith(int(monitor.Unknown), nil)
+	}
+	return &cli.Command{
+		Name:  "check",
+		Usage: "Nagios plugin: alert on slots held too long, failed runs, drift and invalid settings",
+		Description: "Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. A running slot warns past -w and is critical\n" +
+			"past -c; a failed or interrupted one warns at once and is critical past -c. -w and -c take\n" +
+			"durations (90m, 2h) or Nagios ranges in seconds (3600, 10:, ~:7200, @0:60).",
+		Flags: []cli.Flag{
+			tierFlag(false), prefixFlag(),
+			&cli.StringFlag{Name: "warning", Aliases: []string{"w"}, Value: "1h", Usage: "age of a held slot that warns"},
+			&cli.StringFlag{Name: "critical", Aliases: []string{"c"}, Value: "2h", Usage: "age of a held slot that is critical"},
+			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "a line for every tier, not only problem tiers"},
+			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
+		},
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return unknown("%v", err)
+		},
+		Action: func(c *cli.Context) error {
+			var th monitor.Thresholds
+			var err error
+			if th.Warn, err = monitor.ParseRange(c.String("warning")); err != nil {
+				return unknown("-w: %v", err)
+			}
+			if th.Crit, err = monitor.ParseRange(c.String("critical")); err != nil {
+				return unknown("-c: %v", err)
+			}
+			timeout := c.Duration("timeout")
+			if timeout <= 0 {
+				return unknown("-t %s must be positive", timeout)
+			}
+			ctx, cancel := context.WithTimeout(c.Context, timeout)
+			defer cancel()
+			snaps, err := a.readTiers(ctx, c, timeout)
+			switch {
+			case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+				return unknown("no answer from Consul within %s", timeout)
+			case err != nil:
+				return unknown("%v", err)
+			}
+			v := monitor.Judge(snaps, a.Now(), th)
+			fmt.Fprint(a.Stdout, v.Output(c.Bool("verbose")))
+			if v.Status != monitor.OK {
+				return exitWith(int(v.Status), nil)
+			}
+			return nil
+		},
+	}
+}
+
+// readTiers reads --tier, or every tier under --prefix, retrying Consul errors within timeout.
+func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Duration) ([]*lock.Snapshot, error) {
+	prefix, tier := c.String("prefix"), c.String("tier")
+	if err := lock.ValidatePrefix(prefix); err != nil {
+		return nil, fmt.Errorf("--prefix: %w", err)
+	}
+	client, err := consulclient.New()
+	if err != nil {
+		return nil, err
+	}
+	retry := &consulRetry{timeout: timeout, now: a.Now, log: quietLog()}
+	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: min(maxRequestTimeout, timeout), Now: a.Now}
+	kv := retry.observe(client.KV())
+	if tier == "" {
+		var snaps []*lock.Snapshot
+		err := retry.do(ctx, "read", func(ctx context.Context) (err error) {
+			snaps, err = lock.ReadAll(ctx, kv, opts)
+			return err
+		})
+		return snaps, err
+	}
+	sem, err := lock.New(kv, opts)
+	if err != nil {
+		return nil, fmt.Errorf("--tier: %w", err)
+	}
+	snap, err := readTier(ctx, sem, retry, "read")
+	if err != nil {
+		return nil, err
+	}
+	if !snap.Exists() {
+		return nil, fmt.Errorf("tier %s has no keys under %s/", tier, prefix)
+	}
+	return []*lock.Snapshot{snap}, nil
+}

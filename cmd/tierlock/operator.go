@@ -1,0 +1,115 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock"
+)
+
+// The operator commands (status, set-max, disable, enable, release, repair) share their
+// flags, their Consul client and their exit codes: 0 done (also when there was nothing to
+// change), 78 bad input or a refusal, 75 Consul unavailable.
+
+func prefixFlag() cli.Flag {
+	return &cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")}
+}
+
+func tierFlag(required bool) cli.Flag {
+	usage := "the tier, ENVIRONMENT/SERVICE"
+	if !required {
+		usage += " (default: every tier under the prefix)"
+	}
+	return &cli.StringFlag{Name: "tier", Usage: usage, EnvVars: env("TIER")}
+}
+
+func consulTimeoutFlag() cli.Flag {
+	return &cli.DurationFlag{Name: "consul-timeout", Value: 30 * time.Second, Usage: "how long Consul may keep failing before giving up", EnvVars: env("CONSUL_TIMEOUT")}
+}
+
+// operatorFlags are the flags of a command that changes one tier.
+func operatorFlags(extra ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{tierFlag(true), prefixFlag(), consulTimeoutFlag()}, extra...)
+}
+
+// operator is what a command that reads or changes tiers needs.
+type operator struct {
+	prefix, tier string
+	retry        *consulRetry
+	kv           lock.KV
+	sem          *lock.Semaphore // nil when no --tier was given
+}
+
+// newOperator checks the common flags and connects to Consul. Retry warnings go to stderr.
+func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) {
+	o := &operator{prefix: c.String("prefix"), tier: c.String("tier")}
+	if err := lock.ValidatePrefix(o.prefix); err != nil {
+		return nil, exitWith(exitConfig, fmt.Errorf("--prefix: %w", err))
+	}
+	if o.tier == "" && tierRequired {
+		return nil, exitWith(exitConfig, errors.New("--tier is required (ENVIRONMENT/SERVICE)"))
+	}
+	if o.tier != "" {
+		if err := lock.ValidateTier(o.tier); err != nil {
+			return nil, exitWith(exitConfig, fmt.Errorf("--tier: %w", err))
+		}
+	}
+	timeout := c.Duration("consul-timeout")
+	if timeout <= 0 {
+		return nil, exitWith(exitConfig, fmt.Errorf("--consul-timeout %s must be positive", timeout))
+	}
+	client, err := consulclient.New()
+	if err != nil {
+		return nil, exitWith(exitConfig, err)
+	}
+	logger := logrus.New()
+	logger.Out = a.Stderr
+	o.retry = &consulRetry{timeout: timeout, now: a.Now, log: logrus.NewEntry(logger).WithField("tier", o.tier)}
+	o.kv = o.retry.observe(client.KV())
+	if o.tier != "" {
+		o.sem, err = lock.New(o.kv, lock.Options{Prefix: o.prefix, Tier: o.tier, DefaultMax: lock.DefaultMaxConcurrent,
+			RequestTimeout: min(maxRequestTimeout, timeout), Now: a.Now})
+		if err != nil {
+			return nil, exitWith(exitConfig, err)
+		}
+	}
+	return o, nil
+}
+
+// fail turns an error from lock into the command's exit.
+func (o *operator) fail(err error) error {
+	switch {
+	case errors.Is(err, lock.ErrInvalidName), errors.Is(err, lock.ErrInvalidConfig), errors.Is(err, lock.ErrRejected):
+		return exitWith(exitConfig, err)
+	case consulclient.Retryable(context.Background(), err):
+		return exitWith(exitTempFail, fmt.Errorf("consul unavailable: %w", err))
+	}
+	return exitWith(exitConfig, err)
+}
+
+// maxText is max_concurrent as operators say it.
+func maxText(s *lock.Snapshot) string {
+	switch {
+	case !s.MaxSet:
+		return fmt.Sprintf("%d (default)", s.Max)
+	case s.Max == 0:
+		return "0 (disabled)"
+	case s.Max < 0:
+		return "-1 (unlimited)"
+	}
+	return fmt.Sprint(s.Max)
+}
+
+// quietLog discards retry warnings, for output that must stay one format (the Nagios check).
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.Out = io.Discard
+	return logrus.NewEntry(l)
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/monitor"
+)
+
+func (a *App) releaseCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "release",
+		Usage: "free one held slot (after a person has looked at why it failed)",
+		Flags: operatorFlags(&cli.StringFlag{Name: "holder", Usage: "the holder whose slot to free (required)"}),
+		Action: func(c *cli.Context) error {
+			holder := c.String("holder")
+			if holder == "" {
+				return exitWith(exitConfig, errors.New("--holder is required"))
+			}
+			if err := lock.ValidateName("holder", holder); err != nil {
+				return exitWith(exitConfig, fmt.Errorf("--holder: %w", err))
+			}
+			o, err := a.newOperator(c, true)
+			if err != nil {
+				return err
+			}
+			snap, err := o.read(c.Context)
+			if err != nil {
+				return err
+			}
+			if !snap.Exists() {
+				return exitWith(exitConfig, fmt.Errorf("tier %s does not exist under %s/ (no keys)", o.tier, o.prefix))
+			}
+			var freed lock.Record
+			err = o.retry.do(c.Context, "release", func(ctx context.Context) (err error) {
+				freed, err = o.sem.ForceRelease(ctx, holder)
+				return err
+			})
+			if errors.Is(err, lock.ErrNotHeld) {
+				fmt.Fprintf(a.Stdout, "%s: %s holds no slot; nothing changed\n", o.tier, holder)
+				return nil
+			}
+			if err != nil {
+				return o.fail(err)
+			}
+			after, err := o.read(c.Context)
+			if err != nil {
+				return err
+			}
+			what := "an unreadable value"
+			if freed.State != "" {
+				what = fmt.Sprintf("%s, attempt %d, started %s ago", freed.State, freed.Attempts, monitor.Age(a.Now().Sub(freed.StartedAt)))
+				if freed.ExitCode != nil {
+					what = fmt.Sprintf("%s, exit %d", what, *freed.ExitCode)
+				}
+			}
+			fmt.Fprintf(a.Stdout, "%s: released %s (%s); current %d -> %d\n", o.tier, holder, what, snap.Current, after.Current)
+			return nil
+		},
+	}
+}

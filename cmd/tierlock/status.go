@@ -1,0 +1,245 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/monitor"
+)
+
+func (a *App) statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show every tier (or one): max, current, holders with state, age, exit code, instance id",
+		Flags: []cli.Flag{
+			tierFlag(false), prefixFlag(), consulTimeoutFlag(),
+			&cli.StringFlag{Name: "format", Value: "table", Usage: "table, json or prometheus (text exposition format, for node_exporter's textfile collector)"},
+			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
+		},
+		Action: func(c *cli.Context) error {
+			format := c.String("format")
+			if format != "table" && format != "json" && format != "prometheus" {
+				return exitWith(exitConfig, fmt.Errorf("--format %q: want table, json or prometheus", format))
+			}
+			timeout := c.Duration("consul-timeout")
+			if timeout <= 0 {
+				return exitWith(exitConfig, fmt.Errorf("--consul-timeout %s must be positive", timeout))
+			}
+			snaps, err := a.readTiers(c.Context, c, timeout)
+			if err != nil {
+				if isConfigErr(err) {
+					return exitWith(exitConfig, err)
+				}
+				return exitWith(exitTempFail, err)
+			}
+			now := a.Now()
+			v := monitor.Judge(snaps, now, monitor.DefaultThresholds())
+			switch format {
+			case "json":
+				return writeStatusJSON(a.Stdout, c.String("prefix"), snaps, v, now)
+			case "prometheus":
+				return writeStatusMetrics(a.Stdout, snaps, now)
+			}
+			writeStatusTable(a.Stdout, snaps, v, now)
+			return nil
+		},
+	}
+}
+
+// writeStatusTable prints problem tiers first, each holder on a line of its own; it fits 80
+// columns for names of ordinary length.
+func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, now time.Time) {
+	bySnap := map[string]*lock.Snapshot{}
+	for _, s := range snaps {
+		bySnap[s.Tier] = s
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIER\tMAX\tHELD\tHOLDER\tSTATE\tAGE\tEXIT\tTRY\tINSTANCE")
+	for _, tv := range v.Tiers {
+		s := bySnap[tv.Tier]
+		held := fmt.Sprint(s.Current)
+		if s.Drift() {
+			held = fmt.Sprintf("%d!=%d", s.Current, s.RunningKeys)
+		}
+		max := fmt.Sprint(s.Max)
+		switch {
+		case len(s.Problems) > 0:
+			max = "INVALID"
+		case s.Max == 0:
+			max = "off"
+		case s.Max < 0:
+			max = "unlim"
+		case !s.MaxSet:
+			max += "*"
+		}
+		holders := sortedHolders(s)
+		if len(holders) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t\t\t\t\t\n", tv.Tier, max, held)
+		}
+		for i, h := range holders {
+			rec := s.Holders[h]
+			tier, mx, hd := "", "", ""
+			if i == 0 {
+				tier, mx, hd = tv.Tier, max, held
+			}
+			code := "-"
+			if rec.ExitCode != nil {
+				code = fmt.Sprint(*rec.ExitCode)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", tier, mx, hd, h, rec.State,
+				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, orDash(rec.InstanceID))
+		}
+	}
+	tw.Flush()
+	for _, tv := range v.Tiers {
+		if tv.Status != monitor.OK {
+			fmt.Fprintf(w, "%s %s: %s\n", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))
+		}
+	}
+}
+
+func sortedHolders(s *lock.Snapshot) []string {
+	hs := make([]string, 0, len(s.Holders))
+	for h := range s.Holders {
+		hs = append(hs, h)
+	}
+	// Failed and interrupted first, then the oldest.
+	sort.Slice(hs, func(i, j int) bool {
+		a, b := s.Holders[hs[i]], s.Holders[hs[j]]
+		if (a.State == lock.StateRunning) != (b.State == lock.StateRunning) {
+			return b.State == lock.StateRunning
+		}
+		if !a.StartedAt.Equal(b.StartedAt) {
+			return a.StartedAt.Before(b.StartedAt)
+		}
+		return hs[i] < hs[j]
+	})
+	return hs
+}
+
+func max0(d time.Duration) time.Duration { return max(d, 0) }
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// statusJSON is the documented, stable JSON of `status --format json`.
+type statusJSON struct {
+	Prefix      string       `json:"prefix"`
+	GeneratedAt time.Time    `json:"generated_at"`
+	Status      string       `json:"status"`
+	Tiers       []tierStatus `json:"tiers"`
+}
+
+type tierStatus struct {
+	Tier          string         `json:"tier"`
+	Status        string         `json:"status"`
+	MaxConcurrent int            `json:"max_concurrent"`
+	MaxSet        bool           `json:"max_set"`
+	Disabled      bool           `json:"disabled"`
+	Unlimited     bool           `json:"unlimited"`
+	Current       int            `json:"current"`
+	RunningKeys   int            `json:"running_keys"`
+	Drift         bool           `json:"drift"`
+	Problems      []string       `json:"problems"`
+	Holders       []holderStatus `json:"holders"`
+}
+
+type holderStatus struct {
+	lock.Record
+	AgeSeconds int64 `json:"age_seconds"`
+}
+
+func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monitor.Verdict, now time.Time) error {
+	out := statusJSON{Prefix: prefix, GeneratedAt: now.UTC(), Status: v.Status.String(), Tiers: []tierStatus{}}
+	bySnap := map[string]*lock.Snapshot{}
+	for _, s := range snaps {
+		bySnap[s.Tier] = s
+	}
+	for _, tv := range v.Tiers {
+		s := bySnap[tv.Tier]
+		ts := tierStatus{Tier: s.Tier, Status: tv.Status.String(), MaxConcurrent: s.Max, MaxSet: s.MaxSet,
+			Disabled: s.Max == 0, Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
+			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}}
+		for _, h := range sortedHolders(s) {
+			rec := s.Holders[h]
+			ts.Holders = append(ts.Holders, holderStatus{Record: rec, AgeSeconds: int64(max0(now.Sub(rec.StartedAt)).Seconds())})
+		}
+		out.Tiers = append(out.Tiers, ts)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+// writeStatusMetrics prints per-tier gauges in Prometheus' text exposition format.
+func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) error {
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
+		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+		reg.MustRegister(g)
+		return g
+	}
+	maxG := gauge("tierlock_tier_max_concurrent", "max_concurrent of the tier: -1 unlimited, 0 disabled.", "tier")
+	curG := gauge("tierlock_tier_current", "Slots held according to the tier's current key.", "tier")
+	keysG := gauge("tierlock_tier_running_keys", "Number of running/ keys of the tier (equals current unless drifted).", "tier")
+	holdG := gauge("tierlock_tier_holders", "Holders of the tier by state.", "tier", "state")
+	ageG := gauge("tierlock_tier_oldest_holder_age_seconds", "Age of the oldest holder's attempt, 0 when none.", "tier")
+	badG := gauge("tierlock_tier_invalid", "1 when a stored value of the tier is invalid.", "tier")
+	for _, s := range snaps {
+		maxG.WithLabelValues(s.Tier).Set(float64(s.Max))
+		curG.WithLabelValues(s.Tier).Set(float64(s.Current))
+		keysG.WithLabelValues(s.Tier).Set(float64(s.RunningKeys))
+		counts := map[lock.State]int{lock.StateRunning: 0, lock.StateFailed: 0, lock.StateInterrupted: 0}
+		var oldest time.Duration
+		for _, rec := range s.Holders {
+			counts[rec.State]++
+			oldest = max(oldest, now.Sub(rec.StartedAt))
+		}
+		for st, n := range counts {
+			holdG.WithLabelValues(s.Tier, string(st)).Set(float64(n))
+		}
+		ageG.WithLabelValues(s.Tier).Set(oldest.Seconds())
+		bad := 0.0
+		if len(s.Problems) > 0 {
+			bad = 1
+		}
+		badG.WithLabelValues(s.Tier).Set(bad)
+	}
+	return writeMetrics(w, reg)
+}
+
+// writeMetrics encodes what reg gathers in the text exposition format.
+func writeMetrics(w io.Writer, reg *prometheus.Registry) error {
+	families, err := reg.Gather()
+	if err != nil {
+		return err
+	}
+	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, f := range families {
+		if err := enc.Encode(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isConfigErr tells a refusal or bad input from Consul being unavailable.
+func isConfigErr(err error) bool {
+	return !consulclient.Retryable(context.Background(), err)
+}
