@@ -8,7 +8,7 @@ CONSUL  := bin/consul
 
 export TIERLOCK_CONSUL := $(abspath $(CONSUL))
 
-.PHONY: all build consul test lint demo clean
+.PHONY: all build consul test test-deps lint demo clean
 
 all: build
 
@@ -25,8 +25,12 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+## test-deps: the Debian packages the tests use (nagios4-core, libmonitoring-plugin-perl)
+test-deps:
+	./scripts/test-deps.sh
+
 ## test: lint, then every test against a real Consul agent (with the race detector)
-test: lint consul
+test: lint consul test-deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## demo: a local Consul agent and 8 simulated hosts going through a tier of 2 slots

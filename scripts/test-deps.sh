@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests run for real: the Nagios core (the check end to end)
+# and Monitoring::Plugin (the oracle for threshold ranges). Without root or apt it says so and
+# leaves the tests that need them to skip with the same message.
+set -euo pipefail
+need=()
+[ -x /usr/sbin/nagios4 ] || need+=(nagios4-core)
+perl -MMonitoring::Plugin::Range -e1 2>/dev/null || need+=(libmonitoring-plugin-perl)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "test-deps: cannot install ${need[*]} (needs root and apt-get); the tests that need them will skip" >&2
+  exit 0
+fi
+echo "test-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq >/dev/null
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
