@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -65,7 +66,8 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 	for _, s := range snaps {
 		bySnap[s.Tier] = s
 	}
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIER\tMAX\tHELD\tHOLDER\tSTATE\tAGE\tEXIT\tTRY\tINSTANCE")
 	for _, tv := range v.Tiers {
 		s := bySnap[tv.Tier]
@@ -103,6 +105,9 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 		}
 	}
 	tw.Flush()
+	for _, line := range strings.SplitAfter(buf.String(), "\n") {
+		fmt.Fprint(w, strings.TrimRight(line, " \n")+strings.Repeat("\n", strings.Count(line, "\n")))
+	}
 	for _, tv := range v.Tiers {
 		if tv.Status != monitor.OK {
 			fmt.Fprintf(w, "%s %s: %s\n", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))
