@@ -10,7 +10,8 @@ import (
 
 // The operator's writes below touch only max_concurrent and max_saved, never current or
 // running/, so they cannot break the invariant; each is still one transaction with
-// check-and-set on what it read.
+// check-and-set on what it read. The head of the queue watches the whole tier, so raising the
+// limit admits waiters at once and disabling sends them all away.
 
 // SetMax sets max_concurrent to n (≥ -1). It returns the snapshot it changed; setting the
 // value already stored writes nothing.

@@ -50,7 +50,7 @@ func TestDisableWithoutStoredMax(t *testing.T) {
 		t.Fatal(err)
 	}
 	if got := values(t); len(got) != 0 {
-		t.Errorf("enable should return to the default (no key): %v", got)
+		t.Errorf("enable should return to the default (no max_concurrent): %v", got)
 	}
 }
 

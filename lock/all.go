@@ -53,5 +53,6 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 
 // tierKey reports whether rel (a key relative to a tier) belongs to the tier layout.
 func tierKey(rel string) bool {
-	return rel == keyMax || rel == keyCurrent || rel == keySaved || strings.HasPrefix(rel, runningDir)
+	return rel == keyMax || rel == keyCurrent || rel == keySaved ||
+		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir)
 }

@@ -13,6 +13,8 @@ import (
 
 // KV is the part of Consul's *api.KV the semaphore uses.
 type KV interface {
+	Get(key string, q *api.QueryOptions) (*api.KVPair, *api.QueryMeta, error)
+	Keys(prefix, separator string, q *api.QueryOptions) ([]string, *api.QueryMeta, error)
 	List(prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error)
 	Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error)
 }

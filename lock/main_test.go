@@ -55,7 +55,7 @@ func prefix(t *testing.T) string {
 // newSem returns a semaphore for tier under the test's prefix, with the given default max.
 func newSem(t *testing.T, defaultMax int) *lock.Semaphore {
 	t.Helper()
-	s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: defaultMax})
+	s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: defaultMax, Sessions: consul.Session()})
 	if err != nil {
 		t.Fatal(err)
 	}

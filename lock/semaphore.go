@@ -35,6 +35,10 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Now is the clock written into records. Default time.Now.
 	Now func() time.Time
+	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
+	Sessions Sessions
+	// QueueTTL is the TTL of a waiter's session. Default DefaultQueueTTL (10s, Consul's minimum).
+	QueueTTL time.Duration
 }
 
 // Semaphore is one tier's slots. It is safe for concurrent use.
@@ -65,6 +69,9 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.QueueTTL < DefaultQueueTTL {
+		opts.QueueTTL = DefaultQueueTTL
+	}
 	return &Semaphore{kv: kv, opts: opts, base: opts.Prefix + "/" + opts.Tier + "/"}, nil
 }
 
@@ -81,6 +88,7 @@ type Request struct {
 	// Acquire.
 	Record
 	// WaitUntil is how long to wait for a slot when the tier is full. Zero: do not wait.
+	// Waiting needs Options.Sessions.
 	WaitUntil time.Time
 	// Waiting, if set, is called with the snapshot that found the tier full, before each wait.
 	Waiting func(*Snapshot)
@@ -94,8 +102,9 @@ type Slot struct {
 
 // Acquire takes a slot for req.Holder in one transaction, or re-enters the slot an earlier
 // run of that holder left held (no second slot is taken). A disabled tier wins over re-entry:
-// ErrDisabled. A full tier is waited on until req.WaitUntil, then ErrNoSlot. Invalid stored
-// values give ErrInvalidConfig and nothing is written.
+// ErrDisabled. A full tier is waited on in FIFO order (see queue.go) until req.WaitUntil, then
+// ErrNoSlot, leaving no queue entry behind. Invalid stored values give ErrInvalidConfig and
+// nothing is written.
 //
 // Acquire is idempotent for one RunID: called again after an attempt whose outcome is unknown
 // (say, the connection broke after Consul committed), it returns the slot that attempt took.
@@ -106,6 +115,8 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 	if req.RunID == "" {
 		return nil, fmt.Errorf("lock: acquire for %q without a run id", req.Holder)
 	}
+	var q *queue
+	defer func() { q.leave(ctx) }()
 	for races := 0; races < maxRaces; {
 		snap, err := s.Read(ctx)
 		if err != nil {
@@ -134,10 +145,22 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		case Take:
 			rec.Attempts = 1
 		case Wait:
+			if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
+				return nil, fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier,
+					snap.Held(), snap.Max, len(snap.Queue))
+			}
+			if w, ok := snap.queued(req.Holder); !ok || q == nil || w.Session != q.session {
+				// Not queued yet, or our entry went with a lost session: (re)join at the back.
+				q.leave(ctx)
+				if q, err = s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, Since: now}); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			if req.Waiting != nil {
 				req.Waiting(snap)
 			}
-			if err := s.wait(ctx, snap, req.WaitUntil); err != nil {
+			if err := s.watch(ctx, snap, req.Holder, req.WaitUntil); err != nil {
 				return nil, err
 			}
 			continue
@@ -145,6 +168,9 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		ops, err := s.changeOps(snap, change{holder: req.Holder, rec: &rec})
 		if err != nil {
 			return nil, err
+		}
+		if _, ok := snap.queued(req.Holder); ok {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + req.Holder})
 		}
 		ok, err := s.apply(ctx, ops)
 		if err != nil {

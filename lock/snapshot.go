@@ -21,11 +21,13 @@ type Snapshot struct {
 	Holders  map[string]Record // running/<holder>, by holder (readable ones)
 	// RunningKeys is the number of running/ keys, readable or not: what current must equal.
 	RunningKeys int
-	Problems    []error           // invalid stored values; Acquire refuses to act on them
-	LastIndex   uint64            // Consul's index of the read, for blocking queries
-	modify      map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
-	badHolders  map[string]bool   // running/ keys whose value did not parse
-	badCurrent  bool              // current is stored but not a count
+	// Queue is who waits for a slot, in arrival order.
+	Queue      []Waiter
+	Problems   []error           // invalid stored values; Acquire refuses to act on them
+	LastIndex  uint64            // Consul's index of the read, for blocking queries
+	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	badHolders map[string]bool   // running/ keys whose value did not parse
+	badCurrent bool              // current is stored but not a count
 }
 
 // Exists reports whether the tier has any key stored.
@@ -67,6 +69,7 @@ const (
 	keyCurrent = "current"
 	keySaved   = "max_saved"
 	runningDir = "running/"
+	queueDir   = "queue/"
 )
 
 // newSnapshot parses the pairs listed under the tier's prefix (keys relative to it).
@@ -107,6 +110,8 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 				continue
 			}
 			s.Saved, s.SavedSet = n, true
+		case strings.HasPrefix(rel, queueDir):
+			s.Queue = append(s.Queue, parseWaiter(strings.TrimPrefix(rel, queueDir), p))
 		case strings.HasPrefix(rel, runningDir):
 			s.modify[rel] = p.ModifyIndex
 			s.RunningKeys++
@@ -125,6 +130,7 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 			s.Holders[holder] = rec
 		}
 	}
+	sort.Slice(s.Queue, func(i, j int) bool { return s.Queue[i].CreateIndex < s.Queue[j].CreateIndex })
 	return s
 }
 
@@ -153,7 +159,9 @@ func (d Decision) String() string {
 	return "Decision(" + strconv.Itoa(int(d)) + ")"
 }
 
-// Decide returns what Acquire does for holder with this snapshot.
+// Decide returns what Acquire does for holder with this snapshot. A holder may take a slot
+// only when fewer waiters are ahead of it than slots are free, so that nobody overtakes the
+// queue; one that is not queued counts every waiter as ahead of it.
 func (s *Snapshot) Decide(holder string) Decision {
 	if s.Max == 0 {
 		return Disabled
@@ -161,8 +169,28 @@ func (s *Snapshot) Decide(holder string) Decision {
 	if _, ok := s.Holders[holder]; ok {
 		return Reenter
 	}
-	if s.Max < 0 || s.Held() < s.Max {
+	if s.Max < 0 || s.Ahead(holder) < s.Max-s.Held() {
 		return Take
 	}
 	return Wait
+}
+
+// Ahead is the number of waiters queued before holder (all of them if it is not queued).
+func (s *Snapshot) Ahead(holder string) int {
+	for i, w := range s.Queue {
+		if w.Holder == holder {
+			return i
+		}
+	}
+	return len(s.Queue)
+}
+
+// queued returns holder's queue entry.
+func (s *Snapshot) queued(holder string) (Waiter, bool) {
+	for _, w := range s.Queue {
+		if w.Holder == holder {
+			return w, true
+		}
+	}
+	return Waiter{}, false
 }

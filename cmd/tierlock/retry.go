@@ -58,6 +58,18 @@ type observedKV struct {
 	r  *consulRetry
 }
 
+func (o observedKV) Get(key string, q *api.QueryOptions) (*api.KVPair, *api.QueryMeta, error) {
+	pair, meta, err := o.kv.Get(key, q)
+	o.ok(err)
+	return pair, meta, err
+}
+
+func (o observedKV) Keys(prefix, separator string, q *api.QueryOptions) ([]string, *api.QueryMeta, error) {
+	keys, meta, err := o.kv.Keys(prefix, separator, q)
+	o.ok(err)
+	return keys, meta, err
+}
+
 func (o observedKV) List(prefix string, q *api.QueryOptions) (api.KVPairs, *api.QueryMeta, error) {
 	pairs, meta, err := o.kv.List(prefix, q)
 	o.ok(err)

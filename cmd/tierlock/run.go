@@ -94,7 +94,7 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
 	sem, err := lock.New(retry.observe(client.KV()), lock.Options{
 		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax,
-		RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now,
+		RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now, Sessions: client.Session(),
 	})
 	if err != nil {
 		log.Error(err)

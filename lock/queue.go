@@ -1,0 +1,159 @@
+package lock
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// The queue: a holder that finds the tier full writes queue/<holder>, bound to a Consul
+// session with a TTL (behaviour delete) that it renews while it waits, so a waiter that dies
+// disappears. Arrival order is the entries' CreateIndex. Each waiter watches only the entry
+// ahead of it with a blocking query on that one key; only the head watches the whole tier
+// (keys only), since a slot can come free in several ways (a release, a raised limit). A
+// release therefore wakes one waiter, and admitting it (which deletes its entry in the same
+// transaction that takes the slot) wakes the next.
+
+// Sessions is the part of Consul's *api.Session the queue uses.
+type Sessions interface {
+	Create(se *api.SessionEntry, q *api.WriteOptions) (string, *api.WriteMeta, error)
+	Destroy(id string, q *api.WriteOptions) (*api.WriteMeta, error)
+	Renew(id string, q *api.WriteOptions) (*api.SessionEntry, *api.WriteMeta, error)
+}
+
+// Waiter is one queue/ entry.
+type Waiter struct {
+	Holder      string    `json:"holder"`
+	RunID       string    `json:"run_id"`
+	Since       time.Time `json:"since"`
+	Session     string    `json:"-"`
+	CreateIndex uint64    `json:"-"`
+	ModifyIndex uint64    `json:"-"`
+}
+
+// parseWaiter reads a queue entry; only tierlock writes them, so an unreadable value still
+// counts as a waiter (named by its key).
+func parseWaiter(holder string, p *api.KVPair) Waiter {
+	var w Waiter
+	_ = json.Unmarshal(p.Value, &w)
+	w.Holder, w.Session, w.CreateIndex, w.ModifyIndex = holder, p.Session, p.CreateIndex, p.ModifyIndex
+	return w
+}
+
+// DefaultQueueTTL is the TTL of a waiter's session, Consul's minimum: a waiter that dies
+// leaves the queue within twice this (Consul's grace).
+const DefaultQueueTTL = 10 * time.Second
+
+// queue is one Acquire's place in the queue.
+type queue struct {
+	s       *Semaphore
+	holder  string
+	session string
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// join creates the session and writes the entry. The entry carries this run's id so that a
+// retried Acquire of the same run recognises it.
+func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, error) {
+	if s.opts.Sessions == nil {
+		return nil, fmt.Errorf("lock: waiting for a slot needs Options.Sessions")
+	}
+	ttl := s.opts.QueueTTL
+	wctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	id, _, err := s.opts.Sessions.Create(&api.SessionEntry{
+		Name: "tierlock queue " + s.opts.Tier + " " + w.Holder, TTL: ttl.String(),
+		Behavior: api.SessionBehaviorDelete, LockDelay: time.Millisecond,
+	}, (&api.WriteOptions{}).WithContext(wctx))
+	if err != nil {
+		return nil, fmt.Errorf("lock: queue session for %s: %w", w.Holder, err)
+	}
+	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{})}
+	go q.renew(ttl)
+	value, err := json.Marshal(w)
+	if err != nil {
+		q.leave(ctx)
+		return nil, err
+	}
+	// An entry of an earlier run of this holder (killed while it waited; its session not yet
+	// expired) is deleted first: a holder runs once at a time, so it is stale.
+	key := s.base + queueDir + w.Holder
+	ok, err := s.apply(ctx, api.KVTxnOps{
+		{Verb: api.KVDelete, Key: key},
+		{Verb: api.KVLock, Key: key, Value: value, Session: id},
+	})
+	if err == nil && !ok {
+		err = fmt.Errorf("lock: %s%s%s is held by another session", s.base, queueDir, w.Holder)
+	}
+	if err != nil {
+		q.leave(ctx)
+		return nil, err
+	}
+	return q, nil
+}
+
+// renew keeps the session alive until leave. A failed renewal is tried again at the next tick;
+// if the session is lost anyway, the entry goes with it and Acquire queues again.
+func (q *queue) renew(ttl time.Duration) {
+	defer close(q.stopped)
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-q.stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), q.s.opts.RequestTimeout)
+			_, _, _ = q.s.opts.Sessions.Renew(q.session, (&api.WriteOptions{}).WithContext(ctx))
+			cancel()
+		}
+	}
+}
+
+// leave destroys the session, which deletes the entry if a slot was not taken with it. It runs
+// even when ctx is cancelled, within its own bound: a signal must not strand an entry for the
+// TTL.
+func (q *queue) leave(ctx context.Context) {
+	if q == nil {
+		return
+	}
+	close(q.stop)
+	<-q.stopped
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.s.opts.RequestTimeout)
+	defer cancel()
+	_, _ = q.s.opts.Sessions.Destroy(q.session, (&api.WriteOptions{}).WithContext(ctx))
+}
+
+// maxWatch bounds one blocking query: a safety net, should a change go unannounced.
+const maxWatch = time.Minute
+
+// watch blocks until what holder waits on changes, or until. The head of the queue watches
+// the tier; anyone else the entry just ahead of it.
+func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) error {
+	left := until.Sub(s.opts.Now())
+	if left <= 0 {
+		return fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier, snap.Held(), snap.Max, len(snap.Queue))
+	}
+	wait := min(left, maxWatch)
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
+	defer cancel()
+	key := s.base
+	var err error
+	if i := snap.Ahead(holder); i > 0 && i <= len(snap.Queue) {
+		ahead := snap.Queue[i-1]
+		key += queueDir + ahead.Holder
+		q := &api.QueryOptions{WaitIndex: ahead.ModifyIndex, WaitTime: wait}
+		_, _, err = s.kv.Get(key, q.WithContext(ctx))
+	} else {
+		q := &api.QueryOptions{WaitIndex: snap.LastIndex, WaitTime: wait}
+		_, _, err = s.kv.Keys(key, "", q.WithContext(ctx))
+	}
+	if err != nil {
+		return fmt.Errorf("lock: watch %s: %w", key, err)
+	}
+	return nil
+}

@@ -1,0 +1,230 @@
+package lock_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tierlock/tierlock/lock"
+)
+
+// waitQueue waits until the tier has n waiters.
+func waitQueue(t *testing.T, s *lock.Semaphore, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		snap, err := s.Read(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Queue) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue has %d waiters, want %d", len(snap.Queue), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waiter starts an Acquire in the background; its result arrives on the channel.
+func waiter(t *testing.T, s *lock.Semaphore, holder string, wait time.Duration) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		r := req(holder, "run-"+holder)
+		r.WaitUntil = time.Now().Add(wait)
+		slot, err := s.Acquire(ctx(t), r)
+		if err == nil && slot.Holder != holder {
+			err = fmt.Errorf("got %s's slot", slot.Holder)
+		}
+		got <- err
+	}()
+	return got
+}
+
+func TestQueueKeepsArrivalOrder(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var order []string
+	var wg sync.WaitGroup
+	for i := range 6 {
+		h := fmt.Sprintf("w%d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := req(h, "run-"+h)
+			r.WaitUntil = time.Now().Add(30 * time.Second)
+			slot, err := s.Acquire(ctx(t), r)
+			if err != nil {
+				t.Errorf("%s: %v", h, err)
+				return
+			}
+			mu.Lock()
+			order = append(order, h)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+			if err := s.Release(ctx(t), slot); err != nil {
+				t.Errorf("%s release: %v", h, err)
+			}
+		}()
+		waitQueue(t, s, i+1) // started one by one: each is queued before the next starts
+	}
+	if err := s.Release(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if got := strings.Join(order, " "); got != "w0 w1 w2 w3 w4 w5" {
+		t.Errorf("slots went in order %s, want arrival order", got)
+	}
+	checkInvariant(t)
+}
+
+func TestQueueTimeoutLeavesNoTrace(t *testing.T) {
+	s := newSem(t, 1)
+	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
+		t.Fatal(err)
+	}
+	before := dump(t)
+	if err := <-waiter(t, s, "w1", 500*time.Millisecond); !errors.Is(err, lock.ErrNoSlot) {
+		t.Fatalf("waiter: %v, want ErrNoSlot", err)
+	}
+	if after := dump(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("a waiter that gave up left a trace:\nbefore %v\nafter  %v", before, after)
+	}
+	sessions, _, err := consul.Session().List(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, se := range sessions {
+		if strings.Contains(se.Name, "w1") {
+			t.Errorf("session %s (%s) left behind", se.ID, se.Name)
+		}
+	}
+}
+
+func TestQueueRaiseAdmitsAtOnce(t *testing.T) {
+	s := newSem(t, 1)
+	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
+		t.Fatal(err)
+	}
+	var got []<-chan error
+	for i := range 3 {
+		got = append(got, waiter(t, s, fmt.Sprintf("w%d", i), 30*time.Second))
+		waitQueue(t, s, i+1)
+	}
+	start := time.Now()
+	if _, err := s.SetMax(ctx(t), 4); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range got {
+		select {
+		case err := <-c:
+			if err != nil {
+				t.Errorf("w%d: %v", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("w%d not admitted after max_concurrent was raised", i)
+		}
+	}
+	t.Logf("3 waiters admitted %v after set-max", time.Since(start))
+	checkInvariant(t)
+}
+
+func TestQueueLoweredAdmitsNobodyUntilBelow(t *testing.T) {
+	s := newSem(t, 3)
+	var held []*lock.Slot
+	for i := range 3 {
+		slot, err := s.Acquire(ctx(t), req(fmt.Sprintf("h%d", i), "r"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, slot)
+	}
+	w := waiter(t, s, "w", 30*time.Second)
+	waitQueue(t, s, 1)
+	if _, err := s.SetMax(ctx(t), 1); err != nil {
+		t.Fatal(err)
+	}
+	for i, slot := range held {
+		if err := s.Release(ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+		if i < 2 {
+			// Still 2, then 1 held: not below max_concurrent 1.
+			select {
+			case err := <-w:
+				t.Fatalf("admitted with %d of 1 slots held: %v", 2-i, err)
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+	}
+	select {
+	case err := <-w:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not admitted once the tier emptied")
+	}
+	checkInvariant(t)
+}
+
+func TestQueueDisableSendsEveryoneAway(t *testing.T) {
+	s := newSem(t, 1)
+	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
+		t.Fatal(err)
+	}
+	var got []<-chan error
+	for i := range 5 {
+		got = append(got, waiter(t, s, fmt.Sprintf("w%d", i), 60*time.Second))
+	}
+	waitQueue(t, s, 5)
+	start := time.Now()
+	if _, err := s.Disable(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range got {
+		select {
+		case err := <-c:
+			if !errors.Is(err, lock.ErrDisabled) {
+				t.Errorf("w%d: %v, want ErrDisabled", i, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("w%d still waiting after the tier was disabled", i)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("waiters took %v to leave a disabled tier", d)
+	}
+	waitQueue(t, s, 0)
+}
+
+func TestNewcomerDoesNotOvertakeQueue(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := waiter(t, s, "w0", 30*time.Second)
+	waitQueue(t, s, 1)
+	// Free the slot and race a newcomer against the queued waiter: the newcomer must queue.
+	if err := s.Release(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx(t), req("newcomer", "r9")); err == nil {
+		snap, _ := s.Read(ctx(t))
+		if _, ok := snap.Holders["w0"]; !ok {
+			t.Error("a newcomer took the slot ahead of a queued waiter")
+		}
+	}
+	if err := <-w; err != nil {
+		t.Fatal(err)
+	}
+}
