@@ -269,3 +269,27 @@ func dumpKey(t *testing.T, key string) string {
 	}
 	return string(p.Value)
 }
+
+func TestStatusShowsWaiters(t *testing.T) {
+	put(t, "max_concurrent", "1")
+	put(t, "current", "1")
+	put(t, "running/holder", "2026-11-21T09:15:02Z")
+	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "w1", "--wait", "1m", "--", "true")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	waitFor(t, "w1 to queue", func() bool { return dumpKey(t, "queue/w1") != "" })
+	r := tl(t, "status")
+	if !strings.Contains(r.stdout, "prod/web: 1 waiting, in order: w1 (") {
+		t.Errorf("status without the waiter:\n%s", r.stdout)
+	}
+	r = tl(t, "status", "--format", "json")
+	if !strings.Contains(r.stdout, `"waiters": [`) || !strings.Contains(r.stdout, `"holder": "w1"`) {
+		t.Errorf("json without the waiter:\n%s", r.stdout)
+	}
+	r = tl(t, "status", "--format", "prometheus")
+	if !strings.Contains(r.stdout, `tierlock_tier_waiters{tier="prod/web"} 1`) {
+		t.Errorf("metrics without the waiter:\n%s", r.stdout)
+	}
+}

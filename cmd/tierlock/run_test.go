@@ -434,8 +434,14 @@ func TestRunInstanceIDFromIMDS(t *testing.T) {
 	}
 }
 
-func TestThirtyProcessesNeverExceedMax(t *testing.T) {
-	const hosts, max = 30, 3
+func TestManyProcessesNeverExceedMax(t *testing.T) {
+	for _, tc := range []struct{ hosts, max int }{{30, 3}, {60, 5}} {
+		t.Run(fmt.Sprintf("%d over %d", tc.hosts, tc.max), func(t *testing.T) { manyProcesses(t, tc.hosts, tc.max) })
+	}
+}
+
+// manyProcesses starts hosts real tierlock processes at once against max_concurrent=max.
+func manyProcesses(t *testing.T, hosts, max int) {
 	put(t, "max_concurrent", fmt.Sprint(max))
 	rec := filepath.Join(t.TempDir(), "recorder")
 	// The recorder is outside tierlock: each command appends start and end lines to one file
@@ -443,7 +449,6 @@ func TestThirtyProcessesNeverExceedMax(t *testing.T) {
 	script := `echo "start $0" >> ` + rec + `; sleep 0.2; echo "end $0" >> ` + rec
 	base := stateDir(t)
 	var wg sync.WaitGroup
-	codes := make([]int, hosts)
 	for i := range hosts {
 		wg.Add(1)
 		go func() {
@@ -452,9 +457,8 @@ func TestThirtyProcessesNeverExceedMax(t *testing.T) {
 			cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(base, h),
 				"--wait", "2m", "--", "sh", "-c", script, h)
 			out, _ := cmd.CombinedOutput()
-			codes[i] = cmd.ProcessState.ExitCode()
-			if codes[i] != 0 {
-				t.Errorf("%s: exit %d\n%s", h, codes[i], out)
+			if code := cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("%s: exit %d\n%s", h, code, out)
 			}
 		}()
 	}
@@ -486,6 +490,54 @@ func TestThirtyProcessesNeverExceedMax(t *testing.T) {
 	if cur, _ := current(t); cur != "0" {
 		t.Errorf("current %q after all runs", cur)
 	}
+	if d := dump(t); strings.Contains(d, "/queue/") {
+		t.Errorf("queue entries left behind:\n%s", d)
+	}
+}
+
+func TestKilledWaiterLeavesTheQueue(t *testing.T) {
+	put(t, "max_concurrent", "1")
+	put(t, "current", "1")
+	put(t, "running/holder", time.Now().UTC().Format(time.RFC3339))
+	queued := func(h string) func() bool {
+		return func() bool { return dumpKey(t, "queue/"+h) != "" }
+	}
+	start := func(h string) *exec.Cmd {
+		cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(stateDir(t), h), "--wait", "2m", "--", "true")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	w1 := start("w1")
+	waitFor(t, "w1 to queue", queued("w1"))
+	w2 := start("w2")
+	waitFor(t, "w2 to queue", queued("w2"))
+	signalProcess(t, w1, syscall.SIGKILL)
+	_ = w1.Wait()
+	killed := time.Now()
+	wantCode(t, tl(t, "release", "--tier", tier, "--holder", "holder"), 0)
+	done := make(chan error, 1)
+	go func() { done <- w2.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("w2: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		_ = w2.Process.Kill()
+		t.Fatal("the queue did not move on after its head was killed")
+	}
+	// Consul deletes a dead session's keys within twice its TTL (10s).
+	if d := time.Since(killed); d > 30*time.Second {
+		t.Errorf("w2 got the slot %v after w1 was killed, want within the session TTL's grace", d)
+	} else {
+		t.Logf("w2 got the slot %v after w1 was killed", d.Round(time.Second))
+	}
+	if queued("w1")() {
+		t.Error("the killed waiter's entry is still there")
+	}
+	checkInvariant(t)
 }
 
 func maxInt(a, b int) int {

@@ -59,8 +59,8 @@ func (a *App) statusCommand() *cli.Command {
 	}
 }
 
-// writeStatusTable prints problem tiers first, each holder on a line of its own; it fits 80
-// columns for names of ordinary length.
+// writeStatusTable prints problem tiers first, each holder on a line of its own, then the
+// problems and the waiters; it fits 80 columns for names of ordinary length.
 func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, now time.Time) {
 	bySnap := map[string]*lock.Snapshot{}
 	for _, s := range snaps {
@@ -69,6 +69,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 	var buf bytes.Buffer
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIER\tMAX\tHELD\tHOLDER\tSTATE\tAGE\tEXIT\tTRY\tINSTANCE")
+	var notes []string
 	for _, tv := range v.Tiers {
 		s := bySnap[tv.Tier]
 		held := fmt.Sprint(s.Current)
@@ -103,15 +104,23 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", tier, mx, hd, h, rec.State,
 				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, orDash(rec.InstanceID))
 		}
+		if tv.Status != monitor.OK {
+			notes = append(notes, fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; ")))
+		}
+		if len(s.Queue) > 0 {
+			var names []string
+			for _, q := range s.Queue {
+				names = append(names, fmt.Sprintf("%s (%s)", q.Holder, monitor.Age(max0(now.Sub(q.Since)))))
+			}
+			notes = append(notes, fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", ")))
+		}
 	}
 	tw.Flush()
 	for _, line := range strings.SplitAfter(buf.String(), "\n") {
 		fmt.Fprint(w, strings.TrimRight(line, " \n")+strings.Repeat("\n", strings.Count(line, "\n")))
 	}
-	for _, tv := range v.Tiers {
-		if tv.Status != monitor.OK {
-			fmt.Fprintf(w, "%s %s: %s\n", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))
-		}
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
 	}
 }
 
@@ -163,6 +172,12 @@ type tierStatus struct {
 	Drift         bool           `json:"drift"`
 	Problems      []string       `json:"problems"`
 	Holders       []holderStatus `json:"holders"`
+	Waiters       []waiterStatus `json:"waiters"`
+}
+
+type waiterStatus struct {
+	lock.Waiter
+	AgeSeconds int64 `json:"age_seconds"`
 }
 
 type holderStatus struct {
@@ -180,7 +195,10 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 		s := bySnap[tv.Tier]
 		ts := tierStatus{Tier: s.Tier, Status: tv.Status.String(), MaxConcurrent: s.Max, MaxSet: s.MaxSet,
 			Disabled: s.Max == 0, Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
-			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}}
+			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{}}
+		for _, q := range s.Queue {
+			ts.Waiters = append(ts.Waiters, waiterStatus{Waiter: q, AgeSeconds: int64(max0(now.Sub(q.Since)).Seconds())})
+		}
 		for _, h := range sortedHolders(s) {
 			rec := s.Holders[h]
 			ts.Holders = append(ts.Holders, holderStatus{Record: rec, AgeSeconds: int64(max0(now.Sub(rec.StartedAt)).Seconds())})
@@ -206,6 +224,7 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 	holdG := gauge("tierlock_tier_holders", "Holders of the tier by state.", "tier", "state")
 	ageG := gauge("tierlock_tier_oldest_holder_age_seconds", "Age of the oldest holder's attempt, 0 when none.", "tier")
 	badG := gauge("tierlock_tier_invalid", "1 when a stored value of the tier is invalid.", "tier")
+	waitG := gauge("tierlock_tier_waiters", "Hosts queued for a slot of the tier.", "tier")
 	for _, s := range snaps {
 		maxG.WithLabelValues(s.Tier).Set(float64(s.Max))
 		curG.WithLabelValues(s.Tier).Set(float64(s.Current))
@@ -225,6 +244,7 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 			bad = 1
 		}
 		badG.WithLabelValues(s.Tier).Set(bad)
+		waitG.WithLabelValues(s.Tier).Set(float64(len(s.Queue)))
 	}
 	return writeMetrics(w, reg)
 }
