@@ -8,10 +8,10 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// The operator's writes below touch only max_concurrent and max_saved, never current or
-// running/, so they cannot break the invariant; each is still one transaction with
-// check-and-set on what it read. The head of the queue watches the whole tier, so raising the
-// limit admits waiters at once and disabling sends them all away.
+// The operator's writes below change max_concurrent and max_saved, in one transaction with
+// check-and-set on what they read. Each also rewrites current (with the number of running/
+// keys, as every write does) to wake the head of the queue: raising the limit admits waiters
+// at once, and disabling sends them all away.
 
 // SetMax sets max_concurrent to n (≥ -1). It returns the snapshot it changed; setting the
 // value already stored writes nothing.
@@ -23,7 +23,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 		if snap.MaxSet && snap.Max == n {
 			return nil, errUnchanged
 		}
-		return api.KVTxnOps{s.set(snap, keyMax, strconv.Itoa(n))}, nil
+		return s.withWake(snap, s.set(snap, keyMax, strconv.Itoa(n)))
 	})
 }
 
@@ -42,7 +42,7 @@ func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 			// max_concurrent was absent (the runs' default applied): enable removes it again.
 			ops = append(ops, s.del(snap, keySaved))
 		}
-		return ops, nil
+		return s.withWake(snap, ops...)
 	})
 }
 
@@ -70,6 +70,16 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 		if len(ops) == 0 {
 			return nil, errUnchanged
 		}
-		return ops, nil
+		return s.withWake(snap, ops...)
 	})
+}
+
+// withWake is ops with the rewrite of current that wakes the head of the queue. The wake goes
+// first: its guards check keys as they were read, before ops change them.
+func (s *Semaphore) withWake(snap *Snapshot, ops ...*api.KVTxnOp) (api.KVTxnOps, error) {
+	wake, err := s.wakeOps(snap)
+	if err != nil {
+		return nil, err
+	}
+	return append(wake, ops...), nil
 }

@@ -13,20 +13,20 @@ func TestSetMaxDisableEnable(t *testing.T) {
 		do   func() error
 		want map[string]string
 	}{
-		{"set-max 3", func() error { _, err := s.SetMax(ctx(t), 3); return err }, map[string]string{"max_concurrent": "3"}},
-		{"set-max 3 again", func() error { _, err := s.SetMax(ctx(t), 3); return err }, map[string]string{"max_concurrent": "3"}},
-		{"disable", func() error { _, err := s.Disable(ctx(t)); return err }, map[string]string{"max_concurrent": "0", "max_saved": "3"}},
-		{"disable again keeps the saved value", func() error { _, err := s.Disable(ctx(t)); return err }, map[string]string{"max_concurrent": "0", "max_saved": "3"}},
-		{"enable restores", func() error { _, err := s.Enable(ctx(t), nil); return err }, map[string]string{"max_concurrent": "3"}},
-		{"enable when enabled", func() error { _, err := s.Enable(ctx(t), nil); return err }, map[string]string{"max_concurrent": "3"}},
+		{"set-max 3", func() error { _, err := s.SetMax(ctx(t), 3); return err }, map[string]string{"current": "0", "max_concurrent": "3"}},
+		{"set-max 3 again", func() error { _, err := s.SetMax(ctx(t), 3); return err }, map[string]string{"current": "0", "max_concurrent": "3"}},
+		{"disable", func() error { _, err := s.Disable(ctx(t)); return err }, map[string]string{"current": "0", "max_concurrent": "0", "max_saved": "3"}},
+		{"disable again keeps the saved value", func() error { _, err := s.Disable(ctx(t)); return err }, map[string]string{"current": "0", "max_concurrent": "0", "max_saved": "3"}},
+		{"enable restores", func() error { _, err := s.Enable(ctx(t), nil); return err }, map[string]string{"current": "0", "max_concurrent": "3"}},
+		{"enable when enabled", func() error { _, err := s.Enable(ctx(t), nil); return err }, map[string]string{"current": "0", "max_concurrent": "3"}},
 		{"disable then enable 5", func() error {
 			if _, err := s.Disable(ctx(t)); err != nil {
 				return err
 			}
 			_, err := s.Enable(ctx(t), n(5))
 			return err
-		}, map[string]string{"max_concurrent": "5"}},
-		{"set-max -1", func() error { _, err := s.SetMax(ctx(t), -1); return err }, map[string]string{"max_concurrent": "-1"}},
+		}, map[string]string{"current": "0", "max_concurrent": "5"}},
+		{"set-max -1", func() error { _, err := s.SetMax(ctx(t), -1); return err }, map[string]string{"current": "0", "max_concurrent": "-1"}},
 	}
 	for _, st := range steps {
 		if err := st.do(); err != nil {
@@ -43,13 +43,13 @@ func TestDisableWithoutStoredMax(t *testing.T) {
 	if _, err := s.Disable(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	if got := values(t); fmt.Sprint(got) != "map[max_concurrent:0]" {
+	if got := values(t); fmt.Sprint(got) != "map[current:0 max_concurrent:0]" {
 		t.Errorf("after disable: %v", got)
 	}
 	if _, err := s.Enable(ctx(t), nil); err != nil {
 		t.Fatal(err)
 	}
-	if got := values(t); len(got) != 0 {
+	if got := values(t); fmt.Sprint(got) != "map[current:0]" {
 		t.Errorf("enable should return to the default (no max_concurrent): %v", got)
 	}
 }

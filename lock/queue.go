@@ -12,10 +12,10 @@ import (
 // The queue: a holder that finds the tier full writes queue/<holder>, bound to a Consul
 // session with a TTL (behaviour delete) that it renews while it waits, so a waiter that dies
 // disappears. Arrival order is the entries' CreateIndex. Each waiter watches only the entry
-// ahead of it with a blocking query on that one key; only the head watches the whole tier
-// (keys only), since a slot can come free in several ways (a release, a raised limit). A
-// release therefore wakes one waiter, and admitting it (which deletes its entry in the same
-// transaction that takes the slot) wakes the next.
+// ahead of it with a blocking query on that one key; the head watches current. A release
+// therefore wakes one waiter, and admitting it (which deletes its entry in the same
+// transaction that takes the slot) wakes the next. Operator writes that may admit more, or
+// stop everyone (set-max, enable, disable), rewrite current so that the head wakes.
 
 // Sessions is the part of Consul's *api.Session the queue uses.
 type Sessions interface {
@@ -100,7 +100,9 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, error) {
 // if the session is lost anyway, the entry goes with it and Acquire queues again.
 func (q *queue) renew(ttl time.Duration) {
 	defer close(q.stopped)
-	t := time.NewTicker(ttl / 3)
+	// Consul ends a session at twice its TTL without renewal: renewing every TTL/2 leaves a
+	// TTL and a half for a renewal to get through.
+	t := time.NewTicker(ttl / 2)
 	defer t.Stop()
 	for {
 		select {
@@ -128,11 +130,12 @@ func (q *queue) leave(ctx context.Context) {
 	_, _ = q.s.opts.Sessions.Destroy(q.session, (&api.WriteOptions{}).WithContext(ctx))
 }
 
-// maxWatch bounds one blocking query: a safety net, should a change go unannounced.
+// maxWatch bounds one blocking query: a safety net for a change nobody announced (such as
+// max_concurrent edited by hand, which does not rewrite current).
 const maxWatch = time.Minute
 
 // watch blocks until what holder waits on changes, or until. The head of the queue watches
-// the tier; anyone else the entry just ahead of it.
+// current (the whole tier if there is no current yet); anyone else the entry just ahead of it.
 func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) error {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
@@ -141,19 +144,35 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 	wait := min(left, maxWatch)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
 	defer cancel()
-	key := s.base
 	var err error
-	if i := snap.Ahead(holder); i > 0 && i <= len(snap.Queue) {
+	key := s.base
+	switch i := snap.Ahead(holder); {
+	case i > 0 && i <= len(snap.Queue):
 		ahead := snap.Queue[i-1]
 		key += queueDir + ahead.Holder
-		q := &api.QueryOptions{WaitIndex: ahead.ModifyIndex, WaitTime: wait}
-		_, _, err = s.kv.Get(key, q.WithContext(ctx))
-	} else {
-		q := &api.QueryOptions{WaitIndex: snap.LastIndex, WaitTime: wait}
-		_, _, err = s.kv.Keys(key, "", q.WithContext(ctx))
+		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: ahead.ModifyIndex, WaitTime: wait}).WithContext(ctx))
+	case snap.modify[keyCurrent] != 0:
+		key += keyCurrent
+		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: snap.modify[keyCurrent], WaitTime: wait}).WithContext(ctx))
+	default:
+		_, _, err = s.kv.Keys(key, "", (&api.QueryOptions{WaitIndex: snap.LastIndex, WaitTime: wait}).WithContext(ctx))
 	}
 	if err != nil {
 		return fmt.Errorf("lock: watch %s: %w", key, err)
 	}
 	return nil
+}
+
+// wakeOps rewrites current with the count it must have, deleting it first so that its
+// ModifyIndex moves even when the value does not (Consul skips writes that change nothing):
+// that wakes the head of the queue.
+func (s *Semaphore) wakeOps(snap *Snapshot) (api.KVTxnOps, error) {
+	ops, err := s.changeOps(snap, change{})
+	if err != nil {
+		return nil, err
+	}
+	set := ops[len(ops)-1]
+	return append(ops[:len(ops)-1], s.guard(snap, keyCurrent),
+		&api.KVTxnOp{Verb: api.KVDelete, Key: set.Key},
+		&api.KVTxnOp{Verb: api.KVSet, Key: set.Key, Value: set.Value}), nil
 }

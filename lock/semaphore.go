@@ -155,7 +155,9 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 				if q, err = s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, Since: now}); err != nil {
 					return nil, err
 				}
-				continue
+				// Now at the back of the queue as this snapshot saw it: watch from there rather
+				// than read again. Anything that changed meanwhile ends the watch at once.
+				snap.Queue = append(snap.Queue, Waiter{Holder: req.Holder, Session: q.session})
 			}
 			if req.Waiting != nil {
 				req.Waiting(snap)

@@ -1,0 +1,318 @@
+// Command bench measures how long a whole tier takes to get through its runs, and the Consul
+// load it puts on the agent, for tierlock and for its peer `consul lock -n N`, side by side in
+// one run against one real Consul agent (../shared/BENCH.md describes the method). It prints a
+// table with ratios and writes JSON to bench/results/. Run it with `make bench`.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/faultproxy"
+)
+
+type workload struct {
+	M, N int
+	T    time.Duration
+}
+
+func (w workload) String() string { return fmt.Sprintf("M=%d, N=%d, t=%gs", w.M, w.N, w.T.Seconds()) }
+
+// figures are one tool's measurements on one workload.
+type figures struct {
+	Tool           string  `json:"tool"`
+	Workload       string  `json:"workload"`
+	Efficiency     float64 `json:"efficiency"`
+	MaxConcurrency int     `json:"max_concurrency"`
+	N              int     `json:"n"`
+	RequestsPerRun float64 `json:"requests_per_run"`
+	HandoffP50Ms   float64 `json:"handoff_p50_ms"`
+	HandoffP99Ms   float64 `json:"handoff_p99_ms"`
+	FIFO           float64 `json:"fifo"`
+	Failed         int     `json:"failed_runs"`
+	SpanSeconds    float64 `json:"span_seconds"`
+	IdealSeconds   float64 `json:"ideal_seconds"`
+}
+
+type overhead struct {
+	Tool       string  `json:"tool"`
+	WallMs     float64 `json:"wall_ms_over_true"`
+	PeakRSSMiB float64 `json:"peak_rss_mib"`
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "record" {
+		record(os.Args[2:])
+		return
+	}
+	tierlockBin := flag.String("tierlock", "bin/tierlock", "the tierlock binary")
+	consulBin := flag.String("consul", "bin/consul", "the consul binary")
+	out := flag.String("out", "bench/results", "where the JSON goes")
+	quick := flag.Bool("quick", false, "only the smallest workload")
+	flag.Parse()
+	if err := run(*tierlockBin, *consulBin, *out, *quick); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// record is the command every simulated host runs: it appends "start" and "end" lines with
+// wall-clock nanoseconds to a shared file (O_APPEND: one line per write, atomically), sleeping
+// t in between.
+func record(args []string) {
+	file, holder, t := args[0], args[1], args[2]
+	d, _ := time.ParseDuration(t)
+	f, err := os.OpenFile(file, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		os.Exit(1)
+	}
+	fmt.Fprintf(f, "start %s %d\n", holder, time.Now().UnixNano())
+	time.Sleep(d)
+	fmt.Fprintf(f, "end %s %d\n", holder, time.Now().UnixNano())
+	f.Close()
+}
+
+func run(tierlockBin, consulBin, outDir string, quick bool) error {
+	tierlockBin, _ = filepath.Abs(tierlockBin)
+	consulBin, _ = filepath.Abs(consulBin)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "tierlock-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	// All simulated hosts share 127.0.0.1: without this, Consul answers 429 past 200 connections.
+	agent, err := consulagent.Start(context.Background(), consulBin, filepath.Join(dir, "consul.log"),
+		"-hcl", "limits { http_max_conns_per_client = 10000 }")
+	if err != nil {
+		return err
+	}
+	defer agent.Stop()
+	proxy := faultproxy.New(agent.Addr)
+	defer proxy.Close()
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = agent.Addr, ""
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return err
+	}
+
+	workloads := []workload{{20, 2, 500 * time.Millisecond}, {100, 5, 500 * time.Millisecond}, {200, 10, 100 * time.Millisecond}}
+	if quick {
+		workloads = workloads[:1]
+	}
+	var results []figures
+	for i, w := range workloads {
+		for _, tool := range []string{"tierlock", "consul lock"} {
+			prefix := fmt.Sprintf("bench%d-%s", i, strings.ReplaceAll(tool, " ", "-"))
+			var argv func(h string) []string
+			if tool == "tierlock" {
+				if _, err := client.KV().Put(&api.KVPair{Key: prefix + "/bench/tier/max_concurrent", Value: []byte(strconv.Itoa(w.N))}, nil); err != nil {
+					return err
+				}
+				argv = func(h string) []string {
+					return []string{tierlockBin, "run", "--prefix", prefix, "--tier", "bench/tier", "--holder", h,
+						"--state-dir", filepath.Join(dir, prefix, h), "--wait", "10m", "--log-level", "error", "--"}
+				}
+			} else {
+				argv = func(h string) []string {
+					return []string{consulBin, "lock", "-n", strconv.Itoa(w.N), "-shell=false", prefix + "/lock"}
+				}
+			}
+			fmt.Fprintf(os.Stderr, "bench: %s, %s...\n", tool, w)
+			f, err := measure(self, dir, proxy, w, tool, argv)
+			if err != nil {
+				return err
+			}
+			results = append(results, f)
+		}
+	}
+	fmt.Fprintln(os.Stderr, "bench: overhead of an uncontended run...")
+	ovs := []overhead{
+		measureOverhead("tierlock", proxy.Addr, func(i int) []string {
+			return []string{tierlockBin, "run", "--prefix", "overhead", "--tier", "bench/solo", "--holder", "solo",
+				"--state-dir", filepath.Join(dir, "overhead"), "--log-level", "error", "--", "/bin/true"}
+		}),
+		measureOverhead("consul lock", proxy.Addr, func(i int) []string {
+			return []string{consulBin, "lock", "-n", "1", "-shell=false", "overhead-consul/lock", "/bin/true"}
+		}),
+	}
+	printTable(os.Stdout, workloads, results, ovs)
+	return writeJSON(outDir, results, ovs)
+}
+
+type event struct {
+	start  bool
+	holder string
+	at     int64
+}
+
+// measure runs one workload with one tool: M processes started together, each its own holder.
+func measure(self, dir string, proxy *faultproxy.Proxy, w workload, tool string, argv func(string) []string) (figures, error) {
+	rec := filepath.Join(dir, fmt.Sprintf("rec-%s-%d-%d", strings.ReplaceAll(tool, " ", "-"), w.M, w.N))
+	before := proxy.Requests()
+	spawned := make([]int64, w.M)
+	var wg sync.WaitGroup
+	failed := 0
+	var mu sync.Mutex
+	for i := range w.M {
+		h := fmt.Sprintf("host-%03d", i)
+		args := append(argv(h), self, "record", rec, h, w.T.String())
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+proxy.Addr, "CONSUL_HTTP_TOKEN=")
+		spawned[i] = time.Now().UnixNano()
+		if err := cmd.Start(); err != nil {
+			return figures{}, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cmd.Wait(); err != nil {
+				mu.Lock()
+				failed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	requests := proxy.Requests() - before
+
+	b, err := os.ReadFile(rec)
+	if err != nil {
+		return figures{}, fmt.Errorf("%s: no run recorded: %w", tool, err)
+	}
+	var evs []event
+	starts := map[string]int64{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		at, _ := strconv.ParseInt(f[2], 10, 64)
+		evs = append(evs, event{start: f[0] == "start", holder: f[1], at: at})
+		if f[0] == "start" {
+			starts[f[1]] = at
+		}
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
+	fig := figures{Tool: tool, Workload: w.String(), N: w.N, Failed: failed + w.M - len(starts),
+		RequestsPerRun: float64(requests) / float64(w.M)}
+	running := 0
+	var pendingEnds []int64
+	var handoffs []float64
+	for i, e := range evs {
+		if e.start {
+			running++
+			fig.MaxConcurrency = max(fig.MaxConcurrency, running)
+			// A start right after an end, while hosts wait, is a handoff.
+			if len(pendingEnds) > 0 {
+				handoffs = append(handoffs, float64(e.at-pendingEnds[0])/1e6)
+				pendingEnds = pendingEnds[1:]
+			}
+		} else {
+			running--
+			if remaining := len(starts) - countStarts(evs[:i+1]); remaining > 0 {
+				pendingEnds = append(pendingEnds, e.at)
+			}
+		}
+	}
+	span := float64(evs[len(evs)-1].at-evs[0].at) / 1e9
+	fig.SpanSeconds = span
+	fig.IdealSeconds = math.Ceil(float64(w.M)/float64(w.N)) * w.T.Seconds()
+	fig.Efficiency = fig.IdealSeconds / span
+	fig.HandoffP50Ms, fig.HandoffP99Ms = percentile(handoffs, 0.50), percentile(handoffs, 0.99)
+	fig.FIFO = fifo(spawned, starts, w.N)
+	return fig, nil
+}
+
+func countStarts(evs []event) int {
+	n := 0
+	for _, e := range evs {
+		if e.start {
+			n++
+		}
+	}
+	return n
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	return s[min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1)]
+}
+
+// fifo is the fraction of pairs of waiters (hosts that did not start among the first N) that
+// started in the order they began waiting; a host begins waiting when it is spawned, and hosts
+// are spawned one after another.
+func fifo(spawned []int64, starts map[string]int64, n int) float64 {
+	type host struct{ spawned, started int64 }
+	var hs []host
+	for i, sp := range spawned {
+		if st, ok := starts[fmt.Sprintf("host-%03d", i)]; ok {
+			hs = append(hs, host{sp, st})
+		}
+	}
+	sort.Slice(hs, func(i, j int) bool { return hs[i].started < hs[j].started })
+	waiters := hs[min(n, len(hs)):]
+	good, pairs := 0, 0
+	for i := range waiters {
+		for j := i + 1; j < len(waiters); j++ {
+			pairs++
+			if waiters[i].spawned < waiters[j].spawned {
+				good++
+			}
+		}
+	}
+	if pairs == 0 {
+		return 1
+	}
+	return float64(good) / float64(pairs)
+}
+
+// measureOverhead times an uncontended run of /bin/true through the tool against /bin/true
+// alone (medians of 15), and the tool's peak memory.
+func measureOverhead(tool, addr string, argv func(int) []string) overhead {
+	const runs = 15
+	timeIt := func(args []string) (time.Duration, float64) {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+addr, "CONSUL_HTTP_TOKEN=")
+		start := time.Now()
+		_ = cmd.Run()
+		d := time.Since(start)
+		rss := 0.0
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			rss = float64(ru.Maxrss) / 1024
+		}
+		return d, rss
+	}
+	var tool_, bare []float64
+	peak := 0.0
+	for i := range runs {
+		d, rss := timeIt(argv(i))
+		tool_ = append(tool_, float64(d.Microseconds())/1000)
+		peak = max(peak, rss)
+		d, _ = timeIt([]string{"/bin/true"})
+		bare = append(bare, float64(d.Microseconds())/1000)
+	}
+	return overhead{Tool: tool, WallMs: percentile(tool_, 0.5) - percentile(bare, 0.5), PeakRSSMiB: peak}
+}
