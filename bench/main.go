@@ -8,6 +8,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -22,7 +23,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulagent"
-	"github.com/tierlock/tierlock/internal/faultproxy"
 )
 
 type workload struct {
@@ -55,16 +55,22 @@ type overhead struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "record" {
-		record(os.Args[2:])
-		return
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "record":
+			record(os.Args[2:])
+			return
+		case "gate":
+			gate(os.Args[2], os.Args[3:])
+			return
+		}
 	}
 	tierlockBin := flag.String("tierlock", "bin/tierlock", "the tierlock binary")
 	consulBin := flag.String("consul", "bin/consul", "the consul binary")
 	out := flag.String("out", "bench/results", "where the JSON goes")
-	quick := flag.Bool("quick", false, "only the smallest workload")
+	only := flag.Int("only", 0, "run only this workload (1-3); 0: all")
 	flag.Parse()
-	if err := run(*tierlockBin, *consulBin, *out, *quick); err != nil {
+	if err := run(*tierlockBin, *consulBin, *out, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -86,7 +92,33 @@ func record(args []string) {
 	f.Close()
 }
 
-func run(tierlockBin, consulBin, outDir string, quick bool) error {
+// gate waits until the FIFO at path is opened and closed by the harness, then becomes argv.
+// Spawning 200 processes takes the harness about a second; behind the gate, they all start
+// at once. It is also how a tool is started for its peak memory to be read: a process
+// started directly from the harness counts the harness's memory until it execs (the kernel
+// keeps the higher of the two), this small one does not matter.
+func gate(path string, argv []string) {
+	if path != "-" {
+		f, err := os.Open(path)
+		if err != nil {
+			os.Exit(111)
+		}
+		// Tell the harness we are at the gate (fd 3), then wait for it to open.
+		ready := os.NewFile(3, "ready")
+		_, _ = ready.Write([]byte{1})
+		ready.Close()
+		_, _ = io.Copy(io.Discard, f)
+		f.Close()
+	}
+	bin, err := exec.LookPath(argv[0])
+	if err != nil {
+		os.Exit(112)
+	}
+	_ = syscall.Exec(bin, argv, os.Environ())
+	os.Exit(113)
+}
+
+func run(tierlockBin, consulBin, outDir string, only int) error {
 	tierlockBin, _ = filepath.Abs(tierlockBin)
 	consulBin, _ = filepath.Abs(consulBin)
 	self, err := os.Executable()
@@ -97,7 +129,9 @@ func run(tierlockBin, consulBin, outDir string, quick bool) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	if os.Getenv("BENCH_DEBUG") == "" {
+		defer os.RemoveAll(dir)
+	}
 	// All simulated hosts share 127.0.0.1: without this, Consul answers 429 past 200 connections.
 	agent, err := consulagent.Start(context.Background(), consulBin, filepath.Join(dir, "consul.log"),
 		"-hcl", "limits { http_max_conns_per_client = 10000 }")
@@ -105,7 +139,7 @@ func run(tierlockBin, consulBin, outDir string, quick bool) error {
 		return err
 	}
 	defer agent.Stop()
-	proxy := faultproxy.New(agent.Addr)
+	proxy := newCountingProxy(agent.Addr)
 	defer proxy.Close()
 	cfg := api.DefaultConfig()
 	cfg.Address, cfg.Token = agent.Addr, ""
@@ -115,12 +149,12 @@ func run(tierlockBin, consulBin, outDir string, quick bool) error {
 	}
 
 	workloads := []workload{{20, 2, 500 * time.Millisecond}, {100, 5, 500 * time.Millisecond}, {200, 10, 100 * time.Millisecond}}
-	if quick {
-		workloads = workloads[:1]
+	if only > 0 && only <= len(workloads) {
+		workloads = workloads[only-1 : only]
 	}
 	var results []figures
 	for i, w := range workloads {
-		for _, tool := range []string{"tierlock", "consul lock"} {
+		for _, tool := range tools() {
 			prefix := fmt.Sprintf("bench%d-%s", i, strings.ReplaceAll(tool, " ", "-"))
 			var argv func(h string) []string
 			if tool == "tierlock" {
@@ -129,7 +163,7 @@ func run(tierlockBin, consulBin, outDir string, quick bool) error {
 				}
 				argv = func(h string) []string {
 					return []string{tierlockBin, "run", "--prefix", prefix, "--tier", "bench/tier", "--holder", h,
-						"--state-dir", filepath.Join(dir, prefix, h), "--wait", "10m", "--log-level", "error", "--"}
+						"--state-dir", filepath.Join(dir, prefix, h), "--wait", "10m", "--log-level", logLevel(), "--"}
 				}
 			} else {
 				argv = func(h string) []string {
@@ -146,11 +180,11 @@ func run(tierlockBin, consulBin, outDir string, quick bool) error {
 	}
 	fmt.Fprintln(os.Stderr, "bench: overhead of an uncontended run...")
 	ovs := []overhead{
-		measureOverhead("tierlock", proxy.Addr, func(i int) []string {
+		measureOverhead(self, "tierlock", proxy.Addr, func(i int) []string {
 			return []string{tierlockBin, "run", "--prefix", "overhead", "--tier", "bench/solo", "--holder", "solo",
 				"--state-dir", filepath.Join(dir, "overhead"), "--log-level", "error", "--", "/bin/true"}
 		}),
-		measureOverhead("consul lock", proxy.Addr, func(i int) []string {
+		measureOverhead(self, "consul lock", proxy.Addr, func(i int) []string {
 			return []string{consulBin, "lock", "-n", "1", "-shell=false", "overhead-consul/lock", "/bin/true"}
 		}),
 	}
@@ -165,19 +199,40 @@ type event struct {
 }
 
 // measure runs one workload with one tool: M processes started together, each its own holder.
-func measure(self, dir string, proxy *faultproxy.Proxy, w workload, tool string, argv func(string) []string) (figures, error) {
+func measure(self, dir string, proxy *countingProxy, w workload, tool string, argv func(string) []string) (figures, error) {
 	rec := filepath.Join(dir, fmt.Sprintf("rec-%s-%d-%d", strings.ReplaceAll(tool, " ", "-"), w.M, w.N))
 	before := proxy.Requests()
-	spawned := make([]int64, w.M)
+	clients := make([]string, w.M)
 	var wg sync.WaitGroup
 	failed := 0
 	var mu sync.Mutex
+	gatePath := filepath.Join(dir, "gate-"+strings.ReplaceAll(tool, " ", "-"))
+	if err := syscall.Mkfifo(gatePath, 0o600); err != nil {
+		return figures{}, err
+	}
+	// Held open for writing until every host waits at the gate; closing it opens the gate.
+	gateW, err := os.OpenFile(gatePath, os.O_RDWR, 0)
+	if err != nil {
+		return figures{}, err
+	}
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return figures{}, err
+	}
 	for i := range w.M {
 		h := fmt.Sprintf("host-%03d", i)
-		args := append(argv(h), self, "record", rec, h, w.T.String())
+		args := append([]string{self, "gate", gatePath}, argv(h)...)
+		args = append(args, self, "record", rec, h, w.T.String())
 		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+proxy.Addr, "CONSUL_HTTP_TOKEN=")
-		spawned[i] = time.Now().UnixNano()
+		cmd.ExtraFiles = []*os.File{readyW}
+		client := strings.ReplaceAll(tool, " ", "-") + "-" + h
+		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=http://"+proxy.Addr+"/"+client, "CONSUL_HTTP_TOKEN=")
+		clients[i] = client
+		if os.Getenv("BENCH_DEBUG") != "" {
+			logf, _ := os.OpenFile(filepath.Join(dir, "tool.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+			cmd.Stderr = logf
+			fmt.Fprintf(os.Stderr, "tool logs in %s\n", filepath.Join(dir, "tool.log"))
+		}
 		if err := cmd.Start(); err != nil {
 			return figures{}, err
 		}
@@ -191,8 +246,22 @@ func measure(self, dir string, proxy *faultproxy.Proxy, w workload, tool string,
 			}
 		}()
 	}
+	readyW.Close()
+	if _, err := io.ReadFull(readyR, make([]byte, w.M)); err != nil {
+		return figures{}, fmt.Errorf("%s: hosts did not reach the gate: %w", tool, err)
+	}
+	readyR.Close()
+	gateW.Close() // all hosts start now
 	wg.Wait()
 	requests := proxy.Requests() - before
+	if os.Getenv("BENCH_DEBUG") != "" {
+		proxy.mu.Lock()
+		for k, n := range proxy.kinds {
+			fmt.Fprintf(os.Stderr, "  %6.2f per run  %s\n", float64(n)/float64(w.M), k)
+		}
+		proxy.kinds = map[string]int{}
+		proxy.mu.Unlock()
+	}
 
 	b, err := os.ReadFile(rec)
 	if err != nil {
@@ -224,6 +293,9 @@ func measure(self, dir string, proxy *faultproxy.Proxy, w workload, tool string,
 			// A start right after an end, while hosts wait, is a handoff.
 			if len(pendingEnds) > 0 {
 				handoffs = append(handoffs, float64(e.at-pendingEnds[0])/1e6)
+				if os.Getenv("BENCH_DEBUG") != "" && e.at-pendingEnds[0] > 50e6 {
+					fmt.Fprintf(os.Stderr, "slow handoff at +%.0fms: %.0fms (%s)\n", float64(e.at-evs[0].at)/1e6, float64(e.at-pendingEnds[0])/1e6, e.holder)
+				}
 				pendingEnds = pendingEnds[1:]
 			}
 		} else {
@@ -238,7 +310,11 @@ func measure(self, dir string, proxy *faultproxy.Proxy, w workload, tool string,
 	fig.IdealSeconds = math.Ceil(float64(w.M)/float64(w.N)) * w.T.Seconds()
 	fig.Efficiency = fig.IdealSeconds / span
 	fig.HandoffP50Ms, fig.HandoffP99Ms = percentile(handoffs, 0.50), percentile(handoffs, 0.99)
-	fig.FIFO = fifo(spawned, starts, w.N)
+	arrived := make([]int64, w.M)
+	for i, c := range clients {
+		arrived[i] = proxy.firstSeen(c)
+	}
+	fig.FIFO = fifo(arrived, starts)
 	return fig, nil
 }
 
@@ -261,25 +337,27 @@ func percentile(xs []float64, p float64) float64 {
 	return s[min(len(s)-1, int(math.Ceil(p*float64(len(s))))-1)]
 }
 
-// fifo is the fraction of pairs of waiters (hosts that did not start among the first N) that
-// started in the order they began waiting; a host begins waiting when it is spawned, and hosts
-// are spawned one after another.
-func fifo(spawned []int64, starts map[string]int64, n int) float64 {
+// fifo is the fraction of pairs of waiters that started in the order they began waiting (see
+// countingProxy). Hosts that never waited are not counted; two starts less than 5ms apart
+// count as simultaneous (in order), since the recorder's own start-up jitters by that much.
+func fifo(arrived []int64, starts map[string]int64) float64 {
 	type host struct{ spawned, started int64 }
-	var hs []host
-	for i, sp := range spawned {
-		if st, ok := starts[fmt.Sprintf("host-%03d", i)]; ok {
-			hs = append(hs, host{sp, st})
+	var waiters []host
+	for i, sp := range arrived {
+		if st, ok := starts[fmt.Sprintf("host-%03d", i)]; ok && sp != 0 {
+			waiters = append(waiters, host{sp, st})
 		}
 	}
-	sort.Slice(hs, func(i, j int) bool { return hs[i].started < hs[j].started })
-	waiters := hs[min(n, len(hs)):]
+	sort.Slice(waiters, func(i, j int) bool { return waiters[i].started < waiters[j].started })
 	good, pairs := 0, 0
 	for i := range waiters {
 		for j := i + 1; j < len(waiters); j++ {
 			pairs++
-			if waiters[i].spawned < waiters[j].spawned {
+			if waiters[i].spawned < waiters[j].spawned || waiters[j].started-waiters[i].started < 5e6 {
 				good++
+			} else if os.Getenv("BENCH_DEBUG") != "" {
+				fmt.Fprintf(os.Stderr, "inversion (%d waiters): queued %d places apart, started %.1fms apart\n",
+					len(waiters), waiters[i].spawned-waiters[j].spawned, float64(waiters[j].started-waiters[i].started)/1e6)
 			}
 		}
 	}
@@ -290,8 +368,8 @@ func fifo(spawned []int64, starts map[string]int64, n int) float64 {
 }
 
 // measureOverhead times an uncontended run of /bin/true through the tool against /bin/true
-// alone (medians of 15), and the tool's peak memory.
-func measureOverhead(tool, addr string, argv func(int) []string) overhead {
+// alone, and the tool's peak memory (its maximum resident set): medians of 15 runs each.
+func measureOverhead(self, tool, addr string, argv func(int) []string) overhead {
 	const runs = 15
 	timeIt := func(args []string) (time.Duration, float64) {
 		cmd := exec.Command(args[0], args[1:]...)
@@ -305,14 +383,29 @@ func measureOverhead(tool, addr string, argv func(int) []string) overhead {
 		}
 		return d, rss
 	}
-	var tool_, bare []float64
-	peak := 0.0
+	var tool_, bare, rsss []float64
 	for i := range runs {
-		d, rss := timeIt(argv(i))
+		d, _ := timeIt(argv(i))
 		tool_ = append(tool_, float64(d.Microseconds())/1000)
-		peak = max(peak, rss)
 		d, _ = timeIt([]string{"/bin/true"})
 		bare = append(bare, float64(d.Microseconds())/1000)
+		_, rss := timeIt(append([]string{self, "gate", "-"}, argv(i)...))
+		rsss = append(rsss, rss)
 	}
-	return overhead{Tool: tool, WallMs: percentile(tool_, 0.5) - percentile(bare, 0.5), PeakRSSMiB: peak}
+	return overhead{Tool: tool, WallMs: percentile(tool_, 0.5) - percentile(bare, 0.5), PeakRSSMiB: percentile(rsss, 0.5)}
+}
+
+// tools are the tools measured: BENCH_TOOLS=tierlock measures ours alone (for quick looks).
+func tools() []string {
+	if os.Getenv("BENCH_TOOLS") == "tierlock" {
+		return []string{"tierlock"}
+	}
+	return []string{"tierlock", "consul lock"}
+}
+
+func logLevel() string {
+	if os.Getenv("BENCH_DEBUG") != "" {
+		return "warn"
+	}
+	return "error"
 }

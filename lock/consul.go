@@ -100,6 +100,39 @@ func (s *Semaphore) apply(ctx context.Context, ops api.KVTxnOps) (bool, error) {
 	if ok {
 		return true, nil
 	}
+	return false, s.rejected(resp)
+}
+
+// applyAndRead runs ops and reads the whole tier back in the same transaction. It returns the
+// tier as the transaction left it, or nil when a check-and-set failed.
+func (s *Semaphore) applyAndRead(ctx context.Context, ops api.KVTxnOps) (*Snapshot, error) {
+	ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base})
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("lock: write %s: %w", s.base, err)
+	}
+	if !ok {
+		return nil, s.rejected(resp)
+	}
+	// Results come in the order of the operations; the tree read is last, so for a key
+	// written earlier its later entry is the one left.
+	byKey := map[string]*api.KVPair{}
+	var last uint64
+	for _, p := range resp.Results {
+		byKey[p.Key] = p
+		last = max(last, p.ModifyIndex)
+	}
+	pairs := make(api.KVPairs, 0, len(byKey))
+	for _, p := range byKey {
+		pairs = append(pairs, p)
+	}
+	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, last), nil
+}
+
+// rejected is nil when a failed transaction only lost a race, and ErrRejected otherwise.
+func (s *Semaphore) rejected(resp *api.KVTxnResponse) error {
 	var reasons []string
 	for _, e := range resp.Errors {
 		if !lostRace(e.What) {
@@ -107,9 +140,9 @@ func (s *Semaphore) apply(ctx context.Context, ops api.KVTxnOps) (bool, error) {
 		}
 	}
 	if len(reasons) > 0 {
-		return false, fmt.Errorf("%w: %s: %s", ErrRejected, s.base, strings.Join(reasons, "; "))
+		return fmt.Errorf("%w: %s: %s", ErrRejected, s.base, strings.Join(reasons, "; "))
 	}
-	return false, nil
+	return nil
 }
 
 // set is a check-and-set write of key (relative to the tier) against what snap read.

@@ -57,10 +57,11 @@ type queue struct {
 }
 
 // join creates the session and writes the entry. The entry carries this run's id so that a
-// retried Acquire of the same run recognises it.
-func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, error) {
+// retried Acquire of the same run recognises it. The same transaction reads the tier back, so
+// the waiter knows its place (and what to watch) without another request.
+func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, error) {
 	if s.opts.Sessions == nil {
-		return nil, fmt.Errorf("lock: waiting for a slot needs Options.Sessions")
+		return nil, nil, fmt.Errorf("lock: waiting for a slot needs Options.Sessions")
 	}
 	ttl := s.opts.QueueTTL
 	wctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
@@ -70,39 +71,39 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, error) {
 		Behavior: api.SessionBehaviorDelete, LockDelay: time.Millisecond,
 	}, (&api.WriteOptions{}).WithContext(wctx))
 	if err != nil {
-		return nil, fmt.Errorf("lock: queue session for %s: %w", w.Holder, err)
+		return nil, nil, fmt.Errorf("lock: queue session for %s: %w", w.Holder, err)
 	}
 	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{})}
 	go q.renew(ttl)
 	value, err := json.Marshal(w)
 	if err != nil {
 		q.leave(ctx)
-		return nil, err
+		return nil, nil, err
 	}
 	// An entry of an earlier run of this holder (killed while it waited; its session not yet
 	// expired) is deleted first: a holder runs once at a time, so it is stale.
 	key := s.base + queueDir + w.Holder
-	ok, err := s.apply(ctx, api.KVTxnOps{
+	snap, err := s.applyAndRead(ctx, api.KVTxnOps{
 		{Verb: api.KVDelete, Key: key},
 		{Verb: api.KVLock, Key: key, Value: value, Session: id},
 	})
-	if err == nil && !ok {
-		err = fmt.Errorf("lock: %s%s%s is held by another session", s.base, queueDir, w.Holder)
+	if err == nil && snap == nil {
+		err = fmt.Errorf("lock: %s is held by another session", key)
 	}
 	if err != nil {
 		q.leave(ctx)
-		return nil, err
+		return nil, nil, err
 	}
-	return q, nil
+	return q, snap, nil
 }
 
 // renew keeps the session alive until leave. A failed renewal is tried again at the next tick;
 // if the session is lost anyway, the entry goes with it and Acquire queues again.
 func (q *queue) renew(ttl time.Duration) {
 	defer close(q.stopped)
-	// Consul ends a session at twice its TTL without renewal: renewing every TTL/2 leaves a
-	// TTL and a half for a renewal to get through.
-	t := time.NewTicker(ttl / 2)
+	// Consul ends a session only at twice its TTL without renewal: renewing every TTL still
+	// leaves a whole TTL for a renewal to get through.
+	t := time.NewTicker(ttl)
 	defer t.Stop()
 	for {
 		select {

@@ -152,12 +152,12 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			if w, ok := snap.queued(req.Holder); !ok || q == nil || w.Session != q.session {
 				// Not queued yet, or our entry went with a lost session: (re)join at the back.
 				q.leave(ctx)
-				if q, err = s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, Since: now}); err != nil {
+				if q, snap, err = s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, Since: now}); err != nil {
 					return nil, err
 				}
-				// Now at the back of the queue as this snapshot saw it: watch from there rather
-				// than read again. Anything that changed meanwhile ends the watch at once.
-				snap.Queue = append(snap.Queue, Waiter{Holder: req.Holder, Session: q.session})
+				if snap.Decide(req.Holder) != Wait {
+					continue // the tier changed while we joined
+				}
 			}
 			if req.Waiting != nil {
 				req.Waiting(snap)
