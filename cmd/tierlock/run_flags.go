@@ -44,7 +44,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "instance-id", Usage: "instance id to record, or imds to ask the EC2 metadata service", EnvVars: env("INSTANCE_ID")},
 		&cli.StringFlag{Name: "metrics-file", Usage: "after each run, write its result here for node_exporter's textfile collector (*.prom)", EnvVars: env("METRICS_FILE")},
 		&cli.BoolFlag{Name: "dry-run", Usage: "decide and print, take nothing, run nothing", EnvVars: env("DRY_RUN")},
-		&cli.StringFlag{Name: "command", Usage: "the command line to run when none follows --, split into words as sh does (quotes, backslashes), without expanding anything (default: chef-client)", EnvVars: env("COMMAND")},
+		&cli.StringFlag{Name: "command", Usage: "command line to run when none follows --: split into words as sh does, nothing expanded (default: chef-client)", EnvVars: env("COMMAND")},
 	}, logFlags()...)
 }
 
@@ -120,10 +120,10 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 }
 
 // splitCommand splits --command into words with sh's quoting: blanks separate words, 'single
-// quotes' keep everything, "double quotes" keep everything but \\ \" \$ \` escapes, a backslash
-// outside quotes keeps the next character. No shell runs, so nothing is expanded: an unquoted
-// character a shell would act on ($ ` | & ; < > ( ) or a newline) is an error rather than a silent
-// surprise; `sh -c '...'` gets a real shell.
+// quotes' keep everything, "double quotes" keep everything but \\ \" \$ \` escapes, a
+// backslash outside quotes keeps the next character. No shell runs, so nothing is expanded: an
+// unquoted character a shell would act on ($ ` | & ; < > ( ) or a newline) is an error rather
+// than a silent surprise; `sh -c '...'` gets a real shell.
 func splitCommand(line string) ([]string, error) {
 	var (
 		words  []string
