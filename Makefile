@@ -62,7 +62,7 @@ completions: build
 ## binaries: dist/tierlock_VERSION_linux_ARCH for every ARCH
 binaries:
 	mkdir -p dist
-	rm -f dist/tierlock_*_linux_*
+	rm -f $(foreach arch,$(ARCHES),dist/tierlock_*_linux_$(arch))
 	for arch in $(ARCHES); do \
 	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
 	    -o dist/tierlock_$(VERSION)_linux_$$arch ./cmd/tierlock || exit 1; \
@@ -76,7 +76,8 @@ packages: binaries man completions
 	    $(NFPM) package --config packaging/nfpm.yaml --packager $$fmt --target dist/ || exit 1; \
 	done; done
 
-## package: binaries, packages and SHA256SUMS of everything at the top of dist/
+## package: binaries, packages and SHA256SUMS of everything at the top of dist/ (a target that
+## adds files there, the Lambda zip say, only needs adding to this line)
 package: binaries packages
 	cd dist && find . -maxdepth 1 -type f ! -name 'SHA256SUMS*' -printf '%P\n' | LC_ALL=C sort | \
 	  xargs sha256sum > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS

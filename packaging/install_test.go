@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/testdeps"
 )
 
 // dpkgStatus is the package's status in dpkg's database, "" when dpkg knows nothing of it.
@@ -53,7 +55,7 @@ func TestDebInstallRemovePurge(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("installing the .deb needs root: run make test as root (CI does)")
 	}
-	needTool(t, "dpkg", "dpkg")
+	testdeps.Tool(t, "dpkg", "dpkg")
 	if s := dpkgStatus(); s != "" && !strings.Contains(s, "not-installed") {
 		t.Fatalf("tierlock is already on this machine (%s): this test installs and purges it, so it leaves it alone; dpkg -P tierlock first", s)
 	}

@@ -171,19 +171,6 @@ func command(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// needTool skips when a tool from a Debian package is missing and cannot be installed here;
-// as root, `make test` installs it (scripts/test-deps.sh), so missing is a failure.
-func needTool(t *testing.T, tool, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err == nil {
-		return
-	}
-	if os.Geteuid() == 0 {
-		t.Fatalf("%s missing: install the Debian package %s (make test-deps)", tool, pkg)
-	}
-	t.Skipf("%s missing and not root: cannot install the Debian package %s", tool, pkg)
-}
-
 // cleanEnv is the environment without tierlock, Consul or AWS settings, plus extra.
 func cleanEnv(extra ...string) []string {
 	var env []string

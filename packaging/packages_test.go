@@ -14,6 +14,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/tierlock/tierlock/internal/testdeps"
 )
 
 // debEntry is one regular file of a .deb's data.
@@ -56,7 +58,7 @@ func debFiles(t *testing.T, deb string) map[string]debEntry {
 // Each .deb holds exactly the shipped files, owned by root, with their modes and contents,
 // /etc/default/tierlock as its only conffile, and the maintainer scripts of packaging/scripts.
 func TestDebContents(t *testing.T) {
-	needTool(t, "dpkg-deb", "dpkg")
+	testdeps.Tool(t, "dpkg-deb", "dpkg")
 	for _, arch := range arches {
 		t.Run(arch.deb, func(t *testing.T) {
 			deb := debFile(t, arch.deb)
@@ -118,7 +120,7 @@ func TestDebContents(t *testing.T) {
 // rpm -qlp lists the same files as the .deb (at each family's paths for zsh and the license)
 // plus the directories it owns; modes, owners, contents and flags are right.
 func TestRPMContents(t *testing.T) {
-	needTool(t, "rpm", "rpm")
+	testdeps.Tool(t, "rpm", "rpm")
 	for _, arch := range arches {
 		t.Run(arch.rpm, func(t *testing.T) {
 			rpm := rpmFile(t, arch.rpm)

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tierlock/tierlock/internal/testdeps"
 )
 
 const tierSet = "# set by configuration management\nTIERLOCK_TIER=prod/web\n"
@@ -19,7 +21,7 @@ func TestMaintainerScripts(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a private mount namespace (unshare -m); make test runs as root in CI")
 	}
-	needTool(t, "unshare", "util-linux")
+	testdeps.Tool(t, "unshare", "util-linux")
 	shipped, err := os.ReadFile(filepath.Join(repo, "packaging/default/tierlock"))
 	if err != nil {
 		t.Fatal(err)

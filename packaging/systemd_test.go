@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/testdeps"
 )
 
 // stageDeb unpacks the host's .deb into a fresh root, beside a copy of this machine's own
@@ -55,7 +57,7 @@ func verify(t *testing.T, root string, units ...string) (string, error) {
 // systemd-analyze verify accepts both units, as packaged, with the packaged binary and man
 // page in place, without a word: it only warns about a mistyped key, so any output fails.
 func TestSystemdAnalyzeVerify(t *testing.T) {
-	needTool(t, "systemd-analyze", "systemd")
+	testdeps.Tool(t, "systemd-analyze", "systemd")
 	root := stageDeb(t)
 	if out, err := verify(t, root, "tierlock.service", "tierlock.timer"); err != nil || out != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
@@ -141,7 +143,7 @@ func runDefault(t *testing.T, flag string) time.Duration {
 
 // The settings the issue asks for, and the timeouts above what tierlock itself allows.
 func TestSystemdUnitSettings(t *testing.T) {
-	needTool(t, "systemd-analyze", "systemd")
+	testdeps.Tool(t, "systemd-analyze", "systemd")
 	svc := unit(t, "tierlock.service")["Service"]
 	for k, want := range map[string]string{
 		"Type": "oneshot", "EnvironmentFile": "-/etc/default/tierlock", "ExecStart": "/usr/bin/tierlock run",

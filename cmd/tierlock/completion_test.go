@@ -6,20 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// needFile skips when a file a Debian package provides is missing and cannot be installed
-// here; as root, `make test` installs it (scripts/test-deps.sh), so missing is a failure.
-func needFile(t *testing.T, path, pkg string) {
-	t.Helper()
-	if _, err := os.Stat(path); err == nil {
-		return
-	}
-	if os.Geteuid() == 0 {
-		t.Fatalf("%s missing: install the Debian package %s (make test-deps)", path, pkg)
-	}
-	t.Skipf("%s missing and not root: cannot install the Debian package %s", path, pkg)
-}
+	"github.com/tierlock/tierlock/internal/testdeps"
+)
 
 // completionEnv puts the test's tierlock first on PATH, as `tierlock`: the scripts call it by
 // that name to ask for the candidates.
@@ -61,7 +50,7 @@ var completionCases = []struct{ line, want string }{
 // bash completes from the command definitions, both ways the script is loaded: sourced from
 // `tierlock completion bash`, and found by bash-completion where the package installs it.
 func TestCompletionBash(t *testing.T) {
-	needFile(t, "/usr/share/bash-completion/bash_completion", "bash-completion")
+	testdeps.File(t, "/usr/share/bash-completion/bash_completion", "bash-completion")
 	lines := make([]string, len(completionCases))
 	for i, c := range completionCases {
 		lines[i] = c.line
@@ -102,7 +91,7 @@ func at(s []string, i int) string {
 // zsh completes from the definitions too: sourced after compinit, and autoloaded from $fpath
 // as the package installs it, where the very first TAB must already complete.
 func TestCompletionZsh(t *testing.T) {
-	needFile(t, "/bin/zsh", "zsh")
+	testdeps.File(t, "/bin/zsh", "zsh")
 	fpath := t.TempDir()
 	script, err := exec.Command(binary, "completion", "zsh").Output()
 	if err != nil {
