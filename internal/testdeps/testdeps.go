@@ -1,6 +1,6 @@
 // Package testdeps lets a test require a tool or file from a Debian package. `make test`
-// installs those packages (scripts/test-deps.sh), so where it could (as root) a missing one is
-// a failure; elsewhere the test skips and says what is missing.
+// installs those packages (scripts/test-deps.sh), so where it could (root, with apt-get) a
+// missing one is a failure; elsewhere the test skips and says what is missing.
 package testdeps
 
 import (
@@ -25,11 +25,11 @@ func File(t testing.TB, path, pkg string) {
 
 func need(t testing.TB, found bool, what, pkg string) {
 	t.Helper()
-	switch {
-	case found:
-	case os.Geteuid() == 0:
-		t.Fatalf("%s missing: install the Debian package %s (make test-deps)", what, pkg)
-	default:
-		t.Skipf("%s missing and not root: cannot install the Debian package %s", what, pkg)
+	if found {
+		return
 	}
+	if _, err := exec.LookPath("apt-get"); err != nil || os.Geteuid() != 0 {
+		t.Skipf("%s missing, and the Debian package %s cannot be installed here (needs root and apt-get)", what, pkg)
+	}
+	t.Fatalf("%s missing: run `make test-deps` (installs the Debian package %s)", what, pkg)
 }
