@@ -179,6 +179,22 @@ func TestDefaultFileAndPolicy(t *testing.T) {
 	if code, out := run(allowed, "0", "--prefix", "elsewhere"); code != 78 {
 		t.Errorf("outside the policy's prefix: exit %d, want 78\n%s", code, out)
 	}
+	// A full tier: the run waits in the tier's queue/, an entry bound to a Consul session, then
+	// gives up after --wait leaving no trace.
+	for k, v := range map[string]string{"max_concurrent": "1", "current": "1", "running/web-9": "2026-11-21T09:15:02Z"} {
+		if _, err := kv.Put(&api.KVPair{Key: key + k, Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, out := run(allowed, "0", "--wait", "2s"); code != 75 || !strings.Contains(out, "waiting") {
+		t.Errorf("full tier: exit %d, want 75 after waiting in the queue\n%s", code, out)
+	}
+	if q, _, _ := kv.Keys(key+"queue/", "", nil); len(q) != 0 {
+		t.Errorf("queue entries left: %q", q)
+	}
+	if _, err := kv.DeleteTree(key, nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "args")); err == nil {
 		t.Fatal("chef-client ran without a slot")
 	}
