@@ -40,8 +40,9 @@ for line; do comp "$line"; done`
 }
 
 var completionCases = []struct{ line, want string }{
-	{"tierlock ", "run version completion help h"},
 	{"tierlock ru", "run"},
+	{"tierlock s", "status set-max"},
+	{"tierlock re", "release repair"},
 	{"tierlock run --ti", "--tier --timeout"},
 	{"tierlock run --comm", "--command"},
 	{"tierlock completion ", "bash zsh"},
