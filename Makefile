@@ -3,12 +3,21 @@ GO      ?= go
 VERSION ?= 0.1.0
 COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# Evaluated once, so every binary of one `make package` carries the same stamp.
+COMMIT  := $(COMMIT)
+DATE    := $(DATE)
 LDFLAGS := -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(DATE)
 CONSUL  := bin/consul
 
+# Packages: nfpm at a pinned version, built from the module proxy by `go run`.
+NFPM       := $(GO) run github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+ARCHES     := amd64 arm64
+STAGE      := dist/stage
+MAINTAINER ?= tierlock maintainers <maintainers@tierlock.invalid>
+
 export TIERLOCK_CONSUL := $(abspath $(CONSUL))
 
-.PHONY: all build consul test test-deps lint demo clean
+.PHONY: all build consul test test-deps lint demo man completions binaries packages package clean
 
 all: build
 
@@ -25,17 +34,53 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## test-deps: the Debian packages the tests use (nagios4-core, libmonitoring-plugin-perl)
+## test-deps: the Debian packages the tests use (nagios4-core, libmonitoring-plugin-perl,
+## systemd, rpm, bash-completion, zsh)
 test-deps:
 	./scripts/test-deps.sh
 
-## test: lint, then every test against a real Consul agent (with the race detector)
-test: lint consul test-deps
+## test: lint, the packages, then every test against a real Consul agent (with the race
+## detector); the packaging tests install and purge the .deb on this machine when root
+test: lint consul test-deps package
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 ## demo: a local Consul agent and 8 simulated hosts going through a tier of 2 slots
 demo: build consul
 	$(GO) run ./internal/demo -tierlock bin/tierlock -consul $(CONSUL)
+
+## man: the man page, generated from the command definitions: dist/stage/tierlock.8.gz
+man: build
+	mkdir -p $(STAGE)
+	bin/tierlock man | gzip -9n > $(STAGE)/tierlock.8.gz
+
+## completions: the bash and zsh completion scripts, into dist/stage/
+completions: build
+	mkdir -p $(STAGE)
+	bin/tierlock completion bash > $(STAGE)/tierlock.bash
+	bin/tierlock completion zsh > $(STAGE)/_tierlock
+
+## binaries: dist/tierlock_VERSION_linux_ARCH for every ARCH
+binaries:
+	mkdir -p dist
+	rm -f $(foreach arch,$(ARCHES),dist/tierlock_*_linux_$(arch))
+	for arch in $(ARCHES); do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
+	    -o dist/tierlock_$(VERSION)_linux_$$arch ./cmd/tierlock || exit 1; \
+	done
+
+## packages: .deb and .rpm for every ARCH, into dist/
+packages: binaries man completions
+	rm -f dist/*.deb dist/*.rpm
+	for arch in $(ARCHES); do for fmt in deb rpm; do \
+	  VERSION=$(VERSION) ARCH=$$arch MAINTAINER="$(MAINTAINER)" \
+	    $(NFPM) package --config packaging/nfpm.yaml --packager $$fmt --target dist/ || exit 1; \
+	done; done
+
+## package: binaries, packages and SHA256SUMS of everything at the top of dist/ (a target that
+## adds files there, the Lambda zip say, only needs adding to this line)
+package: binaries packages
+	cd dist && find . -maxdepth 1 -type f ! -name 'SHA256SUMS*' -printf '%P\n' | LC_ALL=C sort | \
+	  xargs sha256sum > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
 
 clean:
 	rm -rf bin/tierlock dist

@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests run for real: the Nagios core (the check end to end)
-# and Monitoring::Plugin (the oracle for threshold ranges). Without root or apt it says so and
-# leaves the tests that need them to skip with the same message.
+# Installs the Debian packages the tests run for real: the Nagios core (the check end to end),
+# Monitoring::Plugin (the oracle for threshold ranges), and for the packaging and completion
+# tests systemd (systemd-analyze verify), rpm (rpm -qlp on the .rpm), bash-completion and zsh.
+# Without root or apt it says so and leaves the tests that need them to skip with the same
+# message.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/nagios4 ] || need+=(nagios4-core)
 perl -MMonitoring::Plugin::Range -e1 2>/dev/null || need+=(libmonitoring-plugin-perl)
+for p in systemd rpm bash-completion zsh; do
+  # What dpkg -l shows as "ii", without its column truncation.
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need+=("$p")
+done
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "test-deps: cannot install ${need[*]} (needs root and apt-get); the tests that need them will skip" >&2

@@ -50,13 +50,35 @@ func (e *exitError) Unwrap() error { return e.err }
 
 func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
 
-// Run runs the command line args and returns the exit code.
-func (a *App) Run(ctx context.Context, args []string) int {
-	app := &cli.App{
-		Name:    "tierlock",
-		Usage:   "run chef-client (or any command) on only a few hosts of a tier at a time",
-		Version: a.Build.Version,
-		Writer:  a.Stdout, ErrWriter: a.Stderr,
+// description is the man page's DESCRIPTION (and the end of --help): what the flags alone do
+// not say.
+const description = `tierlock takes a slot of the tier in Consul KV, runs the command (chef-client by default),
+frees the slot when the command succeeds and keeps it when the command fails, so a bad change
+stops spreading once max_concurrent hosts of the tier have failed.
+
+Every flag can also be set in the environment: --tier is TIERLOCK_TIER, --wait is
+TIERLOCK_WAIT, --success-codes is TIERLOCK_SUCCESS_CODES, and so on. Consul's address, token
+and TLS settings come from Consul's own variables: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN_FILE,
+CONSUL_CACERT and the others. The packaged tierlock.service reads them from
+/etc/default/tierlock; tierlock.timer runs it every 15 minutes once enabled.
+
+Exit status of run: 0 the command succeeded and its slot was released; the command's own code
+when it failed (the slot stays held); 75 skipped, nothing ran (tier disabled, no slot within
+--wait, another run on this host, Consul unreachable); 78 configuration error; 70 the command
+succeeded but the slot could not be released.`
+
+// cliApp is the command line's definition: what Run runs, and what the man page and the shell
+// completion are generated from.
+func (a *App) cliApp() *cli.App {
+	return &cli.App{
+		Name:        "tierlock",
+		Usage:       "run chef-client (or any command) on only a few hosts of a tier at a time",
+		Description: description,
+		Version:     a.Build.Version,
+		Writer:      a.Stdout, ErrWriter: a.Stderr,
+		// urfave/cli answers --generate-bash-completion from the definitions below; the
+		// scripts `tierlock completion` prints only ask it.
+		EnableBashCompletion: true,
 		Commands: []*cli.Command{
 			a.runCommand(),
 			a.statusCommand(),
@@ -67,11 +89,17 @@ func (a *App) Run(ctx context.Context, args []string) int {
 			a.repairCommand(),
 			a.checkCommand(),
 			a.versionCommand(),
+			a.completionCommand(),
+			a.manCommand(),
 		},
 		// Exit codes are ours to choose, not cli's.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
-	err := app.RunContext(ctx, args)
+}
+
+// Run runs the command line args and returns the exit code.
+func (a *App) Run(ctx context.Context, args []string) int {
+	err := a.cliApp().RunContext(ctx, args)
 	if err == nil {
 		return exitOK
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -43,6 +44,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "instance-id", Usage: "instance id to record, or imds to ask the EC2 metadata service", EnvVars: env("INSTANCE_ID")},
 		&cli.StringFlag{Name: "metrics-file", Usage: "after each run, write its result here for node_exporter's textfile collector (*.prom)", EnvVars: env("METRICS_FILE")},
 		&cli.BoolFlag{Name: "dry-run", Usage: "decide and print, take nothing, run nothing", EnvVars: env("DRY_RUN")},
+		&cli.StringFlag{Name: "command", Usage: "command line to run when none follows --: split into words as sh does, nothing expanded (default: chef-client)", EnvVars: env("COMMAND")},
 	}, logFlags()...)
 }
 
@@ -97,6 +99,15 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 		}
 		o.successCodes[code] = true
 	}
+	// A command after -- is the more specific: it wins over --command and TIERLOCK_COMMAND,
+	// which the packaged unit and cron line read from /etc/default/tierlock.
+	if line := c.String("command"); len(o.command) == 0 && line != "" {
+		words, err := splitCommand(line)
+		if err != nil {
+			return o, fmt.Errorf("--command %q: %w", line, err)
+		}
+		o.command = words
+	}
 	if len(o.command) == 0 {
 		o.command = []string{"chef-client"}
 	}
@@ -106,4 +117,79 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 	}
 	o.path = path
 	return o, nil
+}
+
+// splitCommand splits --command into words with sh's quoting: blanks separate words, 'single
+// quotes' keep everything, "double quotes" keep everything but \\ \" \$ \` escapes, a
+// backslash outside quotes keeps the next character. No shell runs, so nothing is expanded: an
+// unquoted character a shell would act on ($ ` | & ; < > ( ) or a newline) is an error rather
+// than a silent surprise; `sh -c '...'` gets a real shell.
+func splitCommand(line string) ([]string, error) {
+	var (
+		words  []string
+		word   strings.Builder
+		inWord bool
+	)
+	end := func() {
+		if inWord {
+			words = append(words, word.String())
+			word.Reset()
+			inWord = false
+		}
+	}
+	for i := 0; i < len(line); i++ {
+		switch ch := line[i]; ch {
+		case ' ', '\t':
+			end()
+		case '\'':
+			j := strings.IndexByte(line[i+1:], '\'')
+			if j < 0 {
+				return nil, fmt.Errorf("unterminated ' at byte %d", i)
+			}
+			word.WriteString(line[i+1 : i+1+j])
+			inWord, i = true, i+1+j
+		case '"':
+			start := i
+			for i++; ; i++ {
+				if i >= len(line) {
+					return nil, fmt.Errorf("unterminated \" at byte %d", start)
+				}
+				c := line[i]
+				if c == '"' {
+					break
+				}
+				if c == '$' || c == '`' {
+					return nil, fmt.Errorf("%q at byte %d would be expanded by a shell, and tierlock runs none: escape it with \\ or use single quotes", c, i)
+				}
+				if c == '\\' && i+1 < len(line) && strings.IndexByte("\\\"$`\n", line[i+1]) >= 0 {
+					i++
+					if line[i] == '\n' {
+						continue // a line continuation, as in sh
+					}
+					c = line[i]
+				}
+				word.WriteByte(c)
+			}
+			inWord = true
+		case '\\':
+			if i+1 >= len(line) {
+				return nil, fmt.Errorf("trailing \\")
+			}
+			i++
+			if line[i] != '\n' {
+				word.WriteByte(line[i])
+				inWord = true
+			}
+		case '$', '`', '|', '&', ';', '<', '>', '(', ')', '\n':
+			return nil, fmt.Errorf("unquoted %q at byte %d: tierlock runs no shell; quote it, or run sh -c '...'", ch, i)
+		default:
+			word.WriteByte(ch)
+			inWord = true
+		}
+	}
+	end()
+	if len(words) == 0 {
+		return nil, fmt.Errorf("no command in it")
+	}
+	return words, nil
 }

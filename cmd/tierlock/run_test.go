@@ -266,6 +266,8 @@ func TestRunBadFlags(t *testing.T) {
 		{"log format", []string{"--tier", tier, "--holder", "web-1", "--log-format", "xml"}, `"xml"`},
 		{"unknown flag", []string{"--tier", tier, "--holder", "web-1", "--bogus"}, "bogus"},
 		{"missing command", []string{"--tier", tier, "--holder", "web-1", "--", "/nonexistent/chef-client"}, "/nonexistent/chef-client"},
+		{"command with a pipe", []string{"--tier", tier, "--holder", "web-1", "--command", "chef-client | tee log"}, `--command "chef-client | tee log": unquoted '|'`},
+		{"command unterminated", []string{"--tier", tier, "--holder", "web-1", "--command", "chef-client -o 'x"}, `--command "chef-client -o 'x": unterminated '`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -279,6 +281,34 @@ func TestRunBadFlags(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TIERLOCK_COMMAND is how /etc/default/tierlock gives the packaged unit its command line; a
+// command after -- still wins, as a command line beats the environment.
+func TestRunCommandFromEnvironment(t *testing.T) {
+	m, other := marker(t, "ran with spaces"), marker(t, "other")
+	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1")
+	cmd.Env = append(cmd.Env, "TIERLOCK_COMMAND=touch '"+m+"'")
+	wantCode(t, run(t, cmd), 0)
+	if !exists(m) {
+		t.Fatalf("TIERLOCK_COMMAND did not run, or was split wrongly: no %q", m)
+	}
+
+	// A failed run keeps its record, which shows the command as it was split.
+	cmd = cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1")
+	cmd.Env = append(cmd.Env, `TIERLOCK_COMMAND=sh -c "exit 3"`)
+	wantCode(t, run(t, cmd), 3)
+	if rec, _ := getRecord(t, "web-1"); rec.Command != "sh -c exit 3" {
+		t.Errorf("recorded command %q, want %q", rec.Command, "sh -c exit 3")
+	}
+
+	cmd = cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1", "--", "touch", other)
+	cmd.Env = append(cmd.Env, "TIERLOCK_COMMAND=sh -c 'exit 9'")
+	wantCode(t, run(t, cmd), 0)
+	if !exists(other) {
+		t.Error("the command after -- did not win over TIERLOCK_COMMAND")
+	}
+	checkInvariant(t)
 }
 
 func TestRunConsulUnreachable(t *testing.T) {

@@ -1,0 +1,32 @@
+#!/bin/sh
+# tierlock: after install or upgrade (deb postinst "configure [old-version]", rpm %post with the
+# number of versions installed afterwards: 1 on install, 2 on upgrade).
+#
+# A fresh install never starts chef-client runs behind anyone's back: it enables tierlock.timer
+# only on a host booted with systemd whose /etc/default/tierlock already names a tier (put
+# there before the install, by configuration management say). An upgrade only reloads the unit
+# files: it neither enables nor restarts anything, so an operator's choice stands and a chef run
+# that is upgrading this very package through tierlock.service is not killed.
+set -e
+
+fresh=no
+case "$1" in
+  configure) [ -n "$2" ] || fresh=yes ;;
+  1) fresh=yes ;;
+esac
+
+# Not booted with systemd (a container, a chroot, a cron host): nothing to tell it.
+[ -d /run/systemd/system ] || exit 0
+systemctl daemon-reload >/dev/null 2>&1 || true
+[ "$fresh" = yes ] || exit 0
+
+if grep -Eq '^[[:space:]]*TIERLOCK_TIER=["'\'']?[A-Za-z0-9._-]' /etc/default/tierlock 2>/dev/null; then
+  if systemctl enable --now tierlock.timer >/dev/null 2>&1; then
+    echo "tierlock: a tier is set in /etc/default/tierlock: tierlock.timer enabled"
+  else
+    echo "tierlock: a tier is set in /etc/default/tierlock, but tierlock.timer could not be enabled" >&2
+  fi
+else
+  echo "tierlock: set TIERLOCK_TIER in /etc/default/tierlock, then: systemctl enable --now tierlock.timer"
+fi
+exit 0
