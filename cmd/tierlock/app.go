@@ -66,6 +66,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 			a.releaseCommand(),
 			a.repairCommand(),
 			a.checkCommand(),
+			a.reapCommand(),
 			a.versionCommand(),
 		},
 		// Exit codes are ours to choose, not cli's.
