@@ -1,11 +1,14 @@
 package monitor_test
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -90,5 +93,53 @@ func TestNewReaperRefusesABadPrefix(t *testing.T) {
 	if _, err := monitor.NewReaper(consul.KV(), monitor.Options{Prefix: "chef/../x"}); err == nil ||
 		!strings.Contains(err.Error(), `".."`) {
 		t.Errorf("err = %v, want one naming the bad element", err)
+	}
+}
+
+// A dead host's queue entry (in a tier where it waited while its session had not yet expired)
+// is found and removed with its slots.
+func TestReapRemovesQueueEntries(t *testing.T) {
+	take(t, slot{"prod/web", "web-3", "i-0dead", ""})
+	full, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul.Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := full.Acquire(ctx(t), lock.Request{Record: lock.Record{Holder: "db-1", RunID: "r-db"}}); err != nil {
+		t.Fatal(err)
+	}
+	waiting, stop := context.WithCancel(ctx(t))
+	done := make(chan error, 1)
+	go func() {
+		_, err := full.Acquire(waiting, lock.Request{
+			Record:    lock.Record{Holder: "web-3", RunID: "r-wait", InstanceID: "i-0dead"},
+			WaitUntil: time.Now().Add(time.Minute),
+		})
+		done <- err
+	}()
+	defer func() { stop(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		snap, err := full.Read(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Queue) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("web-3 never queued")
+		}
+	}
+
+	r := newReaper(t, nil)
+	found, err := r.Find(ctx(t), monitor.ByInstance("i-0dead"))
+	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" || !found[0].Queued || found[1].Queued {
+		t.Fatalf("find: %+v, %v", found, err)
+	}
+	freed, err := r.Reap(ctx(t), monitor.ByInstance("i-0dead"))
+	if err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" || !freed[0].Queued || freed[0].RunID != "r-wait" {
+		t.Fatalf("reap: %+v, %v", freed, err)
+	}
+	if got := strings.Join(held(t), " "); got != "prod/db:db-1" {
+		t.Errorf("left: %s", got)
 	}
 }
