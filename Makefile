@@ -17,13 +17,27 @@ MAINTAINER ?= tierlock maintainers <maintainers@tierlock.invalid>
 
 export TIERLOCK_CONSUL := $(abspath $(CONSUL))
 
-.PHONY: all build consul test test-deps lint demo man completions binaries packages package clean
+LAMBDA_ARCHES := amd64 arm64
+
+.PHONY: all build lambda consul test test-deps lint demo bench man completions binaries packages package clean
 
 all: build
 
 ## build: bin/tierlock, with version, git SHA and build date
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tierlock ./cmd/tierlock
+
+## lambda: dist/tierlock-reaper-{amd64,arm64}.zip, each holding the Lambda's `bootstrap`
+## (provided.al2023; static, no RPC mode; zipped by internal/lambdazip, no zip tool needed)
+lambda:
+	@set -e; for arch in $(LAMBDA_ARCHES); do \
+		mkdir -p dist/$$arch; \
+		echo "dist/tierlock-reaper-$$arch.zip"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags lambda.norpc -trimpath \
+			-ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
+			-o dist/$$arch/bootstrap ./cmd/tierlock-reaper; \
+		$(GO) run ./internal/lambdazip -o dist/tierlock-reaper-$$arch.zip dist/$$arch/bootstrap; \
+	done
 
 ## consul: the Consul agent the tests and the demo run (built once from the module proxy)
 consul:
@@ -39,8 +53,8 @@ lint:
 test-deps:
 	./scripts/test-deps.sh
 
-## test: lint, the packages, then every test against a real Consul agent (with the race
-## detector); the packaging tests install and purge the .deb on this machine when root
+## test: lint, the packages and Lambda zips, then every test against a real Consul agent (with
+## the race detector); the packaging tests install and purge the .deb on this machine when root
 test: lint consul test-deps package
 	$(GO) test -race -count=1 -timeout 20m ./...
 
@@ -76,11 +90,16 @@ packages: binaries man completions
 	    $(NFPM) package --config packaging/nfpm.yaml --packager $$fmt --target dist/ || exit 1; \
 	done; done
 
-## package: binaries, packages and SHA256SUMS of everything at the top of dist/ (a target that
-## adds files there, the Lambda zip say, only needs adding to this line)
-package: binaries packages
+## package: binaries, packages, the Lambda zips and SHA256SUMS of everything at the top of dist/
+package: lambda binaries packages
 	cd dist && find . -maxdepth 1 -type f ! -name 'SHA256SUMS*' -printf '%P\n' | LC_ALL=C sort | \
 	  xargs sha256sum > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
+
+## bench: tierlock against `consul lock -n` on the BENCH.md workloads; a table, and JSON in
+## bench/results/
+bench: build consul
+	$(GO) build -o bin/bench ./bench
+	bin/bench -tierlock bin/tierlock -consul $(CONSUL) -out bench/results
 
 clean:
 	rm -rf bin/tierlock dist

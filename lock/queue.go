@@ -28,6 +28,8 @@ type Sessions interface {
 type Waiter struct {
 	Holder      string    `json:"holder"`
 	RunID       string    `json:"run_id"`
+	InstanceID  string    `json:"instance_id,omitempty"` // as in the Record the waiter will write,
+	Node        string    `json:"node,omitempty"`        // so the reaper can find its entry too
 	Since       time.Time `json:"since"`
 	Session     string    `json:"-"`
 	CreateIndex uint64    `json:"-"`

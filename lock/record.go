@@ -29,6 +29,7 @@ type Record struct {
 	Holder     string    `json:"holder"`
 	Hostname   string    `json:"hostname"`
 	InstanceID string    `json:"instance_id"`
+	Node       string    `json:"node"` // the Consul node of the agent the run talked to; "" if unknown
 	PID        int       `json:"pid"`
 	State      State     `json:"state"`
 	StartedAt  time.Time `json:"started_at"` // start of the current attempt

@@ -152,7 +152,8 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			if w, ok := snap.queued(req.Holder); !ok || q == nil || w.Session != q.session {
 				// Not queued yet, or our entry went with a lost session: (re)join at the back.
 				q.leave(ctx)
-				if q, snap, err = s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, Since: now}); err != nil {
+				w := Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now}
+				if q, snap, err = s.join(ctx, w); err != nil {
 					return nil, err
 				}
 				if snap.Decide(req.Holder) != Wait {

@@ -52,6 +52,17 @@ func (s *Snapshot) Err() error {
 	return fmt.Errorf("%w: %w", ErrInvalidConfig, errors.Join(s.Problems...))
 }
 
+// Unreadable lists, sorted, the holders whose running/ values cannot be read (they are in
+// Problems, not in Holders). Their slots still count as held.
+func (s *Snapshot) Unreadable() []string {
+	hs := make([]string, 0, len(s.badHolders))
+	for h := range s.badHolders {
+		hs = append(hs, h)
+	}
+	sort.Strings(hs)
+	return hs
+}
+
 // runningKeys lists the running/ keys (relative to the tier), sorted.
 func (s *Snapshot) runningKeys() []string {
 	var keys []string

@@ -88,6 +88,7 @@ func (a *App) cliApp() *cli.App {
 			a.releaseCommand(),
 			a.repairCommand(),
 			a.checkCommand(),
+			a.reapCommand(),
 			a.versionCommand(),
 			a.completionCommand(),
 			a.manCommand(),

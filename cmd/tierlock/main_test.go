@@ -163,6 +163,7 @@ type record struct {
 	ExitCode   *int      `json:"exit_code"`
 	Attempts   int       `json:"attempts"`
 	InstanceID string    `json:"instance_id"`
+	Node       string    `json:"node"`
 	RunID      string    `json:"run_id"`
 	Command    string    `json:"command"`
 	Version    string    `json:"version"`

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
 
@@ -116,9 +117,10 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 		}
 	}
 	hostname, _ := os.Hostname()
+	node := a.nodeName(before, log, client, o)
 	req := lock.Request{
 		Record: lock.Record{
-			Holder: o.holder, Hostname: hostname, InstanceID: instanceID, PID: os.Getpid(),
+			Holder: o.holder, Hostname: hostname, InstanceID: instanceID, Node: node, PID: os.Getpid(),
 			Command: strings.Join(o.command, " "), RunID: runID, Version: "tierlock " + a.Build.Version,
 		},
 		WaitUntil: a.Now().Add(o.wait),
@@ -267,6 +269,19 @@ func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphor
 	if err != nil {
 		log.WithError(err).Warn("could not undo the slot taken; the next run re-enters it")
 	}
+}
+
+// nodeName asks the local Consul agent for this host's node name, recorded in the slot so that
+// `tierlock reap --consul-catalog` can tell when the host is gone. It is best effort: a slot
+// without a node is still a slot, the catalog reaper just never judges it.
+func (a *App) nodeName(ctx context.Context, log *logrus.Entry, client *api.Client, o runOptions) string {
+	ctx, cancel := context.WithTimeout(ctx, min(maxRequestTimeout, o.consulTimeout))
+	defer cancel()
+	node, err := consulclient.NodeName(ctx, client)
+	if err != nil {
+		log.WithError(err).Warn("the slot records no Consul node: `tierlock reap --consul-catalog` will not judge it")
+	}
+	return node
 }
 
 // dryRun reads the tier and says what run would do. Exit 0 if it would run now, 75 if it would

@@ -62,7 +62,33 @@ func TestRunRecordsTheRun(t *testing.T) {
 		len(rec.RunID) != 8 || time.Since(rec.StartedAt) > time.Minute {
 		t.Errorf("record %+v", rec)
 	}
+	// The node is the local agent's, for `reap --consul-catalog`.
+	if node, err := consul.Agent().NodeName(); err != nil || rec.Node != node {
+		t.Errorf("record node %q, agent's node %q (%v)", rec.Node, node, err)
+	}
 	checkInvariant(t)
+}
+
+// An agent that will not say its node name (an ACL without agent:read, say) costs the slot its
+// node, not the run.
+func TestRunWithoutNodeNameStillRuns(t *testing.T) {
+	p := faultproxy.New(agent.Addr)
+	defer p.Close()
+	p.SetRule(func(r *http.Request) int {
+		if r.URL.Path == "/v1/agent/self" {
+			return http.StatusForbidden
+		}
+		return 0
+	})
+	r := run(t, cli(t, p.Addr, "run", "--tier", tier, "--holder", "web-1", "--", "false"))
+	wantCode(t, r, 1)
+	rec, ok := getRecord(t, "web-1")
+	if !ok || rec.Node != "" {
+		t.Errorf("record %+v (present %v), want one without a node", rec, ok)
+	}
+	if !strings.Contains(r.stderr, "records no Consul node") || p.Injected() != 1 {
+		t.Errorf("want one refusal and a warning; %d injected, stderr: %s", p.Injected(), r.stderr)
+	}
 }
 
 func TestRunFullTierWaitsThenSkips(t *testing.T) {
@@ -335,7 +361,10 @@ func TestRunRetries429And5xx(t *testing.T) {
 	p := faultproxy.New(agent.Addr)
 	defer p.Close()
 	var n atomic.Int32
-	p.SetRule(func(*http.Request) int {
+	p.SetRule(func(r *http.Request) int {
+		if r.URL.Path == "/v1/agent/self" {
+			return 0 // the node name is best effort, not retried: fault the slot's requests
+		}
 		switch n.Add(1) {
 		case 1:
 			return http.StatusTooManyRequests

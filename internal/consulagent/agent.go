@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // Agent is a running `consul agent -dev`.
@@ -130,6 +132,36 @@ func (a *Agent) get(c *http.Client, path string, ok func(string) bool) bool {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return (resp.StatusCode == 200 || resp.StatusCode == 404) && ok(string(b))
+}
+
+// RunTests is the body of a package's TestMain: it starts one agent for the package's tests
+// (Binary, Start), gives it and a client for it to run, stops it afterwards and returns run's
+// exit code, or 1 (the reason printed) when no agent could be started.
+func RunTests(run func(a *Agent, client *api.Client) int) int {
+	bin, err := Binary()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	a, err := Start(context.Background(), bin, "")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer a.Stop()
+	client, err := a.Client()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return run(a, client)
+}
+
+// Client returns an API client for the agent, without a token whatever the environment says.
+func (a *Agent) Client() (*api.Client, error) {
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token, cfg.TokenFile = a.Addr, "", ""
+	return api.NewClient(cfg)
 }
 
 // Stop ends the agent (SIGTERM, then SIGKILL after 5s) and waits for it.

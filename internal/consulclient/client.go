@@ -31,7 +31,12 @@ func (e *StatusError) Error() string {
 
 // New returns a client configured from the environment, as `consul` itself is.
 func New() (*api.Client, error) {
-	cfg := api.DefaultConfig()
+	return FromConfig(api.DefaultConfig())
+}
+
+// FromConfig returns a client for cfg (api.DefaultConfig with changes, such as a token read
+// from elsewhere), with the same handling of errors as New.
+func FromConfig(cfg *api.Config) (*api.Client, error) {
 	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
@@ -88,4 +93,18 @@ func Retryable(ctx context.Context, err error) bool {
 	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// NodeName asks the agent the client talks to for its node name (Config.NodeName of
+// /v1/agent/self, what api.Agent.NodeName reads), bounded by ctx, which api.Agent.NodeName
+// is not.
+func NodeName(ctx context.Context, client *api.Client) (string, error) {
+	var self struct{ Config struct{ NodeName string } }
+	if _, err := client.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
+		return "", fmt.Errorf("consul client: agent node name: %w", err)
+	}
+	if self.Config.NodeName == "" {
+		return "", errors.New("consul client: the agent did not say its node name")
+	}
+	return self.Config.NodeName, nil
 }

@@ -86,3 +86,42 @@ func TestForbiddenIsNotRetryable(t *testing.T) {
 		t.Errorf("403: err = %v, retryable %v", err, consulclient.Retryable(context.Background(), err))
 	}
 }
+
+// The node name comes from /v1/agent/self; an agent that refuses or does not say is an error,
+// never a panic (api.Agent.NodeName would panic on a missing name).
+func TestNodeName(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  int
+		body    string
+		want    string
+		wantErr string
+	}{
+		{"agent says", 200, `{"Config":{"NodeName":"web-3","Datacenter":"dc1"}}`, "web-3", ""},
+		{"forbidden", 403, "Permission denied", "", "403"},
+		{"no name", 200, `{"Config":{}}`, "", "did not say"},
+		{"not json", 200, `<html>`, "", "node name"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/v1/agent/self" {
+					t.Errorf("asked %s", r.URL.Path)
+				}
+				w.WriteHeader(tt.status)
+				io.WriteString(w, tt.body)
+			}))
+			defer srv.Close()
+			cfg := api.DefaultConfig()
+			cfg.Address, cfg.Token = srv.Listener.Addr().String(), ""
+			client, err := consulclient.FromConfig(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := consulclient.NodeName(context.Background(), client)
+			if got != tt.want || (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Errorf("NodeName = %q, %v; want %q, error containing %q", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}

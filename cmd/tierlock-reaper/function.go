@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/lambdacontext"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
+	"github.com/hashicorp/consul/api"
+	"github.com/sirupsen/logrus"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/monitor"
+)
+
+// Environment variables the function reads, besides Consul's own (CONSUL_HTTP_ADDR,
+// CONSUL_HTTP_TOKEN, CONSUL_CACERT, ...) and the AWS SDK's.
+const (
+	envPrefix         = "TIERLOCK_PREFIX"                 // KV prefix of all tiers; default chef
+	envTokenParameter = "TIERLOCK_CONSUL_TOKEN_PARAMETER" // SSM SecureString holding the Consul token
+	envLogLevel       = "TIERLOCK_LOG_LEVEL"              // debug, info (default), warn, error
+)
+
+// Function is the Lambda handler. main only wires it; tests call Invoke in-process or run the
+// built binary against a stand-in Runtime API.
+type Function struct {
+	// Out receives the JSON log lines.
+	Out     io.Writer
+	Version string
+
+	mu    sync.Mutex
+	deps  *deps // set by the first cold start that succeeds
+	logMu sync.Mutex
+	cur   *logrus.Entry // the current invocation's logger, for StdLog
+}
+
+// deps is what a cold start sets up, once per process.
+type deps struct {
+	reaper    *monitor.Reaper
+	lifecycle *autoscaling.Client
+}
+
+// result is the function's answer, for whoever invoked it (and the tests).
+type result struct {
+	Event      string      `json:"event"`
+	InstanceID string      `json:"instance_id,omitempty"`
+	Ignored    string      `json:"ignored,omitempty"`
+	Freed      []freedSlot `json:"freed"`
+	Lifecycle  string      `json:"lifecycle_action,omitempty"`
+}
+
+type freedSlot struct {
+	Tier   string `json:"tier"`
+	Holder string `json:"holder"`
+	State  string `json:"state,omitempty"`
+	Queued bool   `json:"queued,omitempty"` // a queue entry, not a slot
+}
+
+// Invoke handles one event. It takes the raw payload, so that a payload which is not even
+// JSON is logged (with the request id) and refused like any other malformed event.
+func (f *Function) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	requestID := "unknown"
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		requestID = lc.AwsRequestID
+	}
+	log := f.logger().WithField("request_id", requestID)
+	f.logMu.Lock()
+	f.cur = log
+	f.logMu.Unlock()
+
+	res, err := f.handle(ctx, log, payload)
+	if err != nil {
+		log.WithError(err).Error("event not handled; Lambda retries it, then sends it to the dead-letter queue")
+		return nil, err
+	}
+	return json.Marshal(res)
+}
+
+func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte) (result, error) {
+	// First, whatever the event: the log then shows at once who the function runs as and
+	// where Consul is, and a function that cannot start fails loudly (the errors alarm).
+	d, err := f.coldStart(ctx, log)
+	if err != nil {
+		return result{}, err
+	}
+	a, err := decodeEvent(payload)
+	if err != nil {
+		return result{}, err // a malformed event changes nothing
+	}
+	log = log.WithField("event", a.event)
+	res := result{Event: a.event, InstanceID: a.instanceID, Freed: []freedSlot{}}
+	if a.ignore != "" {
+		log.Infof("ignored: %s", a.ignore)
+		res.Ignored = a.ignore
+		return res, nil
+	}
+	log = log.WithField("instance_id", a.instanceID)
+	freed, err := d.reaper.Reap(ctx, monitor.ByInstance(a.instanceID))
+	for _, s := range freed {
+		if s.Queued {
+			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder}).Info("queue entry removed")
+		} else {
+			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder, "state": s.State}).Info("slot freed")
+		}
+		res.Freed = append(res.Freed, freedSlot{Tier: s.Tier, Holder: s.Holder, State: string(s.State), Queued: s.Queued})
+	}
+	if err != nil {
+		return result{}, err
+	}
+	if len(freed) == 0 {
+		log.Info("no slot or queue entry of this instance (already freed, or it held none)")
+	}
+	if a.lifecycle != nil {
+		if res.Lifecycle, err = completeLifecycle(ctx, log, d.lifecycle, a); err != nil {
+			return result{}, err
+		}
+	}
+	return res, nil
+}
+
+// completeLifecycle tells Auto Scaling to go on terminating the instance, now that its slots
+// are free. An action that is no longer pending (completed by an earlier delivery of the same
+// event, or timed out) is not an error: a repeated event must not end in the dead-letter queue.
+func completeLifecycle(ctx context.Context, log *logrus.Entry, c *autoscaling.Client, a action) (string, error) {
+	_, err := c.CompleteLifecycleAction(ctx, &autoscaling.CompleteLifecycleActionInput{
+		AutoScalingGroupName:  aws.String(a.lifecycle.group),
+		LifecycleHookName:     aws.String(a.lifecycle.hook),
+		LifecycleActionToken:  aws.String(a.lifecycle.token),
+		InstanceId:            aws.String(a.instanceID),
+		LifecycleActionResult: aws.String("CONTINUE"),
+	})
+	log = log.WithFields(logrus.Fields{"autoscaling_group": a.lifecycle.group, "lifecycle_hook": a.lifecycle.hook})
+	var apiErr smithy.APIError
+	switch {
+	case err == nil:
+		log.Info("lifecycle action completed: CONTINUE")
+		return "CONTINUE", nil
+	case errors.As(err, &apiErr) && apiErr.ErrorCode() == "ValidationError" && strings.Contains(apiErr.ErrorMessage(), "No active Lifecycle Action"):
+		log.WithError(err).Warn("lifecycle action no longer pending (completed earlier or timed out)")
+		return "NOT_PENDING", nil
+	default:
+		return "", fmt.Errorf("complete lifecycle action %s/%s: %w", a.lifecycle.group, a.lifecycle.hook, err)
+	}
+}
+
+// coldStart sets up the AWS clients, the Consul token and client, once per process, and logs
+// who the function runs as and which Consul it talks to. A failure is not remembered: the next
+// invocation tries again.
+func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.deps != nil {
+		return f.deps, nil
+	}
+	prefix := strings.Trim(os.Getenv(envPrefix), "/")
+	if prefix == "" {
+		prefix = lock.DefaultPrefix
+	}
+	if err := lock.ValidatePrefix(prefix); err != nil {
+		return nil, fmt.Errorf("%s: %w", envPrefix, err)
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("aws config: %w", err)
+	}
+	identity := "unknown"
+	if out, err := sts.NewFromConfig(awsCfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); err != nil {
+		// Only for the log: the function can work without knowing.
+		log.WithError(err).Warn("could not learn the identity the function runs as")
+	} else {
+		identity = aws.ToString(out.Arn)
+	}
+
+	consulCfg := api.DefaultConfig()
+	if name := os.Getenv(envTokenParameter); name != "" {
+		out, err := ssm.NewFromConfig(awsCfg).GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name), WithDecryption: aws.Bool(true)})
+		if err != nil {
+			return nil, fmt.Errorf("consul token from SSM parameter %s: %w", name, err)
+		}
+		if out.Parameter == nil || aws.ToString(out.Parameter.Value) == "" {
+			return nil, fmt.Errorf("consul token from SSM parameter %s: the parameter is empty", name)
+		}
+		consulCfg.Token, consulCfg.TokenFile = aws.ToString(out.Parameter.Value), ""
+	}
+	client, err := consulclient.FromConfig(consulCfg)
+	if err != nil {
+		return nil, err
+	}
+	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix})
+	if err != nil {
+		return nil, err
+	}
+	log.WithFields(logrus.Fields{
+		"identity": identity, "consul_address": consulAddress(consulCfg), "consul_token": tokenSource(),
+		"prefix": prefix, "version": f.Version, "region": awsCfg.Region,
+	}).Info("cold start")
+	f.deps = &deps{reaper: reaper, lifecycle: autoscaling.NewFromConfig(awsCfg)}
+	return f.deps, nil
+}
+
+// consulAddress is the address as a URL, so the log shows whether TLS is used.
+func consulAddress(cfg *api.Config) string {
+	if strings.Contains(cfg.Address, "://") {
+		return cfg.Address
+	}
+	return cfg.Scheme + "://" + cfg.Address
+}
+
+// tokenSource says where the Consul token came from, never what it is.
+func tokenSource() string {
+	switch {
+	case os.Getenv(envTokenParameter) != "":
+		return "ssm:" + os.Getenv(envTokenParameter)
+	case os.Getenv(api.HTTPTokenEnvName) != "":
+		return "env:" + api.HTTPTokenEnvName
+	case os.Getenv(api.HTTPTokenFileEnvName) != "":
+		return "file:" + os.Getenv(api.HTTPTokenFileEnvName)
+	}
+	return "none"
+}
+
+// logger builds the JSON logger. Lambda sends what the function writes to CloudWatch Logs.
+func (f *Function) logger() *logrus.Logger {
+	l := logrus.New()
+	l.Out = f.Out
+	l.Formatter = &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}
+	if level, err := logrus.ParseLevel(os.Getenv(envLogLevel)); err == nil {
+		l.Level = level
+	}
+	return l
+}
+
+// StdLog is a writer for the standard log package, through which aws-lambda-go reports the
+// errors it sends back: its lines are logged as errors of the current invocation, so they
+// carry the request id too.
+func (f *Function) StdLog() io.Writer { return stdLog{f} }
+
+type stdLog struct{ f *Function }
+
+func (s stdLog) Write(p []byte) (int, error) {
+	s.f.logMu.Lock()
+	log := s.f.cur
+	s.f.logMu.Unlock()
+	if log == nil {
+		log = s.f.logger().WithField("request_id", "none")
+	}
+	log.WithField("from", "aws-lambda-go").Error(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

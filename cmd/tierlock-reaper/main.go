@@ -1,0 +1,26 @@
+// Command tierlock-reaper is tierlock's termination hook: an AWS Lambda function
+// (provided.al2023, binary bootstrap) that frees the slots of EC2 instances that are
+// terminating or terminated, in every tier, when EventBridge tells it so. See
+// packaging/aws/README.md.
+package main
+
+import (
+	"log"
+	"os"
+
+	"github.com/aws/aws-lambda-go/lambda"
+)
+
+// Set at build time with -ldflags -X.
+var (
+	version = "dev"
+	commit  = "unknown"
+)
+
+func main() {
+	f := &Function{Out: os.Stdout, Version: version + " (" + commit + ")"}
+	// aws-lambda-go reports through the standard logger; route it to ours, request id included.
+	log.SetFlags(0)
+	log.SetOutput(f.StdLog())
+	lambda.StartHandler(f)
+}

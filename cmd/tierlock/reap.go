@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/monitor"
+)
+
+// defaultGrace is how long a node's serfHealth may be critical before reap --consul-catalog
+// frees its slots: long enough for a reboot or a short partition.
+const defaultGrace = time.Hour
+
+func (a *App) reapCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "reap",
+		Usage:     "free every slot and queue entry of a dead host, in every tier",
+		UsageText: "tierlock reap --instance-id ID | --holder H | --consul-catalog [--grace DUR] [--dry-run]",
+		// The target is never read from the environment: TIERLOCK_INSTANCE_ID and
+		// TIERLOCK_HOLDER describe the host itself, for run, and must not free its own slots.
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "instance-id", Usage: "free the slots recorded with this instance id (or held under it as a name)"},
+			&cli.StringFlag{Name: "holder", Usage: "free the slots held by this holder"},
+			&cli.BoolFlag{Name: "consul-catalog", Usage: "free the slots whose Consul node left the catalog or has been critical longer than --grace"},
+			&cli.DurationFlag{Name: "grace", Value: defaultGrace, Usage: "with --consul-catalog: how long serfHealth may be critical", EnvVars: env("GRACE")},
+			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be freed, free nothing", EnvVars: env("DRY_RUN")},
+			&cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")},
+			&cli.DurationFlag{Name: "consul-timeout", Value: time.Minute, Usage: "how long Consul may keep failing before giving up", EnvVars: env("CONSUL_TIMEOUT")},
+		}, logFlags()...),
+		Action: func(c *cli.Context) error {
+			logger, err := a.newLogger(c)
+			if err != nil {
+				return exitWith(exitConfig, err)
+			}
+			o, err := parseReapOptions(c)
+			if err != nil {
+				return exitWith(exitConfig, err)
+			}
+			if code := a.reap(c.Context, logger.WithField("command", "reap"), o); code != exitOK {
+				return exitWith(code, nil)
+			}
+			return nil
+		},
+	}
+}
+
+// reapOptions are reap's flags, checked.
+type reapOptions struct {
+	prefix               string
+	match                monitor.Match
+	target               string // what match selects, for people: "instance i-0abc"
+	catalog, dryRun      bool
+	grace, consulTimeout time.Duration
+}
+
+func parseReapOptions(c *cli.Context) (reapOptions, error) {
+	o := reapOptions{
+		prefix: c.String("prefix"), catalog: c.Bool("consul-catalog"), dryRun: c.Bool("dry-run"),
+		grace: c.Duration("grace"), consulTimeout: c.Duration("consul-timeout"),
+	}
+	var given []string
+	for _, name := range []string{"instance-id", "holder", "consul-catalog"} {
+		if c.IsSet(name) {
+			given = append(given, "--"+name)
+		}
+	}
+	if len(given) != 1 {
+		return o, fmt.Errorf("reap: give exactly one of --instance-id, --holder or --consul-catalog (got %s)", orNone(given))
+	}
+	switch {
+	case c.IsSet("instance-id"):
+		id := c.String("instance-id")
+		if err := lock.ValidateName("instance id", id); err != nil {
+			return o, fmt.Errorf("--instance-id: %w", err)
+		}
+		o.match, o.target = monitor.ByInstance(id), "instance "+id
+	case c.IsSet("holder"):
+		h := c.String("holder")
+		if err := lock.ValidateName("holder", h); err != nil {
+			return o, fmt.Errorf("--holder: %w", err)
+		}
+		o.match, o.target = monitor.ByHolder(h), "holder "+h
+	case !o.catalog:
+		return o, fmt.Errorf("reap: --consul-catalog=false selects nothing; give --instance-id, --holder or --consul-catalog")
+	}
+	if c.IsSet("grace") && !o.catalog {
+		return o, fmt.Errorf("--grace %s only applies to --consul-catalog", o.grace)
+	}
+	if o.grace < 0 {
+		return o, fmt.Errorf("--grace %s is negative", o.grace)
+	}
+	if err := lock.ValidatePrefix(o.prefix); err != nil {
+		return o, fmt.Errorf("--prefix: %w", err)
+	}
+	if o.consulTimeout <= 0 {
+		return o, fmt.Errorf("--consul-timeout %s must be positive", o.consulTimeout)
+	}
+	return o, nil
+}
+
+func orNone(flags []string) string {
+	if len(flags) == 0 {
+		return "none"
+	}
+	return strings.Join(flags, " and ")
+}
+
+// reap frees (or, with --dry-run, lists) the slots of a dead host and prints them. It returns
+// the exit code: 0 also when there was nothing to free, 75 when Consul stayed unreachable,
+// 78 when Consul refused (ACL).
+func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
+	client, err := consulclient.New()
+	if err != nil {
+		log.Error(err)
+		return exitConfig
+	}
+	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
+	reaper, err := monitor.NewReaper(retry.observe(client.KV()), monitor.Options{
+		Prefix: o.prefix, RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now,
+	})
+	if err != nil {
+		log.Error(err)
+		return exitConfig
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWatching := a.cancelOnSignal(cancel)
+	var freed []monitor.Freed
+	var verdicts []monitor.NodeVerdict
+	// Reaping is idempotent, so a failed attempt is simply made again; what an attempt freed
+	// before failing is kept for the report.
+	err = retry.do(ctx, "reap", func(ctx context.Context) error {
+		var got []monitor.Freed
+		var err error
+		switch {
+		case o.catalog:
+			var res monitor.CatalogResult
+			res, err = reaper.ReapCatalog(ctx, client.Catalog(), client.Health(), monitor.CatalogOptions{Grace: o.grace, DryRun: o.dryRun})
+			got, verdicts = res.Freed, res.Verdicts
+		case o.dryRun:
+			got, err = reaper.Find(ctx, o.match)
+		default:
+			got, err = reaper.Reap(ctx, o.match)
+		}
+		if o.dryRun {
+			freed = got // a dry run reports its last look only
+		} else {
+			freed = append(freed, got...)
+		}
+		return err
+	})
+	sig := stopWatching()
+	a.printReaped(a.Stdout, o, freed, verdicts)
+	switch {
+	case err == nil:
+		return exitOK
+	case sig != nil:
+		log.WithError(err).Warnf("stopped by %v", sig)
+		return exitTempFail
+	case errors.Is(err, lock.ErrRejected), !consulclient.Retryable(context.Background(), err):
+		log.WithError(err).Error("consul refused the reaping")
+		return exitConfig
+	default:
+		log.WithError(err).Error("consul unavailable")
+		return exitTempFail
+	}
+}
+
+// printReaped writes one line per slot freed (or that would be), and, for the catalog, one
+// line per node that is dead or on its way.
+func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, verdicts []monitor.NodeVerdict) {
+	for _, v := range verdicts {
+		if v.Reason != "alive" {
+			fmt.Fprintf(w, "node %s: %s\n", v.Node, v.Reason)
+		}
+	}
+	verb := "freed"
+	if o.dryRun {
+		verb = "would free"
+	}
+	for _, f := range freed {
+		var about []string
+		if f.Queued {
+			about = append(about, "queue entry")
+		}
+		if f.State != "" {
+			about = append(about, "state "+string(f.State))
+		}
+		if f.InstanceID != "" {
+			about = append(about, "instance "+f.InstanceID)
+		}
+		if f.Node != "" {
+			about = append(about, "node "+f.Node)
+		}
+		switch {
+		case f.Queued && !f.StartedAt.IsZero():
+			about = append(about, "waiting since "+f.StartedAt.UTC().Format(time.RFC3339))
+		case !f.StartedAt.IsZero():
+			about = append(about, "started "+f.StartedAt.UTC().Format(time.RFC3339))
+		}
+		if len(about) == 0 {
+			about = append(about, "unreadable value")
+		}
+		fmt.Fprintf(w, "%s %s %s (%s)\n", verb, f.Tier, f.Holder, strings.Join(about, ", "))
+	}
+	if len(freed) == 0 {
+		target := o.target
+		if o.catalog {
+			target = "a node that is gone"
+		}
+		fmt.Fprintf(w, "nothing to free: no slot or queue entry belongs to %s\n", target)
+	}
+}

@@ -1,0 +1,114 @@
+package lock
+
+import (
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Evicted is what Evict removed from a tier.
+type Evicted struct {
+	Slots   []Record // running/ keys, sorted by holder
+	Waiters []Waiter // queue/ entries, sorted by holder
+}
+
+// Evict frees the slot of every holder of the tier for which match returns true, whatever its
+// state and whichever run holds it, and removes every queue entry match selects, in one
+// transaction, and returns what it removed. match sees each running/ key's holder and record
+// (a value that cannot be read comes as a Record with only Holder set, so it can still be
+// matched by name) and each queue entry as Waiter.Record. Nothing matching is not an error: nothing is written, which makes
+// a repeated eviction harmless.
+//
+// match is asked again after every lost check-and-set race, against what was re-read, so a
+// slot that changed hands in between (a new run of a reused host name, say) is judged anew.
+// More matches than fit in one transaction (126) take several, each keeping the invariant.
+// Freed slots rewrite current, which wakes the head of the queue.
+func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec Record) bool) (Evicted, error) {
+	var all Evicted
+	for {
+		var batch Evicted
+		more := false
+		_, err := s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
+			var ops api.KVTxnOps
+			batch, ops, more = s.evictOps(snap, match)
+			if len(ops) == 0 {
+				return nil, errUnchanged
+			}
+			return ops, nil
+		})
+		if err != nil {
+			return all, err
+		}
+		all.Slots = append(all.Slots, batch.Slots...)
+		all.Waiters = append(all.Waiters, batch.Waiters...)
+		if !more {
+			slices.SortFunc(all.Waiters, func(a, b Waiter) int { return strings.Compare(a.Holder, b.Holder) })
+			return all, nil
+		}
+	}
+}
+
+// Record is the queue entry as Evict's match sees it: what the entry says of its holder, and
+// StartedAt the time it joined the queue.
+func (w Waiter) Record() Record {
+	return Record{Holder: w.Holder, RunID: w.RunID, InstanceID: w.InstanceID, Node: w.Node, StartedAt: w.Since}
+}
+
+// evictOps is the transaction that removes what match selects in snap, at most maxTxnOps-2
+// keys of it (more reports that there is more), and sets current to the running/ keys it
+// leaves. It is empty when nothing matches.
+func (s *Semaphore) evictOps(snap *Snapshot, match func(string, Record) bool) (ev Evicted, ops api.KVTxnOps, more bool) {
+	room := maxTxnOps - 2 // the guard on max_concurrent and the write of current
+	removed := map[string]bool{}
+	var dels api.KVTxnOps
+	for _, k := range snap.runningKeys() { // sorted, so batches and results are in order
+		holder := strings.TrimPrefix(k, runningDir)
+		rec, ok := snap.Holders[holder]
+		if !ok {
+			rec = Record{Holder: holder}
+		}
+		if !match(holder, rec) {
+			continue
+		}
+		if len(dels) == room {
+			return ev, s.evictTxn(snap, dels, removed), true
+		}
+		removed[k] = true
+		ev.Slots = append(ev.Slots, rec)
+		dels = append(dels, s.del(snap, k))
+	}
+	for _, w := range snap.Queue {
+		if !match(w.Holder, w.Record()) {
+			continue
+		}
+		if len(dels) == room {
+			return ev, s.evictTxn(snap, dels, removed), true
+		}
+		ev.Waiters = append(ev.Waiters, w)
+		dels = append(dels, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex})
+	}
+	if len(dels) == 0 {
+		return ev, nil, false
+	}
+	return ev, s.evictTxn(snap, dels, removed), false
+}
+
+// evictTxn wraps the deletions in the guards and the write of current. Guards on the other
+// holders' keys catch foreign writers; tierlock's own are serialised by current already, so
+// the guards are left out when they would not fit.
+func (s *Semaphore) evictTxn(snap *Snapshot, dels api.KVTxnOps, removed map[string]bool) api.KVTxnOps {
+	ops := api.KVTxnOps{s.guard(snap, keyMax)}
+	others := snap.runningKeys()
+	if len(others)+len(dels)+2 <= maxTxnOps {
+		for _, k := range others {
+			if !removed[k] {
+				ops = append(ops, s.guard(snap, k))
+			}
+		}
+	}
+	ops = append(ops, dels...)
+	return append(ops, s.set(snap, keyCurrent, strconv.Itoa(snap.RunningKeys-len(removed))))
+}

@@ -1,0 +1,97 @@
+package monitor_test
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/monitor"
+)
+
+// One real Consul agent for the package; each test works under its own key prefix.
+var consul *api.Client
+
+func TestMain(m *testing.M) {
+	os.Exit(consulagent.RunTests(func(_ *consulagent.Agent, c *api.Client) int {
+		consul = c
+		return m.Run()
+	}))
+}
+
+var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+func prefix(t *testing.T) string { return "test/" + unsafe.ReplaceAllString(t.Name(), "_") }
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+// slot is one slot to take for a test.
+type slot struct{ tier, holder, instance, node string }
+
+// take takes the slots, in tiers that allow any number of holders.
+func take(t *testing.T, slots ...slot) {
+	t.Helper()
+	for _, s := range slots {
+		sem, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: s.tier, DefaultMax: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = sem.Acquire(ctx(t), lock.Request{Record: lock.Record{
+			Holder: s.holder, RunID: "run-" + s.holder, InstanceID: s.instance, Node: s.node, Command: "chef-client",
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// held lists the test's slots as tier:holder, sorted, and checks every tier's invariant.
+func held(t *testing.T) []string {
+	t.Helper()
+	snaps, err := lock.ReadAll(ctx(t), consul.KV(), lock.Options{Prefix: prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, s := range snaps {
+		if s.Drift() {
+			t.Errorf("invariant broken in %s: current %d, %d holders", s.Tier, s.Current, len(s.Holders))
+		}
+		for _, h := range s.Unreadable() {
+			out = append(out, s.Tier+":"+h)
+		}
+		for h := range s.Holders {
+			out = append(out, s.Tier+":"+h)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func freedList(freed []monitor.Freed) string {
+	var out []string
+	for _, f := range freed {
+		out = append(out, f.Tier+":"+f.Holder)
+	}
+	return strings.Join(out, " ")
+}
+
+func newReaper(t *testing.T, now func() time.Time) *monitor.Reaper {
+	t.Helper()
+	r, err := monitor.NewReaper(consul.KV(), monitor.Options{Prefix: prefix(t), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

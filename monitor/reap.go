@@ -1,0 +1,133 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tierlock/tierlock/lock"
+)
+
+// Options configure a Reaper.
+type Options struct {
+	// Prefix is the root of all tiers' keys. Default lock.DefaultPrefix ("chef").
+	Prefix string
+	// RequestTimeout bounds each Consul request. Default lock.DefaultRequestTimeout (10s).
+	RequestTimeout time.Duration
+	// Now is the clock the catalog reaper judges --grace by. Default time.Now.
+	Now func() time.Time
+}
+
+// Freed is a slot that was freed, or a queue entry that was removed (or, in a dry run, that
+// would be).
+type Freed struct {
+	Tier string
+	lock.Record
+	// Queued marks a queue entry; its Record is what the entry says (lock.Waiter.Record).
+	Queued bool
+}
+
+// Reaper frees the slots of dead hosts across every tier under a prefix.
+type Reaper struct {
+	kv   lock.KV
+	opts Options
+}
+
+// NewReaper returns a reaper for the tiers under opts.Prefix. It checks names and does no I/O.
+func NewReaper(kv lock.KV, opts Options) (*Reaper, error) {
+	opts.Prefix = strings.Trim(opts.Prefix, "/")
+	if opts.Prefix == "" {
+		opts.Prefix = lock.DefaultPrefix
+	}
+	if err := lock.ValidatePrefix(opts.Prefix); err != nil {
+		return nil, err
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = lock.DefaultRequestTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Reaper{kv: kv, opts: opts}, nil
+}
+
+// Find returns what Reap would free (in the same order), from one consistent read. It writes
+// nothing: it is Reap's dry run.
+func (r *Reaper) Find(ctx context.Context, match Match) ([]Freed, error) {
+	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout})
+	if err != nil {
+		return nil, err
+	}
+	var found []Freed
+	for _, snap := range snaps {
+		found = append(found, matching(snap, match)...)
+	}
+	return found, nil
+}
+
+// Reap frees every slot and removes every queue entry match selects, in every tier under the
+// prefix, one transaction per tier, and returns what it freed: per tier (sorted), the slots
+// and then the queue entries, each sorted by holder. It is idempotent: slots already
+// freed are not found again, and nothing found is not an error. A tier that fails does not
+// stop the others; the errors are joined.
+//
+// The tiers are found with one read of the whole prefix; each tier with a match is then read
+// again and judged again by Evict, inside its check-and-set, so what is freed is what match
+// selects at the moment of the write.
+func (r *Reaper) Reap(ctx context.Context, match Match) ([]Freed, error) {
+	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout})
+	if err != nil {
+		return nil, err
+	}
+	var freed []Freed
+	var errs []error
+	for _, snap := range snaps {
+		if len(matching(snap, match)) == 0 {
+			continue // most tiers: nothing is written, nothing read again
+		}
+		sem, err := lock.New(r.kv, lock.Options{Prefix: r.opts.Prefix, Tier: snap.Tier, RequestTimeout: r.opts.RequestTimeout})
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ev, err := sem.Evict(ctx, match)
+		for _, rec := range ev.Slots {
+			freed = append(freed, Freed{Tier: snap.Tier, Record: rec})
+		}
+		for _, w := range ev.Waiters {
+			freed = append(freed, Freed{Tier: snap.Tier, Record: w.Record(), Queued: true})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("monitor: reap %s: %w", snap.Tier, err))
+		}
+	}
+	return freed, errors.Join(errs...)
+}
+
+// matching returns the slots and then the queue entries of snap that match selects, each
+// sorted by holder, as Evict would see them.
+func matching(snap *lock.Snapshot, match Match) []Freed {
+	var slots, queued []Freed
+	for _, h := range snap.Unreadable() {
+		if rec := (lock.Record{Holder: h}); match(h, rec) {
+			slots = append(slots, Freed{Tier: snap.Tier, Record: rec})
+		}
+	}
+	for h, rec := range snap.Holders {
+		if match(h, rec) {
+			slots = append(slots, Freed{Tier: snap.Tier, Record: rec})
+		}
+	}
+	for _, w := range snap.Queue {
+		if match(w.Holder, w.Record()) {
+			queued = append(queued, Freed{Tier: snap.Tier, Record: w.Record(), Queued: true})
+		}
+	}
+	byHolder := func(a, b Freed) int { return strings.Compare(a.Holder, b.Holder) }
+	slices.SortFunc(slots, byHolder)
+	slices.SortFunc(queued, byHolder)
+	return append(slots, queued...)
+}

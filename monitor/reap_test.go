@@ -1,0 +1,145 @@
+package monitor_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/monitor"
+)
+
+// The slots of one dead instance, in several tiers, are freed; nobody else's are; a second
+// reaping (a repeated or late event) frees nothing and is not an error.
+func TestReapByInstanceAcrossTiers(t *testing.T) {
+	take(t,
+		slot{"prod/web", "web-3", "i-0dead", ""},
+		slot{"prod/web", "web-4", "i-0live", ""},
+		slot{"prod/db", "web-3", "i-0dead", ""},
+		slot{"stage/cache", "web-3", "i-0dead", ""},
+		slot{"stage/cache", "web-9", "i-0live2", ""},
+		// Held under the instance's own (resource-based) host name, without an instance id.
+		slot{"ops/metrics", "i-0dead.eu-west-1.compute.internal", "", ""},
+		// A longer id that merely starts like it is another instance.
+		slot{"ops/metrics", "i-0deadbeef", "", ""},
+	)
+	r := newReaper(t, nil)
+
+	found, err := r.Find(ctx(t), monitor.ByInstance("i-0dead"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ops/metrics:i-0dead.eu-west-1.compute.internal prod/db:web-3 prod/web:web-3 stage/cache:web-3"
+	if got := freedList(found); got != want {
+		t.Errorf("find: %s\nwant %s", got, want)
+	}
+	if n := len(held(t)); n != 7 {
+		t.Errorf("find wrote: %d slots left, want 7", n)
+	}
+
+	freed, err := r.Reap(ctx(t), monitor.ByInstance("i-0dead"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := freedList(freed); got != want {
+		t.Errorf("reap: %s\nwant %s", got, want)
+	}
+	if got, want := strings.Join(held(t), " "), "ops/metrics:i-0deadbeef prod/web:web-4 stage/cache:web-9"; got != want {
+		t.Errorf("left: %s\nwant %s", got, want)
+	}
+
+	again, err := r.Reap(ctx(t), monitor.ByInstance("i-0dead"))
+	if err != nil || len(again) != 0 {
+		t.Errorf("repeated reap: %v, %v", freedList(again), err)
+	}
+}
+
+// A holder is found by name even where its value cannot be read (older tooling, a hand edit).
+func TestReapByHolderIncludesUnreadableSlots(t *testing.T) {
+	take(t, slot{"prod/web", "web-3", "i-1", ""}, slot{"prod/web", "web-4", "i-2", ""})
+	for _, kv := range []*api.KVPair{
+		{Key: prefix(t) + "/prod/db/running/web-3", Value: []byte("garbage")},
+		{Key: prefix(t) + "/prod/db/current", Value: []byte("1")},
+	} {
+		if _, err := consul.KV().Put(kv, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newReaper(t, nil)
+	found, err := r.Find(ctx(t), monitor.ByHolder("web-3"))
+	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" {
+		t.Errorf("find: %s, %v", freedList(found), err)
+	}
+	freed, err := r.Reap(ctx(t), monitor.ByHolder("web-3"))
+	if err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" {
+		t.Errorf("reap: %s, %v", freedList(freed), err)
+	}
+	if got := strings.Join(held(t), " "); got != "prod/web:web-4" {
+		t.Errorf("left: %s", got)
+	}
+}
+
+func TestReapNothingUnderAnEmptyPrefix(t *testing.T) {
+	freed, err := newReaper(t, nil).Reap(ctx(t), monitor.ByInstance("i-0abc"))
+	if err != nil || len(freed) != 0 {
+		t.Errorf("reap: %v, %v", freed, err)
+	}
+}
+
+func TestNewReaperRefusesABadPrefix(t *testing.T) {
+	if _, err := monitor.NewReaper(consul.KV(), monitor.Options{Prefix: "chef/../x"}); err == nil ||
+		!strings.Contains(err.Error(), `".."`) {
+		t.Errorf("err = %v, want one naming the bad element", err)
+	}
+}
+
+// A dead host's queue entry (in a tier where it waited while its session had not yet expired)
+// is found and removed with its slots.
+func TestReapRemovesQueueEntries(t *testing.T) {
+	take(t, slot{"prod/web", "web-3", "i-0dead", ""})
+	full, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul.Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := full.Acquire(ctx(t), lock.Request{Record: lock.Record{Holder: "db-1", RunID: "r-db"}}); err != nil {
+		t.Fatal(err)
+	}
+	waiting, stop := context.WithCancel(ctx(t))
+	done := make(chan error, 1)
+	go func() {
+		_, err := full.Acquire(waiting, lock.Request{
+			Record:    lock.Record{Holder: "web-3", RunID: "r-wait", InstanceID: "i-0dead"},
+			WaitUntil: time.Now().Add(time.Minute),
+		})
+		done <- err
+	}()
+	defer func() { stop(); <-done }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		snap, err := full.Read(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Queue) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("web-3 never queued")
+		}
+	}
+
+	r := newReaper(t, nil)
+	found, err := r.Find(ctx(t), monitor.ByInstance("i-0dead"))
+	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" || !found[0].Queued || found[1].Queued {
+		t.Fatalf("find: %+v, %v", found, err)
+	}
+	freed, err := r.Reap(ctx(t), monitor.ByInstance("i-0dead"))
+	if err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" || !freed[0].Queued || freed[0].RunID != "r-wait" {
+		t.Fatalf("reap: %+v, %v", freed, err)
+	}
+	if got := strings.Join(held(t), " "); got != "prod/db:db-1" {
+		t.Errorf("left: %s", got)
+	}
+}
