@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"time"
 
@@ -117,10 +118,14 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 	}
 	var q *queue
 	defer func() { q.leave(ctx) }()
+	var next *Snapshot // a snapshot already in hand (from joining the queue), or nil to read
 	for races := 0; races < maxRaces; {
-		snap, err := s.Read(ctx)
-		if err != nil {
-			return nil, err
+		snap, err := next, error(nil)
+		next = nil
+		if snap == nil {
+			if snap, err = s.Read(ctx); err != nil {
+				return nil, err
+			}
 		}
 		if err := snap.Err(); err != nil {
 			return nil, err
@@ -129,7 +134,8 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		rec := req.Record
 		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode = StateRunning, now, now, nil
 		var reentered bool
-		switch snap.Decide(req.Holder) {
+		decision := snap.Decide(req.Holder)
+		switch decision {
 		case Disabled:
 			return nil, fmt.Errorf("%w: %s has max_concurrent 0", ErrDisabled, s.opts.Tier)
 		case Reenter:
@@ -150,15 +156,12 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 					snap.Held(), snap.Max, len(snap.Queue))
 			}
 			if w, ok := snap.queued(req.Holder); !ok || q == nil || w.Session != q.session {
-				// Not queued yet, or our entry went with a lost session: (re)join at the back.
-				q.leave(ctx)
-				w := Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now}
-				if q, snap, err = s.join(ctx, w); err != nil {
+				// Not queued yet, or our entry went with a lost session: (re)join at the back,
+				// and decide again on the tier as the join left it.
+				if q, next, err = s.enqueue(ctx, q, req, now); err != nil {
 					return nil, err
 				}
-				if snap.Decide(req.Holder) != Wait {
-					continue // the tier changed while we joined
-				}
+				continue
 			}
 			if req.Waiting != nil {
 				req.Waiting(snap)
@@ -183,6 +186,17 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			return &Slot{Record: rec, Reentered: reentered}, nil
 		}
 		races++
+		// Lost a race for a free slot: others want it too, so queue up at once (joining reads
+		// the tier back) rather than read and race again.
+		if _, queued := snap.queued(req.Holder); decision == Take && !queued && s.opts.Sessions != nil && now.Before(req.WaitUntil) {
+			if q, next, err = s.enqueue(ctx, q, req, now); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err := s.backoff(ctx, races); err != nil {
+			return nil, err
+		}
 	}
 	return nil, fmt.Errorf("lock: acquire %s: lost %d check-and-set races in a row", s.base, maxRaces)
 }
@@ -286,8 +300,30 @@ func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (api.KVTx
 		if err != nil || ok {
 			return snap, err
 		}
+		if err := s.backoff(ctx, races+1); err != nil {
+			return nil, err
+		}
 	}
 	return nil, fmt.Errorf("lock: update %s: lost %d check-and-set races in a row", s.base, maxRaces)
+}
+
+// enqueue puts req at the back of the queue, leaving its old place q (if any), and returns
+// the tier as the join left it.
+func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time) (*queue, *Snapshot, error) {
+	q.leave(ctx)
+	return s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now})
+}
+
+// backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so
+// that writers who collided (a wave of releases, say) do not collide again at once.
+func (s *Semaphore) backoff(ctx context.Context, races int) error {
+	d := rand.N(time.Duration(min(races, 10)) * 2 * time.Millisecond)
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
 }
 
 // updateSlot is update for a change of one slot.

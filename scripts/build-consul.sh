@@ -9,8 +9,11 @@ out="${1:-bin/consul}"
 mkdir -p "$(dirname "$out")"
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 
-if [ -x "$out" ] && "$out" version 2>/dev/null | head -1 | grep -q "Consul ${version}"; then
-  exit 0
+# Read the whole output first: with pipefail, `| head -1` could kill consul with SIGPIPE and
+# make a good binary look bad.
+if [ -x "$out" ]; then
+  have="$("$out" version 2>/dev/null || true)"
+  case "$have" in "Consul ${version}"*) exit 0 ;; esac
 fi
 
 dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@${version}" |
