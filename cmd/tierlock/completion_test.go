@@ -42,7 +42,7 @@ for line; do comp "$line"; done`
 var completionCases = []struct{ line, want string }{
 	{"tierlock ru", "run"},
 	{"tierlock s", "status set-max"},
-	{"tierlock re", "release repair"},
+	{"tierlock re", "release repair reap"},
 	{"tierlock run --ti", "--tier --timeout"},
 	{"tierlock run --comm", "--command"},
 	{"tierlock completion ", "bash zsh"},
