@@ -47,7 +47,6 @@ func main() {
 type demo struct {
 	start   time.Time
 	mu      sync.Mutex      // serialises output and the fields below
-	waiting map[string]bool // hosts that said they wait for a slot and have not got one yet
 	done    map[string]int
 	hosts   []string
 	stdout  io.Writer
@@ -92,7 +91,7 @@ func run(tierlockBin, consulBin string, hosts, slots, failing int) error {
 	if _, err := client.KV().Put(&api.KVPair{Key: base + "max_concurrent", Value: []byte(fmt.Sprint(slots))}, nil); err != nil {
 		return err
 	}
-	d := &demo{start: time.Now(), waiting: map[string]bool{}, done: map[string]int{}, stdout: os.Stdout}
+	d := &demo{start: time.Now(), done: map[string]int{}, stdout: os.Stdout}
 	fmt.Printf("Consul at %s; %smax_concurrent = %d\n", agent.Addr, base, slots)
 	fmt.Printf("%d hosts run `tierlock run --tier %s -- <chef-like command>` at once; host-%d's run fails.\n\n",
 		hosts, tier, failing)
@@ -174,17 +173,15 @@ func (d *demo) relay(host string, r io.Reader, logs bool) {
 			if entry.ExitCode != nil {
 				entry.Msg += fmt.Sprintf(" (exit %d)", *entry.ExitCode)
 			}
-			d.mu.Lock()
-			d.waiting[host] = strings.Contains(entry.Msg, "waiting")
-			d.printfLocked("%-7s tierlock: %s", host, entry.Msg)
-			d.mu.Unlock()
+			d.printf("%-7s tierlock: %s", host, entry.Msg)
 			continue
 		}
 		d.printf("%-7s | %s", host, line)
 	}
 }
 
-// watch prints the tier's slots each time they change, with the hosts still waiting.
+// watch prints the tier's slots each time they change, with the queue of hosts waiting for
+// one, in its order (the entries' CreateIndex).
 func (d *demo) watch(ctx context.Context, kv *api.KV, base string) {
 	var index uint64
 	last := ""
@@ -211,13 +208,18 @@ func (d *demo) watch(ctx context.Context, kv *api.KV, base string) {
 		}
 		sort.Strings(held)
 		d.mu.Lock()
-		var waiting []string
-		for _, h := range d.hosts {
-			if d.waiting[h] && !holding[h] {
-				waiting = append(waiting, h)
+		var queue api.KVPairs
+		for _, p := range pairs {
+			if strings.HasPrefix(strings.TrimPrefix(p.Key, base), "queue/") {
+				queue = append(queue, p)
 			}
 		}
-		line := fmt.Sprintf("SLOTS current=%s  held: %s  | waiting: %s",
+		sort.Slice(queue, func(i, j int) bool { return queue[i].CreateIndex < queue[j].CreateIndex })
+		var waiting []string
+		for _, p := range queue {
+			waiting = append(waiting, strings.TrimPrefix(p.Key, base+"queue/"))
+		}
+		line := fmt.Sprintf("SLOTS current=%s  held: %s  | queue: %s",
 			current, orNone(strings.Join(held, ", ")), orNone(strings.Join(waiting, " ")))
 		if line != last {
 			d.printfLocked("%s", line)
