@@ -45,11 +45,11 @@ func main() {
 }
 
 type demo struct {
-	start   time.Time
-	mu      sync.Mutex      // serialises output and the fields below
-	done    map[string]int
-	hosts   []string
-	stdout  io.Writer
+	start  time.Time
+	mu     sync.Mutex // serialises output and the fields below
+	done   map[string]int
+	hosts  []string
+	stdout io.Writer
 }
 
 func (d *demo) printf(format string, args ...any) {
