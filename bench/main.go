@@ -12,6 +12,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -63,6 +64,9 @@ func main() {
 		case "gate":
 			gate(os.Args[2], os.Args[3:])
 			return
+		case "rss":
+			rss(os.Args[2:])
+			return
 		}
 	}
 	tierlockBin := flag.String("tierlock", "bin/tierlock", "the tierlock binary")
@@ -92,24 +96,33 @@ func record(args []string) {
 	f.Close()
 }
 
+// rss runs argv and prints its peak resident memory in KiB. A process the harness starts
+// itself inherits the harness's high-water mark (Go starts children with vfork, and the
+// kernel keeps the higher of the parent's and the program's), so a small process in between
+// does the measuring.
+func rss(argv []string) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	_ = cmd.Run()
+	if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		fmt.Println(ru.Maxrss)
+	}
+}
+
 // gate waits until the FIFO at path is opened and closed by the harness, then becomes argv.
 // Spawning 200 processes takes the harness about a second; behind the gate, they all start
-// at once. It is also how a tool is started for its peak memory to be read: a process
-// started directly from the harness counts the harness's memory until it execs (the kernel
-// keeps the higher of the two), this small one does not matter.
+// at once.
 func gate(path string, argv []string) {
-	if path != "-" {
-		f, err := os.Open(path)
-		if err != nil {
-			os.Exit(111)
-		}
-		// Tell the harness we are at the gate (fd 3), then wait for it to open.
-		ready := os.NewFile(3, "ready")
-		_, _ = ready.Write([]byte{1})
-		ready.Close()
-		_, _ = io.Copy(io.Discard, f)
-		f.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		os.Exit(111)
 	}
+	// Tell the harness we are at the gate (fd 3), then wait for it to open.
+	ready := os.NewFile(3, "ready")
+	_, _ = ready.Write([]byte{1})
+	ready.Close()
+	_, _ = io.Copy(io.Discard, f)
+	f.Close()
 	bin, err := exec.LookPath(argv[0])
 	if err != nil {
 		os.Exit(112)
@@ -132,8 +145,12 @@ func run(tierlockBin, consulBin, outDir string, only int) error {
 	if os.Getenv("BENCH_DEBUG") == "" {
 		defer os.RemoveAll(dir)
 	}
+	// Ctrl-C stops the hosts, then the deferred clean-up stops the agent (which runs in its
+	// own process group, so the terminal's signal does not reach it).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	// All simulated hosts share 127.0.0.1: without this, Consul answers 429 past 200 connections.
-	agent, err := consulagent.Start(context.Background(), consulBin, filepath.Join(dir, "consul.log"),
+	agent, err := consulagent.Start(ctx, consulBin, filepath.Join(dir, "consul.log"),
 		"-hcl", "limits { http_max_conns_per_client = 10000 }")
 	if err != nil {
 		return err
@@ -171,7 +188,7 @@ func run(tierlockBin, consulBin, outDir string, only int) error {
 				}
 			}
 			fmt.Fprintf(os.Stderr, "bench: %s, %s...\n", tool, w)
-			f, err := measure(self, dir, proxy, w, tool, argv)
+			f, err := measure(ctx, self, dir, proxy, w, tool, argv)
 			if err != nil {
 				return err
 			}
@@ -199,14 +216,14 @@ type event struct {
 }
 
 // measure runs one workload with one tool: M processes started together, each its own holder.
-func measure(self, dir string, proxy *countingProxy, w workload, tool string, argv func(string) []string) (figures, error) {
+func measure(ctx context.Context, self, dir string, proxy *countingProxy, w workload, tool string, argv func(string) []string) (figures, error) {
 	rec := filepath.Join(dir, fmt.Sprintf("rec-%s-%d-%d", strings.ReplaceAll(tool, " ", "-"), w.M, w.N))
 	before := proxy.Requests()
 	clients := make([]string, w.M)
 	var wg sync.WaitGroup
 	failed := 0
 	var mu sync.Mutex
-	gatePath := filepath.Join(dir, "gate-"+strings.ReplaceAll(tool, " ", "-"))
+	gatePath := filepath.Join(dir, fmt.Sprintf("gate-%s-%d-%d", strings.ReplaceAll(tool, " ", "-"), w.M, w.N))
 	if err := syscall.Mkfifo(gatePath, 0o600); err != nil {
 		return figures{}, err
 	}
@@ -223,7 +240,7 @@ func measure(self, dir string, proxy *countingProxy, w workload, tool string, ar
 		h := fmt.Sprintf("host-%03d", i)
 		args := append([]string{self, "gate", gatePath}, argv(h)...)
 		args = append(args, self, "record", rec, h, w.T.String())
-		cmd := exec.Command(args[0], args[1:]...)
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 		cmd.ExtraFiles = []*os.File{readyW}
 		client := strings.ReplaceAll(tool, " ", "-") + "-" + h
 		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=http://"+proxy.Addr+"/"+client, "CONSUL_HTTP_TOKEN=")
@@ -253,6 +270,9 @@ func measure(self, dir string, proxy *countingProxy, w workload, tool string, ar
 	readyR.Close()
 	gateW.Close() // all hosts start now
 	wg.Wait()
+	if ctx.Err() != nil {
+		return figures{}, ctx.Err()
+	}
 	requests := proxy.Requests() - before
 	if os.Getenv("BENCH_DEBUG") != "" {
 		proxy.mu.Lock()
@@ -371,26 +391,26 @@ func fifo(arrived []int64, starts map[string]int64) float64 {
 // alone, and the tool's peak memory (its maximum resident set): medians of 15 runs each.
 func measureOverhead(self, tool, addr string, argv func(int) []string) overhead {
 	const runs = 15
-	timeIt := func(args []string) (time.Duration, float64) {
+	env := append(os.Environ(), "CONSUL_HTTP_ADDR="+addr, "CONSUL_HTTP_TOKEN=")
+	timeIt := func(args []string) time.Duration {
 		cmd := exec.Command(args[0], args[1:]...)
-		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+addr, "CONSUL_HTTP_TOKEN=")
+		cmd.Env = env
 		start := time.Now()
 		_ = cmd.Run()
-		d := time.Since(start)
-		rss := 0.0
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			rss = float64(ru.Maxrss) / 1024
-		}
-		return d, rss
+		return time.Since(start)
 	}
 	var tool_, bare, rsss []float64
 	for i := range runs {
-		d, _ := timeIt(argv(i))
+		d := timeIt(argv(i))
 		tool_ = append(tool_, float64(d.Microseconds())/1000)
-		d, _ = timeIt([]string{"/bin/true"})
+		d = timeIt([]string{"/bin/true"})
 		bare = append(bare, float64(d.Microseconds())/1000)
-		_, rss := timeIt(append([]string{self, "gate", "-"}, argv(i)...))
-		rsss = append(rsss, rss)
+		probe := exec.Command(self, append([]string{"rss"}, argv(i)...)...)
+		probe.Env = env
+		out, err := probe.Output()
+		if kib, perr := strconv.ParseFloat(strings.TrimSpace(string(out)), 64); err == nil && perr == nil {
+			rsss = append(rsss, kib/1024)
+		}
 	}
 	return overhead{Tool: tool, WallMs: percentile(tool_, 0.5) - percentile(bare, 0.5), PeakRSSMiB: percentile(rsss, 0.5)}
 }
