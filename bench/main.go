@@ -242,7 +242,7 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 		args = append(args, self, "record", rec, h, w.T.String())
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 		cmd.ExtraFiles = []*os.File{readyW}
-		client := strings.ReplaceAll(tool, " ", "-") + "-" + h
+		client := fmt.Sprintf("%s-%d-%d-%s", strings.ReplaceAll(tool, " ", "-"), w.M, w.N, h) // one name per run, so the proxy never mixes workloads
 		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=http://"+proxy.Addr+"/"+client, "CONSUL_HTTP_TOKEN=")
 		clients[i] = client
 		if os.Getenv("BENCH_DEBUG") != "" {
