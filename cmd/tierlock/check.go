@@ -78,7 +78,7 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 		return nil, err
 	}
 	retry := &consulRetry{timeout: timeout, now: a.Now, log: quietLog()}
-	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: min(maxRequestTimeout, timeout), Now: a.Now}
+	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
 	kv := retry.observe(client.KV())
 	if tier == "" {
 		var snaps []*lock.Snapshot

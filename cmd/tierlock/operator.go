@@ -75,7 +75,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	o.kv = o.retry.observe(client.KV())
 	if o.tier != "" {
 		o.sem, err = lock.New(o.kv, lock.Options{Prefix: o.prefix, Tier: o.tier, DefaultMax: lock.DefaultMaxConcurrent,
-			RequestTimeout: min(maxRequestTimeout, timeout), Now: a.Now})
+			RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now})
 		if err != nil {
 			return nil, exitWith(exitConfig, err)
 		}

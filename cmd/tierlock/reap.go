@@ -125,7 +125,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	}
 	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
 	reaper, err := monitor.NewReaper(retry.observe(client.KV()), monitor.Options{
-		Prefix: o.prefix, RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now,
+		Prefix: o.prefix, RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now,
 	})
 	if err != nil {
 		log.Error(err)
@@ -136,6 +136,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	stopWatching := a.cancelOnSignal(cancel)
 	var freed []monitor.Freed
 	var verdicts []monitor.NodeVerdict
+	reaping := reaper.Reaping(o.match)
 	// Reaping is idempotent, so a failed attempt is simply made again; what an attempt freed
 	// before failing is kept for the report.
 	err = retry.do(ctx, "reap", func(ctx context.Context) error {
@@ -149,7 +150,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		case o.dryRun:
 			got, err = reaper.Find(ctx, o.match)
 		default:
-			got, err = reaper.Reap(ctx, o.match)
+			return reaping.Attempt(ctx)
 		}
 		if o.dryRun {
 			freed = got // a dry run reports its last look only
@@ -158,6 +159,15 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		}
 		return err
 	})
+	if !o.catalog && !o.dryRun {
+		// After a lost answer, what was freed is known only by reading again.
+		if rerr := retry.do(ctx, "read what was freed", func(ctx context.Context) (err error) {
+			freed, err = reaping.Freed(ctx)
+			return err
+		}); err == nil {
+			err = rerr
+		}
+	}
 	sig := stopWatching()
 	a.printReaped(a.Stdout, o, freed, verdicts)
 	switch {

@@ -21,9 +21,6 @@ import (
 	"github.com/tierlock/tierlock/runner"
 )
 
-// maxRequestTimeout bounds one Consul request of a run.
-const maxRequestTimeout = 10 * time.Second
-
 func (a *App) runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
@@ -95,7 +92,7 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
 	sem, err := lock.New(retry.observe(client.KV()), lock.Options{
 		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax,
-		RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now, Sessions: client.Session(),
+		RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now, Sessions: client.Session(),
 	})
 	if err != nil {
 		log.Error(err)
@@ -184,8 +181,13 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 	log = log.WithFields(logrus.Fields{"exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
 	switch {
 	case o.successCodes[res.ExitCode] && res.Signal == 0:
-		err := retry.do(ctx, "release", func(ctx context.Context) error { return sem.Release(ctx, slot) })
+		attempts := 0
+		err := retry.do(ctx, "release", func(ctx context.Context) error { attempts++; return sem.Release(ctx, slot) })
 		switch {
+		case errors.Is(err, lock.ErrNotHeld) && attempts > 1:
+			// Release frees only this run's slot, so it is gone: most likely freed by the
+			// earlier attempt, whose answer was lost.
+			log.Info("command succeeded; slot released (an earlier attempt's answer was lost)")
 		case errors.Is(err, lock.ErrNotHeld):
 			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
 		case err != nil:
@@ -275,7 +277,7 @@ func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphor
 // `tierlock reap --consul-catalog` can tell when the host is gone. It is best effort: a slot
 // without a node is still a slot, the catalog reaper just never judges it.
 func (a *App) nodeName(ctx context.Context, log *logrus.Entry, client *api.Client, o runOptions) string {
-	ctx, cancel := context.WithTimeout(ctx, min(maxRequestTimeout, o.consulTimeout))
+	ctx, cancel := context.WithTimeout(ctx, consulclient.RequestTimeout(o.consulTimeout))
 	defer cancel()
 	node, err := consulclient.NodeName(ctx, client)
 	if err != nil {
