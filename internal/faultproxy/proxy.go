@@ -34,10 +34,14 @@ const (
 	// LateCommit holds the request until the client gives up, then passes it on anyway: a
 	// write that lands after its sender stopped waiting for it, perhaps after its retry.
 	LateCommit = -4
+	// StallAfterCommit passes the request on, then holds Consul's answer until the client
+	// gives up: a write applied while its sender hangs (and may be killed).
+	StallAfterCommit = -5
 )
 
 // Kinds are the faults by name, as Counts reports them; a status is its number ("429").
-var Kinds = map[int]string{Reset: "reset", Stall: "stall", DropAfterCommit: "drop-after-commit", LateCommit: "late-commit"}
+var Kinds = map[int]string{Reset: "reset", Stall: "stall", DropAfterCommit: "drop-after-commit", LateCommit: "late-commit",
+	StallAfterCommit: "stall-after-commit"}
 
 // maxHold bounds Stall and LateCommit for a client that never gives up.
 const maxHold = 5 * time.Minute
@@ -95,6 +99,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		p.hold(r)
 	case DropAfterCommit:
 		p.rp.ServeHTTP(httptest.NewRecorder(), r)
+	case StallAfterCommit:
+		p.rp.ServeHTTP(httptest.NewRecorder(), r)
+		p.hold(r)
 	case LateCommit:
 		// Read the body now: once the client has gone, its connection may be unreadable (and
 		// until it is read, the server does not notice that the client left).

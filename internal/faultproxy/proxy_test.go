@@ -77,6 +77,7 @@ func TestFaults(t *testing.T) {
 		{faultproxy.Stall, false},
 		{faultproxy.DropAfterCommit, true},
 		{faultproxy.LateCommit, true},
+		{faultproxy.StallAfterCommit, true},
 	} {
 		t.Run(name(tt.fault), func(t *testing.T) {
 			key := "faultproxy/" + name(tt.fault)
