@@ -85,7 +85,11 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 
 // fail turns an error from lock into the command's exit.
 func (o *operator) fail(err error) error {
+	err = explain(err)
+	var denied *aclError
 	switch {
+	case errors.As(err, &denied):
+		return exitWith(exitConfig, err)
 	case errors.Is(err, lock.ErrInvalidName), errors.Is(err, lock.ErrInvalidConfig), errors.Is(err, lock.ErrRejected):
 		return exitWith(exitConfig, err)
 	case consulclient.Retryable(context.Background(), err):

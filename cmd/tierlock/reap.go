@@ -170,14 +170,25 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	}
 	sig := stopWatching()
 	a.printReaped(a.Stdout, o, freed, verdicts)
+	var hidden []string
+	for _, v := range verdicts {
+		if v.Hidden {
+			hidden = append(hidden, v.Node)
+		}
+	}
 	switch {
+	case err == nil && len(hidden) > 0:
+		// The reaper cannot do its job with this token: that must not pass as "nothing to free".
+		log.Errorf("consul refused the token: it lacks node:read on %s (the catalog hid them); give the reaper node_prefix \"\" { policy = \"read\" }",
+			strings.Join(hidden, ", "))
+		return exitConfig
 	case err == nil:
 		return exitOK
 	case sig != nil:
 		log.WithError(err).Warnf("stopped by %v", sig)
 		return exitTempFail
 	case errors.Is(err, lock.ErrRejected), !consulclient.Retryable(context.Background(), err):
-		log.WithError(err).Error("consul refused the reaping")
+		log.WithError(explain(err)).Error("consul refused the reaping")
 		return exitConfig
 	default:
 		log.WithError(err).Error("consul unavailable")

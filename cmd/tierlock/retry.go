@@ -87,3 +87,21 @@ func (o observedKV) ok(err error) {
 		o.r.lastOK.Store(o.r.now().UnixNano())
 	}
 }
+
+// explain puts Consul's refusals by ACL in one sentence that names the missing permission
+// (consulclient.ACLProblem), keeping the error underneath for errors.Is; other errors pass
+// unchanged.
+func explain(err error) error {
+	if p := consulclient.ACLProblem(err); p != "" {
+		return &aclError{msg: p, err: err}
+	}
+	return err
+}
+
+type aclError struct {
+	msg string
+	err error
+}
+
+func (e *aclError) Error() string { return e.msg }
+func (e *aclError) Unwrap() error { return e.err }

@@ -191,7 +191,7 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		case errors.Is(err, lock.ErrNotHeld):
 			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
 		case err != nil:
-			log.WithError(err).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
+			log.WithError(explain(err)).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
 			return exitSoftware
 		default:
 			log.Info("command succeeded; slot released")
@@ -208,13 +208,13 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		}
 		err := retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, code) })
 		if err != nil {
-			log.WithError(err).Error("could not record the interruption; the slot stays held")
+			log.WithError(explain(err)).Error("could not record the interruption; the slot stays held")
 		}
 		log.Warnf("command interrupted %s; slot stays held (state interrupted)", how)
 	default:
 		err := retry.do(ctx, "mark failed", func(ctx context.Context) error { return sem.MarkFailed(ctx, slot, res.ExitCode) })
 		if err != nil {
-			log.WithError(err).Error("could not record the failure; the slot stays held")
+			log.WithError(explain(err)).Error("could not record the failure; the slot stays held")
 		}
 		log.Error("command failed; slot stays held (state failed) until a run succeeds or an operator releases it")
 	}
@@ -225,10 +225,16 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 // outcome is unknown.
 func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
 	rec lock.Record, err error, sig os.Signal) int {
+	err = explain(err)
+	var denied *aclError
 	switch {
 	case errors.Is(err, lock.ErrDisabled):
 		log.Info("tier disabled (max_concurrent 0); nothing ran")
 		return exitTempFail
+	case errors.As(err, &denied):
+		// Refused, so nothing was written: there is nothing to undo.
+		log.WithError(err).Error("nothing ran")
+		return exitConfig
 	case errors.Is(err, lock.ErrNoSlot):
 		log.WithError(err).Warn("no slot within --wait; nothing ran")
 		return exitTempFail
@@ -281,7 +287,7 @@ func (a *App) nodeName(ctx context.Context, log *logrus.Entry, client *api.Clien
 	defer cancel()
 	node, err := consulclient.NodeName(ctx, client)
 	if err != nil {
-		log.WithError(err).Warn("the slot records no Consul node: `tierlock reap --consul-catalog` will not judge it")
+		log.WithError(explain(err)).Warn("the slot records no Consul node: `tierlock reap --consul-catalog` will not judge it")
 	}
 	return node
 }

@@ -12,6 +12,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -105,6 +108,47 @@ func Retryable(ctx context.Context, err error) bool {
 	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// lacks is how Consul names a missing permission (acl.PermissionDeniedError).
+var lacks = regexp.MustCompile(`lacks permission '([^']+)' on "([^"]*)"`)
+
+// ACLProblem says in one sentence why Consul refused a request for its ACLs, naming the
+// permissions the token lacks and where, or returns "" when err is no such refusal. It never
+// names the token: Consul's messages name tokens by their accessor id, not their secret.
+func ACLProblem(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "ACL not found") {
+		return "consul does not know the token (ACL not found): check CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN"
+	}
+	var perms []string
+	on := map[string][]string{}
+	for _, m := range lacks.FindAllStringSubmatch(msg, -1) {
+		if _, ok := on[m[1]]; !ok {
+			perms = append(perms, m[1])
+		}
+		if where := strconv.Quote(m[2]); !slices.Contains(on[m[1]], where) {
+			on[m[1]] = append(on[m[1]], where)
+		}
+	}
+	if len(perms) == 0 {
+		if strings.Contains(msg, "Permission denied") {
+			return "consul refused the token: permission denied"
+		}
+		return ""
+	}
+	parts := make([]string, 0, len(perms))
+	for _, p := range perms {
+		where := on[p]
+		if len(where) > 3 {
+			where = append(where[:3:3], fmt.Sprintf("%d more", len(on[p])-3))
+		}
+		parts = append(parts, p+" on "+strings.Join(where, ", "))
+	}
+	return "consul refused the token: it lacks " + strings.Join(parts, "; ")
 }
 
 // NodeName asks the agent the client talks to for its node name (Config.NodeName of
