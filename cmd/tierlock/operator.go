@@ -86,7 +86,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 // fail turns an error from lock into the command's exit.
 func (o *operator) fail(err error) error {
 	err = explain(err)
-	var denied *aclError
+	var denied *refusal
 	switch {
 	case errors.As(err, &denied):
 		return exitWith(exitConfig, err)

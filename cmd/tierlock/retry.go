@@ -88,20 +88,25 @@ func (o observedKV) ok(err error) {
 	}
 }
 
-// explain puts Consul's refusals by ACL in one sentence that names the missing permission
-// (consulclient.ACLProblem), keeping the error underneath for errors.Is; other errors pass
-// unchanged.
+// explain puts Consul's refusals by ACL and TLS failures in one sentence that names what to
+// fix (consulclient.ACLProblem, TLSProblem), keeping the error underneath for errors.Is;
+// other errors pass unchanged.
 func explain(err error) error {
-	if p := consulclient.ACLProblem(err); p != "" {
-		return &aclError{msg: p, err: err}
+	p := consulclient.ACLProblem(err)
+	if p == "" {
+		p = consulclient.TLSProblem(err)
+	}
+	if p != "" {
+		return &refusal{msg: p, err: err}
 	}
 	return err
 }
 
-type aclError struct {
+// refusal is an error explain explained: a configuration problem, not an outage.
+type refusal struct {
 	msg string
 	err error
 }
 
-func (e *aclError) Error() string { return e.msg }
-func (e *aclError) Unwrap() error { return e.err }
+func (e *refusal) Error() string { return e.msg }
+func (e *refusal) Unwrap() error { return e.err }

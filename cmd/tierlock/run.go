@@ -226,13 +226,13 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
 	rec lock.Record, err error, sig os.Signal) int {
 	err = explain(err)
-	var denied *aclError
+	var denied *refusal
 	switch {
 	case errors.Is(err, lock.ErrDisabled):
 		log.Info("tier disabled (max_concurrent 0); nothing ran")
 		return exitTempFail
 	case errors.As(err, &denied):
-		// Refused, so nothing was written: there is nothing to undo.
+		// Refused before anything was written: there is nothing to undo.
 		log.WithError(err).Error("nothing ran")
 		return exitConfig
 	case errors.Is(err, lock.ErrNoSlot):

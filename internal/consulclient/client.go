@@ -105,6 +105,9 @@ func Retryable(ctx context.Context, err error) bool {
 		return false
 	}
 	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "remote error" {
+		return false // a TLS alert: Consul refused our certificate (or our lack of one)
+	}
 	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
@@ -149,6 +152,32 @@ func ACLProblem(err error) string {
 		parts = append(parts, p+" on "+strings.Join(where, ", "))
 	}
 	return "consul refused the token: it lacks " + strings.Join(parts, "; ")
+}
+
+// TLSProblem says in one sentence what to fix when err is a TLS failure between tierlock and
+// Consul, or returns "" when it is not.
+func TLSProblem(err error) string {
+	var hostErr x509.HostnameError
+	var authErr x509.UnknownAuthorityError
+	var certErr *tls.CertificateVerificationError
+	var opErr *net.OpError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("consul's certificate is not valid for the name checked (%v): set CONSUL_TLS_SERVER_NAME "+
+			"to a name it is valid for, or use that name in CONSUL_HTTP_ADDR", hostErr)
+	case errors.As(err, &authErr):
+		return fmt.Sprintf("consul's certificate does not verify (%v): point CONSUL_CACERT (or CONSUL_CAPATH) at "+
+			"the CA that signed it", authErr)
+	case errors.As(err, &certErr):
+		return fmt.Sprintf("consul's certificate does not verify (%v): point CONSUL_CACERT (or CONSUL_CAPATH) at "+
+			"the CA that signed it", certErr.Err)
+	case errors.As(err, &opErr) && opErr.Op == "remote error":
+		return fmt.Sprintf("consul refused the TLS connection (%v): it wants a client certificate signed by its CA: "+
+			"set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY", opErr)
+	}
+	return ""
 }
 
 // NodeName asks the agent the client talks to for its node name (Config.NodeName of

@@ -39,6 +39,7 @@ func TestRetryable(t *testing.T) {
 		{"request timeout", context.Background(), context.DeadlineExceeded, true},
 		{"caller cancelled", cancelled, &consulclient.StatusError{Code: 503}, false},
 		{"unknown CA", context.Background(), x509.UnknownAuthorityError{}, false},
+		{"client certificate refused", context.Background(), &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}, false},
 		{"plain", context.Background(), errors.New("lock: invalid stored value"), false},
 	}
 	for _, tt := range tests {
