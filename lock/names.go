@@ -23,7 +23,7 @@ func ValidateName(what, name string) error {
 	for i := 0; i < len(name); i++ {
 		if !nameByte(name[i]) {
 			return fmt.Errorf("%w: %s %q has %q at byte %d (allowed: letters, digits, '.', '_', '-')",
-				ErrInvalidName, what, name, name[i], i)
+				ErrInvalidName, what, clip(name), name[i], i)
 		}
 	}
 	return nil
@@ -38,13 +38,13 @@ func nameByte(c byte) bool {
 func ValidateTier(tier string) error {
 	env, svc, ok := strings.Cut(tier, "/")
 	if !ok || strings.Contains(svc, "/") {
-		return fmt.Errorf("%w: tier %q is not ENVIRONMENT/SERVICE", ErrInvalidName, tier)
+		return fmt.Errorf("%w: tier %q is not ENVIRONMENT/SERVICE", ErrInvalidName, clip(tier))
 	}
 	if err := ValidateName("tier environment", env); err != nil {
-		return fmt.Errorf("%w (in tier %q)", err, tier)
+		return fmt.Errorf("%w (in tier %q)", err, clip(tier))
 	}
 	if err := ValidateName("tier service", svc); err != nil {
-		return fmt.Errorf("%w (in tier %q)", err, tier)
+		return fmt.Errorf("%w (in tier %q)", err, clip(tier))
 	}
 	return nil
 }
@@ -53,7 +53,7 @@ func ValidateTier(tier string) error {
 func ValidatePrefix(prefix string) error {
 	for _, part := range strings.Split(prefix, "/") {
 		if err := ValidateName("prefix element", part); err != nil {
-			return fmt.Errorf("%w (in prefix %q)", err, prefix)
+			return fmt.Errorf("%w (in prefix %q)", err, clip(prefix))
 		}
 	}
 	return nil
