@@ -3,6 +3,7 @@ package lock
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxNameLen bounds one name: long enough for any FQDN, short enough for a Consul key.
@@ -22,8 +23,12 @@ func ValidateName(what, name string) error {
 	}
 	for i := 0; i < len(name); i++ {
 		if !nameByte(name[i]) {
-			return fmt.Errorf("%w: %s %q has %q at byte %d (allowed: letters, digits, '.', '_', '-')",
-				ErrInvalidName, what, clip(name), name[i], i)
+			bad := fmt.Sprintf("byte 0x%02x", name[i])
+			if r, size := utf8.DecodeRuneInString(name[i:]); r != utf8.RuneError || size > 1 {
+				bad = fmt.Sprintf("%q", r)
+			}
+			return fmt.Errorf("%w: %s %q has %s at byte %d (allowed: letters, digits, '.', '_', '-')",
+				ErrInvalidName, what, clip(name), bad, i)
 		}
 	}
 	return nil
