@@ -153,10 +153,16 @@ type recorder string
 func newRecorder(t *testing.T) recorder { return recorder(filepath.Join(t.TempDir(), "recorder")) }
 
 // script is a command for `tierlock run`: it checks in Consul (directly, not through any
-// proxy) that the host holds its slot, appends "start HOST PID" or "NOSLOT HOST PID", sleeps
-// for sleep, appends "end HOST", and exits with code.
+// proxy; asking again while Consul cannot answer, between leaders say) that the host holds
+// its slot, appends "start HOST PID" or "NOSLOT HOST PID", sleeps for sleep, appends
+// "end HOST", and exits with code.
 func (r recorder) script(consulAddr, holder string, sleep time.Duration, code int) []string {
-	return []string{"sh", "-c", `if "$0" kv get -http-addr="$1" "$2" >/dev/null 2>&1; then s=start; else s=NOSLOT; fi
+	return []string{"sh", "-c", `s=UNKNOWN; i=0
+while [ $i -lt 120 ]; do
+	if out=$("$0" kv get -http-addr="$1" "$2" 2>&1); then s=start; break; fi
+	case "$out" in *"No key exists"*) s=NOSLOT; break;; esac
+	i=$((i+1)); sleep 0.5
+done
 echo "$s $3 $$" >> "$4"; sleep "$5"; echo "end $3" >> "$4"; exit "$6"`,
 		consulBin, consulAddr, base + "running/" + holder, holder, string(r), fmt.Sprintf("%.3f", sleep.Seconds()), fmt.Sprint(code)}
 }
@@ -189,6 +195,8 @@ func (r recorder) starts(t *testing.T) map[string]int {
 		switch l[0] {
 		case "NOSLOT":
 			t.Errorf("%s ran its command without a slot", l[1])
+		case "UNKNOWN":
+			t.Errorf("%s ran its command; Consul would not say whether it held a slot", l[1])
 		case "start":
 			n[l[1]]++
 		}
@@ -257,4 +265,25 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// peak is the most commands that ran at once, by the recorder's order.
+func (r recorder) peak(t *testing.T) int {
+	t.Helper()
+	running, peak := 0, 0
+	for _, l := range r.lines(t) {
+		switch l[0] {
+		case "start", "NOSLOT", "UNKNOWN":
+			running++
+			peak = max(peak, running)
+		case "end":
+			running--
+		}
+	}
+	return peak
+}
+
+// kvPair is a key of the test tier.
+func kvPair(key, value string) *api.KVPair {
+	return &api.KVPair{Key: base + key, Value: []byte(value)}
 }

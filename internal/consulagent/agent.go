@@ -30,7 +30,10 @@ type Config struct {
 	// Servers is how many servers the cluster has (-bootstrap-expect); default 1. Only with
 	// DataDir.
 	Servers int
-	// Join are the LAN gossip addresses (Agent.SerfAddr) of other servers to join.
+	// Client, with DataDir, makes a client agent (not a server), as hosts run: it forwards to
+	// the servers it joins (Join).
+	Client bool
+	// Join are the LAN gossip addresses (Agent.SerfAddr) of other agents to join.
 	Join []string
 	// HTTPS also opens an HTTPS port (Agent.HTTPSAddr); give the certificates in HCL.
 	HTTPS bool
@@ -137,9 +140,12 @@ func Prepare(bin string, cfg Config) (*Agent, error) {
 		a.HTTPSAddr = "127.0.0.1:" + strconv.Itoa(ports[3])
 		args = append(args, "-https-port", strconv.Itoa(ports[3]))
 	}
-	if cfg.DataDir == "" {
+	switch {
+	case cfg.DataDir == "":
 		args = append(args, "-dev")
-	} else {
+	case cfg.Client:
+		args = append(args, "-data-dir", cfg.DataDir)
+	default:
 		servers := max(cfg.Servers, 1)
 		// Elections as fast as dev mode's: the tests kill leaders on purpose.
 		args = append(args, "-server", "-data-dir", cfg.DataDir, "-bootstrap-expect", strconv.Itoa(servers),
