@@ -20,7 +20,10 @@ func TestHostileInput(t *testing.T) {
 	p := faultproxy.New(server.Addr)
 	defer p.Close()
 	var requests []string
-	p.SetRule(func(r *http.Request) int { requests = append(requests, r.Method+" "+r.URL.Path); return faultproxy.Pass })
+	p.SetRule(func(r *http.Request) int {
+		requests = append(requests, r.Method+" "+r.URL.Path)
+		return faultproxy.Pass
+	})
 	rec := newRecorder(t)
 	h := newHost(t, "web-1", p.Addr)
 	runArgs := func(flags ...string) []string {
