@@ -3,6 +3,7 @@ package reliability_test
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
@@ -19,8 +20,12 @@ func TestHostileInput(t *testing.T) {
 	admin := clientOf(t, server, "")
 	p := faultproxy.New(server.Addr)
 	defer p.Close()
+	var mu sync.Mutex
 	var requests []string
+	asked := func() []string { mu.Lock(); defer mu.Unlock(); r := requests; requests = nil; return r }
 	p.SetRule(func(r *http.Request) int {
+		mu.Lock()
+		defer mu.Unlock()
 		requests = append(requests, r.Method+" "+r.URL.Path)
 		return faultproxy.Pass
 	})
@@ -59,7 +64,7 @@ func TestHostileInput(t *testing.T) {
 			{[]string{"reap", "--instance-id", ".."}, `".."`},
 			{[]string{"check", "--prefix", "../chef"}, `".."`},
 		} {
-			requests = nil
+			asked()
 			o := h.run(t, tc.args...)
 			want := 78
 			if tc.args[0] == "check" {
@@ -68,8 +73,8 @@ func TestHostileInput(t *testing.T) {
 			if o.code != want || !strings.Contains(o.stderr.String()+o.stdout.String(), tc.says) {
 				t.Errorf("%q: want exit %d naming %s, got %s", tc.args[:3], want, tc.says, o)
 			}
-			if len(requests) > 0 {
-				t.Errorf("%q: asked Consul %q before refusing", tc.args[:3], requests)
+			if r := asked(); len(r) > 0 {
+				t.Errorf("%q: asked Consul %q before refusing", tc.args[:3], r)
 			}
 		}
 	})

@@ -325,6 +325,8 @@ func TestReleaseResentAfterLostAnswer(t *testing.T) {
 	})
 	r := run(t, cli(t, p.Addr, "release", "--tier", tier, "--holder", "web-3", "--consul-timeout", "20s"))
 	wantCode(t, r, 0)
+	mu.Lock()
+	defer mu.Unlock()
 	if !retook {
 		t.Fatal("the release was not retried")
 	}
