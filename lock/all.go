@@ -30,6 +30,9 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock: read %s/: %w", prefix, err)
 	}
+	if err := filtered(meta, prefix+"/"); err != nil {
+		return nil, err
+	}
 	byTier := map[string]api.KVPairs{}
 	for _, p := range pairs {
 		parts := strings.SplitN(strings.TrimPrefix(p.Key, prefix+"/"), "/", 3)

@@ -36,7 +36,19 @@ func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Du
 	if err != nil {
 		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
 	}
+	if err := filtered(meta, s.base); err != nil {
+		return nil, err
+	}
 	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, meta.LastIndex), nil
+}
+
+// filtered refuses a listing that Consul's ACLs cut short: a tier read without some of its
+// keys would look freer than it is, and a judgement on it would be wrong.
+func filtered(meta *api.QueryMeta, prefix string) error {
+	if meta == nil || !meta.ResultsFilteredByACLs {
+		return nil
+	}
+	return fmt.Errorf("%w: read %s: the token lacks permission 'key:read' on %q (consul filtered the listing by ACL)", ErrRejected, prefix, prefix)
 }
 
 // change is one write to a tier: put (rec != nil) or delete running/<holder>, or neither.

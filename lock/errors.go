@@ -14,7 +14,7 @@ var (
 	ErrInvalidName = errors.New("lock: invalid name")
 	// ErrNotHeld means the holder has no slot (or it belongs to another run of that holder).
 	ErrNotHeld = errors.New("lock: slot not held")
-	// ErrRejected means Consul refused a transaction for a reason other than a lost race,
-	// such as a missing ACL permission.
-	ErrRejected = errors.New("lock: transaction rejected")
+	// ErrRejected means Consul refused a request for a reason other than a lost race, such as
+	// a missing ACL permission: a write refused, or a read whose results its ACLs filtered.
+	ErrRejected = errors.New("lock: refused by consul")
 )

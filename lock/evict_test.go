@@ -186,13 +186,13 @@ func TestEvictRemovesQueueEntries(t *testing.T) {
 	}
 	// Freeing db-1's slot lets web-4, now at the head, in. (The evicted waiter, alive in this
 	// test, queues again behind it.)
-	if _, err := other.ForceRelease(ctx(t), "db-1"); err != nil {
+	if _, err := other.ForceRelease(ctx(t), "db-1", "r-db"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-behind; err != nil {
 		t.Errorf("web-4: %v", err)
 	}
-	if _, err := other.ForceRelease(ctx(t), "web-4"); err != nil {
+	if _, err := other.ForceRelease(ctx(t), "web-4", "run-web-4"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-stuck; err != nil {

@@ -3,6 +3,7 @@ package lock
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // maxNameLen bounds one name: long enough for any FQDN, short enough for a Consul key.
@@ -22,8 +23,12 @@ func ValidateName(what, name string) error {
 	}
 	for i := 0; i < len(name); i++ {
 		if !nameByte(name[i]) {
-			return fmt.Errorf("%w: %s %q has %q at byte %d (allowed: letters, digits, '.', '_', '-')",
-				ErrInvalidName, what, name, name[i], i)
+			bad := fmt.Sprintf("byte 0x%02x", name[i])
+			if r, size := utf8.DecodeRuneInString(name[i:]); r != utf8.RuneError || size > 1 {
+				bad = fmt.Sprintf("%q", r)
+			}
+			return fmt.Errorf("%w: %s %q has %s at byte %d (allowed: letters, digits, '.', '_', '-')",
+				ErrInvalidName, what, clip(name), bad, i)
 		}
 	}
 	return nil
@@ -38,13 +43,13 @@ func nameByte(c byte) bool {
 func ValidateTier(tier string) error {
 	env, svc, ok := strings.Cut(tier, "/")
 	if !ok || strings.Contains(svc, "/") {
-		return fmt.Errorf("%w: tier %q is not ENVIRONMENT/SERVICE", ErrInvalidName, tier)
+		return fmt.Errorf("%w: tier %q is not ENVIRONMENT/SERVICE", ErrInvalidName, clip(tier))
 	}
 	if err := ValidateName("tier environment", env); err != nil {
-		return fmt.Errorf("%w (in tier %q)", err, tier)
+		return fmt.Errorf("%w (in tier %q)", err, clip(tier))
 	}
 	if err := ValidateName("tier service", svc); err != nil {
-		return fmt.Errorf("%w (in tier %q)", err, tier)
+		return fmt.Errorf("%w (in tier %q)", err, clip(tier))
 	}
 	return nil
 }
@@ -53,7 +58,7 @@ func ValidateTier(tier string) error {
 func ValidatePrefix(prefix string) error {
 	for _, part := range strings.Split(prefix, "/") {
 		if err := ValidateName("prefix element", part); err != nil {
-			return fmt.Errorf("%w (in prefix %q)", err, prefix)
+			return fmt.Errorf("%w (in prefix %q)", err, clip(prefix))
 		}
 	}
 	return nil

@@ -78,10 +78,10 @@ func parseJSONRecord(holder string, value []byte) (Record, error) {
 	case r.Holder == "":
 		r.Holder = holder
 	case r.Holder != holder:
-		return Record{}, fmt.Errorf("record names holder %q, key names %q", r.Holder, holder)
+		return Record{}, fmt.Errorf("record names holder %q, key names %q", clip(r.Holder), clip(holder))
 	}
 	if !r.State.valid() {
-		return Record{}, fmt.Errorf("state %q is not running, failed or interrupted", r.State)
+		return Record{}, fmt.Errorf("state %q is not running, failed or interrupted", clip(string(r.State)))
 	}
 	if r.StartedAt.IsZero() {
 		return Record{}, fmt.Errorf("started_at is missing")

@@ -249,10 +249,13 @@ func (s *Semaphore) own(snap *Snapshot, slot *Slot) (Record, error) {
 	return rec, nil
 }
 
-// ForceRelease frees holder's slot whatever its state and whichever run holds it, even when
-// its value cannot be read. It returns the record it removed (zero if unreadable), or
-// ErrNotHeld when there is no slot to free.
-func (s *Semaphore) ForceRelease(ctx context.Context, holder string) (Record, error) {
+// ForceRelease frees holder's slot whatever its state, even when its value cannot be read,
+// provided the run holding it is still runID: the run a Read showed the caller ("" for a slot
+// recorded without one, by older tooling, or whose value cannot be read). Pinning the run makes
+// a retry safe: sent again after its answer was lost, ForceRelease does not free a fresh slot
+// that a new run of the holder took in between. It returns the record it removed (zero if
+// unreadable), or ErrNotHeld when holder holds no slot of that run.
+func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Record, error) {
 	if err := ValidateName("holder", holder); err != nil {
 		return Record{}, err
 	}
@@ -262,6 +265,9 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder string) (Record, er
 			return change{}, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
 		}
 		freed = snap.Holders[holder]
+		if freed.RunID != runID {
+			return change{}, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
+		}
 		return change{holder: holder, delete: true}, nil
 	})
 	return freed, err

@@ -302,10 +302,10 @@ func TestForceReleaseAndRepair(t *testing.T) {
 	if err != nil || again.Drift() {
 		t.Errorf("second repair: %v drift=%v", err, again.Drift())
 	}
-	if _, err := s.ForceRelease(ctx(t), "old-box"); err != nil {
+	if _, err := s.ForceRelease(ctx(t), "old-box", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ForceRelease(ctx(t), "old-box"); !errors.Is(err, lock.ErrNotHeld) {
+	if _, err := s.ForceRelease(ctx(t), "old-box", ""); !errors.Is(err, lock.ErrNotHeld) {
 		t.Errorf("second force release: %v, want ErrNotHeld", err)
 	}
 	if v := values(t); v["current"] != "0" || len(v) != 1 {
@@ -322,7 +322,7 @@ func TestDriftNeverAdmitsMoreThanMax(t *testing.T) {
 		t.Fatalf("acquire on a drifted full tier: %v", err)
 	}
 	// A write heals the counter: b's release leaves current = 1 = running keys.
-	if _, err := s.ForceRelease(ctx(t), "b"); err != nil {
+	if _, err := s.ForceRelease(ctx(t), "b", ""); err != nil {
 		t.Fatal(err)
 	}
 	checkInvariant(t)
@@ -391,4 +391,26 @@ func TestReadAll(t *testing.T) {
 	if want := "prod/db:1:1 prod/web:1:1 stage/web:1:1"; strings.Join(got, " ") != want {
 		t.Errorf("ReadAll = %v, want %s", got, want)
 	}
+}
+
+// A force release names the run it saw: sent again after its answer was lost, it must not
+// free the fresh slot a new run of the holder took in between.
+func TestForceReleaseIsPinnedToTheRun(t *testing.T) {
+	s := newSem(t, 3)
+	if _, err := s.Acquire(ctx(t), req("web-3", "r1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForceRelease(ctx(t), "web-3", "r1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx(t), req("web-3", "r2")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForceRelease(ctx(t), "web-3", "r1"); !errors.Is(err, lock.ErrNotHeld) {
+		t.Errorf("release of run r1 again, with r2 holding: %v, want ErrNotHeld", err)
+	}
+	if v := values(t); v["current"] != "1" || v["running/web-3"] == "" {
+		t.Errorf("r2's slot was freed: %v", v)
+	}
+	checkInvariant(t)
 }

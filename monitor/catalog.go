@@ -111,6 +111,9 @@ func (r *Reaper) readCatalog(ctx context.Context, nodes NodeLister, checks Check
 	}
 	// The reaper's own agent is always registered: an empty catalog is a broken answer, and
 	// judging by it would free every slot.
+	if len(ns) == 0 && meta != nil && meta.ResultsFilteredByACLs {
+		return Catalog{}, fmt.Errorf("monitor: read the catalog's nodes: %w: the token lacks permission 'node:read' on \"\" (consul filtered the catalog by ACL)", lock.ErrRejected)
+	}
 	if len(ns) == 0 {
 		return Catalog{}, fmt.Errorf("monitor: the catalog lists no node at all; not judging by it")
 	}

@@ -23,6 +23,9 @@ type NodeVerdict struct {
 	Node   string // as a slot recorded it
 	Dead   bool   // its slots are to be freed
 	Reason string // why, for people: "left the catalog", "serfHealth critical for 1h2m0s", ...
+	// Hidden is set when the node is missing from a catalog Consul filtered by ACL: the
+	// token lacks node:read on it, so nobody can tell whether it left.
+	Hidden bool
 }
 
 // JudgeNodes judges the nodes the slots recorded (held) by the catalog: a node missing from it
@@ -50,7 +53,8 @@ func JudgeNodes(held []string, cat Catalog, since map[string]time.Time, now time
 		v := NodeVerdict{Node: node}
 		switch {
 		case !registered[key] && cat.Filtered:
-			v.Reason = "not in the catalog, which Consul filtered by ACL: cannot tell whether it left"
+			v.Hidden = true
+			v.Reason = "not in the catalog, which Consul filtered by ACL (the token lacks permission 'node:read'): cannot tell whether it left"
 		case !registered[key]:
 			v.Dead, v.Reason = true, "left the catalog"
 		case critical[key]:

@@ -3,6 +3,7 @@ package monitor_test
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ func TestJudgeNodes(t *testing.T) {
 			name: "a catalog filtered by ACL cannot say who left", held: []string{"gone-1", "web-2"}, grace: 0,
 			cat: monitor.Catalog{Nodes: []string{"web-2"}, Critical: []string{"web-2"}, Filtered: true},
 			want: []string{
-				"gone-1:false:not in the catalog, which Consul filtered by ACL: cannot tell whether it left",
+				"gone-1:false:not in the catalog, which Consul filtered by ACL (the token lacks permission 'node:read'): cannot tell whether it left",
 				"web-2:true:serfHealth critical for 0s (grace 0s)",
 			},
 			wantSince: map[string]time.Time{"web-2": now},
@@ -109,6 +110,9 @@ func TestJudgeNodes(t *testing.T) {
 			var got []string
 			for _, v := range verdicts {
 				got = append(got, fmt.Sprintf("%s:%v:%s", v.Node, v.Dead, v.Reason))
+				if v.Hidden != strings.Contains(v.Reason, "filtered by ACL") {
+					t.Errorf("%s: Hidden %v, reason %q", v.Node, v.Hidden, v.Reason)
+				}
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("verdicts\n got %q\nwant %q", got, tt.want)

@@ -131,3 +131,71 @@ func matching(snap *lock.Snapshot, match Match) []Freed {
 	slices.SortFunc(queued, byHolder)
 	return append(slots, queued...)
 }
+
+// Only narrows match to the slots and queue entries in found, by holder and run id: a slot
+// that a new run took since found was read (a new host under a reused name) no longer matches.
+func Only(match Match, found []Freed) Match {
+	type run struct{ holder, id string }
+	seen := map[run]bool{}
+	for _, f := range found {
+		seen[run{f.Holder, f.RunID}] = true
+	}
+	return func(holder string, rec lock.Record) bool { return seen[run{holder, rec.RunID}] && match(holder, rec) }
+}
+
+// Reaping is one reaping that may take several attempts: the caller retries the Consul errors
+// of Attempt (reaping is idempotent) and asks Freed at the end. The first attempt reads what
+// match selects, and every attempt frees only that (Only), so an attempt made again after its
+// answer was lost frees nothing a new run took meanwhile.
+type Reaping struct {
+	r      *Reaper
+	match  Match
+	seen   []Freed // what match selected at the first read; nil before
+	freed  []Freed // what attempts reported freeing
+	failed bool    // an attempt failed: what it freed is not known
+}
+
+// Reaping starts a reaping of what match selects.
+func (r *Reaper) Reaping(match Match) *Reaping { return &Reaping{r: r, match: match} }
+
+// Attempt makes one attempt at freeing what is left.
+func (g *Reaping) Attempt(ctx context.Context) error {
+	if g.seen == nil {
+		seen, err := g.r.Find(ctx, g.match)
+		if err != nil {
+			return err
+		}
+		g.seen, g.match = append([]Freed{}, seen...), Only(g.match, seen)
+	}
+	got, err := g.r.Reap(ctx, g.match)
+	g.freed = append(g.freed, got...)
+	if err != nil {
+		g.failed = true
+	}
+	return err
+}
+
+// Freed is what the reaping freed, in Reap's order. When an attempt failed, its answer may have
+// been lost after Consul freed slots, so Freed reads the tiers again: what the reaping selected
+// and is gone now was freed, by it or, at the same moment, by someone else.
+func (g *Reaping) Freed(ctx context.Context) ([]Freed, error) {
+	if !g.failed {
+		return g.freed, nil
+	}
+	left, err := g.r.Find(ctx, g.match)
+	if err != nil {
+		return g.freed, err
+	}
+	key := func(f Freed) string { return fmt.Sprint(f.Tier, "\x00", f.Holder, "\x00", f.RunID, "\x00", f.Queued) }
+	still := map[string]bool{}
+	for _, f := range left {
+		still[key(f)] = true
+	}
+	var gone []Freed
+	for _, f := range g.seen {
+		if !still[key(f)] {
+			gone = append(gone, f)
+		}
+	}
+	return gone, nil
+}

@@ -118,6 +118,8 @@ var shipped = []shippedFile{
 	{deb: "/usr/share/doc/tierlock/README.md", mode: 0o644, src: "README.md"},
 	{deb: "/usr/share/doc/tierlock/examples/cron.d/tierlock", mode: 0o644, src: "packaging/cron/tierlock"},
 	{deb: "/usr/share/doc/tierlock/examples/tierlock-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-policy.hcl"},
+	{deb: "/usr/share/doc/tierlock/examples/tierlock-reaper-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-reaper-policy.hcl"},
+	{deb: "/usr/share/doc/tierlock/examples/tierlock-check-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-check-policy.hcl"},
 	{deb: "/usr/share/doc/tierlock/copyright", rpm: "/usr/share/licenses/tierlock/LICENSE", mode: 0o644, src: "LICENSE"},
 }
 

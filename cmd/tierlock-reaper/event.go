@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // The EventBridge events the reaper acts on: detail-type, and the source that sends it.
@@ -28,8 +29,16 @@ type MalformedEvent struct{ reason string }
 func (e *MalformedEvent) Error() string { return "malformed event: " + e.reason }
 
 func malformed(format string, args ...any) error {
-	return &MalformedEvent{reason: fmt.Sprintf(format, args...)}
+	reason := fmt.Sprintf(format, args...)
+	// An event may be as large as 256 KiB; its reason goes into one log line.
+	if len(reason) > maxReason {
+		reason = strings.ToValidUTF8(reason[:maxReason], "") + "..."
+	}
+	return &MalformedEvent{reason: reason}
 }
+
+// maxReason bounds a MalformedEvent's reason.
+const maxReason = 1024
 
 // instanceIDPattern is EC2's: "i-" and 8 or 17 hex digits.
 var instanceIDPattern = regexp.MustCompile(`^i-[0-9a-f]{8}([0-9a-f]{9})?$`)

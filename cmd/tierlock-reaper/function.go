@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
+	"github.com/cenkalti/backoff/v4"
 	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 
@@ -32,7 +33,17 @@ const (
 	envPrefix         = "TIERLOCK_PREFIX"                 // KV prefix of all tiers; default chef
 	envTokenParameter = "TIERLOCK_CONSUL_TOKEN_PARAMETER" // SSM SecureString holding the Consul token
 	envLogLevel       = "TIERLOCK_LOG_LEVEL"              // debug, info (default), warn, error
+	envConsulTimeout  = "TIERLOCK_CONSUL_TIMEOUT"         // how long Consul may keep failing in one invocation
 )
+
+// defaultConsulTimeout is how long one invocation retries Consul errors by default: half the
+// shipped function timeout (60s), so that a Consul that stays down fails the invocation, which
+// Lambda retries later, rather than timing it out.
+const defaultConsulTimeout = 30 * time.Second
+
+// deadlineMargin is kept between the last Consul retry and the invocation's deadline, for the
+// lifecycle action and the answer.
+const deadlineMargin = 5 * time.Second
 
 // Function is the Lambda handler. main only wires it; tests call Invoke in-process or run the
 // built binary against a stand-in Runtime API.
@@ -49,8 +60,9 @@ type Function struct {
 
 // deps is what a cold start sets up, once per process.
 type deps struct {
-	reaper    *monitor.Reaper
-	lifecycle *autoscaling.Client
+	reaper        *monitor.Reaper
+	lifecycle     *autoscaling.Client
+	consulTimeout time.Duration
 }
 
 // result is the function's answer, for whoever invoked it (and the tests).
@@ -108,7 +120,7 @@ func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte
 		return res, nil
 	}
 	log = log.WithField("instance_id", a.instanceID)
-	freed, err := d.reaper.Reap(ctx, monitor.ByInstance(a.instanceID))
+	freed, err := d.reap(ctx, log, monitor.ByInstance(a.instanceID))
 	for _, s := range freed {
 		if s.Queued {
 			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder}).Info("queue entry removed")
@@ -129,6 +141,38 @@ func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte
 		}
 	}
 	return res, nil
+}
+
+// reap frees what match selects, retrying Consul errors that may pass (reaping is idempotent,
+// and a Reaping frees only what it first saw) with backoff and jitter for the Consul timeout,
+// within the invocation's deadline.
+func (d *deps) reap(ctx context.Context, log *logrus.Entry, match monitor.Match) ([]monitor.Freed, error) {
+	retry := func(what string, op func() error) error {
+		b := backoff.NewExponentialBackOff()
+		b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, d.consulTimeout
+		if deadline, ok := ctx.Deadline(); ok {
+			// At least a moment: zero would mean no bound at all.
+			b.MaxElapsedTime = max(time.Millisecond, min(b.MaxElapsedTime, time.Until(deadline)-deadlineMargin))
+		}
+		return backoff.RetryNotify(func() error {
+			err := op()
+			if err != nil && !consulclient.Retryable(ctx, err) {
+				return backoff.Permanent(err)
+			}
+			return err
+		}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
+			log.WithError(err).Warnf("%s: consul error, retrying in %s", what, next.Round(time.Millisecond))
+		})
+	}
+	reaping := d.reaper.Reaping(match)
+	err := retry("reap", func() error { return reaping.Attempt(ctx) })
+	var freed []monitor.Freed
+	// After a lost answer, what was freed is known only by reading again.
+	ferr := retry("read what was freed", func() (err error) {
+		freed, err = reaping.Freed(ctx)
+		return err
+	})
+	return freed, errors.Join(err, ferr)
 }
 
 // completeLifecycle tells Auto Scaling to go on terminating the instance, now that its slots
@@ -199,7 +243,13 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 	if err != nil {
 		return nil, err
 	}
-	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix})
+	consulTimeout := defaultConsulTimeout
+	if v := os.Getenv(envConsulTimeout); v != "" {
+		if consulTimeout, err = time.ParseDuration(v); err != nil || consulTimeout <= 0 {
+			return nil, fmt.Errorf("%s %q: want a positive duration such as 30s", envConsulTimeout, v)
+		}
+	}
+	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix, RequestTimeout: consulclient.RequestTimeout(consulTimeout)})
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +257,7 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 		"identity": identity, "consul_address": consulAddress(consulCfg), "consul_token": tokenSource(),
 		"prefix": prefix, "version": f.Version, "region": awsCfg.Region,
 	}).Info("cold start")
-	f.deps = &deps{reaper: reaper, lifecycle: autoscaling.NewFromConfig(awsCfg)}
+	f.deps = &deps{reaper: reaper, lifecycle: autoscaling.NewFromConfig(awsCfg), consulTimeout: consulTimeout}
 	return f.deps, nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -98,8 +100,33 @@ func (a *App) cliApp() *cli.App {
 	}
 }
 
+// tokenFlags are flags people reach for to hand a Consul token over. A token on the command
+// line is readable by every user of the host (ps, /proc, shell history), so tierlock has no
+// such flag and names the safe ways instead.
+var tokenFlags = []string{"token", "consul-token", "http-token", "acl-token", "consul-http-token"}
+
+// tokenFlag returns the token flag among args (before "--"), without its value, or "".
+func tokenFlag(args []string) string {
+	for _, arg := range args {
+		if arg == "--" {
+			return ""
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(arg, "-"), "=")
+		if strings.HasPrefix(arg, "-") && slices.Contains(tokenFlags, strings.ToLower(name)) {
+			return "--" + name
+		}
+	}
+	return ""
+}
+
 // Run runs the command line args and returns the exit code.
 func (a *App) Run(ctx context.Context, args []string) int {
+	if f := tokenFlag(args); f != "" {
+		fmt.Fprintf(a.Stderr, "tierlock: %s: a Consul token is never given on the command line, where every user of the "+
+			"host can read it (ps, /proc, shell history); name a file holding it in CONSUL_HTTP_TOKEN_FILE "+
+			"(or set CONSUL_HTTP_TOKEN)\n", f)
+		return exitConfig
+	}
 	err := a.cliApp().RunContext(ctx, args)
 	if err == nil {
 		return exitOK

@@ -78,7 +78,7 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 		return nil, err
 	}
 	retry := &consulRetry{timeout: timeout, now: a.Now, log: quietLog()}
-	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: min(maxRequestTimeout, timeout), Now: a.Now}
+	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
 	kv := retry.observe(client.KV())
 	if tier == "" {
 		var snaps []*lock.Snapshot
@@ -86,7 +86,7 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 			snaps, err = lock.ReadAll(ctx, kv, opts)
 			return err
 		})
-		return snaps, err
+		return snaps, explain(err)
 	}
 	sem, err := lock.New(kv, opts)
 	if err != nil {
@@ -94,7 +94,7 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 	}
 	snap, err := readTier(ctx, sem, retry, "read")
 	if err != nil {
-		return nil, err
+		return nil, explain(err)
 	}
 	if !snap.Exists() {
 		return nil, fmt.Errorf("tier %s has no keys under %s/", tier, prefix)

@@ -5,12 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,9 +25,10 @@ import (
 // The CLI is tested as users run it: the real binary, as separate processes, against a real
 // Consul agent (one for the package), each test under its own key prefix.
 var (
-	binary string
-	agent  *consulagent.Agent
-	consul *api.Client
+	binary    string
+	consulBin string // the consul binary, whose `kv get` lets a command check its slot
+	agent     *consulagent.Agent
+	consul    *api.Client
 )
 
 func TestMain(m *testing.M) {
@@ -46,12 +49,19 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "build tierlock:", err)
 		return 1
 	}
-	bin, err := consulagent.Binary()
-	if err != nil {
+	if consulBin, err = consulagent.Binary(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if agent, err = consulagent.Start(context.Background(), bin, filepath.Join(dir, "consul.log"),
+	// The fault tests' parallel cases mostly wait on held requests, not on the CPU; an
+	// explicit -parallel wins.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "8")
+	}
+	if agent, err = consulagent.Start(context.Background(), consulBin, filepath.Join(dir, "consul.log"),
 		"-hcl", "limits { http_max_conns_per_client = 10000 }"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -97,9 +107,14 @@ func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 	return cmd
 }
 
-var stateDirs = map[string]string{}
+var (
+	stateDirsMu sync.Mutex // parallel subtests ask at once
+	stateDirs   = map[string]string{}
+)
 
 func stateDir(t *testing.T) string {
+	stateDirsMu.Lock()
+	defer stateDirsMu.Unlock()
 	if d, ok := stateDirs[t.Name()]; ok {
 		return d
 	}

@@ -75,7 +75,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	o.kv = o.retry.observe(client.KV())
 	if o.tier != "" {
 		o.sem, err = lock.New(o.kv, lock.Options{Prefix: o.prefix, Tier: o.tier, DefaultMax: lock.DefaultMaxConcurrent,
-			RequestTimeout: min(maxRequestTimeout, timeout), Now: a.Now})
+			RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now})
 		if err != nil {
 			return nil, exitWith(exitConfig, err)
 		}
@@ -85,7 +85,11 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 
 // fail turns an error from lock into the command's exit.
 func (o *operator) fail(err error) error {
+	err = explain(err)
+	var denied *refusal
 	switch {
+	case errors.As(err, &denied):
+		return exitWith(exitConfig, err)
 	case errors.Is(err, lock.ErrInvalidName), errors.Is(err, lock.ErrInvalidConfig), errors.Is(err, lock.ErrRejected):
 		return exitWith(exitConfig, err)
 	case consulclient.Retryable(context.Background(), err):

@@ -125,7 +125,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	}
 	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
 	reaper, err := monitor.NewReaper(retry.observe(client.KV()), monitor.Options{
-		Prefix: o.prefix, RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now,
+		Prefix: o.prefix, RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now,
 	})
 	if err != nil {
 		log.Error(err)
@@ -136,6 +136,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	stopWatching := a.cancelOnSignal(cancel)
 	var freed []monitor.Freed
 	var verdicts []monitor.NodeVerdict
+	reaping := reaper.Reaping(o.match)
 	// Reaping is idempotent, so a failed attempt is simply made again; what an attempt freed
 	// before failing is kept for the report.
 	err = retry.do(ctx, "reap", func(ctx context.Context) error {
@@ -149,7 +150,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		case o.dryRun:
 			got, err = reaper.Find(ctx, o.match)
 		default:
-			got, err = reaper.Reap(ctx, o.match)
+			return reaping.Attempt(ctx)
 		}
 		if o.dryRun {
 			freed = got // a dry run reports its last look only
@@ -158,16 +159,36 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		}
 		return err
 	})
+	if !o.catalog && !o.dryRun {
+		// After a lost answer, what was freed is known only by reading again.
+		if rerr := retry.do(ctx, "read what was freed", func(ctx context.Context) (err error) {
+			freed, err = reaping.Freed(ctx)
+			return err
+		}); err == nil {
+			err = rerr
+		}
+	}
 	sig := stopWatching()
 	a.printReaped(a.Stdout, o, freed, verdicts)
+	var hidden []string
+	for _, v := range verdicts {
+		if v.Hidden {
+			hidden = append(hidden, v.Node)
+		}
+	}
 	switch {
+	case err == nil && len(hidden) > 0:
+		// The reaper cannot do its job with this token: that must not pass as "nothing to free".
+		log.Errorf("consul refused the token: it lacks node:read on %s (the catalog hid them); give the reaper node_prefix \"\" { policy = \"read\" }",
+			strings.Join(hidden, ", "))
+		return exitConfig
 	case err == nil:
 		return exitOK
 	case sig != nil:
 		log.WithError(err).Warnf("stopped by %v", sig)
 		return exitTempFail
 	case errors.Is(err, lock.ErrRejected), !consulclient.Retryable(context.Background(), err):
-		log.WithError(err).Error("consul refused the reaping")
+		log.WithError(explain(err)).Error("consul refused the reaping")
 		return exitConfig
 	default:
 		log.WithError(err).Error("consul unavailable")

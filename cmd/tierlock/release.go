@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/urfave/cli/v2"
 
@@ -35,30 +36,46 @@ func (a *App) releaseCommand() *cli.Command {
 			if !snap.Exists() {
 				return exitWith(exitConfig, fmt.Errorf("tier %s does not exist under %s/ (no keys)", o.tier, o.prefix))
 			}
-			var freed lock.Record
-			err = o.retry.do(c.Context, "release", func(ctx context.Context) (err error) {
-				freed, err = o.sem.ForceRelease(ctx, holder)
-				return err
-			})
-			if errors.Is(err, lock.ErrNotHeld) {
+			seen, readable := snap.Holders[holder]
+			if !readable && !slices.Contains(snap.Unreadable(), holder) {
 				fmt.Fprintf(a.Stdout, "%s: %s holds no slot; nothing changed\n", o.tier, holder)
 				return nil
 			}
-			if err != nil {
+			// The release frees the run seen here and no other: a retry after a lost answer
+			// must not free a slot that a new run of the host took in between.
+			freed, attempts := seen, 0
+			err = o.retry.do(c.Context, "release", func(ctx context.Context) (err error) {
+				attempts++
+				freed, err = o.sem.ForceRelease(ctx, holder, seen.RunID)
+				return err
+			})
+			lost := errors.Is(err, lock.ErrNotHeld) && attempts > 1 // an earlier attempt freed it
+			if lost {
+				freed = seen
+			} else if err != nil && !errors.Is(err, lock.ErrNotHeld) {
 				return o.fail(err)
 			}
-			after, err := o.read(c.Context)
-			if err != nil {
-				return err
+			after, rerr := o.read(c.Context)
+			if rerr != nil {
+				return rerr
 			}
-			what := "an unreadable value"
-			if freed.State != "" {
-				what = fmt.Sprintf("%s, attempt %d, started %s ago", freed.State, freed.Attempts, monitor.Age(a.Now().Sub(freed.StartedAt)))
-				if freed.ExitCode != nil {
-					what = fmt.Sprintf("%s, exit %d", what, *freed.ExitCode)
+			now, holds := after.Holders[holder]
+			switch {
+			case err != nil && !lost:
+				fmt.Fprintf(a.Stdout, "%s: %s's slot was freed meanwhile; nothing changed\n", o.tier, holder)
+			default:
+				what := "an unreadable value"
+				if freed.State != "" {
+					what = fmt.Sprintf("%s, attempt %d, started %s ago", freed.State, freed.Attempts, monitor.Age(a.Now().Sub(freed.StartedAt)))
+					if freed.ExitCode != nil {
+						what = fmt.Sprintf("%s, exit %d", what, *freed.ExitCode)
+					}
 				}
+				fmt.Fprintf(a.Stdout, "%s: released %s (%s); current %d -> %d\n", o.tier, holder, what, snap.Current, after.Current)
 			}
-			fmt.Fprintf(a.Stdout, "%s: released %s (%s); current %d -> %d\n", o.tier, holder, what, snap.Current, after.Current)
+			if holds && now.RunID != seen.RunID {
+				fmt.Fprintf(a.Stdout, "%s: %s holds a new slot now (run %s, %s), left alone\n", o.tier, holder, now.RunID, now.State)
+			}
 			return nil
 		},
 	}

@@ -87,3 +87,26 @@ func (o observedKV) ok(err error) {
 		o.r.lastOK.Store(o.r.now().UnixNano())
 	}
 }
+
+// explain puts Consul's refusals by ACL and TLS failures in one sentence that names what to
+// fix (consulclient.ACLProblem, TLSProblem), keeping the error underneath for errors.Is;
+// other errors pass unchanged.
+func explain(err error) error {
+	p := consulclient.ACLProblem(err)
+	if p == "" {
+		p = consulclient.TLSProblem(err)
+	}
+	if p != "" {
+		return &refusal{msg: p, err: err}
+	}
+	return err
+}
+
+// refusal is an error explain explained: a configuration problem, not an outage.
+type refusal struct {
+	msg string
+	err error
+}
+
+func (e *refusal) Error() string { return e.msg }
+func (e *refusal) Unwrap() error { return e.err }

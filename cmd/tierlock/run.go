@@ -21,9 +21,6 @@ import (
 	"github.com/tierlock/tierlock/runner"
 )
 
-// maxRequestTimeout bounds one Consul request of a run.
-const maxRequestTimeout = 10 * time.Second
-
 func (a *App) runCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "run",
@@ -95,7 +92,7 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
 	sem, err := lock.New(retry.observe(client.KV()), lock.Options{
 		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax,
-		RequestTimeout: min(maxRequestTimeout, o.consulTimeout), Now: a.Now, Sessions: client.Session(),
+		RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now, Sessions: client.Session(),
 	})
 	if err != nil {
 		log.Error(err)
@@ -184,12 +181,17 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 	log = log.WithFields(logrus.Fields{"exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
 	switch {
 	case o.successCodes[res.ExitCode] && res.Signal == 0:
-		err := retry.do(ctx, "release", func(ctx context.Context) error { return sem.Release(ctx, slot) })
+		attempts := 0
+		err := retry.do(ctx, "release", func(ctx context.Context) error { attempts++; return sem.Release(ctx, slot) })
 		switch {
+		case errors.Is(err, lock.ErrNotHeld) && attempts > 1:
+			// Release frees only this run's slot, so it is gone: most likely freed by the
+			// earlier attempt, whose answer was lost.
+			log.Info("command succeeded; slot released (an earlier attempt's answer was lost)")
 		case errors.Is(err, lock.ErrNotHeld):
 			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
 		case err != nil:
-			log.WithError(err).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
+			log.WithError(explain(err)).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
 			return exitSoftware
 		default:
 			log.Info("command succeeded; slot released")
@@ -206,13 +208,13 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		}
 		err := retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, code) })
 		if err != nil {
-			log.WithError(err).Error("could not record the interruption; the slot stays held")
+			log.WithError(explain(err)).Error("could not record the interruption; the slot stays held")
 		}
 		log.Warnf("command interrupted %s; slot stays held (state interrupted)", how)
 	default:
 		err := retry.do(ctx, "mark failed", func(ctx context.Context) error { return sem.MarkFailed(ctx, slot, res.ExitCode) })
 		if err != nil {
-			log.WithError(err).Error("could not record the failure; the slot stays held")
+			log.WithError(explain(err)).Error("could not record the failure; the slot stays held")
 		}
 		log.Error("command failed; slot stays held (state failed) until a run succeeds or an operator releases it")
 	}
@@ -223,10 +225,16 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 // outcome is unknown.
 func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
 	rec lock.Record, err error, sig os.Signal) int {
+	err = explain(err)
+	var denied *refusal
 	switch {
 	case errors.Is(err, lock.ErrDisabled):
 		log.Info("tier disabled (max_concurrent 0); nothing ran")
 		return exitTempFail
+	case errors.As(err, &denied):
+		// Refused before anything was written: there is nothing to undo.
+		log.WithError(err).Error("nothing ran")
+		return exitConfig
 	case errors.Is(err, lock.ErrNoSlot):
 		log.WithError(err).Warn("no slot within --wait; nothing ran")
 		return exitTempFail
@@ -275,11 +283,11 @@ func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphor
 // `tierlock reap --consul-catalog` can tell when the host is gone. It is best effort: a slot
 // without a node is still a slot, the catalog reaper just never judges it.
 func (a *App) nodeName(ctx context.Context, log *logrus.Entry, client *api.Client, o runOptions) string {
-	ctx, cancel := context.WithTimeout(ctx, min(maxRequestTimeout, o.consulTimeout))
+	ctx, cancel := context.WithTimeout(ctx, consulclient.RequestTimeout(o.consulTimeout))
 	defer cancel()
 	node, err := consulclient.NodeName(ctx, client)
 	if err != nil {
-		log.WithError(err).Warn("the slot records no Consul node: `tierlock reap --consul-catalog` will not judge it")
+		log.WithError(explain(err)).Warn("the slot records no Consul node: `tierlock reap --consul-catalog` will not judge it")
 	}
 	return node
 }

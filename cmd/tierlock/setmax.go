@@ -127,11 +127,17 @@ func maxArg(c *cli.Context, optional bool) (*int, error) {
 	return &n, nil
 }
 
-// change runs one write with retries and returns the snapshot it was based on.
+// change runs one write with retries and returns the snapshot it was based on. When an
+// attempt fails after sending its write, the write may have applied without our hearing it:
+// the next attempt then finds nothing left to change, so the snapshot that attempt was based
+// on is the one that tells what changed.
 func (o *operator) change(ctx context.Context, what string, write func(context.Context) (*lock.Snapshot, error)) (*lock.Snapshot, error) {
 	var before *lock.Snapshot
-	err := o.retry.do(ctx, what, func(ctx context.Context) (err error) {
-		before, err = write(ctx)
+	err := o.retry.do(ctx, what, func(ctx context.Context) error {
+		snap, err := write(ctx)
+		if before == nil {
+			before = snap
+		}
 		return err
 	})
 	if err != nil {

@@ -1,6 +1,7 @@
-// Package consulagent starts and stops a real Consul dev agent on free loopback ports, for
-// the tests and the demo. Everything tierlock promises is about Consul's behaviour, so it is
-// tested against Consul itself, never a fake KV.
+// Package consulagent starts and stops real Consul agents on free loopback ports, for the
+// tests and the demo: a dev agent, a server that keeps its state in a data directory (and
+// survives a restart), or a cluster of servers. Everything tierlock promises is about
+// Consul's behaviour, so it is tested against Consul itself, never a fake KV.
 package consulagent
 
 import (
@@ -21,10 +22,43 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// Agent is a running `consul agent -dev`.
+// Config describes an agent. The zero value is a dev agent (state in memory).
+type Config struct {
+	// DataDir, when set, makes a server (not -dev) that keeps its state there, so that it
+	// survives Restart.
+	DataDir string
+	// Servers is how many servers the cluster has (-bootstrap-expect); default 1. Only with
+	// DataDir.
+	Servers int
+	// Client, with DataDir, makes a client agent (not a server), as hosts run: it forwards to
+	// the servers it joins (Join).
+	Client bool
+	// Join are the LAN gossip addresses (Agent.SerfAddr) of other agents to join.
+	Join []string
+	// HTTPS also opens an HTTPS port (Agent.HTTPSAddr); give the certificates in HCL.
+	HTTPS bool
+	// LogPath receives the agent's output (discarded if empty), appended to across restarts.
+	LogPath string
+	// HCL are more configuration snippets (-hcl).
+	HCL []string
+	// Args are more command-line flags.
+	Args []string
+}
+
+// Agent is a running Consul agent.
 type Agent struct {
 	// Addr is the HTTP API address, host:port on 127.0.0.1.
 	Addr string
+	// HTTPSAddr is the HTTPS API address, with Config.HTTPS.
+	HTTPSAddr string
+	// SerfAddr is the LAN gossip address, for Config.Join; ServerAddr the server RPC address,
+	// as /v1/status/leader names the leader.
+	SerfAddr, ServerAddr string
+	// Node is the agent's node name.
+	Node string
+	bin  string
+	args []string
+	cfg  Config
 	cmd  *exec.Cmd
 	done chan struct{}
 	log  *os.File
@@ -58,55 +92,125 @@ func Binary() (string, error) {
 // Start runs a dev agent on free loopback ports and waits until it has a leader and answers
 // KV requests. Its output goes to logPath (discarded if empty). extra are more agent flags.
 func Start(ctx context.Context, bin, logPath string, extra ...string) (*Agent, error) {
+	return Launch(ctx, bin, Config{LogPath: logPath, Args: extra})
+}
+
+// Launch runs the agent cfg describes on free loopback ports and waits until it is Ready.
+func Launch(ctx context.Context, bin string, cfg Config) (*Agent, error) {
 	var err error
 	// Free ports are found by binding and releasing them, so another process may take one in
 	// between; a second and third try make that harmless.
 	for try := 0; try < 3; try++ {
 		var a *Agent
-		if a, err = start(ctx, bin, logPath, extra); err == nil {
-			return a, nil
+		if a, err = Prepare(bin, cfg); err != nil {
+			return nil, err
+		}
+		if err = a.start(); err == nil {
+			if err = a.Ready(ctx); err == nil {
+				return a, nil
+			}
+			a.Stop()
 		}
 	}
 	return nil, err
 }
 
-func start(ctx context.Context, bin, logPath string, extra []string) (*Agent, error) {
-	ports, err := freePorts(3)
+// Prepare chooses the agent's ports and command line without starting it, so that the
+// servers of a cluster can be told each other's addresses first. Start it with Restart.
+func Prepare(bin string, cfg Config) (*Agent, error) {
+	n := 3
+	if cfg.HTTPS {
+		n++
+	}
+	ports, err := freePorts(n)
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"agent", "-dev", "-node", "tierlock-dev-" + strconv.Itoa(ports[0]),
-		"-bind", "127.0.0.1", "-client", "127.0.0.1",
+	a := &Agent{
+		Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), SerfAddr: "127.0.0.1:" + strconv.Itoa(ports[1]),
+		ServerAddr: "127.0.0.1:" + strconv.Itoa(ports[2]), Node: "tierlock-" + strconv.Itoa(ports[0]),
+		bin: bin, cfg: cfg,
+	}
+	args := []string{"agent", "-node", a.Node, "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
 		"-server-port", strconv.Itoa(ports[2]),
 		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-serf-wan-port", "-1",
 		"-log-level", "warn"}
-	args = append(args, extra...)
-	a := &Agent{Addr: "127.0.0.1:" + strconv.Itoa(ports[0]), done: make(chan struct{})}
-	a.cmd = exec.Command(bin, args...)
+	if cfg.HTTPS {
+		a.HTTPSAddr = "127.0.0.1:" + strconv.Itoa(ports[3])
+		args = append(args, "-https-port", strconv.Itoa(ports[3]))
+	}
+	switch {
+	case cfg.DataDir == "":
+		args = append(args, "-dev")
+	case cfg.Client:
+		args = append(args, "-data-dir", cfg.DataDir)
+	default:
+		servers := max(cfg.Servers, 1)
+		// Elections as fast as dev mode's: the tests kill leaders on purpose.
+		args = append(args, "-server", "-data-dir", cfg.DataDir, "-bootstrap-expect", strconv.Itoa(servers),
+			"-hcl", "performance { raft_multiplier = 1 }")
+	}
+	for _, j := range cfg.Join {
+		args = append(args, "-retry-join", j)
+	}
+	if len(cfg.Join) > 0 {
+		args = append(args, "-retry-interval", "1s")
+	}
+	for _, h := range cfg.HCL {
+		args = append(args, "-hcl", h)
+	}
+	a.args = append(args, cfg.Args...)
+	return a, nil
+}
+
+// start runs the prepared command; it does not wait.
+func (a *Agent) start() error {
+	a.done = make(chan struct{})
+	a.cmd = exec.Command(a.bin, a.args...)
 	// Its own process group, so that a Ctrl-C meant for the demo's hosts does not stop the
 	// agent under them; Stop ends it.
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if logPath != "" {
-		if a.log, err = os.Create(logPath); err != nil {
-			return nil, err
+	if a.cfg.LogPath != "" {
+		var err error
+		if a.log, err = os.OpenFile(a.cfg.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+			return err
 		}
 		a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	}
 	if err := a.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("consulagent: start %s: %w", bin, err)
+		return fmt.Errorf("consulagent: start %s: %w", a.bin, err)
 	}
 	go func() { _ = a.cmd.Wait(); close(a.done) }()
-	if err := a.ready(ctx); err != nil {
-		a.Stop()
-		return nil, err
-	}
-	return a, nil
+	return nil
 }
 
-// ready waits for a leader and a working consistent KV read.
-func (a *Agent) ready(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+// Restart starts the agent again, on the same ports and with the same data directory, after
+// Stop or Kill (or for the first time after Prepare); it does not wait for Ready.
+func (a *Agent) Restart() error {
+	if a.Running() {
+		return fmt.Errorf("consulagent: agent on %s is still running", a.Addr)
+	}
+	return a.start()
+}
+
+// Running reports whether the agent's process is alive.
+func (a *Agent) Running() bool {
+	if a.done == nil {
+		return false
+	}
+	select {
+	case <-a.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Ready waits, up to a minute, until the agent knows a leader and answers a consistent KV
+// read (a 403 of an ACL-enabled agent counts: it answered).
+func (a *Agent) Ready(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
 	for {
@@ -131,7 +235,15 @@ func (a *Agent) get(c *http.Client, path string, ok func(string) bool) bool {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return (resp.StatusCode == 200 || resp.StatusCode == 404) && ok(string(b))
+	return (resp.StatusCode == 200 || resp.StatusCode == 404 || resp.StatusCode == 403) && ok(string(b))
+}
+
+// Leader returns the server RPC address of the leader this agent knows, "" if none.
+func (a *Agent) Leader() string {
+	c := &http.Client{Timeout: 2 * time.Second}
+	var leader string
+	a.get(c, "/v1/status/leader", func(b string) bool { leader = strings.Trim(strings.TrimSpace(b), `"`); return true })
+	return leader
 }
 
 // RunTests is the body of a package's TestMain: it starts one agent for the package's tests
@@ -159,15 +271,26 @@ func RunTests(run func(a *Agent, client *api.Client) int) int {
 
 // Client returns an API client for the agent, without a token whatever the environment says.
 func (a *Agent) Client() (*api.Client, error) {
+	return a.ClientWithToken("")
+}
+
+// ClientWithToken returns an API client for the agent's HTTP address that sends token.
+func (a *Agent) ClientWithToken(token string) (*api.Client, error) {
 	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Token, cfg.TokenFile = a.Addr, "", ""
+	cfg.Address, cfg.Scheme, cfg.Token, cfg.TokenFile = a.Addr, "http", token, ""
+	cfg.TLSConfig = api.TLSConfig{}
 	return api.NewClient(cfg)
 }
 
 // Stop ends the agent (SIGTERM, then SIGKILL after 5s) and waits for it.
-func (a *Agent) Stop() {
-	if a.cmd.Process != nil {
-		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+func (a *Agent) Stop() { a.end(syscall.SIGTERM) }
+
+// Kill ends the agent with SIGKILL, as a crash would, and waits for it.
+func (a *Agent) Kill() { a.end(syscall.SIGKILL) }
+
+func (a *Agent) end(sig syscall.Signal) {
+	if a.Running() {
+		_ = a.cmd.Process.Signal(sig)
 		select {
 		case <-a.done:
 		case <-time.After(5 * time.Second):
@@ -177,6 +300,94 @@ func (a *Agent) Stop() {
 	}
 	if a.log != nil {
 		_ = a.log.Close()
+		a.log = nil
+	}
+}
+
+// Cluster is a Consul cluster of servers on loopback, each with its data directory.
+type Cluster struct {
+	Servers []*Agent
+}
+
+// StartCluster starts n servers with data directories under dir, joined to each other, and
+// waits until each knows the leader. cfg adds to every server's configuration (HCL, Args;
+// its LogPath names each server's log, suffixed with its number).
+func StartCluster(ctx context.Context, bin, dir string, n int, cfg Config) (*Cluster, error) {
+	var err error
+	for try := 0; try < 3; try++ {
+		var c *Cluster
+		if c, err = startCluster(ctx, bin, dir, n, cfg, try); err == nil {
+			return c, nil
+		}
+	}
+	return nil, err
+}
+
+func startCluster(ctx context.Context, bin, dir string, n int, cfg Config, try int) (*Cluster, error) {
+	c := &Cluster{}
+	for i := range n {
+		sc := cfg
+		sc.DataDir, sc.Servers = filepath.Join(dir, fmt.Sprintf("try%d-server%d", try, i)), n
+		if cfg.LogPath != "" {
+			sc.LogPath = fmt.Sprintf("%s.%d", cfg.LogPath, i)
+		}
+		a, err := Prepare(bin, sc)
+		if err != nil {
+			return nil, err
+		}
+		c.Servers = append(c.Servers, a)
+	}
+	for i, a := range c.Servers {
+		for j, b := range c.Servers {
+			if i != j {
+				a.args = append(a.args, "-retry-join", b.SerfAddr)
+			}
+		}
+		a.args = append(a.args, "-retry-interval", "1s")
+	}
+	for _, s := range c.Servers {
+		if err := s.Restart(); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	for _, s := range c.Servers {
+		if err := s.Ready(ctx); err != nil {
+			c.Stop()
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Leader returns the server that leads, waiting up to a minute for one (an election).
+func (c *Cluster) Leader(ctx context.Context) (*Agent, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		for _, s := range c.Servers {
+			if !s.Running() {
+				continue
+			}
+			leader := s.Leader()
+			for _, l := range c.Servers {
+				if l.ServerAddr == leader && l.Running() {
+					return l, nil
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("consulagent: no leader: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop stops every server.
+func (c *Cluster) Stop() {
+	for _, s := range c.Servers {
+		s.Stop()
 	}
 }
 

@@ -12,8 +12,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -27,6 +31,17 @@ type StatusError struct {
 
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("consul answered %d: %s", e.Code, e.Body)
+}
+
+// MaxRequestTimeout bounds one Consul request (a blocking query gets its wait on top).
+const MaxRequestTimeout = 10 * time.Second
+
+// RequestTimeout bounds one Consul request of a command that may retry for budget (its
+// --consul-timeout): a third of it, at least a second (never more than the budget), at most
+// MaxRequestTimeout. A request that hangs so leaves time for two more tries rather than using
+// the whole budget up.
+func RequestTimeout(budget time.Duration) time.Duration {
+	return min(MaxRequestTimeout, budget, max(budget/3, time.Second))
 }
 
 // New returns a client configured from the environment, as `consul` itself is.
@@ -90,9 +105,79 @@ func Retryable(ctx context.Context, err error) bool {
 		return false
 	}
 	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "remote error" {
+		return false // a TLS alert: Consul refused our certificate (or our lack of one)
+	}
 	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// lacks is how Consul names a missing permission (acl.PermissionDeniedError).
+var lacks = regexp.MustCompile(`lacks permission '([^']+)' on "([^"]*)"`)
+
+// ACLProblem says in one sentence why Consul refused a request for its ACLs, naming the
+// permissions the token lacks and where, or returns "" when err is no such refusal. It never
+// names the token: Consul's messages name tokens by their accessor id, not their secret.
+func ACLProblem(err error) string {
+	if err == nil {
+		return ""
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "ACL not found") {
+		return "consul does not know the token (ACL not found): check CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN"
+	}
+	var perms []string
+	on := map[string][]string{}
+	for _, m := range lacks.FindAllStringSubmatch(msg, -1) {
+		if _, ok := on[m[1]]; !ok {
+			perms = append(perms, m[1])
+		}
+		if where := strconv.Quote(m[2]); !slices.Contains(on[m[1]], where) {
+			on[m[1]] = append(on[m[1]], where)
+		}
+	}
+	if len(perms) == 0 {
+		if strings.Contains(msg, "Permission denied") {
+			return "consul refused the token: permission denied"
+		}
+		return ""
+	}
+	parts := make([]string, 0, len(perms))
+	for _, p := range perms {
+		where := on[p]
+		if len(where) > 3 {
+			where = append(where[:3:3], fmt.Sprintf("%d more", len(on[p])-3))
+		}
+		parts = append(parts, p+" on "+strings.Join(where, ", "))
+	}
+	return "consul refused the token: it lacks " + strings.Join(parts, "; ")
+}
+
+// TLSProblem says in one sentence what to fix when err is a TLS failure between tierlock and
+// Consul, or returns "" when it is not.
+func TLSProblem(err error) string {
+	var hostErr x509.HostnameError
+	var authErr x509.UnknownAuthorityError
+	var certErr *tls.CertificateVerificationError
+	var opErr *net.OpError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("consul's certificate is not valid for the name checked (%v): set CONSUL_TLS_SERVER_NAME "+
+			"to a name it is valid for, or use that name in CONSUL_HTTP_ADDR", hostErr)
+	case errors.As(err, &authErr):
+		return fmt.Sprintf("consul's certificate does not verify (%v): point CONSUL_CACERT (or CONSUL_CAPATH) at "+
+			"the CA that signed it", authErr)
+	case errors.As(err, &certErr):
+		return fmt.Sprintf("consul's certificate does not verify (%v): point CONSUL_CACERT (or CONSUL_CAPATH) at "+
+			"the CA that signed it", certErr.Err)
+	case errors.As(err, &opErr) && opErr.Op == "remote error":
+		return fmt.Sprintf("consul refused the TLS connection (%v): it wants a client certificate signed by its CA: "+
+			"set CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY", opErr)
+	}
+	return ""
 }
 
 // NodeName asks the agent the client talks to for its node name (Config.NodeName of

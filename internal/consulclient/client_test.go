@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -38,6 +39,7 @@ func TestRetryable(t *testing.T) {
 		{"request timeout", context.Background(), context.DeadlineExceeded, true},
 		{"caller cancelled", cancelled, &consulclient.StatusError{Code: 503}, false},
 		{"unknown CA", context.Background(), x509.UnknownAuthorityError{}, false},
+		{"client certificate refused", context.Background(), &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}, false},
 		{"plain", context.Background(), errors.New("lock: invalid stored value"), false},
 	}
 	for _, tt := range tests {
@@ -123,5 +125,46 @@ func TestNodeName(t *testing.T) {
 				t.Errorf("NodeName = %q, %v; want %q, error containing %q", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestRequestTimeout(t *testing.T) {
+	for budget, want := range map[time.Duration]time.Duration{
+		500 * time.Millisecond: 500 * time.Millisecond, // never more than the budget
+		2 * time.Second:        time.Second,            // at least a second
+		9 * time.Second:        3 * time.Second,        // a third: room for two more tries
+		time.Minute:            10 * time.Second,       // at most 10s
+	} {
+		if got := consulclient.RequestTimeout(budget); got != want {
+			t.Errorf("RequestTimeout(%s) = %s, want %s", budget, got, want)
+		}
+	}
+}
+
+func TestACLProblem(t *testing.T) {
+	denied := `Unexpected response code: 403 (Permission denied: token with AccessorID '2b6c' lacks permission 'key:write' on "chef/a/b/current")`
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"nil", nil, ""},
+		{"not an ACL problem", errors.New("connection refused"), ""},
+		{"unknown token", errors.New("Unexpected response code: 403 (ACL not found)"), "consul does not know the token (ACL not found): check CONSUL_HTTP_TOKEN_FILE or CONSUL_HTTP_TOKEN"},
+		{"one permission", errors.New(denied), `consul refused the token: it lacks key:write on "chef/a/b/current"`},
+		{"a transaction's errors, grouped", fmt.Errorf("lock: refused by consul: %s; %s; %s; %s; %s; %s",
+			`Permission denied: token with AccessorID 'x' lacks permission 'key:write' on "k1"`,
+			`Permission denied: token with AccessorID 'x' lacks permission 'key:write' on "k2"`,
+			`Permission denied: token with AccessorID 'x' lacks permission 'key:write' on "k1"`,
+			`Permission denied: token with AccessorID 'x' lacks permission 'session:write' on "n"`,
+			`Permission denied: token with AccessorID 'x' lacks permission 'key:write' on "k3"`,
+			`Permission denied: token with AccessorID 'x' lacks permission 'key:write' on "k4"`),
+			`consul refused the token: it lacks key:write on "k1", "k2", "k3", 1 more; session:write on "n"`},
+		{"older Consul, no detail", errors.New("Permission denied"), "consul refused the token: permission denied"},
+	}
+	for _, tt := range tests {
+		if got := consulclient.ACLProblem(tt.err); got != tt.want {
+			t.Errorf("%s: got %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

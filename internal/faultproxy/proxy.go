@@ -1,21 +1,52 @@
 // Package faultproxy is a reverse proxy put in front of a real Consul agent in tests, to
-// inject the failures tierlock must survive (429s, 5xx, resets) without faking the KV.
+// inject the failures tierlock must survive without faking the KV: 429s and 5xx, resets,
+// requests that hang past the client's timeout, and the nastiest, writes that Consul applies
+// while their sender never learns it.
 package faultproxy
 
 import (
+	"bytes"
+	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// Reset, returned by a Rule, drops the connection without an answer.
-const Reset = -1
+// The faults a Rule returns besides an HTTP status, which answers the request with that status
+// instead of passing it on (Consul's own 429 and 5xx, "No cluster leader" included, look the
+// same to a client).
+const (
+	// Pass passes the request to Consul and its answer back.
+	Pass = 0
+	// Reset drops the connection without passing the request on.
+	Reset = -1
+	// Stall holds the request, unanswered and not passed on, until the client gives up.
+	Stall = -2
+	// DropAfterCommit passes the request on, waits for Consul's answer, then drops the
+	// connection: a write is applied and its sender does not know.
+	DropAfterCommit = -3
+	// LateCommit holds the request until the client gives up, then passes it on anyway: a
+	// write that lands after its sender stopped waiting for it, perhaps after its retry.
+	LateCommit = -4
+	// StallAfterCommit passes the request on, then holds Consul's answer until the client
+	// gives up: a write applied while its sender hangs (and may be killed).
+	StallAfterCommit = -5
+)
 
-// Rule decides the fate of one request: 0 passes it to Consul, an HTTP status answers it with
-// that status instead, Reset drops the connection.
+// Kinds are the faults by name, as Counts reports them; a status is its number ("429").
+var Kinds = map[int]string{Reset: "reset", Stall: "stall", DropAfterCommit: "drop-after-commit", LateCommit: "late-commit",
+	StallAfterCommit: "stall-after-commit"}
+
+// maxHold bounds Stall and LateCommit for a client that never gives up.
+const maxHold = 5 * time.Minute
+
+// Rule decides the fate of one request: Pass, a fault above, or an HTTP status.
 type Rule func(r *http.Request) int
 
 // Proxy counts and forwards requests to a Consul agent, applying its rule.
@@ -23,40 +54,89 @@ type Proxy struct {
 	// Addr is host:port to use as CONSUL_HTTP_ADDR.
 	Addr     string
 	srv      *httptest.Server
+	rp       *httputil.ReverseProxy
+	closed   chan struct{}
+	inflight atomic.Int64
 	mu       sync.Mutex
 	rule     Rule
+	counts   map[string]int64
 	requests atomic.Int64
 	injected atomic.Int64
 }
 
 // New starts a proxy in front of the agent at target (host:port).
 func New(target string) *Proxy {
-	p := &Proxy{}
-	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.requests.Add(1)
-		p.mu.Lock()
-		rule := p.rule
-		p.mu.Unlock()
-		status := 0
-		if rule != nil {
-			status = rule(r)
-		}
-		switch {
-		case status == 0:
-			rp.ServeHTTP(w, r)
-		case status == Reset:
-			p.injected.Add(1)
-			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
-				conn.Close()
-			}
-		default:
-			p.injected.Add(1)
-			http.Error(w, "injected by faultproxy", status)
-		}
-	}))
+	p := &Proxy{closed: make(chan struct{}), counts: map[string]int64{}}
+	p.rp = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	// A request whose client went away is not news; the default logs every one.
+	p.rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
+	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
 	p.Addr = p.srv.Listener.Addr().String()
 	return p
+}
+
+func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
+	p.inflight.Add(1)
+	defer p.inflight.Add(-1)
+	p.requests.Add(1)
+	p.mu.Lock()
+	rule := p.rule
+	p.mu.Unlock()
+	fault := Pass
+	if rule != nil {
+		fault = rule(r)
+	}
+	if fault == Pass {
+		p.rp.ServeHTTP(w, r)
+		return
+	}
+	p.count(fault)
+	switch fault {
+	case Reset:
+	case Stall:
+		// Read the body: until it is read, the server does not notice a client that leaves.
+		_, _ = io.Copy(io.Discard, r.Body)
+		p.hold(r)
+	case DropAfterCommit:
+		p.rp.ServeHTTP(httptest.NewRecorder(), r)
+	case StallAfterCommit:
+		p.rp.ServeHTTP(httptest.NewRecorder(), r)
+		p.hold(r)
+	case LateCommit:
+		// Read the body now: once the client has gone, its connection may be unreadable (and
+		// until it is read, the server does not notice that the client left).
+		body, _ := io.ReadAll(r.Body)
+		p.hold(r)
+		late := r.Clone(context.WithoutCancel(r.Context()))
+		late.Body = io.NopCloser(bytes.NewReader(body))
+		p.rp.ServeHTTP(httptest.NewRecorder(), late)
+	default:
+		http.Error(w, "injected by faultproxy", fault)
+		return
+	}
+	if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+		conn.Close()
+	}
+}
+
+// hold waits until the client gives up (closes its connection), the proxy closes, or maxHold.
+func (p *Proxy) hold(r *http.Request) {
+	select {
+	case <-r.Context().Done():
+	case <-p.closed:
+	case <-time.After(maxHold):
+	}
+}
+
+func (p *Proxy) count(fault int) {
+	p.injected.Add(1)
+	kind, ok := Kinds[fault]
+	if !ok {
+		kind = strconv.Itoa(fault)
+	}
+	p.mu.Lock()
+	p.counts[kind]++
+	p.mu.Unlock()
 }
 
 // SetRule replaces the rule; nil passes everything.
@@ -66,11 +146,39 @@ func (p *Proxy) SetRule(r Rule) {
 	p.mu.Unlock()
 }
 
-// Requests is how many requests reached the proxy; Injected how many it failed.
+// Requests is how many requests reached the proxy.
 func (p *Proxy) Requests() int64 { return p.requests.Load() }
 
-// Injected is how many requests the rule failed.
+// Injected is how many requests the rule faulted.
 func (p *Proxy) Injected() int64 { return p.injected.Load() }
 
-// Close stops the proxy.
-func (p *Proxy) Close() { p.srv.Close() }
+// Counts is how many faults of each kind were injected, by name (Kinds, or the status: "429").
+func (p *Proxy) Counts() map[string]int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int64, len(p.counts))
+	for k, v := range p.counts {
+		out[k] = v
+	}
+	return out
+}
+
+// Settle waits, up to timeout, until no request is in the proxy: a late commit has landed, a
+// held request has let go. It reports whether the proxy is idle.
+func (p *Proxy) Settle(timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for p.inflight.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// Close stops the proxy, letting go of every held request.
+func (p *Proxy) Close() {
+	close(p.closed)
+	p.srv.CloseClientConnections()
+	p.srv.Close()
+}

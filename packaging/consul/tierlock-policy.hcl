@@ -2,6 +2,8 @@
 # file named by CONSUL_HTTP_TOKEN_FILE in /etc/default/tierlock). Create it with:
 #   consul acl policy create -name tierlock -rules @tierlock-policy.hcl
 #   consul acl token create -description "tierlock on $(hostname)" -policy-name tierlock
+# It is also all that the operator commands (status, set-max, disable, enable, release,
+# repair, reap --instance-id/--holder) need.
 #
 # A host reads and writes the keys of the tiers under the prefix (max_concurrent, current,
 # running/<holder>, queue/<holder>); "chef/" is the default --prefix, change it with yours.
@@ -14,4 +16,12 @@ key_prefix "chef/" {
 # With one token per host, `session "NODE-NAME"` instead narrows this to that node.
 session_prefix "" {
   policy = "write"
+}
+
+# A slot records the Consul node of the agent the run talks to (/v1/agent/self), so that
+# `tierlock reap --consul-catalog` can tell when the host is gone. Without this the run goes
+# on, with a warning, and its slot is never judged by the catalog reaper. With one token per
+# host, `agent "NODE-NAME"` narrows it to that node.
+agent_prefix "" {
+  policy = "read"
 }

@@ -1,0 +1,93 @@
+package faultproxy_test
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/faultproxy"
+)
+
+var agent *consulagent.Agent
+
+func TestMain(m *testing.M) {
+	os.Exit(consulagent.RunTests(func(a *consulagent.Agent, _ *api.Client) int {
+		agent = a
+		return m.Run()
+	}))
+}
+
+// put writes key through a proxy faulting every request with fault, with a client that gives
+// up after a second, and reports the client's error and what the agent holds afterwards.
+func put(t *testing.T, fault int, key string) (error, string) {
+	t.Helper()
+	p := faultproxy.New(agent.Addr)
+	defer p.Close()
+	p.SetRule(func(*http.Request) int { return fault })
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token, cfg.TokenFile = p.Addr, "", ""
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, putErr := c.KV().Put(&api.KVPair{Key: key, Value: []byte("v")}, (&api.WriteOptions{}).WithContext(ctx))
+	if !p.Settle(30 * time.Second) {
+		t.Fatal("the proxy did not let go of the request")
+	}
+	if p.Injected() != 1 || p.Counts()[name(fault)] != 1 {
+		t.Errorf("counts %v, want one %s", p.Counts(), name(fault))
+	}
+	direct, err := agent.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, _, err := direct.KV().Get(key, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pair == nil {
+		return putErr, ""
+	}
+	return putErr, string(pair.Value)
+}
+
+func name(fault int) string {
+	if k, ok := faultproxy.Kinds[fault]; ok {
+		return k
+	}
+	return strconv.Itoa(fault)
+}
+
+func TestFaults(t *testing.T) {
+	for _, tt := range []struct {
+		fault   int
+		applied bool // Consul applied the write
+	}{
+		{http.StatusTooManyRequests, false},
+		{http.StatusInternalServerError, false},
+		{faultproxy.Reset, false},
+		{faultproxy.Stall, false},
+		{faultproxy.DropAfterCommit, true},
+		{faultproxy.LateCommit, true},
+		{faultproxy.StallAfterCommit, true},
+	} {
+		t.Run(name(tt.fault), func(t *testing.T) {
+			key := "faultproxy/" + name(tt.fault)
+			err, value := put(t, tt.fault, key)
+			if err == nil {
+				t.Error("the client got an answer")
+			}
+			if got := value == "v"; got != tt.applied {
+				t.Errorf("applied %v, want %v (client error %v)", got, tt.applied, err)
+			}
+		})
+	}
+}

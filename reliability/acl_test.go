@@ -1,0 +1,212 @@
+package reliability_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
+)
+
+// aclManagement is the ACL agent's management token (also the agent's own, for its
+// anti-entropy); tierlock is never given it.
+const aclManagement = "5c3f4e2a-8b1d-4c6e-9f70-acl0management"
+
+// aclCase is one command with one token.
+type aclCase struct {
+	name  string
+	token string   // the policy's token name: tierlock, tierlock-reaper, tierlock-check, none, unknown
+	args  []string // the command line; run's command touches the marker
+	code  int      // its exit code with the right token
+	out   string   // what stdout or stderr says then
+	keys  string   // max_concurrent and current stored before it; default "2 1"
+}
+
+// Consul with ACLs on and default deny. The shipped policies (packaging/consul/) are enough
+// for every command; a token without them, or one Consul does not know, is refused with a
+// message that names the missing permission, exits non-zero, changes nothing and runs
+// nothing. The token itself never shows: not on the command line (tierlock has no flag for
+// it), not in any log line at any level, not in status output, not in what is stored.
+func TestACLs(t *testing.T) {
+	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
+		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
+		aclManagement, aclManagement)}})
+	admin := clientOf(t, server, aclManagement)
+	tokens := map[string]string{"unknown": "0b7e4a1c-9d2f-4e8a-b6c3-notatokenatall", "none": newToken(t, admin)}
+	for _, p := range []string{"tierlock", "tierlock-reaper", "tierlock-check"} {
+		rules, err := os.ReadFile(filepath.Join("..", "packaging", "consul", p+"-policy.hcl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: p, Rules: string(rules)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		tokens[p] = newToken(t, admin, p)
+	}
+	marker := filepath.Join(t.TempDir(), "ran")
+	cases := []aclCase{
+		{"run", "tierlock", []string{"run", "--tier", tier, "--log-level", "debug", "--", "touch", marker}, 0, "slot acquired", ""},
+		{"run waiting in the queue", "tierlock", []string{"run", "--tier", tier, "--log-level", "debug", "--wait", "1s", "--", "touch", marker}, 75, "waiting", "1 1"},
+		{"status", "tierlock-check", []string{"status", "--format", "json"}, 0, `"holder": "web-3"`, ""},
+		{"check", "tierlock-check", []string{"check", "-v"}, 2, "TIERLOCK CRITICAL", ""},
+		{"set-max", "tierlock", []string{"set-max", "--tier", tier, "3"}, 0, "-> 3", ""},
+		{"disable", "tierlock", []string{"disable", "--tier", tier}, 0, "-> 0 (disabled)", ""},
+		{"enable", "tierlock", []string{"enable", "--tier", tier, "4"}, 0, "-> 4", ""},
+		{"release", "tierlock", []string{"release", "--tier", tier, "--holder", "web-3"}, 0, "released web-3", ""},
+		{"repair", "tierlock", []string{"repair", "--tier", tier}, 0, "current 5 -> 1", "2 5"},
+		{"reap by instance", "tierlock-reaper", []string{"reap", "--instance-id", "i-0dead", "--log-level", "debug"}, 0, "freed prod/web web-3", ""},
+		{"reap by the catalog", "tierlock-reaper", []string{"reap", "--consul-catalog", "--log-level", "debug"}, 0, "freed prod/web web-3", ""},
+	}
+	// Which tokens must be refused, and the permission the refusal names.
+	refused := func(c aclCase) map[string]string {
+		r := map[string]string{"unknown": "does not know the token", "none": "lacks key:"}
+		switch c.token {
+		case "tierlock":
+			r["tierlock-check"] = "lacks key:write"
+			if c.name == "run waiting in the queue" {
+				r["tierlock-check"] = "lacks session:write"
+			}
+		case "tierlock-reaper":
+			r["tierlock-check"] = "lacks key:write"
+			if c.name == "reap by the catalog" {
+				r["tierlock"], r["tierlock-check"] = "lacks node:read", "lacks node:read"
+			}
+		case "tierlock-check":
+			r["none"] = "lacks key:read"
+		}
+		return r
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for token, says := range refused(c) {
+				aclSetup(t, admin, c.keys)
+				before := aclDump(t, admin)
+				o := aclRun(t, server, tokens, token, c.args)
+				if o.code == 0 || (c.args[0] != "check" && o.code != 78) || (c.args[0] == "check" && o.code != 3) {
+					t.Errorf("with token %s: want a refusal (78, check 3), got %s", token, o)
+				}
+				if all := o.stdout.String() + o.stderr.String(); !strings.Contains(all, says) {
+					t.Errorf("with token %s: the refusal does not say %q:\n%s", token, says, o)
+				}
+				if after := aclDump(t, admin); after != before {
+					t.Errorf("with token %s: Consul changed:\nbefore %s\nafter  %s", token, before, after)
+				}
+				if _, err := os.Stat(marker); err == nil {
+					t.Errorf("with token %s: the command ran", token)
+					os.Remove(marker)
+				}
+				noSecrets(t, o, tokens)
+			}
+			aclSetup(t, admin, c.keys)
+			o := aclRun(t, server, tokens, c.token, c.args)
+			if o.code != c.code || !strings.Contains(o.stdout.String()+o.stderr.String(), c.out) {
+				t.Errorf("with the shipped policy %s: want exit %d and %q, got %s", c.token, c.code, c.out, o)
+			}
+			if strings.Contains(o.stderr.String(), "lacks") {
+				t.Errorf("the shipped policy %s lacks something:\n%s", c.token, o)
+			}
+			noSecrets(t, o, tokens)
+			checkTiers(t, admin)
+			for _, secret := range tokens {
+				if d := aclDump(t, admin); strings.Contains(d, secret) {
+					t.Errorf("a token is stored in Consul:\n%s", d)
+				}
+			}
+			os.Remove(marker)
+		})
+	}
+
+	// No flag takes a token: the usual spellings are refused without echoing the value.
+	for _, args := range [][]string{
+		{"run", "--tier", tier, "--token", tokens["tierlock"], "--", "true", ""},
+		{"status", "--token=" + tokens["tierlock"], ""},
+		{"release", "-consul-token", tokens["tierlock"], "--tier", tier, "--holder", "web-3", ""},
+		{"reap", "--http-token", tokens["tierlock"], "--holder", "web-3", ""},
+	} {
+		o := aclRun(t, server, tokens, "none", args)
+		if o.code != 78 || !strings.Contains(o.stderr.String(), "never given on the command line") {
+			t.Errorf("%q: want 78 and a refusal, got %s", args, o)
+		}
+		noSecrets(t, o, tokens)
+	}
+}
+
+// newToken creates a token with the given policies and returns its secret.
+func newToken(t *testing.T, admin *api.Client, policies ...string) string {
+	t.Helper()
+	tok := &api.ACLToken{Description: "test " + strings.Join(policies, ",")}
+	for _, p := range policies {
+		tok.Policies = append(tok.Policies, &api.ACLTokenPolicyLink{Name: p})
+	}
+	tok, _, err := admin.ACL().TokenCreate(tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.SecretID
+}
+
+// aclSetup stores a tier with a failed slot of web-3 (instance i-0dead, on a node that left
+// the catalog), and max_concurrent and current as keys says ("MAX CURRENT", default "2 1").
+func aclSetup(t *testing.T, admin *api.Client, keys string) {
+	t.Helper()
+	if keys == "" {
+		keys = "2 1"
+	}
+	maxc, cur, _ := strings.Cut(keys, " ")
+	kv := admin.KV()
+	if _, err := kv.DeleteTree("chef/", nil); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"max_concurrent": maxc, "current": cur,
+		"running/web-3": `{"holder":"web-3","instance_id":"i-0dead","node":"gone-node","state":"failed","started_at":"2026-11-21T09:15:02Z","exit_code":2,"attempts":1,"run_id":"aaaa0003"}`,
+	} {
+		if _, err := kv.Put(&api.KVPair{Key: base + k, Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// aclDump is every key under chef/ with its value and ModifyIndex.
+func aclDump(t *testing.T, admin *api.Client) string {
+	t.Helper()
+	pairs, _, err := admin.KV().List("chef/", &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, p := range pairs {
+		fmt.Fprintf(&b, "%s=%s@%d\n", p.Key, p.Value, p.ModifyIndex)
+	}
+	return b.String()
+}
+
+// aclRun runs a command on host web-1 with the named token: the run and reap cases read it
+// from a file (CONSUL_HTTP_TOKEN_FILE), the others from CONSUL_HTTP_TOKEN.
+func aclRun(t *testing.T, server *consulagent.Agent, tokens map[string]string, token string, args []string) *outcome {
+	t.Helper()
+	env := "CONSUL_HTTP_TOKEN=" + tokens[token]
+	if args[0] == "run" || args[0] == "reap" {
+		path := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(path, []byte(tokens[token]+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		env = "CONSUL_HTTP_TOKEN_FILE=" + path
+	}
+	return newHost(t, "web-1", server.Addr, env).run(t, args...)
+}
+
+// noSecrets fails the test if any token's secret, or a telling part of it, is in the output.
+func noSecrets(t *testing.T, o *outcome, tokens map[string]string) {
+	t.Helper()
+	all := o.stdout.String() + o.stderr.String()
+	for name, secret := range tokens {
+		if strings.Contains(all, secret) || strings.Contains(all, secret[:13]) || strings.Contains(all, secret[len(secret)-12:]) {
+			t.Errorf("the %s token's secret is in the output:\n%s", name, o)
+		}
+	}
+}
