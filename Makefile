@@ -19,7 +19,7 @@ export TIERLOCK_CONSUL := $(abspath $(CONSUL))
 
 LAMBDA_ARCHES := amd64 arm64
 
-.PHONY: all build lambda consul test test-deps lint demo bench man completions binaries packages package clean
+.PHONY: all build lambda consul test test-deps lint demo bench man completions binaries packages package clean soak fuzz
 
 all: build
 
@@ -57,6 +57,23 @@ test-deps:
 ## the race detector); the packaging tests install and purge the .deb on this machine when root
 test: lint consul test-deps package
 	$(GO) test -race -count=1 -timeout 20m ./...
+	FUZZTIME=3s GO="$(GO)" ./scripts/fuzz.sh
+
+## soak: the long soak (SOAK_HOSTS hosts x SOAK_ROUNDS rounds with random command failures,
+## faults, kills, set-max changes and Consul restarts, every invariant checked after every
+## round); prints its figures, also left in dist/soak-figures.md
+SOAK_HOSTS  ?= 16
+SOAK_ROUNDS ?= 100
+soak: consul
+	mkdir -p dist
+	$(GO) test -count=1 -timeout 6h -run '^TestSoak$$' ./reliability -args \
+		-soak.hosts=$(SOAK_HOSTS) -soak.rounds=$(SOAK_ROUNDS) -soak.figures=$(abspath dist/soak-figures.md)
+	@cat dist/soak-figures.md
+
+## fuzz: every fuzz target for FUZZTIME each (default 1m); prints the executions
+FUZZTIME ?= 1m
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO="$(GO)" ./scripts/fuzz.sh
 
 ## demo: a local Consul agent and 8 simulated hosts going through a tier of 2 slots
 demo: build consul
