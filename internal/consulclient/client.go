@@ -58,7 +58,11 @@ func FromConfig(cfg *api.Config) (*api.Client, error) {
 	}
 	// api.KV.Txn turns every unexpected status into a plain error string; seeing the status
 	// here, before api does, keeps 429 and 5xx distinguishable from a refusal such as 403.
-	hc.Transport = statusTransport{next: hc.Transport}
+	st := statusTransport{next: hc.Transport}
+	if ht, ok := hc.Transport.(*http.Transport); ok && ht.TLSClientConfig != nil {
+		st.tls = ht.TLSClientConfig.Clone()
+	}
+	hc.Transport = st
 	cfg.HttpClient = hc
 	client, err := api.NewClient(cfg)
 	if err != nil {
@@ -67,11 +71,19 @@ func FromConfig(cfg *api.Config) (*api.Client, error) {
 	return client, nil
 }
 
-type statusTransport struct{ next http.RoundTripper }
+type statusTransport struct {
+	next http.RoundTripper
+	tls  *tls.Config // the client's, for probe
+}
 
 func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
+		if req.URL.Scheme == "https" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+			if refused := t.probe(req); refused != nil {
+				return nil, fmt.Errorf("%w (the request met: %v)", refused, err)
+			}
+		}
 		return nil, err
 	}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
@@ -80,6 +92,37 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(body))}
 	}
 	return resp, nil
+}
+
+// probe connects to the request's host as the client does and waits a moment for the
+// server's verdict on the handshake. With TLS 1.3 a server that refuses the client's
+// certificate (or its lack of one) says so only after the client has finished its side, so a
+// request often meets a reset instead of the refusal; the probe reads the refusal (a TLS
+// alert, "remote error"), or returns nil when there is none to read.
+func (t statusTransport) probe(req *http.Request) error {
+	if t.tls == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: t.tls.Clone()}
+	conn, err := d.DialContext(ctx, "tcp", req.URL.Host)
+	if err != nil {
+		return remoteTLSError(err)
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	_, err = conn.Read(make([]byte, 1))
+	return remoteTLSError(err)
+}
+
+// remoteTLSError returns err if it is a TLS alert from the server, else nil.
+func remoteTLSError(err error) error {
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "remote error" {
+		return err
+	}
+	return nil
 }
 
 // Retryable reports whether err is a Consul failure that may go away: a connection refused
@@ -104,9 +147,14 @@ func Retryable(ctx context.Context, err error) bool {
 	if errors.As(err, &certErr) || errors.As(err, &hostErr) || errors.As(err, &authErr) {
 		return false
 	}
-	var opErr *net.OpError
-	if errors.As(err, &opErr) && opErr.Op == "remote error" {
+	if remoteTLSError(err) != nil {
 		return false // a TLS alert: Consul refused our certificate (or our lack of one)
+	}
+	var opErr *net.OpError
+	// HTTP/2 over TLS reports a connection that failed while being set up with this text
+	// alone (Consul closing it, or a TLS alert it swallowed); the next try shows the cause.
+	if strings.Contains(err.Error(), "http2: client conn could not be established") {
+		return true
 	}
 	return errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||

@@ -39,6 +39,7 @@ func TestRetryable(t *testing.T) {
 		{"request timeout", context.Background(), context.DeadlineExceeded, true},
 		{"caller cancelled", cancelled, &consulclient.StatusError{Code: 503}, false},
 		{"unknown CA", context.Background(), x509.UnknownAuthorityError{}, false},
+		{"http2 set-up failed", context.Background(), fmt.Errorf("x: %w", errors.New("http2: client conn could not be established")), true},
 		{"client certificate refused", context.Background(), &net.OpError{Op: "remote error", Err: errors.New("tls: certificate required")}, false},
 		{"plain", context.Background(), errors.New("lock: invalid stored value"), false},
 	}
