@@ -157,10 +157,24 @@ func assertGone(t *testing.T, file string) {
 		t.Fatal(err)
 	}
 	for range 100 {
-		if syscall.Kill(pid, 0) != nil {
+		if syscall.Kill(pid, 0) != nil || zombie(pid) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Errorf("child %d of the command survived", pid)
+}
+
+// zombie reports whether pid has died but not been reaped: once its parent (the command's
+// shell) has exited, it belongs to init, which in a container may never reap it.
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name, which is in parentheses.
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] == 'Z'
+	}
+	return false
 }
