@@ -174,15 +174,11 @@ func aclSetup(t *testing.T, admin *api.Client, keys string) {
 // aclDump is every key under chef/ with its value and ModifyIndex.
 func aclDump(t *testing.T, admin *api.Client) string {
 	t.Helper()
-	pairs, _, err := admin.KV().List("chef/", &api.QueryOptions{RequireConsistent: true})
+	d, err := consulagent.Dump(admin, "chef/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b strings.Builder
-	for _, p := range pairs {
-		fmt.Fprintf(&b, "%s=%s@%d\n", p.Key, p.Value, p.ModifyIndex)
-	}
-	return b.String()
+	return d
 }
 
 // aclRun runs a command on host web-1 with the named token: the run and reap cases read it

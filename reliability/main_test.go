@@ -33,10 +33,8 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	tierlockBin = filepath.Join(dir, "tierlock")
-	build := exec.Command("go", "build", "-ldflags", "-X main.version=0.0.0-reliability", "-o", tierlockBin, "../cmd/tierlock")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build tierlock:", err)
+	if err := consulagent.Build("../cmd/tierlock", tierlockBin, "-X main.version=0.0.0-reliability"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	if consulBin, err = consulagent.Binary(); err != nil {

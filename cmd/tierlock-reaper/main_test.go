@@ -121,15 +121,11 @@ func heldBy(t *testing.T) map[string][]string {
 // dump is every key of the test's prefix with value and ModifyIndex, to show nothing changed.
 func dump(t *testing.T) string {
 	t.Helper()
-	pairs, _, err := consul.KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
+	d, err := consulagent.Dump(consul, prefix(t)+"/")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var b strings.Builder
-	for _, p := range pairs {
-		fmt.Fprintf(&b, "%s=%s@%d\n", p.Key, p.Value, p.ModifyIndex)
-	}
-	return b.String()
+	return d
 }
 
 // awsCall is one request the AWS stand-in answered.

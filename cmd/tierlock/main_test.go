@@ -43,10 +43,8 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	binary = filepath.Join(dir, "tierlock")
-	build := exec.Command("go", "build", "-ldflags", "-X main.version=9.9.9-test -X main.commit=abc1234 -X main.date=2026-11-21T00:00:00Z", "-o", binary, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build tierlock:", err)
+	if err := consulagent.Build(".", binary, "-X main.version=9.9.9-test -X main.commit=abc1234 -X main.date=2026-11-21T00:00:00Z"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	if consulBin, err = consulagent.Binary(); err != nil {

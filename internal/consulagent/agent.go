@@ -416,3 +416,28 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// Dump lists every key under prefix with its value and ModifyIndex, one per line, read
+// consistently: two equal dumps show that nothing was written in between.
+func Dump(c *api.Client, prefix string) (string, error) {
+	pairs, _, err := c.KV().List(prefix, &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, p := range pairs {
+		fmt.Fprintf(&b, "%s=%s@%d\n", p.Key, p.Value, p.ModifyIndex)
+	}
+	return b.String(), nil
+}
+
+// Build builds the command in pkgDir into out, with ldflags, for tests that run it as users
+// do; the compiler's output goes to stderr.
+func Build(pkgDir, out, ldflags string) error {
+	build := exec.Command("go", "build", "-ldflags", ldflags, "-o", out, pkgDir)
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("build %s: %w", pkgDir, err)
+	}
+	return nil
+}
