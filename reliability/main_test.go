@@ -21,7 +21,7 @@ import (
 
 // Each test starts the Consul it needs (a server with a data directory, a cluster, ACLs, TLS)
 // and drives the real tierlock binary, as hosts run it, under the default prefix "chef".
-var tierlockBin, consulBin string
+var tierlockBin, slotcheckBin, consulBin string
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
@@ -33,7 +33,12 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	tierlockBin = filepath.Join(dir, "tierlock")
+	slotcheckBin = filepath.Join(dir, "slotcheck")
 	if err := consulagent.Build("../cmd/tierlock", tierlockBin, "-X main.version=0.0.0-reliability"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := consulagent.Build("../internal/slotcheck", slotcheckBin, ""); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -150,19 +155,14 @@ type recorder string
 
 func newRecorder(t *testing.T) recorder { return recorder(filepath.Join(t.TempDir(), "recorder")) }
 
-// script is a command for `tierlock run`: it checks in Consul (directly, not through any
-// proxy; asking again while Consul cannot answer, between leaders say) that the host holds
-// its slot, appends "start HOST PID" or "NOSLOT HOST PID", sleeps for sleep, appends
-// "end HOST", and exits with code.
+// script is a command for `tierlock run`: it asks Consul directly (not through any proxy;
+// internal/slotcheck, with a consistent read, asking again while Consul cannot answer) whether
+// the host holds its slot, appends "start HOST PID", "NOSLOT HOST PID" or "UNKNOWN HOST PID",
+// sleeps for sleep, appends "end HOST", and exits with code.
 func (r recorder) script(consulAddr, holder string, sleep time.Duration, code int) []string {
-	return []string{"sh", "-c", `s=UNKNOWN; i=0
-while [ $i -lt 120 ]; do
-	if out=$("$0" kv get -http-addr="$1" "$2" 2>&1); then s=start; break; fi
-	case "$out" in *"No key exists"*) s=NOSLOT; break;; esac
-	i=$((i+1)); sleep 0.5
-done
+	return []string{"sh", "-c", `"$0" "$1" "$2"; case $? in 0) s=start;; 1) s=NOSLOT;; *) s=UNKNOWN;; esac
 echo "$s $3 $$" >> "$4"; sleep "$5"; echo "end $3" >> "$4"; exit "$6"`,
-		consulBin, consulAddr, base + "running/" + holder, holder, string(r), fmt.Sprintf("%.3f", sleep.Seconds()), fmt.Sprint(code)}
+		slotcheckBin, consulAddr, base + "running/" + holder, holder, string(r), fmt.Sprintf("%.3f", sleep.Seconds()), fmt.Sprint(code)}
 }
 
 // lines returns the recorder's lines, split into words.

@@ -40,6 +40,7 @@ type soak struct {
 
 	runs, started, succeeded, failed, skipped, unreleased, killed atomic.Int64
 	restarts, setMaxes, releases, violations                      atomic.Int64
+	rounds                                                        int
 }
 
 // chance reports true with probability p.
@@ -97,6 +98,7 @@ func TestSoak(t *testing.T) {
 	start := time.Now()
 	for round := 1; round <= *soakRounds && !t.Failed(); round++ {
 		s.round(t, round, operator)
+		s.rounds = round
 	}
 	s.report(t, seed, time.Since(start))
 }
@@ -107,6 +109,13 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 	before := tierOf(t, c)
 	maxes := []int{before.Max}
 	var maxMu sync.Mutex
+	var chaosLog []string // what the round's chaos did, for a violation's report
+	chaosf := func(format string, args ...any) {
+		maxMu.Lock()
+		chaosLog = append(chaosLog, fmt.Sprintf(format, args...))
+		maxMu.Unlock()
+	}
+	began := time.Now()
 	recFrom := len(s.rec.lines(t))
 	victim := ""
 	if s.chance(0.25) {
@@ -178,6 +187,7 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 			maxMu.Lock()
 			maxes = append(maxes, n)
 			maxMu.Unlock()
+			chaosf("set-max %d at %s", n, time.Since(began).Round(time.Millisecond))
 			if o := operator.run(t, "set-max", "--tier", tier, fmt.Sprint(n)); o.code != 0 {
 				s.violate("round %d: set-max %d: %s", round, n, o)
 			}
@@ -189,6 +199,7 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 		go func() {
 			defer chaos.Done()
 			time.Sleep(time.Duration(s.intN(500)) * time.Millisecond)
+			chaosf("consul server stopped at %s", time.Since(began).Round(time.Millisecond))
 			s.server.Stop()
 			s.restarts.Add(1)
 			time.Sleep(time.Second)
@@ -211,12 +222,12 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 	after := tierOf(t, c)
 	waitFor(t, "the queue to empty", func() bool { return len(tierOf(t, c).Queue) == 0 })
 	lines := s.rec.lines(t)[recFrom:]
-	starts := map[string]int{}
+	starts, noslot := map[string]int{}, map[string]string{}
 	running, peak := 0, 0
 	for _, l := range lines {
 		switch l[0] {
 		case "NOSLOT", "UNKNOWN":
-			s.violate("round %d: %s ran its command without a slot (%s)", round, l[1], l[0])
+			noslot[l[1]] = l[0]
 			fallthrough
 		case "start":
 			starts[l[1]]++
@@ -243,7 +254,11 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 		held, holds := after.Holders[h.name]
 		_, heldBefore := before.Holders[h.name]
 		bad := func(why string) {
-			s.violate("round %d: %s: %s (command exit %d, started %d, holds %v %+v)\n%s", round, h.name, why, r.code, starts[h.name], holds, held, r.o)
+			s.violate("round %d: %s: %s (command exit %d, started %d, holds %v %+v; chaos %q; victim %q)\n%s",
+				round, h.name, why, r.code, starts[h.name], holds, held, chaosLog, victim, r.o)
+		}
+		if noslot[h.name] != "" {
+			bad("its command ran without a slot (" + noslot[h.name] + ")")
 		}
 		if starts[h.name] > 1 {
 			bad("its command ran more than once")
@@ -311,9 +326,9 @@ func (s *soak) report(t *testing.T, seed uint64, took time.Duration) {
 	sort.Strings(kinds)
 	var b strings.Builder
 	row := func(what string, n any, more string) { fmt.Fprintf(&b, "| %s | %v | %s |\n", what, n, more) }
-	fmt.Fprintf(&b, "tierlock soak: %d hosts x %d rounds, seed %d, %s\n\n", *soakHosts, *soakRounds, seed, took.Round(time.Second))
+	fmt.Fprintf(&b, "tierlock soak: %d hosts x %d rounds, seed %d, %s\n\n", *soakHosts, s.rounds, seed, took.Round(time.Second))
 	fmt.Fprintf(&b, "| figure | count | detail |\n|---|---|---|\n")
-	row("rounds", *soakRounds, fmt.Sprintf("%d hosts each", *soakHosts))
+	row("rounds", s.rounds, fmt.Sprintf("%d hosts each", *soakHosts))
 	row("runs (`tierlock run` processes)", s.runs.Load(), "")
 	row("commands run", s.started.Load(), fmt.Sprintf("succeeded %d, failed on purpose %d", s.succeeded.Load(), s.failed.Load()))
 	row("skipped (exit 75)", s.skipped.Load(), "no slot within --wait, tier disabled, Consul unreachable")
@@ -323,7 +338,7 @@ func (s *soak) report(t *testing.T, seed uint64, took time.Duration) {
 	row("max_concurrent changes mid-round", s.setMaxes.Load(), "")
 	row("operator releases between rounds", s.releases.Load(), "")
 	row("faults injected", faults, strings.Join(kinds, ", "))
-	row("invariant checks", *soakRounds, "after every round: current = running/ keys, peak <= max, every command held its slot, no queue entry left, repair finds nothing, exit codes agree with Consul")
+	row("invariant checks", s.rounds, "after every round: current = running/ keys, peak <= max, every command held its slot, no queue entry left, repair finds nothing, exit codes agree with Consul")
 	row("violations", s.violations.Load(), "")
 	t.Log("\n" + b.String())
 	if *soakFigures != "" {
