@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -165,10 +166,10 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	rep.duration = res.Duration
 	rep.result = "failed"
 	switch {
-	case o.successCodes[res.ExitCode] && res.Signal == 0:
-		rep.result = "success"
 	case res.Interrupted():
 		rep.result = "interrupted"
+	case o.successCodes[res.ExitCode]:
+		rep.result = "success"
 	}
 	return a.finish(ctx, log, sem, retry, slot, res, o)
 }
@@ -180,7 +181,28 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 	ctx = context.WithoutCancel(ctx)
 	log = log.WithFields(logrus.Fields{"exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
 	switch {
-	case o.successCodes[res.ExitCode] && res.Signal == 0:
+	case res.Interrupted():
+		// Checked first: once a signal was sent or forwarded, the command's exit code says
+		// little (a script that traps TERM and exits 0 did not finish its work).
+		var code *int
+		if res.Signal == 0 {
+			code = &res.ExitCode
+		}
+		how := "by a signal"
+		if res.TimedOut {
+			how = fmt.Sprintf("by the --timeout of %s", o.timeout)
+		}
+		err := retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, code) })
+		if err != nil {
+			log.WithError(explain(err)).Error("could not record the interruption; the slot stays held")
+		}
+		log.Warnf("command interrupted %s; slot stays held (state interrupted)", how)
+		if res.Signal == 0 && o.successCodes[res.ExitCode] {
+			// It caught the signal and said it succeeded: exit as if the signal had ended it,
+			// so that nothing above takes the run for a success.
+			return 128 + int(sentSignal(res))
+		}
+	case o.successCodes[res.ExitCode]:
 		attempts := 0
 		err := retry.do(ctx, "release", func(ctx context.Context) error { attempts++; return sem.Release(ctx, slot) })
 		switch {
@@ -197,20 +219,6 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 			log.Info("command succeeded; slot released")
 		}
 		return exitOK
-	case res.Interrupted():
-		var code *int
-		if res.Signal == 0 {
-			code = &res.ExitCode
-		}
-		how := "by a signal"
-		if res.TimedOut {
-			how = fmt.Sprintf("by the --timeout of %s", o.timeout)
-		}
-		err := retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, code) })
-		if err != nil {
-			log.WithError(explain(err)).Error("could not record the interruption; the slot stays held")
-		}
-		log.Warnf("command interrupted %s; slot stays held (state interrupted)", how)
 	default:
 		err := retry.do(ctx, "mark failed", func(ctx context.Context) error { return sem.MarkFailed(ctx, slot, res.ExitCode) })
 		if err != nil {
@@ -219,6 +227,15 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		log.Error("command failed; slot stays held (state failed) until a run succeeds or an operator releases it")
 	}
 	return res.Code()
+}
+
+// sentSignal is the signal tierlock sent or forwarded to the command: the first one forwarded,
+// else SIGTERM (the timeout's).
+func sentSignal(res runner.Result) syscall.Signal {
+	if s, ok := res.Forwarded.(syscall.Signal); ok {
+		return s
+	}
+	return syscall.SIGTERM
 }
 
 // notAcquired turns an Acquire error into an exit code, cleaning up after an attempt whose
