@@ -19,7 +19,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 	if n < -1 || n > maxLimit {
 		return nil, fmt.Errorf("lock: max_concurrent %d: want -1 (unlimited), 0 (disabled) or N > 0", n)
 	}
-	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
+	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		if snap.MaxSet && snap.Max == n {
 			return nil, errUnchanged
 		}
@@ -30,11 +30,11 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 // Disable sets max_concurrent to 0 and keeps the value it replaces in max_saved, for Enable.
 // Disabling a disabled tier writes nothing.
 func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
-	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
+	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		if snap.MaxSet && snap.Max == 0 {
 			return nil, errUnchanged
 		}
-		ops := api.KVTxnOps{s.set(snap, keyMax, "0")}
+		ops := []*api.KVTxnOp{s.set(snap, keyMax, "0")}
 		switch {
 		case snap.MaxSet:
 			ops = append(ops, s.set(snap, keySaved, strconv.Itoa(snap.Max)))
@@ -52,8 +52,8 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 	if n != nil && (*n < 1 && *n != -1 || *n > maxLimit) {
 		return nil, fmt.Errorf("lock: enable with max_concurrent %d: want -1 (unlimited) or N > 0", *n)
 	}
-	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
-		var ops api.KVTxnOps
+	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
+		var ops []*api.KVTxnOp
 		switch {
 		case n != nil:
 			if !snap.MaxSet || snap.Max != *n {
@@ -74,12 +74,13 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 	})
 }
 
-// withWake is ops with the rewrite of current that wakes the head of the queue. The wake goes
-// first: its guards check keys as they were read, before ops change them.
-func (s *Semaphore) withWake(snap *Snapshot, ops ...*api.KVTxnOp) (api.KVTxnOps, error) {
-	wake, err := s.wakeOps(snap)
+// withWake is ops with the rewrite of current that wakes the head of the queue. The wake's
+// checks go first: they check keys as they were read, before ops change them.
+func (s *Semaphore) withWake(snap *Snapshot, ops ...*api.KVTxnOp) (*txn, error) {
+	t, err := s.wakeTxn(snap)
 	if err != nil {
 		return nil, err
 	}
-	return append(wake, ops...), nil
+	t.writes = append(t.writes, ops...)
+	return t, nil
 }

@@ -85,10 +85,10 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, erro
 	// An entry of an earlier run of this holder (killed while it waited; its session not yet
 	// expired) is deleted first: a holder runs once at a time, so it is stale.
 	key := s.base + queueDir + w.Holder
-	snap, err := s.applyAndRead(ctx, api.KVTxnOps{
+	snap, err := s.applyAndRead(ctx, &txn{writes: api.KVTxnOps{
 		{Verb: api.KVDelete, Key: key},
 		{Verb: api.KVLock, Key: key, Value: value, Session: id},
-	})
+	}})
 	if err == nil && snap == nil {
 		err = fmt.Errorf("lock: %s is held by another session", key)
 	}
@@ -166,16 +166,20 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 	return nil
 }
 
-// wakeOps rewrites current with the count it must have, deleting it first so that its
+// wakeTxn rewrites current with the count it must have, deleting it first so that its
 // ModifyIndex moves even when the value does not (Consul skips writes that change nothing):
-// that wakes the head of the queue.
-func (s *Semaphore) wakeOps(snap *Snapshot) (api.KVTxnOps, error) {
-	ops, err := s.changeOps(snap, change{})
+// that wakes the head of the queue. The check of current's index is mandatory: it is what
+// makes a concurrent tierlock write (which always moves current) fail this one.
+func (s *Semaphore) wakeTxn(snap *Snapshot) (*txn, error) {
+	t, err := s.changeTxn(snap, change{})
 	if err != nil {
 		return nil, err
 	}
-	set := ops[len(ops)-1]
-	return append(ops[:len(ops)-1], s.guard(snap, keyCurrent),
-		&api.KVTxnOp{Verb: api.KVDelete, Key: set.Key},
-		&api.KVTxnOp{Verb: api.KVSet, Key: set.Key, Value: set.Value}), nil
+	set := t.writes[len(t.writes)-1]
+	t.checks = append(t.checks, s.guard(snap, keyCurrent))
+	t.writes = api.KVTxnOps{
+		{Verb: api.KVDelete, Key: set.Key},
+		{Verb: api.KVSet, Key: set.Key, Value: set.Value},
+	}
+	return t, nil
 }

@@ -77,9 +77,9 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	retry := &consulRetry{timeout: timeout, now: a.Now, log: quietLog()}
+	retry := a.newRetry(timeout, quietLog())
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
-	kv := retry.observe(client.KV())
+	kv := client.KV()
 	if tier == "" {
 		var snaps []*lock.Snapshot
 		err := retry.do(ctx, "read", func(ctx context.Context) (err error) {

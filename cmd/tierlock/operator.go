@@ -71,8 +71,8 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	}
 	logger := logrus.New()
 	logger.Out = a.Stderr
-	o.retry = &consulRetry{timeout: timeout, now: a.Now, log: logrus.NewEntry(logger).WithField("tier", o.tier)}
-	o.kv = o.retry.observe(client.KV())
+	o.retry = a.newRetry(timeout, logrus.NewEntry(logger).WithField("tier", o.tier))
+	o.kv = client.KV()
 	if o.tier != "" {
 		o.sem, err = lock.New(o.kv, lock.Options{Prefix: o.prefix, Tier: o.tier, DefaultMax: lock.DefaultMaxConcurrent,
 			RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now})

@@ -123,8 +123,8 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		log.Error(err)
 		return exitConfig
 	}
-	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
-	reaper, err := monitor.NewReaper(retry.observe(client.KV()), monitor.Options{
+	retry := a.newRetry(o.consulTimeout, log)
+	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{
 		Prefix: o.prefix, RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now,
 	})
 	if err != nil {

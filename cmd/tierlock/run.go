@@ -90,8 +90,8 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 		log.Error(err)
 		return exitConfig
 	}
-	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
-	sem, err := lock.New(retry.observe(client.KV()), lock.Options{
+	retry := a.newRetry(o.consulTimeout, log)
+	sem, err := lock.New(client.KV(), lock.Options{
 		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax,
 		RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now, Sessions: client.Session(),
 	})
@@ -178,7 +178,14 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 // whatever happens to ctx, with its own bound, so a signal never strands a slot half-written.
 func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
 	slot *lock.Slot, res runner.Result, o runOptions) int {
-	ctx = context.WithoutCancel(ctx)
+	// Recording the outcome is an operation of its own, with a budget of its own. It does not
+	// stop when ctx does (a signal must not strand a slot half-written), but a SIGINT or
+	// SIGTERM while it retries ends the retries at once: the slot stays held, which is safe.
+	retry = retry.fresh(log)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopWatching := a.cancelOnSignal(cancel)
+	defer stopWatching()
 	log = log.WithFields(logrus.Fields{"exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
 	switch {
 	case res.Interrupted():
@@ -212,6 +219,9 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 			log.Info("command succeeded; slot released (an earlier attempt's answer was lost)")
 		case errors.Is(err, lock.ErrNotHeld):
 			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
+		case err != nil && stopWatching() != nil:
+			log.WithError(err).Errorf("command succeeded but %v stopped the release; the slot stays held and the next run re-enters and releases it", stopWatching())
+			return exitSoftware
 		case err != nil:
 			log.WithError(explain(err)).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
 			return exitSoftware
@@ -273,9 +283,11 @@ func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Sema
 
 // abandon undoes an acquisition that may have committed without our knowing (the answer was
 // lost, or a signal came): a fresh slot is released, a re-entered one marked interrupted.
+//
+// It shares the budget of the acquisition it undoes: after Consul failed for the whole of it,
+// the look gets one attempt within the same bound, not a budget of its own.
 func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, rec lock.Record) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.timeout)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	snap, err := readTier(ctx, sem, retry, "check for a slot taken")
 	if err != nil {
 		log.WithError(err).Warn("could not check whether a slot was taken; if one was, the next run re-enters it")
