@@ -56,6 +56,8 @@ type queue struct {
 	session string
 	stop    chan struct{}
 	stopped chan struct{}
+	cancel  context.CancelFunc // ends a renewal in flight when the queue is left
+	ctx     context.Context    // of the renewals
 }
 
 // join creates the session and writes the entry. The entry carries this run's id so that a
@@ -76,6 +78,7 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, erro
 		return nil, nil, fmt.Errorf("lock: queue session for %s: %w", w.Holder, err)
 	}
 	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{})}
+	q.ctx, q.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go q.renew(ttl)
 	value, err := json.Marshal(w)
 	if err != nil {
@@ -112,7 +115,7 @@ func (q *queue) renew(ttl time.Duration) {
 		case <-q.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), q.s.opts.RequestTimeout)
+			ctx, cancel := context.WithTimeout(q.ctx, q.s.opts.RequestTimeout)
 			_, _, _ = q.s.opts.Sessions.Renew(q.session, (&api.WriteOptions{}).WithContext(ctx))
 			cancel()
 		}
@@ -121,17 +124,29 @@ func (q *queue) renew(ttl time.Duration) {
 
 // leave destroys the session, which deletes the entry if a slot was not taken with it. It runs
 // even when ctx is cancelled, within its own bound: a signal must not strand an entry for the
-// TTL.
+// TTL. It keeps ctx's deadline, though (give or take a moment to send the request): that is
+// the caller's bound on the whole operation, and an entry left behind goes with its session.
 func (q *queue) leave(ctx context.Context) {
 	if q == nil {
 		return
 	}
 	close(q.stop)
+	q.cancel()
 	<-q.stopped
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.s.opts.RequestTimeout)
+	deadline := time.Now().Add(q.s.opts.RequestTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+		if least := time.Now().Add(leaveMoment); deadline.Before(least) {
+			deadline = least
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	_, _ = q.s.opts.Sessions.Destroy(q.session, (&api.WriteOptions{}).WithContext(ctx))
 }
+
+// leaveMoment is the least time leave gives the destruction of its session.
+const leaveMoment = 250 * time.Millisecond
 
 // maxWatch bounds one blocking query: a safety net for a change nobody announced (such as
 // max_concurrent edited by hand, which does not rewrite current).

@@ -134,4 +134,3 @@ func TestConsulWriteRateLimit(t *testing.T) {
 		t.Log("no host met the rate limit: the limit did not bite on this machine")
 	}
 }
-
