@@ -1,6 +1,6 @@
 // Command bench measures how long a whole tier takes to get through its runs, and the Consul
 // load it puts on the agent, for tierlock and for its peer `consul lock -n N`, side by side in
-// one run against one real Consul agent (../shared/BENCH.md describes the method). It prints a
+// one run against one real Consul agent (bench/README.md describes the method). It prints a
 // table with ratios and writes JSON to bench/results/. Run it with `make bench`.
 package main
 

@@ -14,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Exit codes (sysexits.h), as documented in the README.
+// Exit codes (sysexits.h), as documented in docs/operating.md.
 const (
 	exitOK       = 0
 	exitSoftware = 70 // the command succeeded but its slot could not be released
