@@ -637,6 +637,7 @@ func (s *syncBuffer) String() string {
 // A command that traps the signal and exits 0 was still interrupted: its slot stays held.
 func TestRunTrappedSignalInterrupts(t *testing.T) {
 	trap := `trap "exit 0" TERM; sleep 30 & wait`
+	put(t, "max_concurrent", "2")
 	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--timeout", "500ms", "--kill-grace", "5s", "--", "sh", "-c", trap)
 	wantCode(t, r, 143)
 	rec, ok := getRecord(t, "web-1")
