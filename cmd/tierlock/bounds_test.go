@@ -24,6 +24,10 @@ import (
 
 const boundTimeout = 4 * time.Second
 
+// startSlack is what the wall time of a tierlock process may add to the bound, for starting
+// (before anything can fail) and exiting, on a loaded machine running a -race build.
+const startSlack = 500 * time.Millisecond
+
 // requestKind names a request without its key: the method, the endpoint, and whether it is
 // a blocking query.
 func requestKind(r *http.Request) string {
@@ -110,13 +114,16 @@ func runContinuous(t *testing.T, sc faultScenario, kind string, f int) []string 
 		sc.check(t, r, m, false)
 		return got
 	}
-	// Waiting for a slot is bounded by --wait, not by the budget.
-	if bound := boundTimeout * 3 / 2; took > bound && sc.name != "run waits in the queue" {
-		t.Errorf("took %s with %s continuously faulted (%d injected), want within %s (1.5 × --consul-timeout)",
-			took.Round(time.Millisecond), kind, p.Injected(), bound)
+	// Waiting for a slot is bounded by --wait, not by the budget. The bound counts from the
+	// first failure; the wall time also has the process's start and exit, given startSlack.
+	if bound := boundTimeout*3/2 + startSlack; took > bound && sc.name != "run waits in the queue" {
+		t.Errorf("took %s with %s continuously faulted (%d injected), want within %s (1.5 × --consul-timeout)\n%s",
+			took.Round(time.Millisecond), kind, p.Injected(), bound, r.stderr)
 	}
 	judgeFaulted(t, sc, r, m, p.Injected() > 0)
-	slots(t) // checks the invariant in every tier
+	if sc.name != "repair" || r.code == 0 {
+		slots(t) // checks the invariant in every tier (a repair that gave up leaves the drift it found)
+	}
 	return got
 }
 
@@ -228,7 +235,7 @@ func TestRunConsulUnreachableBound(t *testing.T) {
 		heldCommand(t, m, 0)...)...))
 	took := time.Since(start)
 	wantCode(t, r, 75)
-	if took > boundTimeout*3/2 || took < boundTimeout/2 {
+	if took > boundTimeout*3/2+startSlack || took < boundTimeout/2 {
 		t.Errorf("took %s, want about --consul-timeout %s, within 1.5 × it", took, boundTimeout)
 	}
 	if runs(t, m) != 0 {
