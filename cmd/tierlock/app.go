@@ -135,8 +135,48 @@ func tokenFlag(args []string) string {
 	return ""
 }
 
+// completionFlag is the last argument of every request the completion scripts make.
+const completionFlag = "--generate-bash-completion"
+
+// completing reports whether args are a completion request, and whether they carry "--"
+// before the request, where every word is the command's and there is nothing of ours to
+// offer.
+func completing(args []string) (request, afterDashes bool) {
+	if len(args) < 2 || args[len(args)-1] != completionFlag {
+		return false, false
+	}
+	return true, slices.Contains(args[1:len(args)-1], "--")
+}
+
+// disarm makes every action of cmds (and of their subcommands) a no-op, so that a completion
+// request can only ever print candidates, whatever urfave/cli decides to do with the line.
+func disarm(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		cmd.Action = func(*cli.Context) error { return nil }
+		cmd.Before, cmd.After = nil, nil
+		disarm(cmd.Subcommands)
+	}
+}
+
 // Run runs the command line args and returns the exit code.
 func (a *App) Run(ctx context.Context, args []string) int {
+	// TAB must never run anything. urfave/cli stops treating the request as one once "--" is
+	// on the line, and would run the command (take a slot, run chef-client); so tierlock
+	// answers such a request itself, with no candidates (the shell then completes file
+	// names). Any other request goes to urfave/cli with every action disarmed, so that no
+	// path through it can reach Consul or start a process.
+	if request, afterDashes := completing(args); request {
+		if afterDashes {
+			return exitOK
+		}
+		app := a.cliApp()
+		disarm(app.Commands)
+		app.Action = func(*cli.Context) error { return nil }
+		app.Before, app.After = nil, nil
+		app.Writer, app.ErrWriter = a.Stdout, io.Discard
+		_ = app.RunContext(ctx, args)
+		return exitOK
+	}
 	if f := tokenFlag(args); f != "" {
 		fmt.Fprintf(a.Stderr, "tierlock: %s: a Consul token is never given on the command line, where every user of the "+
 			"host can read it (ps, /proc, shell history); name a file holding it in CONSUL_HTTP_TOKEN_FILE "+
