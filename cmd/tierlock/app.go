@@ -12,6 +12,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/safelog"
+	"github.com/tierlock/tierlock/internal/safetext"
 )
 
 // Exit codes (sysexits.h), as documented in docs/operating.md.
@@ -190,12 +193,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintf(a.Stderr, "tierlock: %v\n", ee.err)
+			fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(ee.err.Error()))
 		}
 		return ee.code
 	}
 	// Anything else is a usage error from flag parsing.
-	fmt.Fprintf(a.Stderr, "tierlock: %v\n", err)
+	fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(err.Error()))
 	return exitConfig
 }
 
@@ -225,7 +228,8 @@ func (a *App) newLogger(c *cli.Context) (*logrus.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
 	log.Level = level
-	return log, nil
+	// Messages and fields may carry keys and values read from Consul.
+	return safelog.Wrap(log), nil
 }
 
 func (a *App) versionCommand() *cli.Command {
