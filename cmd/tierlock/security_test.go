@@ -1,10 +1,15 @@
 package main_test
 
 import (
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/faultproxy"
 	"github.com/tierlock/tierlock/internal/testdeps"
@@ -163,5 +168,209 @@ func TestRunCommandEnvironmentHasNoToken(t *testing.T) {
 					env["CONSUL_HTTP_TOKEN"], env["CONSUL_HTTP_TOKEN_FILE"])
 			}
 		})
+	}
+}
+
+// noControl fails the test if out holds a control character other than the newlines between
+// lines: no stored string may reach the terminal as an escape.
+func noControl(t *testing.T, what, out string) {
+	t.Helper()
+	for i, r := range out {
+		if (r < 0x20 && r != '\n') || r == 0x7f || (r >= 0x80 && r <= 0x9f) {
+			t.Errorf("%s: raw %U at byte %d:\n%s", what, r, i, out)
+			return
+		}
+	}
+}
+
+// Hostile keys and values written straight into Consul (terminal escapes, colour codes,
+// newlines, fake perfdata) are printed escaped by status, check, reap, repair and run.
+func TestHostileStoredStrings(t *testing.T) {
+	const (
+		title  = "\x1b]0;owned\x07"
+		colour = "\x1b[31mred\x1b[0m"
+		perf   = "x\n| evil=1;2;3"
+	)
+	base := prefix(t) + "/" + tier + "/"
+	rec := map[string]any{"holder": "web-1", "hostname": "h" + perf, "instance_id": "i-" + title, "node": "n" + colour,
+		"pid": 1, "state": "failed", "started_at": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339),
+		"updated_at": time.Now().UTC().Format(time.RFC3339), "exit_code": 1, "attempts": 1, "command": "chef-client" + title,
+		"run_id": "r" + colour, "version": "v"}
+	value, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, value := range map[string]string{
+		"current":                      "2",
+		"running/web-1":                string(value),
+		"running/bad" + colour:         "x",
+		"queue/q" + title + " " + perf: `{"holder":"q"}`,
+	} {
+		if _, err := consul.KV().Put(&api.KVPair{Key: base + key, Value: []byte(value)}, nil); err != nil {
+			t.Fatalf("put %q: %v", key, err)
+		}
+	}
+	if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/prod/evil/max_concurrent", Value: []byte("1" + colour + perf)}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	r := tl(t, "status")
+	wantCode(t, r, 0)
+	noControl(t, "status", r.stdout+r.stderr)
+	for _, want := range []string{`i-\x1b]0;owned\x07`, `bad\x1b[31mred\x1b[0m`, `q\x1b]0;owned\x07 x\x0a| evil=1;2;3`} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("status does not show %s:\n%s", want, r.stdout)
+		}
+	}
+
+	r = tl(t, "status", "--format", "json")
+	wantCode(t, r, 0)
+	noControl(t, "status --format json", r.stdout+r.stderr)
+	var doc struct {
+		Tiers []struct {
+			Tier     string   `json:"tier"`
+			Problems []string `json:"problems"`
+			Holders  []record `json:"holders"`
+		} `json:"tiers"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+		t.Fatalf("status --format json is not JSON: %v\n%s", err, r.stdout)
+	}
+	found := false
+	for _, tr := range doc.Tiers {
+		for _, h := range tr.Holders {
+			if h.Holder == "web-1" {
+				found = h.InstanceID == "i-"+title && h.Node == "n"+colour && h.RunID == "r"+colour && h.Command == "chef-client"+title
+			}
+		}
+	}
+	if !found {
+		t.Errorf("status --format json does not carry web-1's stored strings as they are:\n%s", r.stdout)
+	}
+
+	r = tl(t, "check")
+	wantCode(t, r, 2)
+	noControl(t, "check", r.stdout+r.stderr)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if strings.Count(lines[0], "|") != 1 {
+		t.Errorf("check's status line has %d '|':\n%s", strings.Count(lines[0], "|"), r.stdout)
+	}
+	for _, l := range lines[1:] {
+		if strings.Contains(l, "|") {
+			t.Errorf("check's long text carries a '|' (perfdata to Nagios): %q", l)
+		}
+	}
+	if strings.Contains(r.stdout, "evil=") && !strings.Contains(r.stdout, `\x7c evil=1;2;3`) {
+		t.Errorf("check shows the fake perfdata unescaped:\n%s", r.stdout)
+	}
+	if len(lines) != 3 { // the status line, prod/evil, prod/web
+		t.Errorf("check printed %d lines, want 3 (a stored newline made one?):\n%s", len(lines), r.stdout)
+	}
+
+	r = tl(t, "repair", "--tier", tier)
+	noControl(t, "repair", r.stdout+r.stderr)
+	r = tl(t, "run", "--tier", tier, "--", "true")
+	wantCode(t, r, 78)
+	noControl(t, "run", r.stdout+r.stderr)
+	r = tl(t, "run", "--tier", tier, "--log-format", "json", "--", "true")
+	noControl(t, "run --log-format json", r.stdout+r.stderr)
+
+	for _, args := range [][]string{{"reap", "--holder", "web-1", "--dry-run"}, {"reap", "--holder", "web-1"}} {
+		r = tl(t, args...)
+		wantCode(t, r, 0)
+		noControl(t, strings.Join(args, " "), r.stdout+r.stderr)
+		if !strings.Contains(r.stdout, `instance i-\x1b]0;owned\x07`) || !strings.Contains(r.stdout, `node n\x1b[31mred\x1b[0m`) {
+			t.Errorf("%s does not show the record escaped:\n%s", strings.Join(args, " "), r.stdout)
+		}
+	}
+}
+
+// A state dir others can write, or a link, is refused before anything else: exit 78 naming
+// the directory and its mode, nothing ran, nothing written.
+func TestRunRefusesUnsafeStateDir(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(open, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(stateDir(t), link); err != nil {
+		t.Fatal(err)
+	}
+	touch := marker(t, "ran")
+	for dir, want := range map[string]string{open: "--state-dir " + open + " has mode 0777", link: "--state-dir " + link + " is a symlink"} {
+		r := tl(t, "run", "--tier", tier, "--state-dir", dir, "--", "touch", touch)
+		wantCode(t, r, 78)
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
+		}
+	}
+	if exists(touch) {
+		t.Error("the command ran")
+	}
+	if d := dump(t); d != "" {
+		t.Errorf("keys written:\n%s", d)
+	}
+}
+
+// A link planted at the lock's name or at --metrics-file points at a victim: the victim is
+// neither written nor chmodded.
+func TestRunMetricsFileNeverFollowsLinks(t *testing.T) {
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("untouched"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	untouched := func() {
+		t.Helper()
+		b, err := os.ReadFile(victim)
+		fi, _ := os.Stat(victim)
+		if err != nil || string(b) != "untouched" || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("the victim changed: %q, mode %v", b, fi.Mode())
+		}
+	}
+	textfiles := t.TempDir()
+	metrics := filepath.Join(textfiles, "tierlock.prom")
+	if err := os.Symlink(victim, metrics); err != nil {
+		t.Fatal(err)
+	}
+	// The old fixed temporary names, in case.
+	for _, name := range []string{"tierlock.prom.tmp", ".tierlock.prom.tmp"} {
+		if err := os.Symlink(victim, filepath.Join(textfiles, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := tl(t, "run", "--tier", tier, "--metrics-file", metrics, "--", "true")
+	wantCode(t, r, 0)
+	untouched()
+	fi, err := os.Lstat(metrics)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("%s: %v %v, want a regular file of mode 0644", metrics, fi.Mode(), err)
+	}
+	if b, _ := os.ReadFile(metrics); !strings.Contains(string(b), `tierlock_run_last_result{result="success",tier="prod/web"} 1`) {
+		t.Errorf("%s:\n%s", metrics, b)
+	}
+	if entries, _ := os.ReadDir(textfiles); len(entries) != 3 {
+		t.Errorf("left in the textfile directory: %v", entries)
+	}
+
+	// The lock file.
+	env := filepath.Join(stateDir(t), "prod")
+	if err := os.MkdirAll(env, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(env, "web.lock")); err != nil {
+		t.Fatal(err)
+	}
+	touch := marker(t, "ran")
+	r = tl(t, "run", "--tier", tier, "--", "touch", touch)
+	wantCode(t, r, 78)
+	if !strings.Contains(r.stderr, "web.lock is a symlink") {
+		t.Errorf("stderr does not name the link:\n%s", r.stderr)
+	}
+	untouched()
+	if exists(touch) {
+		t.Error("the command ran")
 	}
 }
