@@ -141,14 +141,23 @@ func tokenFlag(args []string) string {
 // completionFlag is the last argument of every request the completion scripts make.
 const completionFlag = "--generate-bash-completion"
 
-// completing reports whether args are a completion request, and whether they carry "--"
-// before the request, where every word is the command's and there is nothing of ours to
-// offer.
-func completing(args []string) (request, afterDashes bool) {
+// completing tells a completion request from a command line. For a request, ask is what
+// urfave/cli may answer it from, or nil when "--" is on the line before the word being
+// completed: every word after it is the command's, and there is nothing of ours to offer.
+// The word being completed (the last before the request) is not a separator even when it is
+// "--": that is a user asking for the long flags.
+func completing(args []string) (request bool, ask []string) {
 	if len(args) < 2 || args[len(args)-1] != completionFlag {
-		return false, false
+		return false, nil
 	}
-	return true, slices.Contains(args[1:len(args)-1], "--")
+	words := args[1 : len(args)-1]
+	if n := len(words); n > 0 && words[n-1] == "--" {
+		words = words[:n-1]
+	}
+	if slices.Contains(words, "--") {
+		return true, nil
+	}
+	return true, append(append([]string{args[0]}, words...), completionFlag)
 }
 
 // disarm makes every action of cmds (and of their subcommands) a no-op, so that a completion
@@ -168,8 +177,8 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	// answers such a request itself, with no candidates (the shell then completes file
 	// names). Any other request goes to urfave/cli with every action disarmed, so that no
 	// path through it can reach Consul or start a process.
-	if request, afterDashes := completing(args); request {
-		if afterDashes {
+	if request, ask := completing(args); request {
+		if ask == nil {
 			return exitOK
 		}
 		app := a.cliApp()
@@ -177,7 +186,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		app.Action = func(*cli.Context) error { return nil }
 		app.Before, app.After = nil, nil
 		app.Writer, app.ErrWriter = a.Stdout, io.Discard
-		_ = app.RunContext(ctx, args)
+		_ = app.RunContext(ctx, ask)
 		return exitOK
 	}
 	if f := tokenFlag(args); f != "" {

@@ -84,12 +84,21 @@ func TestCompletionBashNeverRuns(t *testing.T) {
 		{"tierlock status --tier t/tab -- sh -c 'touch " + touch + "' ", ""},
 		{"tierlock reap --holder h -- sh -c 'touch " + touch + "' ", ""},
 		{"tierlock run --tier t/tab --comm", "--command"},
+		// urfave's script evaluated the line: TAB ran $(...) in bash itself.
+		{"tierlock run --tier $(touch " + touch + ") -- sh ", ""},
+		{"tierlock status --tier $(touch " + touch + ") --form", "--format"},
+		{"tierlock run --tier t/tab `touch " + touch + "` --comm", "--command"},
 	}
 	var lines []string
 	for _, c := range cases {
 		lines = append(lines, c.line)
 	}
+	// "run --<TAB>" lists the long flags; "run -- <TAB>" offers nothing (bash completes files).
+	lines = append(lines, "tierlock run --")
 	got := bashCompletions(t, setup, lines...)
+	if flags := strings.Fields(at(got, len(cases))); !slices.Contains(flags, "--tier") || !slices.Contains(flags, "--pass-consul-token") {
+		t.Errorf("%q completes to %q, want every long flag", "tierlock run --", flags)
+	}
 	for i, c := range cases {
 		if at(got, i) != c.want {
 			t.Errorf("%q completes to %q, want %q", c.line, at(got, i), c.want)
