@@ -15,7 +15,7 @@ func TestLogLinesAreSanitised(t *testing.T) {
 	evil := "k\x1b]0;owned\x07\n| evil=1;2;3\x7f\u009b\u202e"
 	var out bytes.Buffer
 	f := &Function{Out: &out}
-	f.logger().WithField("holder", evil).WithError(errors.New("reap "+evil)).Error("freed " + evil)
+	f.logger().WithField("holder", evil).WithError(errors.New("reap " + evil)).Error("freed " + evil)
 	line := strings.TrimSuffix(out.String(), "\n")
 	for i, r := range line {
 		if r < 0x20 || r == 0x7f || (r >= 0x80 && r <= 0x9f) || r == '\u202e' {
