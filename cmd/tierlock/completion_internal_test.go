@@ -32,7 +32,7 @@ func TestCompletionScriptsAreUrfaves(t *testing.T) {
 		t.Errorf("urfave's bash script no longer has the line %q to replace", bashEval)
 	}
 	if got := bashCompletion(); !strings.HasSuffix(got, strings.Replace(bashAutocomplete, bashEval, bashAsk, 1)) ||
-		!strings.Contains(got, "\nPROG=tierlock\n") || strings.Contains(got, "eval") {
+		!strings.Contains(got, "\nPROG=tierlock\n") || strings.Contains(got, "$(eval") {
 		t.Errorf("bash completion is not urfave's script with PROG=tierlock and no eval:\n%s", got)
 	}
 	if got := zshCompletion(); !strings.HasPrefix(got, "#compdef tierlock\n") || strings.Contains(got, "$PROG") ||
