@@ -228,6 +228,7 @@ func TestHostileStoredStrings(t *testing.T) {
 	r := tl(t, "status")
 	wantCode(t, r, 0)
 	noControl(t, "status", r.stdout+r.stderr)
+	t.Logf("status:\n%s", r.stdout)
 	for _, want := range []string{`i-\x1b]0;owned\x07`, `bad\x1b[31mred\x1b[0m`, `q\x1b]0;owned\x07 x\x0a| evil=1;2;3`} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("status does not show %s:\n%s", want, r.stdout)
@@ -262,6 +263,7 @@ func TestHostileStoredStrings(t *testing.T) {
 	r = tl(t, "check")
 	wantCode(t, r, 2)
 	noControl(t, "check", r.stdout+r.stderr)
+	t.Logf("check:\n%s", r.stdout)
 	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
 	if strings.Count(lines[0], "|") != 1 {
 		t.Errorf("check's status line has %d '|':\n%s", strings.Count(lines[0], "|"), r.stdout)
