@@ -12,6 +12,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/safelog"
+	"github.com/tierlock/tierlock/internal/safetext"
 )
 
 // Exit codes (sysexits.h), as documented in docs/operating.md.
@@ -61,8 +64,9 @@ stops spreading once max_concurrent hosts of the tier have failed.
 Every flag can also be set in the environment: --tier is TIERLOCK_TIER, --wait is
 TIERLOCK_WAIT, --success-codes is TIERLOCK_SUCCESS_CODES, and so on. Consul's address, token
 and TLS settings come from Consul's own variables: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN_FILE,
-CONSUL_CACERT and the others. The packaged tierlock.service reads them from
-/etc/default/tierlock; tierlock.timer runs it every 15 minutes once enabled.
+CONSUL_CACERT and the others. tierlock reads them, as tierlock.service does, from
+/etc/default/tierlock (or --config FILE, TIERLOCK_CONFIG); the environment and the flags
+override the file. tierlock.timer runs the service every 15 minutes once enabled.
 
 Exit status of run: 0 the command succeeded and its slot was released; the command's own code
 when it failed (the slot stays held); 75 skipped, nothing ran (tier disabled, no slot within
@@ -72,7 +76,7 @@ succeeded but the slot could not be released.`
 // cliApp is the command line's definition: what Run runs, and what the man page and the shell
 // completion are generated from.
 func (a *App) cliApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:        "tierlock",
 		Usage:       "run chef-client (or any command) on only a few hosts of a tier at a time",
 		Description: description,
@@ -98,6 +102,21 @@ func (a *App) cliApp() *cli.App {
 		// Exit codes are ours to choose, not cli's.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+	// main reads the settings file before cli parses anything (see applyConfig); the flag is
+	// declared here so that --help, the man page and completion know it.
+	for _, cmd := range app.Commands {
+		switch cmd.Name {
+		case "version", "completion", "man":
+		default:
+			cmd.Flags = append(cmd.Flags, configFlag())
+		}
+	}
+	return app
+}
+
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Value: DefaultConfigFile, EnvVars: []string{configEnv},
+		Usage: "settings file of NAME=value lines, as tierlock.service reads it; the environment and flags override it"}
 }
 
 // tokenFlags are flags people reach for to hand a Consul token over. A token on the command
@@ -119,8 +138,57 @@ func tokenFlag(args []string) string {
 	return ""
 }
 
+// completionFlag is the last argument of every request the completion scripts make.
+const completionFlag = "--generate-bash-completion"
+
+// completing tells a completion request from a command line. For a request, ask is what
+// urfave/cli may answer it from, or nil when "--" is on the line before the word being
+// completed: every word after it is the command's, and there is nothing of ours to offer.
+// The word being completed (the last before the request) is not a separator even when it is
+// "--": that is a user asking for the long flags.
+func completing(args []string) (request bool, ask []string) {
+	if len(args) < 2 || args[len(args)-1] != completionFlag {
+		return false, nil
+	}
+	words := args[1 : len(args)-1]
+	if n := len(words); n > 0 && words[n-1] == "--" {
+		words = words[:n-1]
+	}
+	if slices.Contains(words, "--") {
+		return true, nil
+	}
+	return true, append(append([]string{args[0]}, words...), completionFlag)
+}
+
+// disarm makes every action of cmds (and of their subcommands) a no-op, so that a completion
+// request can only ever print candidates, whatever urfave/cli decides to do with the line.
+func disarm(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		cmd.Action = func(*cli.Context) error { return nil }
+		cmd.Before, cmd.After = nil, nil
+		disarm(cmd.Subcommands)
+	}
+}
+
 // Run runs the command line args and returns the exit code.
 func (a *App) Run(ctx context.Context, args []string) int {
+	// TAB must never run anything. urfave/cli stops treating the request as one once "--" is
+	// on the line, and would run the command (take a slot, run chef-client); so tierlock
+	// answers such a request itself, with no candidates (the shell then completes file
+	// names). Any other request goes to urfave/cli with every action disarmed, so that no
+	// path through it can reach Consul or start a process.
+	if request, ask := completing(args); request {
+		if ask == nil {
+			return exitOK
+		}
+		app := a.cliApp()
+		disarm(app.Commands)
+		app.Action = func(*cli.Context) error { return nil }
+		app.Before, app.After = nil, nil
+		app.Writer, app.ErrWriter = a.Stdout, io.Discard
+		_ = app.RunContext(ctx, ask)
+		return exitOK
+	}
 	if f := tokenFlag(args); f != "" {
 		fmt.Fprintf(a.Stderr, "tierlock: %s: a Consul token is never given on the command line, where every user of the "+
 			"host can read it (ps, /proc, shell history); name a file holding it in CONSUL_HTTP_TOKEN_FILE "+
@@ -134,12 +202,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintf(a.Stderr, "tierlock: %v\n", ee.err)
+			fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(ee.err.Error()))
 		}
 		return ee.code
 	}
 	// Anything else is a usage error from flag parsing.
-	fmt.Fprintf(a.Stderr, "tierlock: %v\n", err)
+	fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(err.Error()))
 	return exitConfig
 }
 
@@ -169,7 +237,8 @@ func (a *App) newLogger(c *cli.Context) (*logrus.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
 	log.Level = level
-	return log, nil
+	// Messages and fields may carry keys and values read from Consul.
+	return safelog.Wrap(log), nil
 }
 
 func (a *App) versionCommand() *cli.Command {
