@@ -29,14 +29,7 @@ func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Du
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	q := &api.QueryOptions{RequireConsistent: waitIndex == 0, WaitIndex: waitIndex, WaitTime: waitTime}
-	pairs, meta, err := s.kv.List(s.base, q.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
-	}
-	if err := filtered(meta, s.base); err != nil {
-		return nil, err
-	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, meta.LastIndex), nil
+	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.base, q)
 }
 
 // filtered refuses a listing that Consul's ACLs cut short: a tier read without some of its
@@ -110,36 +103,15 @@ func (s *Semaphore) apply(ctx context.Context, t *txn) (bool, error) {
 	return false, s.rejected(ops, resp)
 }
 
-// applyAndRead runs t and reads the whole tier back in the same transaction. It returns the
-// tier as the transaction left it, or nil when a check-and-set failed.
+// applyAndRead runs t and then reads the tier. It returns the tier as it is after the
+// transaction, or nil when a check-and-set failed. (The read is not part of the transaction:
+// a get-tree there would fetch every value under the tier, junk included, unbounded.)
 func (s *Semaphore) applyAndRead(ctx context.Context, t *txn) (*Snapshot, error) {
-	t.reads = append(t.reads, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base})
-	ops, err := t.ops()
-	if err != nil {
+	ok, err := s.apply(ctx, t)
+	if err != nil || !ok {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
-	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("lock: write %s: %w", s.base, err)
-	}
-	if !ok {
-		return nil, s.rejected(ops, resp)
-	}
-	// Results come in the order of the operations; the tree read is last, so for a key
-	// written earlier its later entry is the one left.
-	byKey := map[string]*api.KVPair{}
-	var last uint64
-	for _, p := range resp.Results {
-		byKey[p.Key] = p
-		last = max(last, p.ModifyIndex)
-	}
-	pairs := make(api.KVPairs, 0, len(byKey))
-	for _, p := range byKey {
-		pairs = append(pairs, p)
-	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, last), nil
+	return s.Read(ctx)
 }
 
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected
