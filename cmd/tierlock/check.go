@@ -30,6 +30,7 @@ func (a *App) checkCommand() *cli.Command {
 			tierFlag(false), prefixFlag(),
 			&cli.StringFlag{Name: "warning", Aliases: []string{"w"}, Value: "1h", Usage: "age of a held slot that warns"},
 			&cli.StringFlag{Name: "critical", Aliases: []string{"c"}, Value: "2h", Usage: "age of a held slot that is critical"},
+			&cli.DurationFlag{Name: "queue-warning", Value: monitor.DefaultQueueWarn, Usage: "how long the first waiter of a tier may wait before it warns (run's --wait default plus a margin)"},
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "a line for every tier, not only problem tiers"},
 			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
@@ -45,6 +46,9 @@ func (a *App) checkCommand() *cli.Command {
 			}
 			if th.Crit, err = monitor.ParseRange(c.String("critical")); err != nil {
 				return unknown("-c: %v", err)
+			}
+			if th.Queue = c.Duration("queue-warning"); th.Queue <= 0 {
+				return unknown("--queue-warning %s must be positive", th.Queue)
 			}
 			timeout := c.Duration("timeout")
 			if timeout <= 0 {
