@@ -61,7 +61,7 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 	sort.Strings(wanted)
 	// One pass fetches the values of every tier, batched across tiers; a tier that changed
 	// since the listing is read again on its own.
-	got, gone, err := fetch(ctx, kv, wanted)
+	got, gone, err := fetch(ctx, kv, wanted, opts.ReadBatch)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +77,7 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 		case current(keys, got, gone, index):
 			snap = newSnapshot(t, opts.DefaultMax, pairsOf(keys, got), base, index)
 		default:
-			snap, err = readTier(ctx, kv, t, opts.DefaultMax, base, &api.QueryOptions{RequireConsistent: true})
+			snap, err = readTier(ctx, kv, t, opts.DefaultMax, opts.ReadBatch, base, &api.QueryOptions{RequireConsistent: true})
 			if errors.Is(err, ErrTooManyKeys) {
 				snap = newSnapshot(t, opts.DefaultMax, nil, base, index)
 				snap.Problems, err = append(snap.Problems, err), nil

@@ -29,7 +29,7 @@ func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Du
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	q := &api.QueryOptions{RequireConsistent: waitIndex == 0, WaitIndex: waitIndex, WaitTime: waitTime}
-	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.base, q)
+	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.ReadBatch, s.base, q)
 }
 
 // filtered refuses a listing that Consul's ACLs cut short: a tier read without some of its

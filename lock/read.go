@@ -20,9 +20,11 @@ const (
 	MaxTierKeys = 4096
 	// MaxListKeys caps the key names one listing of the whole prefix may return (ReadAll).
 	MaxListKeys = 100000
-	// getBatch is the number of values fetched per transaction: at most 32 × 512 KB in one
-	// answer, well within the Lambda's memory, and well within Consul's 128 operations.
-	getBatch = 32
+	// DefaultReadBatch is the number of values fetched per transaction unless
+	// Options.ReadBatch says otherwise: at most 32 × 512 KB (16 MB, some 50 MB in flight while
+	// decoded) in one answer, and a tier of ordinary size in one request. Within Consul's 128
+	// operations; larger values of ReadBatch are cut to that.
+	DefaultReadBatch = 32
 	// maxRereads bounds how often a read starts again because the tier changed between the
 	// listing of its keys and the fetching of their values.
 	maxRereads = 20
@@ -53,15 +55,19 @@ func tooManyKeys(base string, n int) error {
 		ErrTooManyKeys, base, n, MaxTierKeys)
 }
 
-// fetch gets the values of keys consistently, getBatch per transaction. A key deleted after
+// fetch gets the values of keys consistently, batchSize per transaction. A key deleted after
 // it was listed is returned in gone, not as an error. Values larger than maxValueLen are
 // replaced by a short text saying so (which no parser accepts), so that a batch of junk is
 // not kept: at most one batch of raw values is held at a time.
-func fetch(ctx context.Context, kv KV, keys []string) (map[string]*api.KVPair, map[string]bool, error) {
+func fetch(ctx context.Context, kv KV, keys []string, batchSize int) (map[string]*api.KVPair, map[string]bool, error) {
+	if batchSize <= 0 {
+		batchSize = DefaultReadBatch
+	}
+	batchSize = min(batchSize, maxTxnOps)
 	got := make(map[string]*api.KVPair, len(keys))
 	gone := map[string]bool{}
 	for len(keys) > 0 {
-		batch := keys[:min(getBatch, len(keys))]
+		batch := keys[:min(batchSize, len(keys))]
 		ops := make(api.KVTxnOps, 0, len(batch))
 		for _, k := range batch {
 			if !gone[k] {
@@ -122,7 +128,7 @@ func current(keys []string, got map[string]*api.KVPair, gone map[string]bool, in
 // readTier reads one tier (base ends in "/"): its layout keys listed, their values fetched,
 // again from the start while the tier changes in between. waitIndex > 0 makes the listing a
 // blocking query (q carries its wait time); the fetches are always consistent.
-func readTier(ctx context.Context, kv KV, tier string, defaultMax int, base string, q *api.QueryOptions) (*Snapshot, error) {
+func readTier(ctx context.Context, kv KV, tier string, defaultMax, batchSize int, base string, q *api.QueryOptions) (*Snapshot, error) {
 	for range maxRereads {
 		all, index, err := listKeys(ctx, kv, base, q)
 		if err != nil {
@@ -132,7 +138,7 @@ func readTier(ctx context.Context, kv KV, tier string, defaultMax int, base stri
 		if len(keys) > MaxTierKeys {
 			return nil, tooManyKeys(base, len(keys))
 		}
-		got, gone, err := fetch(ctx, kv, keys)
+		got, gone, err := fetch(ctx, kv, keys, batchSize)
 		if err != nil {
 			return nil, err
 		}

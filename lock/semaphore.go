@@ -38,6 +38,9 @@ type Options struct {
 	Now func() time.Time
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions
+	// ReadBatch is how many values a read fetches per transaction (see read.go): what bounds
+	// its memory when junk lies under the tier. Default DefaultReadBatch (32).
+	ReadBatch int
 	// QueueTTL is the TTL of a waiter's session. Default DefaultQueueTTL (10s, Consul's minimum).
 	QueueTTL time.Duration
 }

@@ -247,7 +247,7 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 			return nil, fmt.Errorf("%s %q: want a positive duration such as 30s", envConsulTimeout, v)
 		}
 	}
-	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix, RequestTimeout: consulclient.RequestTimeout(consulTimeout)})
+	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix, RequestTimeout: consulclient.RequestTimeout(consulTimeout), ReadBatch: lambdaReadBatch})
 	if err != nil {
 		return nil, err
 	}
@@ -309,3 +309,7 @@ func (s stdLog) Write(p []byte) (int, error) {
 	log.WithField("from", "aws-lambda-go").Error(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// lambdaReadBatch is how many values the function fetches per transaction: 4 × 512 KB of junk
+// at most in one answer keeps its peak far within 128 MB (TestBootstrapJunk measures it).
+const lambdaReadBatch = 4
