@@ -49,7 +49,7 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 	sort.Strings(tiers)
 	out := make([]*Snapshot, 0, len(tiers))
 	for _, t := range tiers {
-		out = append(out, newSnapshot(t, opts.DefaultMax, byTier[t], prefix+"/"+t+"/", meta.LastIndex))
+		out = append(out, newSnapshot(t, opts.DefaultMax, opts.QueueOrder, byTier[t], prefix+"/"+t+"/", meta.LastIndex))
 	}
 	return out, nil
 }
@@ -57,5 +57,5 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 // tierKey reports whether rel (a key relative to a tier) belongs to the tier layout.
 func tierKey(rel string) bool {
 	return rel == keyMax || rel == keyCurrent || rel == keySaved ||
-		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir)
+		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir) || strings.HasPrefix(rel, convergedDir)
 }

@@ -36,7 +36,7 @@ func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Du
 	if err := filtered(meta, s.base); err != nil {
 		return nil, err
 	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, meta.LastIndex), nil
+	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base, meta.LastIndex), nil
 }
 
 // filtered refuses a listing that Consul's ACLs cut short: a tier read without some of its
@@ -139,7 +139,7 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn) (*Snapshot, error)
 	for _, p := range byKey {
 		pairs = append(pairs, p)
 	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, last), nil
+	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base, last), nil
 }
 
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected

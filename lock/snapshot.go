@@ -21,8 +21,16 @@ type Snapshot struct {
 	Holders  map[string]Record // running/<holder>, by holder (readable ones)
 	// RunningKeys is the number of running/ keys, readable or not: what current must equal.
 	RunningKeys int
-	// Queue is who waits for a slot, in arrival order.
-	Queue      []Waiter
+	// Queue is who waits for a slot, in the order they rank (Order).
+	Queue []Waiter
+	// Order is how Queue is ranked.
+	Order QueueOrder
+	// Converged is every readable converged/<holder> record, by holder: the hosts known to
+	// have converged under tierlock, and when they last did.
+	Converged map[string]Convergence
+	// BadConverged lists converged/ records that cannot be read. They never stop a run (their
+	// hosts rank as never converged); status and check report them.
+	BadConverged []error
 	Problems   []error           // invalid stored values; Acquire refuses to act on them
 	LastIndex  uint64            // Consul's index of the read, for blocking queries
 	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
@@ -81,14 +89,17 @@ const (
 	keySaved   = "max_saved"
 	runningDir = "running/"
 	queueDir   = "queue/"
+	// convergedDir holds each host's last successful run.
+	convergedDir = "converged/"
 )
 
 // newSnapshot parses the pairs listed under the tier's prefix (keys relative to it).
-func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, lastIndex uint64) *Snapshot {
+func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPairs, base string, lastIndex uint64) *Snapshot {
 	s := &Snapshot{
 		Tier:       tier,
 		Max:        defaultMax,
 		Holders:    map[string]Record{},
+		Converged:  map[string]Convergence{},
 		LastIndex:  lastIndex,
 		modify:     map[string]uint64{},
 		badHolders: map[string]bool{},
@@ -130,6 +141,19 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 				continue
 			}
 			s.Queue = append(s.Queue, parseWaiter(holder, p))
+		case strings.HasPrefix(rel, convergedDir):
+			s.modify[rel] = p.ModifyIndex
+			holder := strings.TrimPrefix(rel, convergedDir)
+			if err := ValidateName("holder", holder); err != nil {
+				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			c, err := ParseConvergence(holder, p.Value)
+			if err != nil {
+				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Converged[holder] = c
 		case strings.HasPrefix(rel, runningDir):
 			s.modify[rel] = p.ModifyIndex
 			s.RunningKeys++
@@ -148,7 +172,7 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 			s.Holders[holder] = rec
 		}
 	}
-	sort.Slice(s.Queue, func(i, j int) bool { return s.Queue[i].CreateIndex < s.Queue[j].CreateIndex })
+	s.rank(order)
 	return s
 }
 
@@ -178,8 +202,9 @@ func (d Decision) String() string {
 }
 
 // Decide returns what Acquire does for holder with this snapshot. A holder may take a slot
-// only when fewer waiters are ahead of it than slots are free, so that nobody overtakes the
-// queue; one that is not queued counts every waiter as ahead of it.
+// only when fewer waiters rank ahead of it than slots are free, so that nobody overtakes the
+// queue; one that is not queued counts the waiters that would rank ahead of it if it joined
+// now, so a newcomer that ranks ahead goes ahead.
 func (s *Snapshot) Decide(holder string) Decision {
 	if s.Max == 0 {
 		return Disabled
@@ -193,14 +218,23 @@ func (s *Snapshot) Decide(holder string) Decision {
 	return Wait
 }
 
-// Ahead is the number of waiters queued before holder (all of them if it is not queued).
+// Ahead is the number of waiters ranked before holder. For a holder not queued, it is the
+// number that would rank before it if it joined now (as the last to arrive): every waiter in
+// arrival order, those with an older or no convergence (or the same) in converged order.
 func (s *Snapshot) Ahead(holder string) int {
 	for i, w := range s.Queue {
 		if w.Holder == holder {
 			return i
 		}
 	}
-	return len(s.Queue)
+	me := Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
+	n := 0
+	for _, w := range s.Queue {
+		if s.Order.before(w, me) {
+			n++
+		}
+	}
+	return n
 }
 
 // queued returns holder's queue entry.
