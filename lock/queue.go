@@ -27,16 +27,16 @@ type Sessions interface {
 
 // Waiter is one queue/ entry.
 type Waiter struct {
-	Holder      string    `json:"holder"`
-	RunID       string    `json:"run_id"`
-	InstanceID  string    `json:"instance_id,omitempty"` // as in the Record the waiter will write,
-	Node        string    `json:"node,omitempty"`        // so the reaper can find its entry too
-	Since       time.Time `json:"since"`
+	Holder     string    `json:"holder"`
+	RunID      string    `json:"run_id"`
+	InstanceID string    `json:"instance_id,omitempty"` // as in the Record the waiter will write,
+	Node       string    `json:"node,omitempty"`        // so the reaper can find its entry too
+	Since      time.Time `json:"since"`
 	// ConvergedAt is the holder's last convergence when it joined (nil: never), which ranks it.
 	ConvergedAt *time.Time `json:"converged_at"`
-	Session     string    `json:"-"`
-	CreateIndex uint64    `json:"-"`
-	ModifyIndex uint64    `json:"-"`
+	Session     string     `json:"-"`
+	CreateIndex uint64     `json:"-"`
+	ModifyIndex uint64     `json:"-"`
 }
 
 // parseWaiter reads a queue entry; only tierlock writes them, so an unreadable value still

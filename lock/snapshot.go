@@ -31,11 +31,11 @@ type Snapshot struct {
 	// BadConverged lists converged/ records that cannot be read. They never stop a run (their
 	// hosts rank as never converged); status and check report them.
 	BadConverged []error
-	Problems   []error           // invalid stored values; Acquire refuses to act on them
-	LastIndex  uint64            // Consul's index of the read, for blocking queries
-	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
-	badHolders map[string]bool   // running/ keys whose value did not parse
-	badCurrent bool              // current is stored but not a count
+	Problems     []error           // invalid stored values; Acquire refuses to act on them
+	LastIndex    uint64            // Consul's index of the read, for blocking queries
+	modify       map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	badHolders   map[string]bool   // running/ keys whose value did not parse
+	badCurrent   bool              // current is stored but not a count
 }
 
 // Exists reports whether the tier has any key stored.
