@@ -34,14 +34,20 @@ func worse(a, b Status) Status {
 	return a
 }
 
-// Thresholds are the ages (in seconds) at which a held slot warns and pages.
+// Thresholds are the ages (in seconds) at which a held slot, and a host's last convergence,
+// warn and page.
 type Thresholds struct {
 	Warn, Crit Range
+	// ConvergeWarn and ConvergeCrit judge the age of each host's converged/ record. Zero
+	// ranges alert on any age above 0: use DefaultConvergeThresholds.
+	ConvergeWarn, ConvergeCrit Range
 }
 
-// DefaultThresholds: WARNING past 1h, CRITICAL past 2h.
+// DefaultThresholds: a held slot warns past 1h and is critical past 2h; a host that last
+// converged more than 4h ago warns, more than 24h ago is critical.
 func DefaultThresholds() Thresholds {
-	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}}
+	cw, cc := DefaultConvergeThresholds()
+	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}, ConvergeWarn: cw, ConvergeCrit: cc}
 }
 
 // TierVerdict is the judgement of one tier.
@@ -53,6 +59,13 @@ type TierVerdict struct {
 	Held     int           // slots held (the larger of current and the running/ keys)
 	Failed   int           // holders in state failed or interrupted
 	Oldest   time.Duration // age of the oldest holder's attempt
+	// Hosts is the number of known hosts (converged/ records, slots, queue entries).
+	Hosts int
+	// OldestConverged is the age of the oldest convergence record (0 when there is none).
+	OldestConverged time.Duration
+	// Unconverged are the hosts whose last convergence is past the warning (or critical)
+	// threshold, sorted; none in a disabled tier, which is exempt.
+	Unconverged []string
 }
 
 // Verdict is the judgement of every tier checked.
@@ -62,7 +75,9 @@ type Verdict struct {
 	Held   int
 	Failed int
 	Oldest time.Duration
-	Th     Thresholds
+	// OldestConverged is the oldest convergence age of the tiers judged (disabled ones left out).
+	OldestConverged time.Duration
+	Th              Thresholds
 }
 
 // Judge judges snaps at now. A holder's age is the time since its attempt started.
@@ -74,6 +89,9 @@ func Judge(snaps []*lock.Snapshot, now time.Time, th Thresholds) Verdict {
 		v.Held += tv.Held
 		v.Failed += tv.Failed
 		v.Oldest = max(v.Oldest, tv.Oldest)
+		if !tv.Disabled {
+			v.OldestConverged = max(v.OldestConverged, tv.OldestConverged)
+		}
 		v.Tiers = append(v.Tiers, tv)
 	}
 	sort.SliceStable(v.Tiers, func(i, j int) bool {
@@ -125,6 +143,11 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 			}
 		}
 	}
+	cv := judgeConvergence(s, now, th)
+	tv.Hosts, tv.OldestConverged = cv.hosts, cv.oldest
+	crit, warn = append(crit, cv.crit...), append(warn, cv.warn...)
+	tv.Unconverged = append(pastNames(cv.crit), pastNames(cv.warn)...)
+	sort.Strings(tv.Unconverged)
 	switch {
 	case len(crit) > 0:
 		tv.Status = Critical
@@ -180,8 +203,12 @@ func (v Verdict) Output(verbose bool) string {
 	if len(disabled) > 0 {
 		fmt.Fprintf(&b, "; disabled: %s", safetext.Plugin(strings.Join(disabled, ", ")))
 	}
-	fmt.Fprintf(&b, " | tiers=%d held=%d failed=%d oldest_age=%ds;%s;%s;0\n",
-		len(v.Tiers), v.Held, v.Failed, int64(v.Oldest.Seconds()), v.Th.Warn, v.Th.Crit)
+	if len(disabled) > 0 {
+		b.WriteString(" (convergence not judged there)")
+	}
+	fmt.Fprintf(&b, " | tiers=%d held=%d failed=%d oldest_age=%ds;%s;%s;0 oldest_converged_age=%ds;%s;%s;0\n",
+		len(v.Tiers), v.Held, v.Failed, int64(v.Oldest.Seconds()), v.Th.Warn, v.Th.Crit,
+		int64(v.OldestConverged.Seconds()), v.Th.ConvergeWarn, v.Th.ConvergeCrit)
 	for _, t := range v.Tiers {
 		switch {
 		case t.Status != OK:

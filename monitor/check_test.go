@@ -95,8 +95,8 @@ func TestOutput(t *testing.T) {
 		tier("stage/web", -1, nil),
 	}
 	v := Judge(snaps, now, DefaultThresholds())
-	want := "TIERLOCK CRITICAL - 3 tiers, 2 slots held, 1 failed, oldest 2h13m; 1 with problems; disabled: prod/db" +
-		" | tiers=3 held=2 failed=1 oldest_age=7980s;3600;7200;0\n" +
+	want := "TIERLOCK CRITICAL - 3 tiers, 2 slots held, 1 failed, oldest 2h13m; 1 with problems; disabled: prod/db (convergence not judged there)" +
+		" | tiers=3 held=2 failed=1 oldest_age=7980s;3600;7200;0 oldest_converged_age=0s;14400;86400;0\n" +
 		"prod/web CRITICAL: web-3 failed (exit 1), holding its slot for 2h13m\n"
 	if got := v.Output(false); got != want {
 		t.Errorf("output\n%s\nwant\n%s", got, want)
@@ -105,7 +105,7 @@ func TestOutput(t *testing.T) {
 	if !strings.Contains(verbose, "prod/db OK: disabled, 0 held\n") || !strings.Contains(verbose, "stage/web OK: 0 held\n") {
 		t.Errorf("verbose output lacks OK tiers:\n%s", verbose)
 	}
-	if empty := Judge(nil, now, DefaultThresholds()).Output(false); empty != "TIERLOCK OK - 0 tiers, 0 slots held, 0 failed | tiers=0 held=0 failed=0 oldest_age=0s;3600;7200;0\n" {
+	if empty := Judge(nil, now, DefaultThresholds()).Output(false); empty != "TIERLOCK OK - 0 tiers, 0 slots held, 0 failed | tiers=0 held=0 failed=0 oldest_age=0s;3600;7200;0 oldest_converged_age=0s;14400;86400;0\n" {
 		t.Errorf("no tiers: %q", empty)
 	}
 }
