@@ -163,9 +163,9 @@ func (s *Semaphore) convergedOp(slot *Slot, now time.Time) (*api.KVTxnOp, error)
 	return &api.KVTxnOp{Verb: api.KVSet, Key: s.base + convergedDir + slot.Holder, Value: value}, nil
 }
 
-// convergences lists the converged/ records by holder, unreadable ones as a Convergence with
+// Convergences lists the converged/ records by holder, unreadable ones as a Convergence with
 // only Holder set (so they can still be matched by name).
-func (s *Snapshot) convergences() []Convergence {
+func (s *Snapshot) Convergences() []Convergence {
 	var out []Convergence
 	for k := range s.modify {
 		if h, ok := strings.CutPrefix(k, convergedDir); ok {

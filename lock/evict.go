@@ -103,7 +103,7 @@ func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (e
 		ev.Waiters = append(ev.Waiters, w)
 		dels = append(dels, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex})
 	}
-	for _, c := range snap.convergences() {
+	for _, c := range snap.Convergences() {
 		if full {
 			break
 		}

@@ -80,6 +80,9 @@ type freedSlot struct {
 	Holder string `json:"holder"`
 	State  string `json:"state,omitempty"`
 	Queued bool   `json:"queued,omitempty"` // a queue entry, not a slot
+	// Converged marks a converged/ record, not a slot: the instance is no longer expected to
+	// converge.
+	Converged bool `json:"converged,omitempty"`
 }
 
 // Invoke handles one event. It takes the raw payload, so that a payload which is not even
@@ -123,12 +126,15 @@ func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte
 	log = log.WithField("instance_id", a.instanceID)
 	freed, err := d.reap(ctx, log, monitor.ByInstance(a.instanceID))
 	for _, s := range freed {
-		if s.Queued {
+		switch {
+		case s.Queued:
 			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder}).Info("queue entry removed")
-		} else {
+		case s.Converged:
+			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder}).Info("convergence record removed")
+		default:
 			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder, "state": s.State}).Info("slot freed")
 		}
-		res.Freed = append(res.Freed, freedSlot{Tier: s.Tier, Holder: s.Holder, State: string(s.State), Queued: s.Queued})
+		res.Freed = append(res.Freed, freedSlot{Tier: s.Tier, Holder: s.Holder, State: string(s.State), Queued: s.Queued, Converged: s.Converged})
 	}
 	if err != nil {
 		return result{}, err
