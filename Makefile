@@ -79,7 +79,7 @@ fuzz:
 ## (24 hosts, 2 slots, 12 cycles of 2.5 s, fixed offsets; about 70 s): runs per host, hosts
 ## that never ran, worst gap. Not part of `make test`: it takes longer than a minute.
 fleet: consul build
-	$(GO) run ./bench/fleet
+	$(GO) run ./bench/turns
 
 ## fleet-sim: a day of a 200-host tier under the packaged timer, simulated, in both queue orders
 fleet-sim:

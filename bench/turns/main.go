@@ -1,4 +1,4 @@
-// Command fleet demonstrates the queue orders with real processes: a real Consul agent and the
+// Command turns demonstrates the queue orders with real processes: a real Consul agent and the
 // built tierlock binary, one `tierlock run` per host per cycle, in compressed time. Every host
 // keeps a fixed offset within the cycle, as the packaged timer's FixedRandomDelay gives it, so
 // in arrival order the same hosts arrive last every cycle. It prints, for both orders side by
@@ -48,7 +48,7 @@ func main() {
 	bin := flag.String("tierlock", "bin/tierlock", "the tierlock binary")
 	flag.Parse()
 	if err := demo(context.Background(), os.Stdout, p, *bin); err != nil {
-		fmt.Fprintln(os.Stderr, "fleet:", err)
+		fmt.Fprintln(os.Stderr, "turns:", err)
 		os.Exit(1)
 	}
 }
