@@ -19,7 +19,7 @@ export TIERLOCK_CONSUL := $(abspath $(CONSUL))
 
 LAMBDA_ARCHES := amd64 arm64
 
-.PHONY: all build lambda consul test test-deps lint demo bench man completions binaries packages package clean soak fuzz
+.PHONY: all build lambda consul test test-deps lint demo bench bench-fleet man completions binaries packages package clean soak fuzz
 
 all: build
 
@@ -117,6 +117,15 @@ package: lambda binaries packages
 bench: build consul
 	$(GO) build -o bin/bench ./bench
 	bin/bench -tierlock bin/tierlock -consul $(CONSUL) -out bench/results
+
+## bench-fleet: thousands of simulated hosts (goroutines, each its own Consul client and
+## connection) through one tier, tierlock's lock package against api.Semaphore (`consul lock
+## -n`), one real agent behind a counting proxy; a table, and JSON in bench/results/.
+## FLEET_ARGS passes flags, e.g. FLEET_ARGS='-m 100 -n 10 -long-waiters 200' for a small run.
+FLEET_ARGS ?=
+bench-fleet: consul
+	$(GO) build -o bin/bench-fleet ./bench/fleet
+	bin/bench-fleet -consul $(CONSUL) -out bench/results $(FLEET_ARGS)
 
 clean:
 	rm -rf bin/tierlock dist
