@@ -150,7 +150,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	b.agent, err = consulagent.Launch(ctx, cfg.Consul, consulagent.Config{
 		LogPath: filepath.Join(cfg.Dir, "consul.log"),
 		HCL: []string{
-			"limits { http_max_conns_per_client = 100000 }",
+			"limits { http_max_conns_per_client = 10000 }",
 			`telemetry { prometheus_retention_time = "24h" disable_hostname = true }`,
 		},
 	})

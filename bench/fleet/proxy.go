@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -179,8 +180,9 @@ func newCountingProxy(target string) *countingProxy {
 		Proxy: nil, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 		MaxIdleConns: 0, MaxIdleConnsPerHost: 100000, IdleConnTimeout: 5 * time.Minute,
 	}
-	// The proxy passes Consul's errors on as they are; one it cannot reach is a 502.
-	rp.ErrorLog = nil
+	// A host that gives up on a request (a cancelled wait) is no news: the answer's 502 is
+	// counted as an error answer, and not logged.
+	rp.ErrorLog = log.New(io.Discard, "", 0)
 	return &countingProxy{rp: rp, kinds: counts{}}
 }
 
