@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
@@ -81,11 +82,8 @@ func newTierlockHost(addr, prefix, holder string, wait time.Duration) (*tierlock
 
 func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func()) runRecord {
 	rec := runRecord{holder: h.holder}
-	node, err := consulclient.NodeName(ctx, h.client)
-	if err != nil {
-		rec.err = err
-		return rec
-	}
+	// Best effort, as in run: a slot without a node is still a slot.
+	node, _ := consulclient.NodeName(ctx, h.client)
 	sem, err := lock.New(h.client.KV(), lock.Options{
 		Prefix: h.prefix, Tier: benchTier, DefaultMax: lock.DefaultMaxConcurrent,
 		RequestTimeout: lock.DefaultRequestTimeout, Sessions: h.client.Session(),
@@ -116,7 +114,11 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 			h.onLine()
 		}
 	}
-	slot, err := sem.Acquire(ctx, req)
+	var slot *lock.Slot
+	err = retry(ctx, func() (err error) {
+		slot, err = sem.Acquire(ctx, req)
+		return err
+	})
 	if err != nil {
 		rec.err = err
 		return rec
@@ -130,10 +132,28 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 	// As run's finish: the release outlives a cancelled run, with its own bound.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if err := sem.Release(rctx, slot); err != nil {
+	if err := retry(rctx, func() error { return sem.Release(rctx, slot) }); err != nil {
 		rec.err = fmt.Errorf("release: %w", err)
 	}
 	return rec
+}
+
+// consulTimeout is `tierlock run`'s default --consul-timeout.
+const consulTimeout = time.Minute
+
+// retry is run's retry policy (cmd/tierlock/retry.go) in brief: Consul errors that may pass
+// are retried with exponential backoff and jitter, 100ms to 5s, until they have lasted
+// consulTimeout. Acquire and Release are idempotent for one run, so retrying them is safe.
+func retry(ctx context.Context, op func() error) error {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, consulTimeout
+	return backoff.Retry(func() error {
+		err := op()
+		if err != nil && !consulclient.Retryable(ctx, err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
 }
 
 // peerHost drives api.Semaphore as `consul lock -n N PREFIX CMD` does: Acquire (a session,
