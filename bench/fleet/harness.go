@@ -174,7 +174,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	b.logf("idle agent for %s", cfg.Baseline)
 	if err := b.baseline(ctx); err != nil {
-		return nil, err
+		return rep, err
 	}
 	rep.IdleCPUShare, rep.IdleRaftPerSec = b.idleCPU, b.idleRaft
 
@@ -185,7 +185,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		b.logf("%s: %d uncontended runs", tool, cfg.Uncontended)
 		f, err := b.uncontended(ctx, tool)
 		if err != nil {
-			return nil, err
+			return rep, err
 		}
 		rep.Uncontended = append(rep.Uncontended, f)
 	}
@@ -195,7 +195,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				b.logf("%s: M=%d, N=%d, t=%s", tool, m, n, cfg.T)
 				f, err := b.contended(ctx, tool, m, n)
 				if err != nil {
-					return nil, err
+					return rep, err
 				}
 				b.logf("%s: M=%d, N=%d: %d runs in %.1fs, %.1f requests and %.1f raft writes per run",
 					tool, m, n, f.Runs, f.WallSeconds, f.RequestsPerRun, f.RaftPerRun)
@@ -208,7 +208,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			b.logf("%s: long wait, %d waiters idle for %s", tool, cfg.LongWaiters, cfg.LongWait)
 			lw, err := b.longWait(ctx, tool)
 			if err != nil {
-				return nil, err
+				return rep, err
 			}
 			rep.LongWaits = append(rep.LongWaits, lw)
 		}

@@ -78,11 +78,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer os.RemoveAll(cfg.Dir)
-	rep, err := Run(ctx, cfg)
-	if err != nil {
-		fmt.Fprintln(stderr, "fleet:", err)
+	rep, runErr := Run(ctx, cfg)
+	if rep == nil {
+		fmt.Fprintln(stderr, "fleet:", runErr)
 		return 1
 	}
+	// What was measured before an error is still printed and kept.
 	rep.CPUs = runtime.NumCPU()
 	printReport(stdout, rep)
 	path, err := writeJSON(*out, rep)
@@ -91,6 +92,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintln(stderr, "fleet: wrote", path)
+	if runErr != nil {
+		fmt.Fprintln(stderr, "fleet: stopped early:", runErr)
+		return 1
+	}
 	return 0
 }
 

@@ -288,7 +288,7 @@ func startProxy(target string) (*proxyProcess, error) {
 		_ = cmd.Wait()
 		return nil, fmt.Errorf("fleet: the proxy did not say its address: %w", err)
 	}
-	return &proxyProcess{Addr: strings.TrimSpace(line), cmd: cmd, hc: &http.Client{Timeout: 10 * time.Second}}, nil
+	return &proxyProcess{Addr: strings.TrimSpace(line), cmd: cmd, hc: &http.Client{Timeout: 2 * time.Minute}}, nil
 }
 
 // Counts returns the proxy's totals so far.
