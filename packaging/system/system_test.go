@@ -85,11 +85,16 @@ func TestSystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	rpm, err := os.ReadFile(strings.NewReplacer("tierlock_", "tierlock-", ".deb", ".rpm", "_amd64", ".x86_64", "_arm64", ".aarch64").Replace(deb))
+	if err != nil {
+		t.Fatalf("the .rpm beside %s: %v", deb, err)
+	}
 	for name, f := range map[string]struct {
 		data []byte
 		mode os.FileMode
 	}{
 		"root/tierlock.deb":         {b, 0o644},
+		"root/tierlock.rpm":         {rpm, 0o644},
 		"usr/local/bin/fakechef":    {[]byte(fakechef), 0o755},
 		"srv/chef/mode":             {[]byte("ok\n"), 0o644},
 		"srv/chef/runs":             {nil, 0o644},
@@ -301,6 +306,28 @@ func TestSystem(t *testing.T) {
 				s.t.Error("the command ran although Consul was unreachable")
 			}
 			s.journal(since, "")
+		}) &&
+		scenario("rpm install and erase", func(s *sys) {
+			// The .rpm's scriptlets under the same systemd, installed by Debian's rpm (its
+			// database knows nothing of the Debian packages, hence --nodeps). The config is
+			// there first, as configuration management puts it.
+			s.must("dpkg -P tierlock </dev/null && mkdir -p /etc/default && cat > /etc/default/tierlock <<'EOF'\n" + config + "EOF")
+			s.must("rpm -i --nodeps --force-debian /root/tierlock.rpm </dev/null")
+			s.want("rpm -q --qf '%{NAME}' tierlock", "tierlock")
+			s.want("systemctl is-enabled tierlock.timer", "enabled")
+			s.want("systemctl is-active tierlock.timer", "active")
+			if got := s.must("cat /etc/default/tierlock"); got != strings.TrimSpace(config) {
+				s.t.Errorf("/etc/default/tierlock replaced by rpm -i:\n%s", got)
+			}
+			s.want("test -e /etc/default/tierlock.rpmnew && echo yes", "yes")
+			s.must("systemctl start tierlock.service")
+			s.released()
+			s.must("rpm -e --nodeps --force-debian tierlock </dev/null")
+			s.want("systemctl is-active tierlock.timer", "inactive")
+			s.want("test -e /usr/bin/tierlock || echo gone", "gone")
+			if got := s.must("cat /etc/default/tierlock /etc/default/tierlock.rpmsave 2>/dev/null || true"); got != strings.TrimSpace(config) {
+				s.t.Errorf("after rpm -e, the operator's settings: %q, want them kept", got)
+			}
 		})
 	if !ok {
 		t.Log("a scenario failed; the ones after it did not run")

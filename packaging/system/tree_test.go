@@ -14,12 +14,12 @@ import (
 	"time"
 )
 
-// suite and include describe the tree; treeName changes with them, so a cached tree of
-// another recipe is never reused.
+// suite and include describe the tree (rpm: to install and erase the .rpm under the same
+// systemd); treeName changes with them, so a cached tree of another recipe is never reused.
 const (
 	suite    = "bookworm"
-	include  = "systemd,dbus,systemd-sysv"
-	treeName = "debian-" + suite + "-minbase-systemd-v1.tar.zst"
+	include  = "systemd,dbus,systemd-sysv,rpm"
+	treeName = "debian-" + suite + "-minbase-systemd-rpm-v1.tar.zst"
 )
 
 // errNoMirror: apt names no Debian mirror to bootstrap from.
