@@ -48,15 +48,23 @@ func boot(ctx context.Context, dir, logPath string) (*container, error) {
 	for ; ; time.Sleep(200 * time.Millisecond) {
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			c.stop()
-			return nil, fmt.Errorf("system: the container did not boot within 2m; see %s", logPath)
+			b, _ := os.ReadFile(logPath)
+			return nil, fmt.Errorf("system: the container did not boot within 2m (init %d):\n%s", c.init, tail(b, 3000))
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("system: systemd-nspawn ended at boot; see %s", logPath)
+			b, _ := os.ReadFile(logPath)
+			return nil, fmt.Errorf("system: systemd-nspawn ended at boot:\n%s", tail(b, 3000))
 		default:
 		}
 		if c.init == 0 {
-			c.init = childOf(cmd.Process.Pid)
+			// nspawn's first child is an intermediate that clones the container's init and
+			// exits: wait for the child that is systemd.
+			if pid := childOf(cmd.Process.Pid); pid != 0 {
+				if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "systemd" {
+					c.init = pid
+				}
+			}
 			continue
 		}
 		out, _ := c.run(ctx, "systemctl is-system-running")

@@ -48,6 +48,11 @@ func treeTarball(ctx context.Context, logf func(string, ...any)) (path string, m
 		return "", false, fmt.Errorf("system: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	// The tree's / (MkdirTemp makes it 0700): services that drop root, dbus first, must
+	// traverse it.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", false, fmt.Errorf("system: %w", err)
+	}
 	logf("debootstrap --variant=minbase --include=%s %s from %s", include, suite, mirror)
 	out, err := exec.CommandContext(ctx, "debootstrap", "--variant=minbase", "--include="+include,
 		suite, dir, mirror).CombinedOutput()
@@ -79,6 +84,10 @@ func unpack(ctx context.Context, tarball, dir string) error {
 		"-I", "zstd", "-xpf", tarball).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("system: unpacking %s: %w\n%s", tarball, err, out)
+	}
+	// Whatever mode the tarball gave /, as above.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return fmt.Errorf("system: %w", err)
 	}
 	return nil
 }
