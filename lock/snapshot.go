@@ -122,7 +122,14 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 			}
 			s.Saved, s.SavedSet = n, true
 		case strings.HasPrefix(rel, queueDir):
-			s.Queue = append(s.Queue, parseWaiter(strings.TrimPrefix(rel, queueDir), p))
+			// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
+			// tierlock, and its name is reported (quoted), never taken as a waiter.
+			holder := strings.TrimPrefix(rel, queueDir)
+			if err := ValidateName("queue holder", holder); err != nil {
+				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Queue = append(s.Queue, parseWaiter(holder, p))
 		case strings.HasPrefix(rel, runningDir):
 			s.modify[rel] = p.ModifyIndex
 			s.RunningKeys++

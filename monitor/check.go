@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -177,20 +178,22 @@ func (v Verdict) Output(verbose bool) string {
 		fmt.Fprintf(&b, "; %d with problems", problems)
 	}
 	if len(disabled) > 0 {
-		fmt.Fprintf(&b, "; disabled: %s", strings.Join(disabled, ", "))
+		fmt.Fprintf(&b, "; disabled: %s", safetext.Plugin(strings.Join(disabled, ", ")))
 	}
 	fmt.Fprintf(&b, " | tiers=%d held=%d failed=%d oldest_age=%ds;%s;%s;0\n",
 		len(v.Tiers), v.Held, v.Failed, int64(v.Oldest.Seconds()), v.Th.Warn, v.Th.Crit)
 	for _, t := range v.Tiers {
 		switch {
 		case t.Status != OK:
-			fmt.Fprintf(&b, "%s %s: %s\n", t.Tier, t.Status, strings.Join(t.Problems, "; "))
+			// Problems quote stored keys and values: through the sanitiser, so that none can
+			// add a line or perfdata (a '|') to the plugin's output.
+			fmt.Fprintf(&b, "%s\n", safetext.Plugin(fmt.Sprintf("%s %s: %s", t.Tier, t.Status, strings.Join(t.Problems, "; "))))
 		case verbose:
 			state := fmt.Sprintf("%d held", t.Held)
 			if t.Disabled {
 				state = "disabled, " + state
 			}
-			fmt.Fprintf(&b, "%s OK: %s\n", t.Tier, state)
+			fmt.Fprintf(&b, "%s OK: %s\n", safetext.Plugin(t.Tier), state)
 		}
 	}
 	return b.String()

@@ -23,6 +23,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safelog"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -286,7 +287,8 @@ func tokenSource() string {
 func (f *Function) logger() *logrus.Logger {
 	l := logrus.New()
 	l.Out = f.Out
-	l.Formatter = &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}
+	// Holders, nodes and keys in the lines come from Consul: through the one sanitiser.
+	l.Formatter = safelog.Formatter{Inner: &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}}
 	if level, err := logrus.ParseLevel(os.Getenv(envLogLevel)); err == nil {
 		l.Level = level
 	}

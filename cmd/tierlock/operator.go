@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safelog"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -71,6 +72,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	}
 	logger := logrus.New()
 	logger.Out = a.Stderr
+	safelog.Wrap(logger)
 	o.retry = &consulRetry{timeout: timeout, now: a.Now, log: logrus.NewEntry(logger).WithField("tier", o.tier)}
 	o.kv = o.retry.observe(client.KV())
 	if o.tier != "" {

@@ -154,7 +154,8 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	}
 
 	res, err := runner.Run(ctx, runner.Command{
-		Path: o.path, Args: o.command[1:], Stdin: os.Stdin, Stdout: a.Stdout, Stderr: a.Stderr,
+		Path: o.path, Args: o.command[1:], Env: commandEnv(os.Environ(), o.passConsulToken),
+		Stdin: os.Stdin, Stdout: a.Stdout, Stderr: a.Stderr,
 		Timeout: o.timeout, KillGrace: o.killGrace, Signals: a.Signals,
 	})
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 func TestRunReadsTheSettingsFile(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "tierlock")
-	m := marker(t, "from the file")
+	m := marker(t, "from-the-file")
 	if err := os.WriteFile(conf, []byte("# the host's settings\nTIERLOCK_TIER="+tier+"\nTIERLOCK_HOLDER=web-9\n"+
 		"TIERLOCK_COMMAND=\"touch "+m+"\"\nCONSUL_HTTP_ADDR=127.0.0.1:1\n"), 0o644); err != nil {
 		t.Fatal(err)
