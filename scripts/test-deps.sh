@@ -2,8 +2,8 @@
 # Installs the Debian packages the tests run for real: the Nagios core (the check end to end),
 # Monitoring::Plugin (the oracle for threshold ranges), and for the packaging and completion
 # tests systemd (systemd-analyze verify), rpm (rpm -qlp on the .rpm), bash-completion, zsh and
-# tmux (status --watch),
-# and for make test-system systemd-container (systemd-nspawn) and debootstrap. Always without
+# tmux (status --watch), and for make test-system systemd-container (systemd-nspawn),
+# debootstrap and zstd (the cached tree). Always without
 # recommends: systemd-container recommends libnss-mymachines, which edits the host's
 # /etc/nsswitch.conf.
 # Without root or apt it says so and leaves the tests that need them to skip with the same
