@@ -32,6 +32,7 @@ func (a *App) checkCommand() *cli.Command {
 			&cli.StringFlag{Name: "critical", Aliases: []string{"c"}, Value: "2h", Usage: "age of a held slot that is critical"},
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "a line for every tier, not only problem tiers"},
+			&cli.DurationFlag{Name: "disabled-warning", Usage: "warn about a tier disabled for longer than this (0: never)"},
 			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -45,6 +46,9 @@ func (a *App) checkCommand() *cli.Command {
 			}
 			if th.Crit, err = monitor.ParseRange(c.String("critical")); err != nil {
 				return unknown("-c: %v", err)
+			}
+			if th.DisabledWarn = c.Duration("disabled-warning"); th.DisabledWarn < 0 {
+				return unknown("--disabled-warning %s must not be negative", th.DisabledWarn)
 			}
 			timeout := c.Duration("timeout")
 			if timeout <= 0 {
