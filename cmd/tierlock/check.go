@@ -83,7 +83,7 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	retry := a.newRetry(timeout, quietLog())
+	retry := a.newRetry(timeout, quietLog()).interactive()
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
 	kv := client.KV()
 	if tier == "" {

@@ -73,7 +73,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	logger := logrus.New()
 	logger.Out = a.Stderr
 	safelog.Wrap(logger)
-	o.retry = a.newRetry(timeout, logrus.NewEntry(logger).WithField("tier", o.tier))
+	o.retry = a.newRetry(timeout, logrus.NewEntry(logger).WithField("tier", o.tier)).interactive()
 	o.kv = client.KV()
 	note, err := a.operatorNote(c)
 	if err != nil {
