@@ -9,13 +9,15 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
 
 func (a *App) checkCommand() *cli.Command {
 	unknown := func(format string, args ...any) error {
-		fmt.Fprintf(a.Stdout, "TIERLOCK UNKNOWN - "+format+"\n", args...)
+		// The reason may quote a stored key: no line or perfdata of its own.
+		fmt.Fprintf(a.Stdout, "TIERLOCK UNKNOWN - %s\n", safetext.Plugin(fmt.Sprintf(format, args...)))
 		return exitWith(int(monitor.Unknown), nil)
 	}
 	return &cli.Command{
@@ -30,6 +32,7 @@ func (a *App) checkCommand() *cli.Command {
 			&cli.StringFlag{Name: "critical", Aliases: []string{"c"}, Value: "2h", Usage: "age of a held slot that is critical"},
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "a line for every tier, not only problem tiers"},
+			&cli.DurationFlag{Name: "disabled-warning", Usage: "warn about a tier disabled for longer than this (0: never)"},
 			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -43,6 +46,9 @@ func (a *App) checkCommand() *cli.Command {
 			}
 			if th.Crit, err = monitor.ParseRange(c.String("critical")); err != nil {
 				return unknown("-c: %v", err)
+			}
+			if th.DisabledWarn = c.Duration("disabled-warning"); th.DisabledWarn < 0 {
+				return unknown("--disabled-warning %s must not be negative", th.DisabledWarn)
 			}
 			timeout := c.Duration("timeout")
 			if timeout <= 0 {
@@ -77,9 +83,9 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	retry := &consulRetry{timeout: timeout, now: a.Now, log: quietLog()}
+	retry := a.newRetry(timeout, quietLog()).interactive()
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
-	kv := retry.observe(client.KV())
+	kv := client.KV()
 	if tier == "" {
 		var snaps []*lock.Snapshot
 		err := retry.do(ctx, "read", func(ctx context.Context) (err error) {

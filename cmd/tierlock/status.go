@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -108,18 +109,23 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			if rec.ExitCode != nil {
 				code = fmt.Sprint(*rec.ExitCode)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", tier, mx, hd, h, rec.State,
-				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, orDash(rec.InstanceID))
+			// Every stored string goes through the sanitiser: a tab or an escape in one must
+			// neither break the columns nor reach the terminal.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", tier, mx, hd, safetext.Text(h), safetext.Text(string(rec.State)),
+				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, safetext.Text(orDash(rec.InstanceID)))
 		}
 		if tv.Status != monitor.OK {
-			notes = append(notes, fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; ")))
+			notes = append(notes, safetext.Text(fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))))
+		}
+		for _, n := range noteLines(s, tv, now) {
+			notes = append(notes, safetext.Text(tv.Tier+" "+n))
 		}
 		if len(s.Queue) > 0 {
 			var names []string
 			for _, q := range s.Queue {
 				names = append(names, fmt.Sprintf("%s (%s)", q.Holder, monitor.Age(max0(now.Sub(q.Since)))))
 			}
-			notes = append(notes, fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", ")))
+			notes = append(notes, safetext.Text(fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", "))))
 		}
 	}
 	tw.Flush()
@@ -159,6 +165,26 @@ func orDash(s string) string {
 	return s
 }
 
+// noteLines says who last changed the tier by hand: for a disabled tier who pulled the brake
+// (the check's words), then the last set-max, release and forget. Raw: sanitise to print.
+func noteLines(s *lock.Snapshot, tv monitor.TierVerdict, now time.Time) []string {
+	var lines []string
+	if tv.Disabled {
+		lines = append(lines, tv.Brake)
+	} else if n, ok := s.Notes[lock.NoteMax]; ok {
+		lines = append(lines, monitor.NoteText(n, now))
+	}
+	for _, kind := range []string{lock.NoteRelease, lock.NoteForget} {
+		if n, ok := s.Notes[kind]; ok {
+			lines = append(lines, monitor.NoteText(n, now))
+		}
+	}
+	for _, p := range s.NoteProblems {
+		lines = append(lines, "unreadable note: "+p.Error())
+	}
+	return lines
+}
+
 // statusJSON is the documented, stable JSON of `status --format json`.
 type statusJSON struct {
 	Prefix      string       `json:"prefix"`
@@ -180,6 +206,8 @@ type tierStatus struct {
 	Problems      []string       `json:"problems"`
 	Holders       []holderStatus `json:"holders"`
 	Waiters       []waiterStatus `json:"waiters"`
+	// Notes are the last operator changes by kind ("max", "release", "forget").
+	Notes map[string]lock.Note `json:"notes,omitempty"`
 }
 
 type waiterStatus struct {
@@ -202,7 +230,8 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 		s := bySnap[tv.Tier]
 		ts := tierStatus{Tier: s.Tier, Status: tv.Status.String(), MaxConcurrent: s.Max, MaxSet: s.MaxSet,
 			Disabled: s.Max == 0, Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
-			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{}}
+			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{},
+			Notes: s.Notes}
 		for _, q := range s.Queue {
 			ts.Waiters = append(ts.Waiters, waiterStatus{Waiter: q, AgeSeconds: int64(max0(now.Sub(q.Since)).Seconds())})
 		}
@@ -212,9 +241,13 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 		}
 		out.Tiers = append(out.Tiers, ts)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	doc, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	// Stored strings keep their value; the bytes that could act on a terminal are \u escapes.
+	_, err = w.Write(append(safetext.JSON(doc), '\n'))
+	return err
 }
 
 // writeStatusMetrics prints per-tier gauges in Prometheus' text exposition format.
