@@ -147,7 +147,7 @@ func aclPolicy(req policyRequest) (string, error) {
 		return "", err
 	}
 	w := &policyWriter{}
-	w.comment("Written by: "+r.commandLine(), "Create it with:",
+	w.comment("Printed by: "+r.commandLine(), "Create it with:",
 		"  "+r.commandLine()+" |",
 		"    consul acl policy create -name "+r.policyName()+" -rules @-")
 	root := r.Prefix + "/"
@@ -157,7 +157,7 @@ func aclPolicy(req policyRequest) (string, error) {
 			"max_concurrent or max_saved, nor touch other tiers or other nodes' sessions.")
 		for _, t := range r.Tiers {
 			w.blank()
-			w.slotRules(root+t+"/", "Tier "+t+": its settings (max_concurrent, max_saved) read only; its slots,")
+			w.slotRules(root + t + "/")
 		}
 		if r.Node != "" {
 			w.blank()
@@ -208,7 +208,7 @@ func aclPolicy(req policyRequest) (string, error) {
 			w.rule("key_prefix", root, "read")
 			for _, t := range r.Tiers {
 				w.blank()
-				w.slotRules(root+t+"/", "Tier "+t+": its settings read only; its slots,")
+				w.slotRules(root + t + "/")
 			}
 			w.blank()
 			w.comment("tierlock reap --consul-catalog remembers since when each node has been failing.")
@@ -226,8 +226,9 @@ func aclPolicy(req policyRequest) (string, error) {
 // slotRules are the rules of a writer of slots in one tier (base ends in '/'): read the
 // tier, write running/, queue/, converged/ and current. Consul applies the longest matching
 // prefix, and an exact key rule before any prefix.
-func (w *policyWriter) slotRules(base, intro string) {
-	w.comment(intro, "its queue, its convergence records and its count of held slots read and written.")
+func (w *policyWriter) slotRules(base string) {
+	w.comment("Tier "+strings.TrimSuffix(base, "/")+": max_concurrent and max_saved read only; running/,",
+		"queue/, converged/ and current read and written.")
 	w.rule("key_prefix", base, "read")
 	for _, dir := range []string{"running/", "queue/", "converged/"} {
 		w.rule("key_prefix", base+dir, "write")
