@@ -21,7 +21,7 @@ import (
 //     for the node its slot records). It cannot change max_concurrent, nor touch another
 //     tier or another node's sessions.
 //   - operator: status, set-max, disable, enable, release, repair, reap --instance-id or
-//     --holder: write on the tiers, read the rest of the prefix. No sessions, no catalog.
+//     --holder: write on the tiers (the reaper's memory read only). No sessions, no catalog.
 //   - monitor: status and check: read the tiers.
 //   - reaper: tierlock reap (all three ways) and the tierlock-reaper Lambda: write the
 //     running/, queue/, converged/ keys and current of the tiers, read their settings, keep
@@ -33,10 +33,11 @@ const (
 	roleReaper   = "reaper"
 )
 
-var roles = []string{roleHost, roleOperator, roleMonitor, roleReaper}
+// roleNames lists the roles, for checks and messages.
+func roleNames() []string { return []string{roleHost, roleOperator, roleMonitor, roleReaper} }
 
-// reaperDir is where the catalog reaper keeps its memory (monitor's _reaper/critical_since),
-// two levels short of a tier key so that no tier can be named like it.
+// reaperDir is where the catalog reaper keeps its memory (monitor's _reaper/critical_since);
+// a tier named _reaper/SERVICE would share its keys, so no policy is written for one.
 const reaperDir = "_reaper/"
 
 // errPolicy is the sentinel of every refusal of acl-policy: bad role, tier, node or prefix.
@@ -52,8 +53,8 @@ type policyRequest struct {
 
 // validate checks the request and returns it with duplicate tiers dropped.
 func (r policyRequest) validate() (policyRequest, error) {
-	if !slices.Contains(roles, r.Role) {
-		return r, fmt.Errorf("%w: --role %q: want %s", errPolicy, r.Role, strings.Join(roles, ", "))
+	if !slices.Contains(roleNames(), r.Role) {
+		return r, fmt.Errorf("%w: --role %q: want %s", errPolicy, r.Role, strings.Join(roleNames(), ", "))
 	}
 	if err := lock.ValidatePrefix(r.Prefix); err != nil {
 		return r, fmt.Errorf("%w: --prefix %q: %w", errPolicy, r.Prefix, err)
@@ -257,7 +258,7 @@ func (a *App) aclPolicyCommand() *cli.Command {
 				return exitWith(exitConfig, fmt.Errorf("%w: unexpected argument %q", errPolicy, c.Args().First()))
 			}
 			if !c.IsSet("role") {
-				return exitWith(exitConfig, fmt.Errorf("%w: --role is required: %s", errPolicy, strings.Join(roles, ", ")))
+				return exitWith(exitConfig, fmt.Errorf("%w: --role is required: %s", errPolicy, strings.Join(roleNames(), ", ")))
 			}
 			hcl, err := aclPolicy(policyRequest{Role: c.String("role"), Prefix: c.String("prefix"), Tiers: c.StringSlice("tier"), Node: c.String("node")})
 			if err != nil {
