@@ -93,7 +93,7 @@ func TestACLPolicyRefusals(t *testing.T) {
 		{[]string{"--role", "host", "--tier", "prod"}, `--tier "prod"`},
 		{[]string{"--role", "host", "--tier", "prod/web/x"}, `--tier "prod/web/x"`},
 		{[]string{"--role", "host", "--tier", "prod/we\"b"}, `prod/we\"b`},
-		{[]string{"--role", "monitor", "--tier", "prod/web\n"}, `--tier "prod/web\n"`},
+		{[]string{"--role", "monitor", "--tier", "prod/w\x1b]0;pwned\x07eb"}, `--tier "prod/w\x1b]0;pwned\aeb"`},
 		{[]string{"--role", "reaper", "--tier", "_reaper/x"}, `--tier "_reaper/x"`},
 		{[]string{"--role", "host", "--tier", "prod/web", "--node", `web-1" { policy = "write" } #`}, `--node "web-1\" {`},
 		{[]string{"--role", "host", "--node", ""}, "needs its tiers"},
