@@ -75,7 +75,7 @@ func (s *Semaphore) changeOps(snap *Snapshot, ch change) (api.KVTxnOps, error) {
 	}
 
 	var ops api.KVTxnOps
-	ops = append(ops, s.guard(snap, keyMax))
+	ops = append(ops, s.guardMax(snap)...)
 	others := snap.runningKeys()
 	// Guards on the other holders' keys catch foreign writers; tierlock's own writers are
 	// already serialised by the check-and-set on current, so when the guards would not fit
@@ -174,6 +174,19 @@ func (s *Semaphore) guard(snap *Snapshot, key string) *api.KVTxnOp {
 		return &api.KVTxnOp{Verb: api.KVCheckIndex, Key: s.base + key, Index: idx}
 	}
 	return &api.KVTxnOp{Verb: api.KVCheckNotExists, Key: s.base + key}
+}
+
+// guardMax guards max_concurrent as snap read it; when it was absent, nothing is checked.
+// Consul's ACLs let a check-not-exists through only with key:write on the key, and neither a
+// host nor a reaper scoped to its tiers may write max_concurrent. Nothing of tierlock's is
+// missed: set-max, disable and enable rewrite current in their transaction (wakeOps), so the
+// check-and-set on current fails after them. Only a foreign writer creating max_concurrent
+// in the instant between read and write goes unseen.
+func (s *Semaphore) guardMax(snap *Snapshot) api.KVTxnOps {
+	if _, ok := snap.modify[keyMax]; !ok {
+		return nil
+	}
+	return api.KVTxnOps{s.guard(snap, keyMax)}
 }
 
 // lostRace tells a failed check-and-set (someone wrote first) from a real refusal such as

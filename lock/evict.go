@@ -100,7 +100,7 @@ func (s *Semaphore) evictOps(snap *Snapshot, match func(string, Record) bool) (e
 // holders' keys catch foreign writers; tierlock's own are serialised by current already, so
 // the guards are left out when they would not fit.
 func (s *Semaphore) evictTxn(snap *Snapshot, dels api.KVTxnOps, removed map[string]bool) api.KVTxnOps {
-	ops := api.KVTxnOps{s.guard(snap, keyMax)}
+	ops := s.guardMax(snap)
 	others := snap.runningKeys()
 	if len(others)+len(dels)+2 <= maxTxnOps {
 		for _, k := range others {

@@ -34,10 +34,12 @@ func TestACLRoles(t *testing.T) {
 		tokens[name] = newToken(t, admin, name)
 	}
 	// Another application's lock on another node: a Vault HA lock, say.
+	// Registered in the catalog alone (no serfHealth, which the leader would reap for a node
+	// outside the gossip pool), its session bound to no check.
 	if _, err := admin.Catalog().Register(&api.CatalogRegistration{Node: "vault-1", Address: "127.0.0.2"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	vault, _, err := admin.Session().Create(&api.SessionEntry{Name: "vault-ha", Node: "vault-1", NodeChecks: []string{}}, nil)
+	vault, _, err := admin.Session().CreateNoChecks(&api.SessionEntry{Name: "vault-ha", Node: "vault-1"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +69,11 @@ func TestACLRoles(t *testing.T) {
 
 	t.Run("host runs, queues and releases in its tier", func(t *testing.T) {
 		reset()
+		// No max_concurrent at all (the default applies): the run must not need to write it,
+		// not even to check that it is still absent.
+		if _, err := admin.KV().Delete(base+"max_concurrent", nil); err != nil {
+			t.Fatal(err)
+		}
 		o := as("host", "run", "--tier", tier, "--log-level", "debug", "--", "touch", marker)
 		if o.code != 0 || !strings.Contains(o.stderr.String(), "slot acquired") || strings.Contains(o.stderr.String(), "lacks") {
 			t.Errorf("run: %s", o)
@@ -85,6 +92,7 @@ func TestACLRoles(t *testing.T) {
 		if o := as("host", "run", "--tier", tier, "--", "true"); o.code != 0 {
 			t.Errorf("re-entering run: %s", o)
 		}
+		put(base+"max_concurrent", "1")
 		if s := tierOf(t, admin); s.Current != 0 || len(s.Holders) != 0 {
 			t.Errorf("the slot was not released after re-entry: current %d, holders %v", s.Current, s.Holders)
 		}
@@ -148,7 +156,7 @@ func TestACLRoles(t *testing.T) {
 		if _, err := sessions.Destroy(vault, nil); err == nil || !strings.Contains(err.Error(), "Permission denied") {
 			t.Errorf("host destroyed the vault session: %v", err)
 		}
-		if _, _, err := sessions.Create(&api.SessionEntry{Node: "vault-1", NodeChecks: []string{}}, nil); err == nil {
+		if _, _, err := sessions.CreateNoChecks(&api.SessionEntry{Node: "vault-1"}, nil); err == nil {
 			t.Error("host created a session on another node")
 		}
 		if s, _, err := admin.Session().Info(vault, nil); err != nil || s == nil {
@@ -212,6 +220,10 @@ func TestACLRoles(t *testing.T) {
 			reset()
 			put(base+"current", "1")
 			put(base+"running/web-3", `{"holder":"web-3","instance_id":"i-0dead","node":"gone-node","state":"failed","started_at":"2026-11-21T09:15:02Z","exit_code":2,"attempts":1,"run_id":"aaaa0003"}`)
+			// prod/db keeps no max_concurrent: freeing must not need to write it.
+			if _, err := admin.KV().Delete("chef/prod/db/max_concurrent", nil); err != nil {
+				t.Fatal(err)
+			}
 			put("chef/prod/db/current", "1")
 			put("chef/prod/db/running/db-3", `{"holder":"db-3","instance_id":"i-0dead2","node":"gone-node","state":"failed","started_at":"2026-11-21T09:15:02Z","exit_code":2,"attempts":1,"run_id":"aaaa0004"}`)
 			if o := as(token, "reap", "--instance-id", "i-0dead"); o.code != 0 || !strings.Contains(o.stdout.String(), "freed prod/web web-3") {
