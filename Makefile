@@ -19,7 +19,7 @@ export TIERLOCK_CONSUL := $(abspath $(CONSUL))
 
 LAMBDA_ARCHES := amd64 arm64
 
-.PHONY: all build lambda consul test test-deps lint demo bench man completions binaries packages package clean soak fuzz
+.PHONY: fleet-sim all build lambda consul test test-deps lint demo bench man completions binaries packages package clean soak fuzz
 
 all: build
 
@@ -74,6 +74,10 @@ soak: consul
 FUZZTIME ?= 1m
 fuzz:
 	FUZZTIME=$(FUZZTIME) GO="$(GO)" ./scripts/fuzz.sh
+
+## fleet-sim: a day of a 200-host tier under the packaged timer, simulated, in both queue orders
+fleet-sim:
+	$(GO) run ./bench/fleetsim
 
 ## demo: a local Consul agent and 8 simulated hosts going through a tier of 2 slots
 demo: build consul

@@ -1,6 +1,6 @@
 // Command bench measures how long a whole tier takes to get through its runs, and the Consul
 // load it puts on the agent, for tierlock and for its peer `consul lock -n N`, side by side in
-// one run against one real Consul agent (../shared/BENCH.md describes the method). It prints a
+// one run against one real Consul agent (bench/README.md describes the method). It prints a
 // table with ratios and writes JSON to bench/results/. Run it with `make bench`.
 package main
 
@@ -243,7 +243,7 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 		cmd.ExtraFiles = []*os.File{readyW}
 		client := fmt.Sprintf("%s-%d-%d-%s", strings.ReplaceAll(tool, " ", "-"), w.M, w.N, h) // one name per run, so the proxy never mixes workloads
-		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=http://"+proxy.Addr+"/"+client, "CONSUL_HTTP_TOKEN=")
+		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=http://"+proxy.Addr+"/"+client, "CONSUL_HTTP_TOKEN=", "TIERLOCK_CONFIG="+os.DevNull)
 		clients[i] = client
 		if os.Getenv("BENCH_DEBUG") != "" {
 			logf, _ := os.OpenFile(filepath.Join(dir, "tool.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
@@ -391,7 +391,7 @@ func fifo(arrived []int64, starts map[string]int64) float64 {
 // alone, and the tool's peak memory (its maximum resident set): medians of 15 runs each.
 func measureOverhead(self, tool, addr string, argv func(int) []string) overhead {
 	const runs = 15
-	env := append(os.Environ(), "CONSUL_HTTP_ADDR="+addr, "CONSUL_HTTP_TOKEN=")
+	env := append(os.Environ(), "CONSUL_HTTP_ADDR="+addr, "CONSUL_HTTP_TOKEN=", "TIERLOCK_CONFIG="+os.DevNull)
 	timeIt := func(args []string) time.Duration {
 		cmd := exec.Command(args[0], args[1:]...)
 		cmd.Env = env

@@ -94,7 +94,7 @@ func newHost(t *testing.T, name, consulAddr string, env ...string) *host {
 			h.env = append(h.env, kv)
 		}
 	}
-	h.env = append(h.env, "CONSUL_HTTP_ADDR="+consulAddr, "TIERLOCK_HOLDER="+name, "TIERLOCK_STATE_DIR="+t.TempDir())
+	h.env = append(h.env, "CONSUL_HTTP_ADDR="+consulAddr, "TIERLOCK_CONFIG="+os.DevNull, "TIERLOCK_HOLDER="+name, "TIERLOCK_STATE_DIR="+t.TempDir())
 	h.env = append(h.env, env...)
 	return h
 }

@@ -8,7 +8,7 @@ set -euo pipefail
 need=()
 [ -x /usr/sbin/nagios4 ] || need+=(nagios4-core)
 perl -MMonitoring::Plugin::Range -e1 2>/dev/null || need+=(libmonitoring-plugin-perl)
-for p in systemd rpm bash-completion zsh; do
+for p in systemd rpm bash-completion zsh tmux; do
   # What dpkg -l shows as "ii", without its column truncation.
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need+=("$p")
 done

@@ -14,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
-// Exit codes (sysexits.h), as documented in the README.
+// Exit codes (sysexits.h), as documented in docs/operating.md.
 const (
 	exitOK       = 0
 	exitSoftware = 70 // the command succeeded but its slot could not be released
@@ -61,8 +61,9 @@ stops spreading once max_concurrent hosts of the tier have failed.
 Every flag can also be set in the environment: --tier is TIERLOCK_TIER, --wait is
 TIERLOCK_WAIT, --success-codes is TIERLOCK_SUCCESS_CODES, and so on. Consul's address, token
 and TLS settings come from Consul's own variables: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN_FILE,
-CONSUL_CACERT and the others. The packaged tierlock.service reads them from
-/etc/default/tierlock; tierlock.timer runs it every 15 minutes once enabled.
+CONSUL_CACERT and the others. tierlock reads them, as tierlock.service does, from
+/etc/default/tierlock (or --config FILE, TIERLOCK_CONFIG); the environment and the flags
+override the file. tierlock.timer runs the service every 15 minutes once enabled.
 
 Exit status of run: 0 the command succeeded and its slot was released; the command's own code
 when it failed (the slot stays held); 75 skipped, nothing ran (tier disabled, no slot within
@@ -72,7 +73,7 @@ succeeded but the slot could not be released.`
 // cliApp is the command line's definition: what Run runs, and what the man page and the shell
 // completion are generated from.
 func (a *App) cliApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:        "tierlock",
 		Usage:       "run chef-client (or any command) on only a few hosts of a tier at a time",
 		Description: description,
@@ -99,6 +100,21 @@ func (a *App) cliApp() *cli.App {
 		// Exit codes are ours to choose, not cli's.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+	// main reads the settings file before cli parses anything (see applyConfig); the flag is
+	// declared here so that --help, the man page and completion know it.
+	for _, cmd := range app.Commands {
+		switch cmd.Name {
+		case "version", "completion", "man":
+		default:
+			cmd.Flags = append(cmd.Flags, configFlag())
+		}
+	}
+	return app
+}
+
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Value: DefaultConfigFile, EnvVars: []string{configEnv},
+		Usage: "settings file of NAME=value lines, as tierlock.service reads it; the environment and flags override it"}
 }
 
 // tokenFlags are flags people reach for to hand a Consul token over. A token on the command

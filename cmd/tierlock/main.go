@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -28,6 +29,13 @@ func main() {
 		Signals: sigs,
 		Now:     time.Now,
 		Build:   Build{Version: version, Commit: commit, Date: date},
+	}
+	// The host's settings file goes into the environment first, under what the environment
+	// already holds, so the flags' env vars, Consul's own variables and the command all see it
+	// just as they do under tierlock.service.
+	if err := applyConfig(os.Args[1:], configSource{lookup: os.LookupEnv, setenv: os.Setenv, readFile: os.ReadFile}); err != nil {
+		fmt.Fprintf(os.Stderr, "tierlock: %v\n", err)
+		os.Exit(exitConfig)
 	}
 	os.Exit(app.Run(context.Background(), os.Args))
 }

@@ -101,7 +101,8 @@ func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
-	cmd.Env = append(cmd.Env, "CONSUL_HTTP_ADDR="+addr)
+	// The machine's own /etc/default/tierlock (left by a package test, say) is not this test's.
+	cmd.Env = append(cmd.Env, "CONSUL_HTTP_ADDR="+addr, "TIERLOCK_CONFIG="+os.DevNull)
 	return cmd
 }
 

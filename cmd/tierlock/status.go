@@ -28,6 +28,7 @@ func (a *App) statusCommand() *cli.Command {
 			tierFlag(false), prefixFlag(), consulTimeoutFlag(),
 			&cli.StringFlag{Name: "format", Value: "table", Usage: "table, json or prometheus (text exposition format, for node_exporter's textfile collector)"},
 			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
+			watchFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			format := c.String("format")
@@ -37,6 +38,12 @@ func (a *App) statusCommand() *cli.Command {
 			timeout := c.Duration("consul-timeout")
 			if timeout <= 0 {
 				return exitWith(exitConfig, fmt.Errorf("--consul-timeout %s must be positive", timeout))
+			}
+			if c.Bool("watch") {
+				if format != "table" {
+					return exitWith(exitConfig, fmt.Errorf("--watch draws the table; --format %q cannot be watched", format))
+				}
+				return a.watchStatus(c.Context, c, timeout)
 			}
 			snaps, err := a.readTiers(c.Context, c, timeout)
 			if err != nil {

@@ -113,7 +113,7 @@ func run(tierlockBin, consulBin string, hosts, slots, failing int) error {
 		h := fmt.Sprintf("host-%d", i)
 		cmd := exec.Command(tierlockBin, "run", "--tier", tier, "--holder", h,
 			"--state-dir", filepath.Join(dir, h), "--wait", "2m", "--log-format", "json", "--", chef)
-		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+agent.Addr, "DEMO_HOST="+h)
+		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+agent.Addr, "TIERLOCK_CONFIG="+os.DevNull, "DEMO_HOST="+h)
 		if i == failing {
 			cmd.Env = append(cmd.Env, "DEMO_FAIL=1")
 		}
