@@ -501,7 +501,9 @@ func checkTerraformScoping(t *testing.T, m tfModule, fn, doc *hclsyntax.Block) {
 	if lifecycleRule == nil || complete == nil {
 		t.Fatal("no lifecycle_action rule, or CompleteLifecycleActions is not a dynamic statement")
 	}
-	arn := func(g string) any { return "arn:aws:autoscaling:eu-west-1:" + account + ":autoScalingGroup:*:autoScalingGroupName/" + g }
+	arn := func(g string) any {
+		return "arn:aws:autoscaling:eu-west-1:" + account + ":autoScalingGroup:*:autoScalingGroupName/" + g
+	}
 	for _, d := range []struct {
 		name                      string
 		extraHooks, hooked, named []string
