@@ -19,28 +19,41 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 	if n < -1 || n > maxLimit {
 		return nil, fmt.Errorf("lock: max_concurrent %d: want -1 (unlimited), 0 (disabled) or N > 0", n)
 	}
-	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
+	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		if snap.MaxSet && snap.Max == n {
 			return nil, errUnchanged
 		}
-		return s.withWake(snap, s.set(snap, keyMax, strconv.Itoa(n)))
+		ops := []*api.KVTxnOp{s.set(snap, keyMax, strconv.Itoa(n))}
+		action := "set-max"
+		if n == 0 {
+			action = "disable"
+		}
+		ops, err := s.withNote(ops, action, strconv.Itoa(n))
+		if err != nil {
+			return nil, err
+		}
+		return s.withWake(snap, ops...)
 	})
 }
 
 // Disable sets max_concurrent to 0 and keeps the value it replaces in max_saved, for Enable.
 // Disabling a disabled tier writes nothing.
 func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
-	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
+	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		if snap.MaxSet && snap.Max == 0 {
 			return nil, errUnchanged
 		}
-		ops := api.KVTxnOps{s.set(snap, keyMax, "0")}
+		ops := []*api.KVTxnOp{s.set(snap, keyMax, "0")}
 		switch {
 		case snap.MaxSet:
 			ops = append(ops, s.set(snap, keySaved, strconv.Itoa(snap.Max)))
 		case snap.SavedSet:
 			// max_concurrent was absent (the runs' default applied): enable removes it again.
 			ops = append(ops, s.del(snap, keySaved))
+		}
+		ops, err := s.withNote(ops, "disable", "0")
+		if err != nil {
+			return nil, err
 		}
 		return s.withWake(snap, ops...)
 	})
@@ -52,8 +65,8 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 	if n != nil && (*n < 1 && *n != -1 || *n > maxLimit) {
 		return nil, fmt.Errorf("lock: enable with max_concurrent %d: want -1 (unlimited) or N > 0", *n)
 	}
-	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
-		var ops api.KVTxnOps
+	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
+		var ops []*api.KVTxnOp
 		switch {
 		case n != nil:
 			if !snap.MaxSet || snap.Max != *n {
@@ -70,16 +83,35 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 		if len(ops) == 0 {
 			return nil, errUnchanged
 		}
+		if _, noted := snap.Notes[NoteMax]; noted {
+			// The brake is off: its note goes with it.
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + auditDir + NoteMax})
+		}
 		return s.withWake(snap, ops...)
 	})
 }
 
-// withWake is ops with the rewrite of current that wakes the head of the queue. The wake goes
-// first: its guards check keys as they were read, before ops change them.
-func (s *Semaphore) withWake(snap *Snapshot, ops ...*api.KVTxnOp) (api.KVTxnOps, error) {
-	wake, err := s.wakeOps(snap)
+// withNote is ops with Options.Note written as audit/max, when there is one.
+func (s *Semaphore) withNote(ops []*api.KVTxnOp, action, value string) ([]*api.KVTxnOp, error) {
+	if s.opts.Note == nil {
+		return ops, nil
+	}
+	n := *s.opts.Note
+	n.Action, n.Value = action, value
+	op, err := s.noteOp(NoteMax, &n)
 	if err != nil {
 		return nil, err
 	}
-	return append(wake, ops...), nil
+	return append(ops, op), nil
+}
+
+// withWake is ops with the rewrite of current that wakes the head of the queue. The wake's
+// checks go first: they check keys as they were read, before ops change them.
+func (s *Semaphore) withWake(snap *Snapshot, ops ...*api.KVTxnOp) (*txn, error) {
+	t, err := s.wakeTxn(snap)
+	if err != nil {
+		return nil, err
+	}
+	t.writes = append(t.writes, ops...)
+	return t, nil
 }

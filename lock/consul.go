@@ -19,9 +19,6 @@ type KV interface {
 	Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error)
 }
 
-// maxTxnOps is Consul's limit on operations in one transaction (agent/txn_endpoint.go).
-const maxTxnOps = 128
-
 // read lists the tier consistently: a stale read could admit a holder into a full tier.
 func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Duration) (*Snapshot, error) {
 	timeout := s.opts.RequestTimeout
@@ -58,9 +55,9 @@ type change struct {
 	delete bool
 }
 
-// changeOps is the transaction that writes ch and sets current to the resulting number of
+// changeTxn is the transaction that writes ch and sets current to the resulting number of
 // running/ keys, guarded by check-and-set on what snap read.
-func (s *Semaphore) changeOps(snap *Snapshot, ch change) (api.KVTxnOps, error) {
+func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	own := ""
 	if ch.holder != "" {
 		own = runningDir + ch.holder
@@ -74,17 +71,10 @@ func (s *Semaphore) changeOps(snap *Snapshot, ch change) (api.KVTxnOps, error) {
 		count--
 	}
 
-	var ops api.KVTxnOps
-	ops = append(ops, s.guardMax(snap)...)
-	others := snap.runningKeys()
-	// Guards on the other holders' keys catch foreign writers; tierlock's own writers are
-	// already serialised by the check-and-set on current, so when the guards would not fit
-	// in one transaction they are left out.
-	if len(others)+3 <= maxTxnOps {
-		for _, k := range others {
-			if k != own {
-				ops = append(ops, s.guard(snap, k))
-			}
+	t := &txn{checks: s.guardMax(snap)}
+	for _, k := range snap.runningKeys() {
+		if k != own {
+			t.optional = append(t.optional, s.guard(snap, k))
 		}
 	}
 	switch {
@@ -93,16 +83,21 @@ func (s *Semaphore) changeOps(snap *Snapshot, ch change) (api.KVTxnOps, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lock: encode record: %w", err)
 		}
-		ops = append(ops, s.set(snap, own, string(value)))
+		t.writes = append(t.writes, s.set(snap, own, string(value)))
 	case ch.delete:
-		ops = append(ops, s.del(snap, own))
+		t.writes = append(t.writes, s.del(snap, own))
 	}
-	return append(ops, s.set(snap, keyCurrent, strconv.Itoa(count))), nil
+	t.writes = append(t.writes, s.set(snap, keyCurrent, strconv.Itoa(count)))
+	return t, nil
 }
 
-// apply runs ops as one transaction. It reports false when a check-and-set failed because
+// apply runs t as one transaction. It reports false when a check-and-set failed because
 // another writer got there first, and ErrRejected for any other refusal.
-func (s *Semaphore) apply(ctx context.Context, ops api.KVTxnOps) (bool, error) {
+func (s *Semaphore) apply(ctx context.Context, t *txn) (bool, error) {
+	ops, err := t.ops()
+	if err != nil {
+		return false, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
@@ -112,13 +107,17 @@ func (s *Semaphore) apply(ctx context.Context, ops api.KVTxnOps) (bool, error) {
 	if ok {
 		return true, nil
 	}
-	return false, s.rejected(resp)
+	return false, s.rejected(ops, resp)
 }
 
-// applyAndRead runs ops and reads the whole tier back in the same transaction. It returns the
+// applyAndRead runs t and reads the whole tier back in the same transaction. It returns the
 // tier as the transaction left it, or nil when a check-and-set failed.
-func (s *Semaphore) applyAndRead(ctx context.Context, ops api.KVTxnOps) (*Snapshot, error) {
-	ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base})
+func (s *Semaphore) applyAndRead(ctx context.Context, t *txn) (*Snapshot, error) {
+	t.reads = append(t.reads, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base})
+	ops, err := t.ops()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
@@ -126,7 +125,7 @@ func (s *Semaphore) applyAndRead(ctx context.Context, ops api.KVTxnOps) (*Snapsh
 		return nil, fmt.Errorf("lock: write %s: %w", s.base, err)
 	}
 	if !ok {
-		return nil, s.rejected(resp)
+		return nil, s.rejected(ops, resp)
 	}
 	// Results come in the order of the operations; the tree read is last, so for a key
 	// written earlier its later entry is the one left.
@@ -143,15 +142,24 @@ func (s *Semaphore) applyAndRead(ctx context.Context, ops api.KVTxnOps) (*Snapsh
 	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, pairs, s.base, last), nil
 }
 
-// rejected is nil when a failed transaction only lost a race, and ErrRejected otherwise.
-func (s *Semaphore) rejected(resp *api.KVTxnResponse) error {
+// rejected is nil when a failed transaction of ops only lost a race, and ErrRejected
+// otherwise. Consul names the operation that failed by its index; its message is judged
+// against what that operation was (lostRace).
+func (s *Semaphore) rejected(ops api.KVTxnOps, resp *api.KVTxnResponse) error {
 	var reasons []string
 	for _, e := range resp.Errors {
-		if !lostRace(e.What) {
+		var op *api.KVTxnOp
+		if e.OpIndex >= 0 && e.OpIndex < len(ops) {
+			op = ops[e.OpIndex]
+		}
+		if !lostRace(op, e.What) {
 			reasons = append(reasons, e.What)
 		}
 	}
-	if len(reasons) > 0 {
+	if len(reasons) > 0 || len(resp.Errors) == 0 {
+		if len(reasons) == 0 {
+			reasons = append(reasons, "consul refused the transaction without saying why")
+		}
 		return fmt.Errorf("%w: %s: %s", ErrRejected, s.base, strings.Join(reasons, "; "))
 	}
 	return nil
@@ -167,15 +175,6 @@ func (s *Semaphore) del(snap *Snapshot, key string) *api.KVTxnOp {
 	return &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + key, Index: snap.modify[key]}
 }
 
-// guard checks that key (relative to the tier) is as snap read it: same ModifyIndex, or
-// still absent.
-func (s *Semaphore) guard(snap *Snapshot, key string) *api.KVTxnOp {
-	if idx, ok := snap.modify[key]; ok {
-		return &api.KVTxnOp{Verb: api.KVCheckIndex, Key: s.base + key, Index: idx}
-	}
-	return &api.KVTxnOp{Verb: api.KVCheckNotExists, Key: s.base + key}
-}
-
 // guardMax guards max_concurrent as snap read it; when it was absent, nothing is checked.
 // Consul's ACLs let a check-not-exists through only with key:write on the key, and neither a
 // host nor a reaper scoped to its tiers may write max_concurrent. Nothing of tierlock's is
@@ -189,13 +188,11 @@ func (s *Semaphore) guardMax(snap *Snapshot) api.KVTxnOps {
 	return api.KVTxnOps{s.guard(snap, keyMax)}
 }
 
-// lostRace tells a failed check-and-set (someone wrote first) from a real refusal such as
-// "Permission denied". The texts are Consul's (agent/consul/state/txn.go and kvs.go).
-func lostRace(what string) bool {
-	for _, s := range []string{"index is stale", "modify index", "doesn't exist", "exists"} {
-		if strings.Contains(what, s) {
-			return true
-		}
+// guard checks that key (relative to the tier) is as snap read it: same ModifyIndex, or
+// still absent.
+func (s *Semaphore) guard(snap *Snapshot, key string) *api.KVTxnOp {
+	if idx, ok := snap.modify[key]; ok {
+		return &api.KVTxnOp{Verb: api.KVCheckIndex, Key: s.base + key, Index: idx}
 	}
-	return false
+	return &api.KVTxnOp{Verb: api.KVCheckNotExists, Key: s.base + key}
 }

@@ -31,13 +31,13 @@ func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec Rec
 	for {
 		var batch Evicted
 		more := false
-		_, err := s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
-			var ops api.KVTxnOps
-			batch, ops, more = s.evictOps(snap, match)
-			if len(ops) == 0 {
+		_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
+			var t *txn
+			batch, t, more = s.evictTxn(snap, match)
+			if t == nil {
 				return nil, errUnchanged
 			}
-			return ops, nil
+			return t, nil
 		})
 		if err != nil {
 			return all, err
@@ -57,13 +57,15 @@ func (w Waiter) Record() Record {
 	return Record{Holder: w.Holder, RunID: w.RunID, InstanceID: w.InstanceID, Node: w.Node, StartedAt: w.Since}
 }
 
-// evictOps is the transaction that removes what match selects in snap, at most maxTxnOps-2
-// keys of it (more reports that there is more), and sets current to the running/ keys it
-// leaves. It is empty when nothing matches.
-func (s *Semaphore) evictOps(snap *Snapshot, match func(string, Record) bool) (ev Evicted, ops api.KVTxnOps, more bool) {
-	room := maxTxnOps - 2 // the guard on max_concurrent and the write of current
+// evictTxn is the transaction that removes what match selects in snap, as many keys of it
+// as fit beside its mandatory operations (more reports that there is more), and sets current
+// to the running/ keys it leaves. It is nil when nothing matches.
+func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (ev Evicted, t *txn, more bool) {
+	t = &txn{checks: s.guardMax(snap)}
+	room := maxTxnOps - t.mandatory() - 1 // and the write of current
 	removed := map[string]bool{}
 	var dels api.KVTxnOps
+	full := false
 	for _, k := range snap.runningKeys() { // sorted, so batches and results are in order
 		holder := strings.TrimPrefix(k, runningDir)
 		rec, ok := snap.Holders[holder]
@@ -74,18 +76,23 @@ func (s *Semaphore) evictOps(snap *Snapshot, match func(string, Record) bool) (e
 			continue
 		}
 		if len(dels) == room {
-			return ev, s.evictTxn(snap, dels, removed), true
+			full = true
+			break
 		}
 		removed[k] = true
 		ev.Slots = append(ev.Slots, rec)
 		dels = append(dels, s.del(snap, k))
 	}
 	for _, w := range snap.Queue {
+		if full {
+			break
+		}
 		if !match(w.Holder, w.Record()) {
 			continue
 		}
 		if len(dels) == room {
-			return ev, s.evictTxn(snap, dels, removed), true
+			full = true
+			break
 		}
 		ev.Waiters = append(ev.Waiters, w)
 		dels = append(dels, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex})
@@ -93,22 +100,13 @@ func (s *Semaphore) evictOps(snap *Snapshot, match func(string, Record) bool) (e
 	if len(dels) == 0 {
 		return ev, nil, false
 	}
-	return ev, s.evictTxn(snap, dels, removed), false
-}
-
-// evictTxn wraps the deletions in the guards and the write of current. Guards on the other
-// holders' keys catch foreign writers; tierlock's own are serialised by current already, so
-// the guards are left out when they would not fit.
-func (s *Semaphore) evictTxn(snap *Snapshot, dels api.KVTxnOps, removed map[string]bool) api.KVTxnOps {
-	ops := s.guardMax(snap)
-	others := snap.runningKeys()
-	if len(others)+len(dels)+2 <= maxTxnOps {
-		for _, k := range others {
-			if !removed[k] {
-				ops = append(ops, s.guard(snap, k))
-			}
+	// Guards on the other holders' keys catch foreign writers; tierlock's own are serialised
+	// by the check-and-set on current.
+	for _, k := range snap.runningKeys() {
+		if !removed[k] {
+			t.optional = append(t.optional, s.guard(snap, k))
 		}
 	}
-	ops = append(ops, dels...)
-	return append(ops, s.set(snap, keyCurrent, strconv.Itoa(snap.RunningKeys-len(removed))))
+	t.writes = append(dels, s.set(snap, keyCurrent, strconv.Itoa(snap.RunningKeys-len(removed))))
+	return ev, t, full
 }

@@ -56,6 +56,8 @@ type queue struct {
 	session string
 	stop    chan struct{}
 	stopped chan struct{}
+	cancel  context.CancelFunc // ends a renewal in flight when the queue is left
+	ctx     context.Context    // of the renewals
 }
 
 // join creates the session and writes the entry. The entry carries this run's id so that a
@@ -76,6 +78,7 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, erro
 		return nil, nil, fmt.Errorf("lock: queue session for %s: %w", w.Holder, err)
 	}
 	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{})}
+	q.ctx, q.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go q.renew(ttl)
 	value, err := json.Marshal(w)
 	if err != nil {
@@ -85,10 +88,10 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, erro
 	// An entry of an earlier run of this holder (killed while it waited; its session not yet
 	// expired) is deleted first: a holder runs once at a time, so it is stale.
 	key := s.base + queueDir + w.Holder
-	snap, err := s.applyAndRead(ctx, api.KVTxnOps{
+	snap, err := s.applyAndRead(ctx, &txn{writes: api.KVTxnOps{
 		{Verb: api.KVDelete, Key: key},
 		{Verb: api.KVLock, Key: key, Value: value, Session: id},
-	})
+	}})
 	if err == nil && snap == nil {
 		err = fmt.Errorf("lock: %s is held by another session", key)
 	}
@@ -112,7 +115,7 @@ func (q *queue) renew(ttl time.Duration) {
 		case <-q.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), q.s.opts.RequestTimeout)
+			ctx, cancel := context.WithTimeout(q.ctx, q.s.opts.RequestTimeout)
 			_, _, _ = q.s.opts.Sessions.Renew(q.session, (&api.WriteOptions{}).WithContext(ctx))
 			cancel()
 		}
@@ -121,17 +124,29 @@ func (q *queue) renew(ttl time.Duration) {
 
 // leave destroys the session, which deletes the entry if a slot was not taken with it. It runs
 // even when ctx is cancelled, within its own bound: a signal must not strand an entry for the
-// TTL.
+// TTL. It keeps ctx's deadline, though (give or take a moment to send the request): that is
+// the caller's bound on the whole operation, and an entry left behind goes with its session.
 func (q *queue) leave(ctx context.Context) {
 	if q == nil {
 		return
 	}
 	close(q.stop)
+	q.cancel()
 	<-q.stopped
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), q.s.opts.RequestTimeout)
+	deadline := time.Now().Add(q.s.opts.RequestTimeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+		if least := time.Now().Add(leaveMoment); deadline.Before(least) {
+			deadline = least
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
 	_, _ = q.s.opts.Sessions.Destroy(q.session, (&api.WriteOptions{}).WithContext(ctx))
 }
+
+// leaveMoment is the least time leave gives the destruction of its session.
+const leaveMoment = 250 * time.Millisecond
 
 // maxWatch bounds one blocking query: a safety net for a change nobody announced (such as
 // max_concurrent edited by hand, which does not rewrite current).
@@ -166,16 +181,20 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 	return nil
 }
 
-// wakeOps rewrites current with the count it must have, deleting it first so that its
+// wakeTxn rewrites current with the count it must have, deleting it first so that its
 // ModifyIndex moves even when the value does not (Consul skips writes that change nothing):
-// that wakes the head of the queue.
-func (s *Semaphore) wakeOps(snap *Snapshot) (api.KVTxnOps, error) {
-	ops, err := s.changeOps(snap, change{})
+// that wakes the head of the queue. The check of current's index is mandatory: it is what
+// makes a concurrent tierlock write (which always moves current) fail this one.
+func (s *Semaphore) wakeTxn(snap *Snapshot) (*txn, error) {
+	t, err := s.changeTxn(snap, change{})
 	if err != nil {
 		return nil, err
 	}
-	set := ops[len(ops)-1]
-	return append(ops[:len(ops)-1], s.guard(snap, keyCurrent),
-		&api.KVTxnOp{Verb: api.KVDelete, Key: set.Key},
-		&api.KVTxnOp{Verb: api.KVSet, Key: set.Key, Value: set.Value}), nil
+	set := t.writes[len(t.writes)-1]
+	t.checks = append(t.checks, s.guard(snap, keyCurrent))
+	t.writes = api.KVTxnOps{
+		{Verb: api.KVDelete, Key: set.Key},
+		{Verb: api.KVSet, Key: set.Key, Value: set.Value},
+	}
+	return t, nil
 }

@@ -36,6 +36,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Now is the clock written into records. Default time.Now.
 	Now func() time.Time
+	// Note, if set, is written by SetMax and Disable (audit/max) and ForceRelease
+	// (audit/release) in the same transaction as their change; Enable removes audit/max.
+	Note *Note
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions
 	// QueueTTL is the TTL of a waiter's session. Default DefaultQueueTTL (10s, Consul's minimum).
@@ -171,14 +174,11 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			}
 			continue
 		}
-		ops, err := s.changeOps(snap, change{holder: req.Holder, rec: &rec})
+		t, err := s.acquireTxn(snap, req.Holder, &rec)
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := snap.queued(req.Holder); ok {
-			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + req.Holder})
-		}
-		ok, err := s.apply(ctx, ops)
+		ok, err := s.apply(ctx, t)
 		if err != nil {
 			return nil, err
 		}
@@ -199,6 +199,19 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		}
 	}
 	return nil, fmt.Errorf("lock: acquire %s: lost %d check-and-set races in a row", s.base, maxRaces)
+}
+
+// acquireTxn writes rec as holder's slot (taken or re-entered) and removes holder's queue
+// entry, if any, in the same transaction.
+func (s *Semaphore) acquireTxn(snap *Snapshot, holder string, rec *Record) (*txn, error) {
+	t, err := s.changeTxn(snap, change{holder: holder, rec: rec})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := snap.queued(holder); ok {
+		t.writes = append(t.writes, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + holder})
+	}
+	return t, nil
 }
 
 // MarkFailed records that the slot's command exited with code and keeps the slot held.
@@ -260,15 +273,26 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 		return Record{}, err
 	}
 	var freed Record
-	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		if _, ok := snap.modify[runningDir+holder]; !ok {
-			return change{}, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
+			return nil, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
 		}
 		freed = snap.Holders[holder]
 		if freed.RunID != runID {
-			return change{}, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
+			return nil, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
 		}
-		return change{holder: holder, delete: true}, nil
+		t, err := s.changeTxn(snap, change{holder: holder, delete: true})
+		if err != nil || s.opts.Note == nil {
+			return t, err
+		}
+		n := *s.opts.Note
+		n.Action, n.Value = "release", holder
+		op, err := s.noteOp(NoteRelease, &n)
+		if err != nil {
+			return nil, err
+		}
+		t.writes = append(t.writes, op)
+		return t, nil
 	})
 	return freed, err
 }
@@ -289,20 +313,20 @@ var errUnchanged = errors.New("lock: unchanged")
 
 // update is read → decide → one check-and-set transaction, re-read after every lost race. It
 // returns the snapshot the committed write (or the decision to write nothing) was based on.
-func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (api.KVTxnOps, error)) (*Snapshot, error) {
+func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (*txn, error)) (*Snapshot, error) {
 	for races := 0; races < maxRaces; races++ {
 		snap, err := s.Read(ctx)
 		if err != nil {
 			return nil, err
 		}
-		ops, err := decide(snap)
+		t, err := decide(snap)
 		if err == errUnchanged {
 			return snap, nil
 		}
 		if err != nil {
 			return snap, err
 		}
-		ok, err := s.apply(ctx, ops)
+		ok, err := s.apply(ctx, t)
 		if err != nil || ok {
 			return snap, err
 		}
@@ -334,11 +358,11 @@ func (s *Semaphore) backoff(ctx context.Context, races int) error {
 
 // updateSlot is update for a change of one slot.
 func (s *Semaphore) updateSlot(ctx context.Context, decide func(*Snapshot) (change, error)) (*Snapshot, error) {
-	return s.update(ctx, func(snap *Snapshot) (api.KVTxnOps, error) {
+	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		ch, err := decide(snap)
 		if err != nil {
 			return nil, err
 		}
-		return s.changeOps(snap, ch)
+		return s.changeTxn(snap, ch)
 	})
 }

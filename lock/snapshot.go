@@ -24,6 +24,11 @@ type Snapshot struct {
 	// Queue is who waits for a slot, in arrival order.
 	Queue      []Waiter
 	Problems   []error           // invalid stored values; Acquire refuses to act on them
+	// Notes are the last operator changes by kind (NoteMax, NoteRelease, NoteForget): who,
+	// where, when and why. NoteProblems are audit/ values that cannot be read; unlike
+	// Problems they never stop a run.
+	Notes        map[string]Note
+	NoteProblems []error
 	LastIndex  uint64            // Consul's index of the read, for blocking queries
 	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
 	badHolders map[string]bool   // running/ keys whose value did not parse
@@ -121,8 +126,25 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 				continue
 			}
 			s.Saved, s.SavedSet = n, true
+		case strings.HasPrefix(rel, auditDir):
+			n, err := parseNote(p.Value)
+			if err != nil {
+				s.NoteProblems = append(s.NoteProblems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			if s.Notes == nil {
+				s.Notes = map[string]Note{}
+			}
+			s.Notes[strings.TrimPrefix(rel, auditDir)] = n
 		case strings.HasPrefix(rel, queueDir):
-			s.Queue = append(s.Queue, parseWaiter(strings.TrimPrefix(rel, queueDir), p))
+			// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
+			// tierlock, and its name is reported (quoted), never taken as a waiter.
+			holder := strings.TrimPrefix(rel, queueDir)
+			if err := ValidateName("queue holder", holder); err != nil {
+				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Queue = append(s.Queue, parseWaiter(holder, p))
 		case strings.HasPrefix(rel, runningDir):
 			s.modify[rel] = p.ModifyIndex
 			s.RunningKeys++

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -36,6 +37,8 @@ func worse(a, b Status) Status {
 // Thresholds are the ages (in seconds) at which a held slot warns and pages.
 type Thresholds struct {
 	Warn, Crit Range
+	// DisabledWarn warns about a tier disabled for longer than this; 0 never.
+	DisabledWarn time.Duration
 }
 
 // DefaultThresholds: WARNING past 1h, CRITICAL past 2h.
@@ -49,6 +52,7 @@ type TierVerdict struct {
 	Status   Status
 	Problems []string // why Status is not OK, most severe first
 	Disabled bool
+	Brake    string        // for a disabled tier: who disabled it, when and why (raw: sanitise)
 	Held     int           // slots held (the larger of current and the running/ keys)
 	Failed   int           // holders in state failed or interrupted
 	Oldest   time.Duration // age of the oldest holder's attempt
@@ -124,6 +128,10 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 			}
 		}
 	}
+	var brakeWarn string
+	if tv.Brake, brakeWarn = judgeBrake(s, now, th); brakeWarn != "" {
+		warn = append(warn, brakeWarn)
+	}
 	switch {
 	case len(crit) > 0:
 		tv.Status = Critical
@@ -177,20 +185,21 @@ func (v Verdict) Output(verbose bool) string {
 		fmt.Fprintf(&b, "; %d with problems", problems)
 	}
 	if len(disabled) > 0 {
-		fmt.Fprintf(&b, "; disabled: %s", strings.Join(disabled, ", "))
+		fmt.Fprintf(&b, "; disabled: %s", safetext.Plugin(strings.Join(disabled, ", ")))
 	}
 	fmt.Fprintf(&b, " | tiers=%d held=%d failed=%d oldest_age=%ds;%s;%s;0\n",
 		len(v.Tiers), v.Held, v.Failed, int64(v.Oldest.Seconds()), v.Th.Warn, v.Th.Crit)
 	for _, t := range v.Tiers {
 		switch {
 		case t.Status != OK:
-			fmt.Fprintf(&b, "%s %s: %s\n", t.Tier, t.Status, strings.Join(t.Problems, "; "))
+			// Problems quote stored keys and values: through the sanitiser, so that none can
+			// add a line or perfdata (a '|') to the plugin's output.
+			fmt.Fprintf(&b, "%s\n", safetext.Plugin(fmt.Sprintf("%s %s: %s", t.Tier, t.Status, strings.Join(t.Problems, "; "))))
+		case t.Disabled:
+			// A disabled tier is worth a line even when all is well: who pulled the brake and why.
+			fmt.Fprintf(&b, "%s\n", safetext.Plugin(fmt.Sprintf("%s OK: %s, %d held", t.Tier, t.Brake, t.Held)))
 		case verbose:
-			state := fmt.Sprintf("%d held", t.Held)
-			if t.Disabled {
-				state = "disabled, " + state
-			}
-			fmt.Fprintf(&b, "%s OK: %s\n", t.Tier, state)
+			fmt.Fprintf(&b, "%s OK: %d held\n", safetext.Plugin(t.Tier), t.Held)
 		}
 	}
 	return b.String()

@@ -102,9 +102,22 @@ func (r *Reaper) Reap(ctx context.Context, match Match) ([]Freed, error) {
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("monitor: reap %s: %w", snap.Tier, err))
+			if !refused(err) {
+				// Consul failing (not refusing this tier): the next tier would most likely
+				// wait for the same failure. Stopping keeps one attempt within about one
+				// request's timeout, so the caller's retry bound holds; reaping again is safe.
+				break
+			}
 		}
 	}
 	return freed, errors.Join(errs...)
+}
+
+// refused reports whether err is a refusal of one tier (its stored values, or Consul's answer
+// to its write), after which the other tiers are still worth trying.
+func refused(err error) bool {
+	return errors.Is(err, lock.ErrRejected) || errors.Is(err, lock.ErrInvalidConfig) || errors.Is(err, lock.ErrInvalidName) ||
+		errors.Is(err, lock.ErrNotHeld)
 }
 
 // matching returns the slots and then the queue entries of snap that match selects, each

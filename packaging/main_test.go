@@ -105,13 +105,17 @@ type shippedFile struct {
 	mode     os.FileMode // permission bits
 	src      string      // the repository file it is a copy of; {version} and {arch} filled in
 	gen      []string    // or: the tierlock arguments that print it (gzipped if .gz)
+	rpmOnly  bool        // in the .rpm only
 }
 
 var shipped = []shippedFile{
 	{deb: "/usr/bin/tierlock", mode: 0o755, src: "dist/tierlock_{version}_linux_{arch}"},
 	{deb: "/usr/lib/systemd/system/tierlock.service", mode: 0o644, src: "systemd/tierlock.service"},
 	{deb: "/usr/lib/systemd/system/tierlock.timer", mode: 0o644, src: "systemd/tierlock.timer"},
-	{deb: "/etc/default/tierlock", mode: 0o644, src: "packaging/default/tierlock"},
+	// The template postinst copies to /etc/default/tierlock when there is none; rpm ships that
+	// file itself, as %config(noreplace).
+	{deb: "/usr/share/tierlock/default", mode: 0o644, src: "packaging/default/tierlock"},
+	{deb: "/etc/default/tierlock", mode: 0o644, src: "packaging/default/tierlock", rpmOnly: true},
 	{deb: "/usr/share/man/man8/tierlock.8.gz", mode: 0o644, gen: []string{"man"}},
 	{deb: "/usr/share/bash-completion/completions/tierlock", mode: 0o644, gen: []string{"completion", "bash"}},
 	{deb: "/usr/share/zsh/vendor-completions/_tierlock", rpm: "/usr/share/zsh/site-functions/_tierlock", mode: 0o644, gen: []string{"completion", "zsh"}},
@@ -134,7 +138,7 @@ func (f shippedFile) rpmPath() string {
 
 // rpmDirs are the directories the .rpm owns, so that erasing it leaves none behind (the .deb
 // lists every parent directory anyway).
-var rpmDirs = []string{"/usr/share/doc/tierlock", "/usr/share/doc/tierlock/examples",
+var rpmDirs = []string{"/usr/share/tierlock", "/usr/share/doc/tierlock", "/usr/share/doc/tierlock/examples",
 	"/usr/share/doc/tierlock/examples/cron.d", "/usr/share/licenses/tierlock"}
 
 // want is what the file must contain for arch.

@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
 )
 
 // runtimeAPI stands in for the Lambda Runtime API on loopback: it hands out one event per
@@ -101,14 +103,13 @@ func (r *runtimeAPI) invoke(t *testing.T, exited <-chan struct{}, id string, pay
 	return outcome{}
 }
 
-// buildBootstrap builds the function as `make lambda` does.
+// buildBootstrap builds the function as `make lambda` does (but with -race, and so cgo, when
+// the tests run under -race).
 func buildBootstrap(t *testing.T) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "bootstrap")
-	cmd := exec.Command("go", "build", "-tags", "lambda.norpc", "-trimpath", "-ldflags", "-X main.version=9.9.9-test -X main.commit=abc1234", "-o", out, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build bootstrap: %v\n%s", err, b)
+	if err := consulagent.Build(".", out, "-X main.version=9.9.9-test -X main.commit=abc1234", "-tags", "lambda.norpc", "-trimpath"); err != nil {
+		t.Fatalf("build bootstrap: %v", err)
 	}
 	return out
 }

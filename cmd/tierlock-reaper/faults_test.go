@@ -73,3 +73,53 @@ func invokeFaulted(t *testing.T, n, f int) []string {
 	defer mu.Unlock()
 	return append([]string(nil), reqs...)
 }
+
+// Each kind of Consul request of an invocation faulted continuously, for longer than the
+// budget, while the others pass: the invocation fails (Lambda retries it later) within
+// 1.5 × TIERLOCK_CONSUL_TIMEOUT, and whatever it freed kept the invariant.
+func TestFaultEachKindContinuously(t *testing.T) {
+	kinds := map[string]bool{}
+	for _, r := range invokeFaulted(t, 0, faultproxy.Pass) {
+		kinds[r] = true
+	}
+	for kind := range kinds {
+		for _, f := range []int{http.StatusInternalServerError, http.StatusTooManyRequests, faultproxy.Reset, faultproxy.Stall} {
+			name := faultproxy.Kinds[f]
+			if name == "" {
+				name = fmt.Sprint(f)
+			}
+			t.Run(kind+"/"+name, func(t *testing.T) {
+				p := faultproxy.New(proxy.Addr)
+				defer p.Close()
+				p.SetRule(func(r *http.Request) int {
+					if r.Method+" "+r.URL.Path == kind {
+						return f
+					}
+					return faultproxy.Pass
+				})
+				aws := newFakeAWS(t)
+				for k, v := range env(t, aws) {
+					t.Setenv(k, v)
+				}
+				t.Setenv("CONSUL_HTTP_ADDR", p.Addr)
+				const timeout = 3 * time.Second
+				t.Setenv(envConsulTimeout, timeout.String())
+				takeSlots(t, instTerminated, instBystander)
+				var log bytes.Buffer
+				start := time.Now()
+				_, err := invoke(t, &Function{Out: &log, Version: "test"}, "req-1", fixture(t, "ec2-terminated.json"))
+				took := time.Since(start)
+				p.Settle(10 * time.Second)
+				if err == nil && p.Injected() > 0 {
+					t.Errorf("the invocation succeeded though %s failed throughout (%d faults)", kind, p.Injected())
+				}
+				if took > timeout*3/2 {
+					t.Errorf("took %s, want within %s\n%s", took.Round(time.Millisecond), timeout*3/2, log.String())
+				}
+				if got := heldBy(t); len(got[instBystander]) != len(tiers) {
+					t.Errorf("the bystander's slots changed: %v", got)
+				}
+			})
+		}
+	}
+}

@@ -20,11 +20,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
-	"github.com/cenkalti/backoff/v4"
 	"github.com/hashicorp/consul/api"
 	"github.com/sirupsen/logrus"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	bounded "github.com/tierlock/tierlock/internal/retry"
+	"github.com/tierlock/tierlock/internal/safelog"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -194,31 +195,28 @@ func clipName(s string) string {
 }
 
 // reap frees what match selects, retrying Consul errors that may pass (reaping is idempotent,
-// and a Reaping frees only what it first saw) with backoff and jitter for the Consul timeout,
-// within the invocation's deadline.
+// and a Reaping frees only what it first saw) by tierlock's one retry policy: backoff with
+// jitter, giving up within 1.25 × the Consul timeout of the first failure, whatever succeeds
+// in between. The reaping and the read of what it freed share that budget, which is cut to
+// end before the invocation's deadline.
 func (d *deps) reap(ctx context.Context, log *logrus.Entry, match monitor.Match) ([]monitor.Freed, error) {
-	retry := func(what string, op func() error) error {
-		b := backoff.NewExponentialBackOff()
-		b.InitialInterval, b.MaxInterval, b.MaxElapsedTime = 100*time.Millisecond, 5*time.Second, d.consulTimeout
-		if deadline, ok := ctx.Deadline(); ok {
-			// At least a moment: zero would mean no bound at all.
-			b.MaxElapsedTime = max(time.Millisecond, min(b.MaxElapsedTime, time.Until(deadline)-deadlineMargin))
-		}
-		return backoff.RetryNotify(func() error {
-			err := op()
-			if err != nil && !consulclient.Retryable(ctx, err) {
-				return backoff.Permanent(err)
-			}
-			return err
-		}, backoff.WithContext(b, ctx), func(err error, next time.Duration) {
-			log.WithError(err).Warnf("%s: consul error, retrying in %s", what, next.Round(time.Millisecond))
-		})
+	timeout := d.consulTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		// At least a moment: a zero budget would mean no bound at all.
+		left := time.Until(deadline) - deadlineMargin
+		timeout = max(time.Millisecond, min(timeout, time.Duration(float64(left)/bounded.Overrun)))
 	}
+	budget := bounded.Policy{
+		Timeout: timeout, Request: consulclient.RequestTimeout(d.consulTimeout),
+		Notify: func(what string, err error, next time.Duration) {
+			log.WithError(err).Warnf("%s: consul error, retrying in %s", what, next.Round(time.Millisecond))
+		},
+	}.Budget()
 	reaping := d.reaper.Reaping(match)
-	err := retry("reap", func() error { return reaping.Attempt(ctx) })
+	err := budget.Do(ctx, "reap", reaping.Attempt)
 	var freed []monitor.Freed
 	// After a lost answer, what was freed is known only by reading again.
-	ferr := retry("read what was freed", func() (err error) {
+	ferr := budget.Do(ctx, "read what was freed", func(ctx context.Context) (err error) {
 		freed, err = reaping.Freed(ctx)
 		return err
 	})
@@ -343,7 +341,8 @@ func tokenSource() string {
 func (f *Function) logger() *logrus.Logger {
 	l := logrus.New()
 	l.Out = f.Out
-	l.Formatter = &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}
+	// Holders, nodes and keys in the lines come from Consul: through the one sanitiser.
+	l.Formatter = safelog.Formatter{Inner: &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}}
 	if level, err := logrus.ParseLevel(os.Getenv(envLogLevel)); err == nil {
 		l.Level = level
 	}

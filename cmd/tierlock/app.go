@@ -12,6 +12,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/safelog"
+	"github.com/tierlock/tierlock/internal/safetext"
 )
 
 // Exit codes (sysexits.h), as documented in docs/operating.md.
@@ -136,8 +139,57 @@ func tokenFlag(args []string) string {
 	return ""
 }
 
+// completionFlag is the last argument of every request the completion scripts make.
+const completionFlag = "--generate-bash-completion"
+
+// completing tells a completion request from a command line. For a request, ask is what
+// urfave/cli may answer it from, or nil when "--" is on the line before the word being
+// completed: every word after it is the command's, and there is nothing of ours to offer.
+// The word being completed (the last before the request) is not a separator even when it is
+// "--": that is a user asking for the long flags.
+func completing(args []string) (request bool, ask []string) {
+	if len(args) < 2 || args[len(args)-1] != completionFlag {
+		return false, nil
+	}
+	words := args[1 : len(args)-1]
+	if n := len(words); n > 0 && words[n-1] == "--" {
+		words = words[:n-1]
+	}
+	if slices.Contains(words, "--") {
+		return true, nil
+	}
+	return true, append(append([]string{args[0]}, words...), completionFlag)
+}
+
+// disarm makes every action of cmds (and of their subcommands) a no-op, so that a completion
+// request can only ever print candidates, whatever urfave/cli decides to do with the line.
+func disarm(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		cmd.Action = func(*cli.Context) error { return nil }
+		cmd.Before, cmd.After = nil, nil
+		disarm(cmd.Subcommands)
+	}
+}
+
 // Run runs the command line args and returns the exit code.
 func (a *App) Run(ctx context.Context, args []string) int {
+	// TAB must never run anything. urfave/cli stops treating the request as one once "--" is
+	// on the line, and would run the command (take a slot, run chef-client); so tierlock
+	// answers such a request itself, with no candidates (the shell then completes file
+	// names). Any other request goes to urfave/cli with every action disarmed, so that no
+	// path through it can reach Consul or start a process.
+	if request, ask := completing(args); request {
+		if ask == nil {
+			return exitOK
+		}
+		app := a.cliApp()
+		disarm(app.Commands)
+		app.Action = func(*cli.Context) error { return nil }
+		app.Before, app.After = nil, nil
+		app.Writer, app.ErrWriter = a.Stdout, io.Discard
+		_ = app.RunContext(ctx, ask)
+		return exitOK
+	}
 	if f := tokenFlag(args); f != "" {
 		fmt.Fprintf(a.Stderr, "tierlock: %s: a Consul token is never given on the command line, where every user of the "+
 			"host can read it (ps, /proc, shell history); name a file holding it in CONSUL_HTTP_TOKEN_FILE "+
@@ -151,12 +203,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil {
-			fmt.Fprintf(a.Stderr, "tierlock: %v\n", ee.err)
+			fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(ee.err.Error()))
 		}
 		return ee.code
 	}
 	// Anything else is a usage error from flag parsing.
-	fmt.Fprintf(a.Stderr, "tierlock: %v\n", err)
+	fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(err.Error()))
 	return exitConfig
 }
 
@@ -186,7 +238,8 @@ func (a *App) newLogger(c *cli.Context) (*logrus.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", c.String("log-level"))
 	}
 	log.Level = level
-	return log, nil
+	// Messages and fields may carry keys and values read from Consul.
+	return safelog.Wrap(log), nil
 }
 
 func (a *App) versionCommand() *cli.Command {

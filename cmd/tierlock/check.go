@@ -9,13 +9,15 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
 
 func (a *App) checkCommand() *cli.Command {
 	unknown := func(format string, args ...any) error {
-		fmt.Fprintf(a.Stdout, "TIERLOCK UNKNOWN - "+format+"\n", args...)
+		// The reason may quote a stored key: no line or perfdata of its own.
+		fmt.Fprintf(a.Stdout, "TIERLOCK UNKNOWN - %s\n", safetext.Plugin(fmt.Sprintf(format, args...)))
 		return exitWith(int(monitor.Unknown), nil)
 	}
 	return &cli.Command{
@@ -77,9 +79,9 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	retry := &consulRetry{timeout: timeout, now: a.Now, log: quietLog()}
+	retry := a.newRetry(timeout, quietLog())
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
-	kv := retry.observe(client.KV())
+	kv := client.KV()
 	if tier == "" {
 		var snaps []*lock.Snapshot
 		err := retry.do(ctx, "read", func(ctx context.Context) (err error) {

@@ -27,12 +27,24 @@ var completionScripts = map[string]func() string{
 	"zsh":  zshCompletion,
 }
 
+// bashEval is the line of urfave's bash script that asks for the candidates. It evaluates the
+// line typed so far as shell code, so TAB after `--tier $(touch x)` or `a; touch x` would run
+// touch. bashAsk hands the words to tierlock as they were typed instead: nothing in them is
+// expanded or run, and tierlock only needs them to know where the cursor is.
+const (
+	bashEval = `    opts=$(eval "${requestComp}" 2>/dev/null)` + "\n"
+	bashAsk  = `    # tierlock: the words as typed, never evaluated (eval would run $(...) or ; on TAB), and` + "\n" +
+		`    # the word under the cursor always, even empty: "run --<TAB>" then differs from "run -- <TAB>".` + "\n" +
+		`    opts=$("${words[@]}" "$cur" --generate-bash-completion 2>/dev/null)` + "\n"
+)
+
 // bashCompletion sets PROG, which the script otherwise takes from its file name: that is
-// right in /usr/share/bash-completion/completions/tierlock, wrong under `source <(...)`.
+// right in /usr/share/bash-completion/completions/tierlock, wrong under `source <(...)`. It
+// replaces the script's eval (bashEval) by bashAsk.
 func bashCompletion() string {
-	return "# bash completion for tierlock: urfave/cli v2's autocomplete/bash_autocomplete.\n" +
+	return "# bash completion for tierlock: urfave/cli v2's autocomplete/bash_autocomplete, without its eval.\n" +
 		"# Installed as /usr/share/bash-completion/completions/tierlock, or: source <(tierlock completion bash)\n" +
-		"PROG=tierlock\n" + bashAutocomplete
+		"PROG=tierlock\n" + strings.Replace(bashAutocomplete, bashEval, bashAsk, 1)
 }
 
 // zshCompletion names the program in the #compdef line (compinit reads that line as text, so

@@ -26,9 +26,14 @@ func TestCompletionScriptsAreUrfaves(t *testing.T) {
 			t.Errorf("autocomplete/%s differs from urfave/cli's (%s): copy it again", name, dir)
 		}
 	}
-	// What is printed is the script plus a header and PROG; nothing of it is dropped.
-	if got := bashCompletion(); !strings.HasSuffix(got, bashAutocomplete) || !strings.Contains(got, "\nPROG=tierlock\n") {
-		t.Errorf("bash completion is not urfave's script with PROG=tierlock:\n%s", got)
+	// What is printed is the script plus a header and PROG, with its one eval replaced;
+	// nothing else of it is dropped.
+	if strings.Count(bashAutocomplete, bashEval) != 1 {
+		t.Errorf("urfave's bash script no longer has the line %q to replace", bashEval)
+	}
+	if got := bashCompletion(); !strings.HasSuffix(got, strings.Replace(bashAutocomplete, bashEval, bashAsk, 1)) ||
+		!strings.Contains(got, "\nPROG=tierlock\n") || strings.Contains(got, "$(eval") {
+		t.Errorf("bash completion is not urfave's script with PROG=tierlock and no eval:\n%s", got)
 	}
 	if got := zshCompletion(); !strings.HasPrefix(got, "#compdef tierlock\n") || strings.Contains(got, "$PROG") ||
 		!strings.Contains(got, strings.ReplaceAll(strings.SplitN(zshAutocomplete, "\n", 2)[1], "$PROG", "tierlock")) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +17,7 @@ type runReport struct {
 var runResults = []string{"success", "failed", "interrupted", "skipped", "error"}
 
 // write replaces path atomically (a temporary file renamed over it), so the textfile collector
-// never reads half a file.
+// never reads half a file; see writeFileAtomic for why it never follows a link.
 func (r runReport) write(path, tier string, code int, now time.Time) error {
 	result := r.result
 	if result == "" {
@@ -46,5 +47,7 @@ func (r runReport) write(path, tier string, code int, now time.Time) error {
 	gauge("tierlock_run_last_duration_seconds", "Run time of the last run's command (0 if it did not run).").WithLabelValues(tier).Set(r.duration.Seconds())
 	gauge("tierlock_run_last_wait_seconds", "Time the last run waited for its slot.").WithLabelValues(tier).Set(r.waited.Seconds())
 	gauge("tierlock_run_last_timestamp_seconds", "When the last run ended, in Unix seconds.").WithLabelValues(tier).Set(float64(now.Unix()))
-	return prometheus.WriteToTextfile(path, reg)
+	// Not prometheus.WriteToTextfile: it chmods its temporary file by path, so whoever can
+	// write the directory could have root make a file of their choosing world-readable.
+	return writeFileAtomic(path, 0o644, func(w io.Writer) error { return writeMetrics(w, reg) })
 }

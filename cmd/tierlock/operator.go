@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safelog"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -71,8 +72,9 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	}
 	logger := logrus.New()
 	logger.Out = a.Stderr
-	o.retry = &consulRetry{timeout: timeout, now: a.Now, log: logrus.NewEntry(logger).WithField("tier", o.tier)}
-	o.kv = o.retry.observe(client.KV())
+	safelog.Wrap(logger)
+	o.retry = a.newRetry(timeout, logrus.NewEntry(logger).WithField("tier", o.tier))
+	o.kv = client.KV()
 	if o.tier != "" {
 		o.sem, err = lock.New(o.kv, lock.Options{Prefix: o.prefix, Tier: o.tier, DefaultMax: lock.DefaultMaxConcurrent,
 			RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now})

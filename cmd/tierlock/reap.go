@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -123,8 +124,8 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		log.Error(err)
 		return exitConfig
 	}
-	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
-	reaper, err := monitor.NewReaper(retry.observe(client.KV()), monitor.Options{
+	retry := a.newRetry(o.consulTimeout, log)
+	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{
 		Prefix: o.prefix, RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now,
 	})
 	if err != nil {
@@ -201,7 +202,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, verdicts []monitor.NodeVerdict) {
 	for _, v := range verdicts {
 		if v.Reason != "alive" {
-			fmt.Fprintf(w, "node %s: %s\n", v.Node, v.Reason)
+			fmt.Fprintf(w, "node %s: %s\n", safetext.Text(v.Node), safetext.Text(v.Reason))
 		}
 	}
 	verb := "freed"
@@ -214,13 +215,13 @@ func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, ver
 			about = append(about, "queue entry")
 		}
 		if f.State != "" {
-			about = append(about, "state "+string(f.State))
+			about = append(about, "state "+safetext.Text(string(f.State)))
 		}
 		if f.InstanceID != "" {
-			about = append(about, "instance "+f.InstanceID)
+			about = append(about, "instance "+safetext.Text(f.InstanceID))
 		}
 		if f.Node != "" {
-			about = append(about, "node "+f.Node)
+			about = append(about, "node "+safetext.Text(f.Node))
 		}
 		switch {
 		case f.Queued && !f.StartedAt.IsZero():
@@ -231,7 +232,7 @@ func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, ver
 		if len(about) == 0 {
 			about = append(about, "unreadable value")
 		}
-		fmt.Fprintf(w, "%s %s %s (%s)\n", verb, f.Tier, f.Holder, strings.Join(about, ", "))
+		fmt.Fprintf(w, "%s %s %s (%s)\n", verb, safetext.Text(f.Tier), safetext.Text(f.Holder), strings.Join(about, ", "))
 	}
 	if len(freed) == 0 {
 		target := o.target

@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -71,10 +72,11 @@ func (a *App) releaseCommand() *cli.Command {
 						what = fmt.Sprintf("%s, exit %d", what, *freed.ExitCode)
 					}
 				}
-				fmt.Fprintf(a.Stdout, "%s: released %s (%s); current %d -> %d\n", o.tier, holder, what, snap.Current, after.Current)
+				fmt.Fprintf(a.Stdout, "%s: released %s (%s); current %d -> %d\n", o.tier, holder, safetext.Text(what), snap.Current, after.Current)
 			}
 			if holds && now.RunID != seen.RunID {
-				fmt.Fprintf(a.Stdout, "%s: %s holds a new slot now (run %s, %s), left alone\n", o.tier, holder, now.RunID, now.State)
+				fmt.Fprintf(a.Stdout, "%s: %s holds a new slot now (run %s, %s), left alone\n", o.tier, holder,
+					safetext.Text(now.RunID), safetext.Text(string(now.State)))
 			}
 			return nil
 		},

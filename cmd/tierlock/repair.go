@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/safetext"
 )
 
 func (a *App) repairCommand() *cli.Command {
@@ -30,7 +32,7 @@ func (a *App) repairCommand() *cli.Command {
 				fmt.Fprintf(a.Stdout, "%s: current %d -> %d (%d running/ keys)\n", o.tier, before.Current, after.Current, after.RunningKeys)
 			}
 			if err := after.Err(); err != nil {
-				fmt.Fprintf(a.Stdout, "%s: repair does not fix other stored values: %v\n", o.tier, err)
+				fmt.Fprintf(a.Stdout, "%s: repair does not fix other stored values: %s\n", o.tier, safetext.Text(err.Error()))
 			}
 			return nil
 		},

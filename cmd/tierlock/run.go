@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -89,8 +90,8 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 		log.Error(err)
 		return exitConfig
 	}
-	retry := &consulRetry{timeout: o.consulTimeout, now: a.Now, log: log}
-	sem, err := lock.New(retry.observe(client.KV()), lock.Options{
+	retry := a.newRetry(o.consulTimeout, log)
+	sem, err := lock.New(client.KV(), lock.Options{
 		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax,
 		RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now, Sessions: client.Session(),
 	})
@@ -154,7 +155,8 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	}
 
 	res, err := runner.Run(ctx, runner.Command{
-		Path: o.path, Args: o.command[1:], Stdin: os.Stdin, Stdout: a.Stdout, Stderr: a.Stderr,
+		Path: o.path, Args: o.command[1:], Env: commandEnv(os.Environ(), o.passConsulToken),
+		Stdin: os.Stdin, Stdout: a.Stdout, Stderr: a.Stderr,
 		Timeout: o.timeout, KillGrace: o.killGrace, Signals: a.Signals,
 	})
 	if err != nil {
@@ -165,10 +167,10 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	rep.duration = res.Duration
 	rep.result = "failed"
 	switch {
-	case o.successCodes[res.ExitCode] && res.Signal == 0:
-		rep.result = "success"
 	case res.Interrupted():
 		rep.result = "interrupted"
+	case o.successCodes[res.ExitCode]:
+		rep.result = "success"
 	}
 	return a.finish(ctx, log, sem, retry, slot, res, o)
 }
@@ -177,27 +179,19 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 // whatever happens to ctx, with its own bound, so a signal never strands a slot half-written.
 func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
 	slot *lock.Slot, res runner.Result, o runOptions) int {
-	ctx = context.WithoutCancel(ctx)
+	// Recording the outcome is an operation of its own, with a budget of its own. It does not
+	// stop when ctx does (a signal must not strand a slot half-written), but a SIGINT or
+	// SIGTERM while it retries ends the retries at once: the slot stays held, which is safe.
+	retry = retry.fresh(log)
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopWatching := a.cancelOnSignal(cancel)
+	defer stopWatching()
 	log = log.WithFields(logrus.Fields{"exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
 	switch {
-	case o.successCodes[res.ExitCode] && res.Signal == 0:
-		attempts := 0
-		err := retry.do(ctx, "release", func(ctx context.Context) error { attempts++; return sem.Release(ctx, slot) })
-		switch {
-		case errors.Is(err, lock.ErrNotHeld) && attempts > 1:
-			// Release frees only this run's slot, so it is gone: most likely freed by the
-			// earlier attempt, whose answer was lost.
-			log.Info("command succeeded; slot released (an earlier attempt's answer was lost)")
-		case errors.Is(err, lock.ErrNotHeld):
-			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
-		case err != nil:
-			log.WithError(explain(err)).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
-			return exitSoftware
-		default:
-			log.Info("command succeeded; slot released")
-		}
-		return exitOK
 	case res.Interrupted():
+		// Checked first: once a signal was sent or forwarded, the command's exit code says
+		// little (a script that traps TERM and exits 0 did not finish its work).
 		var code *int
 		if res.Signal == 0 {
 			code = &res.ExitCode
@@ -211,6 +205,31 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 			log.WithError(explain(err)).Error("could not record the interruption; the slot stays held")
 		}
 		log.Warnf("command interrupted %s; slot stays held (state interrupted)", how)
+		if res.Signal == 0 && o.successCodes[res.ExitCode] {
+			// It caught the signal and said it succeeded: exit as if the signal had ended it,
+			// so that nothing above takes the run for a success.
+			return 128 + int(sentSignal(res))
+		}
+	case o.successCodes[res.ExitCode]:
+		attempts := 0
+		err := retry.do(ctx, "release", func(ctx context.Context) error { attempts++; return sem.Release(ctx, slot) })
+		switch {
+		case errors.Is(err, lock.ErrNotHeld) && attempts > 1:
+			// Release frees only this run's slot, so it is gone: most likely freed by the
+			// earlier attempt, whose answer was lost.
+			log.Info("command succeeded; slot released (an earlier attempt's answer was lost)")
+		case errors.Is(err, lock.ErrNotHeld):
+			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
+		case err != nil && stopWatching() != nil:
+			log.WithError(err).Errorf("command succeeded but %v stopped the release; the slot stays held and the next run re-enters and releases it", stopWatching())
+			return exitSoftware
+		case err != nil:
+			log.WithError(explain(err)).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
+			return exitSoftware
+		default:
+			log.Info("command succeeded; slot released")
+		}
+		return exitOK
 	default:
 		err := retry.do(ctx, "mark failed", func(ctx context.Context) error { return sem.MarkFailed(ctx, slot, res.ExitCode) })
 		if err != nil {
@@ -219,6 +238,15 @@ func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		log.Error("command failed; slot stays held (state failed) until a run succeeds or an operator releases it")
 	}
 	return res.Code()
+}
+
+// sentSignal is the signal tierlock sent or forwarded to the command: the first one forwarded,
+// else SIGTERM (the timeout's).
+func sentSignal(res runner.Result) syscall.Signal {
+	if s, ok := res.Forwarded.(syscall.Signal); ok {
+		return s
+	}
+	return syscall.SIGTERM
 }
 
 // notAcquired turns an Acquire error into an exit code, cleaning up after an attempt whose
@@ -256,9 +284,11 @@ func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Sema
 
 // abandon undoes an acquisition that may have committed without our knowing (the answer was
 // lost, or a signal came): a fresh slot is released, a re-entered one marked interrupted.
+//
+// It shares the budget of the acquisition it undoes: after Consul failed for the whole of it,
+// the look gets one attempt within the same bound, not a budget of its own.
 func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, rec lock.Record) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), retry.timeout)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	snap, err := readTier(ctx, sem, retry, "check for a slot taken")
 	if err != nil {
 		log.WithError(err).Warn("could not check whether a slot was taken; if one was, the next run re-enters it")
@@ -282,8 +312,11 @@ func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphor
 // nodeName asks the local Consul agent for this host's node name, recorded in the slot so that
 // `tierlock reap --consul-catalog` can tell when the host is gone. It is best effort: a slot
 // without a node is still a slot, the catalog reaper just never judges it.
+//
+// It is asked once, within a quarter of --consul-timeout: with the acquisition's 1.25 × after
+// its first failure, a Consul that stalls everything still sees the run end within 1.5 ×.
 func (a *App) nodeName(ctx context.Context, log *logrus.Entry, client *api.Client, o runOptions) string {
-	ctx, cancel := context.WithTimeout(ctx, consulclient.RequestTimeout(o.consulTimeout))
+	ctx, cancel := context.WithTimeout(ctx, min(consulclient.RequestTimeout(o.consulTimeout), o.consulTimeout/4))
 	defer cancel()
 	node, err := consulclient.NodeName(ctx, client)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ type runOptions struct {
 	successCodes                               map[int]bool
 	defaultMax                                 int
 	dryRun                                     bool
+	passConsulToken                            bool
 	command                                    []string // as given
 	path                                       string   // command[0] resolved on $PATH
 }
@@ -44,6 +46,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "instance-id", Usage: "instance id to record, or imds to ask the EC2 metadata service", EnvVars: env("INSTANCE_ID")},
 		&cli.StringFlag{Name: "metrics-file", Usage: "after each run, write its result here for node_exporter's textfile collector (*.prom)", EnvVars: env("METRICS_FILE")},
 		&cli.BoolFlag{Name: "dry-run", Usage: "decide and print, take nothing, run nothing", EnvVars: env("DRY_RUN")},
+		&cli.BoolFlag{Name: "pass-consul-token", Usage: "leave CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE in the command's environment (by default they are removed)", EnvVars: env("PASS_CONSUL_TOKEN")},
 		&cli.StringFlag{Name: "command", Usage: "command line to run when none follows --: split into words as sh does, nothing expanded (default: chef-client)", EnvVars: env("COMMAND")},
 	}, logFlags()...)
 }
@@ -55,7 +58,7 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 		instanceID: c.String("instance-id"), stateDir: c.String("state-dir"), metricsFile: c.String("metrics-file"),
 		wait: c.Duration("wait"), splay: c.Duration("splay"), timeout: c.Duration("timeout"),
 		killGrace: c.Duration("kill-grace"), consulTimeout: c.Duration("consul-timeout"),
-		defaultMax: c.Int("default-max"), dryRun: c.Bool("dry-run"),
+		defaultMax: c.Int("default-max"), dryRun: c.Bool("dry-run"), passConsulToken: c.Bool("pass-consul-token"),
 		command: c.Args().Slice(), successCodes: map[int]bool{0: true},
 	}
 	if o.tier == "" {
@@ -192,4 +195,25 @@ func splitCommand(line string) ([]string, error) {
 		return nil, fmt.Errorf("no command in it")
 	}
 	return words, nil
+}
+
+// tokenVars are the variables through which a Consul token reaches tierlock. The command
+// (chef-client and every recipe and daemon it starts) has no use for tierlock's token, and
+// would hand it on to anything it runs, so they are removed from its environment.
+var tokenVars = []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE"}
+
+// commandEnv is the command's environment: environ without the Consul token variables, unless
+// pass is set. Everything else is kept, in order.
+func commandEnv(environ []string, pass bool) []string {
+	if pass {
+		return environ
+	}
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !slices.Contains(tokenVars, name) {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -633,3 +633,31 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A command that traps the signal and exits 0 was still interrupted: its slot stays held.
+func TestRunTrappedSignalInterrupts(t *testing.T) {
+	trap := `trap "exit 0" TERM; sleep 30 & wait`
+	put(t, "max_concurrent", "2")
+	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--timeout", "500ms", "--kill-grace", "5s", "--", "sh", "-c", trap)
+	wantCode(t, r, 143)
+	rec, ok := getRecord(t, "web-1")
+	if !ok || rec.State != "interrupted" || rec.ExitCode == nil || *rec.ExitCode != 0 {
+		t.Errorf("after a trapped timeout: %+v (present %v), want held, interrupted, exit 0", rec, ok)
+	}
+
+	m := marker(t, "started")
+	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-2", "--", "sh", "-c", "touch "+m+"; "+trap)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the command to start", func() bool { return exists(m) })
+	signalProcess(t, cmd, syscall.SIGTERM)
+	_ = cmd.Wait()
+	if code := cmd.ProcessState.ExitCode(); code != 143 {
+		t.Errorf("SIGTERM trapped by the command: exit %d, want 143", code)
+	}
+	if rec, ok := getRecord(t, "web-2"); !ok || rec.State != "interrupted" {
+		t.Errorf("after a trapped SIGTERM: %+v (present %v), want held, interrupted", rec, ok)
+	}
+	checkInvariant(t)
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -108,18 +109,20 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			if rec.ExitCode != nil {
 				code = fmt.Sprint(*rec.ExitCode)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", tier, mx, hd, h, rec.State,
-				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, orDash(rec.InstanceID))
+			// Every stored string goes through the sanitiser: a tab or an escape in one must
+			// neither break the columns nor reach the terminal.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", tier, mx, hd, safetext.Text(h), safetext.Text(string(rec.State)),
+				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, safetext.Text(orDash(rec.InstanceID)))
 		}
 		if tv.Status != monitor.OK {
-			notes = append(notes, fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; ")))
+			notes = append(notes, safetext.Text(fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))))
 		}
 		if len(s.Queue) > 0 {
 			var names []string
 			for _, q := range s.Queue {
 				names = append(names, fmt.Sprintf("%s (%s)", q.Holder, monitor.Age(max0(now.Sub(q.Since)))))
 			}
-			notes = append(notes, fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", ")))
+			notes = append(notes, safetext.Text(fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", "))))
 		}
 	}
 	tw.Flush()
@@ -212,9 +215,13 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 		}
 		out.Tiers = append(out.Tiers, ts)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	doc, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	// Stored strings keep their value; the bytes that could act on a terminal are \u escapes.
+	_, err = w.Write(append(safetext.JSON(doc), '\n'))
+	return err
 }
 
 // writeStatusMetrics prints per-tier gauges in Prometheus' text exposition format.

@@ -432,12 +432,27 @@ func Dump(c *api.Client, prefix string) (string, error) {
 }
 
 // Build builds the command in pkgDir into out, with ldflags, for tests that run it as users
-// do; the compiler's output goes to stderr.
-func Build(pkgDir, out, ldflags string) error {
-	build := exec.Command("go", "build", "-ldflags", ldflags, "-o", out, pkgDir)
+// do; the compiler's output goes to stderr. extra are more flags of `go build` (-tags, say).
+// Under `go test -race` it builds with -race too (and cgo, which -race needs), so the race
+// detector watches the commands the tests run, not only the tests.
+func Build(pkgDir, out, ldflags string, extra ...string) error {
+	build := exec.Command("go", buildArgs(pkgDir, out, ldflags, extra)...)
+	if raceEnabled {
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	}
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		return fmt.Errorf("build %s: %w", pkgDir, err)
 	}
 	return nil
+}
+
+// buildArgs are the arguments of `go` that Build runs.
+func buildArgs(pkgDir, out, ldflags string, extra []string) []string {
+	args := []string{"build"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, extra...)
+	return append(args, "-ldflags", ldflags, "-o", out, pkgDir)
 }

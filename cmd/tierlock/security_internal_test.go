@@ -1,0 +1,232 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestCommandEnv(t *testing.T) {
+	environ := []string{"PATH=/bin", "CONSUL_HTTP_TOKEN=s3cret", "CONSUL_HTTP_ADDR=127.0.0.1:8500",
+		"CONSUL_HTTP_TOKEN_FILE=/etc/tok", "CONSUL_HTTP_TOKEN_FILEX=kept", "XCONSUL_HTTP_TOKEN=kept", "EMPTY=", "NOEQUALS"}
+	for _, tc := range []struct {
+		name string
+		pass bool
+		want []string
+	}{
+		{"token removed, the rest kept in order", false, []string{"PATH=/bin", "CONSUL_HTTP_ADDR=127.0.0.1:8500",
+			"CONSUL_HTTP_TOKEN_FILEX=kept", "XCONSUL_HTTP_TOKEN=kept", "EMPTY=", "NOEQUALS"}},
+		{"--pass-consul-token keeps it", true, environ},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := commandEnv(environ, tc.pass); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("commandEnv = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := commandEnv(nil, false); got == nil || len(got) != 0 {
+		t.Errorf("commandEnv(nil) = %#v: want an empty environment, not nil (nil inherits ours)", got)
+	}
+}
+
+func TestCompleting(t *testing.T) {
+	const gbc = "--generate-bash-completion"
+	for _, tc := range []struct {
+		args    []string
+		request bool
+		ask     []string
+	}{
+		{[]string{"tierlock", "run", gbc}, true, []string{"tierlock", "run", gbc}},
+		{[]string{"tierlock", gbc}, true, []string{"tierlock", gbc}},
+		{[]string{"tierlock", "run", "--tier", "t/tab", "--", "sh", "-c", "touch x", gbc}, true, nil},
+		{[]string{"tierlock", "run", "--", "", gbc}, true, nil},                          // run -- <TAB>
+		{[]string{"tierlock", "--", "", gbc}, true, nil},                                 // tierlock -- <TAB>
+		{[]string{"tierlock", "run", "--", gbc}, true, []string{"tierlock", "run", gbc}}, // run --<TAB>
+		{[]string{"tierlock", "run", "--ti", gbc}, true, []string{"tierlock", "run", "--ti", gbc}},
+		{[]string{"tierlock", "run", "--", "x", "--", gbc}, true, nil},
+		{[]string{"tierlock", "run", gbc, "x"}, false, nil},
+		{[]string{"tierlock", "run", "--", "x"}, false, nil},
+		{[]string{"tierlock"}, false, nil},
+		{[]string{gbc}, false, nil},
+	} {
+		request, ask := completing(tc.args)
+		if request != tc.request || !reflect.DeepEqual(ask, tc.ask) {
+			t.Errorf("completing(%q) = %v, %q; want %v, %q", tc.args, request, ask, tc.request, tc.ask)
+		}
+	}
+}
+
+// victim is a file an attacker would like root to overwrite or chmod.
+func victim(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(path, []byte("untouched"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func wantUntouched(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	fi, serr := os.Stat(path)
+	if err != nil || serr != nil || string(b) != "untouched" || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the victim changed: %q %v, mode %v %v", b, err, fi.Mode(), serr)
+	}
+}
+
+func writeHello(w io.Writer) error { _, err := io.WriteString(w, "hello\n"); return err }
+
+// A link planted at the temporary name, or at the target, leads nowhere: the victim it points
+// at is neither written nor chmodded.
+func TestWriteFileAtomicNeverFollowsLinks(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "run.prom")
+	v := victim(t)
+	planted := 0
+	names := func(base string) string {
+		planted++
+		if planted <= 2 {
+			return "." + base + ".planted" + string(rune('0'+planted))
+		}
+		return tempName(base)
+	}
+	for _, link := range []string{".run.prom.planted1", ".run.prom.planted2", "run.prom"} {
+		if err := os.Symlink(v, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := writeFileAtomicNamed(path, 0o644, writeHello, names); err != nil {
+		t.Fatal(err)
+	}
+	wantUntouched(t, v)
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o644 {
+		t.Errorf("%s: %v %v, want a regular file of mode 0644", path, fi.Mode(), err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "hello\n" {
+		t.Errorf("%s holds %q", path, b)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 { // run.prom and the two planted links, nothing of ours left over
+		t.Errorf("left in the directory: %v", entries)
+	}
+}
+
+// A failed write leaves the old file as it was, and no temporary file.
+func TestWriteFileAtomicFailureLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "run.prom")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	if err := writeFileAtomic(path, 0o644, func(io.Writer) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("err = %v, want boom", err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Errorf("%s holds %q after a failed write", path, b)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("left in the directory: %v", entries)
+	}
+}
+
+func TestLockLocallyRefusesUnsafePlaces(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, dir, v string) string // returns the state dir
+		want  string
+	}{
+		{"world-writable state dir", func(t *testing.T, dir, _ string) string {
+			return chmod(t, dir, 0o777)
+		}, "has mode 0777"},
+		{"group-writable state dir", func(t *testing.T, dir, _ string) string {
+			return chmod(t, dir, 0o775)
+		}, "has mode 0775"},
+		{"sticky world-writable state dir", func(t *testing.T, dir, _ string) string {
+			return chmod(t, dir, 0o1777)
+		}, "has mode 1777"},
+		{"state dir is a symlink", func(t *testing.T, dir, _ string) string {
+			link := filepath.Join(t.TempDir(), "state")
+			mustSymlink(t, dir, link)
+			return link
+		}, "is a symlink"},
+		{"env dir is a symlink", func(t *testing.T, dir, _ string) string {
+			mustSymlink(t, t.TempDir(), filepath.Join(dir, "prod"))
+			return dir
+		}, "is a symlink"},
+		{"env dir is world-writable", func(t *testing.T, dir, _ string) string {
+			chmod(t, mkdir(t, filepath.Join(dir, "prod")), 0o777)
+			return dir
+		}, "has mode 0777"},
+		{"lock file is a symlink to a victim", func(t *testing.T, dir, v string) string {
+			mustSymlink(t, v, filepath.Join(mkdir(t, filepath.Join(dir, "prod")), "web.lock"))
+			return dir
+		}, "is a symlink"},
+		{"lock file is a dangling symlink", func(t *testing.T, dir, v string) string {
+			mustSymlink(t, v+".new", filepath.Join(mkdir(t, filepath.Join(dir, "prod")), "web.lock"))
+			return dir
+		}, "is a symlink"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := victim(t)
+			stateDir := tc.setup(t, t.TempDir(), v)
+			unlock, err := lockLocally(stateDir, "prod/web")
+			if err == nil {
+				unlock()
+				t.Fatal("lockLocally accepted it")
+			}
+			if !errors.Is(err, errUnsafeDir) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want errUnsafeDir saying %q", err, tc.want)
+			}
+			wantUntouched(t, v)
+			if _, err := os.Lstat(v + ".new"); err == nil {
+				t.Errorf("a file was created through the dangling link")
+			}
+		})
+	}
+	// The safe case: created as needed, lock file 0600, a second lock is refused as busy.
+	dir := filepath.Join(t.TempDir(), "new")
+	unlock, err := lockLocally(dir, "prod/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if fi, err := os.Lstat(filepath.Join(dir, "prod", "web.lock")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("lock file: %v %v, want mode 0600", fi.Mode(), err)
+	}
+	if _, err := lockLocally(dir, "prod/web"); !errors.Is(err, errLocallyBusy) {
+		t.Errorf("second lock: %v, want busy", err)
+	}
+}
+
+func chmod(t *testing.T, dir string, mode os.FileMode) string {
+	t.Helper()
+	if mode&0o1000 != 0 {
+		mode = mode&0o777 | os.ModeSticky
+	}
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func mkdir(t *testing.T, dir string) string {
+	t.Helper()
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func mustSymlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,24 @@
+package consulagent
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Under `go test -race`, Build builds with -race, so the race detector watches the commands
+// the tests run; without it, it does not.
+func TestBuildFollowsRace(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "tierlock")
+	if err := Build("../../cmd/tierlock", out, "-X main.version=0.0.0-test"); err != nil {
+		t.Fatal(err)
+	}
+	info, err := exec.Command("go", "version", "-m", out).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Contains(string(info), "-race=true"); got != raceEnabled {
+		t.Errorf("built with -race: %v, the tests run with it: %v\n%s", got, raceEnabled, info)
+	}
+}

@@ -1,0 +1,6 @@
+//go:build !race
+
+package consulagent
+
+// raceEnabled: see race.go.
+const raceEnabled = false

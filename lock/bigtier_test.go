@@ -1,0 +1,191 @@
+package lock_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock"
+)
+
+// seedHolders writes n failed slots (h-0000 …) and current n under the test's tier, in
+// transactions well under Consul's limit.
+func seedHolders(t *testing.T, n int, maxc string) {
+	t.Helper()
+	base := prefix(t) + "/" + tier + "/"
+	ops := api.KVTxnOps{{Verb: api.KVSet, Key: base + "max_concurrent", Value: []byte(maxc)}}
+	flush := func() {
+		if ok, resp, _, err := consul.KV().Txn(ops, nil); err != nil || !ok {
+			t.Fatalf("seed: %v %+v", err, resp)
+		}
+		ops = nil
+	}
+	for i := range n {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: base + fmt.Sprintf("running/h-%04d", i),
+			Value: []byte(fmt.Sprintf(`{"holder":"h-%04d","run_id":"r%d","state":"failed","exit_code":1,"attempts":1,"started_at":"2026-01-01T00:00:00Z","instance_id":"i-%d"}`, i, i, i%2))})
+		if len(ops) == 64 {
+			flush()
+		}
+	}
+	ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: base + "current", Value: []byte(fmt.Sprint(n))})
+	flush()
+}
+
+// Every kind of write works on tiers around Consul's limit of 128 operations per
+// transaction, and far above it, keeping the invariant: the emergency brake (disable) most of
+// all must work on the biggest tiers.
+func TestBigTiers(t *testing.T) {
+	for _, n := range []int{120, 123, 124, 125, 126, 127, 128, 130, 600} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			seedHolders(t, n, "-1")
+			s := newSem(t, 1)
+			c := ctx(t)
+			step := func(what string, err error) {
+				t.Helper()
+				if err != nil {
+					t.Fatalf("%s at %d holders: %v", what, n, err)
+				}
+				checkInvariant(t)
+			}
+			_, err := s.Disable(c)
+			step("disable", err)
+			if v := values(t); v["max_concurrent"] != "0" || v["max_saved"] != "-1" {
+				t.Fatalf("after disable: max %q saved %q", v["max_concurrent"], v["max_saved"])
+			}
+			_, err = s.Enable(c, nil)
+			step("enable", err)
+			_, err = s.SetMax(c, n+5)
+			step("set-max", err)
+			// A holder re-enters its slot, fails, and a new one takes a slot.
+			slot, err := s.Acquire(c, req("h-0000", "again"))
+			step("re-enter", err)
+			if !slot.Reentered {
+				t.Errorf("h-0000 did not re-enter: %+v", slot)
+			}
+			step("mark failed", s.MarkFailed(c, slot, 2))
+			fresh, err := s.Acquire(c, req("new-1", "n1"))
+			step("take", err)
+			step("mark interrupted", s.MarkInterrupted(c, fresh, nil))
+			again, err := s.Acquire(c, req("new-1", "n2"))
+			step("re-enter after interrupt", err)
+			step("release", s.Release(c, again))
+			_, err = s.ForceRelease(c, "h-0001", "r1")
+			step("force release", err)
+			// Drift, then repair.
+			put(t, "current", "3")
+			_, err = s.Repair(c)
+			step("repair", err)
+			// The tier full: a new holder joins the queue and takes a slot from it once one is
+			// freed.
+			_, err = s.SetMax(c, n-1)
+			step("set-max to full", err)
+			got := make(chan error, 1)
+			go func() {
+				r := req("waiter", "w1")
+				r.WaitUntil = time.Now().Add(20 * time.Second)
+				_, err := s.Acquire(c, r)
+				got <- err
+			}()
+			waitQueued(t, "waiter")
+			_, err = s.ForceRelease(c, "h-0002", "r2")
+			step("force release for the waiter", err)
+			step("take from the queue", <-got)
+			// Reap half the holders, then every one.
+			ev, err := s.Evict(c, func(_ string, r lock.Record) bool { return r.InstanceID == "i-1" })
+			step("evict half", err)
+			if len(ev.Slots) < n/2-2 {
+				t.Errorf("evicted %d slots of instance i-1, want about %d", len(ev.Slots), n/2)
+			}
+			_, err = s.Evict(c, func(string, lock.Record) bool { return true })
+			step("evict all", err)
+			if v := values(t); v["current"] != "0" {
+				t.Errorf("after evicting every slot: current %q", v["current"])
+			}
+		})
+	}
+}
+
+// waitQueued waits until holder has a queue entry in the test's tier.
+func waitQueued(t *testing.T, holder string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, ok := values(t)["queue/"+holder]; ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s never queued", holder)
+}
+
+// Names made of the words of Consul's messages are names like any other: a race on them is
+// still a race, and a write is still a write.
+func TestNamesWithConsulsWords(t *testing.T) {
+	for _, holder := range []string{"exists", "stale", "doesn-t-exist", "index", "held", "lock", "Permission", "denied"} {
+		t.Run(holder, func(t *testing.T) {
+			s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 1, Sessions: consul.Session()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := ctx(t)
+			slot, err := s.Acquire(c, req(holder, "r1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Another holder waits in the queue (a check-not-exists and a lock on names with
+			// the words), then gives up: ErrNoSlot, not a refusal.
+			r := req("exists-too", "r2")
+			r.WaitUntil = time.Now().Add(300 * time.Millisecond)
+			if _, err := s.Acquire(c, r); !errors.Is(err, lock.ErrNoSlot) {
+				t.Errorf("the second holder: %v, want ErrNoSlot", err)
+			}
+			if err := s.Release(c, slot); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Release(c, slot); !errors.Is(err, lock.ErrNotHeld) {
+				t.Errorf("a second release: %v, want ErrNotHeld", err)
+			}
+			if _, err := s.Disable(c); err != nil || strings.Contains(fmt.Sprint(err), "rejected") {
+				t.Errorf("disable: %v", err)
+			}
+		})
+	}
+}
+
+// Holders racing on a tier and names full of Consul's words: every lost race is told from a
+// refusal by its whole message, so none of them is taken for one (ErrRejected).
+func TestRacesOnNamesWithConsulsWords(t *testing.T) {
+	s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 2, Sessions: consul.Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ctx(t)
+	errs := make(chan error, 6)
+	for i := range 6 {
+		go func() {
+			holder := fmt.Sprintf("exists-index-is-stale-%d", i)
+			for round := range 8 {
+				r := req(holder, fmt.Sprintf("r%d", round))
+				r.WaitUntil = time.Now().Add(20 * time.Second)
+				slot, err := s.Acquire(c, r)
+				if err == nil {
+					err = s.Release(c, slot)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("%s round %d: %w", holder, round, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 6 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}

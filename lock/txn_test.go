@@ -1,0 +1,178 @@
+package lock
+
+import (
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// tierWith is a snapshot of a tier with n running/ keys (holder-0000 …), max_concurrent max,
+// max_saved 3, current n and one waiter, as Consul would list it.
+func tierWith(t *testing.T, s *Semaphore, n, maxc int) *Snapshot {
+	t.Helper()
+	idx := uint64(10)
+	pair := func(key, value string) *api.KVPair {
+		idx++
+		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
+	}
+	pairs := api.KVPairs{pair(keyMax, strconv.Itoa(maxc)), pair(keyCurrent, strconv.Itoa(n)), pair(keySaved, "3"),
+		pair(queueDir+"waiter", `{"holder":"waiter","run_id":"w1"}`)}
+	for i := range n {
+		h := fmt.Sprintf("holder-%04d", i)
+		pairs = append(pairs, pair(runningDir+h, fmt.Sprintf(`{"holder":%q,"run_id":"r%d","state":"failed","started_at":"2026-11-21T09:15:02Z"}`, h, i)))
+	}
+	snap := newSnapshot(s.opts.Tier, 1, pairs, s.base, idx)
+	if len(snap.Problems) > 0 {
+		t.Fatalf("test tier: %v", snap.Problems)
+	}
+	return snap
+}
+
+// Every kind of write, at any number of holders, fits Consul's limit, keeps its mandatory
+// operations (the check on max_concurrent, the check-and-set on current or the check of its
+// index, its own writes), and carries every optional guard while they fit.
+func TestTxnFitsAtAnyNumberOfHolders(t *testing.T) {
+	s, err := New(nil, Options{Tier: "exists/exists"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 21, 9, 15, 2, 0, time.UTC)
+	rec := &Record{Holder: "new", RunID: "n1", State: StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1}
+	kinds := []struct {
+		name      string
+		mandatory int // operations that must go in
+		guarded   func(n int) int
+		build     func(snap *Snapshot) (*txn, error)
+	}{
+		{"take", 3, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "new", rec) }},
+		{"take from the queue", 4, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "waiter", rec) }},
+		{"re-enter", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
+			return s.acquireTxn(snap, "holder-0000", rec)
+		}},
+		{"mark failed", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
+			return s.changeTxn(snap, change{holder: "holder-0000", rec: rec})
+		}},
+		{"release", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
+			return s.changeTxn(snap, change{holder: "holder-0000", delete: true})
+		}},
+		{"repair", 2, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.changeTxn(snap, change{}) }},
+		{"set-max", 5, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
+			return s.withWake(snap, s.set(snap, keyMax, "7"))
+		}},
+		{"disable", 6, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
+			return s.withWake(snap, s.set(snap, keyMax, "0"), s.set(snap, keySaved, "2"))
+		}},
+		{"enable", 6, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
+			return s.withWake(snap, s.set(snap, keyMax, "2"), s.del(snap, keySaved))
+		}},
+		{"join the queue", 3, func(int) int { return 0 }, func(*Snapshot) (*txn, error) {
+			return &txn{writes: api.KVTxnOps{{Verb: api.KVDelete, Key: "k"}, {Verb: api.KVLock, Key: "k"}},
+				reads: api.KVTxnOps{{Verb: api.KVGetTree, Key: s.base}}}, nil
+		}},
+	}
+	for _, n := range []int{0, 1, 100, 121, 122, 123, 124, 125, 126, 127, 128, 129, 130, 600, 5000} {
+		for _, k := range kinds {
+			t.Run(fmt.Sprintf("%s/%d holders", k.name, n), func(t *testing.T) {
+				snap := tierWith(t, s, n, 2)
+				tx, err := k.build(snap)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ops, err := tx.ops()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tx.mandatory() != k.mandatory {
+					t.Errorf("%d mandatory operations, want %d", tx.mandatory(), k.mandatory)
+				}
+				want := min(maxTxnOps, k.mandatory+k.guarded(n))
+				if len(ops) != want {
+					t.Errorf("%d operations, want %d (limit %d)", len(ops), want, maxTxnOps)
+				}
+				// The guard on current: a check-and-set of it, or a check of its index.
+				cur := false
+				for _, op := range ops {
+					if op.Key == s.base+keyCurrent && (op.Verb == api.KVCAS || op.Verb == api.KVCheckIndex) {
+						cur = true
+					}
+				}
+				if !cur && k.name != "join the queue" {
+					t.Errorf("no check of current's index among %d operations", len(ops))
+				}
+			})
+		}
+	}
+}
+
+// Eviction takes as many transactions as it needs, each within the limit, each keeping the
+// invariant: the current it writes is the number of running/ keys it leaves.
+func TestEvictTxnBatches(t *testing.T) {
+	s, err := New(nil, Options{Tier: "t/s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := func(string, Record) bool { return true }
+	for _, n := range []int{1, 125, 126, 127, 128, 600, 5000} {
+		snap := tierWith(t, s, n, 2)
+		ev, tx, more := s.evictTxn(snap, all)
+		ops, err := tx.ops()
+		if err != nil {
+			t.Fatalf("%d holders: %v", n, err)
+		}
+		removed := len(ev.Slots)
+		if len(ops) > maxTxnOps || removed+len(ev.Waiters) != min(n+1, maxTxnOps-2) || more != (n+1 > maxTxnOps-2) {
+			t.Errorf("%d holders: %d operations, %d slots and %d waiters removed, more %v", n, len(ops), removed, len(ev.Waiters), more)
+		}
+		last := ops[len(ops)-1]
+		if last.Key != s.base+keyCurrent || string(last.Value) != strconv.Itoa(n-removed) {
+			t.Errorf("%d holders: last op %s %s=%s, want current=%d", n, last.Verb, last.Key, last.Value, n-removed)
+		}
+	}
+}
+
+func TestTxnRefusesTooManyMandatoryOps(t *testing.T) {
+	tx := &txn{writes: make(api.KVTxnOps, maxTxnOps+1)}
+	if _, err := tx.ops(); err == nil {
+		t.Error("a transaction of 129 mandatory operations was built")
+	}
+}
+
+// Consul's messages for a lost race are told from refusals by their whole form, for the verb
+// of the operation named, never by a word: keys may contain the words.
+func TestLostRace(t *testing.T) {
+	key := "chef/exists/exists/queue/exists"
+	op := func(verb api.KVOp) *api.KVTxnOp { return &api.KVTxnOp{Verb: verb, Key: key} }
+	denied := `Permission denied: token with AccessorID 'a1b2' lacks permission 'key:write' on "chef/exists/exists/queue/exists"`
+	cases := []struct {
+		name string
+		op   *api.KVTxnOp
+		what string
+		want bool
+	}{
+		{"cas stale", op(api.KVCAS), `failed to set key "chef/exists/exists/queue/exists", index is stale`, true},
+		{"delete-cas stale", op(api.KVDeleteCAS), `failed to delete key "chef/exists/exists/queue/exists", index is stale`, true},
+		{"check-index gone", op(api.KVCheckIndex), `failed to check index, key "chef/exists/exists/queue/exists" doesn't exist`, true},
+		{"check-index moved", op(api.KVCheckIndex), `failed index check for key "chef/exists/exists/queue/exists", current modify index 12 != 11`, true},
+		{"check-not-exists", op(api.KVCheckNotExists), `key "chef/exists/exists/queue/exists" exists`, true},
+		{"lock held", op(api.KVLock), `failed to lock key "chef/exists/exists/queue/exists", lock is already held`, true},
+		{"lock delay", op(api.KVLock), `failed to lock key "chef/exists/exists/queue/exists" due to lock delay`, true},
+		{"denied cas", op(api.KVCAS), denied, false},
+		{"denied check-not-exists", op(api.KVCheckNotExists), denied, false},
+		{"denied lock", op(api.KVLock), denied, false},
+		{"another key's race", op(api.KVCheckNotExists), `key "chef/other/tier/queue/exists" exists`, false},
+		{"message of another verb", op(api.KVCAS), `key "chef/exists/exists/queue/exists" exists`, false},
+		{"check-index garbage", op(api.KVCheckIndex), `failed index check for key "chef/exists/exists/queue/exists", current modify index stale`, false},
+		{"no such operation", nil, `key "chef/exists/exists/queue/exists" exists`, false},
+		{"set has no race", op(api.KVSet), `failed to set key "chef/exists/exists/queue/exists", index is stale`, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := lostRace(c.op, c.what); got != c.want {
+				t.Errorf("lostRace(%q) = %v, want %v", c.what, got, c.want)
+			}
+		})
+	}
+}
