@@ -22,17 +22,17 @@ type Snapshot struct {
 	// RunningKeys is the number of running/ keys, readable or not: what current must equal.
 	RunningKeys int
 	// Queue is who waits for a slot, in arrival order.
-	Queue      []Waiter
-	Problems   []error           // invalid stored values; Acquire refuses to act on them
+	Queue    []Waiter
+	Problems []error // invalid stored values; Acquire refuses to act on them
 	// Notes are the last operator changes by kind (NoteMax, NoteRelease, NoteForget): who,
 	// where, when and why. NoteProblems are audit/ values that cannot be read; unlike
 	// Problems they never stop a run.
 	Notes        map[string]Note
 	NoteProblems []error
-	LastIndex  uint64            // Consul's index of the read, for blocking queries
-	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
-	badHolders map[string]bool   // running/ keys whose value did not parse
-	badCurrent bool              // current is stored but not a count
+	LastIndex    uint64            // Consul's index of the read, for blocking queries
+	modify       map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	badHolders   map[string]bool   // running/ keys whose value did not parse
+	badCurrent   bool              // current is stored but not a count
 }
 
 // Exists reports whether the tier has any key stored.
