@@ -124,6 +124,7 @@ var shipped = []shippedFile{
 	{deb: "/usr/share/doc/tierlock/examples/tierlock-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-policy.hcl"},
 	{deb: "/usr/share/doc/tierlock/examples/tierlock-reaper-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-reaper-policy.hcl"},
 	{deb: "/usr/share/doc/tierlock/examples/tierlock-check-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-check-policy.hcl"},
+	{deb: "/usr/share/doc/tierlock/examples/tierlock-operator-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-operator-policy.hcl"},
 	{deb: "/usr/share/doc/tierlock/copyright", rpm: "/usr/share/licenses/tierlock/LICENSE", mode: 0o644, src: "LICENSE"},
 }
 
@@ -186,4 +187,45 @@ func cleanEnv(extra ...string) []string {
 		}
 	}
 	return append(env, extra...)
+}
+
+// The shipped ACL policies are what `tierlock acl-policy` prints for the example each names
+// in its first line; a change to the command shows here until they are printed again.
+func TestShippedPoliciesArePrinted(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(repo, "packaging", "consul", "*.hcl"))
+	if len(files) != 4 {
+		t.Fatalf("policies %q, want the host's, the operator's, the monitoring's and the reaper's", files)
+	}
+	roles := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		args, ok := strings.CutPrefix(first, "# Printed by: tierlock ")
+		if !ok {
+			t.Errorf("%s: first line %q does not say which command printed it", f, first)
+			continue
+		}
+		fields := strings.Fields(args)
+		out, err := exec.Command(hostBinary(t), fields...).Output()
+		if err != nil {
+			t.Errorf("tierlock %s: %v", args, err)
+			continue
+		}
+		if !bytes.Equal(out, b) {
+			t.Errorf("%s is not what `tierlock %s` prints: print it again", f, args)
+		}
+		for i, a := range fields {
+			if a == "--role" && i+1 < len(fields) {
+				roles[fields[i+1]] = filepath.Base(f)
+			}
+		}
+	}
+	for _, r := range []string{"host", "operator", "monitor", "reaper"} {
+		if roles[r] == "" {
+			t.Errorf("no shipped policy for --role %s", r)
+		}
+	}
 }

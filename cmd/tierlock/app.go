@@ -95,6 +95,7 @@ func (a *App) cliApp() *cli.App {
 			a.repairCommand(),
 			a.checkCommand(),
 			a.reapCommand(),
+			a.aclPolicyCommand(),
 			a.versionCommand(),
 			a.completionCommand(),
 			a.manCommand(),
