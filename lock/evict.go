@@ -67,7 +67,7 @@ func (w Waiter) Record() Record {
 // as fit beside its mandatory operations (more reports that there is more), and sets current
 // to the running/ keys it leaves. It is nil when nothing matches.
 func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (ev Evicted, t *txn, more bool) {
-	t = &txn{checks: api.KVTxnOps{s.guard(snap, keyMax)}}
+	t = &txn{checks: s.guardMax(snap)}
 	room := maxTxnOps - t.mandatory() - 1 // and the write of current
 	removed := map[string]bool{}
 	var dels api.KVTxnOps

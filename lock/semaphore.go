@@ -36,6 +36,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Now is the clock written into records. Default time.Now.
 	Now func() time.Time
+	// Note, if set, is written by SetMax and Disable (audit/max) and ForceRelease
+	// (audit/release) in the same transaction as their change; Enable removes audit/max.
+	Note *Note
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions
 	// QueueTTL is the TTL of a waiter's session. Default DefaultQueueTTL (10s, Consul's minimum).
@@ -293,15 +296,26 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 		return Record{}, err
 	}
 	var freed Record
-	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		if _, ok := snap.modify[runningDir+holder]; !ok {
-			return change{}, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
+			return nil, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
 		}
 		freed = snap.Holders[holder]
 		if freed.RunID != runID {
-			return change{}, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
+			return nil, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
 		}
-		return change{holder: holder, delete: true}, nil
+		t, err := s.changeTxn(snap, change{holder: holder, delete: true})
+		if err != nil || s.opts.Note == nil {
+			return t, err
+		}
+		n := *s.opts.Note
+		n.Action, n.Value = "release", holder
+		op, err := s.noteOp(NoteRelease, &n)
+		if err != nil {
+			return nil, err
+		}
+		t.writes = append(t.writes, op)
+		return t, nil
 	})
 	return freed, err
 }

@@ -31,7 +31,12 @@ type Snapshot struct {
 	// BadConverged lists converged/ records that cannot be read. They never stop a run (their
 	// hosts rank as never converged); status and check report them.
 	BadConverged []error
-	Problems     []error           // invalid stored values; Acquire refuses to act on them
+	Problems     []error // invalid stored values; Acquire refuses to act on them
+	// Notes are the last operator changes by kind (NoteMax, NoteRelease, NoteForget): who,
+	// where, when and why. NoteProblems are audit/ values that cannot be read; unlike
+	// Problems they never stop a run.
+	Notes        map[string]Note
+	NoteProblems []error
 	LastIndex    uint64            // Consul's index of the read, for blocking queries
 	modify       map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
 	badHolders   map[string]bool   // running/ keys whose value did not parse
@@ -132,6 +137,16 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				continue
 			}
 			s.Saved, s.SavedSet = n, true
+		case strings.HasPrefix(rel, auditDir):
+			n, err := parseNote(p.Value)
+			if err != nil {
+				s.NoteProblems = append(s.NoteProblems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			if s.Notes == nil {
+				s.Notes = map[string]Note{}
+			}
+			s.Notes[strings.TrimPrefix(rel, auditDir)] = n
 		case strings.HasPrefix(rel, queueDir):
 			// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
 			// tierlock, and its name is reported (quoted), never taken as a waiter.

@@ -41,6 +41,8 @@ type Thresholds struct {
 	// ConvergeWarn and ConvergeCrit judge the age of each host's converged/ record. Zero
 	// ranges alert on any age above 0: use DefaultConvergeThresholds.
 	ConvergeWarn, ConvergeCrit Range
+	// DisabledWarn warns about a tier disabled for longer than this; 0 never.
+	DisabledWarn time.Duration
 }
 
 // DefaultThresholds: a held slot warns past 1h and is critical past 2h; a host that last
@@ -56,6 +58,7 @@ type TierVerdict struct {
 	Status   Status
 	Problems []string // why Status is not OK, most severe first
 	Disabled bool
+	Brake    string        // for a disabled tier: who disabled it, when and why (raw: sanitise)
 	Held     int           // slots held (the larger of current and the running/ keys)
 	Failed   int           // holders in state failed or interrupted
 	Oldest   time.Duration // age of the oldest holder's attempt
@@ -148,6 +151,10 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 	crit, warn = append(crit, cv.crit...), append(warn, cv.warn...)
 	tv.Unconverged = append(pastNames(cv.crit), pastNames(cv.warn)...)
 	sort.Strings(tv.Unconverged)
+	var brakeWarn string
+	if tv.Brake, brakeWarn = judgeBrake(s, now, th); brakeWarn != "" {
+		warn = append(warn, brakeWarn)
+	}
 	switch {
 	case len(crit) > 0:
 		tv.Status = Critical
@@ -215,12 +222,11 @@ func (v Verdict) Output(verbose bool) string {
 			// Problems quote stored keys and values: through the sanitiser, so that none can
 			// add a line or perfdata (a '|') to the plugin's output.
 			fmt.Fprintf(&b, "%s\n", safetext.Plugin(fmt.Sprintf("%s %s: %s", t.Tier, t.Status, strings.Join(t.Problems, "; "))))
+		case t.Disabled:
+			// A disabled tier is worth a line even when all is well: who pulled the brake and why.
+			fmt.Fprintf(&b, "%s\n", safetext.Plugin(fmt.Sprintf("%s OK: %s, %d held", t.Tier, t.Brake, t.Held)))
 		case verbose:
-			state := fmt.Sprintf("%d held", t.Held)
-			if t.Disabled {
-				state = "disabled, " + state
-			}
-			fmt.Fprintf(&b, "%s OK: %s\n", safetext.Plugin(t.Tier), state)
+			fmt.Fprintf(&b, "%s OK: %d held\n", safetext.Plugin(t.Tier), t.Held)
 		}
 	}
 	return b.String()

@@ -96,6 +96,7 @@ func (a *App) cliApp() *cli.App {
 			a.checkCommand(),
 			a.reapCommand(),
 			a.forgetCommand(),
+			a.aclPolicyCommand(),
 			a.versionCommand(),
 			a.completionCommand(),
 			a.manCommand(),

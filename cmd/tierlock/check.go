@@ -36,6 +36,7 @@ func (a *App) checkCommand() *cli.Command {
 			&cli.StringFlag{Name: "converge-critical", Value: "24h", Usage: "age of a host's last convergence that is critical"},
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "a line for every tier, not only problem tiers"},
+			&cli.DurationFlag{Name: "disabled-warning", Usage: "warn about a tier disabled for longer than this (0: never)"},
 			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -55,6 +56,9 @@ func (a *App) checkCommand() *cli.Command {
 			}
 			if th.ConvergeCrit, err = monitor.ParseRange(c.String("converge-critical")); err != nil {
 				return unknown("--converge-critical: %v", err)
+			}
+			if th.DisabledWarn = c.Duration("disabled-warning"); th.DisabledWarn < 0 {
+				return unknown("--disabled-warning %s must not be negative", th.DisabledWarn)
 			}
 			timeout := c.Duration("timeout")
 			if timeout <= 0 {
@@ -89,7 +93,7 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	retry := a.newRetry(timeout, quietLog())
+	retry := a.newRetry(timeout, quietLog()).interactive()
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
 	kv := client.KV()
 	if tier == "" {

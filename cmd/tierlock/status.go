@@ -119,6 +119,9 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 		if tv.Status != monitor.OK {
 			notes = append(notes, safetext.Text(fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))))
 		}
+		for _, n := range noteLines(s, tv, now) {
+			notes = append(notes, safetext.Text(tv.Tier+" "+n))
+		}
 		if len(s.Queue) > 0 {
 			var names []string
 			for _, q := range s.Queue {
@@ -217,6 +220,26 @@ func orDash(s string) string {
 	return s
 }
 
+// noteLines says who last changed the tier by hand: for a disabled tier who pulled the brake
+// (the check's words), then the last set-max, release and forget. Raw: sanitise to print.
+func noteLines(s *lock.Snapshot, tv monitor.TierVerdict, now time.Time) []string {
+	var lines []string
+	if tv.Disabled {
+		lines = append(lines, tv.Brake)
+	} else if n, ok := s.Notes[lock.NoteMax]; ok {
+		lines = append(lines, monitor.NoteText(n, now))
+	}
+	for _, kind := range []string{lock.NoteRelease, lock.NoteForget} {
+		if n, ok := s.Notes[kind]; ok {
+			lines = append(lines, monitor.NoteText(n, now))
+		}
+	}
+	for _, p := range s.NoteProblems {
+		lines = append(lines, "unreadable note: "+p.Error())
+	}
+	return lines
+}
+
 // statusJSON is the documented, stable JSON of `status --format json`.
 type statusJSON struct {
 	Prefix      string       `json:"prefix"`
@@ -238,6 +261,8 @@ type tierStatus struct {
 	Problems      []string       `json:"problems"`
 	Holders       []holderStatus `json:"holders"`
 	Waiters       []waiterStatus `json:"waiters"`
+	// Notes are the last operator changes by kind ("max", "release", "forget").
+	Notes map[string]lock.Note `json:"notes,omitempty"`
 	// HostsKnown counts the hosts with a converged/ record, a slot or a queue entry.
 	HostsKnown int `json:"hosts_known"`
 	// OldestConvergedSeconds is the age of the oldest converged/ record (0 when none).
@@ -275,7 +300,7 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 			Disabled: s.Max == 0, Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
 			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{},
 			HostsKnown: tv.Hosts, OldestConvergedSeconds: int64(tv.OldestConverged.Seconds()),
-			Unconverged: append([]string{}, tv.Unconverged...), Hosts: []hostStatus{}}
+			Unconverged: append([]string{}, tv.Unconverged...), Hosts: []hostStatus{}, Notes: s.Notes}
 		for _, h := range monitor.Hosts(s, now) {
 			hs := hostStatus{Host: h}
 			if h.ConvergedAt != nil {
