@@ -29,7 +29,7 @@ type Snapshot struct {
 	// have converged under tierlock, and when they last did.
 	Converged map[string]Convergence
 	// BadConverged lists converged/ records that cannot be read. They never stop a run (their
-	// hosts rank as never converged); status and check report them.
+	// hosts rank as never converged); forget and reap still remove them.
 	BadConverged []error
 	Problems     []error // invalid stored values; Acquire refuses to act on them
 	// Notes are the last operator changes by kind (NoteMax, NoteRelease, NoteForget): who,
