@@ -126,6 +126,15 @@ func (s *Semaphore) Forget(ctx context.Context, holder string) (Convergence, boo
 		if !ok {
 			return nil, errUnchanged
 		}
+		if s.opts.Note != nil {
+			n := *s.opts.Note
+			n.Action, n.Value = "forget", holder
+			op, err := s.noteOp(NoteForget, &n)
+			if err != nil {
+				return nil, err
+			}
+			t.writes = append(t.writes, op)
+		}
 		return t, nil
 	})
 	if err != nil {

@@ -36,8 +36,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Now is the clock written into records. Default time.Now.
 	Now func() time.Time
-	// Note, if set, is written by SetMax and Disable (audit/max) and ForceRelease
-	// (audit/release) in the same transaction as their change; Enable removes audit/max.
+	// Note, if set, is written by SetMax and Disable (audit/max), ForceRelease (audit/release)
+	// and Forget (audit/forget) in the same transaction as their change; Enable removes
+	// audit/max.
 	Note *Note
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions

@@ -19,7 +19,7 @@ func (a *App) forgetCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "forget",
 		Usage: "drop a host that left the tier from its convergence records (converged/<holder>); nothing else changes",
-		Flags: operatorFlags(&cli.StringFlag{Name: "holder", Usage: "the holder to forget (required)"}),
+		Flags: operatorFlags(&cli.StringFlag{Name: "holder", Usage: "the holder to forget (required)"}, reasonFlag()),
 		Action: func(c *cli.Context) error {
 			holder := c.String("holder")
 			if holder == "" {

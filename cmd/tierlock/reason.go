@@ -12,7 +12,7 @@ import (
 )
 
 // reasonFlag is --reason of the commands that change a tier by hand (set-max, disable,
-// release): what they record beside who, where and when.
+// release, forget): what they record beside who, where and when.
 func reasonFlag() cli.Flag {
 	return &cli.StringFlag{Name: "reason", Usage: "why, recorded in the tier with who, where and when (status and check show it)", EnvVars: env("REASON")}
 }

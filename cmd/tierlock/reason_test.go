@@ -79,8 +79,12 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 	wantCode(t, asPerson(t, "set-max", "--tier", tier, "--reason", "canary", "2"), 0)
 	failedSlot(t)
 	wantCode(t, asPerson(t, "release", "--tier", tier, "--holder", "web-3", "--reason", "disk full, fixed"), 0)
+	// A successful run leaves a convergence record; forgetting it is noted too.
+	wantCode(t, tl(t, "run", "--tier", tier, "--holder", "web-4", "--", "true"), 0)
+	wantCode(t, asPerson(t, "forget", "--tier", tier, "--holder", "web-4", "--reason", "moved to prod/api"), 0)
 	r = tl(t, "status", "--tier", tier)
 	for _, line := range []string{
+		tier + " web-4 forgotten 0s ago by alice on " + host + ": moved to prod/api",
 		tier + " max_concurrent set to 2 0s ago by alice on " + host + ": canary",
 		tier + " web-3's slot released 0s ago by alice on " + host + ": disk full, fixed",
 	} {
