@@ -19,7 +19,8 @@ export TIERLOCK_CONSUL := $(abspath $(CONSUL))
 
 LAMBDA_ARCHES := amd64 arm64
 
-.PHONY: fleet-sim all build lambda consul test test-deps lint demo bench man completions binaries packages package clean soak fuzz
+
+.PHONY: fleet fleet-sim all build lambda consul test test-system test-deps lint demo bench bench-fleet man completions binaries packages package clean soak fuzz
 
 all: build
 
@@ -43,21 +44,30 @@ lambda:
 consul:
 	./scripts/build-consul.sh $(CONSUL)
 
-## lint: gofmt and go vet
+## lint: gofmt and go vet (the system test too, behind its build tag)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags systemtest ./packaging/system
 
 ## test-deps: the Debian packages the tests use (nagios4-core, libmonitoring-plugin-perl,
-## systemd, rpm, bash-completion, zsh)
+## systemd, rpm, bash-completion, zsh, and for test-system systemd-container and debootstrap)
 test-deps:
 	./scripts/test-deps.sh
 
 ## test: lint, the packages and Lambda zips, then every test against a real Consul agent (with
-## the race detector); the packaging tests install and purge the .deb on this machine when root
+## the race detector); the packaging tests install and purge the .deb on this machine when root;
+## then test-system with that package, as root where systemd-nspawn can run (else a loud SKIP)
 test: lint consul test-deps package
 	$(GO) test -race -count=1 -timeout 20m ./...
 	FUZZTIME=3s GO="$(GO)" ./scripts/fuzz.sh
+	GO="$(GO)" ./scripts/test-system.sh --if-able
+
+## test-system: the .deb `make package` built, under a real systemd in a systemd-nspawn
+## container (root): install, timer, failures, stop, upgrades, removal, Consul unreachable.
+## The Debian tree is made once by debootstrap and cached in ~/.cache/tierlock/
+test-system: consul
+	GO="$(GO)" ./scripts/test-system.sh
 
 ## soak: the long soak (SOAK_HOSTS hosts x SOAK_ROUNDS rounds with random command failures,
 ## faults, kills, set-max changes and Consul restarts, every invariant checked after every
@@ -74,6 +84,12 @@ soak: consul
 FUZZTIME ?= 1m
 fuzz:
 	FUZZTIME=$(FUZZTIME) GO="$(GO)" ./scripts/fuzz.sh
+
+## fleet: both queue orders with real tierlock processes and a real Consul in compressed time
+## (24 hosts, 2 slots, 12 cycles of 2.5 s, fixed offsets; about 70 s): runs per host, hosts
+## that never ran, worst gap. Not part of `make test`: it takes longer than a minute.
+fleet: consul build
+	$(GO) run ./bench/turns
 
 ## fleet-sim: a day of a 200-host tier under the packaged timer, simulated, in both queue orders
 fleet-sim:
@@ -121,6 +137,15 @@ package: lambda binaries packages
 bench: build consul
 	$(GO) build -o bin/bench ./bench
 	bin/bench -tierlock bin/tierlock -consul $(CONSUL) -out bench/results
+
+## bench-fleet: thousands of simulated hosts (goroutines, each its own Consul client and
+## connection) through one tier, tierlock's lock package against api.Semaphore (`consul lock
+## -n`), one real agent behind a counting proxy; a table, and JSON in bench/results/.
+## FLEET_ARGS passes flags, e.g. FLEET_ARGS='-m 100 -n 10 -long-waiters 200' for a small run.
+FLEET_ARGS ?=
+bench-fleet: consul
+	$(GO) build -o bin/bench-fleet ./bench/fleet
+	bin/bench-fleet -consul $(CONSUL) -out bench/results $(FLEET_ARGS)
 
 clean:
 	rm -rf bin/tierlock dist

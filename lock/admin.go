@@ -23,7 +23,16 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 		if snap.MaxSet && snap.Max == n {
 			return nil, errUnchanged
 		}
-		return s.withWake(snap, s.set(snap, keyMax, strconv.Itoa(n)))
+		ops := []*api.KVTxnOp{s.set(snap, keyMax, strconv.Itoa(n))}
+		action := "set-max"
+		if n == 0 {
+			action = "disable"
+		}
+		ops, err := s.withNote(ops, action, strconv.Itoa(n))
+		if err != nil {
+			return nil, err
+		}
+		return s.withWake(snap, ops...)
 	})
 }
 
@@ -41,6 +50,10 @@ func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 		case snap.SavedSet:
 			// max_concurrent was absent (the runs' default applied): enable removes it again.
 			ops = append(ops, s.del(snap, keySaved))
+		}
+		ops, err := s.withNote(ops, "disable", "0")
+		if err != nil {
+			return nil, err
 		}
 		return s.withWake(snap, ops...)
 	})
@@ -73,8 +86,26 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 		if len(ops) == 0 {
 			return nil, errUnchanged
 		}
+		if _, noted := snap.Notes[NoteMax]; noted {
+			// The brake is off: its note goes with it.
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + auditDir + NoteMax})
+		}
 		return s.withWake(snap, ops...)
 	})
+}
+
+// withNote is ops with Options.Note written as audit/max, when there is one.
+func (s *Semaphore) withNote(ops []*api.KVTxnOp, action, value string) ([]*api.KVTxnOp, error) {
+	if s.opts.Note == nil {
+		return ops, nil
+	}
+	n := *s.opts.Note
+	n.Action, n.Value = action, value
+	op, err := s.noteOp(NoteMax, &n)
+	if err != nil {
+		return nil, err
+	}
+	return append(ops, op), nil
 }
 
 // withWake is ops with the rewrite of current that wakes the head of the queue. The wake's

@@ -29,7 +29,7 @@ func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Du
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	q := &api.QueryOptions{RequireConsistent: waitIndex == 0, WaitIndex: waitIndex, WaitTime: waitTime}
-	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.ReadBatch, s.base, q)
+	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q)
 }
 
 // filtered refuses a listing that Consul's ACLs cut short: a tier read without some of its
@@ -64,7 +64,7 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		count--
 	}
 
-	t := &txn{checks: api.KVTxnOps{s.guard(snap, keyMax)}}
+	t := &txn{checks: s.guardMax(snap)}
 	for _, k := range snap.runningKeys() {
 		if k != own {
 			t.optional = append(t.optional, s.guard(snap, k))
@@ -145,6 +145,19 @@ func (s *Semaphore) set(snap *Snapshot, key, value string) *api.KVTxnOp {
 // del is a check-and-set delete of key against what snap read.
 func (s *Semaphore) del(snap *Snapshot, key string) *api.KVTxnOp {
 	return &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + key, Index: snap.modify[key]}
+}
+
+// guardMax guards max_concurrent as snap read it; when it was absent, nothing is checked.
+// Consul's ACLs let a check-not-exists through only with key:write on the key, and neither a
+// host nor a reaper scoped to its tiers may write max_concurrent. Nothing of tierlock's is
+// missed: set-max, disable and enable rewrite current in their transaction (wakeOps), so the
+// check-and-set on current fails after them. Only a foreign writer creating max_concurrent
+// in the instant between read and write goes unseen.
+func (s *Semaphore) guardMax(snap *Snapshot) api.KVTxnOps {
+	if _, ok := snap.modify[keyMax]; !ok {
+		return nil
+	}
+	return api.KVTxnOps{s.guard(snap, keyMax)}
 }
 
 // guard checks that key (relative to the tier) is as snap read it: same ModifyIndex, or

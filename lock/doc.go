@@ -10,7 +10,7 @@
 // Every write this package makes is a single Consul transaction that sets current to the
 // number of running/ keys it leaves behind, writes at most one running/ key or deletes some
 // (a release frees one slot, an eviction every slot of a dead host), and is guarded
-// by check-and-set on every key it read (current, max_concurrent, the holder's own key and,
+// by check-and-set on every key it read (current, max_concurrent when it exists, the holder's own key and,
 // within Consul's limit of operations per transaction, the other running/ keys). Because every
 // writer moves current in the same transaction as running/, the guard on current alone already
 // serialises tierlock writers; the other guards catch foreign writers.

@@ -13,14 +13,18 @@ import (
 type Evicted struct {
 	Slots   []Record // running/ keys, sorted by holder
 	Waiters []Waiter // queue/ entries, sorted by holder
+	// Converged are the converged/ records, sorted by holder: a host that is gone is no
+	// longer expected to converge.
+	Converged []Convergence
 }
 
 // Evict frees the slot of every holder of the tier for which match returns true, whatever its
-// state and whichever run holds it, and removes every queue entry match selects, in one
-// transaction, and returns what it removed. match sees each running/ key's holder and record
-// (a value that cannot be read comes as a Record with only Holder set, so it can still be
-// matched by name) and each queue entry as Waiter.Record. Nothing matching is not an error: nothing is written, which makes
-// a repeated eviction harmless.
+// state and whichever run holds it, and removes every queue entry and converged/ record match
+// selects, in one transaction, and returns what it removed. match sees each running/ key's
+// holder and record (a value that cannot be read comes as a Record with only Holder set, so it
+// can still be matched by name), each queue entry as Waiter.Record and each convergence as
+// Convergence.Record. Nothing matching is not an error: nothing is written, which makes a
+// repeated eviction harmless.
 //
 // match is asked again after every lost check-and-set race, against what was re-read, so a
 // slot that changed hands in between (a new run of a reused host name, say) is judged anew.
@@ -44,8 +48,10 @@ func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec Rec
 		}
 		all.Slots = append(all.Slots, batch.Slots...)
 		all.Waiters = append(all.Waiters, batch.Waiters...)
+		all.Converged = append(all.Converged, batch.Converged...)
 		if !more {
 			slices.SortFunc(all.Waiters, func(a, b Waiter) int { return strings.Compare(a.Holder, b.Holder) })
+			slices.SortFunc(all.Converged, func(a, b Convergence) int { return strings.Compare(a.Holder, b.Holder) })
 			return all, nil
 		}
 	}
@@ -61,7 +67,7 @@ func (w Waiter) Record() Record {
 // as fit beside its mandatory operations (more reports that there is more), and sets current
 // to the running/ keys it leaves. It is nil when nothing matches.
 func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (ev Evicted, t *txn, more bool) {
-	t = &txn{checks: api.KVTxnOps{s.guard(snap, keyMax)}}
+	t = &txn{checks: s.guardMax(snap)}
 	room := maxTxnOps - t.mandatory() - 1 // and the write of current
 	removed := map[string]bool{}
 	var dels api.KVTxnOps
@@ -96,6 +102,20 @@ func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (e
 		}
 		ev.Waiters = append(ev.Waiters, w)
 		dels = append(dels, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex})
+	}
+	for _, c := range snap.Convergences() {
+		if full {
+			break
+		}
+		if !match(c.Holder, c.Record()) {
+			continue
+		}
+		if len(dels) == room {
+			full = true
+			break
+		}
+		ev.Converged = append(ev.Converged, c)
+		dels = append(dels, s.del(snap, convergedDir+c.Holder))
 	}
 	if len(dels) == 0 {
 		return ev, nil, false

@@ -23,7 +23,7 @@ func TestSnapshotQueueNames(t *testing.T) {
 		{"dot", "..", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			snap := newSnapshot("prod/web", 1, api.KVPairs{
+			snap := newSnapshot("prod/web", 1, OrderConverged, api.KVPairs{
 				{Key: base + "queue/" + tc.holder, Value: []byte(`{"holder":"x"}`), Session: "s", CreateIndex: 5},
 			}, base, 1)
 			if tc.valid {

@@ -11,7 +11,8 @@ import (
 
 // The queue: a holder that finds the tier full writes queue/<holder>, bound to a Consul
 // session with a TTL (behaviour delete) that it renews while it waits, so a waiter that dies
-// disappears. Arrival order is the entries' CreateIndex. Each waiter watches only the entry
+// disappears. Arrival order is the entries' CreateIndex; waiters rank by the convergence their
+// entry carries, then arrival (Options.QueueOrder). Each waiter watches only the entry ranked
 // ahead of it with a blocking query on that one key; the head watches current. A release
 // therefore wakes one waiter, and admitting it (which deletes its entry in the same
 // transaction that takes the slot) wakes the next. Operator writes that may admit more, or
@@ -26,14 +27,16 @@ type Sessions interface {
 
 // Waiter is one queue/ entry.
 type Waiter struct {
-	Holder      string    `json:"holder"`
-	RunID       string    `json:"run_id"`
-	InstanceID  string    `json:"instance_id,omitempty"` // as in the Record the waiter will write,
-	Node        string    `json:"node,omitempty"`        // so the reaper can find its entry too
-	Since       time.Time `json:"since"`
-	Session     string    `json:"-"`
-	CreateIndex uint64    `json:"-"`
-	ModifyIndex uint64    `json:"-"`
+	Holder     string    `json:"holder"`
+	RunID      string    `json:"run_id"`
+	InstanceID string    `json:"instance_id,omitempty"` // as in the Record the waiter will write,
+	Node       string    `json:"node,omitempty"`        // so the reaper can find its entry too
+	Since      time.Time `json:"since"`
+	// ConvergedAt is the holder's last convergence when it joined (nil: never), which ranks it.
+	ConvergedAt *time.Time `json:"converged_at"`
+	Session     string     `json:"-"`
+	CreateIndex uint64     `json:"-"`
+	ModifyIndex uint64     `json:"-"`
 }
 
 // parseWaiter reads a queue entry; only tierlock writes them, so an unreadable value still

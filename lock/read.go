@@ -33,7 +33,8 @@ const (
 // tierKey reports whether rel (a key relative to a tier) belongs to the tier layout.
 func tierKey(rel string) bool {
 	return rel == keyMax || rel == keyCurrent || rel == keySaved ||
-		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir)
+		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir) || strings.HasPrefix(rel, convergedDir) ||
+		strings.HasPrefix(rel, auditDir)
 }
 
 // listKeys lists the key names under prefix, as q says (consistent, or blocking until
@@ -128,7 +129,7 @@ func current(keys []string, got map[string]*api.KVPair, gone map[string]bool, in
 // readTier reads one tier (base ends in "/"): its layout keys listed, their values fetched,
 // again from the start while the tier changes in between. waitIndex > 0 makes the listing a
 // blocking query (q carries its wait time); the fetches are always consistent.
-func readTier(ctx context.Context, kv KV, tier string, defaultMax, batchSize int, base string, q *api.QueryOptions) (*Snapshot, error) {
+func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrder QueueOrder, batchSize int, base string, q *api.QueryOptions) (*Snapshot, error) {
 	for range maxRereads {
 		all, index, err := listKeys(ctx, kv, base, q)
 		if err != nil {
@@ -143,7 +144,7 @@ func readTier(ctx context.Context, kv KV, tier string, defaultMax, batchSize int
 			return nil, err
 		}
 		if current(keys, got, gone, index) {
-			return newSnapshot(tier, defaultMax, pairsOf(keys, got), base, index), nil
+			return newSnapshot(tier, defaultMax, queueOrder, pairsOf(keys, got), base, index), nil
 		}
 		// Changed meanwhile: list again at once (not blocking: the change is the news).
 		q = &api.QueryOptions{RequireConsistent: true}

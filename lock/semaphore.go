@@ -36,6 +36,10 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Now is the clock written into records. Default time.Now.
 	Now func() time.Time
+	// Note, if set, is written by SetMax and Disable (audit/max), ForceRelease (audit/release)
+	// and Forget (audit/forget) in the same transaction as their change; Enable removes
+	// audit/max.
+	Note *Note
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions
 	// ReadBatch is how many values a read fetches per transaction (see read.go): what bounds
@@ -43,6 +47,8 @@ type Options struct {
 	ReadBatch int
 	// QueueTTL is the TTL of a waiter's session. Default DefaultQueueTTL (10s, Consul's minimum).
 	QueueTTL time.Duration
+	// QueueOrder ranks waiters. Default OrderConverged: least recently converged first.
+	QueueOrder QueueOrder
 }
 
 // Semaphore is one tier's slots. It is safe for concurrent use.
@@ -72,6 +78,12 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
+	}
+	if opts.QueueOrder == "" {
+		opts.QueueOrder = OrderConverged
+	}
+	if _, err := ParseQueueOrder(string(opts.QueueOrder)); err != nil {
+		return nil, err
 	}
 	if opts.QueueTTL < DefaultQueueTTL {
 		opts.QueueTTL = DefaultQueueTTL
@@ -161,7 +173,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			if w, ok := snap.queued(req.Holder); !ok || q == nil || w.Session != q.session {
 				// Not queued yet, or our entry went with a lost session: (re)join at the back,
 				// and decide again on the tier as the join left it.
-				if q, next, err = s.enqueue(ctx, q, req, now); err != nil {
+				if q, next, err = s.enqueue(ctx, q, req, now, snap); err != nil {
 					return nil, err
 				}
 				continue
@@ -189,7 +201,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		// Lost a race for a free slot: others want it too, so queue up at once (joining reads
 		// the tier back) rather than read and race again.
 		if _, queued := snap.queued(req.Holder); decision == Take && !queued && s.opts.Sessions != nil && now.Before(req.WaitUntil) {
-			if q, next, err = s.enqueue(ctx, q, req, now); err != nil {
+			if q, next, err = s.enqueue(ctx, q, req, now, snap); err != nil {
 				return nil, err
 			}
 			continue
@@ -237,17 +249,32 @@ func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int
 	return err
 }
 
-// Release frees the slot. It frees only the slot this run holds (same RunID): ErrNotHeld when
-// it is gone, for example after an earlier Release whose answer was lost, or after an
-// operator freed it.
+// Release frees the slot after a successful run and records the holder's convergence
+// (converged/<holder>) in the same transaction. It frees only the slot this run holds (same
+// RunID): ErrNotHeld when it is gone, for example after an earlier Release whose answer was
+// lost, or after an operator freed it.
 func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
-	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
-		if _, err := s.own(snap, slot); err != nil {
-			return change{}, err
-		}
-		return change{holder: slot.Holder, delete: true}, nil
+	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
+		return s.releaseTxn(snap, slot)
 	})
 	return err
+}
+
+// releaseTxn deletes slot's running/ key, sets current, and writes the holder's convergence.
+func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot) (*txn, error) {
+	if _, err := s.own(snap, slot); err != nil {
+		return nil, err
+	}
+	t, err := s.changeTxn(snap, change{holder: slot.Holder, delete: true})
+	if err != nil {
+		return nil, err
+	}
+	op, err := s.convergedOp(slot, s.opts.Now().UTC())
+	if err != nil {
+		return nil, err
+	}
+	t.writes = append(t.writes, op)
+	return t, nil
 }
 
 // own returns the holder's record if this run holds it.
@@ -273,15 +300,26 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 		return Record{}, err
 	}
 	var freed Record
-	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		if _, ok := snap.modify[runningDir+holder]; !ok {
-			return change{}, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
+			return nil, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
 		}
 		freed = snap.Holders[holder]
 		if freed.RunID != runID {
-			return change{}, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
+			return nil, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
 		}
-		return change{holder: holder, delete: true}, nil
+		t, err := s.changeTxn(snap, change{holder: holder, delete: true})
+		if err != nil || s.opts.Note == nil {
+			return t, err
+		}
+		n := *s.opts.Note
+		n.Action, n.Value = "release", holder
+		op, err := s.noteOp(NoteRelease, &n)
+		if err != nil {
+			return nil, err
+		}
+		t.writes = append(t.writes, op)
+		return t, nil
 	})
 	return freed, err
 }
@@ -326,11 +364,12 @@ func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (*txn, er
 	return nil, fmt.Errorf("lock: update %s: lost %d check-and-set races in a row", s.base, maxRaces)
 }
 
-// enqueue puts req at the back of the queue, leaving its old place q (if any), and returns
-// the tier as the join left it.
-func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time) (*queue, *Snapshot, error) {
+// enqueue puts req in the queue as a new arrival carrying its last convergence (as snap read
+// it), leaving its old place q (if any), and returns the tier as the join left it.
+func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time, snap *Snapshot) (*queue, *Snapshot, error) {
 	q.leave(ctx)
-	return s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now})
+	return s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
+		ConvergedAt: snap.convergedAt(req.Holder)})
 }
 
 // backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so

@@ -34,8 +34,8 @@ func TestAcquireRelease(t *testing.T) {
 	if err := s.Release(ctx(t), slot); err != nil {
 		t.Fatal(err)
 	}
-	if got := values(t); len(got) != 1 || got["current"] != "0" {
-		t.Errorf("after release: %v, want only current=0", got)
+	if got := values(t); len(got) != 2 || got["current"] != "0" || got["converged/web-1"] == "" {
+		t.Errorf("after release: %v, want current=0 and converged/web-1", got)
 	}
 	// A second release (say, a retry whose first answer was lost) frees nothing.
 	if err := s.Release(ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {

@@ -21,18 +21,31 @@ type Snapshot struct {
 	Holders  map[string]Record // running/<holder>, by holder (readable ones)
 	// RunningKeys is the number of running/ keys, readable or not: what current must equal.
 	RunningKeys int
-	// Queue is who waits for a slot, in arrival order.
-	Queue    []Waiter
-	Problems []error // invalid stored values; Acquire refuses to act on them
+	// Queue is who waits for a slot, in the order they rank (Order).
+	Queue []Waiter
+	// Order is how Queue is ranked.
+	Order QueueOrder
+	// Converged is every readable converged/<holder> record, by holder: the hosts known to
+	// have converged under tierlock, and when they last did.
+	Converged map[string]Convergence
+	// BadConverged lists converged/ records that cannot be read. They never stop a run (their
+	// hosts rank as never converged); forget and reap still remove them.
+	BadConverged []error
+	Problems     []error // invalid stored values; Acquire refuses to act on them
 	// Suspect are stored keys that are ignored or doubtful but stop nothing: queue entries
 	// without a session or with a name no holder can have (left out of Queue), a junk
 	// max_saved, running/ keys bound to a session. check reports them as WARNING.
-	Suspect    []error
-	LastIndex  uint64            // Consul's index of the read, for blocking queries
-	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
-	badHolders map[string]bool   // running/ keys whose value did not parse
-	badCurrent bool              // current is stored but not a count
-	badSaved   bool              // max_saved is stored but not a value of max_concurrent
+	Suspect []error
+	// Notes are the last operator changes by kind (NoteMax, NoteRelease, NoteForget): who,
+	// where, when and why. NoteProblems are audit/ values that cannot be read; unlike
+	// Problems they never stop a run.
+	Notes        map[string]Note
+	NoteProblems []error
+	LastIndex    uint64            // Consul's index of the read, for blocking queries
+	modify       map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	badHolders   map[string]bool   // running/ keys whose value did not parse
+	badCurrent   bool              // current is stored but not a count
+	badSaved     bool              // max_saved is stored but not a value of max_concurrent
 }
 
 // Exists reports whether the tier has any key stored.
@@ -86,14 +99,17 @@ const (
 	keySaved   = "max_saved"
 	runningDir = "running/"
 	queueDir   = "queue/"
+	// convergedDir holds each host's last successful run.
+	convergedDir = "converged/"
 )
 
 // newSnapshot parses the pairs listed under the tier's prefix (keys relative to it).
-func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, lastIndex uint64) *Snapshot {
+func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPairs, base string, lastIndex uint64) *Snapshot {
 	s := &Snapshot{
 		Tier:       tier,
 		Max:        defaultMax,
 		Holders:    map[string]Record{},
+		Converged:  map[string]Convergence{},
 		LastIndex:  lastIndex,
 		modify:     map[string]uint64{},
 		badHolders: map[string]bool{},
@@ -129,6 +145,16 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 				continue
 			}
 			s.Saved, s.SavedSet = n, true
+		case strings.HasPrefix(rel, auditDir):
+			n, err := parseNote(p.Value)
+			if err != nil {
+				s.NoteProblems = append(s.NoteProblems, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			if s.Notes == nil {
+				s.Notes = map[string]Note{}
+			}
+			s.Notes[strings.TrimPrefix(rel, auditDir)] = n
 		case strings.HasPrefix(rel, queueDir):
 			// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
 			// tierlock, and its name is reported (quoted), never taken as a waiter. Nor is an
@@ -146,6 +172,19 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 				continue
 			}
 			s.Queue = append(s.Queue, parseWaiter(holder, p))
+		case strings.HasPrefix(rel, convergedDir):
+			s.modify[rel] = p.ModifyIndex
+			holder := strings.TrimPrefix(rel, convergedDir)
+			if err := ValidateName("holder", holder); err != nil {
+				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			c, err := ParseConvergence(holder, p.Value)
+			if err != nil {
+				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
+				continue
+			}
+			s.Converged[holder] = c
 		case strings.HasPrefix(rel, runningDir):
 			s.modify[rel] = p.ModifyIndex
 			s.RunningKeys++
@@ -167,7 +206,7 @@ func newSnapshot(tier string, defaultMax int, pairs api.KVPairs, base string, la
 			}
 		}
 	}
-	sort.Slice(s.Queue, func(i, j int) bool { return s.Queue[i].CreateIndex < s.Queue[j].CreateIndex })
+	s.rank(order)
 	return s
 }
 
@@ -197,8 +236,9 @@ func (d Decision) String() string {
 }
 
 // Decide returns what Acquire does for holder with this snapshot. A holder may take a slot
-// only when fewer waiters are ahead of it than slots are free, so that nobody overtakes the
-// queue; one that is not queued counts every waiter as ahead of it.
+// only when fewer waiters rank ahead of it than slots are free, so that nobody overtakes the
+// queue; one that is not queued counts the waiters that would rank ahead of it if it joined
+// now, so a newcomer that ranks ahead goes ahead.
 func (s *Snapshot) Decide(holder string) Decision {
 	if s.Max == 0 {
 		return Disabled
@@ -212,14 +252,23 @@ func (s *Snapshot) Decide(holder string) Decision {
 	return Wait
 }
 
-// Ahead is the number of waiters queued before holder (all of them if it is not queued).
+// Ahead is the number of waiters ranked before holder. For a holder not queued, it is the
+// number that would rank before it if it joined now (as the last to arrive): every waiter in
+// arrival order, those with an older or no convergence (or the same) in converged order.
 func (s *Snapshot) Ahead(holder string) int {
 	for i, w := range s.Queue {
 		if w.Holder == holder {
 			return i
 		}
 	}
-	return len(s.Queue)
+	me := Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
+	n := 0
+	for _, w := range s.Queue {
+		if s.Order.before(w, me) {
+			n++
+		}
+	}
+	return n
 }
 
 // queued returns holder's queue entry.

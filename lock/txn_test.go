@@ -25,7 +25,7 @@ func tierWith(t *testing.T, s *Semaphore, n, maxc int) *Snapshot {
 		h := fmt.Sprintf("holder-%04d", i)
 		pairs = append(pairs, pair(runningDir+h, fmt.Sprintf(`{"holder":%q,"run_id":"r%d","state":"failed","started_at":"2026-11-21T09:15:02Z"}`, h, i)))
 	}
-	snap := newSnapshot(s.opts.Tier, 1, pairs, s.base, idx)
+	snap := newSnapshot(s.opts.Tier, 1, OrderConverged, pairs, s.base, idx)
 	if len(snap.Problems) > 0 {
 		t.Fatalf("test tier: %v", snap.Problems)
 	}

@@ -34,9 +34,15 @@ func worse(a, b Status) Status {
 	return a
 }
 
-// Thresholds are the ages (in seconds) at which a held slot warns and pages.
+// Thresholds are the ages (in seconds) at which a held slot, and a host's last convergence,
+// warn and page.
 type Thresholds struct {
 	Warn, Crit Range
+	// ConvergeWarn and ConvergeCrit judge the age of each host's converged/ record. Zero
+	// ranges alert on any age above 0: use DefaultConvergeThresholds.
+	ConvergeWarn, ConvergeCrit Range
+	// DisabledWarn warns about a tier disabled for longer than this; 0 never.
+	DisabledWarn time.Duration
 	// Queue is how long the head of a queue may wait before it warns. Zero: DefaultQueueWarn.
 	Queue time.Duration
 }
@@ -51,9 +57,12 @@ const DefaultQueueWarn = 15 * time.Minute
 // clocks differ a little, and a run that just started on a fast clock is no problem.
 const ClockSkew = time.Minute
 
-// DefaultThresholds: WARNING past 1h, CRITICAL past 2h, a queue head waiting past 15m warns.
+// DefaultThresholds: a held slot warns past 1h and is critical past 2h; a host that last
+// converged more than 4h ago warns, more than 24h ago is critical; a queue head waiting past
+// 15m warns.
 func DefaultThresholds() Thresholds {
-	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}, Queue: DefaultQueueWarn}
+	cw, cc := DefaultConvergeThresholds()
+	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}, ConvergeWarn: cw, ConvergeCrit: cc, Queue: DefaultQueueWarn}
 }
 
 // TierVerdict is the judgement of one tier.
@@ -62,9 +71,17 @@ type TierVerdict struct {
 	Status   Status
 	Problems []string // why Status is not OK, most severe first
 	Disabled bool
+	Brake    string        // for a disabled tier: who disabled it, when and why (raw: sanitise)
 	Held     int           // slots held (the larger of current and the running/ keys)
 	Failed   int           // holders in state failed or interrupted
 	Oldest   time.Duration // age of the oldest holder's attempt
+	// Hosts is the number of known hosts (converged/ records, slots, queue entries).
+	Hosts int
+	// OldestConverged is the age of the oldest convergence record (0 when there is none).
+	OldestConverged time.Duration
+	// Unconverged are the hosts whose last convergence is past the warning (or critical)
+	// threshold, sorted; none in a disabled tier, which is exempt.
+	Unconverged []string
 }
 
 // Verdict is the judgement of every tier checked.
@@ -74,7 +91,9 @@ type Verdict struct {
 	Held   int
 	Failed int
 	Oldest time.Duration
-	Th     Thresholds
+	// OldestConverged is the oldest convergence age of the tiers judged (disabled ones left out).
+	OldestConverged time.Duration
+	Th              Thresholds
 }
 
 // Judge judges snaps at now. A holder's age is the time since its attempt started.
@@ -86,6 +105,9 @@ func Judge(snaps []*lock.Snapshot, now time.Time, th Thresholds) Verdict {
 		v.Held += tv.Held
 		v.Failed += tv.Failed
 		v.Oldest = max(v.Oldest, tv.Oldest)
+		if !tv.Disabled {
+			v.OldestConverged = max(v.OldestConverged, tv.OldestConverged)
+		}
 		v.Tiers = append(v.Tiers, tv)
 	}
 	sort.SliceStable(v.Tiers, func(i, j int) bool {
@@ -147,6 +169,15 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 				warn = append(warn, msg)
 			}
 		}
+	}
+	cv := judgeConvergence(s, now, th)
+	tv.Hosts, tv.OldestConverged = cv.hosts, cv.oldest
+	crit, warn = append(crit, cv.crit...), append(warn, cv.warn...)
+	tv.Unconverged = append(pastNames(cv.crit), pastNames(cv.warn)...)
+	sort.Strings(tv.Unconverged)
+	var brakeWarn string
+	if tv.Brake, brakeWarn = judgeBrake(s, now, th); brakeWarn != "" {
+		warn = append(warn, brakeWarn)
 	}
 	switch {
 	case len(crit) > 0:
@@ -239,20 +270,23 @@ func (v Verdict) Output(verbose bool) string {
 	if len(disabled) > 0 {
 		fmt.Fprintf(&b, "; disabled: %s", safetext.Plugin(strings.Join(disabled, ", ")))
 	}
-	fmt.Fprintf(&b, " | tiers=%d held=%d failed=%d oldest_age=%ds;%s;%s;0\n",
-		len(v.Tiers), v.Held, v.Failed, int64(v.Oldest.Seconds()), v.Th.Warn, v.Th.Crit)
+	if len(disabled) > 0 {
+		b.WriteString(" (convergence not judged there)")
+	}
+	fmt.Fprintf(&b, " | tiers=%d held=%d failed=%d oldest_age=%ds;%s;%s;0 oldest_converged_age=%ds;%s;%s;0\n",
+		len(v.Tiers), v.Held, v.Failed, int64(v.Oldest.Seconds()), v.Th.Warn, v.Th.Crit,
+		int64(v.OldestConverged.Seconds()), v.Th.ConvergeWarn, v.Th.ConvergeCrit)
 	for _, t := range v.Tiers {
 		switch {
 		case t.Status != OK:
 			// Problems quote stored keys and values: through the sanitiser, so that none can
 			// add a line or perfdata (a '|') to the plugin's output.
 			fmt.Fprintf(&b, "%s\n", safetext.Plugin(fmt.Sprintf("%s %s: %s", t.Tier, t.Status, strings.Join(t.Problems, "; "))))
+		case t.Disabled:
+			// A disabled tier is worth a line even when all is well: who pulled the brake and why.
+			fmt.Fprintf(&b, "%s\n", safetext.Plugin(fmt.Sprintf("%s OK: %s, %d held", t.Tier, t.Brake, t.Held)))
 		case verbose:
-			state := fmt.Sprintf("%d held", t.Held)
-			if t.Disabled {
-				state = "disabled, " + state
-			}
-			fmt.Fprintf(&b, "%s OK: %s\n", safetext.Plugin(t.Tier), state)
+			fmt.Fprintf(&b, "%s OK: %d held\n", safetext.Plugin(t.Tier), t.Held)
 		}
 	}
 	return b.String()

@@ -118,17 +118,18 @@ func TestOutput(t *testing.T) {
 		tier("stage/web", -1, nil),
 	}
 	v := Judge(snaps, now, DefaultThresholds())
-	want := "TIERLOCK CRITICAL - 3 tiers, 2 slots held, 1 failed, oldest 2h13m; 1 with problems; disabled: prod/db" +
-		" | tiers=3 held=2 failed=1 oldest_age=7980s;3600;7200;0\n" +
-		"prod/web CRITICAL: web-3 failed (exit 1), holding its slot for 2h13m\n"
+	want := "TIERLOCK CRITICAL - 3 tiers, 2 slots held, 1 failed, oldest 2h13m; 1 with problems; disabled: prod/db (convergence not judged there)" +
+		" | tiers=3 held=2 failed=1 oldest_age=7980s;3600;7200;0 oldest_converged_age=0s;14400;86400;0\n" +
+		"prod/web CRITICAL: web-3 failed (exit 1), holding its slot for 2h13m\n" +
+		"prod/db OK: disabled (no note: by whom and why unknown), 0 held\n"
 	if got := v.Output(false); got != want {
 		t.Errorf("output\n%s\nwant\n%s", got, want)
 	}
 	verbose := v.Output(true)
-	if !strings.Contains(verbose, "prod/db OK: disabled, 0 held\n") || !strings.Contains(verbose, "stage/web OK: 0 held\n") {
+	if !strings.Contains(verbose, "prod/db OK: disabled (no note: by whom and why unknown), 0 held\n") || !strings.Contains(verbose, "stage/web OK: 0 held\n") {
 		t.Errorf("verbose output lacks OK tiers:\n%s", verbose)
 	}
-	if empty := Judge(nil, now, DefaultThresholds()).Output(false); empty != "TIERLOCK OK - 0 tiers, 0 slots held, 0 failed | tiers=0 held=0 failed=0 oldest_age=0s;3600;7200;0\n" {
+	if empty := Judge(nil, now, DefaultThresholds()).Output(false); empty != "TIERLOCK OK - 0 tiers, 0 slots held, 0 failed | tiers=0 held=0 failed=0 oldest_age=0s;3600;7200;0 oldest_converged_age=0s;14400;86400;0\n" {
 		t.Errorf("no tiers: %q", empty)
 	}
 }
@@ -141,5 +142,46 @@ func TestAge(t *testing.T) {
 		if got := Age(d); got != want {
 			t.Errorf("Age(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// Who pulled the brake, and why, is in the check's output; --disabled-warning warns about a
+// tier left disabled too long, and only then.
+func TestJudgeBrake(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	note := lock.Note{Action: "disable", Value: "0", Reason: "incident 4711", By: "alice", Host: "bastion-1", At: now.Add(-2 * time.Hour)}
+	for _, tc := range []struct {
+		name     string
+		max      int
+		notes    map[string]lock.Note
+		warnAt   time.Duration
+		text     string
+		status   Status
+		problems string
+	}{
+		{name: "enabled tier", max: 3, notes: map[string]lock.Note{lock.NoteMax: {Action: "set-max", Value: "3", At: now}}},
+		{name: "disabled with a note", max: 0, notes: map[string]lock.Note{lock.NoteMax: note},
+			text: "disabled 2h00m ago by alice on bastion-1: incident 4711"},
+		{name: "disabled longer than the warning", max: 0, notes: map[string]lock.Note{lock.NoteMax: note}, warnAt: time.Hour,
+			text: "disabled 2h00m ago by alice on bastion-1: incident 4711", status: Warning,
+			problems: "disabled 2h00m ago by alice on bastion-1: incident 4711 (longer than 1h00m)"},
+		{name: "within the warning", max: 0, notes: map[string]lock.Note{lock.NoteMax: note}, warnAt: 3 * time.Hour,
+			text: "disabled 2h00m ago by alice on bastion-1: incident 4711"},
+		{name: "set-max 0 counts as disable", max: 0, notes: map[string]lock.Note{lock.NoteMax: {Action: "set-max", Value: "0", By: "bob", Host: "b2", At: now.Add(-time.Minute)}},
+			text: "disabled 1m ago by bob on b2"},
+		{name: "disabled by hand", max: 0, text: "disabled (no note: by whom and why unknown)"},
+		{name: "disabled by hand, warning on", max: 0, warnAt: time.Hour, text: "disabled (no note: by whom and why unknown)", status: Warning,
+			problems: "disabled (no note: by whom and why unknown); set one with tierlock disable --reason"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tier("prod/web", tc.max, nil)
+			s.Notes = tc.notes
+			th := DefaultThresholds()
+			th.DisabledWarn = tc.warnAt
+			tv := judgeTier(s, now, th)
+			if tv.Brake != tc.text || tv.Status != tc.status || strings.Join(tv.Problems, "; ") != tc.problems {
+				t.Errorf("got %q %s %q\nwant %q %s %q", tv.Brake, tv.Status, tv.Problems, tc.text, tc.status, tc.problems)
+			}
+		})
 	}
 }

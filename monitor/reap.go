@@ -31,6 +31,9 @@ type Freed struct {
 	lock.Record
 	// Queued marks a queue entry; its Record is what the entry says (lock.Waiter.Record).
 	Queued bool
+	// Converged marks a converged/ record; its Record is what the record says
+	// (lock.Convergence.Record: StartedAt is the convergence time).
+	Converged bool
 }
 
 // Reaper frees the slots of dead hosts across every tier under a prefix.
@@ -103,6 +106,9 @@ func (r *Reaper) Reap(ctx context.Context, match Match) ([]Freed, error) {
 		for _, w := range ev.Waiters {
 			freed = append(freed, Freed{Tier: snap.Tier, Record: w.Record(), Queued: true})
 		}
+		for _, c := range ev.Converged {
+			freed = append(freed, Freed{Tier: snap.Tier, Record: c.Record(), Converged: true})
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("monitor: reap %s: %w", snap.Tier, err))
 			if !refused(err) {
@@ -123,10 +129,10 @@ func refused(err error) bool {
 		errors.Is(err, lock.ErrNotHeld)
 }
 
-// matching returns the slots and then the queue entries of snap that match selects, each
-// sorted by holder, as Evict would see them.
+// matching returns the slots, then the queue entries, then the converged/ records of snap that
+// match selects, each sorted by holder, as Evict would see them.
 func matching(snap *lock.Snapshot, match Match) []Freed {
-	var slots, queued []Freed
+	var slots, queued, conv []Freed
 	for _, h := range snap.Unreadable() {
 		if rec := (lock.Record{Holder: h}); match(h, rec) {
 			slots = append(slots, Freed{Tier: snap.Tier, Record: rec})
@@ -142,10 +148,16 @@ func matching(snap *lock.Snapshot, match Match) []Freed {
 			queued = append(queued, Freed{Tier: snap.Tier, Record: w.Record(), Queued: true})
 		}
 	}
+	for _, c := range snap.Convergences() {
+		if match(c.Holder, c.Record()) {
+			conv = append(conv, Freed{Tier: snap.Tier, Record: c.Record(), Converged: true})
+		}
+	}
 	byHolder := func(a, b Freed) int { return strings.Compare(a.Holder, b.Holder) }
 	slices.SortFunc(slots, byHolder)
 	slices.SortFunc(queued, byHolder)
-	return append(slots, queued...)
+	slices.SortFunc(conv, byHolder)
+	return append(append(slots, queued...), conv...)
 }
 
 // Only narrows match to the slots and queue entries in found, by holder and run id: a slot
@@ -202,7 +214,9 @@ func (g *Reaping) Freed(ctx context.Context) ([]Freed, error) {
 	if err != nil {
 		return g.freed, err
 	}
-	key := func(f Freed) string { return fmt.Sprint(f.Tier, "\x00", f.Holder, "\x00", f.RunID, "\x00", f.Queued) }
+	key := func(f Freed) string {
+		return fmt.Sprint(f.Tier, "\x00", f.Holder, "\x00", f.RunID, "\x00", f.Queued, "\x00", f.Converged)
+	}
 	still := map[string]bool{}
 	for _, f := range left {
 		still[key(f)] = true

@@ -97,10 +97,11 @@ func tokenFile(t *testing.T, policies ...string) string {
 
 // End to end with what the package ships: the environment file with every example line
 // uncommented (Consul pointed at the test agent), sourced as the cron line does, drives the
-// shipped binary, with a token of the shipped ACL policy. chef-client is a stand-in that
-// records its arguments; the EC2 metadata service a local one.
+// shipped binary, with a token of the host policy the shipped binary prints for the file's
+// tier and the agent's node, as the shipped example policy was printed. chef-client is a
+// stand-in that records its arguments; the EC2 metadata service a local one.
 func TestDefaultFileAndPolicy(t *testing.T) {
-	rules, err := os.ReadFile(filepath.Join(repo, "packaging/consul/tierlock-policy.hcl"))
+	rules, err := exec.Command(hostBinary(t), "acl-policy", "--role", "host", "--tier", "logstash/es-indexer", "--node", agent.Node).Output()
 	if err != nil {
 		t.Fatal(err)
 	}

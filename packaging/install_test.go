@@ -71,7 +71,10 @@ func TestDebInstallRemovePurge(t *testing.T) {
 		paths = append(paths, strings.TrimSuffix(strings.TrimPrefix(f[len(f)-1], "."), "/"))
 	}
 	wantsLink := "/etc/systemd/system/timers.target.wants/tierlock.timer"
-	paths = append(paths, wantsLink, "/run/tierlock")
+	// /etc/default/tierlock and /var/lib/tierlock are made by the maintainer scripts. The state
+	// dir /run/tierlock is not compared with what was there before: any earlier `tierlock run`
+	// as root left it, and a purge removes it whatever it held (checked below).
+	paths = append(paths, wantsLink, "/etc/default/tierlock", "/var/lib/tierlock")
 	before := present(paths)
 	if before[wantsLink] {
 		t.Fatalf("%s exists before the install", wantsLink)
@@ -89,12 +92,24 @@ func TestDebInstallRemovePurge(t *testing.T) {
 			dpkg(t, "--purge", "tierlock")
 		}
 	})
+	// The purge below removes /run/tierlock: put back what the machine had, the directory
+	// (lock files are made again by the next run).
+	if fi, err := os.Stat("/run/tierlock"); err == nil {
+		t.Cleanup(func() {
+			if err := os.MkdirAll("/run/tierlock", fi.Mode().Perm()); err != nil {
+				t.Errorf("restoring /run/tierlock: %v", err)
+			}
+		})
+	}
 
 	t.Log(dpkg(t, "--install", deb))
 	if s := dpkgStatus(); s != "install ok installed" {
 		t.Fatalf("status %q after dpkg -i", s)
 	}
 	for _, f := range shipped {
+		if f.rpmOnly {
+			continue
+		}
 		fi, err := os.Stat(f.deb)
 		if err != nil {
 			t.Errorf("not installed: %v", err)
@@ -106,6 +121,13 @@ func TestDebInstallRemovePurge(t *testing.T) {
 		if b, _ := os.ReadFile(f.deb); !bytes.Equal(b, f.want(t, runtimeGoarch())) {
 			t.Errorf("%s installed differs from what was packaged", f.deb)
 		}
+	}
+	// postinst made the settings file from the template.
+	if fi, err := os.Stat("/etc/default/tierlock"); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("/etc/default/tierlock after the install: %v %v, want mode 0644", fi, err)
+	}
+	if b, _ := os.ReadFile("/etc/default/tierlock"); !bytes.Equal(b, readRepo(t, "packaging/default/tierlock")) {
+		t.Error("/etc/default/tierlock after the install is not the template /usr/share/tierlock/default")
 	}
 	if out := command(t, "/usr/bin/tierlock", "version"); !strings.HasPrefix(out, "tierlock "+version(t)+"\n") {
 		t.Errorf("installed tierlock version: %q", out)
@@ -148,12 +170,32 @@ func TestDebInstallRemovePurge(t *testing.T) {
 	}
 	leftOver("/etc/default/tierlock")
 
+	// What runs left in the state dir goes with the purge.
+	if err := os.MkdirAll("/run/tierlock/prod", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/run/tierlock/prod/web.lock", nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	t.Log(dpkg(t, "--purge", "tierlock"))
 	if s := dpkgStatus(); s != "" && !strings.Contains(s, "not-installed") {
 		t.Errorf("status %q after dpkg -P", s)
 	}
 	leftOver("")
+	if _, err := os.Lstat("/run/tierlock"); err == nil {
+		t.Error("/run/tierlock is left after dpkg -P")
+	}
 	if entries, _ := filepath.Glob("/etc/default/tierlock*"); len(entries) > 0 {
 		t.Errorf("left after purge: %q", entries)
 	}
+}
+
+// readRepo reads a file of the repository.
+func readRepo(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(repo, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

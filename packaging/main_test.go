@@ -105,13 +105,17 @@ type shippedFile struct {
 	mode     os.FileMode // permission bits
 	src      string      // the repository file it is a copy of; {version} and {arch} filled in
 	gen      []string    // or: the tierlock arguments that print it (gzipped if .gz)
+	rpmOnly  bool        // in the .rpm only
 }
 
 var shipped = []shippedFile{
 	{deb: "/usr/bin/tierlock", mode: 0o755, src: "dist/tierlock_{version}_linux_{arch}"},
 	{deb: "/usr/lib/systemd/system/tierlock.service", mode: 0o644, src: "systemd/tierlock.service"},
 	{deb: "/usr/lib/systemd/system/tierlock.timer", mode: 0o644, src: "systemd/tierlock.timer"},
-	{deb: "/etc/default/tierlock", mode: 0o644, src: "packaging/default/tierlock"},
+	// The template postinst copies to /etc/default/tierlock when there is none; rpm ships that
+	// file itself, as %config(noreplace).
+	{deb: "/usr/share/tierlock/default", mode: 0o644, src: "packaging/default/tierlock"},
+	{deb: "/etc/default/tierlock", mode: 0o644, src: "packaging/default/tierlock", rpmOnly: true},
 	{deb: "/usr/share/man/man8/tierlock.8.gz", mode: 0o644, gen: []string{"man"}},
 	{deb: "/usr/share/bash-completion/completions/tierlock", mode: 0o644, gen: []string{"completion", "bash"}},
 	{deb: "/usr/share/zsh/vendor-completions/_tierlock", rpm: "/usr/share/zsh/site-functions/_tierlock", mode: 0o644, gen: []string{"completion", "zsh"}},
@@ -120,6 +124,7 @@ var shipped = []shippedFile{
 	{deb: "/usr/share/doc/tierlock/examples/tierlock-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-policy.hcl"},
 	{deb: "/usr/share/doc/tierlock/examples/tierlock-reaper-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-reaper-policy.hcl"},
 	{deb: "/usr/share/doc/tierlock/examples/tierlock-check-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-check-policy.hcl"},
+	{deb: "/usr/share/doc/tierlock/examples/tierlock-operator-policy.hcl", mode: 0o644, src: "packaging/consul/tierlock-operator-policy.hcl"},
 	{deb: "/usr/share/doc/tierlock/copyright", rpm: "/usr/share/licenses/tierlock/LICENSE", mode: 0o644, src: "LICENSE"},
 }
 
@@ -133,7 +138,7 @@ func (f shippedFile) rpmPath() string {
 
 // rpmDirs are the directories the .rpm owns, so that erasing it leaves none behind (the .deb
 // lists every parent directory anyway).
-var rpmDirs = []string{"/usr/share/doc/tierlock", "/usr/share/doc/tierlock/examples",
+var rpmDirs = []string{"/usr/share/tierlock", "/usr/share/doc/tierlock", "/usr/share/doc/tierlock/examples",
 	"/usr/share/doc/tierlock/examples/cron.d", "/usr/share/licenses/tierlock"}
 
 // want is what the file must contain for arch.
@@ -182,4 +187,45 @@ func cleanEnv(extra ...string) []string {
 		}
 	}
 	return append(env, extra...)
+}
+
+// The shipped ACL policies are what `tierlock acl-policy` prints for the example each names
+// in its first line; a change to the command shows here until they are printed again.
+func TestShippedPoliciesArePrinted(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(repo, "packaging", "consul", "*.hcl"))
+	if len(files) != 4 {
+		t.Fatalf("policies %q, want the host's, the operator's, the monitoring's and the reaper's", files)
+	}
+	roles := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first, _, _ := strings.Cut(string(b), "\n")
+		args, ok := strings.CutPrefix(first, "# Printed by: tierlock ")
+		if !ok {
+			t.Errorf("%s: first line %q does not say which command printed it", f, first)
+			continue
+		}
+		fields := strings.Fields(args)
+		out, err := exec.Command(hostBinary(t), fields...).Output()
+		if err != nil {
+			t.Errorf("tierlock %s: %v", args, err)
+			continue
+		}
+		if !bytes.Equal(out, b) {
+			t.Errorf("%s is not what `tierlock %s` prints: print it again", f, args)
+		}
+		for i, a := range fields {
+			if a == "--role" && i+1 < len(fields) {
+				roles[fields[i+1]] = filepath.Base(f)
+			}
+		}
+	}
+	for _, r := range []string{"host", "operator", "monitor", "reaper"} {
+		if roles[r] == "" {
+			t.Errorf("no shipped policy for --role %s", r)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package reliability_test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,10 +27,10 @@ type aclCase struct {
 	keys  string   // max_concurrent and current stored before it; default "2 1"
 }
 
-// Consul with ACLs on and default deny. The shipped policies (packaging/consul/) are enough
-// for every command; a token without them, or one Consul does not know, is refused with a
-// message that names the missing permission, exits non-zero, changes nothing and runs
-// nothing. The token itself never shows: not on the command line (tierlock has no flag for
+// Consul with ACLs on and default deny. The policies `tierlock acl-policy` prints (as the
+// shipped examples in packaging/consul/ were printed) are enough for every command of their
+// role; a token without them, or one Consul does not know, is refused with a message that
+// names the missing permission, exits non-zero, changes nothing and runs nothing. The token itself never shows: not on the command line (tierlock has no flag for
 // it), not in any log line at any level, not in status output, not in what is stored.
 func TestACLs(t *testing.T) {
 	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
@@ -37,14 +38,13 @@ func TestACLs(t *testing.T) {
 		aclManagement, aclManagement)}})
 	admin := clientOf(t, server, aclManagement)
 	tokens := map[string]string{"unknown": "0b7e4a1c-9d2f-4e8a-b6c3-notatokenatall", "none": newToken(t, admin)}
-	for _, p := range []string{"tierlock", "tierlock-reaper", "tierlock-check"} {
-		rules, err := os.ReadFile(filepath.Join("..", "packaging", "consul", p+"-policy.hcl"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: p, Rules: string(rules)}, nil); err != nil {
-			t.Fatal(err)
-		}
+	for p, args := range map[string][]string{
+		"tierlock":          {"--role", "host", "--tier", tier, "--node", server.Node},
+		"tierlock-operator": {"--role", "operator"},
+		"tierlock-reaper":   {"--role", "reaper"},
+		"tierlock-check":    {"--role", "monitor"},
+	} {
+		createPolicy(t, admin, p, args...)
 		tokens[p] = newToken(t, admin, p)
 	}
 	marker := filepath.Join(t.TempDir(), "ran")
@@ -53,11 +53,11 @@ func TestACLs(t *testing.T) {
 		{"run waiting in the queue", "tierlock", []string{"run", "--tier", tier, "--log-level", "debug", "--wait", "1s", "--", "touch", marker}, 75, "waiting", "1 1"},
 		{"status", "tierlock-check", []string{"status", "--format", "json"}, 0, `"holder": "web-3"`, ""},
 		{"check", "tierlock-check", []string{"check", "-v"}, 2, "TIERLOCK CRITICAL", ""},
-		{"set-max", "tierlock", []string{"set-max", "--tier", tier, "3"}, 0, "-> 3", ""},
-		{"disable", "tierlock", []string{"disable", "--tier", tier}, 0, "-> 0 (disabled)", ""},
-		{"enable", "tierlock", []string{"enable", "--tier", tier, "4"}, 0, "-> 4", ""},
-		{"release", "tierlock", []string{"release", "--tier", tier, "--holder", "web-3"}, 0, "released web-3", ""},
-		{"repair", "tierlock", []string{"repair", "--tier", tier}, 0, "current 5 -> 1", "2 5"},
+		{"set-max", "tierlock-operator", []string{"set-max", "--tier", tier, "3"}, 0, "-> 3", ""},
+		{"disable", "tierlock-operator", []string{"disable", "--tier", tier}, 0, "-> 0 (disabled)", ""},
+		{"enable", "tierlock-operator", []string{"enable", "--tier", tier, "4"}, 0, "-> 4", ""},
+		{"release", "tierlock-operator", []string{"release", "--tier", tier, "--holder", "web-3"}, 0, "released web-3", ""},
+		{"repair", "tierlock-operator", []string{"repair", "--tier", tier}, 0, "current 5 -> 1", "2 5"},
 		{"reap by instance", "tierlock-reaper", []string{"reap", "--instance-id", "i-0dead", "--log-level", "debug"}, 0, "freed prod/web web-3", ""},
 		{"reap by the catalog", "tierlock-reaper", []string{"reap", "--consul-catalog", "--log-level", "debug"}, 0, "freed prod/web web-3", ""},
 	}
@@ -69,6 +69,13 @@ func TestACLs(t *testing.T) {
 			r["tierlock-check"] = "lacks key:write"
 			if c.name == "run waiting in the queue" {
 				r["tierlock-check"] = "lacks session:write"
+			}
+		case "tierlock-operator":
+			r["tierlock-check"] = "lacks key:write"
+			// A host may free slots and fix current in its own tier (that is how its runs
+			// release), never change the tier's settings.
+			if c.name == "set-max" || c.name == "disable" || c.name == "enable" {
+				r["tierlock"] = "lacks key:write"
 			}
 		case "tierlock-reaper":
 			r["tierlock-check"] = "lacks key:write"
@@ -132,6 +139,18 @@ func TestACLs(t *testing.T) {
 			t.Errorf("%q: want 78 and a refusal, got %s", args, o)
 		}
 		noSecrets(t, o, tokens)
+	}
+}
+
+// createPolicy creates the policy `tierlock acl-policy ARGS` prints, named name.
+func createPolicy(t *testing.T, admin *api.Client, name string, args ...string) {
+	t.Helper()
+	rules, err := exec.Command(tierlockBin, append([]string{"acl-policy"}, args...)...).Output()
+	if err != nil {
+		t.Fatalf("tierlock acl-policy %q: %v", args, err)
+	}
+	if _, _, err := admin.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: string(rules)}, nil); err != nil {
+		t.Fatalf("policy %s:\n%s\n%v", name, rules, err)
 	}
 }
 

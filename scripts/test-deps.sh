@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests run for real: the Nagios core (the check end to end),
 # Monitoring::Plugin (the oracle for threshold ranges), and for the packaging and completion
-# tests systemd (systemd-analyze verify), rpm (rpm -qlp on the .rpm), bash-completion and zsh.
+# tests systemd (systemd-analyze verify), rpm (rpm -qlp on the .rpm), bash-completion, zsh and
+# tmux (status --watch), and for make test-system systemd-container (systemd-nspawn),
+# debootstrap and zstd (the cached tree). Always without
+# recommends: systemd-container recommends libnss-mymachines, which edits the host's
+# /etc/nsswitch.conf.
 # Without root or apt it says so and leaves the tests that need them to skip with the same
 # message.
 set -euo pipefail
 need=()
 [ -x /usr/sbin/nagios4 ] || need+=(nagios4-core)
 perl -MMonitoring::Plugin::Range -e1 2>/dev/null || need+=(libmonitoring-plugin-perl)
-for p in systemd rpm bash-completion zsh tmux; do
+for p in systemd rpm bash-completion zsh tmux systemd-container debootstrap zstd; do
   # What dpkg -l shows as "ii", without its column truncation.
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need+=("$p")
 done

@@ -121,7 +121,7 @@ func TestBootstrapBinary(t *testing.T) {
 	aws := newFakeAWS(t)
 	rt := newRuntimeAPI(t)
 	defer rt.srv.Close()
-	takeSlots(t, instTerminated, instShuttingDown, instRunning, instASGDone, instLifecycle, instBystander)
+	takeSlots(t, instTerminated, instShuttingDown, instRunning, instASGDone, instLifecycle, instBystander, instOtherHook)
 
 	cmd := exec.Command(bin)
 	// Only what Lambda would set, and the test's own: nothing inherited.
@@ -131,7 +131,10 @@ func TestBootstrapBinary(t *testing.T) {
 		"AWS_LAMBDA_FUNCTION_NAME=tierlock-reaper", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
 		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128", "_HANDLER=bootstrap", "LAMBDA_TASK_ROOT=" + filepath.Dir(bin),
 	}
-	for k, v := range env(t, aws) {
+	fnEnv := env(t, aws)
+	// As an operator may write it: blanks, and a hook of ours that never fires.
+	fnEnv["TIERLOCK_LIFECYCLE_HOOK_NAMES"] = " " + ourHook + " , spare-hook,"
+	for k, v := range fnEnv {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	// Files, not buffers: the process writes them itself, and the test reads them at any time.
@@ -169,6 +172,8 @@ func TestBootstrapBinary(t *testing.T) {
 		// Late and repeated: nothing left to free, the lifecycle action is no longer pending.
 		{id: "11111111-0000-4000-8000-000000000008", fixture: "asg-terminate-lifecycle-action.json", ok: true, lifecycle: "NOT_PENDING"},
 		{id: "11111111-0000-4000-8000-000000000009", fixture: "ec2-terminated-no-instance.json"},
+		// Another team's hook: its slots are freed, its lifecycle action is left to its owner.
+		{id: "11111111-0000-4000-8000-000000000010", fixture: "asg-terminate-lifecycle-action-other-hook.json", ok: true, freed: instOtherHook, lifecycle: "NOT_OURS"},
 	}
 	var ids []string
 	for _, s := range steps {
@@ -214,7 +219,8 @@ func TestBootstrapBinary(t *testing.T) {
 		if c.Action == "GetParameter" && (c.Params["Name"] != aws.parameter || c.Params["WithDecryption"] != "true") {
 			t.Errorf("GetParameter %v", c.Params)
 		}
-		if c.Action == "CompleteLifecycleAction" && (c.Params["InstanceId"] != instLifecycle || c.Params["LifecycleActionResult"] != "CONTINUE") {
+		if c.Action == "CompleteLifecycleAction" && (c.Params["InstanceId"] != instLifecycle || c.Params["LifecycleHookName"] != ourHook ||
+			c.Params["LifecycleActionResult"] != "CONTINUE") {
 			t.Errorf("CompleteLifecycleAction %v", c.Params)
 		}
 	}
@@ -231,8 +237,15 @@ func TestBootstrapBinary(t *testing.T) {
 
 	// The log: JSON lines, each with the request id of its invocation; the cold start once.
 	lines := checkLog(t, stdout.String(), ids...)
-	cold := 0
+	cold, notOurs := 0, 0
 	for _, l := range lines {
+		if l["lifecycle_hook"] == otherHook {
+			notOurs++
+			if l["request_id"] != ids[9] || l["instance_id"] != instOtherHook || l["autoscaling_group"] != "payments" ||
+				!strings.Contains(l["msg"].(string), "not completed") || l["our_hooks"] != ourHook+",spare-hook" {
+				t.Errorf("line about another team's hook: %v", l)
+			}
+		}
 		if l["msg"] == "cold start" {
 			cold++
 			if l["identity"] != "arn:aws:sts::123456789012:assumed-role/tierlock-reaper/tierlock-reaper" ||
@@ -243,6 +256,9 @@ func TestBootstrapBinary(t *testing.T) {
 	}
 	if cold != 1 {
 		t.Errorf("%d cold start lines, want 1", cold)
+	}
+	if notOurs != 1 {
+		t.Errorf("%d log lines about another team's hook, want 1 saying it was left alone", notOurs)
 	}
 	if strings.Contains(stdout.String()+stderr.String(), aws.token) {
 		t.Error("the Consul token was logged")

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +37,7 @@ const (
 	envTokenParameter = "TIERLOCK_CONSUL_TOKEN_PARAMETER" // SSM SecureString holding the Consul token
 	envLogLevel       = "TIERLOCK_LOG_LEVEL"              // debug, info (default), warn, error
 	envConsulTimeout  = "TIERLOCK_CONSUL_TIMEOUT"         // how long Consul may keep failing in one invocation
+	envHookNames      = "TIERLOCK_LIFECYCLE_HOOK_NAMES"   // comma-separated: the lifecycle hooks it completes
 )
 
 // defaultConsulTimeout is how long one invocation retries Consul errors by default: half the
@@ -64,6 +67,10 @@ type deps struct {
 	reaper        *monitor.Reaper
 	lifecycle     *autoscaling.Client
 	consulTimeout time.Duration
+	// hookNames are the lifecycle hooks the function completes. Other teams' hooks on the
+	// same groups (a drain, a backup) are theirs to complete: CONTINUE from us would cut
+	// their work short and terminate the instance under them.
+	hookNames []string
 }
 
 // result is the function's answer, for whoever invoked it (and the tests).
@@ -80,6 +87,9 @@ type freedSlot struct {
 	Holder string `json:"holder"`
 	State  string `json:"state,omitempty"`
 	Queued bool   `json:"queued,omitempty"` // a queue entry, not a slot
+	// Converged marks a converged/ record, not a slot: the instance is no longer expected to
+	// converge.
+	Converged bool `json:"converged,omitempty"`
 }
 
 // Invoke handles one event. It takes the raw payload, so that a payload which is not even
@@ -123,12 +133,15 @@ func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte
 	log = log.WithField("instance_id", a.instanceID)
 	freed, err := d.reap(ctx, log, monitor.ByInstance(a.instanceID))
 	for _, s := range freed {
-		if s.Queued {
+		switch {
+		case s.Queued:
 			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder}).Info("queue entry removed")
-		} else {
+		case s.Converged:
+			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder}).Info("convergence record removed")
+		default:
 			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder, "state": s.State}).Info("slot freed")
 		}
-		res.Freed = append(res.Freed, freedSlot{Tier: s.Tier, Holder: s.Holder, State: string(s.State), Queued: s.Queued})
+		res.Freed = append(res.Freed, freedSlot{Tier: s.Tier, Holder: s.Holder, State: string(s.State), Queued: s.Queued, Converged: s.Converged})
 	}
 	if err != nil {
 		return result{}, err
@@ -137,11 +150,54 @@ func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte
 		log.Info("no slot or queue entry of this instance (already freed, or it held none)")
 	}
 	if a.lifecycle != nil {
+		if !slices.Contains(d.hookNames, a.lifecycle.hook) {
+			// The slots are freed all the same: the instance is going away whoever's hook this is.
+			log.WithFields(logrus.Fields{"autoscaling_group": a.lifecycle.group, "lifecycle_hook": a.lifecycle.hook,
+				"our_hooks": strings.Join(d.hookNames, ",")}).
+				Infof("lifecycle action not completed: hook %q is not named in %s", a.lifecycle.hook, envHookNames)
+			res.Lifecycle = lifecycleNotOurs
+			return res, nil
+		}
 		if res.Lifecycle, err = completeLifecycle(ctx, log, d.lifecycle, a); err != nil {
 			return result{}, err
 		}
 	}
 	return res, nil
+}
+
+// lifecycleNotOurs is the answer's lifecycle_action for a hook the function leaves alone.
+const lifecycleNotOurs = "NOT_OURS"
+
+// parseHookNames reads TIERLOCK_LIFECYCLE_HOOK_NAMES: hook names separated by commas, blanks
+// around them ignored. None named means no lifecycle action is ever completed. A name Auto
+// Scaling could not have ([A-Za-z0-9-_/], 1 to 255 characters) is a mistake in the
+// configuration, refused at the cold start so that it shows in the errors alarm.
+func parseHookNames(v string) ([]string, error) {
+	var names []string
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		if !hookNamePattern.MatchString(n) {
+			return nil, fmt.Errorf("%s: %q is not a lifecycle hook name (1 to 255 of A-Z a-z 0-9 - _ /)", envHookNames, clipName(n))
+		}
+		if !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names, nil
+}
+
+// hookNamePattern is Auto Scaling's for LifecycleHookName.
+var hookNamePattern = regexp.MustCompile(`^[A-Za-z0-9_/-]{1,255}$`)
+
+// clipName keeps an error about a bad value short.
+func clipName(s string) string {
+	if len(s) > 64 {
+		return strings.ToValidUTF8(s[:64], "") + "..."
+	}
+	return s
 }
 
 // reap frees what match selects, retrying Consul errors that may pass (reaping is idempotent,
@@ -247,15 +303,22 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 			return nil, fmt.Errorf("%s %q: want a positive duration such as 30s", envConsulTimeout, v)
 		}
 	}
+	hookNames, err := parseHookNames(os.Getenv(envHookNames))
+	if err != nil {
+		return nil, err
+	}
 	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix, RequestTimeout: consulclient.RequestTimeout(consulTimeout), ReadBatch: lambdaReadBatch})
 	if err != nil {
 		return nil, err
 	}
 	log.WithFields(logrus.Fields{
 		"identity": identity, "consul_address": consulAddress(consulCfg), "consul_token": tokenSource(),
-		"prefix": prefix, "version": f.Version, "region": awsCfg.Region,
+		"prefix": prefix, "version": f.Version, "region": awsCfg.Region, "lifecycle_hooks": strings.Join(hookNames, ","),
 	}).Info("cold start")
-	f.deps = &deps{reaper: reaper, lifecycle: autoscaling.NewFromConfig(awsCfg), consulTimeout: consulTimeout}
+	if len(hookNames) == 0 {
+		log.Warnf("%s names no lifecycle hook: slots are freed, but no lifecycle action is completed", envHookNames)
+	}
+	f.deps = &deps{reaper: reaper, lifecycle: autoscaling.NewFromConfig(awsCfg), consulTimeout: consulTimeout, hookNames: hookNames}
 	return f.deps, nil
 }
 

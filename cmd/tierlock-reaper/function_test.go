@@ -178,3 +178,69 @@ func TestTokenParameterMissing(t *testing.T) {
 	}
 	checkLog(t, log.String(), "req-1", "req-2")
 }
+
+// Only the hooks named in TIERLOCK_LIFECYCLE_HOOK_NAMES are completed; with none named, none
+// is. The instance's slots are freed whatever the hook. A name Auto Scaling could not have
+// fails the invocation, changing nothing.
+func TestLifecycleHookNames(t *testing.T) {
+	tests := []struct {
+		name, names, fixture, instance string
+		complete                       bool   // CompleteLifecycleAction called
+		refused                        string // the invocation fails, naming this
+	}{
+		{name: "none named", fixture: "asg-terminate-lifecycle-action.json", instance: instLifecycle},
+		{name: "blank", names: " , ", fixture: "asg-terminate-lifecycle-action.json", instance: instLifecycle},
+		{name: "ours among others", names: "payments-x," + ourHook, fixture: "asg-terminate-lifecycle-action.json", instance: instLifecycle, complete: true},
+		{name: "another team's", names: ourHook, fixture: "asg-terminate-lifecycle-action-other-hook.json", instance: instOtherHook},
+		{name: "a prefix of ours is not ours", names: "tierlock", fixture: "asg-terminate-lifecycle-action.json", instance: instLifecycle},
+		{name: "not a hook name", names: ourHook + ",drain me", fixture: "asg-terminate-lifecycle-action.json", instance: instLifecycle, refused: `"drain me"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			aws := newFakeAWS(t)
+			for k, v := range env(t, aws) {
+				t.Setenv(k, v)
+			}
+			t.Setenv("TIERLOCK_LIFECYCLE_HOOK_NAMES", tt.names)
+			takeSlots(t, tt.instance, instBystander)
+			before := dump(t)
+			var log bytes.Buffer
+			f := &Function{Out: &log, Version: "test"}
+			res, err := invoke(t, f, "req-1", fixture(t, tt.fixture))
+			var completes []awsCall
+			for _, c := range aws.Calls() {
+				if c.Action == "CompleteLifecycleAction" {
+					completes = append(completes, c)
+				}
+			}
+			if tt.refused != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.refused) || !strings.Contains(err.Error(), "TIERLOCK_LIFECYCLE_HOOK_NAMES") {
+					t.Errorf("err = %v, want one naming %s", err, tt.refused)
+				}
+				if after := dump(t); after != before || len(completes) != 0 {
+					t.Errorf("a refused configuration changed something: %v\n%s\n%s", completes, before, after)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Freed) != len(tiers) || res.InstanceID != tt.instance {
+				t.Errorf("answer %+v, want the %d slots of %s freed", res, len(tiers), tt.instance)
+			}
+			if got := heldBy(t); got[tt.instance] != nil || len(got[instBystander]) != len(tiers) {
+				t.Errorf("held after: %v", got)
+			}
+			switch {
+			case tt.complete && (len(completes) != 1 || completes[0].Params["LifecycleHookName"] != ourHook || res.Lifecycle != "CONTINUE"):
+				t.Errorf("want our hook completed: %v, answer %q", completes, res.Lifecycle)
+			case !tt.complete && (len(completes) != 0 || res.Lifecycle != "NOT_OURS"):
+				t.Errorf("want no lifecycle action completed: %v, answer %q", completes, res.Lifecycle)
+			}
+			if !tt.complete && !strings.Contains(log.String(), "lifecycle action not completed") {
+				t.Errorf("the log does not say the action was left alone:\n%s", log.String())
+			}
+			checkLog(t, log.String(), "req-1")
+		})
+	}
+}

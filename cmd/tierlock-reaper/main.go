@@ -25,7 +25,9 @@ func main() {
 	// aws-lambda-go reports through the standard logger; route it to ours, request id included.
 	log.SetFlags(0)
 	log.SetOutput(f.StdLog())
-	lambda.StartHandler(f)
+	// f is a lambda.Handler (Invoke with the raw payload): the event is parsed by our own code,
+	// which names what is malformed.
+	lambda.Start(f)
 }
 
 // limitMemory tells the garbage collector the function's memory (in MB, as Lambda sets it),

@@ -65,6 +65,14 @@ const (
 	instASGDone      = "i-0d1b2c3d4e5f60721"
 	instLifecycle    = "i-0e1b2c3d4e5f60722"
 	instBystander    = "i-0f9e8d7c6b5a40312"
+	instOtherHook    = "i-0a9e8d7c6b5a40313" // terminating under another team's lifecycle hook
+)
+
+// ourHook is the lifecycle hook the function is told to complete (the fixtures' own);
+// otherHook is another team's, in asg-terminate-lifecycle-action-other-hook.json.
+const (
+	ourHook   = "tierlock-free-slots"
+	otherHook = "payments-drain"
 )
 
 var tiers = []string{"prod/web", "prod/db", "stage/cache"}
@@ -242,6 +250,7 @@ func env(t *testing.T, aws *fakeAWS) map[string]string {
 		"TIERLOCK_PREFIX":                   prefix(t),
 		"TIERLOCK_CONSUL_TOKEN_PARAMETER":   aws.parameter,
 		"TIERLOCK_LOG_LEVEL":                "info",
+		"TIERLOCK_LIFECYCLE_HOOK_NAMES":     ourHook,
 	}
 }
 

@@ -95,6 +95,8 @@ func (a *App) cliApp() *cli.App {
 			a.repairCommand(),
 			a.checkCommand(),
 			a.reapCommand(),
+			a.forgetCommand(),
+			a.aclPolicyCommand(),
 			a.versionCommand(),
 			a.completionCommand(),
 			a.manCommand(),

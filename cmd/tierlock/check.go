@@ -25,14 +25,19 @@ func (a *App) checkCommand() *cli.Command {
 		Usage: "Nagios plugin: alert on slots held too long, failed runs, drift and invalid settings",
 		Description: "Exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. A running slot warns past -w and is critical\n" +
 			"past -c; a failed or interrupted one warns at once and is critical past -c. -w and -c take\n" +
-			"durations (90m, 2h) or Nagios ranges in seconds (3600, 10:, ~:7200, @0:60).",
+			"durations (90m, 2h) or Nagios ranges in seconds (3600, 10:, ~:7200, @0:60). A host whose last\n" +
+			"successful run (its converged/ record) is older than --converge-warning warns, older than\n" +
+			"--converge-critical is critical; the hosts are named. Disabled tiers are exempt.",
 		Flags: []cli.Flag{
 			tierFlag(false), prefixFlag(),
 			&cli.StringFlag{Name: "warning", Aliases: []string{"w"}, Value: "1h", Usage: "age of a held slot that warns"},
 			&cli.StringFlag{Name: "critical", Aliases: []string{"c"}, Value: "2h", Usage: "age of a held slot that is critical"},
 			&cli.DurationFlag{Name: "queue-warning", Value: monitor.DefaultQueueWarn, Usage: "how long the first waiter of a tier may wait before it warns (run's --wait default plus a margin)"},
+			&cli.StringFlag{Name: "converge-warning", Value: "4h", Usage: "age of a host's last convergence that warns"},
+			&cli.StringFlag{Name: "converge-critical", Value: "24h", Usage: "age of a host's last convergence that is critical"},
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "a line for every tier, not only problem tiers"},
+			&cli.DurationFlag{Name: "disabled-warning", Usage: "warn about a tier disabled for longer than this (0: never)"},
 			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -49,6 +54,15 @@ func (a *App) checkCommand() *cli.Command {
 			}
 			if th.Queue = c.Duration("queue-warning"); th.Queue <= 0 {
 				return unknown("--queue-warning %s must be positive", th.Queue)
+			}
+			if th.ConvergeWarn, err = monitor.ParseRange(c.String("converge-warning")); err != nil {
+				return unknown("--converge-warning: %v", err)
+			}
+			if th.ConvergeCrit, err = monitor.ParseRange(c.String("converge-critical")); err != nil {
+				return unknown("--converge-critical: %v", err)
+			}
+			if th.DisabledWarn = c.Duration("disabled-warning"); th.DisabledWarn < 0 {
+				return unknown("--disabled-warning %s must not be negative", th.DisabledWarn)
 			}
 			timeout := c.Duration("timeout")
 			if timeout <= 0 {
@@ -83,7 +97,7 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 	if err != nil {
 		return nil, err
 	}
-	retry := a.newRetry(timeout, quietLog())
+	retry := a.newRetry(timeout, quietLog()).interactive()
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}
 	kv := client.KV()
 	if tier == "" {

@@ -73,11 +73,15 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	logger := logrus.New()
 	logger.Out = a.Stderr
 	safelog.Wrap(logger)
-	o.retry = a.newRetry(timeout, logrus.NewEntry(logger).WithField("tier", o.tier))
+	o.retry = a.newRetry(timeout, logrus.NewEntry(logger).WithField("tier", o.tier)).interactive()
 	o.kv = client.KV()
+	note, err := a.operatorNote(c)
+	if err != nil {
+		return nil, exitWith(exitConfig, err)
+	}
 	if o.tier != "" {
 		o.sem, err = lock.New(o.kv, lock.Options{Prefix: o.prefix, Tier: o.tier, DefaultMax: lock.DefaultMaxConcurrent,
-			RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now})
+			RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now, Note: note})
 		if err != nil {
 			return nil, exitWith(exitConfig, err)
 		}

@@ -24,7 +24,7 @@ const defaultGrace = time.Hour
 func (a *App) reapCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "reap",
-		Usage:     "free every slot and queue entry of a dead host, in every tier",
+		Usage:     "free every slot, queue entry and convergence record of a dead host, in every tier",
 		UsageText: "tierlock reap --instance-id ID | --holder H | --consul-catalog [--grace DUR] [--dry-run]",
 		// The target is never read from the environment: TIERLOCK_INSTANCE_ID and
 		// TIERLOCK_HOLDER describe the host itself, for run, and must not free its own slots.
@@ -211,8 +211,11 @@ func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, ver
 	}
 	for _, f := range freed {
 		var about []string
-		if f.Queued {
+		switch {
+		case f.Queued:
 			about = append(about, "queue entry")
+		case f.Converged:
+			about = append(about, "convergence record")
 		}
 		if f.State != "" {
 			about = append(about, "state "+safetext.Text(string(f.State)))
@@ -226,6 +229,8 @@ func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, ver
 		switch {
 		case f.Queued && !f.StartedAt.IsZero():
 			about = append(about, "waiting since "+f.StartedAt.UTC().Format(time.RFC3339))
+		case f.Converged && !f.StartedAt.IsZero():
+			about = append(about, "converged "+f.StartedAt.UTC().Format(time.RFC3339))
 		case !f.StartedAt.IsZero():
 			about = append(about, "started "+f.StartedAt.UTC().Format(time.RFC3339))
 		}
@@ -239,6 +244,6 @@ func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, ver
 		if o.catalog {
 			target = "a node that is gone"
 		}
-		fmt.Fprintf(w, "nothing to free: no slot or queue entry belongs to %s\n", target)
+		fmt.Fprintf(w, "nothing to free: no slot, queue entry or convergence record belongs to %s\n", target)
 	}
 }

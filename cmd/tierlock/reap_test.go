@@ -79,7 +79,7 @@ func TestReapInstanceID(t *testing.T) {
 	// A repeated (or late) reaping frees nothing and succeeds.
 	r = tl(t, "reap", "--instance-id", "i-0dead")
 	wantCode(t, r, 0)
-	if strings.TrimSpace(r.stdout) != "nothing to free: no slot or queue entry belongs to instance i-0dead" {
+	if strings.TrimSpace(r.stdout) != "nothing to free: no slot, queue entry or convergence record belongs to instance i-0dead" {
 		t.Errorf("second reaping: %s", r.stdout)
 	}
 }

@@ -17,7 +17,7 @@ func (a *App) releaseCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "release",
 		Usage: "free one held slot (after a person has looked at why it failed)",
-		Flags: operatorFlags(&cli.StringFlag{Name: "holder", Usage: "the holder whose slot to free (required)"}),
+		Flags: operatorFlags(&cli.StringFlag{Name: "holder", Usage: "the holder whose slot to free (required)"}, reasonFlag()),
 		Action: func(c *cli.Context) error {
 			holder := c.String("holder")
 			if holder == "" {

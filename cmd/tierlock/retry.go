@@ -34,6 +34,18 @@ func (a *App) newRetry(timeout time.Duration, log *logrus.Entry) *consulRetry {
 	return r
 }
 
+// refusedBudget is how long a command a person types (status, check, the operator commands)
+// keeps trying while every connection is refused: nothing listens at CONSUL_HTTP_ADDR, and
+// that is worth saying at once. Timeouts, resets, 429s and 5xx keep the whole budget.
+const refusedBudget = 5 * time.Second
+
+// interactive gives r the short budget for refused connections.
+func (r *consulRetry) interactive() *consulRetry {
+	r.policy.Refused = min(refusedBudget, r.policy.Timeout)
+	r.budget = r.policy.Budget()
+	return r
+}
+
 // fresh is a consulRetry with a budget of its own, for an operation that starts anew (a run's
 // release, after the command), logging to log.
 func (r *consulRetry) fresh(log *logrus.Entry) *consulRetry {

@@ -22,6 +22,7 @@ type runOptions struct {
 	consulTimeout                              time.Duration
 	successCodes                               map[int]bool
 	defaultMax                                 int
+	queueOrder                                 lock.QueueOrder
 	dryRun                                     bool
 	passConsulToken                            bool
 	command                                    []string // as given
@@ -36,6 +37,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")},
 		&cli.StringFlag{Name: "holder", Usage: "this host's name in the tier (default: the hostname)", EnvVars: env("HOLDER")},
 		&cli.DurationFlag{Name: "wait", Value: 10 * time.Minute, Usage: "how long to wait for a free slot before giving up (exit 75)", EnvVars: env("WAIT")},
+		&cli.StringFlag{Name: "queue-order", Value: string(lock.OrderConverged), Usage: "how waiters rank: converged (least recently converged first, then arrival) or arrival (strict FIFO)", EnvVars: env("QUEUE_ORDER")},
 		&cli.DurationFlag{Name: "splay", Usage: "sleep a random time up to this before starting", EnvVars: env("SPLAY")},
 		&cli.DurationFlag{Name: "timeout", Value: 2 * time.Hour, Usage: "stop the command after this long (SIGTERM, then SIGKILL); 0: never", EnvVars: env("TIMEOUT")},
 		&cli.DurationFlag{Name: "kill-grace", Value: runner.DefaultKillGrace, Usage: "time between SIGTERM and SIGKILL when stopping the command", EnvVars: env("KILL_GRACE")},
@@ -90,6 +92,11 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 			return o, fmt.Errorf("--%s %s is negative", name, d)
 		}
 	}
+	order, err := lock.ParseQueueOrder(c.String("queue-order"))
+	if err != nil {
+		return o, fmt.Errorf("--queue-order: %w", err)
+	}
+	o.queueOrder = order
 	if o.consulTimeout <= 0 {
 		return o, fmt.Errorf("--consul-timeout %s must be positive", o.consulTimeout)
 	}

@@ -16,7 +16,7 @@ func (a *App) setMaxCommand() *cli.Command {
 		Name:      "set-max",
 		Usage:     "set a tier's max_concurrent: N > 0, 0 (disabled) or -1 / unlimited",
 		ArgsUsage: "N   (write -1 as `unlimited` or after --: set-max --tier T -- -1)",
-		Flags:     operatorFlags(),
+		Flags:     operatorFlags(reasonFlag()),
 		Action: func(c *cli.Context) error {
 			n, err := maxArg(c, false)
 			if err != nil {
@@ -44,7 +44,7 @@ func (a *App) disableCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "disable",
 		Usage: "stop every run in a tier (max_concurrent 0; the old value is kept for enable)",
-		Flags: operatorFlags(),
+		Flags: operatorFlags(reasonFlag()),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return exitWith(exitConfig, fmt.Errorf("disable takes no arguments, got %q", c.Args().Slice()))

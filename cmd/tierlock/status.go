@@ -30,6 +30,7 @@ func (a *App) statusCommand() *cli.Command {
 			&cli.StringFlag{Name: "format", Value: "table", Usage: "table, json or prometheus (text exposition format, for node_exporter's textfile collector)"},
 			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
 			watchFlag(),
+			&cli.BoolFlag{Name: "hosts", Usage: "list every known host of each tier: last convergence, its age, and what it is doing now"},
 		},
 		Action: func(c *cli.Context) error {
 			format := c.String("format")
@@ -44,7 +45,7 @@ func (a *App) statusCommand() *cli.Command {
 				if format != "table" {
 					return exitWith(exitConfig, fmt.Errorf("--watch draws the table; --format %q cannot be watched", format))
 				}
-				return a.watchStatus(c.Context, c, timeout)
+				return a.watchStatus(c.Context, c, timeout, c.Bool("hosts"))
 			}
 			snaps, err := a.readTiers(c.Context, c, timeout)
 			if err != nil {
@@ -61,15 +62,16 @@ func (a *App) statusCommand() *cli.Command {
 			case "prometheus":
 				return writeStatusMetrics(a.Stdout, snaps, now)
 			}
-			writeStatusTable(a.Stdout, snaps, v, now)
+			writeStatusTable(a.Stdout, snaps, v, now, c.Bool("hosts"))
 			return nil
 		},
 	}
 }
 
 // writeStatusTable prints problem tiers first, each holder on a line of its own, then the
-// problems and the waiters; it fits 80 columns for names of ordinary length.
-func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, now time.Time) {
+// problems, the waiters and the convergence of each tier's hosts (with hosts, a line per
+// host); it fits 80 columns for names of ordinary length.
+func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, now time.Time, hosts bool) {
 	bySnap := map[string]*lock.Snapshot{}
 	for _, s := range snaps {
 		bySnap[s.Tier] = s
@@ -117,6 +119,9 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 		if tv.Status != monitor.OK {
 			notes = append(notes, safetext.Text(fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))))
 		}
+		for _, n := range noteLines(s, tv, now) {
+			notes = append(notes, safetext.Text(tv.Tier+" "+n))
+		}
 		if len(s.Queue) > 0 {
 			var names []string
 			for _, q := range s.Queue {
@@ -124,14 +129,67 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			}
 			notes = append(notes, safetext.Text(fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", "))))
 		}
+		if n := convergenceNote(tv, v.Th); n != "" {
+			notes = append(notes, safetext.Text(n))
+		}
 	}
 	tw.Flush()
-	for _, line := range strings.SplitAfter(buf.String(), "\n") {
-		fmt.Fprint(w, strings.TrimRight(line, " \n")+strings.Repeat("\n", strings.Count(line, "\n")))
-	}
+	trimmed(w, buf.String())
 	for _, n := range notes {
 		fmt.Fprintln(w, n)
 	}
+	if hosts {
+		writeHostsTable(w, snaps, v, now)
+	}
+}
+
+// trimmed writes table without the blanks tabwriter leaves at the ends of lines.
+func trimmed(w io.Writer, table string) {
+	for _, line := range strings.SplitAfter(table, "\n") {
+		fmt.Fprint(w, strings.TrimRight(line, " \n")+strings.Repeat("\n", strings.Count(line, "\n")))
+	}
+}
+
+// convergenceNote sums up a tier's hosts: how many are known, the oldest convergence, and
+// who is past the warning.
+func convergenceNote(tv monitor.TierVerdict, th monitor.Thresholds) string {
+	if tv.Hosts == 0 {
+		return ""
+	}
+	n := fmt.Sprintf("%s: %d hosts known", tv.Tier, tv.Hosts)
+	if tv.OldestConverged > 0 {
+		n += ", oldest convergence " + monitor.Age(tv.OldestConverged) + " ago"
+	}
+	switch {
+	case tv.Disabled:
+		n += " (disabled: convergence not judged)"
+	case len(tv.Unconverged) > 0:
+		n += fmt.Sprintf("; past the warning (%s): %s", th.ConvergeWarn, strings.Join(tv.Unconverged, ", "))
+	}
+	return n
+}
+
+// writeHostsTable lists every known host of every tier: its last convergence, the age of it,
+// and what it is doing now.
+func writeHostsTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, now time.Time) {
+	bySnap := map[string]*lock.Snapshot{}
+	for _, s := range snaps {
+		bySnap[s.Tier] = s
+	}
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nTIER\tHOST\tLAST CONVERGED\tAGE\tDOING")
+	for _, tv := range v.Tiers {
+		for _, h := range monitor.Hosts(bySnap[tv.Tier], now) {
+			last, age := "never", "-"
+			if h.ConvergedAt != nil {
+				last, age = h.ConvergedAt.UTC().Format(time.RFC3339), monitor.Age(h.Age)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", tv.Tier, safetext.Text(h.Holder), last, age, h.Doing)
+		}
+	}
+	tw.Flush()
+	trimmed(w, buf.String())
 }
 
 func sortedHolders(s *lock.Snapshot) []string {
@@ -162,6 +220,26 @@ func orDash(s string) string {
 	return s
 }
 
+// noteLines says who last changed the tier by hand: for a disabled tier who pulled the brake
+// (the check's words), then the last set-max, release and forget. Raw: sanitise to print.
+func noteLines(s *lock.Snapshot, tv monitor.TierVerdict, now time.Time) []string {
+	var lines []string
+	if tv.Disabled {
+		lines = append(lines, tv.Brake)
+	} else if n, ok := s.Notes[lock.NoteMax]; ok {
+		lines = append(lines, monitor.NoteText(n, now))
+	}
+	for _, kind := range []string{lock.NoteRelease, lock.NoteForget} {
+		if n, ok := s.Notes[kind]; ok {
+			lines = append(lines, monitor.NoteText(n, now))
+		}
+	}
+	for _, p := range s.NoteProblems {
+		lines = append(lines, "unreadable note: "+p.Error())
+	}
+	return lines
+}
+
 // statusJSON is the documented, stable JSON of `status --format json`.
 type statusJSON struct {
 	Prefix      string       `json:"prefix"`
@@ -183,6 +261,21 @@ type tierStatus struct {
 	Problems      []string       `json:"problems"`
 	Holders       []holderStatus `json:"holders"`
 	Waiters       []waiterStatus `json:"waiters"`
+	// Notes are the last operator changes by kind ("max", "release", "forget").
+	Notes map[string]lock.Note `json:"notes,omitempty"`
+	// HostsKnown counts the hosts with a converged/ record, a slot or a queue entry.
+	HostsKnown int `json:"hosts_known"`
+	// OldestConvergedSeconds is the age of the oldest converged/ record (0 when none).
+	OldestConvergedSeconds int64 `json:"oldest_converged_age_seconds"`
+	// Unconverged are the hosts past the convergence warning (none in a disabled tier).
+	Unconverged []string     `json:"unconverged"`
+	Hosts       []hostStatus `json:"hosts"`
+}
+
+type hostStatus struct {
+	monitor.Host
+	// AgeSeconds is the age of the last convergence; null when the host never converged.
+	AgeSeconds *int64 `json:"age_seconds"`
 }
 
 type waiterStatus struct {
@@ -205,7 +298,17 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 		s := bySnap[tv.Tier]
 		ts := tierStatus{Tier: s.Tier, Status: tv.Status.String(), MaxConcurrent: s.Max, MaxSet: s.MaxSet,
 			Disabled: s.Max == 0, Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
-			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{}}
+			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{},
+			HostsKnown: tv.Hosts, OldestConvergedSeconds: int64(tv.OldestConverged.Seconds()),
+			Unconverged: append([]string{}, tv.Unconverged...), Hosts: []hostStatus{}, Notes: s.Notes}
+		for _, h := range monitor.Hosts(s, now) {
+			hs := hostStatus{Host: h}
+			if h.ConvergedAt != nil {
+				secs := int64(h.Age.Seconds())
+				hs.AgeSeconds = &secs
+			}
+			ts.Hosts = append(ts.Hosts, hs)
+		}
 		for _, q := range s.Queue {
 			ts.Waiters = append(ts.Waiters, waiterStatus{Waiter: q, AgeSeconds: int64(max0(now.Sub(q.Since)).Seconds())})
 		}
@@ -239,6 +342,8 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 	ageG := gauge("tierlock_tier_oldest_holder_age_seconds", "Age of the oldest holder's attempt, 0 when none.", "tier")
 	badG := gauge("tierlock_tier_invalid", "1 when a stored value of the tier is invalid.", "tier")
 	waitG := gauge("tierlock_tier_waiters", "Hosts queued for a slot of the tier.", "tier")
+	convG := gauge("tierlock_host_last_converged_timestamp_seconds", "Unix time of the host's last successful run under tierlock (its converged/ record).", "tier", "holder")
+	convAgeG := gauge("tierlock_tier_oldest_convergence_age_seconds", "Age of the oldest converged/ record of the tier, 0 when none.", "tier")
 	for _, s := range snaps {
 		maxG.WithLabelValues(s.Tier).Set(float64(s.Max))
 		curG.WithLabelValues(s.Tier).Set(float64(s.Current))
@@ -259,6 +364,13 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 		}
 		badG.WithLabelValues(s.Tier).Set(bad)
 		waitG.WithLabelValues(s.Tier).Set(float64(len(s.Queue)))
+		var oldestConv time.Duration
+		for h, conv := range s.Converged {
+			// A label value may be any UTF-8; the encoder escapes it.
+			convG.WithLabelValues(s.Tier, safetext.Text(h)).Set(float64(conv.ConvergedAt.UnixMilli()) / 1000)
+			oldestConv = max(oldestConv, now.Sub(conv.ConvergedAt))
+		}
+		convAgeG.WithLabelValues(s.Tier).Set(oldestConv.Seconds())
 	}
 	return writeMetrics(w, reg)
 }

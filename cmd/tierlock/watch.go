@@ -28,7 +28,7 @@ const minRedraw = 250 * time.Millisecond
 // (or the tier) and draws again after every change, until ctx ends or a signal arrives. On a
 // terminal each view replaces the last; elsewhere (a pipe, a file, a log) views are appended,
 // each under a line with its time.
-func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Duration) error {
+func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Duration, hosts bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -69,7 +69,7 @@ func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Dura
 			buf.WriteString("\x1b[H\x1b[2J") // home, clear
 		}
 		fmt.Fprintf(&buf, "--- %s  tierlock status --watch %s (Ctrl-C to stop)\n", now.Format(time.RFC3339), key)
-		writeStatusTable(&buf, snaps, monitor.Judge(snaps, now, monitor.DefaultThresholds()), now)
+		writeStatusTable(&buf, snaps, monitor.Judge(snaps, now, monitor.DefaultThresholds()), now, hosts)
 		if _, err := a.Stdout.Write(buf.Bytes()); err != nil {
 			return nil // the reader went away (a closed pipe): nothing left to show
 		}

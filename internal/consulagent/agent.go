@@ -282,6 +282,15 @@ func (a *Agent) ClientWithToken(token string) (*api.Client, error) {
 	return api.NewClient(cfg)
 }
 
+// PID is the agent's process id while it runs (0 before it started), so that a benchmark
+// can read its CPU time and peak memory from /proc.
+func (a *Agent) PID() int {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return 0
+	}
+	return a.cmd.Process.Pid
+}
+
 // Stop ends the agent (SIGTERM, then SIGKILL after 5s) and waits for it.
 func (a *Agent) Stop() { a.end(syscall.SIGTERM) }
 

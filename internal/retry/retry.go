@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"syscall"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -41,6 +42,10 @@ type Policy struct {
 	Notify func(what string, err error, next time.Duration)
 	// Retryable says which errors may pass. Default consulclient.Retryable.
 	Retryable func(ctx context.Context, err error) bool
+	// Refused, if positive, is a shorter budget while every failure so far is a refused
+	// connection: nothing listens at the address, which a person at a terminal wants to hear
+	// within seconds, not after the whole Timeout. Any other failure restores Timeout.
+	Refused time.Duration
 }
 
 // Budget is the allowance of one operation (or of several that share it, such as taking a
@@ -48,6 +53,7 @@ type Policy struct {
 type Budget struct {
 	p     Policy
 	first time.Time // the first failure; zero until one
+	other bool      // a failure other than a refused connection was seen
 }
 
 // Budget returns a fresh budget: nothing has failed yet.
@@ -92,7 +98,14 @@ func (b *Budget) Do(ctx context.Context, what string, op func(context.Context) e
 				b.first = now.Add(-b.p.Request)
 			}
 		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			b.other = true
+		}
 		next := bo.NextBackOff()
+		if b.p.Refused > 0 && !b.other && now.Add(next).After(b.first.Add(b.p.Refused)) {
+			return fmt.Errorf("%s: %w: connections refused for %s (is the Consul agent running at CONSUL_HTTP_ADDR?): %w",
+				what, ErrExhausted, b.p.Refused, err)
+		}
 		if now.Add(next).After(b.first.Add(b.p.Timeout)) {
 			return fmt.Errorf("%s: %w for longer than %s: %w", what, ErrExhausted, b.p.Timeout, err)
 		}

@@ -3,6 +3,8 @@ package retry
 import (
 	"context"
 	"errors"
+	"fmt"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -115,5 +117,39 @@ func TestBudgetStopsAtOnce(t *testing.T) {
 	err := p.Budget().Do(ctx, "release", func(context.Context) error { attempts++; return errFlaky })
 	if !errors.Is(err, context.Canceled) || attempts != 1 {
 		t.Errorf("cancelled while backing off: %d attempts, %v", attempts, err)
+	}
+}
+
+// A refused connection gives up after Refused; any other failure restores the whole budget.
+func TestBudgetRefused(t *testing.T) {
+	refused := fmt.Errorf("dial: %w", syscall.ECONNREFUSED)
+	for _, tc := range []struct {
+		name string
+		errs []error // the failures, in turn; the last repeats
+		max  time.Duration
+		min  time.Duration
+	}{
+		{name: "refused only", errs: []error{refused}, min: 4 * time.Second, max: 5 * time.Second},
+		{name: "refused then timeouts", errs: []error{refused, refused, errFlaky}, min: 55 * time.Second, max: 60 * time.Second},
+		{name: "timeouts only", errs: []error{errFlaky}, min: 55 * time.Second, max: 60 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &fakeClock{t: time.Unix(1e9, 0)}
+			p := policy(c, time.Minute, 0)
+			p.Refused = 5 * time.Second
+			p.Retryable = func(context.Context, error) bool { return true }
+			start, i := c.now(), 0
+			err := p.Budget().Do(context.Background(), "read", func(context.Context) error {
+				e := tc.errs[min(i, len(tc.errs)-1)]
+				i++
+				return e
+			})
+			if !errors.Is(err, ErrExhausted) {
+				t.Fatalf("err %v", err)
+			}
+			if took := c.now().Sub(start); took < tc.min || took > tc.max {
+				t.Errorf("gave up after %s, want %s..%s", took, tc.min, tc.max)
+			}
+		})
 	}
 }

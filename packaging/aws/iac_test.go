@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 	"gopkg.in/yaml.v3"
@@ -24,17 +25,26 @@ import (
 
 const fixtures = "../../cmd/tierlock-reaper/testdata/events"
 
-// fires says which rule each fixture must trigger: "ec2", "autoscaling" or none (""). An
-// event the function then refuses (no instance id) still fires: the pattern cannot know.
+// fires says which rule each fixture must trigger: "ec2", "autoscaling", "lifecycle" or none
+// (""). An event the function then refuses (no instance id) still fires: the pattern cannot
+// know. Another account's events, and another team's lifecycle hook, fire nothing.
 var fires = map[string]string{
-	"ec2-terminated.json":                 "ec2",
-	"ec2-shutting-down.json":              "ec2",
-	"ec2-terminated-no-instance.json":     "ec2",
-	"ec2-running.json":                    "",
-	"asg-terminate-successful.json":       "autoscaling",
-	"asg-terminate-lifecycle-action.json": "autoscaling",
-	"asg-launch-successful.json":          "",
+	"ec2-terminated.json":                            "ec2",
+	"ec2-shutting-down.json":                         "ec2",
+	"ec2-terminated-no-instance.json":                "ec2",
+	"ec2-terminated-other-account.json":              "",
+	"ec2-running.json":                               "",
+	"asg-terminate-successful.json":                  "autoscaling",
+	"asg-terminate-lifecycle-action.json":            "lifecycle",
+	"asg-terminate-lifecycle-action-other-hook.json": "",
+	"asg-launch-successful.json":                     "",
 }
+
+// The deployment the templates are evaluated for: the fixtures' account, the default hook.
+const (
+	account = "123456789012"
+	ourHook = "tierlock-free-slots"
+)
 
 // The role's whole list of allowed actions: anything more is not least privilege.
 var wantActions = []string{
@@ -125,8 +135,13 @@ func matches(pattern, event map[string]any) (bool, error) {
 // checkPatterns matches each rule's pattern against every fixture.
 func checkPatterns(t *testing.T, patterns map[string]map[string]any) {
 	t.Helper()
-	if len(patterns) != 2 || patterns["ec2"] == nil || patterns["autoscaling"] == nil {
-		t.Fatalf("want the ec2 and autoscaling rules, got %d patterns", len(patterns))
+	if len(patterns) != 3 || patterns["ec2"] == nil || patterns["autoscaling"] == nil || patterns["lifecycle"] == nil {
+		t.Fatalf("want the ec2, autoscaling and lifecycle rules, got %d patterns", len(patterns))
+	}
+	for rule, p := range patterns {
+		if !equal(p["account"], []any{account}) {
+			t.Errorf("rule %s: account %v, want this account's only", rule, p["account"])
+		}
 	}
 	for name, ev := range loadEvents(t) {
 		for rule, pattern := range patterns {
@@ -171,6 +186,7 @@ type tfModule struct {
 	resources map[string]*hclsyntax.Block // "type.name"
 	data      map[string]*hclsyntax.Block // "type.name"
 	variables map[string]*hclsyntax.Block
+	locals    map[string]hcl.Expression
 }
 
 func loadTerraform(t *testing.T) tfModule {
@@ -179,7 +195,8 @@ func loadTerraform(t *testing.T) tfModule {
 	if len(files) == 0 {
 		t.Fatal("no terraform/*.tf")
 	}
-	m := tfModule{resources: map[string]*hclsyntax.Block{}, data: map[string]*hclsyntax.Block{}, variables: map[string]*hclsyntax.Block{}}
+	m := tfModule{resources: map[string]*hclsyntax.Block{}, data: map[string]*hclsyntax.Block{}, variables: map[string]*hclsyntax.Block{},
+		locals: map[string]hcl.Expression{}}
 	p := hclparse.NewParser()
 	for _, f := range files {
 		file, diags := p.ParseHCLFile(f)
@@ -194,6 +211,10 @@ func loadTerraform(t *testing.T) tfModule {
 				m.data[b.Labels[0]+"."+b.Labels[1]] = b
 			case "variable":
 				m.variables[b.Labels[0]] = b
+			case "locals":
+				for name, a := range b.Body.Attributes {
+					m.locals[name] = a.Expr
+				}
 			}
 		}
 	}
@@ -237,7 +258,60 @@ func attr(t *testing.T, b *hclsyntax.Block, name string) hcl.Expression {
 // literal evaluates an expression that refers to nothing, with Terraform's jsonencode.
 func literal(t *testing.T, expr hcl.Expression) any {
 	t.Helper()
-	v, diags := expr.Value(&hcl.EvalContext{Functions: map[string]function.Function{"jsonencode": stdlib.JSONEncodeFunc}})
+	return evaluate(t, expr, &hcl.EvalContext{Functions: tfFunctions})
+}
+
+// tfFunctions are the Terraform functions the expressions evaluated here use.
+var tfFunctions = map[string]function.Function{
+	"jsonencode": stdlib.JSONEncodeFunc, "distinct": stdlib.DistinctFunc, "concat": stdlib.ConcatFunc,
+	"join": stdlib.JoinFunc, "length": stdlib.LengthFunc,
+}
+
+// tfContext is the module's evaluation context for the given variables: var.*, and the locals
+// the rules and the role use (local.account as if the module ran in the fixtures' account).
+func (m tfModule) tfContext(t *testing.T, vars map[string]cty.Value) *hcl.EvalContext {
+	t.Helper()
+	ctx := &hcl.EvalContext{Functions: tfFunctions, Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)}}
+	locals := map[string]cty.Value{"account": cty.StringVal(account), "arn_prefix": cty.StringVal("arn:aws"), "region": cty.StringVal("eu-west-1")}
+	ctx.Variables["local"] = cty.ObjectVal(locals)
+	// In order: a local may use those before it.
+	for _, name := range []string{"lifecycle_hook_names", "autoscaling_group_names", "autoscaling_group_arns"} {
+		expr, ok := m.locals[name]
+		if !ok {
+			t.Fatalf("no local.%s", name)
+		}
+		v, diags := expr.Value(ctx)
+		if diags.HasErrors() {
+			t.Fatalf("local.%s: %s", name, diags.Error())
+		}
+		locals[name] = v
+		ctx.Variables["local"] = cty.ObjectVal(locals)
+	}
+	return ctx
+}
+
+// tfVars are the module's inputs of a deployment: one hook name, and the groups given.
+func tfVars(extraHooks, hooked, groups []string) map[string]cty.Value {
+	list := func(l []string) cty.Value {
+		if len(l) == 0 {
+			return cty.ListValEmpty(cty.String)
+		}
+		var vs []cty.Value
+		for _, s := range l {
+			vs = append(vs, cty.StringVal(s))
+		}
+		return cty.ListVal(vs)
+	}
+	return map[string]cty.Value{
+		"lifecycle_hook_name": cty.StringVal(ourHook), "extra_lifecycle_hook_names": list(extraHooks),
+		"lifecycle_hook_autoscaling_groups": list(hooked), "autoscaling_group_names": list(groups),
+	}
+}
+
+// evaluate evaluates an expression in ctx and returns it as plain JSON values.
+func evaluate(t *testing.T, expr hcl.Expression, ctx *hcl.EvalContext) any {
+	t.Helper()
+	v, diags := expr.Value(ctx)
 	if diags.HasErrors() {
 		t.Fatalf("%s", diags.Error())
 	}
@@ -286,7 +360,7 @@ func TestTerraformModule(t *testing.T) {
 	targets, permissions := m.ofType("aws_cloudwatch_event_target"), m.ofType("aws_lambda_permission")
 	for key, rule := range m.ofType("aws_cloudwatch_event_rule") {
 		name := rule.Labels[1]
-		pattern, _ := literal(t, attr(t, rule, "event_pattern")).(string)
+		pattern, _ := evaluate(t, attr(t, rule, "event_pattern"), m.tfContext(t, tfVars(nil, nil, nil))).(string)
 		var p map[string]any
 		if err := json.Unmarshal([]byte(pattern), &p); err != nil {
 			t.Fatalf("%s: event_pattern: %v", key, err)
@@ -378,8 +452,90 @@ func TestTerraformModule(t *testing.T) {
 		}
 	}
 	checkActions(t, actions, star)
+	checkTerraformScoping(t, m, fn, doc)
 	if pol := m.resources["aws_iam_role_policy.this"]; pol == nil || !slices.Contains(refs(attr(t, pol, "policy")), "data.aws_iam_policy_document.this.json") {
 		t.Error("the role's policy is not the policy document")
+	}
+}
+
+// checkTerraformScoping evaluates, for a few deployments, what the module makes of the hook
+// names and the groups: the function completes the hooks named (and their events alone reach
+// it), and its role may complete lifecycle actions of the groups named, none when none are.
+func checkTerraformScoping(t *testing.T, m tfModule, fn, doc *hclsyntax.Block) {
+	t.Helper()
+	var envHooks hcl.Expression
+	for _, env := range nested(fn, "environment") {
+		call, ok := attr(t, env, "variables").(*hclsyntax.FunctionCallExpr)
+		if !ok || call.Name != "merge" || len(call.Args) != 2 {
+			t.Fatal("the function's environment is not merge(var.extra_environment, {...})")
+		}
+		obj, _ := call.Args[1].(*hclsyntax.ObjectConsExpr)
+		if obj == nil {
+			t.Fatal("the function's own environment is not an object")
+		}
+		for _, item := range obj.Items {
+			if literal(t, item.KeyExpr) == "TIERLOCK_LIFECYCLE_HOOK_NAMES" {
+				envHooks = item.ValueExpr
+			}
+		}
+	}
+	if envHooks == nil {
+		t.Fatal("the function is not given TIERLOCK_LIFECYCLE_HOOK_NAMES")
+	}
+	var lifecycleRule *hclsyntax.Block
+	for key, rule := range m.ofType("aws_cloudwatch_event_rule") {
+		if key == "aws_cloudwatch_event_rule.lifecycle_action" {
+			lifecycleRule = rule
+		}
+	}
+	var complete *hclsyntax.Block // the dynamic statement of CompleteLifecycleAction
+	for _, b := range doc.Body.Blocks {
+		if b.Type == "dynamic" && b.Labels[0] == "statement" {
+			for _, c := range b.Body.Blocks {
+				if c.Type == "content" && literal(t, attr(t, c, "sid")) == "CompleteLifecycleActions" {
+					complete = b
+				}
+			}
+		}
+	}
+	if lifecycleRule == nil || complete == nil {
+		t.Fatal("no lifecycle_action rule, or CompleteLifecycleActions is not a dynamic statement")
+	}
+	arn := func(g string) any {
+		return "arn:aws:autoscaling:eu-west-1:" + account + ":autoScalingGroup:*:autoScalingGroupName/" + g
+	}
+	for _, d := range []struct {
+		name                      string
+		extraHooks, hooked, named []string
+		env                       string
+		hooks, arns               []any // nil arns: no statement
+	}{
+		{name: "defaults", env: ourHook, hooks: []any{ourHook}},
+		{name: "hooked groups", hooked: []string{"es-indexer", "web"}, env: ourHook, hooks: []any{ourHook}, arns: []any{arn("es-indexer"), arn("web")}},
+		{name: "groups and hooks by hand", extraHooks: []string{"tierlock-manual", ourHook}, hooked: []string{"web"}, named: []string{"web", "db"},
+			env: ourHook + ",tierlock-manual", hooks: []any{ourHook, "tierlock-manual"}, arns: []any{arn("web"), arn("db")}},
+	} {
+		ctx := m.tfContext(t, tfVars(d.extraHooks, d.hooked, d.named))
+		if got := evaluate(t, envHooks, ctx); got != d.env {
+			t.Errorf("%s: TIERLOCK_LIFECYCLE_HOOK_NAMES %q, want %q", d.name, got, d.env)
+		}
+		var p map[string]any
+		if err := json.Unmarshal([]byte(evaluate(t, attr(t, lifecycleRule, "event_pattern"), ctx).(string)), &p); err != nil {
+			t.Fatal(err)
+		}
+		if detail, _ := p["detail"].(map[string]any); !equal(detail["LifecycleHookName"], d.hooks) {
+			t.Errorf("%s: the lifecycle rule matches hooks %v, want %v", d.name, p["detail"], d.hooks)
+		}
+		forEach, _ := evaluate(t, complete.Body.Attributes["for_each"].Expr, ctx).([]any)
+		content := complete.Body.Blocks[0]
+		switch {
+		case d.arns == nil && len(forEach) != 0:
+			t.Errorf("%s: CompleteLifecycleAction allowed with no group named", d.name)
+		case d.arns != nil && len(forEach) != 1:
+			t.Errorf("%s: CompleteLifecycleAction not allowed on the groups named", d.name)
+		case d.arns != nil && !equal(evaluate(t, attr(t, content, "resources"), ctx), d.arns):
+			t.Errorf("%s: CompleteLifecycleAction on %v, want %v", d.name, evaluate(t, attr(t, content, "resources"), ctx), d.arns)
+		}
 	}
 }
 
@@ -389,6 +545,90 @@ func TestTerraformModule(t *testing.T) {
 var cfnTags = map[string]string{
 	"!Ref": "Ref", "!GetAtt": "Fn::GetAtt", "!Sub": "Fn::Sub", "!If": "Fn::If", "!Not": "Fn::Not",
 	"!Equals": "Fn::Equals", "!Join": "Fn::Join", "!Select": "Fn::Select", "!Split": "Fn::Split",
+	"!Or": "Fn::Or", "!Condition": "Condition",
+}
+
+// cfnEval evaluates the intrinsic functions the rules and the role use (Ref, Fn::Join,
+// Fn::Split, Fn::Sub) as CloudFormation would for the given parameters (CommaDelimitedList
+// values as []any), in the fixtures' account; other values are returned as they are.
+func cfnEval(t *testing.T, v any, params map[string]any) any {
+	t.Helper()
+	pseudo := map[string]any{"AWS::AccountId": account, "AWS::Region": "eu-west-1", "AWS::Partition": "aws"}
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 1 {
+		if l, ok := v.([]any); ok {
+			var out []any
+			for _, x := range l {
+				out = append(out, cfnEval(t, x, params))
+			}
+			return out
+		}
+		if ok {
+			out := map[string]any{}
+			for k, x := range m {
+				out[k] = cfnEval(t, x, params)
+			}
+			return out
+		}
+		return v
+	}
+	str := func(x any) string {
+		s, ok := x.(string)
+		if !ok {
+			t.Fatalf("%v is not a string", x)
+		}
+		return s
+	}
+	for fn, arg := range m {
+		switch fn {
+		case "Ref":
+			name := str(arg)
+			if p, ok := pseudo[name]; ok {
+				return p
+			}
+			p, ok := params[name]
+			if !ok {
+				t.Fatalf("Ref %s: no value given", name)
+			}
+			return p
+		case "Fn::Join":
+			a := arg.([]any)
+			var parts []string
+			for _, x := range cfnEval(t, a[1], params).([]any) {
+				parts = append(parts, str(cfnEval(t, x, params)))
+			}
+			return strings.Join(parts, str(a[0]))
+		case "Fn::Split":
+			a := arg.([]any)
+			var out []any
+			for _, x := range strings.Split(str(cfnEval(t, a[1], params)), str(a[0])) {
+				out = append(out, x)
+			}
+			return out
+		case "Fn::Sub":
+			tpl, vars := arg, map[string]any{}
+			if a, ok := arg.([]any); ok {
+				tpl = a[0]
+				for k, x := range a[1].(map[string]any) {
+					vars[k] = cfnEval(t, x, params)
+				}
+			}
+			return subRef.ReplaceAllStringFunc(str(tpl), func(ref string) string {
+				name := ref[2 : len(ref)-1]
+				for _, src := range []map[string]any{vars, pseudo, params} {
+					if x, ok := src[name]; ok {
+						return str(x)
+					}
+				}
+				t.Fatalf("Sub: ${%s} has no value", name)
+				return ""
+			})
+		}
+		out := map[string]any{}
+		out[fn] = cfnEval(t, arg, params)
+		return out
+	}
+	return v
 }
 
 // cfnValue turns a YAML node into plain Go values, with short-form intrinsics in their long form
@@ -535,8 +775,8 @@ func TestCloudFormationTemplate(t *testing.T) {
 	perms := ofType("AWS::Lambda::Permission")
 	for _, rule := range ofType("AWS::Events::Rule") {
 		p := props(rule)
-		key := map[string]string{"Ec2StateChangeRule": "ec2", "AutoScalingTerminationRule": "autoscaling"}[rule]
-		patterns[key] = p["EventPattern"].(map[string]any)
+		key := map[string]string{"Ec2StateChangeRule": "ec2", "AutoScalingTerminationRule": "autoscaling", "LifecycleActionRule": "lifecycle"}[rule]
+		patterns[key] = cfnEval(t, p["EventPattern"], cfnDefaults(t, params)).(map[string]any)
 		targets, _ := p["Targets"].([]any)
 		if len(targets) != 1 || !equal(targets[0].(map[string]any)["Arn"], getAtt(fns[0], "Arn")) {
 			t.Errorf("%s must target the function, once", rule)
@@ -622,4 +862,99 @@ func TestCloudFormationTemplate(t *testing.T) {
 		}
 	}
 	checkActions(t, actions, star)
+	checkCloudFormationScoping(t, params, props)
+}
+
+// cfnDefaults are the template's parameters with their defaults, lists split as
+// CloudFormation splits a CommaDelimitedList.
+func cfnDefaults(t *testing.T, params map[string]any) map[string]any {
+	t.Helper()
+	out := map[string]any{}
+	for name, p := range params {
+		p := p.(map[string]any)
+		def, ok := p["Default"].(string)
+		if !ok {
+			def = "required-" + name
+		}
+		if p["Type"] == "CommaDelimitedList" {
+			var l []any
+			for _, x := range strings.Split(def, ",") {
+				l = append(l, x)
+			}
+			out[name] = l
+			continue
+		}
+		out[name] = def
+	}
+	return out
+}
+
+// checkCloudFormationScoping evaluates, for a few deployments, the hooks the function
+// completes (and the only ones whose events reach it), and the groups its role may complete
+// lifecycle actions of: those named, none when none are.
+func checkCloudFormationScoping(t *testing.T, params map[string]any, props func(string) map[string]any) {
+	t.Helper()
+	if _, ok := params["AutoScalingGroupNamePattern"]; ok {
+		t.Error("AutoScalingGroupNamePattern is back: a pattern defaulting to every group")
+	}
+	fn := props("Function")
+	env := fn["Environment"].(map[string]any)["Variables"].(map[string]any)
+	var complete map[string]any // the conditional statement of CompleteLifecycleAction
+	for _, pol := range props("Role")["Policies"].([]any) {
+		for _, st := range pol.(map[string]any)["PolicyDocument"].(map[string]any)["Statement"].([]any) {
+			if c, ok := st.(map[string]any)["Fn::If"].([]any); ok && c[1].(map[string]any)["Sid"] == "CompleteLifecycleActions" {
+				complete = st.(map[string]any)
+			}
+		}
+	}
+	if complete == nil {
+		t.Fatal("CompleteLifecycleActions is not a conditional statement")
+	}
+	cond := complete["Fn::If"].([]any)
+	if cond[0] != "HasAutoScalingGroups" || !equal(cond[2], ref("AWS::NoValue")) {
+		t.Errorf("CompleteLifecycleActions: %v, want it only with HasAutoScalingGroups", cond)
+	}
+	lifecycleRule := props("LifecycleActionRule")["EventPattern"]
+	arn := "arn:aws:autoscaling:eu-west-1:" + account + ":autoScalingGroup:*:autoScalingGroupName/"
+	wild := "arn:*:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/"
+	for _, d := range []struct {
+		name, hooked, groups, extraHooks string
+		env                              string
+		hooks, arns                      []any
+	}{
+		{name: "defaults", env: ourHook + ",", hooks: []any{ourHook, ""}},
+		{name: "one hooked group", hooked: "es-indexer", env: ourHook + ",", hooks: []any{ourHook, ""}, arns: []any{arn + "es-indexer", wild}},
+		{name: "groups and hooks by hand", hooked: "web", groups: "db,cache", extraHooks: "tierlock-manual", env: ourHook + ",tierlock-manual",
+			hooks: []any{ourHook, "tierlock-manual"}, arns: []any{arn + "web", wild + "db", wild + "cache"}},
+		{name: "groups by hand only", groups: "db", env: ourHook + ",", hooks: []any{ourHook, ""}, arns: []any{arn, wild + "db"}},
+	} {
+		p := cfnDefaults(t, params)
+		p["LifecycleHookAutoScalingGroup"] = d.hooked
+		split := func(s string) []any {
+			var l []any
+			for _, x := range strings.Split(s, ",") {
+				l = append(l, x)
+			}
+			return l
+		}
+		p["AutoScalingGroupNames"], p["ExtraLifecycleHookNames"] = split(d.groups), split(d.extraHooks)
+		if got := cfnEval(t, env["TIERLOCK_LIFECYCLE_HOOK_NAMES"], p); got != d.env {
+			t.Errorf("%s: TIERLOCK_LIFECYCLE_HOOK_NAMES %q, want %q", d.name, got, d.env)
+		}
+		pattern := cfnEval(t, lifecycleRule, p).(map[string]any)
+		if !equal(pattern["detail"].(map[string]any)["LifecycleHookName"], d.hooks) {
+			t.Errorf("%s: the lifecycle rule matches hooks %v, want %v", d.name, pattern["detail"], d.hooks)
+		}
+		// HasAutoScalingGroups, as the template defines it.
+		has := d.hooked != "" || d.groups != ""
+		if has != (d.arns != nil) {
+			t.Fatalf("%s: the case is wrong", d.name)
+		}
+		if has {
+			// An empty name in the list makes an ARN of no group: harmless, and not "*".
+			if got := cfnEval(t, cond[1].(map[string]any)["Resource"], p); !equal(got, d.arns) {
+				t.Errorf("%s: CompleteLifecycleAction on %v, want %v", d.name, got, d.arns)
+			}
+		}
+	}
 }

@@ -1,27 +1,35 @@
-# Consul ACL policy for the token of every host that runs `tierlock run` (the token goes in a
-# file named by CONSUL_HTTP_TOKEN_FILE in /etc/default/tierlock). Create it with:
-#   consul acl policy create -name tierlock -rules @tierlock-policy.hcl
-#   consul acl token create -description "tierlock on $(hostname)" -policy-name tierlock
-# It is also all that the operator commands (status, set-max, disable, enable, release,
-# repair, reap --instance-id/--holder) need.
-#
-# A host reads and writes the keys of the tiers under the prefix (max_concurrent, current,
-# running/<holder>, queue/<holder>); "chef/" is the default --prefix, change it with yours.
-key_prefix "chef/" {
+# Printed by: tierlock acl-policy --role host --tier logstash/es-indexer --node web-1
+# Create it with:
+#   tierlock acl-policy --role host --tier logstash/es-indexer --node web-1 |
+#     consul acl policy create -name tierlock-host-logstash-es-indexer-web-1 -rules @-
+# A host that runs `tierlock run` in these tiers and nothing else: it cannot change
+# max_concurrent or max_saved, nor touch other tiers or other nodes' sessions.
+
+# Tier chef/logstash/es-indexer: max_concurrent and max_saved read only; running/,
+# queue/, converged/ and current read and written.
+key_prefix "chef/logstash/es-indexer/" {
+  policy = "read"
+}
+key_prefix "chef/logstash/es-indexer/running/" {
+  policy = "write"
+}
+key_prefix "chef/logstash/es-indexer/queue/" {
+  policy = "write"
+}
+key_prefix "chef/logstash/es-indexer/converged/" {
+  policy = "write"
+}
+key "chef/logstash/es-indexer/current" {
   policy = "write"
 }
 
-# Waiting for a slot puts the host in the tier's queue/ with an entry bound to a Consul
-# session, which tierlock creates on the node of the agent it talks to (its own, normally).
-# With one token per host, `session "NODE-NAME"` instead narrows this to that node.
-session_prefix "" {
+# Waiting for a slot puts the host in queue/ with a key bound to a Consul session, which
+# tierlock creates on the node of the agent it talks to: its own.
+session "web-1" {
   policy = "write"
 }
 
-# A slot records the Consul node of the agent the run talks to (/v1/agent/self), so that
-# `tierlock reap --consul-catalog` can tell when the host is gone. Without this the run goes
-# on, with a warning, and its slot is never judged by the catalog reaper. With one token per
-# host, `agent "NODE-NAME"` narrows it to that node.
-agent_prefix "" {
+# A slot records that node (/v1/agent/self), for `tierlock reap --consul-catalog`.
+agent "web-1" {
   policy = "read"
 }

@@ -1,15 +1,20 @@
-# Consul ACL policy for the token of the termination hook (the tierlock-reaper Lambda) and of
-# `tierlock reap`, which free the slots and queue entries of dead hosts in every tier under the
-# prefix ("chef/", the default; change it with yours). Create it with:
-#   consul acl policy create -name tierlock-reaper -rules @tierlock-reaper-policy.hcl
-#   consul acl token create -description tierlock-reaper -policy-name tierlock-reaper
+# Printed by: tierlock acl-policy --role reaper
+# Create it with:
+#   tierlock acl-policy --role reaper |
+#     consul acl policy create -name tierlock-reaper -rules @-
+# The termination hook (the tierlock-reaper Lambda) and tierlock reap: it frees the slots,
+# queue entries and convergence records of dead hosts.
+
+# Every tier under the prefix. Consul's rules cannot name running/ in every tier
+# without listing the tiers, so this also lets the reaper write max_concurrent: list
+# the tiers with --tier to narrow it (a tier left out then fails loudly).
 key_prefix "chef/" {
   policy = "write"
 }
 
-# Only for `tierlock reap --consul-catalog`: it reads which nodes are in the catalog and whose
-# serfHealth check is critical. Without read access to every node, Consul hides the nodes the
-# token may not see, and the reaper refuses to judge them gone.
+# tierlock reap --consul-catalog reads which nodes are in the catalog and whose
+# serfHealth check is critical; without read on every node Consul hides nodes, and the
+# reaper refuses to judge them gone. The Lambda does not need it.
 node_prefix "" {
   policy = "read"
 }

@@ -6,14 +6,31 @@
 # only on a host booted with systemd whose /etc/default/tierlock already names a tier (put
 # there before the install, by configuration management say). An upgrade only reloads the unit
 # files: it neither enables nor restarts anything, so an operator's choice stands and a chef run
-# that is upgrading this very package through tierlock.service is not killed.
+# that is upgrading this very package through tierlock.service is not killed. An install after
+# `dpkg -r` (config kept) counts as fresh: preinst marked it so.
 set -e
 
+mark=/var/lib/tierlock/installing
 fresh=no
 case "$1" in
-  configure) [ -n "$2" ] || fresh=yes ;;
+  configure)
+    if [ -z "$2" ] || [ -e "$mark" ]; then fresh=yes; fi
+    rm -f "$mark"
+    rmdir /var/lib/tierlock 2>/dev/null || true
+    ;;
   1) fresh=yes ;;
 esac
+
+# The settings file is the operator's (or configuration management's): created from the
+# shipped template on an install only when there is none, never changed afterwards. On Debian
+# it is not a conffile, so dpkg never stops at a conffile prompt when it was placed first; rpm
+# installs it itself as %config(noreplace).
+if [ "$fresh" = yes ] && [ ! -e /etc/default/tierlock ] && [ ! -L /etc/default/tierlock ]; then
+  mkdir -p /etc/default
+  cp /usr/share/tierlock/default /etc/default/tierlock.tierlock-new
+  chmod 0644 /etc/default/tierlock.tierlock-new
+  mv /etc/default/tierlock.tierlock-new /etc/default/tierlock
+fi
 
 # Not booted with systemd (a container, a chroot, a cron host): nothing to tell it.
 [ -d /run/systemd/system ] || exit 0

@@ -1,7 +1,8 @@
 # tierlock-reaper: frees the tierlock slots of EC2 instances that terminate.
 #
-# Two EventBridge rules (EC2 state changes to shutting-down/terminated; Auto Scaling
-# terminations and termination lifecycle actions) invoke the function, each through a
+# Three EventBridge rules (EC2 state changes to shutting-down/terminated; Auto Scaling
+# terminations; termination lifecycle actions of the hooks named, and only those), all of this
+# account only, invoke the function, each through a
 # permission scoped to its own rule. Events the function fails on are retried by Lambda, then
 # kept in the dead-letter queue; an alarm fires on the function's errors and on dead letters.
 
@@ -15,13 +16,17 @@ locals {
   account    = data.aws_caller_identity.current.account_id
   in_vpc     = length(var.subnet_ids) > 0
 
-  # Lifecycle actions may only be completed for these groups (all of this account's, by default).
-  autoscaling_group_names = length(var.autoscaling_group_names) > 0 ? var.autoscaling_group_names : ["*"]
+  # Lifecycle actions may only be completed for the groups named: those the module hooks and
+  # those listed. None named: the role may complete none.
+  autoscaling_group_names = distinct(concat(var.lifecycle_hook_autoscaling_groups, var.autoscaling_group_names))
   autoscaling_group_arns = [
     for g in local.autoscaling_group_names :
     "${local.arn_prefix}:autoscaling:${local.region}:${local.account}:autoScalingGroup:*:autoScalingGroupName/${g}"
   ]
-  token_parameter_arn = "${local.arn_prefix}:ssm:${local.region}:${local.account}:parameter/${trimprefix(var.consul_token_parameter, "/")}"
+  # The hooks the function completes (TIERLOCK_LIFECYCLE_HOOK_NAMES) and the only ones whose
+  # events reach it: other teams' hooks on the same groups are theirs to complete.
+  lifecycle_hook_names = distinct(concat([var.lifecycle_hook_name], var.extra_lifecycle_hook_names))
+  token_parameter_arn  = "${local.arn_prefix}:ssm:${local.region}:${local.account}:parameter/${trimprefix(var.consul_token_parameter, "/")}"
 }
 
 resource "aws_cloudwatch_log_group" "this" {
@@ -50,7 +55,10 @@ data "aws_iam_policy_document" "dead_letters" {
     condition {
       test     = "ArnEquals"
       variable = "aws:SourceArn"
-      values   = [aws_cloudwatch_event_rule.ec2_state_change.arn, aws_cloudwatch_event_rule.autoscaling_termination.arn]
+      values = [
+        aws_cloudwatch_event_rule.ec2_state_change.arn, aws_cloudwatch_event_rule.autoscaling_termination.arn,
+        aws_cloudwatch_event_rule.lifecycle_action.arn,
+      ]
     }
   }
 }
@@ -90,10 +98,15 @@ data "aws_iam_policy_document" "this" {
     actions   = ["sqs:SendMessage"]
     resources = [aws_sqs_queue.dead_letters.arn]
   }
-  statement {
-    sid       = "CompleteLifecycleActions"
-    actions   = ["autoscaling:CompleteLifecycleAction"]
-    resources = local.autoscaling_group_arns
+  # IAM has no condition key for the hook's name: the hooks are narrowed by the rule's
+  # pattern and by the function itself (TIERLOCK_LIFECYCLE_HOOK_NAMES).
+  dynamic "statement" {
+    for_each = length(local.autoscaling_group_names) > 0 ? [1] : []
+    content {
+      sid       = "CompleteLifecycleActions"
+      actions   = ["autoscaling:CompleteLifecycleAction"]
+      resources = local.autoscaling_group_arns
+    }
   }
   dynamic "statement" {
     for_each = var.consul_token_parameter != "" ? [1] : []
@@ -147,6 +160,7 @@ resource "aws_lambda_function" "this" {
       CONSUL_HTTP_ADDR                = var.consul_http_addr
       TIERLOCK_PREFIX                 = var.tierlock_prefix
       TIERLOCK_CONSUL_TOKEN_PARAMETER = var.consul_token_parameter
+      TIERLOCK_LIFECYCLE_HOOK_NAMES   = join(",", local.lifecycle_hook_names)
     })
   }
 
@@ -178,12 +192,14 @@ resource "aws_lambda_function_event_invoke_config" "this" {
   maximum_event_age_in_seconds = 21600
 }
 
+# Every rule matches this account's events only (a bus may receive other accounts' events).
 resource "aws_cloudwatch_event_rule" "ec2_state_change" {
   name        = "${var.name}-ec2-state-change"
   description = "EC2 instances shutting down or terminated: free their tierlock slots"
   event_pattern = jsonencode({
     source        = ["aws.ec2"]
     "detail-type" = ["EC2 Instance State-change Notification"]
+    account       = [local.account]
     detail = {
       state = ["shutting-down", "terminated"]
     }
@@ -193,10 +209,26 @@ resource "aws_cloudwatch_event_rule" "ec2_state_change" {
 
 resource "aws_cloudwatch_event_rule" "autoscaling_termination" {
   name        = "${var.name}-autoscaling-termination"
-  description = "Auto Scaling terminations and termination lifecycle actions: free tierlock slots"
+  description = "Auto Scaling terminations: free tierlock slots"
   event_pattern = jsonencode({
     source        = ["aws.autoscaling"]
-    "detail-type" = ["EC2 Instance Terminate Successful", "EC2 Instance-terminate Lifecycle Action"]
+    "detail-type" = ["EC2 Instance Terminate Successful"]
+    account       = [local.account]
+  })
+  tags = var.tags
+}
+
+# Only our hooks' lifecycle actions: the function completes them once the slots are free.
+resource "aws_cloudwatch_event_rule" "lifecycle_action" {
+  name        = "${var.name}-lifecycle-action"
+  description = "Termination lifecycle actions of tierlock's hooks: free tierlock slots, then CONTINUE"
+  event_pattern = jsonencode({
+    source        = ["aws.autoscaling"]
+    "detail-type" = ["EC2 Instance-terminate Lifecycle Action"]
+    account       = [local.account]
+    detail = {
+      LifecycleHookName = local.lifecycle_hook_names
+    }
   })
   tags = var.tags
 }
@@ -225,6 +257,18 @@ resource "aws_cloudwatch_event_target" "autoscaling_termination" {
   }
 }
 
+resource "aws_cloudwatch_event_target" "lifecycle_action" {
+  rule = aws_cloudwatch_event_rule.lifecycle_action.name
+  arn  = aws_lambda_function.this.arn
+  retry_policy {
+    maximum_event_age_in_seconds = 3600
+    maximum_retry_attempts       = 10
+  }
+  dead_letter_config {
+    arn = aws_sqs_queue.dead_letters.arn
+  }
+}
+
 resource "aws_lambda_permission" "ec2_state_change" {
   statement_id  = "AllowEC2StateChangeRule"
   action        = "lambda:InvokeFunction"
@@ -239,6 +283,14 @@ resource "aws_lambda_permission" "autoscaling_termination" {
   function_name = aws_lambda_function.this.function_name
   principal     = "events.amazonaws.com"
   source_arn    = aws_cloudwatch_event_rule.autoscaling_termination.arn
+}
+
+resource "aws_lambda_permission" "lifecycle_action" {
+  statement_id  = "AllowLifecycleActionRule"
+  action        = "lambda:InvokeFunction"
+  function_name = aws_lambda_function.this.function_name
+  principal     = "events.amazonaws.com"
+  source_arn    = aws_cloudwatch_event_rule.lifecycle_action.arn
 }
 
 resource "aws_cloudwatch_metric_alarm" "errors" {

@@ -14,6 +14,9 @@ output "dead_letter_queue_url" {
 }
 
 output "rule_arns" {
-  description = "The two EventBridge rules."
-  value       = [aws_cloudwatch_event_rule.ec2_state_change.arn, aws_cloudwatch_event_rule.autoscaling_termination.arn]
+  description = "The three EventBridge rules."
+  value = [
+    aws_cloudwatch_event_rule.ec2_state_change.arn, aws_cloudwatch_event_rule.autoscaling_termination.arn,
+    aws_cloudwatch_event_rule.lifecycle_action.arn,
+  ]
 }

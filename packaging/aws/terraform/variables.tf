@@ -61,7 +61,7 @@ variable "security_group_ids" {
 }
 
 variable "autoscaling_group_names" {
-  description = "Auto Scaling groups whose lifecycle actions the function may complete. Empty: every group in this account and region."
+  description = "More Auto Scaling groups whose lifecycle actions the function may complete, besides lifecycle_hook_autoscaling_groups (say, groups hooked by hand). None named at all: it may complete none."
   type        = list(string)
   default     = []
 }
@@ -73,9 +73,23 @@ variable "lifecycle_hook_autoscaling_groups" {
 }
 
 variable "lifecycle_hook_name" {
-  description = "Name of the termination lifecycle hooks."
+  description = "Name of the termination lifecycle hooks; the function completes these (and extra_lifecycle_hook_names), never another hook."
   type        = string
   default     = "tierlock-free-slots"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9_/-]{1,255}$", var.lifecycle_hook_name))
+    error_message = "lifecycle_hook_name must be 1 to 255 of A-Z a-z 0-9 - _ /, as Auto Scaling requires."
+  }
+}
+
+variable "extra_lifecycle_hook_names" {
+  description = "More termination lifecycle hooks of tierlock's (made by hand, say) whose actions the function completes. Never another team's hook: the function would cut its work short."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for n in var.extra_lifecycle_hook_names : can(regex("^[A-Za-z0-9_/-]{1,255}$", n))])
+    error_message = "Each of extra_lifecycle_hook_names must be 1 to 255 of A-Z a-z 0-9 - _ /."
+  }
 }
 
 variable "lifecycle_heartbeat_timeout" {

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"errors"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		name, method, path, query, body string
+		kind                            string
+		raft                            bool
+	}{
+		{"consistent list", "GET", "/v1/kv/chef/a/b/", "recurse=&consistent=", "", "kv list", false},
+		{"blocking get", "GET", "/v1/kv/chef/a/b/current", "index=7&wait=60000ms", "", "kv get (blocking)", false},
+		{"blocking list", "GET", "/v1/kv/p", "recurse=&index=7", "", "kv list (blocking)", false},
+		{"acquire", "PUT", "/v1/kv/p/sess", "acquire=sess", "", "kv acquire", true},
+		{"cas", "PUT", "/v1/kv/p/.lock", "cas=9&flags=1", "", "kv cas", true},
+		{"delete", "DELETE", "/v1/kv/p/sess", "", "", "kv delete", true},
+		{"session create", "PUT", "/v1/session/create", "", "", "session create", true},
+		{"session renew", "PUT", "/v1/session/renew/abc", "", "", "session renew", false},
+		{"session destroy", "PUT", "/v1/session/destroy/abc", "", "", "session destroy", true},
+		{"agent self", "GET", "/v1/agent/self", "", "", "GET /v1/agent/self", false},
+		{"join", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"delete","Key":"c/a/b/queue/h"}},{"KV":{"Verb":"lock","Key":"c/a/b/queue/h"}},{"KV":{"Verb":"get-tree","Key":"c/a/b/"}}]`, "txn join queue", true},
+		{"take", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"check-index","Key":"c/a/b/max_concurrent"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"cas","Key":"c/a/b/current"}}]`, "txn take slot", true},
+		{"release", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"delete-cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"cas","Key":"c/a/b/current"}}]`, "txn release slot", true},
+		{"read-only txn", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"get-tree","Key":"c/a/b/"}}]`, "txn read", false},
+		{"other write txn", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"set","Key":"c/a/b/max_concurrent"}}]`, "txn write", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, _ := url.ParseQuery(tc.query)
+			kind, raft := classify(tc.method, tc.path, q, []byte(tc.body))
+			if kind != tc.kind || raft != tc.raft {
+				t.Errorf("got %q raft=%v, want %q raft=%v", kind, raft, tc.kind, tc.raft)
+			}
+		})
+	}
+}
+
+func TestParsers(t *testing.T) {
+	cpu, err := parseStatCPU("4242 (consul (dev)) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 130 0 0 20 0 12 0 100 0 0")
+	if err != nil || cpu != 3.8 {
+		t.Errorf("parseStatCPU = %v, %v; want 3.8 (380 ticks)", cpu, err)
+	}
+	if _, err := parseStatCPU("4242 consul S 1"); err == nil {
+		t.Error("parseStatCPU accepted a line without a command name")
+	}
+	mib, err := parseVmHWM(strings.NewReader("Name:\tconsul\nVmPeak:\t 900 kB\nVmHWM:\t  102400 kB\nVmRSS:\t 5 kB\n"))
+	if err != nil || mib != 100 {
+		t.Errorf("parseVmHWM = %v, %v; want 100", mib, err)
+	}
+	prom := "# HELP consul_raft_apply x\n# TYPE consul_raft_apply counter\nconsul_raft_apply 41\nconsul_raft_apply_total 9\nconsul_raft_applied_index 77\n"
+	if n, err := parsePromCounter(strings.NewReader(prom), "consul_raft_apply"); err != nil || n != 41 {
+		t.Errorf("parsePromCounter = %v, %v; want 41", n, err)
+	}
+	if _, err := parsePromCounter(strings.NewReader("other 1\n"), "consul_raft_apply"); err == nil {
+		t.Error("parsePromCounter found a metric that is not there")
+	}
+}
+
+func TestTiming(t *testing.T) {
+	at := func(ms int) time.Time { return time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond) }
+	run := func(arrived uint64, start, end int) runRecord {
+		return runRecord{arrived: arrived, start: at(start), end: at(end)}
+	}
+	for _, tc := range []struct {
+		name     string
+		recs     []runRecord
+		maxConc  int
+		handoffs int
+		p99      float64
+		fifo     float64
+		span     float64
+	}{
+		{name: "none ran", recs: []runRecord{{err: errors.New("never ran")}}},
+		{
+			name:    "one slot, in order, 10ms handoffs",
+			recs:    []runRecord{run(0, 0, 100), run(5, 110, 210), run(6, 220, 320)},
+			maxConc: 1, handoffs: 2, p99: 10, fifo: 1, span: 0.32,
+		},
+		{
+			name:    "overtaken",
+			recs:    []runRecord{run(0, 0, 100), run(6, 110, 210), run(5, 230, 330)},
+			maxConc: 1, handoffs: 2, p99: 20, fifo: 0, span: 0.33,
+		},
+		{
+			name:    "two slots, near-simultaneous starts count as in order",
+			recs:    []runRecord{run(0, 0, 100), run(0, 0, 100), run(8, 101, 200), run(7, 103, 200)},
+			maxConc: 2, handoffs: 2, p99: 3, fifo: 1, span: 0.2,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := timingOf(tc.recs)
+			if got.MaxConcurrency != tc.maxConc || got.Handoffs != tc.handoffs || got.HandoffP99Ms != tc.p99 {
+				t.Errorf("max %d, handoffs %d, p99 %.1f; want %d, %d, %.1f", got.MaxConcurrency, got.Handoffs, got.HandoffP99Ms, tc.maxConc, tc.handoffs, tc.p99)
+			}
+			if got.Runs > 0 && (got.FIFO != tc.fifo || abs(got.SpanSeconds-tc.span) > 1e-9) {
+				t.Errorf("fifo %.3f, span %.3f; want %.3f, %.3f", got.FIFO, got.SpanSeconds, tc.fifo, tc.span)
+			}
+		})
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+func TestPercentile(t *testing.T) {
+	xs := []float64{5, 1, 4, 2, 3}
+	for p, want := range map[float64]float64{0.5: 3, 0.99: 5, 0.2: 1} {
+		if got := percentile(xs, p); got != want {
+			t.Errorf("percentile(%v) = %v, want %v", p, got, want)
+		}
+	}
+	if percentile(nil, 0.5) != 0 {
+		t.Error("percentile of nothing is not 0")
+	}
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
+)
+
+// TestMain lets the test binary be the proxy process too, as the fleet binary is.
+func TestMain(m *testing.M) {
+	if os.Getenv(proxyRoleEnv) == "proxy" {
+		os.Exit(proxyMain(os.Args[1:]))
+	}
+	os.Exit(m.Run())
+}
+
+// TestFleetSmoke runs a small fleet (M=20, N=2, a long wait of 20 waiters) through both tools
+// against a real agent and checks that the figures are sane: every run ran, never more than N
+// at once, requests and Raft writes counted, Consul's telemetry agreeing with the proxy. It
+// asserts nothing about speed.
+func TestFleetSmoke(t *testing.T) {
+	bin, err := consulagent.Binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{
+		Consul: bin, Ms: []int{20}, Ns: []int{2}, T: 50 * time.Millisecond,
+		Tools: []string{toolTierlock, toolPeer}, Uncontended: 3,
+		LongWaiters: 20, LongWait: 2 * time.Second, Settle: time.Second, Baseline: time.Second,
+		Deadline: 2 * time.Minute, Wait: time.Minute, Dir: t.TempDir(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Contended) != 2 || len(rep.Uncontended) != 2 || len(rep.LongWaits) != 2 {
+		t.Fatalf("want 2 figures of each kind, got %d contended, %d uncontended, %d long waits",
+			len(rep.Contended), len(rep.Uncontended), len(rep.LongWaits))
+	}
+	for _, f := range rep.Uncontended {
+		if f.Runs != 3 || f.Failed != 0 {
+			t.Errorf("%s uncontended: %d runs, %d failed (%s), want 3 and 0", f.Tool, f.Runs, f.Failed, f.FirstErr)
+		}
+		if f.RequestsPerRun < 2 || f.RaftPerRun < 1 {
+			t.Errorf("%s uncontended: %.1f requests and %.1f raft writes per run: too few to be real", f.Tool, f.RequestsPerRun, f.RaftPerRun)
+		}
+	}
+	for _, f := range rep.Contended {
+		if !f.Complete || f.Runs != 20 || f.Failed != 0 {
+			t.Errorf("%s: complete %v, %d runs, %d failed (%s); want every one of 20", f.Tool, f.Complete, f.Runs, f.Failed, f.FirstErr)
+		}
+		if f.MaxConcurrency != 2 {
+			t.Errorf("%s: max concurrency %d, want 2", f.Tool, f.MaxConcurrency)
+		}
+		if f.Handoffs != 18 {
+			t.Errorf("%s: %d handoffs, want 18 (every start but the first two)", f.Tool, f.Handoffs)
+		}
+		if f.FIFO < 0 || f.FIFO > 1 || f.Waiters == 0 {
+			t.Errorf("%s: FIFO %.3f over %d waiters", f.Tool, f.FIFO, f.Waiters)
+		}
+		if f.RequestsPerRun < 3 || f.RaftPerRun < 2 || f.ErrorAnswers != 0 {
+			t.Errorf("%s: %.1f requests, %.1f raft writes per run, %d error answers", f.Tool, f.RequestsPerRun, f.RaftPerRun, f.ErrorAnswers)
+		}
+		// Every write the proxy counts is one Raft entry, so Consul's own count (which also
+		// holds its background writes) is at least as large, and not wildly larger.
+		proxyRaft := f.RaftPerRun * float64(f.Runs)
+		if f.RaftApplyRaw < proxyRaft || f.RaftApplyRaw > 2*proxyRaft+20 {
+			t.Errorf("%s: consul.raft.apply went up by %.0f, the proxy counted %.0f raft writes", f.Tool, f.RaftApplyRaw, proxyRaft)
+		}
+		if f.ConsulPeakRSSMiB <= 0 || f.ClientCPUMsRun <= 0 {
+			t.Errorf("%s: consul peak RSS %.1f MiB, client CPU %.2f ms per run", f.Tool, f.ConsulPeakRSSMiB, f.ClientCPUMsRun)
+		}
+	}
+	for _, lw := range rep.LongWaits {
+		if lw.InLine != 20 {
+			t.Errorf("%s long wait: %d of 20 waiters in line", lw.Tool, lw.InLine)
+		}
+		if lw.WindowSeconds < 2 || lw.ConsulCPUSeconds < 0 {
+			t.Errorf("%s long wait: window %.1fs, consul CPU %.2fs", lw.Tool, lw.WindowSeconds, lw.ConsulCPUSeconds)
+		}
+	}
+
+	var out bytes.Buffer
+	printReport(&out, rep)
+	for _, want := range []string{"requests per run", "M=20, N=2, t=0.05s", "long wait, 20 waiters", "txn take slot"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, out.String())
+		}
+	}
+	dir := t.TempDir()
+	path, err := writeJSON(dir, rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Contended) != 2 || filepath.Dir(path) != dir {
+		t.Errorf("JSON %s does not read back: %v", path, err)
+	}
+}
+
+func TestMainRefusesBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"zero hosts", []string{"-m", "0"}, `-m: "0" is not a positive integer`},
+		{"not a number", []string{"-n", "10,x"}, `-n: "x" is not a positive integer`},
+		{"unknown tool", []string{"-tools", "tierlock,etcd"}, `-tools: "etcd" is neither`},
+		{"no window", []string{"-long-wait", "0s"}, "-long-wait"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if code := Main(context.Background(), tc.args, &stdout, &stderr); code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			if !strings.Contains(stderr.String(), tc.want) {
+				t.Errorf("stderr %q lacks %q", stderr.String(), tc.want)
+			}
+		})
+	}
+}

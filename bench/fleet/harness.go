@@ -1,0 +1,497 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulagent"
+)
+
+// Config is one benchmark run.
+type Config struct {
+	Consul      string        // the consul binary
+	Ms, Ns      []int         // the workloads: every M with every N
+	T           time.Duration // each command's run time
+	Tools       []string      // toolTierlock, toolPeer
+	Uncontended int           // sequential uncontended runs per tool
+	LongWaiters int           // hosts idle in line for the long wait; 0 skips it
+	LongWait    time.Duration // the measured window of the long wait
+	Settle      time.Duration // after the long wait's hosts are all in line, before the window
+	Baseline    time.Duration // the idle agent is measured this long first
+	Deadline    time.Duration // a workload still running after this is stopped and reported incomplete
+	Wait        time.Duration // tierlock's --wait
+	Log         io.Writer     // progress
+	Dir         string        // scratch space (the agent's log)
+	Now         func() time.Time
+}
+
+// Figures are one tool's measurements on one workload.
+type Figures struct {
+	Tool     string  `json:"tool"`
+	Workload string  `json:"workload"`
+	M        int     `json:"m"`
+	N        int     `json:"n"`
+	T        float64 `json:"t_seconds"`
+	Complete bool    `json:"complete"` // every host ran before the deadline
+	Failed   int     `json:"failed"`   // hosts whose run ended in an error
+	FirstErr string  `json:"first_error,omitempty"`
+	timing
+	IdealSeconds float64 `json:"ideal_seconds"`
+	Efficiency   float64 `json:"efficiency"`
+	// Per run (per command that ran): requests and Raft writes counted at the proxy, by kind.
+	RequestsPerRun   float64            `json:"requests_per_run"`
+	RaftPerRun       float64            `json:"raft_writes_per_run"`
+	ByKindPerRun     map[string]float64 `json:"requests_by_kind_per_run"`
+	RaftKinds        []string           `json:"raft_kinds"` // the kinds above that are Raft writes
+	AnswerKiBPerRun  float64            `json:"answer_kib_per_run"`
+	ErrorAnswers     int64              `json:"error_answers"`      // 429/5xx seen by the proxy
+	RaftApplyPerRun  float64            `json:"raft_apply_per_run"` // Consul's telemetry, idle rate taken off
+	RaftApplyRaw     float64            `json:"raft_apply_raw"`
+	ConsulCPUPer1000 float64            `json:"consul_cpu_seconds_per_1000_runs"`
+	ClientCPUMsRun   float64            `json:"client_cpu_ms_per_run"`
+	ProxyCPUMsRun    float64            `json:"proxy_cpu_ms_per_run"`
+	ConsulPeakRSSMiB float64            `json:"consul_peak_rss_mib"`
+	WallSeconds      float64            `json:"wall_seconds"`
+}
+
+// LongWait is one tool's long wait: hosts idle in line, renewing their sessions.
+type LongWait struct {
+	Tool              string             `json:"tool"`
+	Waiters           int                `json:"waiters"`
+	InLine            int                `json:"in_line"` // waiters that entered the line
+	JoinSeconds       float64            `json:"join_seconds"`
+	WindowSeconds     float64            `json:"window_seconds"`
+	RequestsPerSecond float64            `json:"requests_per_second"`
+	ByKindPerSecond   map[string]float64 `json:"requests_by_kind_per_second"`
+	RaftKinds         []string           `json:"raft_kinds"`
+	RaftPerSecond     float64            `json:"raft_writes_per_second"`
+	RaftApplyPerSec   float64            `json:"raft_apply_per_second"`
+	ConsulCPUSeconds  float64            `json:"consul_cpu_seconds"`
+	CoreShare         float64            `json:"core_share"`     // Consul CPU ÷ window, idle agent's taken off
+	CoreShareRaw      float64            `json:"core_share_raw"` // without taking the idle agent's off
+	ConsulPeakRSSMiB  float64            `json:"consul_peak_rss_mib"`
+}
+
+// Report is a whole run.
+type Report struct {
+	When           time.Time  `json:"when"`
+	Consul         string     `json:"consul_version"`
+	CPUs           int        `json:"cpus"`
+	IdleCPUShare   float64    `json:"idle_consul_core_share"`
+	IdleRaftPerSec float64    `json:"idle_raft_apply_per_second"`
+	Uncontended    []Figures  `json:"uncontended"`
+	Contended      []Figures  `json:"contended"`
+	LongWaits      []LongWait `json:"long_waits"`
+	ConsulStartRSS float64    `json:"consul_rss_mib_at_start"`
+	Config         string     `json:"config"`
+}
+
+// bench is a run in progress: one agent, the proxy, and what was measured idle.
+type bench struct {
+	cfg      Config
+	agent    *consulagent.Agent
+	admin    *api.Client // straight to the agent: set-up and clean-up, not counted
+	proxy    *proxyProcess
+	idleCPU  float64 // Consul's CPU seconds per second, idle
+	idleRaft float64 // Raft applies per second, idle
+	phase    int
+	logf     func(format string, args ...any)
+}
+
+// meter is a reading of every counter.
+type meter struct {
+	at        time.Time
+	counts    counts
+	consulCPU float64
+	proxyCPU  float64
+	selfCPU   float64
+	raft      float64
+}
+
+func (b *bench) read(ctx context.Context) (meter, error) {
+	m := meter{at: b.cfg.Now(), selfCPU: selfCPUSeconds()}
+	var err error
+	if m.counts, err = b.proxy.Counts(); err != nil {
+		return m, err
+	}
+	if m.consulCPU, err = cpuSeconds(b.agent.PID()); err != nil {
+		return m, err
+	}
+	if m.proxyCPU, err = cpuSeconds(b.proxy.PID()); err != nil {
+		return m, err
+	}
+	m.raft, err = raftApplies(ctx, b.agent.Addr)
+	return m, err
+}
+
+// Run runs the benchmark described by cfg.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	b := &bench{cfg: cfg, logf: func(f string, a ...any) { fmt.Fprintf(cfg.Log, "fleet: "+f+"\n", a...) }}
+	var err error
+	// All simulated hosts share 127.0.0.1: Consul's default of 200 connections per client
+	// address would answer 429. Prometheus retention makes raft.apply a cumulative counter.
+	b.agent, err = consulagent.Launch(ctx, cfg.Consul, consulagent.Config{
+		LogPath: filepath.Join(cfg.Dir, "consul.log"),
+		HCL: []string{
+			"limits { http_max_conns_per_client = 10000 }",
+			`telemetry { prometheus_retention_time = "24h" disable_hostname = true }`,
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer b.agent.Stop()
+	if b.admin, err = b.agent.Client(); err != nil {
+		return nil, err
+	}
+	if b.proxy, err = startProxy(b.agent.Addr); err != nil {
+		return nil, err
+	}
+	defer b.proxy.Stop()
+
+	rep := &Report{When: cfg.Now().UTC(), Config: fmt.Sprintf("%+v", cfg.summary())}
+	if self, err := b.admin.Agent().Self(); err == nil {
+		rep.Consul = fmt.Sprint(self["Config"]["Version"])
+	}
+	rep.ConsulStartRSS, _ = peakRSSMiB(b.agent.PID())
+
+	b.logf("idle agent for %s", cfg.Baseline)
+	if err := b.baseline(ctx); err != nil {
+		return rep, err
+	}
+	rep.IdleCPUShare, rep.IdleRaftPerSec = b.idleCPU, b.idleRaft
+
+	for _, tool := range cfg.Tools {
+		if cfg.Uncontended <= 0 {
+			break
+		}
+		b.logf("%s: %d uncontended runs", tool, cfg.Uncontended)
+		f, err := b.uncontended(ctx, tool)
+		if err != nil {
+			return rep, err
+		}
+		rep.Uncontended = append(rep.Uncontended, f)
+	}
+	for _, m := range cfg.Ms {
+		for _, n := range cfg.Ns {
+			for _, tool := range cfg.Tools {
+				b.logf("%s: M=%d, N=%d, t=%s", tool, m, n, cfg.T)
+				f, err := b.contended(ctx, tool, m, n)
+				if err != nil {
+					return rep, err
+				}
+				b.logf("%s: M=%d, N=%d: %d runs in %.1fs, %.1f requests and %.1f raft writes per run",
+					tool, m, n, f.Runs, f.WallSeconds, f.RequestsPerRun, f.RaftPerRun)
+				rep.Contended = append(rep.Contended, f)
+			}
+		}
+	}
+	if cfg.LongWaiters > 0 {
+		for _, tool := range cfg.Tools {
+			b.logf("%s: long wait, %d waiters idle for %s", tool, cfg.LongWaiters, cfg.LongWait)
+			lw, err := b.longWait(ctx, tool)
+			if err != nil {
+				return rep, err
+			}
+			rep.LongWaits = append(rep.LongWaits, lw)
+		}
+	}
+	return rep, ctx.Err()
+}
+
+func (c Config) summary() map[string]any {
+	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended,
+		"long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
+		"baseline": c.Baseline.String(), "deadline": c.Deadline.String()}
+}
+
+// baseline measures the agent doing nothing: its own CPU and Raft writes, taken off later.
+func (b *bench) baseline(ctx context.Context) error {
+	m0, err := b.read(ctx)
+	if err != nil {
+		return err
+	}
+	sleep(ctx, b.cfg.Baseline)
+	m1, err := b.read(ctx)
+	if err != nil {
+		return err
+	}
+	secs := m1.at.Sub(m0.at).Seconds()
+	b.idleCPU = (m1.consulCPU - m0.consulCPU) / secs
+	b.idleRaft = (m1.raft - m0.raft) / secs
+	return ctx.Err()
+}
+
+// prefixes are fresh for each phase, so that no phase sees another's keys.
+func (b *bench) prefix(tool string) string {
+	b.phase++
+	if tool == toolPeer {
+		return fmt.Sprintf("fleet-peer/phase-%03d", b.phase)
+	}
+	return fmt.Sprintf("fleet-%03d", b.phase)
+}
+
+func (b *bench) newHost(tool, prefix, holder string, n int) (host, error) {
+	if tool == toolPeer {
+		return newPeerHost(b.proxy.Addr, prefix, holder, n)
+	}
+	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait)
+}
+
+func (b *bench) setMax(prefix string, n int) error {
+	_, err := b.admin.KV().Put(&api.KVPair{Key: prefix + "/" + benchTier + "/max_concurrent", Value: []byte(strconv.Itoa(n))}, nil)
+	return err
+}
+
+// measured runs body between two readings and turns the difference into Figures.
+func (b *bench) measured(ctx context.Context, tool string, m, n int, body func() []runRecord) (Figures, error) {
+	_ = resetPeakRSS(b.agent.PID())
+	m0, err := b.read(ctx)
+	if err != nil {
+		return Figures{}, err
+	}
+	recs := body()
+	m1, err := b.read(ctx)
+	if err != nil {
+		return Figures{}, err
+	}
+	f := Figures{Tool: tool, M: m, N: n, T: b.cfg.T.Seconds(), Workload: fmt.Sprintf("M=%d, N=%d, t=%gs", m, n, b.cfg.T.Seconds())}
+	f.timing = timingOf(recs)
+	for _, r := range recs {
+		if r.err != nil {
+			f.Failed++
+			if f.FirstErr == "" {
+				f.FirstErr = r.err.Error()
+			}
+		}
+	}
+	f.Complete = f.Runs == m && ctx.Err() == nil
+	f.WallSeconds = m1.at.Sub(m0.at).Seconds()
+	f.IdealSeconds = math.Ceil(float64(m)/float64(n)) * b.cfg.T.Seconds()
+	if f.SpanSeconds > 0 {
+		f.Efficiency = f.IdealSeconds / f.SpanSeconds
+	}
+	runs := float64(max(f.Runs, 1))
+	d := m1.counts.minus(m0.counts)
+	req, raft, bytes, errs := d.totals()
+	f.RequestsPerRun, f.RaftPerRun = float64(req)/runs, float64(raft)/runs
+	f.AnswerKiBPerRun, f.ErrorAnswers = float64(bytes)/1024/runs, errs
+	f.ByKindPerRun = map[string]float64{}
+	for k, v := range d {
+		f.ByKindPerRun[k] = float64(v.Requests) / runs
+		if v.Raft {
+			f.RaftKinds = append(f.RaftKinds, k)
+		}
+	}
+	sort.Strings(f.RaftKinds)
+	f.RaftApplyRaw = m1.raft - m0.raft
+	f.RaftApplyPerRun = (f.RaftApplyRaw - b.idleRaft*f.WallSeconds) / runs
+	f.ConsulCPUPer1000 = (m1.consulCPU - m0.consulCPU) / runs * 1000
+	f.ClientCPUMsRun = (m1.selfCPU - m0.selfCPU) / runs * 1000
+	f.ProxyCPUMsRun = (m1.proxyCPU - m0.proxyCPU) / runs * 1000
+	f.ConsulPeakRSSMiB, _ = peakRSSMiB(b.agent.PID())
+	return f, nil
+}
+
+// uncontended: one host at a time in an empty tier, each run with a fresh client, as each
+// `tierlock run` or `consul lock` process has.
+func (b *bench) uncontended(ctx context.Context, tool string) (Figures, error) {
+	prefix := b.prefix(tool)
+	if tool == toolTierlock {
+		if err := b.setMax(prefix, 1); err != nil {
+			return Figures{}, err
+		}
+	}
+	var herr error
+	f, err := b.measured(ctx, tool, b.cfg.Uncontended, 1, func() []runRecord {
+		var recs []runRecord
+		for i := 0; i < b.cfg.Uncontended && ctx.Err() == nil; i++ {
+			h, err := b.newHost(tool, prefix, "solo", 1)
+			if err != nil {
+				herr = err
+				break
+			}
+			recs = append(recs, h.run(ctx, 0, nil))
+		}
+		return recs
+	})
+	if herr != nil {
+		return f, herr
+	}
+	f.Workload = "uncontended"
+	return f, err
+}
+
+// contended: m hosts started at the same instant in a tier of n slots.
+func (b *bench) contended(ctx context.Context, tool string, m, n int) (Figures, error) {
+	prefix := b.prefix(tool)
+	if tool == toolTierlock {
+		if err := b.setMax(prefix, n); err != nil {
+			return Figures{}, err
+		}
+	}
+	hosts := make([]host, m)
+	for i := range hosts {
+		var err error
+		if hosts[i], err = b.newHost(tool, prefix, fmt.Sprintf("host-%04d", i), n); err != nil {
+			return Figures{}, err
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, b.cfg.Deadline)
+	defer cancel()
+	f, err := b.measured(ctx, tool, m, n, func() []runRecord {
+		recs := make([]runRecord, m)
+		gate := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, h := range hosts {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-gate
+				recs[i] = h.run(pctx, b.cfg.T, nil)
+			}()
+		}
+		close(gate)
+		wg.Wait()
+		return recs
+	})
+	if err == nil && pctx.Err() != nil && ctx.Err() == nil {
+		f.Complete = false
+		b.logf("%s: M=%d, N=%d: stopped at the deadline of %s after %d of %d runs", tool, m, n, b.cfg.Deadline, f.Runs, m)
+	}
+	return f, err
+}
+
+// longWait: one host holds the tier's only slot while LongWaiters hosts wait in line; once
+// they are all in line and Settle has passed, Consul is measured for LongWait.
+func (b *bench) longWait(ctx context.Context, tool string) (LongWait, error) {
+	lw := LongWait{Tool: tool, Waiters: b.cfg.LongWaiters}
+	prefix := b.prefix(tool)
+	if tool == toolTierlock {
+		if err := b.setMax(prefix, 1); err != nil {
+			return lw, err
+		}
+	}
+	holder, err := b.newHost(tool, prefix, "holder", 1)
+	if err != nil {
+		return lw, err
+	}
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	holding := make(chan struct{})
+	held := make(chan runRecord, 1)
+	go func() { held <- holder.run(hctx, 24*time.Hour, func() { close(holding) }) }()
+	select {
+	case <-holding:
+	case r := <-held:
+		return lw, fmt.Errorf("fleet: %s long wait: the holder did not get the slot: %v", tool, r.err)
+	}
+
+	var inLine atomic.Int64
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	var wg sync.WaitGroup
+	var peers []*peerHost
+	start := b.cfg.Now()
+	for i := range b.cfg.LongWaiters {
+		h, err := b.newHost(tool, prefix, fmt.Sprintf("waiter-%04d", i), 1)
+		if err != nil {
+			wcancel()
+			wg.Wait()
+			return lw, err
+		}
+		switch h := h.(type) {
+		case *tierlockHost:
+			h.onLine = func() { inLine.Add(1) }
+		case *peerHost:
+			h.seen.onLine = func() { inLine.Add(1) }
+			peers = append(peers, h)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); h.run(wctx, 0, nil) }()
+	}
+	for inLine.Load() < int64(b.cfg.LongWaiters) && ctx.Err() == nil && b.cfg.Now().Sub(start) < b.cfg.Deadline {
+		sleep(ctx, 100*time.Millisecond)
+	}
+	lw.InLine = int(inLine.Load())
+	lw.JoinSeconds = b.cfg.Now().Sub(start).Seconds()
+	b.logf("%s: %d of %d waiters in line after %.1fs; settling for %s", tool, lw.InLine, lw.Waiters, lw.JoinSeconds, b.cfg.Settle)
+	sleep(ctx, b.cfg.Settle)
+
+	_ = resetPeakRSS(b.agent.PID())
+	m0, err := b.read(ctx)
+	if err != nil {
+		return lw, err
+	}
+	sleep(ctx, b.cfg.LongWait)
+	m1, err := b.read(ctx)
+	if err != nil {
+		return lw, err
+	}
+	lw.ConsulPeakRSSMiB, _ = peakRSSMiB(b.agent.PID())
+	secs := m1.at.Sub(m0.at).Seconds()
+	lw.WindowSeconds = secs
+	d := m1.counts.minus(m0.counts)
+	req, raft, _, _ := d.totals()
+	lw.RequestsPerSecond, lw.RaftPerSecond = float64(req)/secs, float64(raft)/secs
+	lw.ByKindPerSecond = map[string]float64{}
+	for k, v := range d {
+		lw.ByKindPerSecond[k] = float64(v.Requests) / secs
+		if v.Raft {
+			lw.RaftKinds = append(lw.RaftKinds, k)
+		}
+	}
+	sort.Strings(lw.RaftKinds)
+	lw.RaftApplyPerSec = (m1.raft - m0.raft) / secs
+	lw.ConsulCPUSeconds = m1.consulCPU - m0.consulCPU
+	lw.CoreShareRaw = lw.ConsulCPUSeconds / secs
+	lw.CoreShare = lw.CoreShareRaw - b.idleCPU
+
+	// Clean-up, not measured: the waiters leave, then the holder releases.
+	wcancel()
+	wg.Wait()
+	hcancel()
+	if r := <-held; r.err != nil && !errors.Is(r.err, context.Canceled) {
+		b.logf("%s long wait: holder: %v", tool, r.err)
+	}
+	// A peer waiter stopped while it waits leaves its session to expire (api.Semaphore does
+	// not destroy it): destroy them now so that they do not weigh on the next phase.
+	for _, p := range peers {
+		if id := p.seen.sessionID(); id != "" {
+			_, _ = b.admin.Session().Destroy(id, nil)
+		}
+	}
+	return lw, nil
+}
+
+// sortedKinds lists the kinds of m, most frequent first.
+func sortedKinds(m map[string]float64) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Slice(ks, func(i, j int) bool {
+		if m[ks[i]] != m[ks[j]] {
+			return m[ks[i]] > m[ks[j]]
+		}
+		return ks[i] < ks[j]
+	})
+	return ks
+}

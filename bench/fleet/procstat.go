@@ -1,0 +1,154 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux ABI Go
+// supports (the kernel converts to it whatever its own HZ).
+const clockTicks = 100
+
+// cpuSeconds is the user plus system CPU time of process pid, from /proc/<pid>/stat.
+func cpuSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("fleet: cpu of %d: %w", pid, err)
+	}
+	return parseStatCPU(string(b))
+}
+
+// parseStatCPU reads utime and stime (fields 14 and 15) from a /proc/<pid>/stat line. The
+// command name (field 2) may hold blanks and parentheses, so fields count from its last ')'.
+func parseStatCPU(stat string) (float64, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("fleet: /proc stat %q: no command name", stat)
+	}
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("fleet: /proc stat %q: too few fields", stat)
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("fleet: /proc stat %q: bad times %q %q", stat, f[11], f[12])
+	}
+	return float64(utime+stime) / clockTicks, nil
+}
+
+// peakRSSMiB is the peak resident memory of pid since it started or since resetPeakRSS
+// (VmHWM in /proc/<pid>/status).
+func peakRSSMiB(pid int) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("fleet: peak rss of %d: %w", pid, err)
+	}
+	defer f.Close()
+	return parseVmHWM(f)
+}
+
+func parseVmHWM(r io.Reader) (float64, error) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || name != "VmHWM" {
+			continue
+		}
+		f := strings.Fields(rest)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("fleet: VmHWM %q: not in kB", rest)
+		}
+		kb, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("fleet: VmHWM %q: %w", rest, err)
+		}
+		return kb / 1024, nil
+	}
+	return 0, fmt.Errorf("fleet: no VmHWM in /proc status")
+}
+
+// resetPeakRSS starts pid's peak resident memory afresh (clear_refs 5, Linux 4.0 and later), so
+// that each workload's peak is its own. It is best effort: an error leaves the peak since the
+// start, which the report then overstates, never understates.
+func resetPeakRSS(pid int) error {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// selfCPUSeconds is this process's user plus system CPU time: the simulated hosts' (the proxy
+// runs in a process of its own).
+func selfCPUSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// raftApplyMetric is Consul's count of log entries handed to Raft (go-metrics' "raft.apply",
+// in the agent's Prometheus output as consul_raft_apply).
+const raftApplyMetric = "consul_raft_apply"
+
+// raftApplies reads the agent's cumulative count of Raft applies. It needs the agent's
+// telemetry to keep Prometheus metrics (prometheus_retention_time).
+func raftApplies(ctx context.Context, addr string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/agent/metrics?format=prometheus", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("fleet: agent metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("fleet: agent metrics: %s", resp.Status)
+	}
+	return parsePromCounter(resp.Body, raftApplyMetric)
+}
+
+// parsePromCounter returns the value of the sample named name (with or without labels) in a
+// Prometheus text exposition; the sum if it has several label sets.
+func parsePromCounter(r io.Reader, name string) (float64, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	found, sum := false, 0.0
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		metric, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		if base, _, _ := strings.Cut(metric, "{"); base != name {
+			continue
+		}
+		if f := strings.Fields(value); len(f) > 0 {
+			v, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				return 0, fmt.Errorf("fleet: metric %s: %q: %w", name, line, err)
+			}
+			found, sum = true, sum+v
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, fmt.Errorf("fleet: metric %s not in the agent's output", name)
+	}
+	return sum, nil
+}

@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The counting proxy runs in a process of its own (this binary, started with proxyRoleEnv set),
+// so that the harness's CPU time is the simulated hosts' alone. It counts every request by
+// kind, with the bytes of each answer and whether the request is a Raft write, and serves the
+// running totals at countsPath.
+
+const (
+	proxyRoleEnv = "TIERLOCK_FLEET_ROLE"
+	countsPath   = "/_fleet/counts"
+)
+
+// kindCount is what the proxy counted of one kind of request.
+type kindCount struct {
+	Requests int64 `json:"requests"`
+	Bytes    int64 `json:"bytes"`  // answer bodies
+	Errors   int64 `json:"errors"` // 429 and 5xx answers, and requests Consul never answered
+	Raft     bool  `json:"raft"`   // each request of this kind is one Raft log entry
+}
+
+// counts is a snapshot of the proxy's totals, by kind.
+type counts map[string]kindCount
+
+// minus is what was counted between before and c.
+func (c counts) minus(before counts) counts {
+	d := counts{}
+	for k, v := range c {
+		b := before[k]
+		v.Requests -= b.Requests
+		v.Bytes -= b.Bytes
+		v.Errors -= b.Errors
+		if v.Requests != 0 {
+			d[k] = v
+		}
+	}
+	return d
+}
+
+// totals sums requests, Raft writes, answer bytes and errors.
+func (c counts) totals() (requests, raft, bytes, errors int64) {
+	for _, v := range c {
+		requests += v.Requests
+		bytes += v.Bytes
+		errors += v.Errors
+		if v.Raft {
+			raft += v.Requests
+		}
+	}
+	return requests, raft, bytes, errors
+}
+
+// txnOp is the part of a /v1/txn operation classify looks at.
+type txnOp struct {
+	KV *struct {
+		Verb string
+		Key  string
+	}
+}
+
+// classify names the kind of a Consul HTTP request and says whether Consul turns it into a Raft
+// log entry. Every write goes through Raft whether or not its check-and-set succeeds (the
+// check is made when the entry is applied); reads, blocking or consistent, and session renewals
+// (the leader only resets a timer) do not.
+func classify(method, path string, query url.Values, body []byte) (kind string, raft bool) {
+	switch {
+	case path == "/v1/txn":
+		var ops []txnOp
+		if err := json.Unmarshal(body, &ops); err != nil {
+			return "txn (unreadable)", true
+		}
+		write, queue, take, release := false, false, false, false
+		for _, op := range ops {
+			if op.KV == nil {
+				write = true // service, node or check operations: writes
+				continue
+			}
+			switch op.KV.Verb {
+			case "get", "get-tree", "check-index", "check-session", "check-not-exists":
+			default:
+				write = true
+			}
+			running := strings.Contains(op.KV.Key, "/running/")
+			switch {
+			case op.KV.Verb == "lock" && strings.Contains(op.KV.Key, "/queue/"):
+				queue = true
+			case op.KV.Verb == "cas" && running:
+				take = true
+			case op.KV.Verb == "delete-cas" && running:
+				release = true
+			}
+		}
+		switch {
+		case !write:
+			return "txn read", false
+		case queue:
+			return "txn join queue", true
+		case take:
+			return "txn take slot", true
+		case release:
+			return "txn release slot", true
+		}
+		return "txn write", true
+	case strings.HasPrefix(path, "/v1/kv/"):
+		switch method {
+		case http.MethodGet:
+			kind := "kv get"
+			switch {
+			case query.Has("recurse"):
+				kind = "kv list"
+			case query.Has("keys"):
+				kind = "kv keys"
+			}
+			if query.Has("index") {
+				kind += " (blocking)"
+			}
+			return kind, false
+		case http.MethodPut:
+			switch {
+			case query.Has("acquire"):
+				return "kv acquire", true
+			case query.Has("release"):
+				return "kv release", true
+			case query.Has("cas"):
+				return "kv cas", true
+			}
+			return "kv put", true
+		case http.MethodDelete:
+			if query.Has("cas") {
+				return "kv delete-cas", true
+			}
+			return "kv delete", true
+		}
+	case strings.HasPrefix(path, "/v1/session/"):
+		op := strings.SplitN(strings.TrimPrefix(path, "/v1/session/"), "/", 2)[0]
+		switch op {
+		case "create", "destroy":
+			return "session " + op, true
+		}
+		return "session " + op, false
+	}
+	// Anything else (/v1/agent/self, say), by its first three path segments.
+	parts := strings.SplitN(strings.TrimPrefix(path, "/"), "/", 4)
+	if len(parts) > 3 {
+		parts = parts[:3]
+	}
+	return method + " /" + strings.Join(parts, "/"), method != http.MethodGet
+}
+
+// countingProxy forwards to Consul and counts.
+type countingProxy struct {
+	rp    *httputil.ReverseProxy
+	mu    sync.Mutex
+	kinds counts
+}
+
+func newCountingProxy(target string) *countingProxy {
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	// Thousands of hosts hold a request open at once: keep a connection to Consul for each
+	// rather than open and close one per request.
+	rp.Transport = &http.Transport{
+		Proxy: nil, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		MaxIdleConns: 0, MaxIdleConnsPerHost: 100000, IdleConnTimeout: 5 * time.Minute,
+	}
+	// A host that gives up on a request (a cancelled wait) is no news: the answer's 502 is
+	// counted as an error answer, and not logged.
+	rp.ErrorLog = log.New(io.Discard, "", 0)
+	return &countingProxy{rp: rp, kinds: counts{}}
+}
+
+// countingWriter counts an answer's bytes and notes its status.
+type countingWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *countingWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+func (w *countingWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+func (w *countingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == countsPath {
+		p.mu.Lock()
+		b, err := json.Marshal(p.kinds)
+		p.mu.Unlock()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write(b)
+		return
+	}
+	var body []byte
+	if r.URL.Path == "/v1/txn" && r.Body != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	kind, raft := classify(r.Method, r.URL.Path, r.URL.Query(), body)
+	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+	p.rp.ServeHTTP(cw, r)
+	p.mu.Lock()
+	c := p.kinds[kind]
+	c.Requests++
+	c.Bytes += cw.bytes
+	c.Raft = raft
+	if cw.status == http.StatusTooManyRequests || cw.status >= 500 {
+		c.Errors++
+	}
+	p.kinds[kind] = c
+	p.mu.Unlock()
+}
+
+// proxyMain is the proxy process: it forwards 127.0.0.1:<free port> to the agent named by its
+// only argument, prints its address on stdout, and serves until killed.
+func proxyMain(args []string) int {
+	if len(args) != 1 {
+		fmt.Fprintln(os.Stderr, "fleet proxy: want one argument, the agent's host:port")
+		return 2
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fleet proxy:", err)
+		return 1
+	}
+	fmt.Println(ln.Addr().String())
+	srv := &http.Server{Handler: newCountingProxy(args[0]), ReadHeaderTimeout: time.Minute}
+	if err := srv.Serve(ln); err != nil {
+		fmt.Fprintln(os.Stderr, "fleet proxy:", err)
+		return 1
+	}
+	return 0
+}
+
+// proxyProcess is the harness's handle on the proxy process.
+type proxyProcess struct {
+	Addr string
+	cmd  *exec.Cmd
+	hc   *http.Client
+}
+
+// startProxy starts this binary again as the proxy in front of target.
+func startProxy(target string) (*proxyProcess, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, target)
+	cmd.Env = append(os.Environ(), proxyRoleEnv+"=proxy")
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // a Ctrl-C is the harness's to handle
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("fleet: start the proxy: %w", err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("fleet: the proxy did not say its address: %w", err)
+	}
+	return &proxyProcess{Addr: strings.TrimSpace(line), cmd: cmd, hc: &http.Client{Timeout: 2 * time.Minute}}, nil
+}
+
+// Counts returns the proxy's totals so far.
+func (p *proxyProcess) Counts() (counts, error) {
+	resp, err := p.hc.Get("http://" + p.Addr + countsPath)
+	if err != nil {
+		return nil, fmt.Errorf("fleet: proxy counts: %w", err)
+	}
+	defer resp.Body.Close()
+	c := counts{}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		return nil, fmt.Errorf("fleet: proxy counts: %w", err)
+	}
+	return c, nil
+}
+
+// PID is the proxy's process id.
+func (p *proxyProcess) PID() int { return p.cmd.Process.Pid }
+
+// Stop ends the proxy process (it is ours, by its pid) and waits for it.
+func (p *proxyProcess) Stop() {
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+}

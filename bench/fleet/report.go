@@ -1,0 +1,157 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+)
+
+// row is one line of the table: a figure for tierlock and the peer, their ratio, the goal.
+type row struct {
+	name, format, goal string
+	get                func(Figures) float64
+}
+
+func contendedRows() []row {
+	return []row{
+		{"runs", "%.0f", "= M", func(f Figures) float64 { return float64(f.Runs) }},
+		{"efficiency", "%.2f", ">= 0.90", func(f Figures) float64 { return f.Efficiency }},
+		{"max concurrency", "%.0f", "= N", func(f Figures) float64 { return float64(f.MaxConcurrency) }},
+		{"requests per run", "%.1f", "<= 8", func(f Figures) float64 { return f.RequestsPerRun }},
+		{"raft writes per run (proxy)", "%.2f", "<= 4", func(f Figures) float64 { return f.RaftPerRun }},
+		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
+		{"answer KiB per run", "%.1f", "flat in M", func(f Figures) float64 { return f.AnswerKiBPerRun }},
+		{"handoff p50 ms", "%.1f", "", func(f Figures) float64 { return f.HandoffP50Ms }},
+		{"handoff p99 ms", "%.1f", "<= 50", func(f Figures) float64 { return f.HandoffP99Ms }},
+		{"FIFO", "%.3f", ">= 0.99", func(f Figures) float64 { return f.FIFO }},
+		{"consul CPU s per 1000 runs", "%.2f", "<= peer/10", func(f Figures) float64 { return f.ConsulCPUPer1000 }},
+		{"client CPU ms per run", "%.2f", "", func(f Figures) float64 { return f.ClientCPUMsRun }},
+		{"consul peak RSS MiB", "%.0f", "", func(f Figures) float64 { return f.ConsulPeakRSSMiB }},
+		{"failed runs", "%.0f", "0", func(f Figures) float64 { return float64(f.Failed) }},
+	}
+}
+
+func uncontendedRows() []row {
+	return []row{
+		{"requests per run", "%.1f", "<= 3", func(f Figures) float64 { return f.RequestsPerRun }},
+		{"raft writes per run (proxy)", "%.2f", "<= 2", func(f Figures) float64 { return f.RaftPerRun }},
+		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
+		{"consul CPU s per 1000 runs", "%.2f", "", func(f Figures) float64 { return f.ConsulCPUPer1000 }},
+		{"client CPU ms per run", "%.2f", "", func(f Figures) float64 { return f.ClientCPUMsRun }},
+	}
+}
+
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
+}
+
+// pair finds tierlock's and the peer's figures of one workload.
+func pair(fs []Figures, workload string) (ours, peer Figures, hasOurs, hasPeer bool) {
+	for _, f := range fs {
+		if f.Workload != workload {
+			continue
+		}
+		if f.Tool == toolTierlock {
+			ours, hasOurs = f, true
+		} else {
+			peer, hasPeer = f, true
+		}
+	}
+	return ours, peer, hasOurs, hasPeer
+}
+
+func printReport(w io.Writer, rep *Report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "workload\tfigure\ttierlock\tconsul lock\tratio\tgoal\t\n")
+	table := func(fs []Figures, rows []row) {
+		var seen []string
+		for _, f := range fs {
+			done := false
+			for _, s := range seen {
+				done = done || s == f.Workload
+			}
+			if done {
+				continue
+			}
+			seen = append(seen, f.Workload)
+			ours, peer, _, _ := pair(fs, f.Workload)
+			name := f.Workload
+			if (ours.Tool != "" && !ours.Complete) || (peer.Tool != "" && !peer.Complete) {
+				name += " (incomplete)"
+			}
+			for _, r := range rows {
+				a, b := r.get(ours), r.get(peer)
+				fmt.Fprintf(tw, "%s\t%s\t"+r.format+"\t"+r.format+"\t%s\t%s\t\n", name, r.name, a, b, ratio(a, b), r.goal)
+			}
+		}
+	}
+	table(rep.Uncontended, uncontendedRows())
+	table(rep.Contended, contendedRows())
+	var ours, peer LongWait
+	for _, lw := range rep.LongWaits {
+		if lw.Tool == toolTierlock {
+			ours = lw
+		} else {
+			peer = lw
+		}
+	}
+	if len(rep.LongWaits) > 0 {
+		name := fmt.Sprintf("long wait, %d waiters", max(ours.Waiters, peer.Waiters))
+		lrow := func(fig, format string, a, b float64, goal string) {
+			fmt.Fprintf(tw, "%s\t%s\t"+format+"\t"+format+"\t%s\t%s\t\n", name, fig, a, b, ratio(a, b), goal)
+		}
+		lrow("in line", "%.0f", float64(ours.InLine), float64(peer.InLine), "")
+		lrow("requests per second", "%.1f", ours.RequestsPerSecond, peer.RequestsPerSecond, "")
+		lrow("raft writes per second", "%.2f", ours.RaftPerSecond, peer.RaftPerSecond, "")
+		lrow("consul core share %", "%.2f", 100*ours.CoreShare, 100*peer.CoreShare, "<= 1")
+		lrow("consul core share % (idle not taken off)", "%.2f", 100*ours.CoreShareRaw, 100*peer.CoreShareRaw, "")
+		lrow("consul peak RSS MiB", "%.0f", ours.ConsulPeakRSSMiB, peer.ConsulPeakRSSMiB, "")
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nidle agent: %.2f%% of a core, %.2f raft applies/s (taken off the figures above)\n",
+		100*rep.IdleCPUShare, rep.IdleRaftPerSec)
+
+	fmt.Fprintln(w, "\nrequests per run by kind (Raft writes marked *):")
+	for _, f := range append(append([]Figures(nil), rep.Uncontended...), rep.Contended...) {
+		fmt.Fprintf(w, "  %s, %s:", f.Tool, f.Workload)
+		for _, k := range sortedKinds(f.ByKindPerRun) {
+			fmt.Fprintf(w, " %s%s %.2f;", k, raftMark(f.RaftKinds, k), f.ByKindPerRun[k])
+		}
+		fmt.Fprintln(w)
+	}
+	for _, lw := range rep.LongWaits {
+		fmt.Fprintf(w, "  %s, long wait (per second):", lw.Tool)
+		for _, k := range sortedKinds(lw.ByKindPerSecond) {
+			fmt.Fprintf(w, " %s%s %.1f;", k, raftMark(lw.RaftKinds, k), lw.ByKindPerSecond[k])
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+// raftMark is "*" for the kinds that are Raft writes.
+func raftMark(raftKinds []string, kind string) string {
+	for _, k := range raftKinds {
+		if k == kind {
+			return "*"
+		}
+	}
+	return ""
+}
+
+func writeJSON(dir string, rep *Report) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "fleet-"+rep.When.Format("20060102T150405Z")+".json")
+	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}

@@ -1,0 +1,115 @@
+package main_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// asPerson runs `tierlock ARGS` as alice would under sudo.
+func asPerson(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := cli(t, agent.Addr, args...)
+	cmd.Env = append(cmd.Env, "SUDO_USER=alice", "USER=root")
+	return run(t, cmd)
+}
+
+// Who pulled the brake, from where, when and why: recorded in the same transaction as the
+// change, shown by status and check, cleared by enable.
+func TestReasonIsRecordedAndShown(t *testing.T) {
+	host, _ := os.Hostname()
+	put(t, "max_concurrent", "3")
+	wantCode(t, asPerson(t, "disable", "--tier", tier, "--reason", "incident 4711"), 0)
+
+	// One transaction: audit/max and max_concurrent carry the same ModifyIndex.
+	kv := consul.KV()
+	q := &api.QueryOptions{RequireConsistent: true}
+	maxPair, _, err := kv.Get(prefix(t)+"/"+tier+"/max_concurrent", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	note, _, err := kv.Get(prefix(t)+"/"+tier+"/audit/max", q)
+	if err != nil || note == nil {
+		t.Fatalf("no audit/max after disable: %v", err)
+	}
+	if note.ModifyIndex != maxPair.ModifyIndex {
+		t.Errorf("audit/max written at %d, max_concurrent at %d: not one transaction", note.ModifyIndex, maxPair.ModifyIndex)
+	}
+	var n struct{ Action, Value, Reason, By, Host string }
+	if err := json.Unmarshal(note.Value, &n); err != nil || n.Action != "disable" || n.Reason != "incident 4711" || n.By != "alice" || n.Host != host {
+		t.Errorf("audit/max = %s (%v)", note.Value, err)
+	}
+
+	want := tier + " disabled 0s ago by alice on " + host + ": incident 4711"
+	r := tl(t, "status", "--tier", tier)
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, want) {
+		t.Errorf("status does not say who disabled the tier:\n%s", r.stdout)
+	}
+	t.Logf("status:\n%s", r.stdout)
+	r = tl(t, "check", "--tier", tier)
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, tier+" OK: disabled 0s ago by alice on "+host+": incident 4711") {
+		t.Errorf("check does not say who disabled the tier:\n%s", r.stdout)
+	}
+	r = tl(t, "check", "--tier", tier, "--disabled-warning", "1ns")
+	wantCode(t, r, 1)
+	if !strings.Contains(r.stdout, "incident 4711 (longer than 0s)") {
+		t.Errorf("check --disabled-warning:\n%s", r.stdout)
+	}
+	t.Logf("check --disabled-warning 1ns:\n%s", r.stdout)
+	r = tl(t, "status", "--tier", tier, "--format", "json")
+	if !strings.Contains(r.stdout, `"reason": "incident 4711"`) {
+		t.Errorf("status json lacks the note:\n%s", r.stdout)
+	}
+
+	// enable takes the brake off, and its note with it.
+	wantCode(t, asPerson(t, "enable", "--tier", tier), 0)
+	if p, _, _ := kv.Get(prefix(t)+"/"+tier+"/audit/max", q); p != nil {
+		t.Errorf("audit/max left after enable: %s", p.Value)
+	}
+	if r := tl(t, "status", "--tier", tier); strings.Contains(r.stdout, "incident 4711") {
+		t.Errorf("status still shows the brake after enable:\n%s", r.stdout)
+	}
+
+	// set-max and release record too; a release's note names the holder.
+	wantCode(t, asPerson(t, "set-max", "--tier", tier, "--reason", "canary", "2"), 0)
+	failedSlot(t)
+	wantCode(t, asPerson(t, "release", "--tier", tier, "--holder", "web-3", "--reason", "disk full, fixed"), 0)
+	// A successful run leaves a convergence record; forgetting it is noted too.
+	wantCode(t, tl(t, "run", "--tier", tier, "--holder", "web-4", "--", "true"), 0)
+	wantCode(t, asPerson(t, "forget", "--tier", tier, "--holder", "web-4", "--reason", "moved to prod/api"), 0)
+	r = tl(t, "status", "--tier", tier)
+	for _, line := range []string{
+		tier + " web-4 forgotten 0s ago by alice on " + host + ": moved to prod/api",
+		tier + " max_concurrent set to 2 0s ago by alice on " + host + ": canary",
+		tier + " web-3's slot released 0s ago by alice on " + host + ": disk full, fixed",
+	} {
+		if !strings.Contains(r.stdout, line) {
+			t.Errorf("status lacks %q:\n%s", line, r.stdout)
+		}
+	}
+	checkInvariant(t)
+}
+
+// A reason is one line of text: anything else is refused, naming it, and nothing is written.
+func TestReasonRefusesControlCharacters(t *testing.T) {
+	put(t, "max_concurrent", "3")
+	before := dump(t)
+	for _, reason := range []string{"two\nlines", "bell\a", "\x1b]0;title\a", strings.Repeat("x", 513)} {
+		r := asPerson(t, "disable", "--tier", tier, "--reason", reason)
+		wantCode(t, r, 78)
+		if !strings.Contains(r.stderr, "--reason") {
+			t.Errorf("refusal of %q does not name --reason: %s", reason, r.stderr)
+		}
+		if strings.ContainsAny(r.stderr, "\a\x1b") {
+			t.Errorf("refusal echoes control characters: %q", r.stderr)
+		}
+	}
+	if after := dump(t); after != before {
+		t.Errorf("a refused reason wrote something:\n%s\nthen\n%s", before, after)
+	}
+}

@@ -1,0 +1,6 @@
+// Package system tests the .deb under a real systemd: it boots a Debian tree in a
+// systemd-nspawn container, installs the package `make package` built, and drives the timer,
+// the service and the maintainer scripts against a Consul dev agent on the host's loopback.
+// The tests carry the build tag systemtest, so `go test ./...` does not run them; `make
+// test-system` does (and `make test`, as root where systemd-nspawn can run).
+package system
