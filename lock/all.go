@@ -77,7 +77,7 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 		case current(keys, got, gone, index):
 			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, pairsOf(keys, got), base, index)
 		default:
-			snap, err = readTier(ctx, kv, t, opts.DefaultMax, opts.QueueOrder, opts.ReadBatch, base, &api.QueryOptions{RequireConsistent: true})
+			snap, err = readTier(ctx, kv, t, opts.DefaultMax, opts.QueueOrder, opts.ReadBatch, base, &api.QueryOptions{RequireConsistent: true}, nil)
 			if errors.Is(err, ErrTooManyKeys) {
 				snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base, index)
 				snap.Problems, err = append(snap.Problems, err), nil

@@ -20,7 +20,7 @@ type KV interface {
 }
 
 // read lists the tier consistently: a stale read could admit a holder into a full tier.
-func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Duration) (*Snapshot, error) {
+func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Duration, want func(string) bool) (*Snapshot, error) {
 	timeout := s.opts.RequestTimeout
 	if waitIndex > 0 {
 		// Consul adds up to wait/16 of jitter to a blocking query.
@@ -29,7 +29,18 @@ func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Du
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	q := &api.QueryOptions{RequireConsistent: waitIndex == 0, WaitIndex: waitIndex, WaitTime: waitTime}
-	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q)
+	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, want)
+}
+
+// forHolder narrows a read to what holder's Acquire decides on: every key of the layout but
+// the other hosts' convergence records and the operators' notes.
+func forHolder(holder string) func(string) bool {
+	return func(rel string) bool {
+		if h, ok := strings.CutPrefix(rel, convergedDir); ok {
+			return h == holder
+		}
+		return !strings.HasPrefix(rel, auditDir)
+	}
 }
 
 // filtered refuses a listing that Consul's ACLs cut short: a tier read without some of its
@@ -106,12 +117,12 @@ func (s *Semaphore) apply(ctx context.Context, t *txn) (bool, error) {
 // applyAndRead runs t and then reads the tier. It returns the tier as it is after the
 // transaction, or nil when a check-and-set failed. (The read is not part of the transaction:
 // a get-tree there would fetch every value under the tier, junk included, unbounded.)
-func (s *Semaphore) applyAndRead(ctx context.Context, t *txn) (*Snapshot, error) {
+func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*Snapshot, error) {
 	ok, err := s.apply(ctx, t)
 	if err != nil || !ok {
 		return nil, err
 	}
-	return s.Read(ctx)
+	return s.read(ctx, 0, 0, forHolder(holder))
 }
 
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected

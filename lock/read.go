@@ -21,10 +21,10 @@ const (
 	// MaxListKeys caps the key names one listing of the whole prefix may return (ReadAll).
 	MaxListKeys = 100000
 	// DefaultReadBatch is the number of values fetched per transaction unless
-	// Options.ReadBatch says otherwise: at most 32 × 512 KB (16 MB, some 50 MB in flight while
-	// decoded) in one answer, and a tier of ordinary size in one request. Within Consul's 128
-	// operations; larger values of ReadBatch are cut to that.
-	DefaultReadBatch = 32
+	// Options.ReadBatch says otherwise: Consul's limit of 128 operations, so that a tier of
+	// ordinary size costs the listing and one request. At most 128 × 512 KB of junk (64 MB)
+	// in one answer: fine for the CLI on a host; the Lambda, with 128 MB, asks for 4.
+	DefaultReadBatch = maxTxnOps
 	// maxRereads bounds how often a read starts again because the tier changed between the
 	// listing of its keys and the fetching of their values.
 	maxRereads = 20
@@ -129,13 +129,17 @@ func current(keys []string, got map[string]*api.KVPair, gone map[string]bool, in
 // readTier reads one tier (base ends in "/"): its layout keys listed, their values fetched,
 // again from the start while the tier changes in between. waitIndex > 0 makes the listing a
 // blocking query (q carries its wait time); the fetches are always consistent.
-func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrder QueueOrder, batchSize int, base string, q *api.QueryOptions) (*Snapshot, error) {
+//
+// want, if not nil, narrows the values fetched to the layout keys it accepts (relative to
+// the tier): a host asking for a slot needs neither the other hosts' convergence records nor
+// the operators' notes, and a tier of M hosts has M of those.
+func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrder QueueOrder, batchSize int, base string, q *api.QueryOptions, want func(rel string) bool) (*Snapshot, error) {
 	for range maxRereads {
 		all, index, err := listKeys(ctx, kv, base, q)
 		if err != nil {
 			return nil, err
 		}
-		keys := layoutKeys(all, base)
+		keys := layoutKeys(all, base, want)
 		if len(keys) > MaxTierKeys {
 			return nil, tooManyKeys(base, len(keys))
 		}
@@ -152,11 +156,12 @@ func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrde
 	return nil, fmt.Errorf("lock: read %s: it changed between listing and fetching %d times in a row", base, maxRereads)
 }
 
-// layoutKeys keeps, sorted, the keys under base that belong to the tier layout.
-func layoutKeys(all []string, base string) []string {
+// layoutKeys keeps, sorted, the keys under base that belong to the tier layout (and that want
+// accepts, if want is not nil).
+func layoutKeys(all []string, base string, want func(string) bool) []string {
 	var keys []string
 	for _, k := range all {
-		if rel, ok := strings.CutPrefix(k, base); ok && tierKey(rel) {
+		if rel, ok := strings.CutPrefix(k, base); ok && tierKey(rel) && (want == nil || want(rel)) {
 			keys = append(keys, k)
 		}
 	}
