@@ -51,7 +51,7 @@ func TestKilledAtEachStep(t *testing.T) {
 			var txns atomic.Int32
 			var faulted atomic.Bool
 			p.SetRule(func(r *http.Request) int {
-				if r.URL.Path == "/v1/txn" && int(txns.Add(1)) == st.txn {
+				if faultproxy.IsWriteTxn(r) && int(txns.Add(1)) == st.txn {
 					faulted.Store(true)
 					return st.fault
 				}

@@ -79,7 +79,10 @@ type statusTransport struct {
 func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
 	if err != nil {
-		if req.URL.Scheme == "https" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		// A refused handshake may also show as HTTP/2's "client conn could not be established"
+		// (the alert swallowed): probe for the server's verdict then too.
+		if req.URL.Scheme == "https" && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+			strings.Contains(err.Error(), "http2: client conn could not be established")) {
 			if refused := t.probe(req); refused != nil {
 				return nil, fmt.Errorf("%w (the request met: %v)", refused, err)
 			}

@@ -7,6 +7,7 @@ package faultproxy
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -181,4 +182,31 @@ func (p *Proxy) Close() {
 	close(p.closed)
 	p.srv.CloseClientConnections()
 	p.srv.Close()
+}
+
+// IsWriteTxn reports whether r is a transaction that writes (PUT /v1/txn with an operation
+// other than a get): tierlock also reads through /v1/txn (get operations, to bound what a read
+// fetches), and a test that faults "the release" must not hit a read instead. The body is read
+// and put back for the proxy to forward.
+func IsWriteTxn(r *http.Request) bool {
+	if r.URL.Path != "/v1/txn" || r.Body == nil {
+		return false
+	}
+	body, err := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return true
+	}
+	var ops []struct {
+		KV *struct{ Verb string }
+	}
+	if json.Unmarshal(body, &ops) != nil {
+		return true
+	}
+	for _, op := range ops {
+		if op.KV == nil || op.KV.Verb != "get" && op.KV.Verb != "get-tree" {
+			return true
+		}
+	}
+	return false
 }
