@@ -3,15 +3,30 @@ package lock_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/lock"
 )
 
+// The examples that talk to Consul reach the agent a host would ($CONSUL_HTTP_ADDR, else
+// 127.0.0.1:8500). An Example cannot skip, so they carry no "// Output:" and `go test` only
+// compiles them; TestExamples runs them against the package's real agent and checks what they
+// print.
+
 // A run takes a slot, runs its command, and releases the slot only if the command succeeded.
 func ExampleSemaphore_Acquire() {
 	ctx := context.Background()
-	sem, err := lock.New(consul.KV(), lock.Options{Prefix: "example", Tier: "logstash/es-indexer", DefaultMax: 2})
+	client, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	sem, err := lock.New(client.KV(), lock.Options{Prefix: "example", Tier: "logstash/es-indexer", DefaultMax: 2})
 	if err != nil {
 		panic(err)
 	}
@@ -39,9 +54,54 @@ func ExampleSemaphore_Acquire() {
 	}
 	snap, _ = sem.Read(ctx)
 	fmt.Println("held", snap.Held())
-	// Output:
-	// web-3 running attempt 1
-	// held 1 of 2 - failed
-	// re-entered true attempt 2
-	// held 0
+}
+
+// TestExamples runs the examples that need Consul against the package's agent, each on a fresh
+// prefix, and checks their output.
+func TestExamples(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		run  func()
+		want string
+	}{
+		{"Semaphore_Acquire", ExampleSemaphore_Acquire,
+			"web-3 running attempt 1\nheld 1 of 2 - failed\nre-entered true attempt 2\nheld 0\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, c := agent.Get(t)
+			if _, err := c.KV().DeleteTree("example/", nil); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("CONSUL_HTTP_ADDR", a.Addr)
+			t.Setenv("CONSUL_HTTP_TOKEN", "")
+			t.Setenv("CONSUL_HTTP_SSL", "false")
+			if got := stdoutOf(t, tc.run); got != tc.want {
+				t.Errorf("printed %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// stdoutOf returns what f prints, as `go test` captures an Example's output.
+func stdoutOf(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdout
+	os.Stdout = w
+	out := make(chan string)
+	go func() {
+		var b strings.Builder
+		_, _ = io.Copy(&b, r)
+		out <- b.String()
+	}()
+	defer func() {
+		os.Stdout = saved
+	}()
+	f()
+	os.Stdout = saved
+	w.Close()
+	return <-out
 }

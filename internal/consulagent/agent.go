@@ -246,29 +246,6 @@ func (a *Agent) Leader() string {
 	return leader
 }
 
-// RunTests is the body of a package's TestMain: it starts one agent for the package's tests
-// (Binary, Start), gives it and a client for it to run, stops it afterwards and returns run's
-// exit code, or 1 (the reason printed) when no agent could be started.
-func RunTests(run func(a *Agent, client *api.Client) int) int {
-	bin, err := Binary()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	a, err := Start(context.Background(), bin, "")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer a.Stop()
-	client, err := a.Client()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return run(a, client)
-}
-
 // Client returns an API client for the agent, without a token whatever the environment says.
 func (a *Agent) Client() (*api.Client, error) {
 	return a.ClientWithToken("")
