@@ -2,6 +2,7 @@ package lock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -56,6 +57,88 @@ func ExampleSemaphore_Acquire() {
 	fmt.Println("held", snap.Held())
 }
 
+// The plain cycle: take a slot, run, release it.
+func Example_acquireRelease() {
+	ctx := context.Background()
+	client, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	sem, err := lock.New(client.KV(), lock.Options{Prefix: "example", Tier: "prod/web", DefaultMax: 1})
+	if err != nil {
+		panic(err)
+	}
+	slot, err := sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "web-1", RunID: "a1", Command: "chef-client"}})
+	if err != nil {
+		panic(err)
+	}
+	// ... run chef-client ...
+	if err := sem.Release(ctx, slot); err != nil {
+		panic(err)
+	}
+	snap, err := sem.Read(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("web-1 ran; held now", snap.Held(), "of", snap.Max)
+}
+
+// With every slot taken and no time to wait, Acquire says so at once.
+func ExampleSemaphore_Acquire_noSlot() {
+	ctx := context.Background()
+	client, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	sem, err := lock.New(client.KV(), lock.Options{Prefix: "example", Tier: "prod/db", DefaultMax: 1})
+	if err != nil {
+		panic(err)
+	}
+	first, err := sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "db-1", RunID: "b1"}})
+	if err != nil {
+		panic(err)
+	}
+	_, err = sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "db-2", RunID: "b2"}})
+	fmt.Println("db-2:", errors.Is(err, lock.ErrNoSlot))
+	if err := sem.Release(ctx, first); err != nil {
+		panic(err)
+	}
+}
+
+// An operator lets two hosts of a tier run at once, then stops the tier.
+func ExampleSemaphore_SetMax() {
+	ctx := context.Background()
+	client, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		panic(err)
+	}
+	sem, err := lock.New(client.KV(), lock.Options{Prefix: "example", Tier: "prod/cache"})
+	if err != nil {
+		panic(err)
+	}
+	if _, err := sem.SetMax(ctx, 2); err != nil {
+		panic(err)
+	}
+	snap, err := sem.Read(ctx)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("max", snap.Max)
+	if _, err := sem.Disable(ctx); err != nil {
+		panic(err)
+	}
+	_, err = sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "cache-1", RunID: "c1"}})
+	fmt.Println("cache-1:", errors.Is(err, lock.ErrDisabled))
+}
+
+// New checks names before any request is made, so a bad tier never reaches Consul.
+func ExampleNew() {
+	_, err := lock.New(nil, lock.Options{Tier: "prod/../web"})
+	fmt.Println(errors.Is(err, lock.ErrInvalidName))
+	// Output:
+	// true
+}
+
 // TestExamples runs the examples that need Consul against the package's agent, each on a fresh
 // prefix, and checks their output.
 func TestExamples(t *testing.T) {
@@ -66,6 +149,9 @@ func TestExamples(t *testing.T) {
 	}{
 		{"Semaphore_Acquire", ExampleSemaphore_Acquire,
 			"web-3 running attempt 1\nheld 1 of 2 - failed\nre-entered true attempt 2\nheld 0\n"},
+		{"acquireRelease", Example_acquireRelease, "web-1 ran; held now 0 of 1\n"},
+		{"Semaphore_Acquire_noSlot", ExampleSemaphore_Acquire_noSlot, "db-2: true\n"},
+		{"Semaphore_SetMax", ExampleSemaphore_SetMax, "max 2\ncache-1: true\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, c := agent.Get(t)
