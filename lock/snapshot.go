@@ -114,7 +114,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 		switch {
 		case rel == keyMax:
 			s.modify[rel] = p.ModifyIndex
-			n, err := ParseMax(p.Value)
+			n, err := parseMax(p.Value)
 			if err != nil {
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
 				continue
@@ -122,7 +122,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 			s.Max, s.MaxSet = n, true
 		case rel == keyCurrent:
 			s.modify[rel] = p.ModifyIndex
-			n, err := ParseCurrent(p.Value)
+			n, err := parseCurrent(p.Value)
 			if err != nil {
 				s.badCurrent = true
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
@@ -131,7 +131,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 			s.Current = n
 		case rel == keySaved:
 			s.modify[rel] = p.ModifyIndex
-			n, err := ParseMax(p.Value)
+			n, err := parseMax(p.Value)
 			if err != nil {
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
 				continue
@@ -163,7 +163,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
 				continue
 			}
-			c, err := ParseConvergence(holder, p.Value)
+			c, err := parseConvergence(holder, p.Value)
 			if err != nil {
 				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
 				continue
@@ -178,7 +178,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
 				continue
 			}
-			rec, err := ParseRecord(holder, p.Value)
+			rec, err := parseRecord(holder, p.Value)
 			if err != nil {
 				s.badHolders[holder] = true
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
