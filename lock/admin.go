@@ -67,6 +67,9 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 	}
 	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
 		var ops []*api.KVTxnOp
+		if n == nil && snap.badSaved {
+			return nil, fmt.Errorf("%w: %s%s cannot be read; give enable the value to set", ErrInvalidConfig, s.base, keySaved)
+		}
 		switch {
 		case n != nil:
 			if !snap.MaxSet || snap.Max != *n {
@@ -77,7 +80,7 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 		case snap.MaxSet && snap.Max == 0:
 			ops = append(ops, s.del(snap, keyMax))
 		}
-		if snap.SavedSet {
+		if snap.SavedSet || snap.badSaved {
 			ops = append(ops, s.del(snap, keySaved))
 		}
 		if len(ops) == 0 {

@@ -2,6 +2,7 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -9,9 +10,12 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// ReadAll reads every tier under opts.Prefix in one consistent request and returns their
-// snapshots sorted by tier. A tier is any ENV/SERVICE with at least one of its keys stored;
-// keys that fit no tier's layout are ignored. opts.Tier is not used.
+// ReadAll reads every tier under opts.Prefix and returns their snapshots sorted by tier. A
+// tier is any ENV/SERVICE with at least one of its layout keys stored; keys that fit no
+// tier's layout are ignored, and their values are never fetched. Each tier is consistent in
+// itself (see read.go). A tier with more than MaxTierKeys keys is returned unread, with the
+// cap in its Problems, so that one junk-filled tier does not hide the others; a prefix with
+// more than MaxListKeys keys is an error wrapping ErrTooManyKeys. opts.Tier is not used.
 func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 	prefix := strings.Trim(opts.Prefix, "/")
 	if prefix == "" {
@@ -26,36 +30,63 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	pairs, meta, err := kv.List(prefix+"/", (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	all, index, err := listKeys(ctx, kv, prefix+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
-		return nil, fmt.Errorf("lock: read %s/: %w", prefix, err)
-	}
-	if err := filtered(meta, prefix+"/"); err != nil {
 		return nil, err
 	}
-	byTier := map[string]api.KVPairs{}
-	for _, p := range pairs {
-		parts := strings.SplitN(strings.TrimPrefix(p.Key, prefix+"/"), "/", 3)
+	if len(all) > MaxListKeys {
+		return nil, fmt.Errorf("%w: %s/ has %d keys, more than the cap of %d one listing reads (lock.MaxListKeys)",
+			ErrTooManyKeys, prefix, len(all), MaxListKeys)
+	}
+	byTier := map[string][]string{}
+	for _, k := range all {
+		parts := strings.SplitN(strings.TrimPrefix(k, prefix+"/"), "/", 3)
 		if len(parts) < 3 || ValidateTier(parts[0]+"/"+parts[1]) != nil || !tierKey(parts[2]) {
 			continue
 		}
 		t := parts[0] + "/" + parts[1]
-		byTier[t] = append(byTier[t], p)
+		byTier[t] = append(byTier[t], k)
 	}
+	all = nil
 	tiers := make([]string, 0, len(byTier))
-	for t := range byTier {
+	var wanted []string
+	for t, keys := range byTier {
 		tiers = append(tiers, t)
+		if len(keys) <= MaxTierKeys {
+			sort.Strings(keys)
+			wanted = append(wanted, keys...)
+		}
 	}
 	sort.Strings(tiers)
+	sort.Strings(wanted)
+	// One pass fetches the values of every tier, batched across tiers; a tier that changed
+	// since the listing is read again on its own.
+	got, gone, err := fetch(ctx, kv, wanted, opts.ReadBatch)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*Snapshot, 0, len(tiers))
 	for _, t := range tiers {
-		out = append(out, newSnapshot(t, opts.DefaultMax, opts.QueueOrder, byTier[t], prefix+"/"+t+"/", meta.LastIndex))
+		base := prefix + "/" + t + "/"
+		keys := byTier[t]
+		var snap *Snapshot
+		switch {
+		case len(keys) > MaxTierKeys:
+			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base, index)
+			snap.Problems = append(snap.Problems, tooManyKeys(base, len(keys)))
+		case current(keys, got, gone, index):
+			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, pairsOf(keys, got), base, index)
+		default:
+			snap, err = readTier(ctx, kv, t, opts.DefaultMax, opts.QueueOrder, opts.ReadBatch, base, &api.QueryOptions{RequireConsistent: true}, nil)
+			if errors.Is(err, ErrTooManyKeys) {
+				snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base, index)
+				snap.Problems, err = append(snap.Problems, err), nil
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, snap)
 	}
 	return out, nil
-}
-
-// tierKey reports whether rel (a key relative to a tier) belongs to the tier layout.
-func tierKey(rel string) bool {
-	return rel == keyMax || rel == keyCurrent || rel == keySaved ||
-		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir) || strings.HasPrefix(rel, convergedDir)
 }

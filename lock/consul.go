@@ -20,7 +20,7 @@ type KV interface {
 }
 
 // read lists the tier consistently: a stale read could admit a holder into a full tier.
-func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Duration) (*Snapshot, error) {
+func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Duration, want func(string) bool) (*Snapshot, error) {
 	timeout := s.opts.RequestTimeout
 	if waitIndex > 0 {
 		// Consul adds up to wait/16 of jitter to a blocking query.
@@ -29,14 +29,18 @@ func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Du
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	q := &api.QueryOptions{RequireConsistent: waitIndex == 0, WaitIndex: waitIndex, WaitTime: waitTime}
-	pairs, meta, err := s.kv.List(s.base, q.WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
+	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, want)
+}
+
+// forHolder narrows a read to what holder's Acquire decides on: every key of the layout but
+// the other hosts' convergence records and the operators' notes.
+func forHolder(holder string) func(string) bool {
+	return func(rel string) bool {
+		if h, ok := strings.CutPrefix(rel, convergedDir); ok {
+			return h == holder
+		}
+		return !strings.HasPrefix(rel, auditDir)
 	}
-	if err := filtered(meta, s.base); err != nil {
-		return nil, err
-	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base, meta.LastIndex), nil
 }
 
 // filtered refuses a listing that Consul's ACLs cut short: a tier read without some of its
@@ -110,36 +114,15 @@ func (s *Semaphore) apply(ctx context.Context, t *txn) (bool, error) {
 	return false, s.rejected(ops, resp)
 }
 
-// applyAndRead runs t and reads the whole tier back in the same transaction. It returns the
-// tier as the transaction left it, or nil when a check-and-set failed.
-func (s *Semaphore) applyAndRead(ctx context.Context, t *txn) (*Snapshot, error) {
-	t.reads = append(t.reads, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base})
-	ops, err := t.ops()
-	if err != nil {
+// applyAndRead runs t and then reads the tier. It returns the tier as it is after the
+// transaction, or nil when a check-and-set failed. (The read is not part of the transaction:
+// a get-tree there would fetch every value under the tier, junk included, unbounded.)
+func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*Snapshot, error) {
+	ok, err := s.apply(ctx, t)
+	if err != nil || !ok {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
-	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("lock: write %s: %w", s.base, err)
-	}
-	if !ok {
-		return nil, s.rejected(ops, resp)
-	}
-	// Results come in the order of the operations; the tree read is last, so for a key
-	// written earlier its later entry is the one left.
-	byKey := map[string]*api.KVPair{}
-	var last uint64
-	for _, p := range resp.Results {
-		byKey[p.Key] = p
-		last = max(last, p.ModifyIndex)
-	}
-	pairs := make(api.KVPairs, 0, len(byKey))
-	for _, p := range byKey {
-		pairs = append(pairs, p)
-	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base, last), nil
+	return s.read(ctx, 0, 0, forHolder(holder))
 }
 
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected

@@ -7,8 +7,8 @@ import (
 	"github.com/hashicorp/consul/api"
 )
 
-// Queue holder names are checked when read, like slot holders: an invalid one is a problem
-// named by its key, never a waiter.
+// Queue holder names are checked when read, like slot holders: an invalid one is suspect,
+// named by its key, never a waiter, and (the queue being only an order) stops no run.
 func TestSnapshotQueueNames(t *testing.T) {
 	base := "chef/prod/web/"
 	for _, tc := range []struct {
@@ -35,8 +35,8 @@ func TestSnapshotQueueNames(t *testing.T) {
 			if len(snap.Queue) != 0 {
 				t.Errorf("an invalid name is a waiter: %v", snap.Queue)
 			}
-			if len(snap.Problems) != 1 || !strings.Contains(snap.Problems[0].Error(), "queue holder") {
-				t.Errorf("problems %v, want one naming the queue holder", snap.Problems)
+			if len(snap.Problems) != 0 || len(snap.Suspect) != 1 || !strings.Contains(snap.Suspect[0].Error(), "queue holder") {
+				t.Errorf("problems %v, suspect %v; want no problem and one suspect naming the queue holder", snap.Problems, snap.Suspect)
 			}
 		})
 	}

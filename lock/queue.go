@@ -94,7 +94,7 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, erro
 	snap, err := s.applyAndRead(ctx, &txn{writes: api.KVTxnOps{
 		{Verb: api.KVDelete, Key: key},
 		{Verb: api.KVLock, Key: key, Value: value, Session: id},
-	}})
+	}}, w.Holder)
 	if err == nil && snap == nil {
 		err = fmt.Errorf("lock: %s is held by another session", key)
 	}

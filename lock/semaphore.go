@@ -42,6 +42,9 @@ type Options struct {
 	Note *Note
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions
+	// ReadBatch is how many values a read fetches per transaction (see read.go): what bounds
+	// its memory when junk lies under the tier. Default DefaultReadBatch (32).
+	ReadBatch int
 	// QueueTTL is the TTL of a waiter's session. Default DefaultQueueTTL (10s, Consul's minimum).
 	QueueTTL time.Duration
 	// QueueOrder ranks waiters. Default OrderConverged: least recently converged first.
@@ -91,7 +94,7 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 // Read returns a consistent snapshot of the tier. Invalid stored values are in its Problems,
 // not an error, so that operators can still look at a broken tier.
 func (s *Semaphore) Read(ctx context.Context) (*Snapshot, error) {
-	return s.read(ctx, 0, 0)
+	return s.read(ctx, 0, 0, nil)
 }
 
 // Request asks for a slot.
@@ -135,7 +138,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		snap, err := next, error(nil)
 		next = nil
 		if snap == nil {
-			if snap, err = s.Read(ctx); err != nil {
+			if snap, err = s.read(ctx, 0, 0, forHolder(req.Holder)); err != nil {
 				return nil, err
 			}
 		}

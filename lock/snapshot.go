@@ -32,6 +32,10 @@ type Snapshot struct {
 	// hosts rank as never converged); forget and reap still remove them.
 	BadConverged []error
 	Problems     []error // invalid stored values; Acquire refuses to act on them
+	// Suspect are stored keys that are ignored or doubtful but stop nothing: queue entries
+	// without a session or with a name no holder can have (left out of Queue), a junk
+	// max_saved, running/ keys bound to a session. check reports them as WARNING.
+	Suspect []error
 	// Notes are the last operator changes by kind (NoteMax, NoteRelease, NoteForget): who,
 	// where, when and why. NoteProblems are audit/ values that cannot be read; unlike
 	// Problems they never stop a run.
@@ -41,6 +45,7 @@ type Snapshot struct {
 	modify       map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
 	badHolders   map[string]bool   // running/ keys whose value did not parse
 	badCurrent   bool              // current is stored but not a count
+	badSaved     bool              // max_saved is stored but not a value of max_concurrent
 }
 
 // Exists reports whether the tier has any key stored.
@@ -130,10 +135,13 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 			}
 			s.Current = n
 		case rel == keySaved:
+			// Only enable reads max_saved: junk there must not stop the runs (it did: every
+			// run exited 78). Enable without a value refuses it; check warns.
 			s.modify[rel] = p.ModifyIndex
 			n, err := parseMax(p.Value)
 			if err != nil {
-				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				s.badSaved = true
+				s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v (enable needs a value until it is replaced)", p.Key, err))
 				continue
 			}
 			s.Saved, s.SavedSet = n, true
@@ -149,10 +157,18 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 			s.Notes[strings.TrimPrefix(rel, auditDir)] = n
 		case strings.HasPrefix(rel, queueDir):
 			// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
-			// tierlock, and its name is reported (quoted), never taken as a waiter.
+			// tierlock, and its name is reported (quoted), never taken as a waiter. Nor is an
+			// entry without a session: tierlock binds every entry to its waiter's session,
+			// which deletes it when the waiter dies, so an unbound one waits for nobody and,
+			// ranked, would stop the tier for ever. Neither stops the runs: the queue is
+			// only an order, so leaving an entry out of it is safe.
 			holder := strings.TrimPrefix(rel, queueDir)
 			if err := ValidateName("queue holder", holder); err != nil {
-				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+				s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored", p.Key, err))
+				continue
+			}
+			if p.Session == "" {
+				s.Suspect = append(s.Suspect, fmt.Errorf("%s: queue entry without a session (not written by tierlock, or its session's behaviour is release); ignored, delete it", p.Key))
 				continue
 			}
 			s.Queue = append(s.Queue, parseWaiter(holder, p))
@@ -185,6 +201,9 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				continue
 			}
 			s.Holders[holder] = rec
+			if p.Session != "" {
+				s.Suspect = append(s.Suspect, fmt.Errorf("%s: bound to session %s: the slot vanishes when that session ends (tierlock never binds running/ keys), and current drifts", p.Key, p.Session))
+			}
 		}
 	}
 	s.rank(order)

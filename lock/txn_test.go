@@ -18,8 +18,9 @@ func tierWith(t *testing.T, s *Semaphore, n, maxc int) *Snapshot {
 		idx++
 		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
 	}
-	pairs := api.KVPairs{pair(keyMax, strconv.Itoa(maxc)), pair(keyCurrent, strconv.Itoa(n)), pair(keySaved, "3"),
-		pair(queueDir+"waiter", `{"holder":"waiter","run_id":"w1"}`)}
+	waiter := pair(queueDir+"waiter", `{"holder":"waiter","run_id":"w1"}`)
+	waiter.Session = "s" // tierlock's entries are session-bound; unbound ones are ignored
+	pairs := api.KVPairs{pair(keyMax, strconv.Itoa(maxc)), pair(keyCurrent, strconv.Itoa(n)), pair(keySaved, "3"), waiter}
 	for i := range n {
 		h := fmt.Sprintf("holder-%04d", i)
 		pairs = append(pairs, pair(runningDir+h, fmt.Sprintf(`{"holder":%q,"run_id":"r%d","state":"failed","started_at":"2026-11-21T09:15:02Z"}`, h, i)))

@@ -43,13 +43,26 @@ type Thresholds struct {
 	ConvergeWarn, ConvergeCrit Range
 	// DisabledWarn warns about a tier disabled for longer than this; 0 never.
 	DisabledWarn time.Duration
+	// Queue is how long the head of a queue may wait before it warns. Zero: DefaultQueueWarn.
+	Queue time.Duration
 }
 
+// DefaultQueueWarn is how long the head of a queue may wait: run's --wait default (10m), after
+// which a waiter gives up and leaves, plus a margin. A head waiting longer waits with a longer
+// --wait, or is no waiter at all (a foreign session that holds its entry): either way, nobody
+// behind it moves, which is worth a look.
+const DefaultQueueWarn = 15 * time.Minute
+
+// ClockSkew is how far in the future a stored time may lie before it is a problem: hosts'
+// clocks differ a little, and a run that just started on a fast clock is no problem.
+const ClockSkew = time.Minute
+
 // DefaultThresholds: a held slot warns past 1h and is critical past 2h; a host that last
-// converged more than 4h ago warns, more than 24h ago is critical.
+// converged more than 4h ago warns, more than 24h ago is critical; a queue head waiting past
+// 15m warns.
 func DefaultThresholds() Thresholds {
 	cw, cc := defaultConvergeThresholds()
-	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}, ConvergeWarn: cw, ConvergeCrit: cc}
+	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}, ConvergeWarn: cw, ConvergeCrit: cc, Queue: DefaultQueueWarn}
 }
 
 // TierVerdict is the judgement of one tier.
@@ -113,6 +126,10 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 	for _, p := range s.Problems {
 		crit = append(crit, "invalid stored value: "+p.Error())
 	}
+	for _, p := range s.Suspect {
+		warn = append(warn, p.Error())
+	}
+	warn = append(warn, judgeQueue(s, now, th)...)
 	if s.Drift() {
 		crit = append(crit, fmt.Sprintf("current is %d but there are %d running/ keys: run tierlock repair",
 			s.Current, s.RunningKeys))
@@ -124,6 +141,13 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 	sort.Strings(holders)
 	for _, h := range holders {
 		rec := s.Holders[h]
+		// A time in the future cannot be aged: its age would be 0 for ever and the slot never
+		// judged stale, so it is reported at once (WARNING; CRITICAL as usual if its other
+		// time says so). Within ClockSkew it is a fast clock, aged 0.
+		if future := futureTimes(rec, now); len(future) > 0 {
+			warn = append(warn, fmt.Sprintf("%s%s: %s lies in the future: a clock is wrong or the record is not tierlock's; the slot's age cannot be judged (release it if its host is not running)",
+				"running/", h, strings.Join(future, " and ")))
+		}
 		age := max(now.Sub(rec.StartedAt), 0)
 		tv.Oldest = max(tv.Oldest, age)
 		secs := age.Seconds()
@@ -163,6 +187,42 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 	}
 	tv.Problems = append(crit, warn...)
 	return tv
+}
+
+// futureTimes names the times of rec that lie further than ClockSkew after now.
+func futureTimes(rec lock.Record, now time.Time) []string {
+	var out []string
+	for _, t := range []struct {
+		name string
+		at   time.Time
+	}{{"started_at", rec.StartedAt}, {"updated_at", rec.UpdatedAt}} {
+		if d := t.at.Sub(now); d > ClockSkew {
+			out = append(out, fmt.Sprintf("%s %s (%s ahead)", t.name, t.at.UTC().Format(time.RFC3339), Age(d)))
+		}
+	}
+	return out
+}
+
+// judgeQueue reports the waiters whose since lies in the future or is missing, and a head of
+// the queue that has waited longer than th.Queue while the tier is enabled.
+func judgeQueue(s *lock.Snapshot, now time.Time, th Thresholds) []string {
+	limit := th.Queue
+	if limit <= 0 {
+		limit = DefaultQueueWarn
+	}
+	var out []string
+	for i, w := range s.Queue {
+		key := "queue/" + w.Holder
+		switch d := now.Sub(w.Since); {
+		case w.Since.IsZero():
+			out = append(out, fmt.Sprintf("%s: no readable since (not written by tierlock?); it waits in the queue", key))
+		case -d > ClockSkew:
+			out = append(out, fmt.Sprintf("%s: since %s (%s ahead) lies in the future: a clock is wrong or the entry is not tierlock's", key, w.Since.UTC().Format(time.RFC3339), Age(-d)))
+		case i == 0 && d > limit && !(s.MaxSet && s.Max == 0):
+			out = append(out, fmt.Sprintf("%s: first in the queue, waiting for %s (more than %s): nobody behind it moves; is a slot stuck, or is the entry not a waiter?", key, Age(d), Age(limit)))
+		}
+	}
+	return out
 }
 
 func exitText(rec lock.Record) string {

@@ -28,6 +28,16 @@ func tier(name string, max int, holders map[string]lock.Record) *lock.Snapshot {
 	return snapshot(name, max, len(holders), holders)
 }
 
+func withSuspect(s *lock.Snapshot, errs ...error) *lock.Snapshot {
+	s.Suspect = append(s.Suspect, errs...)
+	return s
+}
+
+func withQueue(s *lock.Snapshot, ws ...lock.Waiter) *lock.Snapshot {
+	s.Queue = append(s.Queue, ws...)
+	return s
+}
+
 func TestJudgeTier(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -44,7 +54,20 @@ func TestJudgeTier(t *testing.T) {
 		{"failed past crit", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateFailed, 121*time.Minute, one())}), Critical, "a failed (exit 1)"},
 		{"interrupted fresh", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateInterrupted, time.Second, nil)}), Warning, "a interrupted, holding"},
 		{"interrupted past crit", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateInterrupted, 5*time.Hour, nil)}), Critical, "a interrupted"},
-		{"clock skew", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, -time.Hour, nil)}), OK, ""},
+		{"clock skew", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, -30*time.Second, nil)}), OK, ""},
+		{"started in the future", tier("prod/web", 2, map[string]lock.Record{"a": holder(lock.StateRunning, -time.Hour, nil)}), Warning,
+			"running/a: started_at 2026-11-21T13:00:00Z (1h00m ahead) and updated_at 2026-11-21T13:00:00Z (1h00m ahead) lies in the future"},
+		{"updated in the future", tier("prod/web", 2, map[string]lock.Record{"a": {State: lock.StateRunning, StartedAt: now.Add(-time.Minute), UpdatedAt: now.Add(48 * time.Hour)}}), Warning,
+			"running/a: updated_at 2026-11-23T12:00:00Z (2d0h ahead) lies in the future"},
+		{"suspect key", withSuspect(tier("prod/web", 2, nil), errors.New("chef/prod/web/queue/zz-ghost: queue entry without a session")), Warning,
+			"chef/prod/web/queue/zz-ghost: queue entry without a session"},
+		{"queue head waits too long", withQueue(tier("prod/web", 1, nil), lock.Waiter{Holder: "q1", Since: now.Add(-20 * time.Minute)}, lock.Waiter{Holder: "q2", Since: now.Add(-19 * time.Minute)}), Warning,
+			"queue/q1: first in the queue, waiting for 20m (more than 15m)"},
+		{"queue head waits", withQueue(tier("prod/web", 1, nil), lock.Waiter{Holder: "q1", Since: now.Add(-14 * time.Minute)}), OK, ""},
+		{"queue head of a disabled tier", withQueue(tier("prod/web", 0, nil), lock.Waiter{Holder: "q1", Since: now.Add(-time.Hour)}), OK, ""},
+		{"queue since in the future", withQueue(tier("prod/web", 1, nil), lock.Waiter{Holder: "q1", Since: now.Add(-time.Minute)}, lock.Waiter{Holder: "q2", Since: now.Add(time.Hour)}), Warning,
+			"queue/q2: since 2026-11-21T13:00:00Z (1h00m ahead) lies in the future"},
+		{"queue since missing", withQueue(tier("prod/web", 1, nil), lock.Waiter{Holder: "q1"}), Warning, "queue/q1: no readable since"},
 		{"disabled", tier("prod/web", 0, nil), OK, ""},
 		{"disabled with failure", tier("prod/web", 0, map[string]lock.Record{"a": holder(lock.StateFailed, time.Minute, one())}), Warning, "failed"},
 		{"drift", snapshot("prod/web", 2, 3, map[string]lock.Record{"a": holder(lock.StateRunning, time.Minute, nil)}), Critical, "current is 3 but there are 1 running/ keys: run tierlock repair"},

@@ -17,6 +17,9 @@ type Options struct {
 	Prefix string
 	// RequestTimeout bounds each Consul request. Default lock.DefaultRequestTimeout (10s).
 	RequestTimeout time.Duration
+	// ReadBatch is how many values a read fetches per transaction (lock.Options.ReadBatch):
+	// smaller bounds memory tighter when junk lies under the prefix, at more requests.
+	ReadBatch int
 	// Now is the clock the catalog reaper judges --grace by. Default time.Now.
 	Now func() time.Time
 }
@@ -60,7 +63,7 @@ func NewReaper(kv lock.KV, opts Options) (*Reaper, error) {
 // Find returns what Reap would free (in the same order), from one consistent read. It writes
 // nothing: it is Reap's dry run.
 func (r *Reaper) Find(ctx context.Context, match Match) ([]Freed, error) {
-	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout})
+	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout, ReadBatch: r.opts.ReadBatch})
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +84,7 @@ func (r *Reaper) Find(ctx context.Context, match Match) ([]Freed, error) {
 // again and judged again by Evict, inside its check-and-set, so what is freed is what match
 // selects at the moment of the write.
 func (r *Reaper) Reap(ctx context.Context, match Match) ([]Freed, error) {
-	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout})
+	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout, ReadBatch: r.opts.ReadBatch})
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +94,7 @@ func (r *Reaper) Reap(ctx context.Context, match Match) ([]Freed, error) {
 		if len(matching(snap, match)) == 0 {
 			continue // most tiers: nothing is written, nothing read again
 		}
-		sem, err := lock.New(r.kv, lock.Options{Prefix: r.opts.Prefix, Tier: snap.Tier, RequestTimeout: r.opts.RequestTimeout})
+		sem, err := lock.New(r.kv, lock.Options{Prefix: r.opts.Prefix, Tier: snap.Tier, RequestTimeout: r.opts.RequestTimeout, ReadBatch: r.opts.ReadBatch})
 		if err != nil {
 			errs = append(errs, err)
 			continue

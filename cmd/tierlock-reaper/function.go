@@ -307,7 +307,7 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 	if err != nil {
 		return nil, err
 	}
-	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix, RequestTimeout: consulclient.RequestTimeout(consulTimeout)})
+	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{Prefix: prefix, RequestTimeout: consulclient.RequestTimeout(consulTimeout), ReadBatch: lambdaReadBatch})
 	if err != nil {
 		return nil, err
 	}
@@ -372,3 +372,7 @@ func (s stdLog) Write(p []byte) (int, error) {
 	log.WithField("from", "aws-lambda-go").Error(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// lambdaReadBatch is how many values the function fetches per transaction: 4 × 512 KB of junk
+// at most in one answer keeps its peak far within 128 MB (TestBootstrapJunk measures it).
+const lambdaReadBatch = 4

@@ -7,6 +7,8 @@ package main
 import (
 	"log"
 	"os"
+	"runtime/debug"
+	"strconv"
 
 	"github.com/aws/aws-lambda-go/lambda"
 )
@@ -18,6 +20,7 @@ var (
 )
 
 func main() {
+	limitMemory(os.Getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), os.Getenv("GOMEMLIMIT"))
 	f := &Function{Out: os.Stdout, Version: version + " (" + commit + ")"}
 	// aws-lambda-go reports through the standard logger; route it to ours, request id included.
 	log.SetFlags(0)
@@ -25,4 +28,16 @@ func main() {
 	// f is a lambda.Handler (Invoke with the raw payload): the event is parsed by our own code,
 	// which names what is malformed.
 	lambda.Start(f)
+}
+
+// limitMemory tells the garbage collector the function's memory (in MB, as Lambda sets it),
+// halved: a soft limit leaves room for what is not Go heap and for overshoot, unless GOMEMLIMIT says otherwise. Without it the
+// collector lets the heap grow to twice what is live, and a read of large values (junk under
+// the prefix) would pass the function's limit although what it keeps is small.
+func limitMemory(sizeMB, gomemlimit string) {
+	mb, err := strconv.Atoi(sizeMB)
+	if err != nil || mb <= 0 || gomemlimit != "" {
+		return
+	}
+	debug.SetMemoryLimit(int64(mb) << 20 / 2)
 }

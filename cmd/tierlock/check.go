@@ -32,6 +32,7 @@ func (a *App) checkCommand() *cli.Command {
 			tierFlag(false), prefixFlag(),
 			&cli.StringFlag{Name: "warning", Aliases: []string{"w"}, Value: "1h", Usage: "age of a held slot that warns"},
 			&cli.StringFlag{Name: "critical", Aliases: []string{"c"}, Value: "2h", Usage: "age of a held slot that is critical"},
+			&cli.DurationFlag{Name: "queue-warning", Value: monitor.DefaultQueueWarn, Usage: "how long the first waiter of a tier may wait before it warns (run's --wait default plus a margin)"},
 			&cli.StringFlag{Name: "converge-warning", Value: "4h", Usage: "age of a host's last convergence that warns"},
 			&cli.StringFlag{Name: "converge-critical", Value: "24h", Usage: "age of a host's last convergence that is critical"},
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
@@ -50,6 +51,9 @@ func (a *App) checkCommand() *cli.Command {
 			}
 			if th.Crit, err = monitor.ParseRange(c.String("critical")); err != nil {
 				return unknown("-c: %v", err)
+			}
+			if th.Queue = c.Duration("queue-warning"); th.Queue <= 0 {
+				return unknown("--queue-warning %s must be positive", th.Queue)
 			}
 			if th.ConvergeWarn, err = monitor.ParseRange(c.String("converge-warning")); err != nil {
 				return unknown("--converge-warning: %v", err)
