@@ -19,7 +19,7 @@ func seedHolders(t *testing.T, n int, maxc string) {
 	base := prefix(t) + "/" + tier + "/"
 	ops := api.KVTxnOps{{Verb: api.KVSet, Key: base + "max_concurrent", Value: []byte(maxc)}}
 	flush := func() {
-		if ok, resp, _, err := consul.KV().Txn(ops, nil); err != nil || !ok {
+		if ok, resp, _, err := consul(t).KV().Txn(ops, nil); err != nil || !ok {
 			t.Fatalf("seed: %v %+v", err, resp)
 		}
 		ops = nil
@@ -127,7 +127,7 @@ func waitQueued(t *testing.T, holder string) {
 func TestNamesWithConsulsWords(t *testing.T) {
 	for _, holder := range []string{"exists", "stale", "doesn-t-exist", "index", "held", "lock", "Permission", "denied"} {
 		t.Run(holder, func(t *testing.T) {
-			s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 1, Sessions: consul.Session()})
+			s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 1, Sessions: consul(t).Session()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,7 +159,7 @@ func TestNamesWithConsulsWords(t *testing.T) {
 // Holders racing on a tier and names full of Consul's words: every lost race is told from a
 // refusal by its whole message, so none of them is taken for one (ErrRejected).
 func TestRacesOnNamesWithConsulsWords(t *testing.T) {
-	s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 2, Sessions: consul.Session()})
+	s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 2, Sessions: consul(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}

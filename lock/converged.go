@@ -35,9 +35,9 @@ func (c Convergence) Record() Record {
 	return Record{Holder: c.Holder, RunID: c.RunID, InstanceID: c.InstanceID, Node: c.Node, StartedAt: c.ConvergedAt}
 }
 
-// ParseConvergence decodes the value stored at converged/<holder>. A record that names another
+// parseConvergence decodes the value stored at converged/<holder>. A record that names another
 // holder, or has no time, is refused: it would rank its host wrongly.
-func ParseConvergence(holder string, value []byte) (Convergence, error) {
+func parseConvergence(holder string, value []byte) (Convergence, error) {
 	if len(value) > maxValueLen {
 		return Convergence{}, fmt.Errorf("value is %d bytes, more than %d", len(value), maxValueLen)
 	}

@@ -17,7 +17,7 @@ import (
 func TestReleaseWritesConvergedInSameTxn(t *testing.T) {
 	now := time.Date(2026, 11, 21, 9, 15, 2, 0, time.UTC)
 	clock := now
-	s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: consul.Session(),
+	s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: consul(t).Session(),
 		Now: func() time.Time { return clock }})
 	if err != nil {
 		t.Fatal(err)
@@ -33,11 +33,11 @@ func TestReleaseWritesConvergedInSameTxn(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := prefix(t) + "/" + tier + "/"
-	conv, _, err := consul.KV().Get(base+"converged/web-1", &api.QueryOptions{RequireConsistent: true})
+	conv, _, err := consul(t).KV().Get(base+"converged/web-1", &api.QueryOptions{RequireConsistent: true})
 	if err != nil || conv == nil {
 		t.Fatalf("converged/web-1: %v %v", conv, err)
 	}
-	cur, _, err := consul.KV().Get(base+"current", &api.QueryOptions{RequireConsistent: true})
+	cur, _, err := consul(t).KV().Get(base+"current", &api.QueryOptions{RequireConsistent: true})
 	if err != nil || cur == nil {
 		t.Fatalf("current: %v %v", cur, err)
 	}
@@ -79,7 +79,7 @@ func TestReleaseWritesConvergedInSameTxn(t *testing.T) {
 // orderSem is a semaphore of the test's tier with one slot, in order o.
 func orderSem(t *testing.T, o lock.QueueOrder) *lock.Semaphore {
 	t.Helper()
-	s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: consul.Session(), QueueOrder: o})
+	s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: consul(t).Session(), QueueOrder: o})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -105,7 +105,7 @@ func TestEvictManySlots(t *testing.T) {
 	const n = 140
 	var ops api.KVTxnOps
 	flush := func() {
-		if ok, resp, _, err := consul.KV().Txn(ops, nil); err != nil || !ok {
+		if ok, resp, _, err := consul(t).KV().Txn(ops, nil); err != nil || !ok {
 			t.Fatalf("seed: %v %+v", err, resp)
 		}
 		ops = nil
@@ -147,7 +147,7 @@ func TestEvictRemovesQueueEntries(t *testing.T) {
 	again.InstanceID, again.Node = "i-dead", "node-3"
 	again.WaitUntil = time.Now().Add(time.Minute)
 	stuck := make(chan error, 1)
-	other, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul.Session()})
+	other, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,14 +44,14 @@ func FuzzParseMax(f *testing.F) {
 	for _, s := range []string{"-1", "0", "3", " 7\n", "abc", "1.5", "-2", "", "12345678901234567890", "\xff"} {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, ParseMax, -1, value) })
+	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, parseMax, -1, value) })
 }
 
 func FuzzParseCurrent(f *testing.F) {
 	for _, s := range []string{"0", "2", "-1", "x", "+3", "0x10"} {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, ParseCurrent, 0, value) })
+	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, parseCurrent, 0, value) })
 }
 
 func FuzzParseRecord(f *testing.F) {
@@ -65,7 +65,7 @@ func FuzzParseRecord(f *testing.F) {
 		if ValidateName("holder", holder) != nil {
 			return // a key of a bad name is refused before its value is read (newSnapshot)
 		}
-		rec, err := ParseRecord(holder, value)
+		rec, err := parseRecord(holder, value)
 		if err != nil {
 			checkErr(t, err)
 			return
@@ -78,7 +78,7 @@ func FuzzParseRecord(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted %q, cannot write it back: %v", value, err)
 		}
-		again, err := ParseRecord(holder, b)
+		again, err := parseRecord(holder, b)
 		if err != nil {
 			t.Fatalf("written back as %s: %v", b, err)
 		}

@@ -15,32 +15,20 @@ import (
 	"github.com/tierlock/tierlock/lock"
 )
 
-// One real Consul agent for the package; each test works under its own key prefix.
-var consul *api.Client
+// One real Consul agent for the package, started by the first test that needs it; each test
+// works under its own key prefix.
+var agent consulagent.Lazy
 
 func TestMain(m *testing.M) {
-	bin, err := consulagent.Binary()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	agent, err := consulagent.Start(context.Background(), bin, "")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cfg := api.DefaultConfig()
-	cfg.Address = agent.Addr
-	cfg.Token = ""
-	consul, err = api.NewClient(cfg)
-	if err != nil {
-		agent.Stop()
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	code := m.Run()
 	agent.Stop()
 	os.Exit(code)
+}
+
+// consul is the package agent's client.
+func consul(t testing.TB) *api.Client {
+	t.Helper()
+	return agent.Client(t)
 }
 
 const tier = "prod/web"
@@ -55,7 +43,7 @@ func prefix(t *testing.T) string {
 // newSem returns a semaphore for tier under the test's prefix, with the given default max.
 func newSem(t *testing.T, defaultMax int) *lock.Semaphore {
 	t.Helper()
-	s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: defaultMax, Sessions: consul.Session()})
+	s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: defaultMax, Sessions: consul(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +53,7 @@ func newSem(t *testing.T, defaultMax int) *lock.Semaphore {
 // put writes a key of the test's tier (key relative to PREFIX/TIER/).
 func put(t *testing.T, key, value string) {
 	t.Helper()
-	if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/" + tier + "/" + key, Value: []byte(value)}, nil); err != nil {
+	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + tier + "/" + key, Value: []byte(value)}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -74,7 +62,7 @@ func put(t *testing.T, key, value string) {
 // nothing was written.
 func dump(t *testing.T) map[string]string {
 	t.Helper()
-	pairs, _, err := consul.KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
+	pairs, _, err := consul(t).KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -98,7 +98,7 @@ func TestQueueTimeoutLeavesNoTrace(t *testing.T) {
 	if after := dump(t); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("a waiter that gave up left a trace:\nbefore %v\nafter  %v", before, after)
 	}
-	sessions, _, err := consul.Session().List(nil)
+	sessions, _, err := consul(t).Session().List(nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,7 +87,7 @@ func TestParseConvergence(t *testing.T) {
 		{"empty", ``, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := ParseConvergence("web-1", []byte(tc.value))
+			c, err := parseConvergence("web-1", []byte(tc.value))
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok %v", err, tc.ok)
 			}

@@ -44,10 +44,10 @@ type Record struct {
 // maxValueLen bounds what we accept from a stored value; a record is a few hundred bytes.
 const maxValueLen = 64 << 10
 
-// ParseRecord decodes the value stored at running/<holder>. Besides JSON records it accepts a
+// parseRecord decodes the value stored at running/<holder>. Besides JSON records it accepts a
 // bare timestamp (RFC 3339 or Unix seconds), as older shell tooling wrote, read as a running
 // slot started then.
-func ParseRecord(holder string, value []byte) (Record, error) {
+func parseRecord(holder string, value []byte) (Record, error) {
 	if len(value) > maxValueLen {
 		return Record{}, fmt.Errorf("value is %d bytes, more than %d", len(value), maxValueLen)
 	}
@@ -118,9 +118,9 @@ func parseTimestamp(s string) (time.Time, error) {
 // arithmetic on them safe.
 const maxLimit = 1 << 30
 
-// ParseMax decodes max_concurrent: an integer ≥ -1. Surrounding whitespace is ignored, so a
+// parseMax decodes max_concurrent: an integer ≥ -1. Surrounding whitespace is ignored, so a
 // value written with `echo 2 | consul kv put KEY -` is read as 2.
-func ParseMax(value []byte) (int, error) {
+func parseMax(value []byte) (int, error) {
 	n, err := parseInt(value)
 	if err != nil {
 		return 0, err
@@ -131,8 +131,8 @@ func ParseMax(value []byte) (int, error) {
 	return n, nil
 }
 
-// ParseCurrent decodes current: an integer ≥ 0.
-func ParseCurrent(value []byte) (int, error) {
+// parseCurrent decodes current: an integer ≥ 0.
+func parseCurrent(value []byte) (int, error) {
 	n, err := parseInt(value)
 	if err != nil {
 		return 0, err

@@ -20,9 +20,9 @@ func TestParseMax(t *testing.T) {
 		{"--1", 0, false}, {"-", 0, false}, {"2000000000", 0, false},
 	}
 	for _, tt := range tests {
-		got, err := ParseMax([]byte(tt.in))
+		got, err := parseMax([]byte(tt.in))
 		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseMax(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
+			t.Errorf("parseMax(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
 		}
 	}
 }
@@ -37,9 +37,9 @@ func TestParseCurrent(t *testing.T) {
 		{"99999999999999999999", 0, false},
 	}
 	for _, tt := range tests {
-		got, err := ParseCurrent([]byte(tt.in))
+		got, err := parseCurrent([]byte(tt.in))
 		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseCurrent(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
+			t.Errorf("parseCurrent(%q) = %d, %v; want %d, ok=%v", tt.in, got, err, tt.want, tt.ok)
 		}
 	}
 }
@@ -78,7 +78,7 @@ func TestParseRecord(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rec, err := ParseRecord("web-3", []byte(tt.in))
+			rec, err := parseRecord("web-3", []byte(tt.in))
 			if tt.errHas != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.errHas) {
 					t.Fatalf("err = %v, want one mentioning %q", err, tt.errHas)

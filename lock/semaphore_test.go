@@ -271,7 +271,7 @@ func TestBadNames(t *testing.T) {
 		{"chef", "prod"}, {"chef", "prod/web/x"}, {"chef", "../web"}, {"chef", "prod/"},
 		{"chef", "prod/we b"}, {"ch ef", "prod/web"}, {"a//b", "prod/web"},
 	} {
-		if _, err := lock.New(consul.KV(), lock.Options{Prefix: tc.prefix, Tier: tc.tier}); !errors.Is(err, lock.ErrInvalidName) {
+		if _, err := lock.New(consul(t).KV(), lock.Options{Prefix: tc.prefix, Tier: tc.tier}); !errors.Is(err, lock.ErrInvalidName) {
 			t.Errorf("New(prefix %q, tier %q): %v, want ErrInvalidName", tc.prefix, tc.tier, err)
 		}
 	}
@@ -367,7 +367,7 @@ func TestConcurrentAcquirersNeverExceedMax(t *testing.T) {
 
 func TestReadAll(t *testing.T) {
 	for _, tr := range []string{"prod/web", "prod/db", "stage/web"} {
-		s, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tr, DefaultMax: 1})
+		s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tr, DefaultMax: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -377,10 +377,10 @@ func TestReadAll(t *testing.T) {
 	}
 	// Keys outside any tier's layout are ignored.
 	put(t, "notes/readme", "x")
-	if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/stray", Value: []byte("x")}, nil); err != nil {
+	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/stray", Value: []byte("x")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	snaps, err := lock.ReadAll(ctx(t), consul.KV(), lock.Options{Prefix: prefix(t), DefaultMax: 1})
+	snaps, err := lock.ReadAll(ctx(t), consul(t).KV(), lock.Options{Prefix: prefix(t), DefaultMax: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

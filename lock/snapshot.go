@@ -119,7 +119,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 		switch {
 		case rel == keyMax:
 			s.modify[rel] = p.ModifyIndex
-			n, err := ParseMax(p.Value)
+			n, err := parseMax(p.Value)
 			if err != nil {
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
 				continue
@@ -127,7 +127,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 			s.Max, s.MaxSet = n, true
 		case rel == keyCurrent:
 			s.modify[rel] = p.ModifyIndex
-			n, err := ParseCurrent(p.Value)
+			n, err := parseCurrent(p.Value)
 			if err != nil {
 				s.badCurrent = true
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
@@ -138,7 +138,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 			// Only enable reads max_saved: junk there must not stop the runs (it did: every
 			// run exited 78). Enable without a value refuses it; check warns.
 			s.modify[rel] = p.ModifyIndex
-			n, err := ParseMax(p.Value)
+			n, err := parseMax(p.Value)
 			if err != nil {
 				s.badSaved = true
 				s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v (enable needs a value until it is replaced)", p.Key, err))
@@ -179,7 +179,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
 				continue
 			}
-			c, err := ParseConvergence(holder, p.Value)
+			c, err := parseConvergence(holder, p.Value)
 			if err != nil {
 				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
 				continue
@@ -194,7 +194,7 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
 				continue
 			}
-			rec, err := ParseRecord(holder, p.Value)
+			rec, err := parseRecord(holder, p.Value)
 			if err != nil {
 				s.badHolders[holder] = true
 				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))

@@ -19,21 +19,21 @@ func register(t *testing.T, node, status string) {
 	if status != "" {
 		reg.Check = &api.AgentCheck{Node: node, CheckID: "serfHealth", Name: "Serf Health Status", Status: status}
 	}
-	if _, err := consul.Catalog().Register(reg, nil); err != nil {
+	if _, err := consul(t).Catalog().Register(reg, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func deregister(t *testing.T, node string) {
 	t.Helper()
-	if _, err := consul.Catalog().Deregister(&api.CatalogDeregistration{Node: node}, nil); err != nil {
+	if _, err := consul(t).Catalog().Deregister(&api.CatalogDeregistration{Node: node}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func agentNode(t *testing.T) string {
 	t.Helper()
-	n, err := consul.Agent().NodeName()
+	n, err := consul(t).Agent().NodeName()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func agentNode(t *testing.T) string {
 
 func reapCatalog(t *testing.T, r *monitor.Reaper, grace time.Duration, dry bool) monitor.CatalogResult {
 	t.Helper()
-	res, err := r.ReapCatalog(ctx(t), consul.Catalog(), consul.Health(), monitor.CatalogOptions{Grace: grace, DryRun: dry})
+	res, err := r.ReapCatalog(ctx(t), consul(t).Catalog(), consul(t).Health(), monitor.CatalogOptions{Grace: grace, DryRun: dry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func retryIfReaped(t *testing.T, scenario func(t *testing.T, node string) []stri
 // createIndex is the node's catalog CreateIndex, 0 if it is not registered.
 func createIndex(t *testing.T, node string) uint64 {
 	t.Helper()
-	n, _, err := consul.Catalog().Node(node, &api.QueryOptions{RequireConsistent: true})
+	n, _, err := consul(t).Catalog().Node(node, &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +212,7 @@ func createIndex(t *testing.T, node string) uint64 {
 // criticalSince reads what the catalog reaper remembers.
 func criticalSince(t *testing.T) map[string]time.Time {
 	t.Helper()
-	p, _, err := consul.KV().Get(prefix(t)+"/_reaper/critical_since", &api.QueryOptions{RequireConsistent: true})
+	p, _, err := consul(t).KV().Get(prefix(t)+"/_reaper/critical_since", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}

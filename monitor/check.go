@@ -39,7 +39,7 @@ func worse(a, b Status) Status {
 type Thresholds struct {
 	Warn, Crit Range
 	// ConvergeWarn and ConvergeCrit judge the age of each host's converged/ record. Zero
-	// ranges alert on any age above 0: use DefaultConvergeThresholds.
+	// ranges alert on any age above 0: DefaultThresholds has the defaults.
 	ConvergeWarn, ConvergeCrit Range
 	// DisabledWarn warns about a tier disabled for longer than this; 0 never.
 	DisabledWarn time.Duration
@@ -61,7 +61,7 @@ const ClockSkew = time.Minute
 // converged more than 4h ago warns, more than 24h ago is critical; a queue head waiting past
 // 15m warns.
 func DefaultThresholds() Thresholds {
-	cw, cc := DefaultConvergeThresholds()
+	cw, cc := defaultConvergeThresholds()
 	return Thresholds{Warn: Range{End: 3600}, Crit: Range{End: 7200}, ConvergeWarn: cw, ConvergeCrit: cc, Queue: DefaultQueueWarn}
 }
 

@@ -73,9 +73,9 @@ func Hosts(s *lock.Snapshot, now time.Time) []Host {
 	return out
 }
 
-// DefaultConvergeThresholds: WARNING when a host last converged more than 4h ago (16 missed
+// defaultConvergeThresholds: WARNING when a host last converged more than 4h ago (16 missed
 // runs of the packaged 15-minute timer), CRITICAL past 24h.
-func DefaultConvergeThresholds() (warn, crit Range) {
+func defaultConvergeThresholds() (warn, crit Range) {
 	return Range{End: 4 * 3600}, Range{End: 24 * 3600}
 }
 

@@ -16,14 +16,20 @@ import (
 	"github.com/tierlock/tierlock/monitor"
 )
 
-// One real Consul agent for the package; each test works under its own key prefix.
-var consul *api.Client
+// One real Consul agent for the package, started by the first test that needs it; each test
+// works under its own key prefix.
+var agent consulagent.Lazy
 
 func TestMain(m *testing.M) {
-	os.Exit(consulagent.RunTests(func(_ *consulagent.Agent, c *api.Client) int {
-		consul = c
-		return m.Run()
-	}))
+	code := m.Run()
+	agent.Stop()
+	os.Exit(code)
+}
+
+// consul is the package agent's client.
+func consul(t testing.TB) *api.Client {
+	t.Helper()
+	return agent.Client(t)
 }
 
 var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
@@ -43,7 +49,7 @@ type slot struct{ tier, holder, instance, node string }
 func take(t *testing.T, slots ...slot) {
 	t.Helper()
 	for _, s := range slots {
-		sem, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: s.tier, DefaultMax: -1})
+		sem, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: s.tier, DefaultMax: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +65,7 @@ func take(t *testing.T, slots ...slot) {
 // held lists the test's slots as tier:holder, sorted, and checks every tier's invariant.
 func held(t *testing.T) []string {
 	t.Helper()
-	snaps, err := lock.ReadAll(ctx(t), consul.KV(), lock.Options{Prefix: prefix(t)})
+	snaps, err := lock.ReadAll(ctx(t), consul(t).KV(), lock.Options{Prefix: prefix(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +95,7 @@ func freedList(freed []monitor.Freed) string {
 
 func newReaper(t *testing.T, now func() time.Time) *monitor.Reaper {
 	t.Helper()
-	r, err := monitor.NewReaper(consul.KV(), monitor.Options{Prefix: prefix(t), Now: now})
+	r, err := monitor.NewReaper(consul(t).KV(), monitor.Options{Prefix: prefix(t), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

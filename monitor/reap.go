@@ -160,9 +160,9 @@ func matching(snap *lock.Snapshot, match Match) []Freed {
 	return append(append(slots, queued...), conv...)
 }
 
-// Only narrows match to the slots and queue entries in found, by holder and run id: a slot
+// only narrows match to the slots and queue entries in found, by holder and run id: a slot
 // that a new run took since found was read (a new host under a reused name) no longer matches.
-func Only(match Match, found []Freed) Match {
+func only(match Match, found []Freed) Match {
 	type run struct{ holder, id string }
 	seen := map[run]bool{}
 	for _, f := range found {
@@ -173,7 +173,7 @@ func Only(match Match, found []Freed) Match {
 
 // Reaping is one reaping that may take several attempts: the caller retries the Consul errors
 // of Attempt (reaping is idempotent) and asks Freed at the end. The first attempt reads what
-// match selects, and every attempt frees only that (Only), so an attempt made again after its
+// match selects, and every attempt frees only that (func only), so an attempt made again after its
 // answer was lost frees nothing a new run took meanwhile.
 type Reaping struct {
 	r      *Reaper
@@ -193,7 +193,7 @@ func (g *Reaping) Attempt(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		g.seen, g.match = append([]Freed{}, seen...), Only(g.match, seen)
+		g.seen, g.match = append([]Freed{}, seen...), only(g.match, seen)
 	}
 	got, err := g.r.Reap(ctx, g.match)
 	g.freed = append(g.freed, got...)

@@ -64,7 +64,7 @@ func TestReapByHolderIncludesUnreadableSlots(t *testing.T) {
 		{Key: prefix(t) + "/prod/db/running/web-3", Value: []byte("garbage")},
 		{Key: prefix(t) + "/prod/db/current", Value: []byte("1")},
 	} {
-		if _, err := consul.KV().Put(kv, nil); err != nil {
+		if _, err := consul(t).KV().Put(kv, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -90,7 +90,7 @@ func TestReapNothingUnderAnEmptyPrefix(t *testing.T) {
 }
 
 func TestNewReaperRefusesABadPrefix(t *testing.T) {
-	if _, err := monitor.NewReaper(consul.KV(), monitor.Options{Prefix: "chef/../x"}); err == nil ||
+	if _, err := monitor.NewReaper(consul(t).KV(), monitor.Options{Prefix: "chef/../x"}); err == nil ||
 		!strings.Contains(err.Error(), `".."`) {
 		t.Errorf("err = %v, want one naming the bad element", err)
 	}
@@ -100,7 +100,7 @@ func TestNewReaperRefusesABadPrefix(t *testing.T) {
 // is found and removed with its slots.
 func TestReapRemovesQueueEntries(t *testing.T) {
 	take(t, slot{"prod/web", "web-3", "i-0dead", ""})
-	full, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul.Session()})
+	full, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}

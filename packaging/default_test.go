@@ -67,6 +67,7 @@ func TestDefaultFileNames(t *testing.T) {
 // consulAs is a client of the test agent with token.
 func consulAs(t *testing.T, token string) *api.Client {
 	t.Helper()
+	agent, _ := agents.Get(t)
 	cfg := api.DefaultConfig()
 	cfg.Address, cfg.Token = agent.Addr, token
 	c, err := api.NewClient(cfg)
@@ -101,6 +102,7 @@ func tokenFile(t *testing.T, policies ...string) string {
 // tier and the agent's node, as the shipped example policy was printed. chef-client is a
 // stand-in that records its arguments; the EC2 metadata service a local one.
 func TestDefaultFileAndPolicy(t *testing.T) {
+	agent, _ := agents.Get(t)
 	rules, err := exec.Command(hostBinary(t), "acl-policy", "--role", "host", "--tier", "logstash/es-indexer", "--node", agent.Node).Output()
 	if err != nil {
 		t.Fatal(err)

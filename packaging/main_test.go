@@ -5,7 +5,6 @@ package packaging_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,8 +23,11 @@ import (
 const managementToken = "8f5a6a34-2d2c-4c4e-9d6f-tierlock-test"
 
 var (
-	repo  string // the repository root
-	agent *consulagent.Agent
+	repo string // the repository root
+	// agents is the ACL agent, started by the first test that needs it.
+	agents = consulagent.Lazy{Args: []string{"-hcl", fmt.Sprintf(
+		`acl { enabled = true, default_policy = "deny", tokens { initial_management = %q, default = %q } }`,
+		managementToken, managementToken)}}
 )
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
@@ -36,11 +38,6 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	bin, err := consulagent.Binary()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	dir, err := os.MkdirTemp("", "tierlock-packaging-test")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -48,13 +45,8 @@ func testMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	// ACLs on, deny by default: the shipped policy is tested for what it allows.
-	acl := fmt.Sprintf(`acl { enabled = true, default_policy = "deny", tokens { initial_management = %q, default = %q } }`,
-		managementToken, managementToken)
-	if agent, err = consulagent.Start(context.Background(), bin, filepath.Join(dir, "consul.log"), "-hcl", acl); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer agent.Stop()
+	agents.LogPath = filepath.Join(dir, "consul.log")
+	defer agents.Stop()
 	return m.Run()
 }
 

@@ -26,7 +26,7 @@ func TestLeaderLoss(t *testing.T) {
 	const hosts, slots, kills = 6, 2, 3
 	dir := t.TempDir()
 	ctx := context.Background()
-	cluster, err := consulagent.StartCluster(ctx, consulBin, dir, 3, consulagent.Config{LogPath: filepath.Join(dir, "server.log")})
+	cluster, err := consulagent.StartCluster(ctx, consulagent.Need(t), dir, 3, consulagent.Config{LogPath: filepath.Join(dir, "server.log")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestLeaderLoss(t *testing.T) {
 	for _, s := range cluster.Servers {
 		join = append(join, s.SerfAddr)
 	}
-	client, err := consulagent.Launch(ctx, consulBin, consulagent.Config{Client: true, DataDir: filepath.Join(dir, "client"),
+	client, err := consulagent.Launch(ctx, consulagent.Need(t), consulagent.Config{Client: true, DataDir: filepath.Join(dir, "client"),
 		Join: join, LogPath: filepath.Join(dir, "client.log")})
 	if err != nil {
 		t.Fatal(err)

@@ -19,9 +19,10 @@ import (
 	"github.com/tierlock/tierlock/lock"
 )
 
-// Each test starts the Consul it needs (a server with a data directory, a cluster, ACLs, TLS)
-// and drives the real tierlock binary, as hosts run it, under the default prefix "chef".
-var tierlockBin, slotcheckBin, consulBin string
+// Each test starts the Consul it needs (a server with a data directory, a cluster, ACLs, TLS;
+// the binary from consulagent.Need) and drives the real tierlock binary, as hosts run it, under
+// the default prefix "chef".
+var tierlockBin, slotcheckBin string
 
 func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
@@ -42,10 +43,6 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if consulBin, err = consulagent.Binary(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	return m.Run()
 }
 
@@ -62,7 +59,7 @@ func startServer(t *testing.T, cfg consulagent.Config) *consulagent.Agent {
 		cfg.DataDir = filepath.Join(t.TempDir(), "data")
 	}
 	cfg.LogPath = filepath.Join(t.TempDir(), "consul.log")
-	a, err := consulagent.Launch(context.Background(), consulBin, cfg)
+	a, err := consulagent.Launch(context.Background(), consulagent.Need(t), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

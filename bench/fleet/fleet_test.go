@@ -26,10 +26,7 @@ func TestMain(m *testing.M) {
 // at once, requests and Raft writes counted, Consul's telemetry agreeing with the proxy. It
 // asserts nothing about speed.
 func TestFleetSmoke(t *testing.T) {
-	bin, err := consulagent.Binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := consulagent.Need(t)
 	cfg := Config{
 		Consul: bin, Ms: []int{20}, Ns: []int{2}, T: 50 * time.Millisecond,
 		Tools: []string{toolTierlock, toolPeer}, Uncontended: 3,

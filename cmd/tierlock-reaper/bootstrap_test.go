@@ -249,7 +249,7 @@ func TestBootstrapBinary(t *testing.T) {
 		if l["msg"] == "cold start" {
 			cold++
 			if l["identity"] != "arn:aws:sts::123456789012:assumed-role/tierlock-reaper/tierlock-reaper" ||
-				l["consul_address"] != "http://"+proxy.Addr || l["version"] != "9.9.9-test (abc1234)" || l["request_id"] != ids[0] {
+				l["consul_address"] != "http://"+recordingProxy(t).Addr || l["version"] != "9.9.9-test (abc1234)" || l["request_id"] != ids[0] {
 				t.Errorf("cold start line %v", l)
 			}
 		}

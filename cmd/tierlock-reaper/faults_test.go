@@ -34,7 +34,7 @@ func TestFaultEveryRequest(t *testing.T) {
 // invokeFaulted delivers a termination event with fault f on the nth Consul request (none if n
 // is 0), checks the outcome, and returns the requests made.
 func invokeFaulted(t *testing.T, n, f int) []string {
-	p := faultproxy.New(proxy.Addr) // behind the package's recording proxy
+	p := faultproxy.New(recordingProxy(t).Addr) // behind the package's recording proxy
 	defer p.Close()
 	var mu sync.Mutex
 	var reqs []string
@@ -89,7 +89,7 @@ func TestFaultEachKindContinuously(t *testing.T) {
 				name = fmt.Sprint(f)
 			}
 			t.Run(kind+"/"+name, func(t *testing.T) {
-				p := faultproxy.New(proxy.Addr)
+				p := faultproxy.New(recordingProxy(t).Addr)
 				defer p.Close()
 				p.SetRule(func(r *http.Request) int {
 					if r.Method+" "+r.URL.Path == kind {

@@ -36,11 +36,11 @@ func putJunk(t *testing.T) {
 	}
 	// The junk tier's current counts its junk slots, so that it has no drift: its problem is
 	// the values.
-	if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/junk/tier/current", Value: []byte("20")}, nil); err != nil {
+	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/junk/tier/current", Value: []byte("20")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: blob}, nil); err != nil {
+		if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: blob}, nil); err != nil {
 			t.Fatalf("put %s: %v", k, err)
 		}
 	}

@@ -23,28 +23,51 @@ import (
 	"github.com/tierlock/tierlock/lock"
 )
 
-// One real Consul agent for the package, behind a proxy that records the tokens it is sent;
-// each test works under its own key prefix. AWS is a local stand-in (fakeAWS).
+// One real Consul agent for the package, behind a proxy that records the tokens it is sent,
+// both started by the first test that needs them; each test works under its own key prefix.
+// AWS is a local stand-in (fakeAWS).
 var (
-	consul  *api.Client
-	proxy   *faultproxy.Proxy
+	agents  consulagent.Lazy
+	proxyMu sync.Mutex
+	proxy   *faultproxy.Proxy // the recording proxy, once started
 	tokenMu sync.Mutex
 	tokens  = map[string]int{} // X-Consul-Token values seen by the proxy
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(consulagent.RunTests(func(agent *consulagent.Agent, c *api.Client) int {
-		consul = c
+	code := m.Run()
+	proxyMu.Lock()
+	if proxy != nil {
+		proxy.Close()
+	}
+	proxyMu.Unlock()
+	agents.Stop()
+	os.Exit(code)
+}
+
+// consul is the package agent's client.
+func consul(t testing.TB) *api.Client {
+	t.Helper()
+	return agents.Client(t)
+}
+
+// recordingProxy is the proxy in front of the package's agent that records the tokens it is
+// sent, started on first use.
+func recordingProxy(t testing.TB) *faultproxy.Proxy {
+	t.Helper()
+	agent, _ := agents.Get(t)
+	proxyMu.Lock()
+	defer proxyMu.Unlock()
+	if proxy == nil {
 		proxy = faultproxy.New(agent.Addr)
-		defer proxy.Close()
 		proxy.SetRule(func(r *http.Request) int {
 			tokenMu.Lock()
 			tokens[r.Header.Get("X-Consul-Token")]++
 			tokenMu.Unlock()
 			return 0
 		})
-		return m.Run()
-	}))
+	}
+	return proxy
 }
 
 var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
@@ -85,7 +108,7 @@ func holderOf(instance string) string { return "host-" + instance[len(instance)-
 func takeSlots(t *testing.T, instances ...string) {
 	t.Helper()
 	for _, tr := range tiers {
-		sem, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tr, DefaultMax: -1})
+		sem, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tr, DefaultMax: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,7 +130,7 @@ func takeSlots(t *testing.T, instances ...string) {
 // invariant.
 func heldBy(t *testing.T) map[string][]string {
 	t.Helper()
-	snaps, err := lock.ReadAll(ctx(t), consul.KV(), lock.Options{Prefix: prefix(t)})
+	snaps, err := lock.ReadAll(ctx(t), consul(t).KV(), lock.Options{Prefix: prefix(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +152,7 @@ func heldBy(t *testing.T) map[string][]string {
 // dump is every key of the test's prefix with value and ModifyIndex, to show nothing changed.
 func dump(t *testing.T) string {
 	t.Helper()
-	d, err := consulagent.Dump(consul, prefix(t)+"/")
+	d, err := consulagent.Dump(consul(t), prefix(t)+"/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +269,7 @@ func env(t *testing.T, aws *fakeAWS) map[string]string {
 		"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:9",
 		"AWS_CONFIG_FILE":                   "/nonexistent/aws/config",
 		"AWS_SHARED_CREDENTIALS_FILE":       "/nonexistent/aws/credentials",
-		"CONSUL_HTTP_ADDR":                  proxy.Addr,
+		"CONSUL_HTTP_ADDR":                  recordingProxy(t).Addr,
 		"TIERLOCK_PREFIX":                   prefix(t),
 		"TIERLOCK_CONSUL_TOKEN_PARAMETER":   aws.parameter,
 		"TIERLOCK_LOG_LEVEL":                "info",

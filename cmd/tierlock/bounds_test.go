@@ -75,11 +75,11 @@ func TestFaultEachKindContinuously(t *testing.T) {
 // the wall time and the outcome, and returns the kinds of the requests made.
 func runContinuous(t *testing.T, sc faultScenario, kind string, f int) []string {
 	for k, v := range sc.keys {
-		if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
+		if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	var mu sync.Mutex
 	var kinds []string
@@ -176,7 +176,7 @@ func TestReleaseFailingForGood(t *testing.T) {
 		t.Run(fmt.Sprintf("signal %v", signal), func(t *testing.T) {
 			put(t, "max_concurrent", "2")
 			m := marker(t, "ran")
-			p := faultproxy.New(agent.Addr)
+			p := faultproxy.New(agentAddr(t))
 			defer p.Close()
 			faulted := make(chan struct{})
 			var once sync.Once

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/consulagent"
 	"github.com/tierlock/tierlock/internal/faultproxy"
 	"github.com/tierlock/tierlock/lock"
 )
@@ -60,7 +61,7 @@ func failedRecord(holder, instance, runID string) string {
 func heldCommand(t *testing.T, m string, code int) []string {
 	key := prefix(t) + "/" + tier + "/running/web-1"
 	return []string{"sh", "-c", `if "$0" kv get -http-addr="$1" "$2" >/dev/null 2>&1; then echo held >> "$3"; else echo NOSLOT >> "$3"; fi; exit "$4"`,
-		consulBin, agent.Addr, key, m, fmt.Sprint(code)}
+		consulagent.Need(t), agentAddr(t), key, m, fmt.Sprint(code)}
 }
 
 // runs counts the command's runs from its marker file, failing on one without a slot.
@@ -144,10 +145,10 @@ var faultScenarios = []faultScenario{{
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if p, _, err := consul.KV().Get(base+"queue/web-1", nil); err != nil || p == nil {
+			if p, _, err := consul(t).KV().Get(base+"queue/web-1", nil); err != nil || p == nil {
 				continue
 			}
-			ok, _, _, err := consul.KV().Txn(api.KVTxnOps{
+			ok, _, _, err := consul(t).KV().Txn(api.KVTxnOps{
 				{Verb: api.KVDelete, Key: base + "running/web-9"},
 				{Verb: api.KVSet, Key: base + "current", Value: []byte("0")},
 			}, nil)
@@ -241,12 +242,12 @@ func TestFaultEveryRequest(t *testing.T) {
 // the invariant, and returns the requests the command made.
 func runFaulted(t *testing.T, sc faultScenario, n, f int) []string {
 	for k, v := range sc.keys {
-		if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
+		if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	bystanderBefore := dumpKey(t, "running/web-9")
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	var mu sync.Mutex
 	var reqs []string
@@ -305,11 +306,11 @@ func runFaulted(t *testing.T, sc faultScenario, n, f int) []string {
 func TestReleaseResentAfterLostAnswer(t *testing.T) {
 	put(t, "current", "1")
 	put(t, "running/web-3", failedRecord("web-3", "i-0abc", "aaaa0003"))
-	sem, err := lock.New(consul.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 5})
+	sem, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	var mu sync.Mutex
 	dropped, retook := false, false

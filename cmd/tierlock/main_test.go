@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -23,12 +22,11 @@ import (
 )
 
 // The CLI is tested as users run it: the real binary, as separate processes, against a real
-// Consul agent (one for the package), each test under its own key prefix.
+// Consul agent (one for the package, started by the first test that needs it), each test under
+// its own key prefix.
 var (
-	binary    string
-	consulBin string // the consul binary, whose `kv get` lets a command check its slot
-	agent     *consulagent.Agent
-	consul    *api.Client
+	binary string
+	agents = consulagent.Lazy{Args: []string{"-hcl", "limits { http_max_conns_per_client = 10000 }"}}
 )
 
 func TestMain(m *testing.M) {
@@ -47,10 +45,6 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if consulBin, err = consulagent.Binary(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	// The fault tests' parallel cases mostly wait on held requests, not on the CPU; an
 	// explicit -parallel wins.
 	flag.Parse()
@@ -59,19 +53,22 @@ func testMain(m *testing.M) int {
 	if !parallelSet {
 		_ = flag.Set("test.parallel", "8")
 	}
-	if agent, err = consulagent.Start(context.Background(), consulBin, filepath.Join(dir, "consul.log"),
-		"-hcl", "limits { http_max_conns_per_client = 10000 }"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer agent.Stop()
-	cfg := api.DefaultConfig()
-	cfg.Address, cfg.Token = agent.Addr, ""
-	if consul, err = api.NewClient(cfg); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	agents.LogPath = filepath.Join(dir, "consul.log")
+	defer agents.Stop()
 	return m.Run()
+}
+
+// agentAddr is the package agent's HTTP address.
+func agentAddr(t testing.TB) string {
+	t.Helper()
+	a, _ := agents.Get(t)
+	return a.Addr
+}
+
+// consul is the package agent's client.
+func consul(t testing.TB) *api.Client {
+	t.Helper()
+	return agents.Client(t)
 }
 
 const tier = "prod/web"
@@ -138,7 +135,7 @@ func run(t *testing.T, cmd *exec.Cmd) result {
 // tl runs `tierlock ARGS` against the test agent.
 func tl(t *testing.T, args ...string) result {
 	t.Helper()
-	return run(t, cli(t, agent.Addr, args...))
+	return run(t, cli(t, agentAddr(t), args...))
 }
 
 func wantCode(t *testing.T, r result, code int) {
@@ -151,7 +148,7 @@ func wantCode(t *testing.T, r result, code int) {
 // put writes a key of the test's tier.
 func put(t *testing.T, key, value string) {
 	t.Helper()
-	if _, err := consul.KV().Put(&api.KVPair{Key: prefix(t) + "/" + tier + "/" + key, Value: []byte(value)}, nil); err != nil {
+	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + tier + "/" + key, Value: []byte(value)}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -159,7 +156,7 @@ func put(t *testing.T, key, value string) {
 // dump returns the test prefix's keys with values and ModifyIndexes, to show nothing changed.
 func dump(t *testing.T) string {
 	t.Helper()
-	pairs, _, err := consul.KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
+	pairs, _, err := consul(t).KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +183,7 @@ type record struct {
 
 func getRecord(t *testing.T, holder string) (record, bool) {
 	t.Helper()
-	p, _, err := consul.KV().Get(prefix(t)+"/"+tier+"/running/"+holder, &api.QueryOptions{RequireConsistent: true})
+	p, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/running/"+holder, &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +200,7 @@ func getRecord(t *testing.T, holder string) (record, bool) {
 // current returns the tier's current and its number of running/ keys.
 func current(t *testing.T) (string, int) {
 	t.Helper()
-	pairs, _, err := consul.KV().List(prefix(t)+"/"+tier+"/", &api.QueryOptions{RequireConsistent: true})
+	pairs, _, err := consul(t).KV().List(prefix(t)+"/"+tier+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}

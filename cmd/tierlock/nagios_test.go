@@ -31,7 +31,7 @@ func TestNagiosEndToEnd(t *testing.T) {
 
 	dir := t.TempDir()
 	cfg := writeNagiosConfig(t, dir, fmt.Sprintf("/usr/bin/env CONSUL_HTTP_ADDR=%s %s check --prefix %s -w 60 -c 120",
-		agent.Addr, binary, prefix(t)))
+		agentAddr(t), binary, prefix(t)))
 	if out, err := exec.Command(nagiosBin, "-v", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("nagios -v: %v\n%s", err, out)
 	}

@@ -260,7 +260,7 @@ func TestRunMetricsFile(t *testing.T) {
 // dumpKey returns one key of the test's tier.
 func dumpKey(t *testing.T, key string) string {
 	t.Helper()
-	p, _, err := consul.KV().Get(prefix(t)+"/"+tier+"/"+key, nil)
+	p, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/"+key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestStatusShowsWaiters(t *testing.T) {
 	put(t, "max_concurrent", "1")
 	put(t, "current", "1")
 	put(t, "running/holder", "2026-11-21T09:15:02Z")
-	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "w1", "--wait", "1m", "--", "true")
+	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "w1", "--wait", "1m", "--", "true")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 // slots lists the test's held slots as tier:holder, sorted, and checks each tier's invariant.
 func slots(t *testing.T) []string {
 	t.Helper()
-	pairs, _, err := consul.KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
+	pairs, _, err := consul(t).KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestReapBadInput(t *testing.T) {
 }
 
 func TestReapConsulUnreachable(t *testing.T) {
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	addr := p.Addr
 	p.Close()
 	r := run(t, cli(t, addr, "reap", "--instance-id", "i-0dead", "--consul-timeout", "1s"))

@@ -21,7 +21,7 @@ func says(out, line string) bool {
 // asPerson runs `tierlock ARGS` as alice would under sudo.
 func asPerson(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := cli(t, agent.Addr, args...)
+	cmd := cli(t, agentAddr(t), args...)
 	cmd.Env = append(cmd.Env, "SUDO_USER=alice", "USER=root")
 	return run(t, cmd)
 }
@@ -34,7 +34,7 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 	wantCode(t, asPerson(t, "disable", "--tier", tier, "--reason", "incident 4711"), 0)
 
 	// One transaction: audit/max and max_concurrent carry the same ModifyIndex.
-	kv := consul.KV()
+	kv := consul(t).KV()
 	q := &api.QueryOptions{RequireConsistent: true}
 	maxPair, _, err := kv.Get(prefix(t)+"/"+tier+"/max_concurrent", q)
 	if err != nil {

@@ -63,7 +63,7 @@ func TestRunRecordsTheRun(t *testing.T) {
 		t.Errorf("record %+v", rec)
 	}
 	// The node is the local agent's, for `reap --consul-catalog`.
-	if node, err := consul.Agent().NodeName(); err != nil || rec.Node != node {
+	if node, err := consul(t).Agent().NodeName(); err != nil || rec.Node != node {
 		t.Errorf("record node %q, agent's node %q (%v)", rec.Node, node, err)
 	}
 	checkInvariant(t)
@@ -72,7 +72,7 @@ func TestRunRecordsTheRun(t *testing.T) {
 // An agent that will not say its node name (an ACL without agent:read, say) costs the slot its
 // node, not the run.
 func TestRunWithoutNodeNameStillRuns(t *testing.T) {
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	p.SetRule(func(r *http.Request) int {
 		if r.URL.Path == "/v1/agent/self" {
@@ -161,7 +161,7 @@ func TestRunSuccessCodes(t *testing.T) {
 	if _, ok := getRecord(t, "web-1"); ok {
 		t.Error("exit 35 with --success-codes 35 did not release")
 	}
-	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-2", "--", "sh", "-c", "exit 213")
+	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-2", "--", "sh", "-c", "exit 213")
 	cmd.Env = append(cmd.Env, "TIERLOCK_SUCCESS_CODES=35,213")
 	wantCode(t, run(t, cmd), 0)
 	wantCode(t, tl(t, "run", "--tier", tier, "--holder", "web-3", "--", "sh", "-c", "exit 35"), 35)
@@ -182,7 +182,7 @@ func TestRunTimeoutInterrupts(t *testing.T) {
 
 func TestRunSIGTERMInterrupts(t *testing.T) {
 	m := marker(t, "started")
-	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1", "--", "sh", "-c", "touch "+m+"; sleep 30")
+	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1", "--", "sh", "-c", "touch "+m+"; sleep 30")
 	done := make(chan result, 1)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -214,7 +214,7 @@ func TestRunSignalWhileWaitingLeavesNoTrace(t *testing.T) {
 	put(t, "current", "1")
 	put(t, "running/web-9", "2026-11-21T09:15:02Z")
 	before := dump(t)
-	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1", "--", "true")
+	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1", "--", "true")
 	var stderr syncBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
@@ -313,7 +313,7 @@ func TestRunBadFlags(t *testing.T) {
 // command after -- still wins, as a command line beats the environment.
 func TestRunCommandFromEnvironment(t *testing.T) {
 	m, other := marker(t, "ran with spaces"), marker(t, "other")
-	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1")
+	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1")
 	cmd.Env = append(cmd.Env, "TIERLOCK_COMMAND=touch '"+m+"'")
 	wantCode(t, run(t, cmd), 0)
 	if !exists(m) {
@@ -321,14 +321,14 @@ func TestRunCommandFromEnvironment(t *testing.T) {
 	}
 
 	// A failed run keeps its record, which shows the command as it was split.
-	cmd = cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1")
+	cmd = cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1")
 	cmd.Env = append(cmd.Env, `TIERLOCK_COMMAND=sh -c "exit 3"`)
 	wantCode(t, run(t, cmd), 3)
 	if rec, _ := getRecord(t, "web-1"); rec.Command != "sh -c exit 3" {
 		t.Errorf("recorded command %q, want %q", rec.Command, "sh -c exit 3")
 	}
 
-	cmd = cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1", "--", "touch", other)
+	cmd = cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1", "--", "touch", other)
 	cmd.Env = append(cmd.Env, "TIERLOCK_COMMAND=sh -c 'exit 9'")
 	wantCode(t, run(t, cmd), 0)
 	if !exists(other) {
@@ -339,7 +339,7 @@ func TestRunCommandFromEnvironment(t *testing.T) {
 
 func TestRunConsulUnreachable(t *testing.T) {
 	// A port nothing listens on: connection refused.
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	addr := p.Addr
 	p.Close()
 	m := marker(t, "ran")
@@ -358,7 +358,7 @@ func TestRunConsulUnreachable(t *testing.T) {
 }
 
 func TestRunRetries429And5xx(t *testing.T) {
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	var n atomic.Int32
 	p.SetRule(func(r *http.Request) int {
@@ -386,7 +386,7 @@ func TestRunRetries429And5xx(t *testing.T) {
 }
 
 func TestRunConsulFailsAfterCommand(t *testing.T) {
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	m := marker(t, "ran")
 	// Consul answers until the command has run, then only 503s.
@@ -417,7 +417,7 @@ func TestRunConsulFailsAfterCommand(t *testing.T) {
 }
 
 func TestRunConsulRecoversAfterCommand(t *testing.T) {
-	p := faultproxy.New(agent.Addr)
+	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	m := marker(t, "ran")
 	var fails atomic.Int32
@@ -485,7 +485,7 @@ func TestRunInstanceIDFromIMDS(t *testing.T) {
 		}
 	}))
 	defer imds.Close()
-	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-1", "--instance-id", "imds", "--", "false")
+	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1", "--instance-id", "imds", "--", "false")
 	cmd.Env = append(cmd.Env, "AWS_EC2_METADATA_SERVICE_ENDPOINT="+imds.URL)
 	wantCode(t, run(t, cmd), 1)
 	if rec, _ := getRecord(t, "web-1"); rec.InstanceID != "i-0fedcba987" {
@@ -513,7 +513,7 @@ func manyProcesses(t *testing.T, hosts, max int) {
 		go func() {
 			defer wg.Done()
 			h := fmt.Sprintf("host-%d", i)
-			cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(base, h),
+			cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(base, h),
 				"--wait", "2m", "--", "sh", "-c", script, h)
 			out, _ := cmd.CombinedOutput()
 			if code := cmd.ProcessState.ExitCode(); code != 0 {
@@ -562,7 +562,7 @@ func TestKilledWaiterLeavesTheQueue(t *testing.T) {
 		return func() bool { return dumpKey(t, "queue/"+h) != "" }
 	}
 	start := func(h string) *exec.Cmd {
-		cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(stateDir(t), h), "--wait", "2m", "--", "true")
+		cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(stateDir(t), h), "--wait", "2m", "--", "true")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -646,7 +646,7 @@ func TestRunTrappedSignalInterrupts(t *testing.T) {
 	}
 
 	m := marker(t, "started")
-	cmd := cli(t, agent.Addr, "run", "--tier", tier, "--holder", "web-2", "--", "sh", "-c", "touch "+m+"; "+trap)
+	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-2", "--", "sh", "-c", "touch "+m+"; "+trap)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

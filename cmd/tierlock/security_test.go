@@ -43,7 +43,7 @@ func completionLines(touch string) [][]string {
 // TAB never runs anything: whatever is on the line, "--" included, a completion request
 // prints candidates and exits 0; the command never runs and Consul is never asked.
 func TestCompletionNeverRuns(t *testing.T) {
-	proxy := faultproxy.New(agent.Addr)
+	proxy := faultproxy.New(agentAddr(t))
 	defer proxy.Close()
 	touch := marker(t, "ran")
 	for _, line := range completionLines(touch) {
@@ -72,7 +72,7 @@ func TestCompletionNeverRuns(t *testing.T) {
 // `sh -c 'touch x'` reaches tierlock as a real command line.
 func TestCompletionBashNeverRuns(t *testing.T) {
 	testdeps.File(t, "/usr/share/bash-completion/bash_completion", "bash-completion")
-	proxy := faultproxy.New(agent.Addr)
+	proxy := faultproxy.New(agentAddr(t))
 	defer proxy.Close()
 	touch := marker(t, "ran")
 	setup := "export CONSUL_HTTP_ADDR=" + proxy.Addr + " TIERLOCK_PREFIX=" + prefix(t) + " TIERLOCK_CONFIG=" + os.DevNull +
@@ -119,7 +119,7 @@ func TestCompletionBashNeverRuns(t *testing.T) {
 // environment.
 func envLines(t *testing.T, extra []string, args ...string) map[string]string {
 	t.Helper()
-	cmd := cli(t, agent.Addr, append(append([]string{"run", "--tier", tier}, args...), "--", "sh", "-c", "env")...)
+	cmd := cli(t, agentAddr(t), append(append([]string{"run", "--tier", tier}, args...), "--", "sh", "-c", "env")...)
 	cmd.Env = append(cmd.Env, extra...)
 	r := run(t, cmd)
 	wantCode(t, r, 0)
@@ -150,7 +150,7 @@ func TestRunCommandEnvironmentHasNoToken(t *testing.T) {
 		}
 	}
 	// Everything else tierlock had, the command has.
-	cmd := cli(t, agent.Addr, "run")
+	cmd := cli(t, agentAddr(t), "run")
 	for _, kv := range append(cmd.Env, extra...) {
 		name, value, _ := strings.Cut(kv, "=")
 		if name == "CONSUL_HTTP_TOKEN" || name == "CONSUL_HTTP_TOKEN_FILE" || strings.ContainsAny(value, "\n") {
@@ -221,7 +221,7 @@ func TestHostileStoredStrings(t *testing.T) {
 	} {
 		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: key, Value: []byte(value)}})
 	}
-	if ok, resp, _, err := consul.Txn().Txn(ops, nil); err != nil || !ok {
+	if ok, resp, _, err := consul(t).Txn().Txn(ops, nil); err != nil || !ok {
 		t.Fatalf("txn: %v %+v", err, resp)
 	}
 

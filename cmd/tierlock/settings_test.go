@@ -18,7 +18,7 @@ func TestRunReadsTheSettingsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// CONSUL_HTTP_ADDR from cli() (the environment) wins over the file's unreachable one.
-	cmd := cli(t, agent.Addr, "run", "--config", conf)
+	cmd := cli(t, agentAddr(t), "run", "--config", conf)
 	r := run(t, cmd)
 	wantCode(t, r, 0)
 	if !exists(m) {
@@ -28,7 +28,7 @@ func TestRunReadsTheSettingsFile(t *testing.T) {
 		t.Errorf("the file's holder is not in the log: %s", r.stderr)
 	}
 	// A flag wins over the file.
-	cmd = cli(t, agent.Addr, "run", "--config", conf, "--holder", "web-8", "--dry-run")
+	cmd = cli(t, agentAddr(t), "run", "--config", conf, "--holder", "web-8", "--dry-run")
 	if r := run(t, cmd); !strings.Contains(r.stderr+r.stdout, "web-8") {
 		t.Errorf("--holder did not win over the file: %s%s", r.stdout, r.stderr)
 	}
@@ -37,12 +37,12 @@ func TestRunReadsTheSettingsFile(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("TIERLOCK_TIER=prod/web\nTIERLOCK_COMMAND=chef-client --once\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r = run(t, cli(t, agent.Addr, "run", "--config", bad))
+	r = run(t, cli(t, agentAddr(t), "run", "--config", bad))
 	wantCode(t, r, 78)
 	if !strings.Contains(r.stderr, bad+":2: TIERLOCK_COMMAND") {
 		t.Errorf("a bad line must be named: %s", r.stderr)
 	}
-	r = run(t, cli(t, agent.Addr, "status", "--config", filepath.Join(dir, "missing")))
+	r = run(t, cli(t, agentAddr(t), "status", "--config", filepath.Join(dir, "missing")))
 	wantCode(t, r, 78)
 	if !strings.Contains(r.stderr, "missing") {
 		t.Errorf("a missing named file must be named: %s", r.stderr)

@@ -31,7 +31,7 @@ func TestStatusWatchInTerminal(t *testing.T) {
 	}
 	// The pane runs the real binary with the test's environment, as a person would type it; the
 	// shell around it survives Ctrl-C to write down its exit code.
-	cmd := cli(t, agent.Addr, "status", "--tier", tier, "--watch")
+	cmd := cli(t, agentAddr(t), "status", "--tier", tier, "--watch")
 	var envs []string
 	for _, kv := range cmd.Env {
 		if strings.HasPrefix(kv, "CONSUL_") || strings.HasPrefix(kv, "TIERLOCK_") || strings.HasPrefix(kv, "PATH=") {
@@ -64,7 +64,7 @@ func TestStatusWatchInTerminal(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := 1; i <= 4; i++ {
 		host := fmt.Sprintf("web-%d", i)
-		c := cli(t, agent.Addr, "run", "--tier", tier, "--holder", host, "--state-dir", t.TempDir(), "--",
+		c := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", host, "--state-dir", t.TempDir(), "--",
 			"sh", "-c", fmt.Sprintf("while [ ! -e %s/go ]; do sleep 0.05; done", gate))
 		wg.Add(1)
 		go func() {
@@ -113,7 +113,7 @@ func TestStatusWatchInTerminal(t *testing.T) {
 // ends the watch with exit 0.
 func TestStatusWatchAppendsWhenPiped(t *testing.T) {
 	put(t, "max_concurrent", "1")
-	cmd := cli(t, agent.Addr, "status", "--tier", tier, "--watch")
+	cmd := cli(t, agentAddr(t), "status", "--tier", tier, "--watch")
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

@@ -102,7 +102,7 @@ func Launch(ctx context.Context, bin string, cfg Config) (*Agent, error) {
 	// between; a second and third try make that harmless.
 	for try := 0; try < 3; try++ {
 		var a *Agent
-		if a, err = Prepare(bin, cfg); err != nil {
+		if a, err = prepare(bin, cfg); err != nil {
 			return nil, err
 		}
 		if err = a.start(); err == nil {
@@ -115,9 +115,9 @@ func Launch(ctx context.Context, bin string, cfg Config) (*Agent, error) {
 	return nil, err
 }
 
-// Prepare chooses the agent's ports and command line without starting it, so that the
+// prepare chooses the agent's ports and command line without starting it, so that the
 // servers of a cluster can be told each other's addresses first. Start it with Restart.
-func Prepare(bin string, cfg Config) (*Agent, error) {
+func prepare(bin string, cfg Config) (*Agent, error) {
 	n := 3
 	if cfg.HTTPS {
 		n++
@@ -186,7 +186,7 @@ func (a *Agent) start() error {
 }
 
 // Restart starts the agent again, on the same ports and with the same data directory, after
-// Stop or Kill (or for the first time after Prepare); it does not wait for Ready.
+// Stop or Kill (or for the first time after prepare); it does not wait for Ready.
 func (a *Agent) Restart() error {
 	if a.Running() {
 		return fmt.Errorf("consulagent: agent on %s is still running", a.Addr)
@@ -244,29 +244,6 @@ func (a *Agent) Leader() string {
 	var leader string
 	a.get(c, "/v1/status/leader", func(b string) bool { leader = strings.Trim(strings.TrimSpace(b), `"`); return true })
 	return leader
-}
-
-// RunTests is the body of a package's TestMain: it starts one agent for the package's tests
-// (Binary, Start), gives it and a client for it to run, stops it afterwards and returns run's
-// exit code, or 1 (the reason printed) when no agent could be started.
-func RunTests(run func(a *Agent, client *api.Client) int) int {
-	bin, err := Binary()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	a, err := Start(context.Background(), bin, "")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer a.Stop()
-	client, err := a.Client()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	return run(a, client)
 }
 
 // Client returns an API client for the agent, without a token whatever the environment says.
@@ -340,7 +317,7 @@ func startCluster(ctx context.Context, bin, dir string, n int, cfg Config, try i
 		if cfg.LogPath != "" {
 			sc.LogPath = fmt.Sprintf("%s.%d", cfg.LogPath, i)
 		}
-		a, err := Prepare(bin, sc)
+		a, err := prepare(bin, sc)
 		if err != nil {
 			return nil, err
 		}

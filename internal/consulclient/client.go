@@ -33,15 +33,15 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("consul answered %d: %s", e.Code, e.Body)
 }
 
-// MaxRequestTimeout bounds one Consul request (a blocking query gets its wait on top).
-const MaxRequestTimeout = 10 * time.Second
+// maxRequestTimeout bounds one Consul request (a blocking query gets its wait on top).
+const maxRequestTimeout = 10 * time.Second
 
 // RequestTimeout bounds one Consul request of a command that may retry for budget (its
 // --consul-timeout): a third of it, at least a second (never more than the budget), at most
-// MaxRequestTimeout. A request that hangs so leaves time for two more tries rather than using
+// maxRequestTimeout. A request that hangs so leaves time for two more tries rather than using
 // the whole budget up.
 func RequestTimeout(budget time.Duration) time.Duration {
-	return min(MaxRequestTimeout, budget, max(budget/3, time.Second))
+	return min(maxRequestTimeout, budget, max(budget/3, time.Second))
 }
 
 // New returns a client configured from the environment, as `consul` itself is.

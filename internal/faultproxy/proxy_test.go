@@ -14,19 +14,20 @@ import (
 	"github.com/tierlock/tierlock/internal/faultproxy"
 )
 
-var agent *consulagent.Agent
+// The package's real Consul agent, started by the first test that needs it.
+var agents consulagent.Lazy
 
 func TestMain(m *testing.M) {
-	os.Exit(consulagent.RunTests(func(a *consulagent.Agent, _ *api.Client) int {
-		agent = a
-		return m.Run()
-	}))
+	code := m.Run()
+	agents.Stop()
+	os.Exit(code)
 }
 
 // put writes key through a proxy faulting every request with fault, with a client that gives
 // up after a second, and reports the client's error and what the agent holds afterwards.
 func put(t *testing.T, fault int, key string) (error, string) {
 	t.Helper()
+	agent, direct := agents.Get(t)
 	p := faultproxy.New(agent.Addr)
 	defer p.Close()
 	p.SetRule(func(*http.Request) int { return fault })
@@ -44,10 +45,6 @@ func put(t *testing.T, fault int, key string) (error, string) {
 	}
 	if p.Injected() != 1 || p.Counts()[name(fault)] != 1 {
 		t.Errorf("counts %v, want one %s", p.Counts(), name(fault))
-	}
-	direct, err := agent.Client()
-	if err != nil {
-		t.Fatal(err)
 	}
 	pair, _, err := direct.KV().Get(key, nil)
 	if err != nil {

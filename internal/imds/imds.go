@@ -12,16 +12,16 @@ import (
 	"time"
 )
 
-// DefaultEndpoint is the metadata service's address on EC2. The AWS SDKs' environment variable
+// defaultEndpoint is the metadata service's address on EC2. The AWS SDKs' environment variable
 // AWS_EC2_METADATA_SERVICE_ENDPOINT overrides it (and tests point it at a local server).
-const DefaultEndpoint = "http://169.254.169.254"
+const defaultEndpoint = "http://169.254.169.254"
 
-// Endpoint returns the metadata endpoint from the environment, or DefaultEndpoint.
+// Endpoint returns the metadata endpoint from the environment, or defaultEndpoint.
 func Endpoint() string {
 	if e := os.Getenv("AWS_EC2_METADATA_SERVICE_ENDPOINT"); e != "" {
 		return strings.TrimRight(e, "/")
 	}
-	return DefaultEndpoint
+	return defaultEndpoint
 }
 
 // InstanceID fetches the instance id with an IMDSv2 session token. It tries three times:
