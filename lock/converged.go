@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -163,7 +164,8 @@ func (s *Semaphore) forgetTxn(snap *Snapshot, holder string) (*txn, Convergence,
 func (s *Semaphore) convergedOp(slot *Slot, now time.Time) (*api.KVTxnOp, error) {
 	c := Convergence{Holder: slot.Holder, ConvergedAt: now, RunID: slot.RunID, InstanceID: slot.InstanceID, Node: slot.Node}
 	if !slot.StartedAt.IsZero() && now.After(slot.StartedAt) {
-		c.DurationSeconds = now.Sub(slot.StartedAt).Round(time.Millisecond).Seconds()
+		// Milliseconds, as a person reads them (1.535, not 1.5350000000000001).
+		c.DurationSeconds = math.Round(now.Sub(slot.StartedAt).Seconds()*1000) / 1000
 	}
 	value, err := json.Marshal(c)
 	if err != nil {
