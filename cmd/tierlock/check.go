@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
@@ -89,13 +90,19 @@ func (a *App) checkCommand() *cli.Command {
 
 // readTiers reads --tier, or every tier under --prefix, retrying Consul errors within timeout.
 func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Duration) ([]*lock.Snapshot, error) {
-	prefix, tier := c.String("prefix"), c.String("tier")
-	if err := lock.ValidatePrefix(prefix); err != nil {
-		return nil, fmt.Errorf("--prefix: %w", err)
-	}
 	client, err := consulclient.New()
 	if err != nil {
 		return nil, err
+	}
+	return a.readTiersWith(ctx, c, client, timeout)
+}
+
+// readTiersWith is readTiers through client, for a caller that reads again and again (the
+// watch) and keeps one client, and with it its connection, for all of them.
+func (a *App) readTiersWith(ctx context.Context, c *cli.Context, client *api.Client, timeout time.Duration) ([]*lock.Snapshot, error) {
+	prefix, tier := c.String("prefix"), c.String("tier")
+	if err := lock.ValidatePrefix(prefix); err != nil {
+		return nil, fmt.Errorf("--prefix: %w", err)
 	}
 	retry := a.newRetry(timeout, quietLog()).interactive()
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
@@ -21,12 +20,9 @@ func (a *App) forgetCommand() *cli.Command {
 		Usage: "drop a host that left the tier from its convergence records (converged/<holder>); nothing else changes",
 		Flags: operatorFlags(&cli.StringFlag{Name: "holder", Usage: "the holder to forget (required)"}, reasonFlag()),
 		Action: func(c *cli.Context) error {
-			holder := c.String("holder")
-			if holder == "" {
-				return exitWith(exitConfig, errors.New("--holder is required"))
-			}
-			if err := lock.ValidateName("holder", holder); err != nil {
-				return exitWith(exitConfig, fmt.Errorf("--holder: %w", err))
+			holder, err := holderFlag(c)
+			if err != nil {
+				return err
 			}
 			o, err := a.newOperator(c, true)
 			if err != nil {

@@ -40,6 +40,18 @@ func operatorFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{tierFlag(true), prefixFlag(), consulTimeoutFlag()}, extra...)
 }
 
+// holderFlag is the checked --holder of release and forget: required, and a valid name.
+func holderFlag(c *cli.Context) (string, error) {
+	holder := c.String("holder")
+	if holder == "" {
+		return "", exitWith(exitConfig, errors.New("--holder is required"))
+	}
+	if err := lock.ValidateName("holder", holder); err != nil {
+		return "", exitWith(exitConfig, fmt.Errorf("--holder: %w", err))
+	}
+	return holder, nil
+}
+
 // operator is what a command that reads or changes tiers needs.
 type operator struct {
 	prefix, tier string

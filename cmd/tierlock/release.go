@@ -19,12 +19,9 @@ func (a *App) releaseCommand() *cli.Command {
 		Usage: "free one held slot (after a person has looked at why it failed)",
 		Flags: operatorFlags(&cli.StringFlag{Name: "holder", Usage: "the holder whose slot to free (required)"}, reasonFlag()),
 		Action: func(c *cli.Context) error {
-			holder := c.String("holder")
-			if holder == "" {
-				return exitWith(exitConfig, errors.New("--holder is required"))
-			}
-			if err := lock.ValidateName("holder", holder); err != nil {
-				return exitWith(exitConfig, fmt.Errorf("--holder: %w", err))
+			holder, err := holderFlag(c)
+			if err != nil {
+				return err
 			}
 			o, err := a.newOperator(c, true)
 			if err != nil {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -38,11 +39,19 @@ func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Dura
 		case <-ctx.Done():
 		}
 	}()
+	prefix, tier := c.String("prefix"), c.String("tier")
+	if err := lock.ValidatePrefix(prefix); err != nil {
+		return exitWith(exitConfig, fmt.Errorf("--prefix: %w", err))
+	}
+	if tier != "" {
+		if err := lock.ValidateTier(tier); err != nil {
+			return exitWith(exitConfig, fmt.Errorf("--tier: %w", err))
+		}
+	}
 	client, err := consulclient.New()
 	if err != nil {
 		return exitWith(exitConfig, err)
 	}
-	prefix, tier := c.String("prefix"), c.String("tier")
 	key := prefix + "/"
 	if tier != "" {
 		key += tier + "/"
@@ -53,7 +62,7 @@ func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Dura
 	// kind of read (a transaction's, say) may be ahead of the listing's and would miss changes.
 	index, _ := waitChange(ctx, kv, key, 0)
 	for {
-		snaps, err := a.readTiers(ctx, c, timeout)
+		snaps, err := a.readTiersWith(ctx, c, client, timeout)
 		if ctx.Err() != nil {
 			return nil
 		}
