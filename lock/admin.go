@@ -28,7 +28,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 		if n == 0 {
 			action = "disable"
 		}
-		ops, err := s.withNote(ops, action, strconv.Itoa(n))
+		ops, err := s.withNote(ops, NoteMax, action, strconv.Itoa(n))
 		if err != nil {
 			return nil, err
 		}
@@ -51,7 +51,7 @@ func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 			// max_concurrent was absent (the runs' default applied): enable removes it again.
 			ops = append(ops, s.del(snap, keySaved))
 		}
-		ops, err := s.withNote(ops, "disable", "0")
+		ops, err := s.withNote(ops, NoteMax, "disable", "0")
 		if err != nil {
 			return nil, err
 		}
@@ -92,20 +92,6 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 		}
 		return s.withWake(snap, ops...)
 	})
-}
-
-// withNote is ops with Options.Note written as audit/max, when there is one.
-func (s *Semaphore) withNote(ops []*api.KVTxnOp, action, value string) ([]*api.KVTxnOp, error) {
-	if s.opts.Note == nil {
-		return ops, nil
-	}
-	n := *s.opts.Note
-	n.Action, n.Value = action, value
-	op, err := s.noteOp(NoteMax, &n)
-	if err != nil {
-		return nil, err
-	}
-	return append(ops, op), nil
 }
 
 // withWake is ops with the rewrite of current that wakes the head of the queue. The wake's

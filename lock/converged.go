@@ -127,14 +127,9 @@ func (s *Semaphore) Forget(ctx context.Context, holder string) (Convergence, boo
 		if !ok {
 			return nil, errUnchanged
 		}
-		if s.opts.Note != nil {
-			n := *s.opts.Note
-			n.Action, n.Value = "forget", holder
-			op, err := s.noteOp(NoteForget, &n)
-			if err != nil {
-				return nil, err
-			}
-			t.writes = append(t.writes, op)
+		var err error
+		if t.writes, err = s.withNote(t.writes, NoteForget, "forget", holder); err != nil {
+			return nil, err
 		}
 		return t, nil
 	})

@@ -53,6 +53,21 @@ func (s *Semaphore) noteOp(kind string, n *Note) (*api.KVTxnOp, error) {
 	return &api.KVTxnOp{Verb: api.KVSet, Key: s.base + auditDir + kind, Value: value}, nil
 }
 
+// withNote is ops with Options.Note, as action on value, written as audit/<kind>, when there
+// is a note to write.
+func (s *Semaphore) withNote(ops []*api.KVTxnOp, kind, action, value string) ([]*api.KVTxnOp, error) {
+	if s.opts.Note == nil {
+		return ops, nil
+	}
+	n := *s.opts.Note
+	n.Action, n.Value = action, value
+	op, err := s.noteOp(kind, &n)
+	if err != nil {
+		return nil, err
+	}
+	return append(ops, op), nil
+}
+
 // parseNote reads an audit/ value. Notes only explain; one that cannot be read is a problem
 // to report, never a reason to refuse a run.
 func parseNote(value []byte) (Note, error) {

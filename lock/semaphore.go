@@ -309,16 +309,12 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 			return nil, fmt.Errorf("%w: %s: %s's slot is held by run %q now, not %q", ErrNotHeld, s.opts.Tier, holder, freed.RunID, runID)
 		}
 		t, err := s.changeTxn(snap, change{holder: holder, delete: true})
-		if err != nil || s.opts.Note == nil {
-			return t, err
-		}
-		n := *s.opts.Note
-		n.Action, n.Value = "release", holder
-		op, err := s.noteOp(NoteRelease, &n)
 		if err != nil {
 			return nil, err
 		}
-		t.writes = append(t.writes, op)
+		if t.writes, err = s.withNote(t.writes, NoteRelease, "release", holder); err != nil {
+			return nil, err
+		}
 		return t, nil
 	})
 	return freed, err
