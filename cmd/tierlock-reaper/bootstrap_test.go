@@ -123,37 +123,12 @@ func TestBootstrapBinary(t *testing.T) {
 	defer rt.srv.Close()
 	takeSlots(t, instTerminated, instShuttingDown, instRunning, instASGDone, instLifecycle, instBystander, instOtherHook)
 
-	cmd := exec.Command(bin)
-	// Only what Lambda would set, and the test's own: nothing inherited.
-	cmd.Env = []string{
-		"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(),
-		"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.srv.URL, "http://"),
-		"AWS_LAMBDA_FUNCTION_NAME=tierlock-reaper", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128", "_HANDLER=bootstrap", "LAMBDA_TASK_ROOT=" + filepath.Dir(bin),
-	}
 	fnEnv := env(t, aws)
 	// As an operator may write it: blanks, and a hook of ours that never fires.
 	fnEnv["TIERLOCK_LIFECYCLE_HOOK_NAMES"] = " " + ourHook + " , spare-hook,"
-	for k, v := range fnEnv {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	// Files, not buffers: the process writes them itself, and the test reads them at any time.
-	stdout, stderr := logFile(t, "stdout"), logFile(t, "stderr")
-	cmd.Stdout, cmd.Stderr = stdout.f, stderr.f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	proc := startBootstrap(t, bin, rt, fnEnv)
+	defer proc.stop()
+	stdout, stderr, exited := proc.stdout, proc.stderr, proc.exited
 
 	type step struct {
 		id, fixture string
@@ -280,6 +255,48 @@ func TestBootstrapBinary(t *testing.T) {
 }
 
 // output is where the process writes one of its streams.
+// bootstrapProc is the real bootstrap, started as Lambda would start it.
+type bootstrapProc struct {
+	cmd            *exec.Cmd
+	stdout, stderr output
+	exited         chan struct{}
+}
+
+// startBootstrap starts bin against the stand-in Runtime API with only what Lambda would set
+// and fnEnv: nothing inherited. The caller defers stop.
+func startBootstrap(t *testing.T, bin string, rt *runtimeAPI, fnEnv map[string]string) *bootstrapProc {
+	t.Helper()
+	cmd := exec.Command(bin)
+	cmd.Env = []string{
+		"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(),
+		"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.srv.URL, "http://"),
+		"AWS_LAMBDA_FUNCTION_NAME=tierlock-reaper", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128", "_HANDLER=bootstrap", "LAMBDA_TASK_ROOT=" + filepath.Dir(bin),
+	}
+	for k, v := range fnEnv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	// Files, not buffers: the process writes them itself, and the test reads them at any time.
+	p := &bootstrapProc{cmd: cmd, stdout: logFile(t, "stdout"), stderr: logFile(t, "stderr"), exited: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.stdout.f, p.stderr.f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	return p
+}
+
+// stop ends the process: SIGTERM, then SIGKILL after 10 s.
+func (p *bootstrapProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
 type output struct{ f *os.File }
 
 func logFile(t *testing.T, name string) output {

@@ -4,13 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -79,32 +76,9 @@ func TestBootstrapJunk(t *testing.T) {
 	takeSlots(t, instTerminated, instBystander)
 	putJunk(t)
 
-	cmd := exec.Command(bin)
-	cmd.Env = []string{
-		"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(),
-		"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.srv.URL, "http://"),
-		"AWS_LAMBDA_FUNCTION_NAME=tierlock-reaper", "AWS_LAMBDA_FUNCTION_VERSION=$LATEST",
-		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128", "_HANDLER=bootstrap", "LAMBDA_TASK_ROOT=" + filepath.Dir(bin),
-	}
-	for k, v := range env(t, aws) {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	stdout, stderr := logFile(t, "stdout"), logFile(t, "stderr")
-	cmd.Stdout, cmd.Stderr = stdout.f, stderr.f
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	proc := startBootstrap(t, bin, rt, env(t, aws))
+	defer proc.stop()
+	stdout, stderr, exited := proc.stdout, proc.stderr, proc.exited
 
 	id := "22222222-0000-4000-8000-000000000001"
 	o := rt.invoke(t, exited, id, fixture(t, "ec2-terminated.json"))
@@ -126,7 +100,7 @@ func TestBootstrapJunk(t *testing.T) {
 	if !o.ok {
 		t.Errorf("second answer: %s", o.body)
 	}
-	peak := peakRSS(t, cmd.Process.Pid)
+	peak := peakRSS(t, proc.cmd.Process.Pid)
 	t.Logf("peak RSS of the bootstrap process: %d MB (race detector: %v)", peak>>20, raceEnabled)
 	// The race detector multiplies a Go program's memory several times; the Lambda runs
 	// without it.
