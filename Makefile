@@ -29,7 +29,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/tierlock ./cmd/tierlock
 
 ## lambda: dist/tierlock-reaper-{amd64,arm64}.zip, each holding the Lambda's `bootstrap`
-## (provided.al2023; static, no RPC mode; zipped by internal/lambdazip, no zip tool needed)
+## (provided.al2023; static, no RPC mode; zipped by internal/tools/lambdazip, no zip tool needed)
 lambda:
 	@set -e; for arch in $(LAMBDA_ARCHES); do \
 		mkdir -p dist/$$arch; \
@@ -37,7 +37,7 @@ lambda:
 		CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -tags lambda.norpc -trimpath \
 			-ldflags "-s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)" \
 			-o dist/$$arch/bootstrap ./cmd/tierlock-reaper; \
-		$(GO) run ./internal/lambdazip -o dist/tierlock-reaper-$$arch.zip dist/$$arch/bootstrap; \
+		$(GO) run ./internal/tools/lambdazip -o dist/tierlock-reaper-$$arch.zip dist/$$arch/bootstrap; \
 	done
 
 ## consul: the Consul agent the tests and the demo run (built once from the module proxy)
@@ -97,7 +97,7 @@ fleet-sim:
 
 ## demo: a local Consul agent and 8 simulated hosts going through a tier of 2 slots
 demo: build consul
-	$(GO) run ./internal/demo -tierlock bin/tierlock -consul $(CONSUL)
+	$(GO) run ./internal/tools/demo -tierlock bin/tierlock -consul $(CONSUL)
 
 ## man: the man page, generated from the command definitions: dist/stage/tierlock.8.gz
 man: build

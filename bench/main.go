@@ -23,7 +23,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
 type workload struct {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/testdeps"
+	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
 
 // dpkgStatus is the package's status in dpkg's database, "" when dpkg knows nothing of it.

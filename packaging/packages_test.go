@@ -15,7 +15,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tierlock/tierlock/internal/testdeps"
+	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
 
 // debEntry is one regular file of a .deb's data.

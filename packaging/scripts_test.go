@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tierlock/tierlock/internal/testdeps"
+	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
 
 const tierSet = "# set by configuration management\nTIERLOCK_TIER=prod/web\n"

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/testdeps"
+	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
 
 // stageDeb unpacks the host's .deb into a fresh root, beside a copy of this machine's own

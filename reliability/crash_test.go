@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
-	"github.com/tierlock/tierlock/internal/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
 // crashes counts the processes these tests killed, for the figures.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -39,7 +39,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := consulagent.Build("../internal/slotcheck", slotcheckBin, ""); err != nil {
+	if err := consulagent.Build("../internal/testkit/slotcheck", slotcheckBin, ""); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -153,7 +153,7 @@ type recorder string
 func newRecorder(t *testing.T) recorder { return recorder(filepath.Join(t.TempDir(), "recorder")) }
 
 // script is a command for `tierlock run`: it asks Consul directly (not through any proxy;
-// internal/slotcheck, with a consistent read, asking again while Consul cannot answer) whether
+// internal/testkit/slotcheck, with a consistent read, asking again while Consul cannot answer) whether
 // the host holds its slot, appends "start HOST PID", "NOSLOT HOST PID" or "UNKNOWN HOST PID",
 // sleeps for sleep, appends "end HOST", and exits with code.
 func (r recorder) script(consulAddr, holder string, sleep time.Duration, code int) []string {

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
-	"github.com/tierlock/tierlock/internal/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
 )
 

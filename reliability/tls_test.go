@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
 // ca is a certificate authority made for one test.

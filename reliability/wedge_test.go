@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
 // Single keys that could wedge a tier, each written by hand as anyone with write on the

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
 // TestMain lets the test binary be the proxy process too, as the fleet binary is.

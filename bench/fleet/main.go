@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
 func main() {

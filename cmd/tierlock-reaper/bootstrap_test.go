@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
 // runtimeAPI stands in for the Lambda Runtime API on loopback: it hands out one event per

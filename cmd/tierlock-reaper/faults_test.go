@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
 // Every Consul request of one invocation is faulted in turn, with every kind of fault, once:

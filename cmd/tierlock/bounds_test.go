@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
 // The bounds: from the first failure of an operation, a command gives up within

@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
 // slots lists the test's held slots as tier:holder, sorted, and checks each tier's invariant.

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
 func TestRunAcquiresAndReleases(t *testing.T) {

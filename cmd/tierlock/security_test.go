@@ -11,8 +11,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/faultproxy"
-	"github.com/tierlock/tierlock/internal/testdeps"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
 
 // completionLines are requests as the completion scripts make them, for every command: with

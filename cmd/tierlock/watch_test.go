@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierlock/tierlock/internal/testdeps"
+	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
 
 // status --watch in a real terminal (tmux), while a wave of runs goes through the tier: the

@@ -10,8 +10,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulagent"
-	"github.com/tierlock/tierlock/internal/faultproxy"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
 // The package's real Consul agent, started by the first test that needs it.

@@ -11,7 +11,7 @@ import (
 // the tests run; without it, it does not.
 func TestBuildFollowsRace(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "tierlock")
-	if err := Build("../../cmd/tierlock", out, "-X main.version=0.0.0-test"); err != nil {
+	if err := Build("../../../cmd/tierlock", out, "-X main.version=0.0.0-test"); err != nil {
 		t.Fatal(err)
 	}
 	info, err := exec.Command("go", "version", "-m", out).Output()

@@ -3,7 +3,7 @@
 // is executable (mode 0755: Lambda runs it as is) and has a fixed time, so the same binary
 // always gives the same zip.
 //
-//	go run ./internal/lambdazip -o dist/tierlock-reaper-amd64.zip dist/amd64/bootstrap
+//	go run ./internal/tools/lambdazip -o dist/tierlock-reaper-amd64.zip dist/amd64/bootstrap
 package main
 
 import (
