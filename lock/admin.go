@@ -19,7 +19,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 	if n < -1 || n > maxLimit {
 		return nil, fmt.Errorf("lock: max_concurrent %d: want -1 (unlimited), 0 (disabled) or N > 0", n)
 	}
-	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
+	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
 		if snap.MaxSet && snap.Max == n {
 			return nil, errUnchanged
 		}
@@ -39,7 +39,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 // Disable sets max_concurrent to 0 and keeps the value it replaces in max_saved, for Enable.
 // Disabling a disabled tier writes nothing.
 func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
-	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
+	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
 		if snap.MaxSet && snap.Max == 0 {
 			return nil, errUnchanged
 		}
@@ -65,7 +65,7 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 	if n != nil && (*n < 1 && *n != -1 || *n > maxLimit) {
 		return nil, fmt.Errorf("lock: enable with max_concurrent %d: want -1 (unlimited) or N > 0", *n)
 	}
-	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
+	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
 		var ops []*api.KVTxnOp
 		if n == nil && snap.badSaved {
 			return nil, fmt.Errorf("%w: %s%s cannot be read; give enable the value to set", ErrInvalidConfig, s.base, keySaved)

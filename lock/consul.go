@@ -3,12 +3,14 @@ package lock
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
 )
 
 // KV is the part of Consul's *api.KV the semaphore uses.
@@ -19,17 +21,35 @@ type KV interface {
 	Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error)
 }
 
-// read lists the tier consistently: a stale read could admit a holder into a full tier.
-func (s *Semaphore) read(ctx context.Context, waitIndex uint64, waitTime time.Duration, want func(string) bool) (*Snapshot, error) {
-	timeout := s.opts.RequestTimeout
-	if waitIndex > 0 {
-		// Consul adds up to wait/16 of jitter to a blocking query.
-		timeout += waitTime + waitTime/16
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+// read reads the tier consistently (a stale read could admit a holder into a full tier):
+// for holder, what its Acquire and Release decide on, in one request when it can (see
+// treeOps); for "" everything, listed then fetched.
+func (s *Semaphore) read(ctx context.Context, holder string) (*Snapshot, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
-	q := &api.QueryOptions{RequireConsistent: waitIndex == 0, WaitIndex: waitIndex, WaitTime: waitTime}
-	return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, want)
+	q := &api.QueryOptions{RequireConsistent: true}
+	if holder == "" {
+		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, nil)
+	}
+	ok, resp, _, err := s.kv.Txn(s.treeOps(holder), q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
+	switch {
+	case errors.Is(err, consulclient.ErrAnswerTooLarge):
+		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, forHolder(holder))
+	case err != nil:
+		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
+	case !ok:
+		return nil, s.rejected(nil, resp)
+	}
+	return s.snapshot(resp.Results, holder)
+}
+
+// snapshot is the tier as results (of a transaction ending in holder's treeOps) show it.
+func (s *Semaphore) snapshot(results []*api.KVPair, holder string) (*Snapshot, error) {
+	pairs, index, err := treePairs(results, s.base, forHolder(holder))
+	if err != nil {
+		return nil, err
+	}
+	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base, index), nil
 }
 
 // forHolder narrows a read to what holder's Acquire decides on: every key of the layout but
@@ -98,31 +118,46 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 // apply runs t as one transaction. It reports false when a check-and-set failed because
 // another writer got there first, and ErrRejected for any other refusal.
 func (s *Semaphore) apply(ctx context.Context, t *txn) (bool, error) {
+	ok, _, err := s.applyTxn(ctx, t)
+	return ok, err
+}
+
+// applyTxn is apply, returning the transaction's results too.
+func (s *Semaphore) applyTxn(ctx context.Context, t *txn) (bool, []*api.KVPair, error) {
 	ops, err := t.ops()
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
+	if len(t.reads) > 0 {
+		ctx = consulclient.WithAnswerLimit(ctx, treeAnswerLimit)
+	}
 	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return false, fmt.Errorf("lock: write %s: %w", s.base, err)
+		return false, nil, fmt.Errorf("lock: write %s: %w", s.base, err)
 	}
 	if ok {
-		return true, nil
+		return true, resp.Results, nil
 	}
-	return false, s.rejected(ops, resp)
+	return false, nil, s.rejected(ops, resp)
 }
 
-// applyAndRead runs t and then reads the tier. It returns the tier as it is after the
-// transaction, or nil when a check-and-set failed. (The read is not part of the transaction:
-// a get-tree there would fetch every value under the tier, junk included, unbounded.)
+// applyAndRead runs t and reads holder's view of the tier back in the same transaction (its
+// treeOps, last). It returns the tier as the transaction left it, or nil when a
+// check-and-set failed. When the answer is too large to take in one (junk under the tier),
+// whether t was applied is unknown, and the tier is read again the bounded way: the caller
+// decides on what it finds.
 func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*Snapshot, error) {
-	ok, err := s.apply(ctx, t)
-	if err != nil || !ok {
+	t.reads = s.treeOps(holder)
+	ok, results, err := s.applyTxn(ctx, t)
+	switch {
+	case errors.Is(err, consulclient.ErrAnswerTooLarge):
+		return s.read(ctx, holder)
+	case err != nil || !ok:
 		return nil, err
 	}
-	return s.read(ctx, 0, 0, forHolder(holder))
+	return s.snapshot(results, holder)
 }
 
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected

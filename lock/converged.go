@@ -121,7 +121,7 @@ func (s *Semaphore) Forget(ctx context.Context, holder string) (Convergence, boo
 	}
 	var gone Convergence
 	var found bool
-	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
+	_, err := s.update(ctx, holder, func(snap *Snapshot) (*txn, error) {
 		t, c, ok := s.forgetTxn(snap, holder)
 		gone, found = c, ok
 		if !ok {

@@ -35,7 +35,7 @@ func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec Rec
 	for {
 		var batch Evicted
 		more := false
-		_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
+		_, err := s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
 			var t *txn
 			batch, t, more = s.evictTxn(snap, match)
 			if t == nil {

@@ -176,3 +176,53 @@ func pairsOf(keys []string, got map[string]*api.KVPair) api.KVPairs {
 	}
 	return pairs
 }
+
+// A run's read is one request in the common case: a read-only transaction of get-tree
+// operations on what Acquire and Release decide on (max_concurrent, current, max_saved,
+// running/, queue/ and the holder's own converged/ record), atomic, so nothing is read again
+// when the tier changes meanwhile. Its answer is capped at treeAnswerLimit by the client
+// (internal/consulclient honours consulclient.WithAnswerLimit): past it, junk lies under the
+// tier, and the read falls back to listing the keys and fetching their values in batches.
+const treeAnswerLimit = 8 << 20
+
+// treeOps are the get-tree operations of holder's one-request read. A get-tree of a key
+// also returns the keys it is a prefix of ("current" gives "current2" too, and
+// "converged/web-1" gives "converged/web-10"): treePairs keeps only the layout's keys.
+func (s *Semaphore) treeOps(holder string) api.KVTxnOps {
+	var ops api.KVTxnOps
+	for _, k := range []string{keyMax, keyCurrent, keySaved, runningDir, queueDir, convergedDir + holder} {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base + k})
+	}
+	return ops
+}
+
+// treePairs keeps, from the results of a transaction, the tier's layout keys that want accepts,
+// each once (the last result for a key is the latest: reads go after writes), sorted, with
+// values too large for any record replaced as fetch replaces them. Its index is the highest
+// ModifyIndex among them: enough for a blocking query, which may then wake once too early but
+// never misses a change.
+func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.KVPairs, uint64, error) {
+	byKey := map[string]*api.KVPair{}
+	for _, p := range results {
+		if p == nil {
+			continue
+		}
+		if rel, ok := strings.CutPrefix(p.Key, base); ok && tierKey(rel) && (want == nil || want(rel)) {
+			byKey[p.Key] = p
+		}
+	}
+	if len(byKey) > MaxTierKeys {
+		return nil, 0, tooManyKeys(base, len(byKey))
+	}
+	keys := make([]string, 0, len(byKey))
+	var index uint64
+	for k, p := range byKey {
+		keys = append(keys, k)
+		index = max(index, p.ModifyIndex)
+		if len(p.Value) > maxValueLen {
+			p.Value = []byte(fmt.Sprintf("<a value of %d bytes, more than the %d a stored value may have: not read>", len(p.Value), maxValueLen))
+		}
+	}
+	sort.Strings(keys)
+	return pairsOf(keys, byKey), index, nil
+}

@@ -94,7 +94,7 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 // Read returns a consistent snapshot of the tier. Invalid stored values are in its Problems,
 // not an error, so that operators can still look at a broken tier.
 func (s *Semaphore) Read(ctx context.Context) (*Snapshot, error) {
-	return s.read(ctx, 0, 0, nil)
+	return s.read(ctx, "")
 }
 
 // Request asks for a slot.
@@ -138,7 +138,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		snap, err := next, error(nil)
 		next = nil
 		if snap == nil {
-			if snap, err = s.read(ctx, 0, 0, forHolder(req.Holder)); err != nil {
+			if snap, err = s.read(ctx, req.Holder); err != nil {
 				return nil, err
 			}
 		}
@@ -238,7 +238,7 @@ func (s *Semaphore) MarkInterrupted(ctx context.Context, slot *Slot, code *int) 
 }
 
 func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int) error {
-	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.updateSlot(ctx, slot.Holder, func(snap *Snapshot) (change, error) {
 		rec, err := s.own(snap, slot)
 		if err != nil {
 			return change{}, err
@@ -255,7 +255,7 @@ func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int
 // was, and returns nil. It frees only the slot this run holds: ErrNotHeld when the slot is gone
 // otherwise (an operator or the reaper freed it), or held by another run.
 func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
-	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
+	_, err := s.update(ctx, slot.Holder, func(snap *Snapshot) (*txn, error) {
 		if released(snap, slot) {
 			return nil, errUnchanged
 		}
@@ -283,7 +283,7 @@ func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
 	if err := ValidateName("holder", holder); err != nil {
 		return err
 	}
-	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
+	_, err := s.updateSlot(ctx, holder, func(snap *Snapshot) (change, error) {
 		rec, ok := snap.Holders[holder]
 		switch {
 		case !ok || rec.RunID != runID:
@@ -337,7 +337,7 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 		return Record{}, err
 	}
 	var freed Record
-	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
+	_, err := s.update(ctx, holder, func(snap *Snapshot) (*txn, error) {
 		if _, ok := snap.modify[runningDir+holder]; !ok {
 			return nil, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
 		}
@@ -360,7 +360,7 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 // Repair sets current to the number of running/ keys. It returns the snapshot it repaired;
 // a tier without drift is left untouched.
 func (s *Semaphore) Repair(ctx context.Context) (*Snapshot, error) {
-	return s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
+	return s.updateSlot(ctx, "", func(snap *Snapshot) (change, error) {
 		if !snap.Drift() && !snap.badCurrent {
 			return change{}, errUnchanged
 		}
@@ -373,9 +373,11 @@ var errUnchanged = errors.New("lock: unchanged")
 
 // update is read → decide → one check-and-set transaction, re-read after every lost race. It
 // returns the snapshot the committed write (or the decision to write nothing) was based on.
-func (s *Semaphore) update(ctx context.Context, decide func(*Snapshot) (*txn, error)) (*Snapshot, error) {
+//
+// holder narrows the read to what that holder's slot needs (see read); "" reads everything.
+func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snapshot) (*txn, error)) (*Snapshot, error) {
 	for races := 0; races < maxRaces; races++ {
-		snap, err := s.Read(ctx)
+		snap, err := s.read(ctx, holder)
 		if err != nil {
 			return nil, err
 		}
@@ -418,8 +420,8 @@ func (s *Semaphore) backoff(ctx context.Context, races int) error {
 }
 
 // updateSlot is update for a change of one slot.
-func (s *Semaphore) updateSlot(ctx context.Context, decide func(*Snapshot) (change, error)) (*Snapshot, error) {
-	return s.update(ctx, func(snap *Snapshot) (*txn, error) {
+func (s *Semaphore) updateSlot(ctx context.Context, holder string, decide func(*Snapshot) (change, error)) (*Snapshot, error) {
+	return s.update(ctx, holder, func(snap *Snapshot) (*txn, error) {
 		ch, err := decide(snap)
 		if err != nil {
 			return nil, err

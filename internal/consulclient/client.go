@@ -94,8 +94,53 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(body))}
 	}
+	if limit, ok := req.Context().Value(answerLimitKey{}).(int64); ok {
+		if resp.ContentLength > limit {
+			resp.Body.Close()
+			return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrAnswerTooLarge, resp.ContentLength, limit)
+		}
+		resp.Body = &limitedBody{body: resp.Body, left: limit}
+	}
 	return resp, nil
 }
+
+// ErrAnswerTooLarge is the error of a request whose answer exceeded the limit its context
+// carries (WithAnswerLimit).
+var ErrAnswerTooLarge = errors.New("consul client: answer too large")
+
+type answerLimitKey struct{}
+
+// WithAnswerLimit asks the clients of this package to read at most limit bytes of the answer
+// to a request made with ctx, and to fail it with ErrAnswerTooLarge past that: a caller that
+// fetches values in one request (a transaction's get-tree) bounds its memory so, and falls
+// back to fetching in batches. Other clients ignore it.
+func WithAnswerLimit(ctx context.Context, limit int64) context.Context {
+	return context.WithValue(ctx, answerLimitKey{}, limit)
+}
+
+// limitedBody fails the read past its limit rather than truncating quietly: a truncated
+// answer must never be taken for the whole.
+type limitedBody struct {
+	body io.ReadCloser
+	left int64
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		return 0, ErrAnswerTooLarge
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left+1] // one more byte: reaching it means there is more than the limit
+	}
+	n, err := b.body.Read(p)
+	b.left -= int64(n)
+	if b.left < 0 {
+		return 0, ErrAnswerTooLarge
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.body.Close() }
 
 // probe connects to the request's host as the client does and waits a moment for the
 // server's verdict on the handshake. With TLS 1.3 a server that refuses the client's
