@@ -31,7 +31,7 @@ func (s *Semaphore) read(ctx context.Context, holder string) (*Snapshot, error) 
 	if holder == "" {
 		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, nil)
 	}
-	ok, resp, _, err := s.kv.Txn(s.treeOps(holder), q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
+	ok, resp, meta, err := s.kv.Txn(s.treeOps(holder), q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
 	switch {
 	case errors.Is(err, consulclient.ErrAnswerTooLarge):
 		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, forHolder(holder))
@@ -39,6 +39,9 @@ func (s *Semaphore) read(ctx context.Context, holder string) (*Snapshot, error) 
 		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
 	case !ok:
 		return nil, s.rejected(nil, resp)
+	}
+	if err := filtered(meta, s.base); err != nil {
+		return nil, err
 	}
 	return s.snapshot(resp.Results, holder)
 }
@@ -77,6 +80,8 @@ type change struct {
 	holder string
 	rec    *Record
 	delete bool
+	// noGrants leaves free slots free (see grants): for a wake, which rewrites current alone.
+	noGrants bool
 }
 
 // changeTxn is the transaction that writes ch and sets current to the resulting number of
@@ -111,8 +116,58 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	case ch.delete:
 		t.writes = append(t.writes, s.del(snap, own))
 	}
+	if !ch.noGrants {
+		granted, err := s.grants(snap, ch.holder, count)
+		if err != nil {
+			return nil, err
+		}
+		t.writes = append(t.writes, granted...)
+		count += len(granted) / 2
+	}
 	t.writes = append(t.writes, s.set(snap, keyCurrent, strconv.Itoa(count)))
 	return t, nil
+}
+
+// maxGrants bounds the slots one write hands over, so that a release among many holders
+// still fits Consul's 128 operations. The rest are taken by the waiters themselves: each
+// grant wakes the waiter behind it, which finds a slot free and takes it.
+const maxGrants = 16
+
+// grants hands the slots that count (the holders a write leaves) keeps free to the waiters
+// at the head of the queue, in rank order, in the same transaction: their entries deleted
+// (check-and-set: a waiter that left, or whose session ended, fails the write, which is then
+// decided again) and their records written as theirs, from what their entries carry. So a
+// release wakes no one to race for the slot: the head finds it already holds it, and current
+// is not fought over by takes and releases. skip is the holder the write is for.
+func (s *Semaphore) grants(snap *Snapshot, skip string, count int) (api.KVTxnOps, error) {
+	if snap.Max <= 0 || snap.Drift() {
+		return nil, nil // disabled, unlimited (nobody waits), or a count not to build on
+	}
+	now := s.opts.Now().UTC()
+	var ops api.KVTxnOps
+	for _, w := range snap.Queue {
+		if count >= snap.Max || len(ops)/2 >= maxGrants {
+			break
+		}
+		_, holds := snap.modify[runningDir+w.Holder]
+		if w.Holder == skip || holds || w.RunID == "" {
+			continue
+		}
+		rec := Record{
+			Holder: w.Holder, Hostname: w.Hostname, InstanceID: w.InstanceID, Node: w.Node, PID: w.PID,
+			State: StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1,
+			Command: w.Command, RunID: w.RunID, Version: w.Version,
+		}
+		value, err := json.Marshal(rec)
+		if err != nil {
+			return nil, fmt.Errorf("lock: encode record: %w", err)
+		}
+		ops = append(ops,
+			&api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex},
+			&api.KVTxnOp{Verb: api.KVCAS, Key: s.base + runningDir + w.Holder, Value: value, Index: 0})
+		count++
+	}
+	return ops, nil
 }
 
 // apply runs t as one transaction. It reports false when a check-and-set failed because

@@ -32,6 +32,12 @@ type Waiter struct {
 	InstanceID string    `json:"instance_id,omitempty"` // as in the Record the waiter will write,
 	Node       string    `json:"node,omitempty"`        // so the reaper can find its entry too
 	Since      time.Time `json:"since"`
+	// The rest of the record the waiter asked to write: a write that hands it a slot writes
+	// its running/ record from the entry (see grants).
+	Hostname string `json:"hostname,omitempty"`
+	PID      int    `json:"pid,omitempty"`
+	Command  string `json:"command,omitempty"`
+	Version  string `json:"version,omitempty"`
 	// ConvergedAt is the holder's last convergence when it joined (nil: never), which ranks it.
 	ConvergedAt *time.Time `json:"converged_at"`
 	Session     string     `json:"-"`
@@ -155,23 +161,31 @@ const leaveMoment = 250 * time.Millisecond
 // max_concurrent edited by hand, which does not rewrite current).
 const maxWatch = time.Minute
 
-// watch blocks until what holder waits on changes, or until. The head of the queue watches
-// current (the whole tier if there is no current yet); anyone else the entry just ahead of it.
+// watch blocks until what holder waits on changes, or until: the entry ranked just ahead of
+// holder's, or holder's own at the head of the queue (current, or the whole tier, for a
+// holder not in the queue). It returns nil at until too: Acquire then reads and decides, so
+// that a slot handed over at the last moment is found, not left held.
 func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) error {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
-		return fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier, snap.Held(), snap.Max, len(snap.Queue))
+		return nil
 	}
 	wait := min(left, maxWatch)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
 	defer cancel()
+	// A waiter watches the entry ranked just ahead of it, and the head its own: a release
+	// hands the head the slot by deleting its entry (see grants), and that deletion wakes the
+	// waiter behind it, who is then the head.
 	var err error
 	key := s.base
 	switch i := snap.Ahead(holder); {
-	case i > 0 && i <= len(snap.Queue):
-		ahead := snap.Queue[i-1]
-		key += queueDir + ahead.Holder
-		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: ahead.ModifyIndex, WaitTime: wait}).WithContext(ctx))
+	case i < len(snap.Queue) && snap.Queue[i].Holder == holder:
+		w := snap.Queue[i]
+		if i > 0 {
+			w = snap.Queue[i-1]
+		}
+		key += queueDir + w.Holder
+		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
 	case snap.modify[keyCurrent] != 0:
 		key += keyCurrent
 		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: snap.modify[keyCurrent], WaitTime: wait}).WithContext(ctx))
@@ -189,7 +203,7 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 // that wakes the head of the queue. The check of current's index is mandatory: it is what
 // makes a concurrent tierlock write (which always moves current) fail this one.
 func (s *Semaphore) wakeTxn(snap *Snapshot) (*txn, error) {
-	t, err := s.changeTxn(snap, change{})
+	t, err := s.changeTxn(snap, change{noGrants: true})
 	if err != nil {
 		return nil, err
 	}
@@ -198,6 +212,16 @@ func (s *Semaphore) wakeTxn(snap *Snapshot) (*txn, error) {
 	t.writes = api.KVTxnOps{
 		{Verb: api.KVDelete, Key: set.Key},
 		{Verb: api.KVSet, Key: set.Key, Value: set.Value},
+	}
+	if len(snap.Queue) > 0 {
+		// The head watches its own entry: rewrite it (a plain set keeps its session) so
+		// that it wakes, reads the change, and takes, or leaves a disabled tier.
+		head := snap.Queue[0]
+		value, err := json.Marshal(head)
+		if err != nil {
+			return nil, fmt.Errorf("lock: encode queue entry: %w", err)
+		}
+		t.writes = append(t.writes, &api.KVTxnOp{Verb: api.KVSet, Key: s.base + queueDir + head.Holder, Value: value})
 	}
 	return t, nil
 }

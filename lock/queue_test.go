@@ -228,3 +228,51 @@ func TestNewcomerDoesNotOvertakeQueue(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A release with waiters hands the slot to the head of the queue in the same transaction:
+// the head's entry goes, its record (from what its entry carried) is written, current stays,
+// and the head's Acquire finds the slot held for it: a fresh slot, not a re-entry.
+func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *lock.Slot, 1)
+	go func() {
+		r := req("w0", "run-w0")
+		r.WaitUntil = time.Now().Add(20 * time.Second)
+		slot, err := s.Acquire(ctx(t), r)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- slot
+	}()
+	waitQueue(t, s, 1)
+	if err := s.Release(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	after := dump(t)
+	rec, conv := after["running/w0"], after["converged/holder"]
+	if rec == "" || conv == "" || rec[strings.LastIndex(rec, "@"):] != conv[strings.LastIndex(conv, "@"):] {
+		t.Fatalf("after the release: %v, want running/w0 written by the release itself", after)
+	}
+	if _, queued := after["queue/w0"]; queued || !strings.HasPrefix(after["current"], "1@") {
+		t.Errorf("after the release: %v, want w0's entry gone and current 1", after)
+	}
+	for _, want := range []string{`"run_id":"run-w0"`, `"hostname":"w0.test"`, `"command":"true"`, `"attempts":1`, `"state":"running"`} {
+		if !strings.Contains(rec, want) {
+			t.Errorf("running/w0 = %s, want %s in it", rec, want)
+		}
+	}
+	select {
+	case slot := <-got:
+		if slot == nil || slot.RunID != "run-w0" || slot.Reentered || slot.Attempts != 1 {
+			t.Errorf("w0 got %+v, want its fresh slot", slot)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("w0 did not see the slot it was handed")
+	}
+	checkInvariant(t)
+	waitQueue(t, s, 0)
+}

@@ -167,6 +167,13 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			rec.Attempts = 1
 		case Wait:
 			if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
+				if q != nil {
+					// Leave, then look once more: a write may hand this waiter a slot until
+					// the moment its entry goes, and a slot handed over is never left held.
+					q.leave(ctx)
+					q = nil
+					continue
+				}
 				return nil, fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier,
 					snap.Held(), snap.Max, len(snap.Queue))
 			}
@@ -404,6 +411,7 @@ func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snap
 func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time, snap *Snapshot) (*queue, *Snapshot, error) {
 	q.leave(ctx)
 	return s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
+		Hostname: req.Hostname, PID: req.PID, Command: req.Command, Version: req.Version,
 		ConvergedAt: snap.convergedAt(req.Holder)})
 }
 
