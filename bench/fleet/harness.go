@@ -107,6 +107,10 @@ type bench struct {
 	idleRaft float64 // Raft applies per second, idle
 	phase    int
 	logf     func(format string, args ...any)
+	// node is the agent's node name as a host's state dir keeps it from an earlier run
+	// (tierlock run asks the agent at most hourly, so 1 run in 4 on the 15-minute timer):
+	// asked once here, straight to the agent, not counted.
+	node string
 }
 
 // meter is a reading of every counter.
@@ -169,6 +173,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{When: cfg.Now().UTC(), Config: fmt.Sprintf("%+v", cfg.summary())}
 	if self, err := b.admin.Agent().Self(); err == nil {
 		rep.Consul = fmt.Sprint(self["Config"]["Version"])
+		b.node = fmt.Sprint(self["Config"]["NodeName"])
 	}
 	rep.ConsulStartRSS, _ = peakRSSMiB(b.agent.PID())
 
@@ -252,7 +257,7 @@ func (b *bench) newHost(tool, prefix, holder string, n int) (host, error) {
 	if tool == toolPeer {
 		return newPeerHost(b.proxy.Addr, prefix, holder, n)
 	}
-	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait)
+	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.node)
 }
 
 func (b *bench) setMax(prefix string, n int) error {
