@@ -32,7 +32,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		return s.withWake(snap, ops...)
+		return s.withWake(snap, n, ops...)
 	})
 }
 
@@ -55,7 +55,7 @@ func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 		if err != nil {
 			return nil, err
 		}
-		return s.withWake(snap, ops...)
+		return s.withWake(snap, 0, ops...)
 	})
 }
 
@@ -67,17 +67,21 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 	}
 	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
 		var ops []*api.KVTxnOp
+		limit := snap.Max // the limit after enable, which the queue is told
 		if n == nil && snap.badSaved {
 			return nil, fmt.Errorf("%w: %s%s cannot be read; give enable the value to set", ErrInvalidConfig, s.base, keySaved)
 		}
 		switch {
 		case n != nil:
+			limit = *n
 			if !snap.MaxSet || snap.Max != *n {
 				ops = append(ops, s.set(snap, keyMax, strconv.Itoa(*n)))
 			}
 		case snap.SavedSet && snap.Saved != 0:
+			limit = snap.Saved
 			ops = append(ops, s.set(snap, keyMax, strconv.Itoa(snap.Saved)))
 		case snap.MaxSet && snap.Max == 0:
+			limit = s.opts.DefaultMax
 			ops = append(ops, s.del(snap, keyMax))
 		}
 		if snap.SavedSet || snap.badSaved {
@@ -90,17 +94,32 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 			// The brake is off: its note goes with it.
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + auditDir + NoteMax})
 		}
-		return s.withWake(snap, ops...)
+		return s.withWake(snap, limit, ops...)
 	})
 }
 
-// withWake is ops with the rewrite of current that wakes the head of the queue. The wake's
-// checks go first: they check keys as they were read, before ops change them.
-func (s *Semaphore) withWake(snap *Snapshot, ops ...*api.KVTxnOp) (*txn, error) {
-	t, err := s.wakeTxn(snap)
+// withWake is ops, which set max_concurrent to max, with the queue told: under a limit with
+// room, slots are handed to the waiters at the head (see grants) and the next one is nudged;
+// disabled, every entry that fits is deleted, so that its waiter wakes, finds the tier
+// disabled and leaves (the others find out within maxWatch). current is rewritten with the
+// count, guarded like every write. The checks go first: they check keys as they were read,
+// before ops change them.
+func (s *Semaphore) withWake(snap *Snapshot, max int, ops ...*api.KVTxnOp) (*txn, error) {
+	next := *snap
+	next.Max = max
+	t, err := s.changeTxn(&next, change{noGrants: max == 0})
 	if err != nil {
 		return nil, err
 	}
-	t.writes = append(t.writes, ops...)
+	set := t.writes[len(t.writes)-1] // current
+	t.writes = append(append(t.writes[:len(t.writes)-1:len(t.writes)-1], ops...), set)
+	if max == 0 {
+		for _, w := range snap.Queue {
+			if t.mandatory() >= maxTxnOps {
+				break
+			}
+			t.writes = append(t.writes, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + w.Holder})
+		}
+	}
 	return t, nil
 }

@@ -123,9 +123,39 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		}
 		t.writes = append(t.writes, granted...)
 		count += len(granted) / 2
+		if nudge := s.nudge(snap, ch.holder, count, len(granted)/2); nudge != nil {
+			t.writes = append(t.writes, nudge)
+		}
 	}
 	t.writes = append(t.writes, s.set(snap, keyCurrent, strconv.Itoa(count)))
 	return t, nil
+}
+
+// nudge rewrites, unchanged, the entry of the first waiter a write leaves waiting while slots
+// stay free (more than one write hands over, or the limit was raised to unlimited): every
+// waiter watches its own entry, so the rewrite wakes it, and it takes a slot and hands over
+// the next ones. The write is a check-and-set: an entry that went meanwhile (its session
+// ended) must not come back without one. It keeps the entry's session.
+func (s *Semaphore) nudge(snap *Snapshot, skip string, count, granted int) *api.KVTxnOp {
+	if snap.Max == 0 || (snap.Max > 0 && count >= snap.Max) {
+		return nil
+	}
+	for _, w := range snap.Queue {
+		_, holds := snap.modify[runningDir+w.Holder]
+		if w.Holder == skip || holds || w.RunID == "" {
+			continue
+		}
+		if granted > 0 {
+			granted-- // handed a slot by this write, in rank order
+			continue
+		}
+		value, err := json.Marshal(w)
+		if err != nil {
+			return nil
+		}
+		return &api.KVTxnOp{Verb: api.KVCAS, Key: s.base + queueDir + w.Holder, Value: value, Index: w.ModifyIndex}
+	}
+	return nil
 }
 
 // maxGrants bounds the slots one write hands over, so that a release among many holders
@@ -140,13 +170,13 @@ const maxGrants = 16
 // release wakes no one to race for the slot: the head finds it already holds it, and current
 // is not fought over by takes and releases. skip is the holder the write is for.
 func (s *Semaphore) grants(snap *Snapshot, skip string, count int) (api.KVTxnOps, error) {
-	if snap.Max <= 0 || snap.Drift() {
-		return nil, nil // disabled, unlimited (nobody waits), or a count not to build on
+	if snap.Max == 0 || snap.Drift() {
+		return nil, nil // disabled, or a count not to build on
 	}
 	now := s.opts.Now().UTC()
 	var ops api.KVTxnOps
 	for _, w := range snap.Queue {
-		if count >= snap.Max || len(ops)/2 >= maxGrants {
+		if (snap.Max > 0 && count >= snap.Max) || len(ops)/2 >= maxGrants {
 			break
 		}
 		_, holds := snap.modify[runningDir+w.Holder]

@@ -161,9 +161,8 @@ const leaveMoment = 250 * time.Millisecond
 // max_concurrent edited by hand, which does not rewrite current).
 const maxWatch = time.Minute
 
-// watch blocks until what holder waits on changes, or until: the entry ranked just ahead of
-// holder's, or holder's own at the head of the queue (current, or the whole tier, for a
-// holder not in the queue). It returns nil at until too: Acquire then reads and decides, so
+// watch blocks until what holder waits on changes, or until: its queue entry (current, or the
+// whole tier, for a holder not in the queue). It returns nil at until too: Acquire then reads and decides, so
 // that a slot handed over at the last moment is found, not left held.
 func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) error {
 	left := until.Sub(s.opts.Now())
@@ -173,17 +172,12 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 	wait := min(left, maxWatch)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
 	defer cancel()
-	// A waiter watches the entry ranked just ahead of it, and the head its own: a release
-	// hands the head the slot by deleting its entry (see grants), and that deletion wakes the
-	// waiter behind it, who is then the head.
+	// A waiter watches its own entry: a write that hands it a slot deletes it (see grants),
+	// one that leaves a slot free for it rewrites it (nudge), and disable deletes it.
 	var err error
 	key := s.base
-	switch i := snap.Ahead(holder); {
-	case i < len(snap.Queue) && snap.Queue[i].Holder == holder:
-		w := snap.Queue[i]
-		if i > 0 {
-			w = snap.Queue[i-1]
-		}
+	switch w, queued := snap.queued(holder); {
+	case queued:
 		key += queueDir + w.Holder
 		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
 	case snap.modify[keyCurrent] != 0:
@@ -196,32 +190,4 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 		return fmt.Errorf("lock: watch %s: %w", key, err)
 	}
 	return nil
-}
-
-// wakeTxn rewrites current with the count it must have, deleting it first so that its
-// ModifyIndex moves even when the value does not (Consul skips writes that change nothing):
-// that wakes the head of the queue. The check of current's index is mandatory: it is what
-// makes a concurrent tierlock write (which always moves current) fail this one.
-func (s *Semaphore) wakeTxn(snap *Snapshot) (*txn, error) {
-	t, err := s.changeTxn(snap, change{noGrants: true})
-	if err != nil {
-		return nil, err
-	}
-	set := t.writes[len(t.writes)-1]
-	t.checks = append(t.checks, s.guard(snap, keyCurrent))
-	t.writes = api.KVTxnOps{
-		{Verb: api.KVDelete, Key: set.Key},
-		{Verb: api.KVSet, Key: set.Key, Value: set.Value},
-	}
-	if len(snap.Queue) > 0 {
-		// The head watches its own entry: rewrite it (a plain set keeps its session) so
-		// that it wakes, reads the change, and takes, or leaves a disabled tier.
-		head := snap.Queue[0]
-		value, err := json.Marshal(head)
-		if err != nil {
-			return nil, fmt.Errorf("lock: encode queue entry: %w", err)
-		}
-		t.writes = append(t.writes, &api.KVTxnOp{Verb: api.KVSet, Key: s.base + queueDir + head.Holder, Value: value})
-	}
-	return t, nil
 }

@@ -48,32 +48,34 @@ func TestTxnFitsAtAnyNumberOfHolders(t *testing.T) {
 		guarded   func(n int) int
 		build     func(snap *Snapshot) (*txn, error)
 		after     func(n int) int // holders the write leaves (-1: it hands nothing over)
+		limit     int             // max_concurrent after the write (0: the tier's 2)
 	}{
-		{"take", 3, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "new", rec) }, func(n int) int { return n + 1 }},
-		{"take from the queue", 4, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "waiter", rec) }, func(int) int { return -1 }},
+		{"take", 3, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "new", rec) }, func(n int) int { return n + 1 }, 0},
+		{"take from the queue", 4, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "waiter", rec) }, func(int) int { return -1 }, 0},
 		{"re-enter", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
 			return s.acquireTxn(snap, "holder-0000", rec)
-		}, func(n int) int { return max(n, 1) }},
+		}, func(n int) int { return max(n, 1) }, 0},
 		{"mark failed", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
 			return s.changeTxn(snap, change{holder: "holder-0000", rec: rec})
-		}, func(n int) int { return max(n, 1) }},
+		}, func(n int) int { return max(n, 1) }, 0},
 		{"release", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
 			return s.changeTxn(snap, change{holder: "holder-0000", delete: true})
-		}, func(n int) int { return max(n-1, 0) }},
-		{"repair", 2, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.changeTxn(snap, change{}) }, func(n int) int { return n }},
-		{"set-max", 6, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
-			return s.withWake(snap, s.set(snap, keyMax, "7"))
-		}, func(int) int { return -1 }},
-		{"disable", 7, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
-			return s.withWake(snap, s.set(snap, keyMax, "0"), s.set(snap, keySaved, "2"))
-		}, func(int) int { return -1 }},
-		{"enable", 7, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
-			return s.withWake(snap, s.set(snap, keyMax, "2"), s.del(snap, keySaved))
-		}, func(int) int { return -1 }},
+		}, func(n int) int { return max(n-1, 0) }, 0},
+		{"repair", 2, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.changeTxn(snap, change{}) }, func(n int) int { return n }, 0},
+		{"set-max", 3, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
+			return s.withWake(snap, 7, s.set(snap, keyMax, "7"))
+		}, func(n int) int { return n }, 7},
+		// Disabling deletes the queue entry, so that its waiter wakes and leaves.
+		{"disable", 5, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
+			return s.withWake(snap, 0, s.set(snap, keyMax, "0"), s.set(snap, keySaved, "2"))
+		}, func(int) int { return -1 }, 0},
+		{"enable", 4, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) {
+			return s.withWake(snap, 2, s.set(snap, keyMax, "2"), s.del(snap, keySaved))
+		}, func(n int) int { return n }, 0},
 		{"join the queue", 3, func(int) int { return 0 }, func(*Snapshot) (*txn, error) {
 			return &txn{writes: api.KVTxnOps{{Verb: api.KVDelete, Key: "k"}, {Verb: api.KVLock, Key: "k"}},
 				reads: api.KVTxnOps{{Verb: api.KVGetTree, Key: s.base}}}, nil
-		}, func(int) int { return -1 }},
+		}, func(int) int { return -1 }, 0},
 	}
 	for _, n := range []int{0, 1, 100, 121, 122, 123, 124, 125, 126, 127, 128, 129, 130, 600, 5000} {
 		for _, k := range kinds {
@@ -88,7 +90,11 @@ func TestTxnFitsAtAnyNumberOfHolders(t *testing.T) {
 					t.Fatal(err)
 				}
 				mandatory := k.mandatory
-				if after := k.after(n); after >= 0 && after < 2 {
+				limit := k.limit
+				if limit == 0 {
+					limit = 2
+				}
+				if after := k.after(n); after >= 0 && after < limit {
 					mandatory += 2 // a slot free under max 2: handed to the waiter in the same write
 				}
 				if tx.mandatory() != mandatory {
