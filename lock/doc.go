@@ -5,11 +5,15 @@
 //	max_concurrent     "-1" unlimited, "0" disabled, "N" at most N holders; absent: Options.DefaultMax
 //	current            number of held slots; absent means 0
 //	running/<holder>   one key per held slot: a JSON Record (older tooling wrote a bare timestamp)
+//	queue/<holder>     a waiter, bound to its session (see queue.go)
+//	converged/<holder> the holder's last successful run (see converged.go)
 //
 // The invariant: after every committed write, current equals the number of running/ keys.
 // Every write this package makes is a single Consul transaction that sets current to the
-// number of running/ keys it leaves behind, writes at most one running/ key or deletes some
-// (a release frees one slot, an eviction every slot of a dead host), and is guarded
+// number of running/ keys it leaves behind, writes one running/ key or deletes some (a
+// release frees one slot, an eviction every slot of a dead host), hands every slot it leaves
+// free to the waiters at the head of the queue (their entries deleted, their records written,
+// so that a release wakes no one to race for the slot), and is guarded
 // by check-and-set on every key it read (current, max_concurrent when it exists, the holder's own key and,
 // within Consul's limit of operations per transaction, the other running/ keys). Because every
 // writer moves current in the same transaction as running/, the guard on current alone already
@@ -18,6 +22,10 @@
 // A slot is kept when its command fails (state "failed") or is interrupted: holding it is the
 // point, so a bad change stops spreading once max_concurrent hosts have failed. running/ keys
 // are never bound to a Consul session for the same reason.
+//
+// A holder's read is one read-only transaction (get-tree of max_concurrent, current, running/,
+// queue/ and its own converged/ record), its answer capped so that junk under the tier cannot
+// exhaust memory; past the cap, it lists the key names and fetches the values in batches.
 //
 // The package holds no policy beyond this: when it loses a check-and-set race it re-reads and
 // tries again. Retrying Consul errors, logging and exit codes are the caller's business.
