@@ -84,8 +84,16 @@ type change struct {
 	noGrants bool
 }
 
-// changeTxn is the transaction that writes ch and sets current to the resulting number of
-// running/ keys, guarded by check-and-set on what snap read.
+// changeTxn is the transaction that writes ch, hands over the slots it leaves free (grants),
+// and sets current to the resulting number of running/ keys, guarded by check-and-set on what
+// snap read.
+//
+// A write that leaves the number of holders as it was (a release that hands its slot over, a
+// failure or an interruption recorded, a re-entry) does not touch current, nor check the other
+// holders' keys: it cannot change the count, so it need not be serialised with the writes that
+// do, and concurrent releases no longer fail one another. Its own check-and-sets (the holder's
+// key, the waiter's entry and key) and the check of max_concurrent keep it correct. A tier
+// whose current disagrees with its keys is always written whole, which puts current right.
 func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	own := ""
 	if ch.holder != "" {
@@ -101,11 +109,6 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	}
 
 	t := &txn{checks: s.guardMax(snap)}
-	for _, k := range snap.runningKeys() {
-		if k != own {
-			t.optional = append(t.optional, s.guard(snap, k))
-		}
-	}
 	switch {
 	case ch.rec != nil:
 		value, err := json.Marshal(ch.rec)
@@ -125,6 +128,15 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		count += len(granted) / 2
 		if nudge := s.nudge(snap, ch.holder, count, len(granted)/2); nudge != nil {
 			t.writes = append(t.writes, nudge)
+		}
+	}
+	_, hasCurrent := snap.modify[keyCurrent]
+	if own != "" && count == snap.RunningKeys && hasCurrent && !snap.Drift() && !snap.badCurrent {
+		return t, nil
+	}
+	for _, k := range snap.runningKeys() {
+		if k != own {
+			t.optional = append(t.optional, s.guard(snap, k))
 		}
 	}
 	t.writes = append(t.writes, s.set(snap, keyCurrent, strconv.Itoa(count)))

@@ -10,14 +10,17 @@
 //
 // The invariant: after every committed write, current equals the number of running/ keys.
 // Every write this package makes is a single Consul transaction that sets current to the
-// number of running/ keys it leaves behind, writes one running/ key or deletes some (a
+// number of running/ keys it leaves behind (a write that leaves that number as it was, such as a
+// release that hands its slot over, leaves current alone), writes one running/ key or deletes some (a
 // release frees one slot, an eviction every slot of a dead host), hands every slot it leaves
 // free to the waiters at the head of the queue (their entries deleted, their records written,
 // so that a release wakes no one to race for the slot), and is guarded
 // by check-and-set on every key it read (current, max_concurrent when it exists, the holder's own key and,
 // within Consul's limit of operations per transaction, the other running/ keys). Because every
-// writer moves current in the same transaction as running/, the guard on current alone already
-// serialises tierlock writers; the other guards catch foreign writers.
+// write that changes the number of holders moves current in the same transaction as running/,
+// the guard on current alone already serialises those writes; the other guards catch foreign
+// writers. A write that keeps the number cannot take the tier past max_concurrent, so it needs
+// only its own check-and-sets and the check of max_concurrent.
 //
 // A slot is kept when its command fails (state "failed") or is interrupted: holding it is the
 // point, so a bad change stops spreading once max_concurrent hosts have failed. running/ keys
