@@ -130,6 +130,7 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 			t.writes = append(t.writes, nudge)
 		}
 	}
+	t.free = snap.Max < 0 || count < snap.Max
 	_, hasCurrent := snap.modify[keyCurrent]
 	if own != "" && count == snap.RunningKeys && hasCurrent && !snap.Drift() && !snap.badCurrent {
 		return t, nil
@@ -255,6 +256,57 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*S
 		return nil, err
 	}
 	return s.snapshot(results, holder)
+}
+
+// commit applies t. A write that leaves a slot free reads the tier back in the same
+// transaction: a host may have joined the queue after t's snapshot was read, and since a
+// waiter sleeps until a write hands it a slot or nudges it, such a write must not leave it
+// asleep; when the read shows one that could go, admit hands the slot over. (A host that
+// joins after the write finds the slot free in its own read-back, and takes it.)
+func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, error) {
+	if !t.free {
+		return s.apply(ctx, t)
+	}
+	t.reads = s.treeOps(holder)
+	ok, results, err := s.applyTxn(ctx, t)
+	if errors.Is(err, consulclient.ErrAnswerTooLarge) {
+		// Whether t was applied is unknown: the caller reads again and decides again (every
+		// write here is idempotent on what it reads), and the waiters are looked after then.
+		return false, nil
+	}
+	if err != nil || !ok {
+		return ok, err
+	}
+	if after, err := s.snapshot(results, holder); err == nil && canAdmit(after) {
+		if err := s.admit(ctx, holder); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// canAdmit reports whether snap shows a slot free and a waiter a write could hand it to.
+func canAdmit(snap *Snapshot) bool {
+	if snap.Max == 0 || snap.Drift() || (snap.Max > 0 && snap.Held() >= snap.Max) {
+		return false
+	}
+	for _, w := range snap.Queue {
+		if _, holds := snap.modify[runningDir+w.Holder]; !holds && w.RunID != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// admit hands the free slots over to the waiters (a write of nothing but current and grants).
+func (s *Semaphore) admit(ctx context.Context, holder string) error {
+	_, err := s.update(ctx, holder, func(snap *Snapshot) (*txn, error) {
+		if !canAdmit(snap) {
+			return nil, errUnchanged
+		}
+		return s.changeTxn(snap, change{})
+	})
+	return err
 }
 
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected

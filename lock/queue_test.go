@@ -249,7 +249,10 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 		got <- slot
 	}()
 	waitQueue(t, s, 1)
-	if err := s.Release(ctx(t), first); err != nil {
+	// The slot as a release that reads first has it (first itself, taken alone, would release
+	// on what its take read back, then hand the slot over in a second write: see
+	// TestReleaseAloneThenHandsOver).
+	if err := s.Release(ctx(t), &lock.Slot{Record: first.Record}); err != nil {
 		t.Fatal(err)
 	}
 	after := dump(t)
@@ -275,4 +278,29 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	}
 	checkInvariant(t)
 	waitQueue(t, s, 0)
+}
+
+// A holder alone in the tier when it took its slot releases on what the take read back, without
+// reading first; a host that joined the queue meanwhile is not left asleep: the release reads
+// the tier back in its own transaction, and hands the slot over in the next.
+func TestReleaseAloneThenHandsOver(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := waiter(t, s, "w0", 20*time.Second)
+	waitQueue(t, s, 1)
+	if err := s.Release(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-w:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("w0 was left waiting for a free slot")
+	}
+	checkInvariant(t)
 }

@@ -189,8 +189,12 @@ const treeAnswerLimit = 8 << 20
 // also returns the keys it is a prefix of ("current" gives "current2" too, and
 // "converged/web-1" gives "converged/web-10"): treePairs keeps only the layout's keys.
 func (s *Semaphore) treeOps(holder string) api.KVTxnOps {
+	keys := []string{keyMax, keyCurrent, keySaved, runningDir, queueDir}
+	if holder != "" {
+		keys = append(keys, convergedDir+holder)
+	}
 	var ops api.KVTxnOps
-	for _, k := range []string{keyMax, keyCurrent, keySaved, runningDir, queueDir, convergedDir + holder} {
+	for _, k := range keys {
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base + k})
 	}
 	return ops

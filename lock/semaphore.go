@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
 )
 
 // Defaults for Options.
@@ -114,6 +116,8 @@ type Request struct {
 type Slot struct {
 	Record         // as stored in running/<holder>
 	Reentered bool // an earlier run of this holder had left the slot held
+
+	seen *Snapshot // the tier as the take left it, if it was read back; used once by Release
 }
 
 // Acquire takes a slot for req.Holder in one transaction, or re-enters the slot an earlier
@@ -197,12 +201,19 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		if err != nil {
 			return nil, err
 		}
-		ok, err := s.apply(ctx, t)
+		// The take reads the tier back, for an uncontended Release to go without a read.
+		t.reads = s.treeOps(req.Holder)
+		ok, results, err := s.applyTxn(ctx, t)
+		if errors.Is(err, consulclient.ErrAnswerTooLarge) {
+			continue // taken or not, the next read (the bounded way) tells
+		}
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			return &Slot{Record: rec, Reentered: reentered}, nil
+			slot := &Slot{Record: rec, Reentered: reentered}
+			slot.seen, _ = s.snapshot(results, req.Holder)
+			return slot, nil
 		}
 		races++
 		// Lost a race for a free slot: others want it too, so queue up at once (joining reads
@@ -262,6 +273,20 @@ func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int
 // was, and returns nil. It frees only the slot this run holds: ErrNotHeld when the slot is gone
 // otherwise (an operator or the reaper freed it), or held by another run.
 func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
+	if seen := slot.seen; seen != nil {
+		// Alone in the tier when it took the slot: most likely still alone, so release on
+		// what the take read back, without reading first. A lost race (someone came
+		// meanwhile) reads and tries again below; a contended tier never tries this, as a
+		// failed write costs Consul more than the read it saves.
+		slot.seen = nil
+		if seen.RunningKeys == 1 && len(seen.Holders) == 1 && len(seen.Queue) == 0 {
+			if t, err := s.releaseTxn(seen, slot); err == nil {
+				if ok, err := s.commit(ctx, t, slot.Holder); err != nil || ok {
+					return err
+				}
+			}
+		}
+	}
 	_, err := s.update(ctx, slot.Holder, func(snap *Snapshot) (*txn, error) {
 		if released(snap, slot) {
 			return nil, errUnchanged
@@ -395,7 +420,7 @@ func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snap
 		if err != nil {
 			return snap, err
 		}
-		ok, err := s.apply(ctx, t)
+		ok, err := s.commit(ctx, t, holder)
 		if err != nil || ok {
 			return snap, err
 		}

@@ -24,6 +24,9 @@ type txn struct {
 	optional api.KVTxnOps // guards against foreign writers, dropped first
 	writes   api.KVTxnOps // mandatory, in order, after every check
 	reads    api.KVTxnOps // mandatory, last: they see what the writes left
+	// free: the write leaves a slot free under the limit, so a host that joined the queue
+	// since it was read may be waiting for it (see Semaphore.commit).
+	free bool
 }
 
 // mandatory is the number of operations that must go in.
