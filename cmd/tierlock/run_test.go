@@ -554,6 +554,10 @@ func manyProcesses(t *testing.T, hosts, max int) {
 	}
 }
 
+// A waiter killed with SIGKILL keeps its queue entry until Consul ends its session (within
+// twice the TTL of 10s). Killed and gone before a slot comes free, it is passed over. Handed a
+// slot before its session ended (a release hands the slot to the first in line), it holds it
+// until its host's next run re-enters it, runs and releases it; then the line moves on.
 func TestKilledWaiterLeavesTheQueue(t *testing.T) {
 	put(t, "max_concurrent", "1")
 	put(t, "current", "1")
@@ -568,6 +572,22 @@ func TestKilledWaiterLeavesTheQueue(t *testing.T) {
 		}
 		return cmd
 	}
+	finished := func(name string, cmd *exec.Cmd, within time.Duration) {
+		t.Helper()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		case <-time.After(within):
+			_ = cmd.Process.Kill()
+			t.Fatalf("%s did not get the slot within %s", name, within)
+		}
+	}
+
+	// Killed, and its session ended before a slot came free: passed over.
 	w1 := start("w1")
 	waitFor(t, "w1 to queue", queued("w1"))
 	w2 := start("w2")
@@ -575,26 +595,35 @@ func TestKilledWaiterLeavesTheQueue(t *testing.T) {
 	signalProcess(t, w1, syscall.SIGKILL)
 	_ = w1.Wait()
 	killed := time.Now()
-	wantCode(t, tl(t, "release", "--tier", tier, "--holder", "holder"), 0)
-	done := make(chan error, 1)
-	go func() { done <- w2.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("w2: %v", err)
+	for queued("w1")() {
+		if time.Since(killed) > 30*time.Second {
+			t.Fatal("the killed waiter's entry outlived twice its session's TTL")
 		}
-	case <-time.After(60 * time.Second):
-		_ = w2.Process.Kill()
-		t.Fatal("the queue did not move on after its head was killed")
+		time.Sleep(100 * time.Millisecond)
 	}
-	// Consul deletes a dead session's keys within twice its TTL (10s).
-	if d := time.Since(killed); d > 30*time.Second {
-		t.Errorf("w2 got the slot %v after w1 was killed, want within the session TTL's grace", d)
-	} else {
-		t.Logf("w2 got the slot %v after w1 was killed", d.Round(time.Second))
+	t.Logf("the killed waiter's entry went %v after the kill", time.Since(killed).Round(time.Second))
+	wantCode(t, tl(t, "release", "--tier", tier, "--holder", "holder"), 0)
+	finished("w2", w2, 20*time.Second)
+	checkInvariant(t)
+
+	// Killed, and handed a slot while its session lived: its next run heals it.
+	put(t, "running/holder", time.Now().UTC().Format(time.RFC3339))
+	wantCode(t, tl(t, "repair", "--tier", tier), 0)
+	w3 := start("w3")
+	waitFor(t, "w3 to queue", queued("w3"))
+	w4 := start("w4")
+	waitFor(t, "w4 to queue", queued("w4"))
+	signalProcess(t, w3, syscall.SIGKILL)
+	_ = w3.Wait()
+	wantCode(t, tl(t, "release", "--tier", tier, "--holder", "holder"), 0)
+	if rec, ok := getRecord(t, "w3"); !ok || rec.State != "running" {
+		t.Fatalf("w3's record: %+v (%v), want the slot handed to it", rec, ok)
 	}
-	if queued("w1")() {
-		t.Error("the killed waiter's entry is still there")
+	w3 = start("w3") // its host's next run
+	finished("w3's next run", w3, 20*time.Second)
+	finished("w4", w4, 20*time.Second)
+	if queued("w3")() || queued("w4")() {
+		t.Error("a queue entry is left")
 	}
 	checkInvariant(t)
 }
