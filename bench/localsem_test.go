@@ -135,7 +135,7 @@ func TestMeasureLocalSemaphore(t *testing.T) {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	f, err := measure(ctx, self, dir, proxy, w, toolLocal,
+	f, err := measure(ctx, self, dir, proxy, 0, w, toolLocal,
 		func(h string) []string { return []string{self, "slot", s.Path, h} },
 		func(h, _ string) int64 { return s.placeInLine(h) })
 	if err != nil {
@@ -153,6 +153,9 @@ func TestMeasureLocalSemaphore(t *testing.T) {
 	}
 	if f.Efficiency <= 0 || f.Efficiency > 1.05 {
 		t.Errorf("efficiency %.2f, want in (0, 1]", f.Efficiency)
+	}
+	if f.HostCPUMsPerRun <= 0 || f.CPUCeiling <= 0 {
+		t.Errorf("host CPU %.1f ms per run, CPU ceiling %.2f: the hosts' CPU was not counted", f.HostCPUMsPerRun, f.CPUCeiling)
 	}
 	if f.FIFO <= 0 {
 		t.Errorf("FIFO %.3f: no waiter was ordered", f.FIFO)

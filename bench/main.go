@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -48,6 +49,17 @@ type figures struct {
 	Failed         int     `json:"failed_runs"`
 	SpanSeconds    float64 `json:"span_seconds"`
 	IdealSeconds   float64 `json:"ideal_seconds"`
+	// CPU spent from the gate's opening to the last host's exit, per run: by the hosts'
+	// processes (the tool and the recorder), by the harness (the counting proxy, the local
+	// semaphore), by the Consul agent.
+	HostCPUMsPerRun    float64 `json:"host_cpu_ms_per_run"`
+	HarnessCPUMsPerRun float64 `json:"harness_cpu_ms_per_run"`
+	ConsulCPUMsPerRun  float64 `json:"consul_cpu_ms_per_run"`
+	// CPUCeiling is the efficiency the span could reach if the machine's cores did nothing
+	// but that CPU: cores × ideal span ÷ the CPU spent (capped at 1). An estimate, a little
+	// low: the first wave's start-up and the last hosts' exit fall just outside the span.
+	CPUCeiling float64 `json:"cpu_ceiling"`
+	Cores      int     `json:"cores"`
 }
 
 type overhead struct {
@@ -208,7 +220,7 @@ func run(tierlockBin, consulBin, outDir string, only int) error {
 				}
 			}
 			fmt.Fprintf(os.Stderr, "bench: %s, %s...\n", tool, w)
-			f, err := measure(ctx, self, dir, proxy, w, tool, argv, order)
+			f, err := measure(ctx, self, dir, proxy, agent.PID(), w, tool, argv, order)
 			if sem != nil {
 				_ = sem.Close()
 			}
@@ -241,7 +253,8 @@ type event struct {
 // measure runs one workload with one tool: M processes started together, each its own holder.
 // order gives a host's place in the tool's line of waiters (by holder, or by the client name
 // it showed the proxy), 0 if it never waited.
-func measure(ctx context.Context, self, dir string, proxy *countingProxy, w workload, tool string, argv func(string) []string, order func(holder, client string) int64) (figures, error) {
+// consulPID is the agent's, whose CPU is counted (0: not counted).
+func measure(ctx context.Context, self, dir string, proxy *countingProxy, consulPID int, w workload, tool string, argv func(string) []string, order func(holder, client string) int64) (figures, error) {
 	rec := filepath.Join(dir, fmt.Sprintf("rec-%s-%d-%d", strings.ReplaceAll(tool, " ", "-"), w.M, w.N))
 	before := proxy.Requests()
 	clients, holders := make([]string, w.M), make([]string, w.M)
@@ -261,6 +274,8 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 	if err != nil {
 		return figures{}, err
 	}
+	childrenBefore := rusageCPU(syscall.RUSAGE_CHILDREN)
+	pids := make([]int, 0, w.M)
 	for i := range w.M {
 		h := fmt.Sprintf("host-%03d", i)
 		args := append([]string{self, "gate", gatePath}, argv(h)...)
@@ -278,6 +293,7 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 		if err := cmd.Start(); err != nil {
 			return figures{}, err
 		}
+		pids = append(pids, cmd.Process.Pid)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -293,11 +309,28 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 		return figures{}, fmt.Errorf("%s: hosts did not reach the gate: %w", tool, err)
 	}
 	readyR.Close()
+	// What the hosts spent getting to the gate is outside the span: taken off below.
+	var atGate time.Duration
+	for _, pid := range pids {
+		if c, err := procCPU(pid); err == nil {
+			atGate += c
+		}
+	}
+	consulAt := func() time.Duration {
+		if consulPID == 0 {
+			return 0
+		}
+		c, _ := procCPU(consulPID)
+		return c
+	}
+	selfOpen, consulOpen := rusageCPU(syscall.RUSAGE_SELF), consulAt()
 	gateW.Close() // all hosts start now
 	wg.Wait()
 	if ctx.Err() != nil {
 		return figures{}, ctx.Err()
 	}
+	hostCPU := rusageCPU(syscall.RUSAGE_CHILDREN) - childrenBefore - atGate
+	harnessCPU, consulCPU := rusageCPU(syscall.RUSAGE_SELF)-selfOpen, consulAt()-consulOpen
 	requests := proxy.Requests() - before
 	if os.Getenv("BENCH_DEBUG") != "" {
 		proxy.mu.Lock()
@@ -355,6 +388,12 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 	fig.IdealSeconds = math.Ceil(float64(w.M)/float64(w.N)) * w.T.Seconds()
 	fig.Efficiency = fig.IdealSeconds / span
 	fig.HandoffP50Ms, fig.HandoffP99Ms = percentile(handoffs, 0.50), percentile(handoffs, 0.99)
+	perRun := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(w.M) }
+	fig.HostCPUMsPerRun, fig.HarnessCPUMsPerRun, fig.ConsulCPUMsPerRun = perRun(hostCPU), perRun(harnessCPU), perRun(consulCPU)
+	fig.Cores = runtime.NumCPU()
+	if spent := (hostCPU + harnessCPU + consulCPU).Seconds(); spent > 0 {
+		fig.CPUCeiling = min(1, float64(fig.Cores)*fig.IdealSeconds/spent)
+	}
 	arrived := make([]int64, w.M)
 	for i, c := range clients {
 		arrived[i] = order(holders[i], c)
@@ -450,7 +489,9 @@ const (
 // tools are the tools measured, all three unless BENCH_TOOLS names some (comma-separated,
 // e.g. BENCH_TOOLS=tierlock for a quick look at ours alone, or "tierlock,local semaphore").
 func tools() ([]string, error) {
-	all := []string{toolTierlock, toolPeer, toolLocal}
+	// The local semaphore right after tierlock, so that the two see the machine as alike as
+	// can be; the peer, which leaves the agent busiest, last.
+	all := []string{toolTierlock, toolLocal, toolPeer}
 	env := os.Getenv("BENCH_TOOLS")
 	if env == "" {
 		return all, nil

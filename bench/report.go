@@ -82,6 +82,10 @@ func printTable(w io.Writer, workloads []workload, results []figures, ovs []over
 		row("handoff p99 ms", ours.HandoffP99Ms, peer.HandoffP99Ms, local.HandoffP99Ms, "%.1f", "<= 50")
 		row("FIFO", ours.FIFO, peer.FIFO, local.FIFO, "%.3f", ">= 0.99")
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t-\t%d\t-\t%s\t\n", wl, "failed runs", ours.Failed, peer.Failed, local.Failed, "0")
+		row("host CPU ms per run", ours.HostCPUMsPerRun, peer.HostCPUMsPerRun, local.HostCPUMsPerRun, "%.1f", "")
+		row("harness CPU ms per run", ours.HarnessCPUMsPerRun, peer.HarnessCPUMsPerRun, local.HarnessCPUMsPerRun, "%.1f", "")
+		row("Consul CPU ms per run", ours.ConsulCPUMsPerRun, peer.ConsulCPUMsPerRun, local.ConsulCPUMsPerRun, "%.1f", "")
+		row("CPU ceiling", ours.CPUCeiling, peer.CPUCeiling, local.CPUCeiling, "%.2f", "")
 	}
 	var ours, peer overhead
 	for _, o := range ovs {
@@ -97,6 +101,9 @@ func printTable(w io.Writer, workloads []workload, results []figures, ovs []over
 	for _, s := range shares(workloads, results) {
 		fmt.Fprintf(w, "%s: tierlock reaches %.2f of what the harness itself can reach (efficiency %.2f of the local semaphore's %.2f)\n",
 			s.Workload, s.TierlockOfLocal, s.TierlockEff, s.LocalEff)
+	}
+	if len(results) > 0 {
+		fmt.Fprintf(w, "CPU ceiling: the efficiency the span could reach if the %d cores did nothing but the CPU counted above (cores × ideal span ÷ CPU from the gate's opening to the last exit)\n", results[0].Cores)
 	}
 }
 
