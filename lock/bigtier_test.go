@@ -146,8 +146,8 @@ func TestNamesWithConsulsWords(t *testing.T) {
 			if err := s.Release(c, slot); err != nil {
 				t.Fatal(err)
 			}
-			if err := s.Release(c, slot); !errors.Is(err, lock.ErrNotHeld) {
-				t.Errorf("a second release: %v, want ErrNotHeld", err)
+			if err := s.Release(c, slot); err != nil {
+				t.Errorf("a second release (released by this run already): %v, want nil", err)
 			}
 			if _, err := s.Disable(c); err != nil || strings.Contains(fmt.Sprint(err), "rejected") {
 				t.Errorf("disable: %v", err)

@@ -250,12 +250,49 @@ func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int
 }
 
 // Release frees the slot after a successful run and records the holder's convergence
-// (converged/<holder>) in the same transaction. It frees only the slot this run holds (same
-// RunID): ErrNotHeld when it is gone, for example after an earlier Release whose answer was
-// lost, or after an operator freed it.
+// (converged/<holder>) in the same transaction. It is idempotent for one RunID: called again
+// after an attempt whose answer was lost, it finds that run's convergence record where the slot
+// was, and returns nil. It frees only the slot this run holds: ErrNotHeld when the slot is gone
+// otherwise (an operator or the reaper freed it), or held by another run.
 func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 	_, err := s.update(ctx, func(snap *Snapshot) (*txn, error) {
+		if released(snap, slot) {
+			return nil, errUnchanged
+		}
 		return s.releaseTxn(snap, slot)
+	})
+	return err
+}
+
+// released reports whether snap shows slot released by its own run: no slot of that run, and
+// the convergence record that run's release wrote in the same transaction.
+func released(snap *Snapshot, slot *Slot) bool {
+	if held, ok := snap.Holders[slot.Holder]; ok && held.RunID == slot.RunID {
+		return false
+	}
+	c, ok := snap.Converged[slot.Holder]
+	return ok && c.RunID == slot.RunID
+}
+
+// Abandon undoes what run runID of holder may have taken without using it: the answer to its
+// Acquire was lost, or the caller was stopped before the command started. A slot that run took
+// fresh (Attempts 1) is freed, with no convergence record, since nothing ran; a slot it
+// re-entered is marked interrupted, so that the failure an earlier run left there stays in
+// sight. Nothing is changed when the run holds no slot, so Abandon may be repeated.
+func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
+	if err := ValidateName("holder", holder); err != nil {
+		return err
+	}
+	_, err := s.updateSlot(ctx, func(snap *Snapshot) (change, error) {
+		rec, ok := snap.Holders[holder]
+		switch {
+		case !ok || rec.RunID != runID:
+			return change{}, errUnchanged
+		case rec.Attempts == 1:
+			return change{holder: holder, delete: true}, nil
+		}
+		rec.State, rec.ExitCode, rec.UpdatedAt = StateInterrupted, nil, s.opts.Now().UTC()
+		return change{holder: holder, rec: &rec}, nil
 	})
 	return err
 }

@@ -3,6 +3,7 @@ package lock_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,9 +38,85 @@ func TestAcquireRelease(t *testing.T) {
 	if got := values(t); len(got) != 2 || got["current"] != "0" || got["converged/web-1"] == "" {
 		t.Errorf("after release: %v, want current=0 and converged/web-1", got)
 	}
-	// A second release (say, a retry whose first answer was lost) frees nothing.
+	// A second release (say, a retry whose first answer was lost) finds its own convergence
+	// record where the slot was: done, and nothing more is written.
+	before := dump(t)
+	if err := s.Release(ctx(t), slot); err != nil {
+		t.Errorf("second release: %v, want nil (released by this run)", err)
+	}
+	if after := dump(t); !maps.Equal(before, after) {
+		t.Errorf("second release wrote: %v -> %v", before, after)
+	}
+}
+
+// TestReleaseFreedByOthers: a slot freed by someone else (an operator, the reaper) is not a
+// release of this run: ErrNotHeld, and nothing is written, even after the host converged before.
+func TestReleaseFreedByOthers(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	slot, err := s.Acquire(ctx(t), req("web-1", "r2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ForceRelease(ctx(t), "web-1", "r2"); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Release(ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {
-		t.Errorf("second release: %v, want ErrNotHeld", err)
+		t.Errorf("release of a slot an operator freed: %v, want ErrNotHeld", err)
+	}
+	if got := values(t)["converged/web-1"]; !strings.Contains(got, `"run_id":"r1"`) {
+		t.Errorf("converged/web-1 = %s, want r1's record untouched", got)
+	}
+}
+
+// TestAbandon: a fresh slot is freed with no convergence record (nothing ran); a re-entered
+// one is marked interrupted; another run's slot, or none, is left alone, so it can be repeated.
+func TestAbandon(t *testing.T) {
+	s := newSem(t, 2)
+	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := s.Abandon(ctx(t), "web-1", "r1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := values(t); len(got) != 1 || got["current"] != "0" {
+		t.Errorf("after abandoning a fresh slot: %v, want only current=0 (no converged/ record)", got)
+	}
+
+	failed, err := s.Acquire(ctx(t), req("web-2", "r2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkFailed(ctx(t), failed, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Acquire(ctx(t), req("web-2", "r3")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Abandon(ctx(t), "web-2", "r2"); err != nil { // an older run: not its slot
+		t.Fatal(err)
+	}
+	if err := s.Abandon(ctx(t), "web-2", "r3"); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.Read(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec := snap.Holders["web-2"]; rec.RunID != "r3" || rec.State != lock.StateInterrupted || rec.Attempts != 2 || snap.Current != 1 {
+		t.Errorf("after abandoning a re-entered slot: %+v, current %d; want r3 interrupted, attempt 2, still held", rec, snap.Current)
+	}
+	checkInvariant(t)
+	if err := s.Abandon(ctx(t), "web 2", "r3"); !errors.Is(err, lock.ErrInvalidName) {
+		t.Errorf("abandon with a bad holder name: %v, want ErrInvalidName", err)
 	}
 }
 

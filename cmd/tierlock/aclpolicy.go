@@ -255,10 +255,10 @@ func (a *App) aclPolicyCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return exitWith(exitConfig, fmt.Errorf("%w: unexpected argument %q", errPolicy, c.Args().First()))
+				return usage("%w: unexpected argument %q", errPolicy, c.Args().First())
 			}
 			if !c.IsSet("role") {
-				return exitWith(exitConfig, fmt.Errorf("%w: --role is required: %s", errPolicy, strings.Join(roleNames(), ", ")))
+				return usage("%w: --role is required: %s", errPolicy, strings.Join(roleNames(), ", "))
 			}
 			hcl, err := aclPolicy(policyRequest{Role: c.String("role"), Prefix: c.String("prefix"), Tiers: c.StringSlice("tier"), Node: c.String("node")})
 			if err != nil {

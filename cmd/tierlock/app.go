@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,14 +14,6 @@ import (
 
 	"github.com/tierlock/tierlock/internal/safelog"
 	"github.com/tierlock/tierlock/internal/safetext"
-)
-
-// Exit codes (sysexits.h), as documented in docs/operating.md.
-const (
-	exitOK       = 0
-	exitSoftware = 70 // the command succeeded but its slot could not be released
-	exitTempFail = 75 // skipped, nothing ran
-	exitConfig   = 78 // bad flags, invalid stored values, bad names
 )
 
 // Build describes this binary.
@@ -38,22 +29,6 @@ type App struct {
 	Now     func() time.Time
 	Build   Build
 }
-
-// exitError carries an exit code out of a command's action.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit %d", e.code)
-	}
-	return e.err.Error()
-}
-func (e *exitError) Unwrap() error { return e.err }
-
-func exitWith(code int, err error) error { return &exitError{code: code, err: err} }
 
 // description is the man page's DESCRIPTION (and the end of --help): what the flags alone do
 // not say.
@@ -114,11 +89,6 @@ func (a *App) cliApp() *cli.App {
 		}
 	}
 	return app
-}
-
-func configFlag() cli.Flag {
-	return &cli.StringFlag{Name: "config", Value: DefaultConfigFile, EnvVars: []string{configEnv},
-		Usage: "settings file of NAME=value lines, as tierlock.service reads it; the environment and flags override it"}
 }
 
 // tokenFlags are flags people reach for to hand a Consul token over. A token on the command
@@ -198,27 +168,12 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		return exitConfig
 	}
 	err := a.cliApp().RunContext(ctx, args)
-	if err == nil {
-		return exitOK
-	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(ee.err.Error()))
+	if err != nil {
+		if msg := message(err); msg != "" {
+			fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(msg))
 		}
-		return ee.code
 	}
-	// Anything else is a usage error from flag parsing.
-	fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(err.Error()))
-	return exitConfig
-}
-
-// logFlags are the flags every command that logs has.
-func logFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json", EnvVars: []string{"TIERLOCK_LOG_FORMAT"}},
-		&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log level: debug, info, warn, error", EnvVars: []string{"TIERLOCK_LOG_LEVEL"}},
-	}
+	return exitCode(err)
 }
 
 // newLogger builds the logger from --log-format and --log-level. Logs go to stderr, so the

@@ -39,7 +39,7 @@ func (a *App) checkCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Aliases: []string{"t"}, Value: 10 * time.Second, Usage: "give up (UNKNOWN) after this long"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "a line for every tier, not only problem tiers"},
 			&cli.DurationFlag{Name: "disabled-warning", Usage: "warn about a tier disabled for longer than this (0: never)"},
-			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
+			defaultMaxFlag(),
 		},
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return unknown("%v", err)
@@ -100,9 +100,10 @@ func (a *App) readTiers(ctx context.Context, c *cli.Context, timeout time.Durati
 // readTiersWith is readTiers through client, for a caller that reads again and again (the
 // watch) and keeps one client, and with it its connection, for all of them.
 func (a *App) readTiersWith(ctx context.Context, c *cli.Context, client *api.Client, timeout time.Duration) ([]*lock.Snapshot, error) {
-	prefix, tier := c.String("prefix"), c.String("tier")
-	if err := lock.ValidatePrefix(prefix); err != nil {
-		return nil, fmt.Errorf("--prefix: %w", err)
+	tier := c.String("tier")
+	prefix, err := prefixOf(c)
+	if err != nil {
+		return nil, err
 	}
 	retry := a.newRetry(timeout, quietLog()).interactive()
 	opts := lock.Options{Prefix: prefix, Tier: tier, DefaultMax: c.Int("default-max"), RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now}

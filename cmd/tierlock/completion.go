@@ -75,11 +75,11 @@ func (a *App) completionCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return exitWith(exitConfig, fmt.Errorf("completion: want one shell, bash or zsh; got %q", c.Args().Slice()))
+				return usage("completion: want one shell, bash or zsh; got %q", c.Args().Slice())
 			}
 			script, ok := completionScripts[c.Args().First()]
 			if !ok {
-				return exitWith(exitConfig, fmt.Errorf("completion: unknown shell %q: want bash or zsh", c.Args().First()))
+				return usage("completion: unknown shell %q: want bash or zsh", c.Args().First())
 			}
 			fmt.Fprint(a.Stdout, script())
 			return nil

@@ -39,7 +39,7 @@ func (a *App) forgetCommand() *cli.Command {
 				return err
 			})
 			if err != nil {
-				return o.fail(err)
+				return fail(err)
 			}
 			if !found {
 				fmt.Fprintf(a.Stdout, "%s: %s has no convergence record; nothing to forget\n", o.tier, safetext.Text(holder))

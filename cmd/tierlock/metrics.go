@@ -1,10 +1,13 @@
 package main
 
 import (
+	"errors"
 	"io"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tierlock/tierlock/runner"
 )
 
 // runReport is what --metrics-file records of a run.
@@ -12,6 +15,23 @@ type runReport struct {
 	result   string        // success, failed, interrupted; empty when the command never ran
 	duration time.Duration // the command's run time
 	waited   time.Duration // time spent getting the slot
+}
+
+// record takes the report's figures from how the job ended.
+func (r *runReport) record(out runner.Outcome) {
+	r.waited = out.Waited
+	if !out.Ran() {
+		return
+	}
+	r.duration = out.Result.Duration
+	switch {
+	case out.Result.Interrupted():
+		r.result = "interrupted"
+	case out.Err == nil, errors.Is(out.Err, runner.ErrNotReleased):
+		r.result = "success" // write makes a success whose slot is still held an error
+	default:
+		r.result = "failed"
+	}
 }
 
 var runResults = []string{"success", "failed", "interrupted", "skipped", "error"}

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/urfave/cli/v2"
@@ -19,22 +16,6 @@ import (
 // flags, their Consul client and their exit codes: 0 done (also when there was nothing to
 // change), 78 bad input or a refusal, 75 Consul unavailable.
 
-func prefixFlag() cli.Flag {
-	return &cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")}
-}
-
-func tierFlag(required bool) cli.Flag {
-	usage := "the tier, ENVIRONMENT/SERVICE"
-	if !required {
-		usage += " (default: every tier under the prefix)"
-	}
-	return &cli.StringFlag{Name: "tier", Usage: usage, EnvVars: env("TIER")}
-}
-
-func consulTimeoutFlag() cli.Flag {
-	return &cli.DurationFlag{Name: "consul-timeout", Value: 30 * time.Second, Usage: "how long Consul may keep failing before giving up", EnvVars: env("CONSUL_TIMEOUT")}
-}
-
 // operatorFlags are the flags of a command that changes one tier.
 func operatorFlags(extra ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{tierFlag(true), prefixFlag(), consulTimeoutFlag()}, extra...)
@@ -44,10 +25,10 @@ func operatorFlags(extra ...cli.Flag) []cli.Flag {
 func holderFlag(c *cli.Context) (string, error) {
 	holder := c.String("holder")
 	if holder == "" {
-		return "", exitWith(exitConfig, errors.New("--holder is required"))
+		return "", usage("--holder is required")
 	}
 	if err := lock.ValidateName("holder", holder); err != nil {
-		return "", exitWith(exitConfig, fmt.Errorf("--holder: %w", err))
+		return "", usage("--holder: %w", err)
 	}
 	return holder, nil
 }
@@ -62,21 +43,22 @@ type operator struct {
 
 // newOperator checks the common flags and connects to Consul. Retry warnings go to stderr.
 func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) {
-	o := &operator{prefix: c.String("prefix"), tier: c.String("tier")}
-	if err := lock.ValidatePrefix(o.prefix); err != nil {
-		return nil, exitWith(exitConfig, fmt.Errorf("--prefix: %w", err))
+	prefix, err := prefixOf(c)
+	if err != nil {
+		return nil, err
 	}
+	o := &operator{prefix: prefix, tier: c.String("tier")}
 	if o.tier == "" && tierRequired {
-		return nil, exitWith(exitConfig, errors.New("--tier is required (ENVIRONMENT/SERVICE)"))
+		return nil, usage("--tier is required (ENVIRONMENT/SERVICE)")
 	}
 	if o.tier != "" {
 		if err := lock.ValidateTier(o.tier); err != nil {
-			return nil, exitWith(exitConfig, fmt.Errorf("--tier: %w", err))
+			return nil, usage("--tier: %w", err)
 		}
 	}
-	timeout := c.Duration("consul-timeout")
-	if timeout <= 0 {
-		return nil, exitWith(exitConfig, fmt.Errorf("--consul-timeout %s must be positive", timeout))
+	timeout, err := consulTimeoutOf(c)
+	if err != nil {
+		return nil, err
 	}
 	client, err := consulclient.New()
 	if err != nil {
@@ -99,21 +81,6 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 		}
 	}
 	return o, nil
-}
-
-// fail turns an error from lock into the command's exit.
-func (o *operator) fail(err error) error {
-	err = explain(err)
-	var denied *refusal
-	switch {
-	case errors.As(err, &denied):
-		return exitWith(exitConfig, err)
-	case errors.Is(err, lock.ErrInvalidName), errors.Is(err, lock.ErrInvalidConfig), errors.Is(err, lock.ErrRejected):
-		return exitWith(exitConfig, err)
-	case consulclient.Retryable(context.Background(), err):
-		return exitWith(exitTempFail, fmt.Errorf("consul unavailable: %w", err))
-	}
-	return exitWith(exitConfig, err)
 }
 
 // maxText is max_concurrent as operators say it.

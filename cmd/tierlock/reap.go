@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
+	"github.com/tierlock/tierlock/runner"
 )
 
 // defaultGrace is how long a node's serfHealth may be critical before reap --consul-catalog
@@ -34,8 +34,7 @@ func (a *App) reapCommand() *cli.Command {
 			&cli.BoolFlag{Name: "consul-catalog", Usage: "free the slots whose Consul node left the catalog or has been critical longer than --grace"},
 			&cli.DurationFlag{Name: "grace", Value: defaultGrace, Usage: "with --consul-catalog: how long serfHealth may be critical", EnvVars: env("GRACE")},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be freed, free nothing", EnvVars: env("DRY_RUN")},
-			&cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")},
-			&cli.DurationFlag{Name: "consul-timeout", Value: time.Minute, Usage: "how long Consul may keep failing before giving up", EnvVars: env("CONSUL_TIMEOUT")},
+			prefixFlag(), consulTimeoutFlag(),
 		}, logFlags()...),
 		Action: func(c *cli.Context) error {
 			logger, err := a.newLogger(c)
@@ -99,11 +98,11 @@ func parseReapOptions(c *cli.Context) (reapOptions, error) {
 	if o.grace < 0 {
 		return o, fmt.Errorf("--grace %s is negative", o.grace)
 	}
-	if err := lock.ValidatePrefix(o.prefix); err != nil {
-		return o, fmt.Errorf("--prefix: %w", err)
+	if _, err := prefixOf(c); err != nil {
+		return o, err
 	}
-	if o.consulTimeout <= 0 {
-		return o, fmt.Errorf("--consul-timeout %s must be positive", o.consulTimeout)
+	if _, err := consulTimeoutOf(c); err != nil {
+		return o, err
 	}
 	return o, nil
 }
@@ -134,7 +133,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopWatching := a.cancelOnSignal(cancel)
+	stopWatching := runner.OnSignal(a.Signals, cancel)
 	var freed []monitor.Freed
 	var verdicts []monitor.NodeVerdict
 	reaping := reaper.Reaping(o.match)
@@ -188,13 +187,14 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	case sig != nil:
 		log.WithError(err).Warnf("stopped by %v", sig)
 		return exitTempFail
-	case errors.Is(err, lock.ErrRejected), !consulclient.Retryable(context.Background(), err):
-		log.WithError(explain(err)).Error("consul refused the reaping")
-		return exitConfig
-	default:
-		log.WithError(err).Error("consul unavailable")
-		return exitTempFail
 	}
+	code := exitCode(explain(err))
+	if code == exitTempFail {
+		log.WithError(err).Error("consul unavailable")
+	} else {
+		log.WithError(explain(err)).Error("consul refused the reaping")
+	}
+	return code
 }
 
 // printReaped writes one line per slot freed (or that would be), and, for the catalog, one

@@ -32,7 +32,7 @@ func (a *App) releaseCommand() *cli.Command {
 				return err
 			}
 			if !snap.Exists() {
-				return exitWith(exitConfig, fmt.Errorf("tier %s does not exist under %s/ (no keys)", o.tier, o.prefix))
+				return usage("tier %s does not exist under %s/ (no keys)", o.tier, o.prefix)
 			}
 			seen, readable := snap.Holders[holder]
 			if !readable && !slices.Contains(snap.Unreadable(), holder) {
@@ -51,7 +51,7 @@ func (a *App) releaseCommand() *cli.Command {
 			if lost {
 				freed = seen
 			} else if err != nil && !errors.Is(err, lock.ErrNotHeld) {
-				return o.fail(err)
+				return fail(err)
 			}
 			after, rerr := o.read(c.Context)
 			if rerr != nil {

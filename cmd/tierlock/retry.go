@@ -8,6 +8,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/consulclient"
 	bounded "github.com/tierlock/tierlock/internal/retry"
+	"github.com/tierlock/tierlock/lock"
 )
 
 // consulRetry retries Consul operations that fail for reasons that may pass, by the policy of
@@ -61,25 +62,11 @@ func (r *consulRetry) do(ctx context.Context, what string, op func(context.Conte
 	return r.budget.Do(ctx, what, op)
 }
 
-// explain puts Consul's refusals by ACL and TLS failures in one sentence that names what to
-// fix (consulclient.ACLProblem, TLSProblem), keeping the error underneath for errors.Is;
-// other errors pass unchanged.
-func explain(err error) error {
-	p := consulclient.ACLProblem(err)
-	if p == "" {
-		p = consulclient.TLSProblem(err)
-	}
-	if p != "" {
-		return &refusal{msg: p, err: err}
-	}
-	return err
+// readTier reads the tier, retrying Consul errors.
+func readTier(ctx context.Context, sem *lock.Semaphore, retry *consulRetry, what string) (snap *lock.Snapshot, err error) {
+	err = retry.do(ctx, what, func(ctx context.Context) (err error) {
+		snap, err = sem.Read(ctx)
+		return err
+	})
+	return snap, err
 }
-
-// refusal is an error explain explained: a configuration problem, not an outage.
-type refusal struct {
-	msg string
-	err error
-}
-
-func (e *refusal) Error() string { return e.msg }
-func (e *refusal) Unwrap() error { return e.err }

@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -52,43 +51,21 @@ func (a *App) runCommand() *cli.Command {
 	}
 }
 
-// run is `tierlock run` after its flags were checked: SPEC.md's steps 1 to 9. It returns the
-// exit code.
+// run is `tierlock run` after its flags were checked (docs/operating.md): hold the tier's
+// local lock, splay, describe the run, and hand it to a runner.Job. It logs what happened
+// and returns the exit code.
 func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep *runReport) int {
 	runID := newRunID()
 	log := logger.WithFields(logrus.Fields{"run_id": runID, "tier": o.tier, "holder": o.holder})
 
 	unlock, err := lockLocally(o.stateDir, o.tier)
-	if errors.Is(err, errLocallyBusy) {
-		log.Warn(err)
-		return exitTempFail
-	}
 	if err != nil {
-		log.Error(err)
-		return exitConfig
+		return logged(log, err)
 	}
 	defer unlock()
-
-	// Until the command starts, a signal means: stop, nothing ran.
-	before, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stopWatching := a.cancelOnSignal(cancel)
-
-	if o.splay > 0 {
-		d := rand.N(o.splay)
-		log.Debugf("splay: sleeping %s", d.Round(time.Millisecond))
-		select {
-		case <-before.Done():
-			log.Warnf("stopped by %v before starting; nothing ran", stopWatching())
-			return exitTempFail
-		case <-time.After(d):
-		}
-	}
-
 	client, err := consulclient.New()
 	if err != nil {
-		log.Error(err)
-		return exitConfig
+		return logged(log, err)
 	}
 	retry := a.newRetry(o.consulTimeout, log)
 	sem, err := lock.New(client.KV(), lock.Options{
@@ -96,216 +73,168 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 		RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now, Sessions: client.Session(),
 	})
 	if err != nil {
-		log.Error(err)
-		return exitConfig
-	}
-	if o.dryRun {
-		return a.dryRun(before, log, sem, retry, o)
+		return logged(log, err)
 	}
 
-	instanceID := o.instanceID
-	if instanceID == "imds" {
-		if instanceID, err = imds.InstanceID(before, imds.Endpoint()); err != nil {
-			log.Errorf("--instance-id imds: %v", err)
-			return exitConfig
-		}
-		if err := lock.ValidateName("instance id", instanceID); err != nil {
-			log.Errorf("--instance-id imds: %v", err)
-			return exitConfig
+	// Until the job starts, a signal means: stop, nothing ran.
+	before, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := runner.OnSignal(a.Signals, cancel)
+	if o.splay > 0 {
+		d := rand.N(o.splay)
+		log.Debugf("splay: sleeping %s", d.Round(time.Millisecond))
+		select {
+		case <-before.Done():
+		case <-time.After(d):
 		}
 	}
-	hostname, _ := os.Hostname()
-	node := a.nodeName(before, log, client, o)
-	req := lock.Request{
-		Record: lock.Record{
-			Holder: o.holder, Hostname: hostname, InstanceID: instanceID, Node: node, PID: os.Getpid(),
-			Command: strings.Join(o.command, " "), RunID: runID, Version: "tierlock " + a.Build.Version,
+	if sig := stop(); sig != nil {
+		log.Warnf("stopped by %v before starting; nothing ran", sig)
+		return exitTempFail
+	}
+	if o.dryRun {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer runner.OnSignal(a.Signals, cancel)()
+		return a.dryRun(ctx, log, sem, retry, o)
+	}
+	req, err := a.describe(ctx, log, client, o, runID)
+	if err != nil {
+		return logged(log, err)
+	}
+
+	job := &runner.Job{
+		Slots: sem, Request: req, Retry: retry.policy, Signals: a.Signals, Now: a.Now,
+		Command: runner.Command{
+			Path: o.path, Args: o.command[1:], Env: commandEnv(os.Environ(), o.passConsulToken),
+			Stdin: os.Stdin, Stdout: a.Stdout, Stderr: a.Stderr, Timeout: o.timeout, KillGrace: o.killGrace,
 		},
-		WaitUntil: a.Now().Add(o.wait),
+		Success: func(code int) bool { return o.successCodes[code] },
+		Acquired: func(slot *lock.Slot, waited time.Duration) {
+			what := "slot acquired"
+			if slot.Reentered {
+				what = "re-entered the slot an earlier run left held"
+			}
+			log.WithField("attempt", slot.Attempts).Infof("%s (waited %s)", what, waited.Round(time.Millisecond))
+		},
 	}
 	waiting := false
-	req.Waiting = func(s *lock.Snapshot) {
+	job.Request.Waiting = func(s *lock.Snapshot) {
 		if !waiting {
 			waiting = true
 			log.Infof("tier full (%d of %d slots held), waiting up to %s", s.Held(), s.Max, o.wait)
 		}
 	}
-
-	asked := a.Now()
-	var slot *lock.Slot
-	err = retry.do(before, "acquire", func(ctx context.Context) (err error) {
-		slot, err = sem.Acquire(ctx, req)
-		return err
-	})
-	sig := stopWatching()
-	if err != nil {
-		return a.notAcquired(ctx, log, sem, retry, req.Record, err, sig)
-	}
-	if sig != nil {
-		log.Warnf("stopped by %v before the command started; nothing ran", sig)
-		a.abandon(ctx, log, sem, retry, req.Record)
-		return exitTempFail
-	}
-	rep.waited = a.Now().Sub(asked)
-	log = log.WithField("attempt", slot.Attempts)
-	if slot.Reentered {
-		log.Infof("re-entered the slot an earlier run left held (waited %s)", a.Now().Sub(asked).Round(time.Millisecond))
-	} else {
-		log.Infof("slot acquired (waited %s)", a.Now().Sub(asked).Round(time.Millisecond))
-	}
-
-	res, err := runner.Run(ctx, runner.Command{
-		Path: o.path, Args: o.command[1:], Env: commandEnv(os.Environ(), o.passConsulToken),
-		Stdin: os.Stdin, Stdout: a.Stdout, Stderr: a.Stderr,
-		Timeout: o.timeout, KillGrace: o.killGrace, Signals: a.Signals,
-	})
-	if err != nil {
-		// Found on $PATH but not startable (permissions, say): a failure like any other.
-		log.Error(err)
-		res = runner.Result{ExitCode: 126}
-	}
-	rep.duration = res.Duration
-	rep.result = "failed"
-	switch {
-	case res.Interrupted():
-		rep.result = "interrupted"
-	case o.successCodes[res.ExitCode]:
-		rep.result = "success"
-	}
-	return a.finish(ctx, log, sem, retry, slot, res, o)
+	out := job.Run(ctx)
+	rep.record(out)
+	return logOutcome(log, out, o)
 }
 
-// finish records the command's outcome: release on success, keep the slot otherwise. It runs
-// whatever happens to ctx, with its own bound, so a signal never strands a slot half-written.
-func (a *App) finish(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
-	slot *lock.Slot, res runner.Result, o runOptions) int {
-	// Recording the outcome is an operation of its own, with a budget of its own. It does not
-	// stop when ctx does (a signal must not strand a slot half-written), but a SIGINT or
-	// SIGTERM while it retries ends the retries at once: the slot stays held, which is safe.
-	retry = retry.fresh(log)
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+// describe is the run's record: who, where, what, and the instance and Consul node the
+// reapers judge it by. A signal while it asks stops the run.
+func (a *App) describe(ctx context.Context, log *logrus.Entry, client *api.Client, o runOptions, runID string) (lock.Request, error) {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopWatching := a.cancelOnSignal(cancel)
-	defer stopWatching()
-	log = log.WithFields(logrus.Fields{"exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
+	stop := runner.OnSignal(a.Signals, cancel)
+	defer stop()
+	instanceID := o.instanceID
+	if instanceID == "imds" {
+		id, err := imds.InstanceID(ctx, imds.Endpoint())
+		if err == nil {
+			err = lock.ValidateName("instance id", id)
+		}
+		if sig := stop(); sig != nil {
+			return lock.Request{}, fmt.Errorf("%w: %v", runner.ErrStopped, sig)
+		}
+		if err != nil {
+			return lock.Request{}, usage("--instance-id imds: %v", err)
+		}
+		instanceID = id
+	}
+	hostname, _ := os.Hostname()
+	node := a.nodeName(ctx, log, client, o)
+	if sig := stop(); sig != nil {
+		return lock.Request{}, fmt.Errorf("%w: %v", runner.ErrStopped, sig)
+	}
+	return lock.Request{
+		Record: lock.Record{
+			Holder: o.holder, Hostname: hostname, InstanceID: instanceID, Node: node, PID: os.Getpid(),
+			Command: strings.Join(o.command, " "), RunID: runID, Version: "tierlock " + a.Build.Version,
+		},
+		WaitUntil: a.Now().Add(o.wait),
+	}, nil
+}
+
+// logged logs err, which stopped the run before the job, and returns its exit code.
+func logged(log *logrus.Entry, err error) int {
+	code := exitCode(err)
+	switch {
+	case errors.Is(err, runner.ErrStopped):
+		log.Warn(err)
+	case code == exitTempFail:
+		log.Warn(err)
+	default:
+		log.Error(message(err))
+	}
+	return code
+}
+
+// logOutcome says how the job ended, and returns the exit code.
+func logOutcome(log *logrus.Entry, out runner.Outcome, o runOptions) int {
+	if !out.Ran() {
+		logNotRun(log, out)
+		return exitCode(out.Err)
+	}
+	res := out.Result
+	log = log.WithFields(logrus.Fields{"attempt": out.Slot.Attempts, "exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
+	if failed := (*runner.CommandError)(nil); errors.As(out.Err, &failed) && failed.Start != nil {
+		log.Error(failed.Start)
+	}
 	switch {
 	case res.Interrupted():
-		// Checked first: once a signal was sent or forwarded, the command's exit code says
-		// little (a script that traps TERM and exits 0 did not finish its work).
-		var code *int
-		if res.Signal == 0 {
-			code = &res.ExitCode
+		if out.Recording != nil {
+			log.WithError(explain(out.Recording)).Error("could not record the interruption; the slot stays held")
 		}
 		how := "by a signal"
 		if res.TimedOut {
 			how = fmt.Sprintf("by the --timeout of %s", o.timeout)
 		}
-		err := retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, code) })
-		if err != nil {
-			log.WithError(explain(err)).Error("could not record the interruption; the slot stays held")
-		}
 		log.Warnf("command interrupted %s; slot stays held (state interrupted)", how)
-		if res.Signal == 0 && o.successCodes[res.ExitCode] {
-			// It caught the signal and said it succeeded: exit as if the signal had ended it,
-			// so that nothing above takes the run for a success.
-			return 128 + int(sentSignal(res))
-		}
-	case o.successCodes[res.ExitCode]:
-		attempts := 0
-		err := retry.do(ctx, "release", func(ctx context.Context) error { attempts++; return sem.Release(ctx, slot) })
-		switch {
-		case errors.Is(err, lock.ErrNotHeld) && attempts > 1:
-			// Release frees only this run's slot, so it is gone: most likely freed by the
-			// earlier attempt, whose answer was lost.
-			log.Info("command succeeded; slot released (an earlier attempt's answer was lost)")
-		case errors.Is(err, lock.ErrNotHeld):
-			log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
-		case err != nil && stopWatching() != nil:
-			log.WithError(err).Errorf("command succeeded but %v stopped the release; the slot stays held and the next run re-enters and releases it", stopWatching())
-			return exitSoftware
-		case err != nil:
-			log.WithError(explain(err)).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
-			return exitSoftware
-		default:
-			log.Info("command succeeded; slot released")
-		}
-		return exitOK
+	case out.Err == nil && out.Recording != nil:
+		log.Warn("command succeeded; its slot was already freed (by an operator or the reaper?)")
+	case out.Err == nil:
+		log.Info("command succeeded; slot released")
+	case errors.Is(out.Err, runner.ErrNotReleased) && out.Signal != nil:
+		log.WithError(out.Err).Errorf("command succeeded but %v stopped the release; the slot stays held and the next run re-enters and releases it", out.Signal)
+	case errors.Is(out.Err, runner.ErrNotReleased):
+		log.WithError(explain(errors.Unwrap(out.Err))).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
 	default:
-		err := retry.do(ctx, "mark failed", func(ctx context.Context) error { return sem.MarkFailed(ctx, slot, res.ExitCode) })
-		if err != nil {
-			log.WithError(explain(err)).Error("could not record the failure; the slot stays held")
+		if out.Recording != nil {
+			log.WithError(explain(out.Recording)).Error("could not record the failure; the slot stays held")
 		}
 		log.Error("command failed; slot stays held (state failed) until a run succeeds or an operator releases it")
 	}
-	return res.Code()
+	return exitCode(out.Err)
 }
 
-// sentSignal is the signal tierlock sent or forwarded to the command: the first one forwarded,
-// else SIGTERM (the timeout's).
-func sentSignal(res runner.Result) syscall.Signal {
-	if s, ok := res.Forwarded.(syscall.Signal); ok {
-		return s
-	}
-	return syscall.SIGTERM
-}
-
-// notAcquired turns an Acquire error into an exit code, cleaning up after an attempt whose
-// outcome is unknown.
-func (a *App) notAcquired(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry,
-	rec lock.Record, err error, sig os.Signal) int {
-	err = explain(err)
-	var denied *refusal
+// logNotRun says why the command did not run.
+func logNotRun(log *logrus.Entry, out runner.Outcome) {
+	err := explain(out.Err)
+	var refused *refusal
 	switch {
+	case out.Signal != nil:
+		log.Warnf("stopped by %v before the command started; nothing ran", out.Signal)
 	case errors.Is(err, lock.ErrDisabled):
 		log.Info("tier disabled (max_concurrent 0); nothing ran")
-		return exitTempFail
-	case errors.As(err, &denied):
-		// Refused before anything was written: there is nothing to undo.
-		log.WithError(err).Error("nothing ran")
-		return exitConfig
 	case errors.Is(err, lock.ErrNoSlot):
 		log.WithError(err).Warn("no slot within --wait; nothing ran")
-		return exitTempFail
-	case errors.Is(err, lock.ErrInvalidConfig), errors.Is(err, lock.ErrInvalidName), errors.Is(err, lock.ErrRejected):
+	case errors.As(err, &refused), exitCode(err) == exitConfig:
 		log.WithError(err).Error("nothing ran")
-		return exitConfig
-	}
-	if sig != nil {
-		log.Warnf("stopped by %v while waiting for a slot; nothing ran", sig)
-	} else {
+	default:
 		log.WithError(err).Error("consul unavailable; nothing ran")
 	}
-	a.abandon(ctx, log, sem, retry, rec)
-	if !consulclient.Retryable(context.Background(), err) && sig == nil {
-		return exitConfig // a refusal such as a 403: retrying on the next timer will not help
-	}
-	return exitTempFail
-}
-
-// abandon undoes an acquisition that may have committed without our knowing (the answer was
-// lost, or a signal came): a fresh slot is released, a re-entered one marked interrupted.
-//
-// It shares the budget of the acquisition it undoes: after Consul failed for the whole of it,
-// the look gets one attempt within the same bound, not a budget of its own.
-func (a *App) abandon(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, rec lock.Record) {
-	ctx = context.WithoutCancel(ctx)
-	snap, err := readTier(ctx, sem, retry, "check for a slot taken")
-	if err != nil {
-		log.WithError(err).Warn("could not check whether a slot was taken; if one was, the next run re-enters it")
-		return
-	}
-	held, ok := snap.Holders[rec.Holder]
-	if !ok || held.RunID != rec.RunID {
-		return
-	}
-	slot := &lock.Slot{Record: held}
-	if held.Attempts == 1 {
-		err = retry.do(ctx, "release", func(ctx context.Context) error { return sem.Release(ctx, slot) })
-	} else {
-		err = retry.do(ctx, "mark interrupted", func(ctx context.Context) error { return sem.MarkInterrupted(ctx, slot, nil) })
-	}
-	if err != nil {
-		log.WithError(err).Warn("could not undo the slot taken; the next run re-enters it")
+	if out.Recording != nil {
+		log.WithError(explain(out.Recording)).Warn("could not undo what the acquisition may have taken; if it took the slot, the next run re-enters it")
 	}
 }
 
@@ -354,41 +283,6 @@ func (a *App) dryRun(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		return exitOK
 	}
 	return exitTempFail
-}
-
-// readTier reads the tier, retrying Consul errors.
-func readTier(ctx context.Context, sem *lock.Semaphore, retry *consulRetry, what string) (snap *lock.Snapshot, err error) {
-	err = retry.do(ctx, what, func(ctx context.Context) (err error) {
-		snap, err = sem.Read(ctx)
-		return err
-	})
-	return snap, err
-}
-
-// cancelOnSignal cancels on the first SIGINT or SIGTERM until stop is called; stop returns
-// that signal, or nil. Signals after stop are left for the runner to forward.
-func (a *App) cancelOnSignal(cancel func()) (stop func() os.Signal) {
-	done, finished := make(chan struct{}), make(chan struct{})
-	var got os.Signal
-	go func() {
-		defer close(finished)
-		select {
-		case got = <-a.Signals:
-			cancel()
-		case <-done:
-		}
-	}()
-	var stopped os.Signal
-	once := false
-	return func() os.Signal {
-		if !once {
-			once = true
-			close(done)
-			<-finished
-			stopped = got
-		}
-		return stopped
-	}
 }
 
 // newRunID names one run in logs and in its record.

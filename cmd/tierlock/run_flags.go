@@ -29,12 +29,9 @@ type runOptions struct {
 	path                                       string   // command[0] resolved on $PATH
 }
 
-func env(name string) []string { return []string{"TIERLOCK_" + name} }
-
 func runFlags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "tier", Usage: "the tier, ENVIRONMENT/SERVICE (required)", EnvVars: env("TIER")},
-		&cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")},
+		tierFlag(true), prefixFlag(),
 		&cli.StringFlag{Name: "holder", Usage: "this host's name in the tier (default: the hostname)", EnvVars: env("HOLDER")},
 		&cli.DurationFlag{Name: "wait", Value: 10 * time.Minute, Usage: "how long to wait for a free slot before giving up (exit 75)", EnvVars: env("WAIT")},
 		&cli.StringFlag{Name: "queue-order", Value: string(lock.OrderConverged), Usage: "how waiters rank: converged (least recently converged first, then arrival) or arrival (strict FIFO)", EnvVars: env("QUEUE_ORDER")},
@@ -42,8 +39,7 @@ func runFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "timeout", Value: 2 * time.Hour, Usage: "stop the command after this long (SIGTERM, then SIGKILL); 0: never", EnvVars: env("TIMEOUT")},
 		&cli.DurationFlag{Name: "kill-grace", Value: runner.DefaultKillGrace, Usage: "time between SIGTERM and SIGKILL when stopping the command", EnvVars: env("KILL_GRACE")},
 		&cli.IntSliceFlag{Name: "success-codes", Usage: "exit codes besides 0 that count as success, e.g. 35 (chef: reboot scheduled)", EnvVars: env("SUCCESS_CODES")},
-		&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent for a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
-		&cli.DurationFlag{Name: "consul-timeout", Value: time.Minute, Usage: "how long Consul may keep failing before giving up", EnvVars: env("CONSUL_TIMEOUT")},
+		defaultMaxFlag(), consulTimeoutFlag(),
 		&cli.StringFlag{Name: "state-dir", Value: "/run/tierlock", Usage: "directory of the per-tier local lock files", EnvVars: env("STATE_DIR")},
 		&cli.StringFlag{Name: "instance-id", Usage: "instance id to record, or imds to ask the EC2 metadata service", EnvVars: env("INSTANCE_ID")},
 		&cli.StringFlag{Name: "metrics-file", Usage: "after each run, write its result here for node_exporter's textfile collector (*.prom)", EnvVars: env("METRICS_FILE")},
@@ -69,8 +65,8 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 	if err := lock.ValidateTier(o.tier); err != nil {
 		return o, fmt.Errorf("--tier: %w", err)
 	}
-	if err := lock.ValidatePrefix(o.prefix); err != nil {
-		return o, fmt.Errorf("--prefix: %w", err)
+	if _, err := prefixOf(c); err != nil {
+		return o, err
 	}
 	if o.holder == "" {
 		h, err := os.Hostname()
@@ -97,8 +93,8 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 		return o, fmt.Errorf("--queue-order: %w", err)
 	}
 	o.queueOrder = order
-	if o.consulTimeout <= 0 {
-		return o, fmt.Errorf("--consul-timeout %s must be positive", o.consulTimeout)
+	if _, err := consulTimeoutOf(c); err != nil {
+		return o, err
 	}
 	if o.defaultMax < -1 {
 		return o, fmt.Errorf("--default-max %d is below -1 (-1 unlimited, 0 disabled, N at most N)", o.defaultMax)

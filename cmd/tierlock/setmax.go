@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -47,7 +46,7 @@ func (a *App) disableCommand() *cli.Command {
 		Flags: operatorFlags(reasonFlag()),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return exitWith(exitConfig, fmt.Errorf("disable takes no arguments, got %q", c.Args().Slice()))
+				return usage("disable takes no arguments, got %q", c.Args().Slice())
 			}
 			o, err := a.newOperator(c, true)
 			if err != nil {
@@ -83,7 +82,7 @@ func (a *App) enableCommand() *cli.Command {
 				return err
 			}
 			if n != nil && *n == 0 {
-				return exitWith(exitConfig, errors.New("enable 0 would leave the tier disabled: give N > 0 or -1"))
+				return usage("enable 0 would leave the tier disabled: give N > 0 or -1")
 			}
 			o, err := a.newOperator(c, true)
 			if err != nil {
@@ -113,7 +112,7 @@ func maxArg(c *cli.Context, optional bool) (*int, error) {
 	case c.NArg() == 0 && optional:
 		return nil, nil
 	case c.NArg() != 1:
-		return nil, exitWith(exitConfig, fmt.Errorf("want exactly one N (a number ≥ -1, or unlimited), got %q", c.Args().Slice()))
+		return nil, usage("want exactly one N (a number ≥ -1, or unlimited), got %q", c.Args().Slice())
 	}
 	arg := c.Args().First()
 	if arg == "unlimited" {
@@ -122,7 +121,7 @@ func maxArg(c *cli.Context, optional bool) (*int, error) {
 	}
 	n, err := strconv.Atoi(arg)
 	if err != nil || n < -1 {
-		return nil, exitWith(exitConfig, fmt.Errorf("N %q: want -1 (unlimited), 0 (disabled) or a number of slots", arg))
+		return nil, usage("N %q: want -1 (unlimited), 0 (disabled) or a number of slots", arg)
 	}
 	return &n, nil
 }
@@ -141,7 +140,7 @@ func (o *operator) change(ctx context.Context, what string, write func(context.C
 		return err
 	})
 	if err != nil {
-		return nil, o.fail(err)
+		return nil, fail(err)
 	}
 	return before, nil
 }
@@ -150,7 +149,7 @@ func (o *operator) change(ctx context.Context, what string, write func(context.C
 func (o *operator) read(ctx context.Context) (*lock.Snapshot, error) {
 	snap, err := readTier(ctx, o.sem, o.retry, "read")
 	if err != nil {
-		return nil, o.fail(err)
+		return nil, fail(err)
 	}
 	return snap, nil
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/urfave/cli/v2"
 
-	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
@@ -28,31 +26,28 @@ func (a *App) statusCommand() *cli.Command {
 		Flags: []cli.Flag{
 			tierFlag(false), prefixFlag(), consulTimeoutFlag(),
 			&cli.StringFlag{Name: "format", Value: "table", Usage: "table, json or prometheus (text exposition format, for node_exporter's textfile collector)"},
-			&cli.IntFlag{Name: "default-max", Value: lock.DefaultMaxConcurrent, Usage: "max_concurrent of a tier that has none stored", EnvVars: env("DEFAULT_MAX")},
+			defaultMaxFlag(),
 			watchFlag(),
 			&cli.BoolFlag{Name: "hosts", Usage: "list every known host of each tier: last convergence, its age, and what it is doing now"},
 		},
 		Action: func(c *cli.Context) error {
 			format := c.String("format")
 			if format != "table" && format != "json" && format != "prometheus" {
-				return exitWith(exitConfig, fmt.Errorf("--format %q: want table, json or prometheus", format))
+				return usage("--format %q: want table, json or prometheus", format)
 			}
-			timeout := c.Duration("consul-timeout")
-			if timeout <= 0 {
-				return exitWith(exitConfig, fmt.Errorf("--consul-timeout %s must be positive", timeout))
+			timeout, err := consulTimeoutOf(c)
+			if err != nil {
+				return err
 			}
 			if c.Bool("watch") {
 				if format != "table" {
-					return exitWith(exitConfig, fmt.Errorf("--watch draws the table; --format %q cannot be watched", format))
+					return usage("--watch draws the table; --format %q cannot be watched", format)
 				}
 				return a.watchStatus(c.Context, c, timeout, c.Bool("hosts"))
 			}
 			snaps, err := a.readTiers(c.Context, c, timeout)
 			if err != nil {
-				if isConfigErr(err) {
-					return exitWith(exitConfig, err)
-				}
-				return exitWith(exitTempFail, err)
+				return fail(err)
 			}
 			now := a.Now()
 			v := monitor.Judge(snaps, now, monitor.DefaultThresholds())
@@ -388,9 +383,4 @@ func writeMetrics(w io.Writer, reg *prometheus.Registry) error {
 		}
 	}
 	return nil
-}
-
-// isConfigErr tells a refusal or bad input from Consul being unavailable.
-func isConfigErr(err error) bool {
-	return !consulclient.Retryable(context.Background(), err)
 }

@@ -39,18 +39,19 @@ func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Dura
 		case <-ctx.Done():
 		}
 	}()
-	prefix, tier := c.String("prefix"), c.String("tier")
-	if err := lock.ValidatePrefix(prefix); err != nil {
-		return exitWith(exitConfig, fmt.Errorf("--prefix: %w", err))
+	tier := c.String("tier")
+	prefix, err := prefixOf(c)
+	if err != nil {
+		return err
 	}
 	if tier != "" {
 		if err := lock.ValidateTier(tier); err != nil {
-			return exitWith(exitConfig, fmt.Errorf("--tier: %w", err))
+			return usage("--tier: %w", err)
 		}
 	}
 	client, err := consulclient.New()
 	if err != nil {
-		return exitWith(exitConfig, err)
+		return err
 	}
 	key := prefix + "/"
 	if tier != "" {
@@ -67,10 +68,7 @@ func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Dura
 			return nil
 		}
 		if err != nil {
-			if isConfigErr(err) {
-				return exitWith(exitConfig, err)
-			}
-			return exitWith(exitTempFail, err)
+			return fail(err)
 		}
 		now := a.Now()
 		var buf bytes.Buffer
