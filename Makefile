@@ -132,8 +132,8 @@ package: lambda binaries packages
 	cd dist && find . -maxdepth 1 -type f ! -name 'SHA256SUMS*' -printf '%P\n' | LC_ALL=C sort | \
 	  xargs sha256sum > SHA256SUMS.tmp && mv SHA256SUMS.tmp SHA256SUMS
 
-## bench: tierlock against `consul lock -n` on the BENCH.md workloads; a table, and JSON in
-## bench/results/
+## bench: tierlock against `consul lock -n` on the bench/README.md workloads, beside a zero-cost local
+## semaphore in the same harness (the harness's own limit); a table, and JSON in bench/results/
 bench: build consul
 	$(GO) build -o bin/bench ./bench
 	bin/bench -tierlock bin/tierlock -consul $(CONSUL) -out bench/results

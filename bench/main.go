@@ -14,6 +14,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -47,6 +49,17 @@ type figures struct {
 	Failed         int     `json:"failed_runs"`
 	SpanSeconds    float64 `json:"span_seconds"`
 	IdealSeconds   float64 `json:"ideal_seconds"`
+	// CPU spent from the gate's opening to the last host's exit, per run: by the hosts'
+	// processes (the tool and the recorder), by the harness (the counting proxy, the local
+	// semaphore), by the Consul agent.
+	HostCPUMsPerRun    float64 `json:"host_cpu_ms_per_run"`
+	HarnessCPUMsPerRun float64 `json:"harness_cpu_ms_per_run"`
+	ConsulCPUMsPerRun  float64 `json:"consul_cpu_ms_per_run"`
+	// CPUCeiling is the efficiency the span could reach if the machine's cores did nothing
+	// but that CPU: cores × ideal span ÷ the CPU spent (capped at 1). An estimate, a little
+	// low: the first wave's start-up and the last hosts' exit fall just outside the span.
+	CPUCeiling float64 `json:"cpu_ceiling"`
+	Cores      int     `json:"cores"`
 }
 
 type overhead struct {
@@ -66,6 +79,9 @@ func main() {
 			return
 		case "rss":
 			rss(os.Args[2:])
+			return
+		case "slot":
+			slot(os.Args[2:])
 			return
 		}
 	}
@@ -132,6 +148,10 @@ func gate(path string, argv []string) {
 }
 
 func run(tierlockBin, consulBin, outDir string, only int) error {
+	toolList, err := tools()
+	if err != nil {
+		return err
+	}
 	tierlockBin, _ = filepath.Abs(tierlockBin)
 	consulBin, _ = filepath.Abs(consulBin)
 	self, err := os.Executable()
@@ -171,10 +191,22 @@ func run(tierlockBin, consulBin, outDir string, only int) error {
 	}
 	var results []figures
 	for i, w := range workloads {
-		for _, tool := range tools() {
+		for _, tool := range toolList {
 			prefix := fmt.Sprintf("bench%d-%s", i, strings.ReplaceAll(tool, " ", "-"))
 			var argv func(h string) []string
-			if tool == "tierlock" {
+			// A host's place in line: Consul's commit order of its contender key, as the
+			// proxy saw it; the local semaphore's own order of enqueueing.
+			order := func(_, client string) int64 { return proxy.firstSeen(client) }
+			var sem *localSem
+			switch tool {
+			case toolLocal:
+				sem, err = newLocalSem(filepath.Join(dir, prefix+".sock"), w.N)
+				if err != nil {
+					return err
+				}
+				argv = func(h string) []string { return []string{self, "slot", sem.Path, h} }
+				order = func(h, _ string) int64 { return sem.placeInLine(h) }
+			case toolTierlock:
 				if _, err := client.KV().Put(&api.KVPair{Key: prefix + "/bench/tier/max_concurrent", Value: []byte(strconv.Itoa(w.N))}, nil); err != nil {
 					return err
 				}
@@ -182,13 +214,16 @@ func run(tierlockBin, consulBin, outDir string, only int) error {
 					return []string{tierlockBin, "run", "--prefix", prefix, "--tier", "bench/tier", "--holder", h,
 						"--state-dir", filepath.Join(dir, prefix, h), "--wait", "10m", "--log-level", logLevel(), "--"}
 				}
-			} else {
+			default:
 				argv = func(h string) []string {
 					return []string{consulBin, "lock", "-n", strconv.Itoa(w.N), "-shell=false", prefix + "/lock"}
 				}
 			}
 			fmt.Fprintf(os.Stderr, "bench: %s, %s...\n", tool, w)
-			f, err := measure(ctx, self, dir, proxy, w, tool, argv)
+			f, err := measure(ctx, self, dir, proxy, agent.PID(), w, tool, argv, order)
+			if sem != nil {
+				_ = sem.Close()
+			}
 			if err != nil {
 				return err
 			}
@@ -197,16 +232,16 @@ func run(tierlockBin, consulBin, outDir string, only int) error {
 	}
 	fmt.Fprintln(os.Stderr, "bench: overhead of an uncontended run...")
 	ovs := []overhead{
-		measureOverhead(self, "tierlock", proxy.Addr, func(i int) []string {
+		measureOverhead(self, toolTierlock, proxy.Addr, func(i int) []string {
 			return []string{tierlockBin, "run", "--prefix", "overhead", "--tier", "bench/solo", "--holder", "solo",
 				"--state-dir", filepath.Join(dir, "overhead"), "--log-level", "error", "--", "/bin/true"}
 		}),
-		measureOverhead(self, "consul lock", proxy.Addr, func(i int) []string {
+		measureOverhead(self, toolPeer, proxy.Addr, func(i int) []string {
 			return []string{consulBin, "lock", "-n", "1", "-shell=false", "overhead-consul/lock", "/bin/true"}
 		}),
 	}
 	printTable(os.Stdout, workloads, results, ovs)
-	return writeJSON(outDir, results, ovs)
+	return writeJSON(outDir, workloads, results, ovs)
 }
 
 type event struct {
@@ -216,10 +251,13 @@ type event struct {
 }
 
 // measure runs one workload with one tool: M processes started together, each its own holder.
-func measure(ctx context.Context, self, dir string, proxy *countingProxy, w workload, tool string, argv func(string) []string) (figures, error) {
+// order gives a host's place in the tool's line of waiters (by holder, or by the client name
+// it showed the proxy), 0 if it never waited.
+// consulPID is the agent's, whose CPU is counted (0: not counted).
+func measure(ctx context.Context, self, dir string, proxy *countingProxy, consulPID int, w workload, tool string, argv func(string) []string, order func(holder, client string) int64) (figures, error) {
 	rec := filepath.Join(dir, fmt.Sprintf("rec-%s-%d-%d", strings.ReplaceAll(tool, " ", "-"), w.M, w.N))
 	before := proxy.Requests()
-	clients := make([]string, w.M)
+	clients, holders := make([]string, w.M), make([]string, w.M)
 	var wg sync.WaitGroup
 	failed := 0
 	var mu sync.Mutex
@@ -236,6 +274,8 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 	if err != nil {
 		return figures{}, err
 	}
+	childrenBefore := rusageCPU(syscall.RUSAGE_CHILDREN)
+	pids := make([]int, 0, w.M)
 	for i := range w.M {
 		h := fmt.Sprintf("host-%03d", i)
 		args := append([]string{self, "gate", gatePath}, argv(h)...)
@@ -244,7 +284,7 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 		cmd.ExtraFiles = []*os.File{readyW}
 		client := fmt.Sprintf("%s-%d-%d-%s", strings.ReplaceAll(tool, " ", "-"), w.M, w.N, h) // one name per run, so the proxy never mixes workloads
 		cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR=http://"+proxy.Addr+"/"+client, "CONSUL_HTTP_TOKEN=", "TIERLOCK_CONFIG="+os.DevNull)
-		clients[i] = client
+		clients[i], holders[i] = client, h
 		if os.Getenv("BENCH_DEBUG") != "" {
 			logf, _ := os.OpenFile(filepath.Join(dir, "tool.log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 			cmd.Stderr = logf
@@ -253,6 +293,7 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 		if err := cmd.Start(); err != nil {
 			return figures{}, err
 		}
+		pids = append(pids, cmd.Process.Pid)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -268,11 +309,28 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 		return figures{}, fmt.Errorf("%s: hosts did not reach the gate: %w", tool, err)
 	}
 	readyR.Close()
+	// What the hosts spent getting to the gate is outside the span: taken off below.
+	var atGate time.Duration
+	for _, pid := range pids {
+		if c, err := procCPU(pid); err == nil {
+			atGate += c
+		}
+	}
+	consulAt := func() time.Duration {
+		if consulPID == 0 {
+			return 0
+		}
+		c, _ := procCPU(consulPID)
+		return c
+	}
+	selfOpen, consulOpen := rusageCPU(syscall.RUSAGE_SELF), consulAt()
 	gateW.Close() // all hosts start now
 	wg.Wait()
 	if ctx.Err() != nil {
 		return figures{}, ctx.Err()
 	}
+	hostCPU := rusageCPU(syscall.RUSAGE_CHILDREN) - childrenBefore - atGate
+	harnessCPU, consulCPU := rusageCPU(syscall.RUSAGE_SELF)-selfOpen, consulAt()-consulOpen
 	requests := proxy.Requests() - before
 	if os.Getenv("BENCH_DEBUG") != "" {
 		proxy.mu.Lock()
@@ -330,9 +388,15 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, w work
 	fig.IdealSeconds = math.Ceil(float64(w.M)/float64(w.N)) * w.T.Seconds()
 	fig.Efficiency = fig.IdealSeconds / span
 	fig.HandoffP50Ms, fig.HandoffP99Ms = percentile(handoffs, 0.50), percentile(handoffs, 0.99)
+	perRun := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(w.M) }
+	fig.HostCPUMsPerRun, fig.HarnessCPUMsPerRun, fig.ConsulCPUMsPerRun = perRun(hostCPU), perRun(harnessCPU), perRun(consulCPU)
+	fig.Cores = runtime.NumCPU()
+	if spent := (hostCPU + harnessCPU + consulCPU).Seconds(); spent > 0 {
+		fig.CPUCeiling = min(1, float64(fig.Cores)*fig.IdealSeconds/spent)
+	}
 	arrived := make([]int64, w.M)
 	for i, c := range clients {
-		arrived[i] = proxy.firstSeen(c)
+		arrived[i] = order(holders[i], c)
 	}
 	fig.FIFO = fifo(arrived, starts)
 	return fig, nil
@@ -415,12 +479,32 @@ func measureOverhead(self, tool, addr string, argv func(int) []string) overhead 
 	return overhead{Tool: tool, WallMs: percentile(tool_, 0.5) - percentile(bare, 0.5), PeakRSSMiB: percentile(rsss, 0.5)}
 }
 
-// tools are the tools measured: BENCH_TOOLS=tierlock measures ours alone (for quick looks).
-func tools() []string {
-	if os.Getenv("BENCH_TOOLS") == "tierlock" {
-		return []string{"tierlock"}
+// The tools measured: tierlock, its peer, and the harness's own floor (see localSem).
+const (
+	toolTierlock = "tierlock"
+	toolPeer     = "consul lock"
+	toolLocal    = "local semaphore"
+)
+
+// tools are the tools measured, all three unless BENCH_TOOLS names some (comma-separated,
+// e.g. BENCH_TOOLS=tierlock for a quick look at ours alone, or "tierlock,local semaphore").
+func tools() ([]string, error) {
+	// The local semaphore right after tierlock, so that the two see the machine as alike as
+	// can be; the peer, which leaves the agent busiest, last.
+	all := []string{toolTierlock, toolLocal, toolPeer}
+	env := os.Getenv("BENCH_TOOLS")
+	if env == "" {
+		return all, nil
 	}
-	return []string{"tierlock", "consul lock"}
+	var picked []string
+	for _, name := range strings.Split(env, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(all, name) {
+			return nil, fmt.Errorf("bench: BENCH_TOOLS: unknown tool %q (want %q)", name, all)
+		}
+		picked = append(picked, name)
+	}
+	return picked, nil
 }
 
 func logLevel() string {
