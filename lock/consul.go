@@ -246,8 +246,12 @@ func (s *Semaphore) applyTxn(ctx context.Context, t *txn) (bool, []*api.KVPair, 
 // check-and-set failed. When the answer is too large to take in one (junk under the tier),
 // whether t was applied is unknown, and the tier is read again the bounded way: the caller
 // decides on what it finds.
+//
+// The queue is read back only as far as holder's own entry: a waiter that finds the tier full
+// needs no more, and a queue grows with the fleet. The snapshot then says so (partialQueue):
+// whoever decides on free slots reads the whole tier first.
 func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*Snapshot, error) {
-	t.reads = s.treeOps(holder)
+	t.reads = s.ownQueueOps(holder)
 	ok, results, err := s.applyTxn(ctx, t)
 	switch {
 	case errors.Is(err, consulclient.ErrAnswerTooLarge):
@@ -255,7 +259,11 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*S
 	case err != nil || !ok:
 		return nil, err
 	}
-	return s.snapshot(results, holder)
+	snap, err := s.snapshot(results, holder)
+	if snap != nil {
+		snap.partialQueue = true
+	}
+	return snap, err
 }
 
 // commit applies t. A write that leaves a slot free reads the tier back in the same

@@ -164,22 +164,23 @@ const maxWatch = time.Minute
 // watch blocks until what holder waits on changes, or until: its queue entry (current, or the
 // whole tier, for a holder not in the queue). It returns nil at until too: Acquire then reads and decides, so
 // that a slot handed over at the last moment is found, not left held.
-func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) error {
+func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) (gone bool, err error) {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
-		return nil
+		return false, nil
 	}
 	wait := min(left, maxWatch)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
 	defer cancel()
 	// A waiter watches its own entry: a write that hands it a slot deletes it (see grants),
 	// one that leaves a slot free for it rewrites it (nudge), and disable deletes it.
-	var err error
 	key := s.base
 	switch w, queued := snap.queued(holder); {
 	case queued:
 		key += queueDir + w.Holder
-		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
+		var p *api.KVPair
+		p, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
+		gone = err == nil && p == nil
 	case snap.modify[keyCurrent] != 0:
 		key += keyCurrent
 		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: snap.modify[keyCurrent], WaitTime: wait}).WithContext(ctx))
@@ -187,7 +188,7 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 		_, _, err = s.kv.Keys(key, "", (&api.QueryOptions{WaitIndex: snap.LastIndex, WaitTime: wait}).WithContext(ctx))
 	}
 	if err != nil {
-		return fmt.Errorf("lock: watch %s: %w", key, err)
+		return false, fmt.Errorf("lock: watch %s: %w", key, err)
 	}
-	return nil
+	return gone, nil
 }

@@ -200,6 +200,19 @@ func (s *Semaphore) treeOps(holder string) api.KVTxnOps {
 	return ops
 }
 
+// ownQueueOps are treeOps with the queue narrowed to holder's own entry (and the names it is
+// a prefix of, which treePairs drops only if they are not queue entries: see partialQueue).
+func (s *Semaphore) ownQueueOps(holder string) api.KVTxnOps {
+	var ops api.KVTxnOps
+	for _, op := range s.treeOps(holder) {
+		if op.Key == s.base+queueDir {
+			op = &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base + queueDir + holder}
+		}
+		ops = append(ops, op)
+	}
+	return ops
+}
+
 // treePairs keeps, from the results of a transaction, the tier's layout keys that want accepts,
 // each once (the last result for a key is the latest: reads go after writes), sorted, with
 // values too large for any record replaced as fetch replaces them. Its index is the highest

@@ -149,6 +149,10 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		if err := snap.Err(); err != nil {
 			return nil, err
 		}
+		if snap.partialQueue && (snap.Max < 0 || snap.Held() < snap.Max) {
+			next = nil // a slot is free: who goes first needs the whole queue
+			continue
+		}
 		now := s.opts.Now().UTC()
 		rec := req.Record
 		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode = StateRunning, now, now, nil
@@ -192,8 +196,16 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			if req.Waiting != nil {
 				req.Waiting(snap)
 			}
-			if err := s.watch(ctx, snap, req.Holder, req.WaitUntil); err != nil {
+			gone, err := s.watch(ctx, snap, req.Holder, req.WaitUntil)
+			if err != nil {
 				return nil, err
+			}
+			if gone {
+				// Most likely a write handed this waiter a slot: look at that key alone, not
+				// at the whole tier, whose queue grows with the fleet.
+				if slot, err := s.handedOver(ctx, req); err != nil || slot != nil {
+					return slot, err
+				}
 			}
 			continue
 		}
@@ -229,6 +241,24 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 		}
 	}
 	return nil, fmt.Errorf("lock: acquire %s: lost %d check-and-set races in a row", s.base, maxRaces)
+}
+
+// handedOver returns the slot a write handed to req's run (see grants), or nil if there is none.
+func (s *Semaphore) handedOver(ctx context.Context, req Request) (*Slot, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	p, _, err := s.kv.Get(s.base+runningDir+req.Holder, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("lock: read %s%s%s: %w", s.base, runningDir, req.Holder, err)
+	}
+	if p == nil {
+		return nil, nil
+	}
+	rec, err := parseRecord(req.Holder, p.Value)
+	if err != nil || rec.RunID != req.RunID {
+		return nil, nil // not this run's: the whole tier is read and decided on
+	}
+	return &Slot{Record: rec, Reentered: rec.Attempts > 1}, nil
 }
 
 // acquireTxn writes rec as holder's slot (taken or re-entered) and removes holder's queue

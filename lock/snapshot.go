@@ -42,6 +42,9 @@ type Snapshot struct {
 	Notes        map[string]Note
 	NoteProblems []error
 	LastIndex    uint64            // Consul's index of the read, for blocking queries
+	// partialQueue: Queue holds only the reader's own entry (see applyAndRead); a decision
+	// on free slots needs the whole of it.
+	partialQueue bool
 	modify       map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
 	badHolders   map[string]bool   // running/ keys whose value did not parse
 	badCurrent   bool              // current is stored but not a count
