@@ -108,6 +108,9 @@ func TestForwardsSignalsToGroup(t *testing.T) {
 	go func() {
 		<-started
 		waitFile(t, filepath.Join(dir, "child"))
+		// Only once the child runs sleep: between its fork and its exec, the shell's child
+		// still has the trap's handler, and a SIGTERM then is caught and lost.
+		waitExec(t, filepath.Join(dir, "child"), "sleep")
 		sigs <- syscall.SIGTERM
 	}()
 	res, err := runner.Run(context.Background(), c)
@@ -146,6 +149,23 @@ func waitFile(t *testing.T, path string) {
 }
 
 // assertGone checks that the pid in file is no longer running.
+// waitExec waits until the process whose pid is in file runs the program name.
+func waitExec(t *testing.T, file, name string) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	pid := strings.TrimSpace(string(b))
+	for range 200 {
+		if comm, err := os.ReadFile("/proc/" + pid + "/comm"); err == nil && strings.TrimSpace(string(comm)) == name {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("process %s never ran %s", pid, name)
+}
+
 func assertGone(t *testing.T, file string) {
 	t.Helper()
 	b, err := os.ReadFile(file)
