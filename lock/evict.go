@@ -29,7 +29,7 @@ type Evicted struct {
 // match is asked again after every lost check-and-set race, against what was re-read, so a
 // slot that changed hands in between (a new run of a reused host name, say) is judged anew.
 // More matches than fit in one transaction (126) take several, each keeping the invariant.
-// Freed slots rewrite current, which wakes the head of the queue.
+// Slots freed while hosts wait are handed to the first in line by a write that follows.
 func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec Record) bool) (Evicted, error) {
 	var all Evicted
 	for {
@@ -68,7 +68,7 @@ func (w Waiter) Record() Record {
 // to the running/ keys it leaves. It is nil when nothing matches.
 func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (ev Evicted, t *txn, more bool) {
 	t = &txn{checks: s.guardMax(snap)}
-	room := maxTxnOps - t.mandatory() - 1 // and the write of current
+	room := maxTxnOps - t.mandatory() - 1 - len(s.treeOps("")) // and the write of current, and the read-back
 	removed := map[string]bool{}
 	var dels api.KVTxnOps
 	full := false
@@ -128,5 +128,7 @@ func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (e
 		}
 	}
 	t.writes = append(dels, s.set(snap, keyCurrent, strconv.Itoa(snap.RunningKeys-len(removed))))
+	// Slots freed while hosts wait: the write reads the tier back and hands them over (commit).
+	t.free = len(removed) > 0
 	return ev, t, full
 }
