@@ -41,7 +41,7 @@ type Snapshot struct {
 	// Problems they never stop a run.
 	Notes        map[string]Note
 	NoteProblems []error
-	LastIndex    uint64            // Consul's index of the read, for blocking queries
+	LastIndex    uint64 // Consul's index of the read, for blocking queries
 	// partialQueue: Queue holds only the reader's own entry (see applyAndRead); a decision
 	// on free slots needs the whole of it.
 	partialQueue bool
