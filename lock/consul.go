@@ -117,6 +117,9 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		}
 		t.writes = append(t.writes, s.set(snap, own, string(value)))
 	case ch.delete:
+		if exists {
+			t.writes = append(t.writes, s.mustExist(snap, own))
+		}
 		t.writes = append(t.writes, s.del(snap, own))
 	}
 	if !ch.noGrants {
@@ -125,8 +128,8 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 			return nil, err
 		}
 		t.writes = append(t.writes, granted...)
-		count += len(granted) / 2
-		if nudge := s.nudge(snap, ch.holder, count, len(granted)/2); nudge != nil {
+		count += len(granted) / opsPerGrant
+		if nudge := s.nudge(snap, ch.holder, count, len(granted)/opsPerGrant); nudge != nil {
 			t.writes = append(t.writes, nudge)
 		}
 	}
@@ -189,7 +192,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int) (api.KVTxnOps
 	now := s.opts.Now().UTC()
 	var ops api.KVTxnOps
 	for _, w := range snap.Queue {
-		if (snap.Max > 0 && count >= snap.Max) || len(ops)/2 >= maxGrants {
+		if (snap.Max > 0 && count >= snap.Max) || len(ops)/opsPerGrant >= maxGrants {
 			break
 		}
 		_, holds := snap.modify[runningDir+w.Holder]
@@ -205,12 +208,25 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int) (api.KVTxnOps
 		if err != nil {
 			return nil, fmt.Errorf("lock: encode record: %w", err)
 		}
+		entry := s.base + queueDir + w.Holder
 		ops = append(ops,
-			&api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex},
+			&api.KVTxnOp{Verb: api.KVCheckIndex, Key: entry, Index: w.ModifyIndex},
+			&api.KVTxnOp{Verb: api.KVDeleteCAS, Key: entry, Index: w.ModifyIndex},
 			&api.KVTxnOp{Verb: api.KVCAS, Key: s.base + runningDir + w.Holder, Value: value, Index: 0})
 		count++
 	}
 	return ops, nil
+}
+
+// opsPerGrant is the number of operations grants writes per slot it hands over.
+const opsPerGrant = 3
+
+// mustExist checks that key (relative to the tier) is as snap read it, and still there.
+// Consul's delete-cas succeeds on a key that is already gone, so a delete alone would let a
+// write sent twice (a retry, an answer lost or late) apply again on a tier that moved on:
+// hand a slot over twice, say.
+func (s *Semaphore) mustExist(snap *Snapshot, key string) *api.KVTxnOp {
+	return &api.KVTxnOp{Verb: api.KVCheckIndex, Key: s.base + key, Index: snap.modify[key]}
 }
 
 // apply runs t as one transaction. It reports false when a check-and-set failed because
@@ -236,9 +252,25 @@ func (s *Semaphore) applyTxn(ctx context.Context, t *txn) (bool, []*api.KVPair, 
 		return false, nil, fmt.Errorf("lock: write %s: %w", s.base, err)
 	}
 	if ok {
-		return true, resp.Results, nil
+		return true, readResults(ops[:len(ops)-len(t.reads)], resp.Results), nil
 	}
 	return false, nil, s.rejected(ops, resp)
+}
+
+// readResults are the results of a transaction's reads: what follows the results of writes,
+// each of which Consul answers with the key it wrote or checked (its value blanked), or with
+// nothing for a delete or a check that the key is absent. A key a write touched must be judged
+// by the reads alone: a check of a slot that the same transaction then deletes is not a slot.
+func readResults(writes api.KVTxnOps, results []*api.KVPair) []*api.KVPair {
+	skip := 0
+	for _, op := range writes {
+		switch op.Verb {
+		case api.KVDelete, api.KVDeleteCAS, api.KVDeleteTree, api.KVCheckNotExists:
+		default:
+			skip++
+		}
+	}
+	return results[min(skip, len(results)):]
 }
 
 // applyAndRead runs t and reads holder's view of the tier back in the same transaction (its
