@@ -113,6 +113,8 @@ func classify(method, path string, query url.Values, body []byte) (kind string, 
 			return "txn read", false
 		case queue:
 			return "txn join queue", true
+		case take && release:
+			return "txn release and hand over", true // a slot freed and given to a waiter
 		case take:
 			return "txn take slot", true
 		case release:
