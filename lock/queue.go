@@ -164,10 +164,10 @@ const maxWatch = time.Minute
 // watch blocks until what holder waits on changes, or until: its queue entry (current, or the
 // whole tier, for a holder not in the queue). It returns nil at until too: Acquire then reads and decides, so
 // that a slot handed over at the last moment is found, not left held.
-func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) (gone bool, err error) {
+func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) (woke wake, err error) {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
-		return false, nil
+		return woken, nil
 	}
 	wait := min(left, maxWatch)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
@@ -180,7 +180,15 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 		key += queueDir + w.Holder
 		var p *api.KVPair
 		p, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
-		gone = err == nil && p == nil
+		switch {
+		case err != nil:
+		case p == nil:
+			woke = entryGone
+		case p.ModifyIndex == w.ModifyIndex:
+			woke = nothingNew
+		default:
+			woke = woken
+		}
 	case snap.modify[keyCurrent] != 0:
 		key += keyCurrent
 		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: snap.modify[keyCurrent], WaitTime: wait}).WithContext(ctx))
@@ -188,7 +196,16 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 		_, _, err = s.kv.Keys(key, "", (&api.QueryOptions{WaitIndex: snap.LastIndex, WaitTime: wait}).WithContext(ctx))
 	}
 	if err != nil {
-		return false, fmt.Errorf("lock: watch %s: %w", key, err)
+		return woken, fmt.Errorf("lock: watch %s: %w", key, err)
 	}
-	return gone, nil
+	return woke, nil
 }
+
+// wake is why a watch ended.
+type wake int
+
+const (
+	woken      wake = iota // something changed, or the wait is over: read and decide
+	entryGone              // the waiter's entry went: most likely it was handed a slot
+	nothingNew             // maxWatch passed with the entry as it was
+)

@@ -196,15 +196,22 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
 			if req.Waiting != nil {
 				req.Waiting(snap)
 			}
-			gone, err := s.watch(ctx, snap, req.Holder, req.WaitUntil)
+			woke, err := s.watch(ctx, snap, req.Holder, req.WaitUntil)
 			if err != nil {
 				return nil, err
 			}
-			if gone {
+			switch woke {
+			case entryGone:
 				// Most likely a write handed this waiter a slot: look at that key alone, not
 				// at the whole tier, whose queue grows with the fleet.
 				if slot, err := s.handedOver(ctx, req); err != nil || slot != nil {
 					return slot, err
+				}
+			case nothingNew:
+				// The safety net for a limit changed by hand: a look at the slots, not at
+				// the whole queue (the loop reads that only if a slot is free).
+				if next, err = s.readOwn(ctx, req.Holder); err != nil {
+					return nil, err
 				}
 			}
 			continue
