@@ -25,16 +25,39 @@ type KV interface {
 // for holder, what its Acquire and Release decide on, in one request when it can (see
 // treeOps); for "" everything, listed then fetched.
 func (s *Semaphore) read(ctx context.Context, holder string) (*Snapshot, error) {
+	if holder == "" {
+		ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+		defer cancel()
+		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base,
+			&api.QueryOptions{RequireConsistent: true}, nil)
+	}
+	return s.readTree(ctx, holder, s.treeOps(holder))
+}
+
+// readOwn is read with the queue narrowed to holder's own entry (see applyAndRead): what a
+// waiter needs to know whether a slot is free, at a cost that does not grow with the queue.
+func (s *Semaphore) readOwn(ctx context.Context, holder string) (*Snapshot, error) {
+	snap, err := s.readTree(ctx, holder, s.ownQueueOps(holder))
+	if snap != nil && !snap.bounded {
+		snap.partialQueue = true
+	}
+	return snap, err
+}
+
+// readTree reads holder's view of the tier in one read-only transaction of ops, or, when its
+// answer is too large, the bounded way (and then whole: bounded is set).
+func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOps) (*Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	q := &api.QueryOptions{RequireConsistent: true}
-	if holder == "" {
-		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, nil)
-	}
-	ok, resp, meta, err := s.kv.Txn(s.treeOps(holder), q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
+	ok, resp, meta, err := s.kv.Txn(ops, q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
 	switch {
 	case errors.Is(err, consulclient.ErrAnswerTooLarge):
-		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, forHolder(holder))
+		snap, err := readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, forHolder(holder))
+		if snap != nil {
+			snap.bounded = true
+		}
+		return snap, err
 	case err != nil:
 		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
 	case !ok:
@@ -44,31 +67,6 @@ func (s *Semaphore) read(ctx context.Context, holder string) (*Snapshot, error) 
 		return nil, err
 	}
 	return s.snapshot(resp.Results, holder)
-}
-
-// readOwn is read with the queue narrowed to holder's own entry (see applyAndRead): what a
-// waiter needs to know whether a slot is free, at a cost that does not grow with the queue.
-func (s *Semaphore) readOwn(ctx context.Context, holder string) (*Snapshot, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
-	q := (&api.QueryOptions{RequireConsistent: true}).WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit))
-	ok, resp, meta, err := s.kv.Txn(s.ownQueueOps(holder), q)
-	switch {
-	case errors.Is(err, consulclient.ErrAnswerTooLarge):
-		return s.read(ctx, holder)
-	case err != nil:
-		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
-	case !ok:
-		return nil, s.rejected(nil, resp)
-	}
-	if err := filtered(meta, s.base); err != nil {
-		return nil, err
-	}
-	snap, err := s.snapshot(resp.Results, holder)
-	if snap != nil {
-		snap.partialQueue = true
-	}
-	return snap, err
 }
 
 // snapshot is the tier as results (of a transaction ending in holder's treeOps) show it.
@@ -107,6 +105,9 @@ type change struct {
 	delete bool
 	// noGrants leaves free slots free (see grants): for a wake, which rewrites current alone.
 	noGrants bool
+	// spread: this write lost a race for a waiter to another that freed a slot at the same
+	// moment; it hands its slot over further down the line (see grants).
+	spread bool
 }
 
 // changeTxn is the transaction that writes ch, hands over the slots it leaves free (grants),
@@ -148,13 +149,13 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		t.writes = append(t.writes, s.del(snap, own))
 	}
 	if !ch.noGrants {
-		granted, err := s.grants(snap, ch.holder, count)
+		granted, to, err := s.grants(snap, ch.holder, count, ch.spread)
 		if err != nil {
 			return nil, err
 		}
 		t.writes = append(t.writes, granted...)
-		count += len(granted) / opsPerGrant
-		if nudge := s.nudge(snap, ch.holder, count, len(granted)/opsPerGrant); nudge != nil {
+		count += len(to)
+		if nudge := s.nudge(snap, ch.holder, count, to); nudge != nil {
 			t.writes = append(t.writes, nudge)
 		}
 	}
@@ -177,18 +178,13 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 // waiter watches its own entry, so the rewrite wakes it, and it takes a slot and hands over
 // the next ones. The write is a check-and-set: an entry that went meanwhile (its session
 // ended) must not come back without one. It keeps the entry's session.
-func (s *Semaphore) nudge(snap *Snapshot, skip string, count, granted int) *api.KVTxnOp {
+func (s *Semaphore) nudge(snap *Snapshot, skip string, count int, granted map[string]bool) *api.KVTxnOp {
 	if snap.Max == 0 || (snap.Max > 0 && count >= snap.Max) {
 		return nil
 	}
-	for _, w := range snap.Queue {
-		_, holds := snap.modify[runningDir+w.Holder]
-		if w.Holder == skip || holds || w.RunID == "" {
-			continue
-		}
-		if granted > 0 {
-			granted-- // handed a slot by this write, in rank order
-			continue
+	for _, w := range snap.grantable(skip) {
+		if granted[w.Holder] {
+			continue // handed a slot by this write
 		}
 		value, err := json.Marshal(w)
 		if err != nil {
@@ -210,19 +206,26 @@ const maxGrants = 16
 // decided again) and their records written as theirs, from what their entries carry. So a
 // release wakes no one to race for the slot: the head finds it already holds it, and current
 // is not fought over by takes and releases. skip is the holder the write is for.
-func (s *Semaphore) grants(snap *Snapshot, skip string, count int) (api.KVTxnOps, error) {
+func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool) (api.KVTxnOps, map[string]bool, error) {
 	if snap.Max == 0 || snap.Drift() {
-		return nil, nil // disabled, or a count not to build on
+		return nil, nil, nil // disabled, or a count not to build on
+	}
+	line := snap.grantable(skip)
+	if spread && len(line) > 1 {
+		// Several holders freed slots at once (runs admitted together end together) and all
+		// reached for the head of the line; having lost it, give this slot to the waiter as
+		// far down the line as this holder is down the holders (by the start of their runs),
+		// so that the others' next tries do not collide again. They are admitted within
+		// moments of each other, so the order is kept as near as makes no difference.
+		k := snap.holderRank(skip) % len(line)
+		line = append(append([]Waiter{line[k]}, line[:k]...), line[k+1:]...)
 	}
 	now := s.opts.Now().UTC()
 	var ops api.KVTxnOps
-	for _, w := range snap.Queue {
-		if (snap.Max > 0 && count >= snap.Max) || len(ops)/opsPerGrant >= maxGrants {
+	to := map[string]bool{}
+	for _, w := range line {
+		if (snap.Max > 0 && count >= snap.Max) || len(to) >= maxGrants {
 			break
-		}
-		_, holds := snap.modify[runningDir+w.Holder]
-		if w.Holder == skip || holds || w.RunID == "" {
-			continue
 		}
 		rec := Record{
 			Holder: w.Holder, Hostname: w.Hostname, InstanceID: w.InstanceID, Node: w.Node, PID: w.PID,
@@ -231,16 +234,17 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int) (api.KVTxnOps
 		}
 		value, err := json.Marshal(rec)
 		if err != nil {
-			return nil, fmt.Errorf("lock: encode record: %w", err)
+			return nil, nil, fmt.Errorf("lock: encode record: %w", err)
 		}
 		entry := s.base + queueDir + w.Holder
 		ops = append(ops,
 			&api.KVTxnOp{Verb: api.KVCheckIndex, Key: entry, Index: w.ModifyIndex},
 			&api.KVTxnOp{Verb: api.KVDeleteCAS, Key: entry, Index: w.ModifyIndex},
 			&api.KVTxnOp{Verb: api.KVCAS, Key: s.base + runningDir + w.Holder, Value: value, Index: 0})
+		to[w.Holder] = true
 		count++
 	}
-	return ops, nil
+	return ops, to, nil
 }
 
 // opsPerGrant is the number of operations grants writes per slot it hands over.

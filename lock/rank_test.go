@@ -124,7 +124,7 @@ func TestConvergedTxnsFit(t *testing.T) {
 			snap.Converged[holder] = Convergence{Holder: holder, ConvergedAt: time.Now()}
 		}
 		if n > 0 {
-			tx, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["holder-0000"]})
+			tx, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["holder-0000"]}, false)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -317,18 +317,20 @@ func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 		// failed write costs Consul more than the read it saves.
 		slot.seen = nil
 		if seen.RunningKeys == 1 && len(seen.Holders) == 1 && len(seen.Queue) == 0 {
-			if t, err := s.releaseTxn(seen, slot); err == nil {
+			if t, err := s.releaseTxn(seen, slot, false); err == nil {
 				if ok, err := s.commit(ctx, t, slot.Holder); err != nil || ok {
 					return err
 				}
 			}
 		}
 	}
+	tries := 0
 	_, err := s.update(ctx, slot.Holder, func(snap *Snapshot) (*txn, error) {
 		if released(snap, slot) {
 			return nil, errUnchanged
 		}
-		return s.releaseTxn(snap, slot)
+		tries++
+		return s.releaseTxn(snap, slot, tries > 1)
 	})
 	return err
 }
@@ -367,11 +369,11 @@ func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
 }
 
 // releaseTxn deletes slot's running/ key, sets current, and writes the holder's convergence.
-func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot) (*txn, error) {
+func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot, spread bool) (*txn, error) {
 	if _, err := s.own(snap, slot); err != nil {
 		return nil, err
 	}
-	t, err := s.changeTxn(snap, change{holder: slot.Holder, delete: true})
+	t, err := s.changeTxn(snap, change{holder: slot.Holder, delete: true, spread: spread})
 	if err != nil {
 		return nil, err
 	}

@@ -45,10 +45,13 @@ type Snapshot struct {
 	// partialQueue: Queue holds only the reader's own entry (see applyAndRead); a decision
 	// on free slots needs the whole of it.
 	partialQueue bool
-	modify       map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
-	badHolders   map[string]bool   // running/ keys whose value did not parse
-	badCurrent   bool              // current is stored but not a count
-	badSaved     bool              // max_saved is stored but not a value of max_concurrent
+	// bounded: read the bounded way (listing, then batches), the one-request read's answer
+	// having been too large.
+	bounded    bool
+	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	badHolders map[string]bool   // running/ keys whose value did not parse
+	badCurrent bool              // current is stored but not a count
+	badSaved   bool              // max_saved is stored but not a value of max_concurrent
 }
 
 // Exists reports whether the tier has any key stored.
@@ -238,10 +241,12 @@ func (d Decision) String() string {
 	return "Decision(" + strconv.Itoa(int(d)) + ")"
 }
 
-// Decide returns what Acquire does for holder with this snapshot. A holder may take a slot
-// only when fewer waiters rank ahead of it than slots are free, so that nobody overtakes the
-// queue; one that is not queued counts the waiters that would rank ahead of it if it joined
-// now, so a newcomer that ranks ahead goes ahead.
+// Decide returns what Acquire does for holder with this snapshot. A holder takes a slot only
+// when one is free and no waiter ranks ahead of it, so that nobody overtakes the queue; one
+// that is not queued counts the waiters that would rank ahead of it if it joined now, so a
+// newcomer that ranks ahead goes ahead. The first in line takes for the others: its take
+// hands the slots left free to the waiters behind it (see grants), so waiters never race one
+// another for free slots.
 func (s *Snapshot) Decide(holder string) Decision {
 	if s.Max == 0 {
 		return Disabled
@@ -249,7 +254,7 @@ func (s *Snapshot) Decide(holder string) Decision {
 	if _, ok := s.Holders[holder]; ok {
 		return Reenter
 	}
-	if s.Max < 0 || s.Ahead(holder) < s.Max-s.Held() {
+	if s.Max < 0 || (s.Held() < s.Max && s.Ahead(holder) == 0) {
 		return Take
 	}
 	return Wait
@@ -268,6 +273,33 @@ func (s *Snapshot) Ahead(holder string) int {
 	n := 0
 	for _, w := range s.Queue {
 		if s.Order.before(w, me) {
+			n++
+		}
+	}
+	return n
+}
+
+// grantable is the line a write may hand slots to, in rank order: waiters that hold no slot
+// and whose entry names its run, but skip.
+func (s *Snapshot) grantable(skip string) []Waiter {
+	var line []Waiter
+	for _, w := range s.Queue {
+		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds && w.RunID != "" {
+			line = append(line, w)
+		}
+	}
+	return line
+}
+
+// holderRank is holder's place among the holders by the start of their runs (then name).
+func (s *Snapshot) holderRank(holder string) int {
+	me, ok := s.Holders[holder]
+	if !ok {
+		return 0
+	}
+	n := 0
+	for h, r := range s.Holders {
+		if r.StartedAt.Before(me.StartedAt) || (r.StartedAt.Equal(me.StartedAt) && h < holder) {
 			n++
 		}
 	}

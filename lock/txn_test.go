@@ -208,3 +208,43 @@ func TestLostRace(t *testing.T) {
 		})
 	}
 }
+
+// A release hands its slot to the head of the line; one that lost the head to another release
+// at the same moment (spread) hands it as far down the line as it is down the holders.
+func TestGrantsSpreadOnRetry(t *testing.T) {
+	s, err := New(nil, Options{Tier: "t/s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := uint64(10)
+	pair := func(key, value string) *api.KVPair {
+		idx++
+		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
+	}
+	pairs := api.KVPairs{pair(keyMax, "3"), pair(keyCurrent, "3")}
+	for i, started := range []string{"09:00:00", "09:00:00", "09:00:01"} {
+		h := fmt.Sprintf("h%d", i)
+		pairs = append(pairs, pair(runningDir+h, fmt.Sprintf(`{"holder":%q,"run_id":"r%d","state":"running","started_at":"2026-11-21T%sZ"}`, h, i, started)))
+	}
+	for i := range 4 {
+		w := pair(queueDir+fmt.Sprintf("w%d", i), fmt.Sprintf(`{"holder":"w%d","run_id":"q%d"}`, i, i))
+		w.Session = "s"
+		pairs = append(pairs, w)
+	}
+	snap := newSnapshot("t/s", 1, OrderArrival, pairs, s.base, 1)
+	for _, tt := range []struct {
+		holder string
+		spread bool
+		want   string
+	}{
+		{"h1", false, "w0"}, {"h0", true, "w0"}, {"h1", true, "w1"}, {"h2", true, "w2"},
+	} {
+		_, to, err := s.grants(snap, tt.holder, 2, tt.spread)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(to) != 1 || !to[tt.want] {
+			t.Errorf("release by %s (spread %v) hands over to %v, want %s", tt.holder, tt.spread, to, tt.want)
+		}
+	}
+}
