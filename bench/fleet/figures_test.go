@@ -42,13 +42,6 @@ func TestClassify(t *testing.T) {
 }
 
 func TestParsers(t *testing.T) {
-	cpu, err := parseStatCPU("4242 (consul (dev)) S 1 4242 4242 0 -1 4194560 1 0 0 0 250 130 0 0 20 0 12 0 100 0 0")
-	if err != nil || cpu != 3.8 {
-		t.Errorf("parseStatCPU = %v, %v; want 3.8 (380 ticks)", cpu, err)
-	}
-	if _, err := parseStatCPU("4242 consul S 1"); err == nil {
-		t.Error("parseStatCPU accepted a line without a command name")
-	}
 	mib, err := parseVmHWM(strings.NewReader("Name:\tconsul\nVmPeak:\t 900 kB\nVmHWM:\t  102400 kB\nVmRSS:\t 5 kB\n"))
 	if err != nil || mib != 100 {
 		t.Errorf("parseVmHWM = %v, %v; want 100", mib, err)

@@ -11,38 +11,14 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/tools/procstat"
 )
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's times: 100 on every Linux ABI Go
-// supports (the kernel converts to it whatever its own HZ).
-const clockTicks = 100
-
-// cpuSeconds is the user plus system CPU time of process pid, from /proc/<pid>/stat.
+// cpuSeconds is the user plus system CPU time of process pid, in seconds.
 func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("fleet: cpu of %d: %w", pid, err)
-	}
-	return parseStatCPU(string(b))
-}
-
-// parseStatCPU reads utime and stime (fields 14 and 15) from a /proc/<pid>/stat line. The
-// command name (field 2) may hold blanks and parentheses, so fields count from its last ')'.
-func parseStatCPU(stat string) (float64, error) {
-	i := strings.LastIndexByte(stat, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("fleet: /proc stat %q: no command name", stat)
-	}
-	f := strings.Fields(stat[i+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("fleet: /proc stat %q: too few fields", stat)
-	}
-	utime, err1 := strconv.ParseUint(f[11], 10, 64)
-	stime, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("fleet: /proc stat %q: bad times %q %q", stat, f[11], f[12])
-	}
-	return float64(utime+stime) / clockTicks, nil
+	d, err := procstat.CPU(pid)
+	return d.Seconds(), err
 }
 
 // peakRSSMiB is the peak resident memory of pid since it started or since resetPeakRSS
