@@ -12,11 +12,12 @@ import (
 // The queue: a holder that finds the tier full writes queue/<holder>, bound to a Consul
 // session with a TTL (behaviour delete) that it renews while it waits, so a waiter that dies
 // disappears. Arrival order is the entries' CreateIndex; waiters rank by the convergence their
-// entry carries, then arrival (Options.QueueOrder). Each waiter watches only the entry ranked
-// ahead of it with a blocking query on that one key; the head watches current. A release
-// therefore wakes one waiter, and admitting it (which deletes its entry in the same
-// transaction that takes the slot) wakes the next. Operator writes that may admit more, or
-// stop everyone (set-max, enable, disable), rewrite current so that the head wakes.
+// entry carries, then arrival (Options.QueueOrder). A write that frees a slot hands it to the
+// first in line in the same transaction (grants: its entry deleted, its running/ record
+// written), so each waiter watches only its own entry, with a blocking query on that one key:
+// a release wakes exactly the waiter it admits. set-max and enable hand slots over under the
+// new limit; disable deletes the entries, so their waiters wake and leave; a write that leaves
+// slots free with waiters it could not serve rewrites the next waiter's entry (nudge).
 
 // Sessions is the part of Consul's *api.Session the queue uses.
 type Sessions interface {
