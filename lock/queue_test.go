@@ -3,11 +3,16 @@ package lock_test
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -303,4 +308,94 @@ func TestReleaseAloneThenHandsOver(t *testing.T) {
 		t.Fatal("w0 was left waiting for a free slot")
 	}
 	checkInvariant(t)
+}
+
+// A Consul error while a host waits ends its Acquire (the caller's retry policy decides what
+// next), but keeps its place in line for the retry of the same run: it is not sent to the back
+// behind the hosts that came after it. Abandon gives the place up.
+func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
+	a, _ := agent.Get(t)
+	proxy := faultproxy.New(a.Addr)
+	t.Cleanup(proxy.Close)
+	cfg := api.DefaultConfig()
+	cfg.Address = proxy.Addr
+	viaProxy, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSem(t, 1)
+	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1, err := lock.New(viaProxy.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: viaProxy.Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// w1's watch of its own entry fails with a 500 (once), as a Consul in trouble answers.
+	var failed atomic.Bool
+	proxy.SetRule(func(r *http.Request) int {
+		if strings.Contains(r.URL.Path, "/queue/w1") && r.URL.Query().Get("index") != "" && failed.CompareAndSwap(false, true) {
+			return http.StatusInternalServerError
+		}
+		return faultproxy.Pass
+	})
+	r1 := req("w1", "run-w1")
+	r1.WaitUntil = time.Now().Add(20 * time.Second)
+	if _, err := w1.Acquire(ctx(t), r1); err == nil || errors.Is(err, lock.ErrNoSlot) {
+		t.Fatalf("w1's first Acquire: %v, want the Consul error", err)
+	}
+	waitQueue(t, s, 1) // w1 is still in line
+	w2 := waiter(t, s, "w2", 20*time.Second)
+	waitQueue(t, s, 2)
+	got := make(chan error, 1)
+	go func() {
+		slot, err := w1.Acquire(ctx(t), r1) // the retry of the same run
+		if err == nil && slot.RunID != "run-w1" {
+			err = fmt.Errorf("got %+v", slot)
+		}
+		got <- err
+	}()
+	if err := s.Release(ctx(t), &lock.Slot{Record: first.Record}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("w1's retry: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("w1 was not first after its retry")
+	}
+	select {
+	case err := <-w2:
+		t.Fatalf("w2 went before w1 let go: %v", err)
+	default:
+	}
+	// Abandon gives a kept place up.
+	r3 := req("w3", "run-w3")
+	r3.WaitUntil = time.Now().Add(20 * time.Second)
+	failed.Store(false)
+	proxy.SetRule(func(r *http.Request) int {
+		if strings.Contains(r.URL.Path, "/queue/w3") && r.URL.Query().Get("index") != "" && failed.CompareAndSwap(false, true) {
+			return http.StatusInternalServerError
+		}
+		return faultproxy.Pass
+	})
+	if _, err := w1.Acquire(ctx(t), r3); err == nil {
+		t.Fatal("w3's Acquire: want the Consul error")
+	}
+	if err := w1.Abandon(ctx(t), "w3", "run-w3"); err != nil {
+		t.Fatal(err)
+	}
+	if _, queued := values(t)["queue/w3"]; queued {
+		t.Error("an abandoned run kept its place in line")
+	}
+	proxy.SetRule(nil)
+	if err := w1.Release(ctx(t), &lock.Slot{Record: lock.Record{Holder: "w1", RunID: "run-w1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w2; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -58,6 +59,9 @@ type Semaphore struct {
 	kv   KV
 	opts Options
 	base string // PREFIX/ENV/SERVICE/
+
+	mu     sync.Mutex
+	parked map[string]*queue // by run id: places in line kept across a retried Acquire
 }
 
 // New returns the semaphore of opts.Tier. It checks names and does no I/O.
@@ -128,15 +132,25 @@ type Slot struct {
 //
 // Acquire is idempotent for one RunID: called again after an attempt whose outcome is unknown
 // (say, the connection broke after Consul committed), it returns the slot that attempt took.
-func (s *Semaphore) Acquire(ctx context.Context, req Request) (*Slot, error) {
+// An attempt that ends on a Consul error that may pass keeps the run's place in line for the
+// next; a caller that gives up instead calls Abandon, which gives the place up.
+func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err error) {
 	if err := ValidateName("holder", req.Holder); err != nil {
 		return nil, err
 	}
 	if req.RunID == "" {
 		return nil, fmt.Errorf("lock: acquire for %q without a run id", req.Holder)
 	}
-	var q *queue
-	defer func() { q.leave(ctx) }()
+	// A Consul error that may pass keeps the run's place in line (its session renewed, its
+	// entry kept) for the caller's retry of the same run; anything else leaves it.
+	q := s.unpark(req.RunID)
+	defer func() {
+		if q != nil && err != nil && ctx.Err() == nil && consulclient.Retryable(ctx, err) {
+			s.park(req.RunID, q)
+			return
+		}
+		q.leave(ctx)
+	}()
 	var next *Snapshot // a snapshot already in hand (from joining the queue), or nil to read
 	for races := 0; races < maxRaces; {
 		snap, err := next, error(nil)
@@ -268,6 +282,25 @@ func (s *Semaphore) handedOver(ctx context.Context, req Request) (*Slot, error) 
 	return &Slot{Record: rec, Reentered: rec.Attempts > 1}, nil
 }
 
+// park keeps q, the place in line of run runID, for that run's next Acquire.
+func (s *Semaphore) park(runID string, q *queue) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.parked == nil {
+		s.parked = map[string]*queue{}
+	}
+	s.parked[runID] = q
+}
+
+// unpark returns and forgets the place in line kept for run runID, or nil.
+func (s *Semaphore) unpark(runID string) *queue {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.parked[runID]
+	delete(s.parked, runID)
+	return q
+}
+
 // acquireTxn writes rec as holder's slot (taken or re-entered) and removes holder's queue
 // entry, if any, in the same transaction.
 func (s *Semaphore) acquireTxn(snap *Snapshot, holder string, rec *Record) (*txn, error) {
@@ -349,11 +382,13 @@ func released(snap *Snapshot, slot *Slot) bool {
 // Acquire was lost, or the caller was stopped before the command started. A slot that run took
 // fresh (Attempts 1) is freed, with no convergence record, since nothing ran; a slot it
 // re-entered is marked interrupted, so that the failure an earlier run left there stays in
-// sight. Nothing is changed when the run holds no slot, so Abandon may be repeated.
+// sight. Nothing is changed when the run holds no slot, so Abandon may be repeated. A place in
+// line kept for the run (see Acquire) is given up.
 func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
 	if err := ValidateName("holder", holder); err != nil {
 		return err
 	}
+	s.unpark(runID).leave(ctx) // a place in line kept for a retry that will not come
 	_, err := s.updateSlot(ctx, holder, func(snap *Snapshot) (change, error) {
 		rec, ok := snap.Holders[holder]
 		switch {
