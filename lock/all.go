@@ -72,14 +72,14 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 		var snap *Snapshot
 		switch {
 		case len(keys) > MaxTierKeys:
-			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base, index)
+			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
 			snap.Problems = append(snap.Problems, tooManyKeys(base, len(keys)))
 		case current(keys, got, gone, index):
-			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, pairsOf(keys, got), base, index)
+			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, pairsOf(keys, got), base)
 		default:
 			snap, err = readTier(ctx, kv, t, opts.DefaultMax, opts.QueueOrder, opts.ReadBatch, base, &api.QueryOptions{RequireConsistent: true}, nil)
 			if errors.Is(err, ErrTooManyKeys) {
-				snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base, index)
+				snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
 				snap.Problems, err = append(snap.Problems, err), nil
 			}
 			if err != nil {

@@ -71,11 +71,11 @@ func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOp
 
 // snapshot is the tier as results (of a transaction ending in holder's treeOps) show it.
 func (s *Semaphore) snapshot(results []*api.KVPair, holder string) (*Snapshot, error) {
-	pairs, index, err := treePairs(results, s.base, forHolder(holder))
+	pairs, err := treePairs(results, s.base, forHolder(holder))
 	if err != nil {
 		return nil, err
 	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base, index), nil
+	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base), nil
 }
 
 // forHolder narrows a read to what holder's Acquire decides on: every key of the layout but
@@ -359,12 +359,7 @@ func canAdmit(snap *Snapshot) bool {
 	if snap.Max == 0 || snap.Drift() || (snap.Max > 0 && snap.Held() >= snap.Max) {
 		return false
 	}
-	for _, w := range snap.Queue {
-		if _, holds := snap.modify[runningDir+w.Holder]; !holds && w.RunID != "" {
-			return true
-		}
-	}
-	return false
+	return len(snap.grantable("")) > 0
 }
 
 // admit hands the free slots over to the waiters (a write of nothing but current and grants).

@@ -25,7 +25,7 @@ func TestSnapshotQueueNames(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := newSnapshot("prod/web", 1, OrderConverged, api.KVPairs{
 				{Key: base + "queue/" + tc.holder, Value: []byte(`{"holder":"x"}`), Session: "s", CreateIndex: 5},
-			}, base, 1)
+			}, base)
 			if tc.valid {
 				if len(snap.Queue) != 1 || snap.Queue[0].Holder != tc.holder || len(snap.Problems) != 0 {
 					t.Errorf("queue %v, problems %v; want one waiter %q", snap.Queue, snap.Problems, tc.holder)

@@ -162,10 +162,11 @@ const leaveMoment = 250 * time.Millisecond
 // max_concurrent edited by hand, which does not rewrite current).
 const maxWatch = time.Minute
 
-// watch blocks until what holder waits on changes, or until: its queue entry (current, or the
-// whole tier, for a holder not in the queue). It returns nil at until too: Acquire then reads and decides, so
-// that a slot handed over at the last moment is found, not left held.
-func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, until time.Time) (woke wake, err error) {
+// watch blocks until w, the waiter's own queue entry, changes, or until. It returns at until
+// too: Acquire then reads and decides, so that a slot handed over at the last moment is found,
+// not left held. A write that hands the waiter a slot deletes its entry (see grants), one that
+// leaves a slot free for it rewrites it (nudge), and disable deletes it.
+func (s *Semaphore) watch(ctx context.Context, w Waiter, until time.Time) (wake, error) {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
 		return woken, nil
@@ -173,33 +174,17 @@ func (s *Semaphore) watch(ctx context.Context, snap *Snapshot, holder string, un
 	wait := min(left, maxWatch)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
 	defer cancel()
-	// A waiter watches its own entry: a write that hands it a slot deletes it (see grants),
-	// one that leaves a slot free for it rewrites it (nudge), and disable deletes it.
-	key := s.base
-	switch w, queued := snap.queued(holder); {
-	case queued:
-		key += queueDir + w.Holder
-		var p *api.KVPair
-		p, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
-		switch {
-		case err != nil:
-		case p == nil:
-			woke = entryGone
-		case p.ModifyIndex == w.ModifyIndex:
-			woke = nothingNew
-		default:
-			woke = woken
-		}
-	case snap.modify[keyCurrent] != 0:
-		key += keyCurrent
-		_, _, err = s.kv.Get(key, (&api.QueryOptions{WaitIndex: snap.modify[keyCurrent], WaitTime: wait}).WithContext(ctx))
-	default:
-		_, _, err = s.kv.Keys(key, "", (&api.QueryOptions{WaitIndex: snap.LastIndex, WaitTime: wait}).WithContext(ctx))
-	}
-	if err != nil {
+	key := s.base + queueDir + w.Holder
+	p, _, err := s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
+	switch {
+	case err != nil:
 		return woken, fmt.Errorf("lock: watch %s: %w", key, err)
+	case p == nil:
+		return entryGone, nil
+	case p.ModifyIndex == w.ModifyIndex:
+		return nothingNew, nil
 	}
-	return woke, nil
+	return woken, nil
 }
 
 // wake is why a watch ended.

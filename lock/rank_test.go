@@ -55,7 +55,7 @@ func TestRanking(t *testing.T) {
 		{"empty queue", OrderConverged, nil, "", "x", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			snap := newSnapshot("prod/web", 1, tc.order, tc.pairs, base, 100)
+			snap := newSnapshot("prod/web", 1, tc.order, tc.pairs, base)
 			var got []string
 			for i, w := range snap.Queue {
 				got = append(got, w.Holder)

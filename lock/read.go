@@ -148,7 +148,7 @@ func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrde
 			return nil, err
 		}
 		if current(keys, got, gone, index) {
-			return newSnapshot(tier, defaultMax, queueOrder, pairsOf(keys, got), base, index), nil
+			return newSnapshot(tier, defaultMax, queueOrder, pairsOf(keys, got), base), nil
 		}
 		// Changed meanwhile: list again at once (not blocking: the change is the news).
 		q = &api.QueryOptions{RequireConsistent: true}
@@ -215,10 +215,8 @@ func (s *Semaphore) ownQueueOps(holder string) api.KVTxnOps {
 
 // treePairs keeps, from the results of a transaction, the tier's layout keys that want accepts,
 // each once (the last result for a key is the latest: reads go after writes), sorted, with
-// values too large for any record replaced as fetch replaces them. Its index is the highest
-// ModifyIndex among them: enough for a blocking query, which may then wake once too early but
-// never misses a change.
-func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.KVPairs, uint64, error) {
+// values too large for any record replaced as fetch replaces them.
+func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.KVPairs, error) {
 	byKey := map[string]*api.KVPair{}
 	for _, p := range results {
 		if p == nil {
@@ -229,17 +227,15 @@ func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.
 		}
 	}
 	if len(byKey) > MaxTierKeys {
-		return nil, 0, tooManyKeys(base, len(byKey))
+		return nil, tooManyKeys(base, len(byKey))
 	}
 	keys := make([]string, 0, len(byKey))
-	var index uint64
 	for k, p := range byKey {
 		keys = append(keys, k)
-		index = max(index, p.ModifyIndex)
 		if len(p.Value) > maxValueLen {
 			p.Value = []byte(fmt.Sprintf("<a value of %d bytes, more than the %d a stored value may have: not read>", len(p.Value), maxValueLen))
 		}
 	}
 	sort.Strings(keys)
-	return pairsOf(keys, byKey), index, nil
+	return pairsOf(keys, byKey), nil
 }

@@ -199,7 +199,8 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 				return nil, fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier,
 					snap.Held(), snap.Max, len(snap.Queue))
 			}
-			if w, ok := snap.queued(req.Holder); !ok || q == nil || w.Session != q.session {
+			w, ok := snap.queued(req.Holder)
+			if !ok || q == nil || w.Session != q.session {
 				// Not queued yet, or our entry went with a lost session: (re)join at the back,
 				// and decide again on the tier as the join left it.
 				if q, next, err = s.enqueue(ctx, q, req, now, snap); err != nil {
@@ -210,7 +211,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 			if req.Waiting != nil {
 				req.Waiting(snap)
 			}
-			woke, err := s.watch(ctx, snap, req.Holder, req.WaitUntil)
+			woke, err := s.watch(ctx, w, req.WaitUntil)
 			if err != nil {
 				return nil, err
 			}

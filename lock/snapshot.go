@@ -41,7 +41,6 @@ type Snapshot struct {
 	// Problems they never stop a run.
 	Notes        map[string]Note
 	NoteProblems []error
-	LastIndex    uint64 // Consul's index of the read, for blocking queries
 	// partialQueue: Queue holds only the reader's own entry (see applyAndRead); a decision
 	// on free slots needs the whole of it.
 	partialQueue bool
@@ -110,13 +109,12 @@ const (
 )
 
 // newSnapshot parses the pairs listed under the tier's prefix (keys relative to it).
-func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPairs, base string, lastIndex uint64) *Snapshot {
+func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPairs, base string) *Snapshot {
 	s := &Snapshot{
 		Tier:       tier,
 		Max:        defaultMax,
 		Holders:    map[string]Record{},
 		Converged:  map[string]Convergence{},
-		LastIndex:  lastIndex,
 		modify:     map[string]uint64{},
 		badHolders: map[string]bool{},
 	}

@@ -25,7 +25,7 @@ func tierWith(t *testing.T, s *Semaphore, n, maxc int) *Snapshot {
 		h := fmt.Sprintf("holder-%04d", i)
 		pairs = append(pairs, pair(runningDir+h, fmt.Sprintf(`{"holder":%q,"run_id":"r%d","state":"failed","started_at":"2026-11-21T09:15:02Z"}`, h, i)))
 	}
-	snap := newSnapshot(s.opts.Tier, 1, OrderConverged, pairs, s.base, idx)
+	snap := newSnapshot(s.opts.Tier, 1, OrderConverged, pairs, s.base)
 	if len(snap.Problems) > 0 {
 		t.Fatalf("test tier: %v", snap.Problems)
 	}
@@ -231,7 +231,7 @@ func TestGrantsSpreadOnRetry(t *testing.T) {
 		w.Session = "s"
 		pairs = append(pairs, w)
 	}
-	snap := newSnapshot("t/s", 1, OrderArrival, pairs, s.base, 1)
+	snap := newSnapshot("t/s", 1, OrderArrival, pairs, s.base)
 	for _, tt := range []struct {
 		holder string
 		spread bool
