@@ -15,8 +15,8 @@ import (
 // internal/retry: backoff with jitter, and from the first failure of an operation, giving up
 // within 1.5 × --consul-timeout whatever succeeds in between (a read that works while every
 // write fails does not buy more time). Operations done with one consulRetry share its budget:
-// a command is one operation, a run two (taking its slot, then recording the outcome; see
-// fresh).
+// a command is one operation. A run hands the policy to runner.Job, which gives taking the
+// slot and recording the outcome a budget each.
 type consulRetry struct {
 	policy bounded.Policy
 	budget *bounded.Budget
@@ -45,17 +45,6 @@ func (r *consulRetry) interactive() *consulRetry {
 	r.policy.Refused = min(refusedBudget, r.policy.Timeout)
 	r.budget = r.policy.Budget()
 	return r
-}
-
-// fresh is a consulRetry with a budget of its own, for an operation that starts anew (a run's
-// release, after the command), logging to log.
-func (r *consulRetry) fresh(log *logrus.Entry) *consulRetry {
-	f := &consulRetry{policy: r.policy, log: log}
-	f.policy.Notify = func(what string, err error, next time.Duration) {
-		f.log.WithError(err).Warnf("%s: consul error, retrying in %s", what, next.Round(time.Millisecond))
-	}
-	f.budget = f.policy.Budget()
-	return f
 }
 
 func (r *consulRetry) do(ctx context.Context, what string, op func(context.Context) error) error {

@@ -169,12 +169,9 @@ func (a *App) describe(ctx context.Context, log *logrus.Entry, client *api.Clien
 // logged logs err, which stopped the run before the job, and returns its exit code.
 func logged(log *logrus.Entry, err error) int {
 	code := exitCode(err)
-	switch {
-	case errors.Is(err, runner.ErrStopped):
+	if code == exitTempFail { // stopped by a signal, or another run holds the local lock
 		log.Warn(err)
-	case code == exitTempFail:
-		log.Warn(err)
-	default:
+	} else {
 		log.Error(message(err))
 	}
 	return code
