@@ -55,9 +55,15 @@ func parseWaiter(holder string, p *api.KVPair) Waiter {
 	return w
 }
 
-// DefaultQueueTTL is the TTL of a waiter's session, Consul's minimum: a waiter that dies
-// leaves the queue within twice this (Consul's grace).
-const DefaultQueueTTL = 10 * time.Second
+// The TTL of a waiter's session is a trade: a waiter that dies (SIGKILL, a crash) leaves the
+// queue within twice it (Consul's grace), and one that lives renews once per TTL, a request
+// Consul answers for each waiter all the while it waits. At the default a line of 2,000 hosts
+// costs Consul some 33 renewals a second; at Consul's least TTL, 200.
+const (
+	DefaultQueueTTL = time.Minute
+	MinQueueTTL     = 10 * time.Second // Consul's least session TTL
+	MaxQueueTTL     = 24 * time.Hour   // and its greatest
+)
 
 // queue is one Acquire's place in the queue.
 type queue struct {
@@ -158,9 +164,12 @@ func (q *queue) leave(ctx context.Context) {
 // leaveMoment is the least time leave gives the destruction of its session.
 const leaveMoment = 250 * time.Millisecond
 
-// maxWatch bounds one blocking query: a safety net for a change nobody announced (such as
-// max_concurrent edited by hand, which does not rewrite current).
-const maxWatch = time.Minute
+// maxWatch bounds one blocking query: a safety net for a change nobody announced, such as
+// max_concurrent raised by hand (tierlock's own writes hand slots over or nudge, and a host
+// that takes a slot it found free hands what is still free to the waiters). Each wake is a
+// request and a read for every waiter: a minute cost a line of 2,000 hosts 67 requests a
+// second; five minutes, 13.
+const maxWatch = 5 * time.Minute
 
 // watch blocks until w, the waiter's own queue entry, changes, or until. It returns at until
 // too: Acquire then reads and decides, so that a slot handed over at the last moment is found,

@@ -31,6 +31,7 @@ type Config struct {
 	Baseline    time.Duration // the idle agent is measured this long first
 	Deadline    time.Duration // a workload still running after this is stopped and reported incomplete
 	Wait        time.Duration // tierlock's --wait
+	QueueTTL    time.Duration // tierlock's --queue-ttl (0: the default)
 	Log         io.Writer     // progress
 	Dir         string        // scratch space (the agent's log)
 	Now         func() time.Time
@@ -223,7 +224,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 func (c Config) summary() map[string]any {
 	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended,
-		"long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
+		"queue_ttl": c.QueueTTL.String(), "long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
 		"baseline": c.Baseline.String(), "deadline": c.Deadline.String()}
 }
 
@@ -257,7 +258,7 @@ func (b *bench) newHost(tool, prefix, holder string, n int) (host, error) {
 	if tool == toolPeer {
 		return newPeerHost(b.proxy.Addr, prefix, holder, n)
 	}
-	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.node)
+	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.cfg.QueueTTL, b.node)
 }
 
 func (b *bench) setMax(prefix string, n int) error {

@@ -68,18 +68,18 @@ type tierlockHost struct {
 	holder, prefix string
 	node           string
 	client         *api.Client
-	wait           time.Duration
+	wait, queueTTL time.Duration
 	onLine         func() // called once the host waits in the queue (the long wait counts them)
 }
 
 const benchTier = "bench/tier"
 
-func newTierlockHost(addr, prefix, holder string, wait time.Duration, node string) (*tierlockHost, error) {
+func newTierlockHost(addr, prefix, holder string, wait, queueTTL time.Duration, node string) (*tierlockHost, error) {
 	c, err := newClient(addr, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &tierlockHost{holder: holder, prefix: prefix, client: c, wait: wait, node: node}, nil
+	return &tierlockHost{holder: holder, prefix: prefix, client: c, wait: wait, queueTTL: queueTTL, node: node}, nil
 }
 
 func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func()) runRecord {
@@ -91,7 +91,7 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 	}
 	sem, err := lock.New(h.client.KV(), lock.Options{
 		Prefix: h.prefix, Tier: benchTier, DefaultMax: lock.DefaultMaxConcurrent,
-		RequestTimeout: lock.DefaultRequestTimeout, Sessions: h.client.Session(),
+		RequestTimeout: lock.DefaultRequestTimeout, Sessions: h.client.Session(), QueueTTL: h.queueTTL,
 	})
 	if err != nil {
 		rec.err = err

@@ -47,12 +47,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	longWait := fs.Duration("long-wait", 60*time.Second, "the long wait's measured window")
 	settle := fs.Duration("settle", 20*time.Second, "pause between the long wait's last host in line and its window")
 	baseline := fs.Duration("baseline", 30*time.Second, "how long the idle agent is measured first")
+	queueTTL := fs.Duration("queue-ttl", 0, "tierlock's queue TTL, as run's --queue-ttl (default: run's default)")
 	deadline := fs.Duration("deadline", 5*time.Minute, "a workload still running after this is stopped and reported incomplete")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	cfg := Config{T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
-		Settle: *settle, Baseline: *baseline, Deadline: *deadline, Wait: 10 * time.Minute, Log: stderr}
+		Settle: *settle, Baseline: *baseline, Deadline: *deadline, Wait: 10 * time.Minute, QueueTTL: *queueTTL, Log: stderr}
 	var err error
 	if cfg.Ms, err = positiveInts("-m", *ms); err == nil {
 		cfg.Ns, err = positiveInts("-n", *ns)

@@ -70,7 +70,7 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 	}
 	retry := a.newRetry(o.consulTimeout, log)
 	sem, err := lock.New(client.KV(), lock.Options{
-		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax, QueueOrder: o.queueOrder,
+		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax, QueueOrder: o.queueOrder, QueueTTL: o.queueTTL,
 		RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now, Sessions: client.Session(),
 	})
 	if err != nil {

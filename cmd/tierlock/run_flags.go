@@ -19,7 +19,7 @@ type runOptions struct {
 	prefix, tier, holder, instanceID, stateDir string
 	metricsFile                                string
 	wait, splay, timeout, killGrace            time.Duration
-	consulTimeout                              time.Duration
+	consulTimeout, queueTTL                    time.Duration
 	successCodes                               map[int]bool
 	defaultMax                                 int
 	queueOrder                                 lock.QueueOrder
@@ -35,6 +35,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "holder", Usage: "this host's name in the tier (default: the hostname)", EnvVars: env("HOLDER")},
 		&cli.DurationFlag{Name: "wait", Value: 10 * time.Minute, Usage: "how long to wait for a free slot before giving up (exit 75)", EnvVars: env("WAIT")},
 		&cli.StringFlag{Name: "queue-order", Value: string(lock.OrderConverged), Usage: "how waiters rank: converged (least recently converged first, then arrival) or arrival (strict FIFO)", EnvVars: env("QUEUE_ORDER")},
+		&cli.DurationFlag{Name: "queue-ttl", Value: lock.DefaultQueueTTL, Usage: "TTL of the Consul session that keeps this host's place in line: a waiter that dies leaves the line within twice this, and one that waits renews it once per TTL (10s to 24h)", EnvVars: env("QUEUE_TTL")},
 		&cli.DurationFlag{Name: "splay", Usage: "sleep a random time up to this before starting", EnvVars: env("SPLAY")},
 		&cli.DurationFlag{Name: "timeout", Value: 2 * time.Hour, Usage: "stop the command after this long (SIGTERM, then SIGKILL); 0: never", EnvVars: env("TIMEOUT")},
 		&cli.DurationFlag{Name: "kill-grace", Value: runner.DefaultKillGrace, Usage: "time between SIGTERM and SIGKILL when stopping the command", EnvVars: env("KILL_GRACE")},
@@ -55,7 +56,7 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 		prefix: c.String("prefix"), tier: c.String("tier"), holder: c.String("holder"),
 		instanceID: c.String("instance-id"), stateDir: c.String("state-dir"), metricsFile: c.String("metrics-file"),
 		wait: c.Duration("wait"), splay: c.Duration("splay"), timeout: c.Duration("timeout"),
-		killGrace: c.Duration("kill-grace"), consulTimeout: c.Duration("consul-timeout"),
+		killGrace: c.Duration("kill-grace"), consulTimeout: c.Duration("consul-timeout"), queueTTL: c.Duration("queue-ttl"),
 		defaultMax: c.Int("default-max"), dryRun: c.Bool("dry-run"), passConsulToken: c.Bool("pass-consul-token"),
 		command: c.Args().Slice(), successCodes: map[int]bool{0: true},
 	}
@@ -87,6 +88,9 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 		if d < 0 {
 			return o, fmt.Errorf("--%s %s is negative", name, d)
 		}
+	}
+	if o.queueTTL < lock.MinQueueTTL || o.queueTTL > lock.MaxQueueTTL {
+		return o, fmt.Errorf("--queue-ttl %s is outside %s to %s, Consul's range for a session's TTL", o.queueTTL, lock.MinQueueTTL, lock.MaxQueueTTL)
 	}
 	order, err := lock.ParseQueueOrder(c.String("queue-order"))
 	if err != nil {

@@ -289,6 +289,8 @@ func TestRunBadFlags(t *testing.T) {
 		{"default max", []string{"--tier", tier, "--holder", "web-1", "--default-max", "-2"}, "-2"},
 		{"success code", []string{"--tier", tier, "--holder", "web-1", "--success-codes", "300"}, "300"},
 		{"negative wait", []string{"--tier", tier, "--holder", "web-1", "--wait", "-1s"}, "-1s"},
+		{"queue ttl below consul's least", []string{"--tier", tier, "--holder", "web-1", "--queue-ttl", "5s"}, "--queue-ttl 5s"},
+		{"queue ttl above consul's greatest", []string{"--tier", tier, "--holder", "web-1", "--queue-ttl", "25h"}, "--queue-ttl 25h0m0s"},
 		{"log format", []string{"--tier", tier, "--holder", "web-1", "--log-format", "xml"}, `"xml"`},
 		{"unknown flag", []string{"--tier", tier, "--holder", "web-1", "--bogus"}, "bogus"},
 		{"missing command", []string{"--tier", tier, "--holder", "web-1", "--", "/nonexistent/chef-client"}, "/nonexistent/chef-client"},
@@ -555,7 +557,7 @@ func manyProcesses(t *testing.T, hosts, max int) {
 }
 
 // A waiter killed with SIGKILL keeps its queue entry until Consul ends its session (within
-// twice the TTL of 10s). Killed and gone before a slot comes free, it is passed over. Handed a
+// twice its TTL, here --queue-ttl 10s, Consul's least). Killed and gone before a slot comes free, it is passed over. Handed a
 // slot before its session ended (a release hands the slot to the first in line), it holds it
 // until its host's next run re-enters it, runs and releases it; then the line moves on.
 func TestKilledWaiterLeavesTheQueue(t *testing.T) {
@@ -566,7 +568,7 @@ func TestKilledWaiterLeavesTheQueue(t *testing.T) {
 		return func() bool { return dumpKey(t, "queue/"+h) != "" }
 	}
 	start := func(h string) *exec.Cmd {
-		cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(stateDir(t), h), "--wait", "2m", "--", "true")
+		cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", h, "--state-dir", filepath.Join(stateDir(t), h), "--wait", "2m", "--queue-ttl", "10s", "--", "true")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -47,6 +47,9 @@ var Kinds = map[int]string{Reset: "reset", Stall: "stall", DropAfterCommit: "dro
 // maxHold bounds Stall and LateCommit for a client that never gives up.
 const maxHold = 5 * time.Minute
 
+// maxLate bounds the request LateCommit passes on after its client left.
+const maxLate = 10 * time.Second
+
 // Rule decides the fate of one request: Pass, a fault above, or an HTTP status.
 type Rule func(r *http.Request) int
 
@@ -108,7 +111,12 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		// until it is read, the server does not notice that the client left).
 		body, _ := io.ReadAll(r.Body)
 		p.hold(r)
-		late := r.Clone(context.WithoutCancel(r.Context()))
+		// Bounded, though: a late blocking read would otherwise wait at Consul for as long as
+		// it asked (minutes), keeping the proxy busy long after its client left; a write
+		// lands in moments.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), maxLate)
+		defer cancel()
+		late := r.Clone(ctx)
 		late.Body = io.NopCloser(bytes.NewReader(body))
 		p.rp.ServeHTTP(httptest.NewRecorder(), late)
 	default:
