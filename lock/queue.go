@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -118,24 +119,46 @@ func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, erro
 	return q, snap, nil
 }
 
-// renew keeps the session alive until leave. A failed renewal is tried again at the next tick;
-// if the session is lost anyway, the entry goes with it and Acquire queues again.
+// renew keeps the session alive until leave; if the session is lost anyway, the entry goes
+// with it and Acquire queues again.
+//
+// Consul ends a session only at twice its TTL without renewal, so renewing about once per TTL
+// leaves a whole TTL for a renewal to get through, provided a failed one is tried again soon
+// rather than at the next tick (which would come at the very moment Consul ends it). The
+// interval is drawn from the last quarter of the TTL, so that hosts that joined together (a
+// fleet's timer) do not all renew in the same second, a burst that a busy Consul answers late.
 func (q *queue) renew(ttl time.Duration) {
 	defer close(q.stopped)
-	// Consul ends a session only at twice its TTL without renewal: renewing every TTL still
-	// leaves a whole TTL for a renewal to get through.
-	t := time.NewTicker(ttl)
-	defer t.Stop()
+	wait, failed := renewAfter(ttl, 0), 0
 	for {
 		select {
 		case <-q.stop:
 			return
-		case <-t.C:
+		case <-time.After(wait):
 			ctx, cancel := context.WithTimeout(q.ctx, q.s.opts.RequestTimeout)
-			_, _, _ = q.s.opts.Sessions.Renew(q.session, (&api.WriteOptions{}).WithContext(ctx))
+			entry, _, err := q.s.opts.Sessions.Renew(q.session, (&api.WriteOptions{}).WithContext(ctx))
 			cancel()
+			if err == nil && entry == nil {
+				return // the session is gone (Consul answered 404): nothing left to renew
+			}
+			if err != nil {
+				failed++
+			} else {
+				failed = 0
+			}
+			wait = renewAfter(ttl, failed)
 		}
 	}
+}
+
+// renewAfter is the wait before the next renewal of a session with ttl, after failed renewals
+// in a row: most of a TTL after a success (spread), a moment growing to an eighth of the TTL
+// after a failure.
+func renewAfter(ttl time.Duration, failed int) time.Duration {
+	if failed == 0 {
+		return ttl - rand.N(ttl/4)
+	}
+	return min(time.Duration(1<<min(failed-1, 6))*time.Second, ttl/8)
 }
 
 // leave destroys the session, which deletes the entry if a slot was not taken with it. It runs
