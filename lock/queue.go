@@ -57,11 +57,13 @@ func parseWaiter(holder string, p *api.KVPair) Waiter {
 }
 
 // The TTL of a waiter's session is a trade: a waiter that dies (SIGKILL, a crash) leaves the
-// queue within twice it (Consul's grace), and one that lives renews once per TTL, a request
-// Consul answers for each waiter all the while it waits. At the default a line of 2,000 hosts
-// costs Consul some 33 renewals a second; at Consul's least TTL, 200.
+// queue within twice it (Consul's grace), and one that lives renews it about once per TTL, a
+// request Consul answers for each waiter all the while it waits (a line of 2,000 hosts: some
+// 200 a second at 10s, 33 at a minute). The default stays Consul's least: with a minute, the
+// fleet benchmark's 2,000 hosts on one saturated 2-core machine lost places in line (1.4 to 4
+// joins per run, against 1.0 at 10s), for a reason not yet found.
 const (
-	DefaultQueueTTL = time.Minute
+	DefaultQueueTTL = 10 * time.Second
 	MinQueueTTL     = 10 * time.Second // Consul's least session TTL
 	MaxQueueTTL     = 24 * time.Hour   // and its greatest
 )
@@ -188,11 +190,10 @@ func (q *queue) leave(ctx context.Context) {
 const leaveMoment = 250 * time.Millisecond
 
 // maxWatch bounds one blocking query: a safety net for a change nobody announced, such as
-// max_concurrent raised by hand (tierlock's own writes hand slots over or nudge, and a host
-// that takes a slot it found free hands what is still free to the waiters). Each wake is a
-// request and a read for every waiter: a minute cost a line of 2,000 hosts 67 requests a
-// second; five minutes, 13.
-const maxWatch = 5 * time.Minute
+// max_concurrent raised by hand (tierlock's own writes hand slots over or nudge). Each wake is
+// a request and a read for every waiter: a minute costs a line of 2,000 hosts 67 requests a
+// second (five minutes would cost 13, but leave a limit raised by hand unnoticed that long).
+const maxWatch = time.Minute
 
 // watch blocks until w, the waiter's own queue entry, changes, or until. It returns at until
 // too: Acquire then reads and decides, so that a slot handed over at the last moment is found,

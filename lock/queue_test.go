@@ -1,7 +1,6 @@
 package lock_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -398,130 +397,6 @@ func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 	}
 	if err := <-w2; err != nil {
 		t.Fatal(err)
-	}
-}
-
-// opsKV is a KV that keeps the keys of every get-tree its transactions ask for.
-type opsKV struct {
-	lock.KV
-	mu    sync.Mutex
-	trees []string
-}
-
-func (k *opsKV) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
-	k.mu.Lock()
-	for _, op := range ops {
-		if op.Verb == api.KVGetTree {
-			k.trees = append(k.trees, op.Key)
-		}
-	}
-	k.mu.Unlock()
-	return k.KV.Txn(ops, q)
-}
-
-// A host that finds the tier full looks at its own queue entry only, not at the whole line:
-// what it needs to know is that it must join, and the line grows with the fleet.
-func TestFullTierLookLeavesTheQueueOut(t *testing.T) {
-	s := newSem(t, 1)
-	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 {
-		_ = waiter(t, s, fmt.Sprintf("w%d", i), 30*time.Second)
-		waitQueue(t, s, i+1)
-	}
-	kv := &opsKV{KV: consul(t).KV()}
-	late, err := lock.New(kv, lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: consul(t).Session()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := req("late", "r9")
-	r.WaitUntil = time.Now().Add(300 * time.Millisecond)
-	if _, err := late.Acquire(ctx(t), r); !errors.Is(err, lock.ErrNoSlot) {
-		t.Fatalf("a full tier gave %v, want ErrNoSlot", err)
-	}
-	whole := prefix(t) + "/" + tier + "/queue/"
-	kv.mu.Lock()
-	defer kv.mu.Unlock()
-	for _, k := range kv.trees {
-		if k == whole {
-			t.Errorf("read the whole queue (get-tree %s); asked for %v", k, kv.trees)
-		}
-	}
-	if len(kv.trees) == 0 {
-		t.Error("no get-tree at all: the test no longer sees how Acquire reads")
-	}
-}
-
-// A host not in line takes a slot it finds free without reading the line (see above); when
-// the slots were freed by hand (max_concurrent raised with consul kv put, which hands nothing
-// over), its take reads the tier back and hands what is still free to the waiters at once,
-// rather than leaving them to the safety net of their watch.
-func TestNewcomerHandsOverWhatItFindsFree(t *testing.T) {
-	s := newSem(t, 1)
-	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
-		t.Fatal(err)
-	}
-	w0 := waiter(t, s, "w0", 30*time.Second)
-	waitQueue(t, s, 1)
-	put(t, "max_concurrent", "3")
-	if _, err := s.Acquire(ctx(t), req("newcomer", "r9")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-w0:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiter was left asleep beside a free slot")
-	}
-	checkInvariant(t)
-}
-
-// A tier whose queue/ holds more keys than a read fetches (junk anyone with write on the
-// prefix could store) cannot be read whole, so no release could free a slot there. A host's
-// first look, which leaves the line out, finds a slot free and takes it; its take's read-back
-// shows the junk, and the slot goes back at once: the run is refused naming the cap, and the
-// tier is as it was, the record of a failed run there included.
-func TestUnreadableQueueTakesNothing(t *testing.T) {
-	kv := consul(t).KV()
-	var ops api.KVTxnOps
-	for i := range lock.MaxTierKeys + 1 {
-		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: fmt.Sprintf("%s/%s/queue/q-%05d", prefix(t), tier, i), Value: []byte("x")})
-		if len(ops) == 64 || i == lock.MaxTierKeys {
-			if ok, _, _, err := kv.Txn(ops, nil); err != nil || !ok {
-				t.Fatalf("txn: %v %v", ok, err)
-			}
-			ops = nil
-		}
-	}
-	failed := `{"holder":"web-2","run_id":"old","state":"failed","exit_code":1,"attempts":1,"started_at":"2026-11-29T00:00:00Z","updated_at":"2026-11-29T00:01:00Z"}`
-	put(t, "running/web-2", failed)
-	put(t, "current", "1")
-	before := values(t)
-	s := newSem(t, 3)
-	for _, h := range []string{"web-1", "web-2"} {
-		if _, err := s.Acquire(ctx(t), req(h, "r-"+h)); !errors.Is(err, lock.ErrTooManyKeys) {
-			t.Fatalf("%s: %v, want ErrTooManyKeys", h, err)
-		}
-	}
-	after := values(t)
-	if len(after) != len(before) {
-		t.Errorf("%d keys after, %d before", len(after), len(before))
-	}
-	for k, v := range before {
-		got := after[k]
-		if k == "running/web-2" {
-			var rec map[string]any
-			if err := json.Unmarshal([]byte(got), &rec); err != nil || rec["state"] != "failed" || rec["run_id"] != "old" || rec["exit_code"] != 1.0 {
-				t.Errorf("the failed run's record is now %s", got)
-			}
-			continue
-		}
-		if got != v {
-			t.Errorf("%s: %q, was %q", k, got, v)
-		}
 	}
 }
 

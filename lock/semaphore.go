@@ -164,19 +164,11 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 		q.leave(ctx)
 	}()
 	var next *Snapshot // a snapshot already in hand (from joining the queue), or nil to read
-	whole := false     // the next read carries the whole queue
 	for races := 0; races < maxRaces; {
 		snap, err := next, error(nil)
 		next = nil
 		if snap == nil {
-			// A look leaves out the queue but for the holder's own entry unless a slot was
-			// found free: a host that finds the tier full only needs to join, and the queue
-			// grows with the fleet.
-			read := s.readOwn
-			if whole {
-				read, whole = s.read, false
-			}
-			if snap, err = read(ctx, req.Holder); err != nil {
+			if snap, err = s.read(ctx, req.Holder); err != nil {
 				return nil, err
 			}
 		}
@@ -184,14 +176,8 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 			return nil, err
 		}
 		if snap.partialQueue && (snap.Max < 0 || snap.Held() < snap.Max) {
-			if _, queued := snap.queued(req.Holder); queued || q != nil {
-				whole = true // a waiter and a free slot: who goes first needs the whole queue
-				continue
-			}
-			// A host not in line takes a free slot at once (its take reads the whole tier
-			// back, and hands what is still free to any waiters it shows): waiters and free
-			// slots together last only the moment between a nudge and the waiter's take, for
-			// every write that frees a slot hands it to the first in line.
+			next = nil // a slot is free: who goes first needs the whole queue
+			continue
 		}
 		now := s.opts.Now().UTC()
 		rec := req.Record
@@ -281,30 +267,14 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 		t.reads = s.treeOps(req.Holder)
 		ok, results, err := s.applyTxn(ctx, t)
 		if errors.Is(err, consulclient.ErrAnswerTooLarge) {
-			// Taken or not, the next read (the bounded way) tells.
-			if !snap.partialQueue {
-				continue
-			}
-			if next, err = s.read(ctx, req.Holder); err != nil {
-				return nil, s.giveBack(ctx, req, prevOf(snap, req.Holder), err)
-			}
-			continue
+			continue // taken or not, the next read (the bounded way) tells
 		}
 		if err != nil {
 			return nil, err
 		}
 		if ok {
 			slot := &Slot{Record: rec, Reentered: reentered}
-			var err error
-			if slot.seen, err = s.snapshot(results, req.Holder); err != nil && snap.partialQueue {
-				return nil, s.giveBack(ctx, req, prevOf(snap, req.Holder), err)
-			}
-			if snap.partialQueue && slot.seen != nil && canAdmit(slot.seen) {
-				// Taken without seeing the queue: what is still free goes to the waiters
-				// the read-back shows, not left to their safety net. The slot is taken
-				// either way; a failed hand-over is the next write's to do.
-				_ = s.admit(ctx, req.Holder)
-			}
+			slot.seen, _ = s.snapshot(results, req.Holder)
 			return slot, nil
 		}
 		races++
@@ -321,48 +291,6 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 		}
 	}
 	return nil, fmt.Errorf("lock: acquire %s: lost %d check-and-set races in a row", s.base, maxRaces)
-}
-
-// giveBack frees the slot req's run took on a look that left the line out, when the tier then
-// proves unreadable as a whole (more keys under it than a read fetches, the junk in its
-// queue/): no release could free that slot, so it goes back at once, and the run is refused
-// with why, as a look at the whole tier would have refused it. A slot the run took fresh is
-// freed; one it re-entered gets back prev, the record it found there. It looks at the slots
-// only.
-func (s *Semaphore) giveBack(ctx context.Context, req Request, prev *Record, why error) error {
-	for races := 0; races < maxRaces; races++ {
-		snap, err := s.readOwn(ctx, req.Holder)
-		if err != nil {
-			return errors.Join(why, err)
-		}
-		held, ok := snap.Holders[req.Holder]
-		if !ok || held.RunID != req.RunID {
-			return why
-		}
-		ch := change{holder: req.Holder, delete: true}
-		if prev != nil {
-			ch = change{holder: req.Holder, rec: prev}
-		}
-		t, err := s.changeTxn(snap, ch)
-		if err != nil {
-			return errors.Join(why, err)
-		}
-		if ok, err := s.apply(ctx, t); err != nil || ok {
-			return errors.Join(why, err)
-		}
-		if err := s.backoff(ctx, races+1); err != nil {
-			return errors.Join(why, err)
-		}
-	}
-	return errors.Join(why, fmt.Errorf("lock: give back %s%s%s: lost %d check-and-set races in a row", s.base, runningDir, req.Holder, maxRaces))
-}
-
-// prevOf is holder's record in snap, or nil.
-func prevOf(snap *Snapshot, holder string) *Record {
-	if rec, ok := snap.Holders[holder]; ok {
-		return &rec
-	}
-	return nil
 }
 
 // handedOver returns the slot a write handed to req's run (see grants), or nil if there is none.

@@ -557,7 +557,7 @@ func manyProcesses(t *testing.T, hosts, max int) {
 }
 
 // A waiter killed with SIGKILL keeps its queue entry until Consul ends its session (within
-// twice its TTL, here --queue-ttl 10s, Consul's least). Killed and gone before a slot comes free, it is passed over. Handed a
+// twice its TTL, --queue-ttl, here 10s). Killed and gone before a slot comes free, it is passed over. Handed a
 // slot before its session ended (a release hands the slot to the first in line), it holds it
 // until its host's next run re-enters it, runs and releases it; then the line moves on.
 func TestKilledWaiterLeavesTheQueue(t *testing.T) {
