@@ -59,7 +59,7 @@ func parseWaiter(holder string, p *api.KVPair) Waiter {
 // The TTL of a waiter's session is a trade: a waiter that dies (SIGKILL, a crash) leaves the
 // queue within twice it (Consul's grace), and one that lives renews it about once per TTL, a
 // request Consul answers for each waiter all the while it waits (a line of 2,000 hosts: some
-// 200 a second at 10s, 33 at a minute). The default stays Consul's least: with a minute, the
+// 230 a second at 10s, 38 at a minute). The default stays Consul's least: with a minute, the
 // fleet benchmark's 2,000 hosts on one saturated 2-core machine lost places in line (1.4 to 4
 // joins per run, against 1.0 at 10s), for a reason not yet found.
 const (
