@@ -180,25 +180,3 @@ func TestConvergedTxnsFit(t *testing.T) {
 		}
 	}
 }
-
-// A waiter renews about once per TTL, spread over the TTL's last quarter; a failed renewal is
-// tried again within moments, never later than an eighth of the TTL, so that one lost request
-// does not cost the session (Consul ends it at twice the TTL).
-func TestRenewAfter(t *testing.T) {
-	for _, ttl := range []time.Duration{MinQueueTTL, DefaultQueueTTL, 10 * time.Minute} {
-		for range 1000 {
-			if d := renewAfter(ttl, 0); d <= ttl*3/4 || d > ttl {
-				t.Fatalf("ttl %s: renewal after %s, want in (%s, %s]", ttl, d, ttl*3/4, ttl)
-			}
-		}
-		for failed := 1; failed <= 20; failed++ {
-			d := renewAfter(ttl, failed)
-			if d <= 0 || d > ttl/8 {
-				t.Fatalf("ttl %s, %d failed: retry after %s, want in (0, %s]", ttl, failed, d, ttl/8)
-			}
-		}
-		if first := renewAfter(ttl, 1); first > time.Second {
-			t.Errorf("ttl %s: first retry after %s", ttl, first)
-		}
-	}
-}
