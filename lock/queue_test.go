@@ -314,21 +314,9 @@ func TestReleaseAloneThenHandsOver(t *testing.T) {
 // next), but keeps its place in line for the retry of the same run: it is not sent to the back
 // behind the hosts that came after it. Abandon gives the place up.
 func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
-	a, _ := agent.Get(t)
-	proxy := faultproxy.New(a.Addr)
-	t.Cleanup(proxy.Close)
-	cfg := api.DefaultConfig()
-	cfg.Address = proxy.Addr
-	viaProxy, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, w1 := proxiedSem(t)
 	s := newSem(t, 1)
 	first, err := s.Acquire(ctx(t), req("holder", "r0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w1, err := lock.New(viaProxy.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: viaProxy.Session()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,15 +393,7 @@ func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 // that time would hand it a slot nobody will use. The waiter sees its entry still there in its
 // last look and deletes it: the release that follows hands nothing to it.
 func TestGivingUpLeavesTheLineThoughTheSessionLives(t *testing.T) {
-	a, _ := agent.Get(t)
-	proxy := faultproxy.New(a.Addr)
-	t.Cleanup(proxy.Close)
-	cfg := api.DefaultConfig()
-	cfg.Address = proxy.Addr
-	viaProxy, err := api.NewClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	proxy, w1 := proxiedSem(t)
 	proxy.SetRule(func(r *http.Request) int {
 		if strings.HasPrefix(r.URL.Path, "/v1/session/destroy/") {
 			return faultproxy.Reset
@@ -422,10 +402,6 @@ func TestGivingUpLeavesTheLineThoughTheSessionLives(t *testing.T) {
 	})
 	s := newSem(t, 1)
 	first, err := s.Acquire(ctx(t), req("holder", "r0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w1, err := lock.New(viaProxy.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: viaProxy.Session()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,4 +424,24 @@ func TestGivingUpLeavesTheLineThoughTheSessionLives(t *testing.T) {
 		t.Errorf("left in line: %+v", snap.Queue)
 	}
 	checkInvariant(t)
+}
+
+// proxiedSem is the test tier's semaphore (max 1) reached through a fault proxy in front of
+// the agent, with the proxy.
+func proxiedSem(t *testing.T) (*faultproxy.Proxy, *lock.Semaphore) {
+	t.Helper()
+	a, _ := agent.Get(t)
+	proxy := faultproxy.New(a.Addr)
+	t.Cleanup(proxy.Close)
+	cfg := api.DefaultConfig()
+	cfg.Address = proxy.Addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := lock.New(c.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: c.Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return proxy, s
 }

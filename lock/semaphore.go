@@ -95,14 +95,15 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 	if opts.QueueTTL == 0 {
 		opts.QueueTTL = DefaultQueueTTL
 	}
-	if err := validQueueTTL(opts.QueueTTL); err != nil {
+	if err := ValidateQueueTTL(opts.QueueTTL); err != nil {
 		return nil, err
 	}
 	return &Semaphore{kv: kv, opts: opts, base: opts.Prefix + "/" + opts.Tier + "/"}, nil
 }
 
-// validQueueTTL checks a waiter's session TTL against the range Consul accepts.
-func validQueueTTL(ttl time.Duration) error {
+// ValidateQueueTTL checks a waiter's session TTL against the range Consul accepts,
+// MinQueueTTL to MaxQueueTTL.
+func ValidateQueueTTL(ttl time.Duration) error {
 	if ttl < MinQueueTTL || ttl > MaxQueueTTL {
 		return fmt.Errorf("lock: queue TTL %s is outside Consul's range for a session's TTL, %s to %s", ttl, MinQueueTTL, MaxQueueTTL)
 	}
@@ -220,9 +221,6 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 						return nil, err
 					}
 					continue
-				}
-				if snap.partialQueue {
-					return nil, fmt.Errorf("%w: %s has %d of %d slots held", ErrNoSlot, s.opts.Tier, snap.Held(), snap.Max)
 				}
 				return nil, fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier,
 					snap.Held(), snap.Max, len(snap.Queue))

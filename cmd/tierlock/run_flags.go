@@ -89,8 +89,8 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 			return o, fmt.Errorf("--%s %s is negative", name, d)
 		}
 	}
-	if o.queueTTL < lock.MinQueueTTL || o.queueTTL > lock.MaxQueueTTL {
-		return o, fmt.Errorf("--queue-ttl %s is outside %s to %s, Consul's range for a session's TTL", o.queueTTL, lock.MinQueueTTL, lock.MaxQueueTTL)
+	if err := lock.ValidateQueueTTL(o.queueTTL); err != nil {
+		return o, fmt.Errorf("--queue-ttl %s: %w", o.queueTTL, err)
 	}
 	order, err := lock.ParseQueueOrder(c.String("queue-order"))
 	if err != nil {
