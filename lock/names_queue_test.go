@@ -24,7 +24,7 @@ func TestSnapshotQueueNames(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snap := newSnapshot("prod/web", 1, OrderConverged, api.KVPairs{
-				{Key: base + "queue/" + tc.holder, Value: []byte(`{"holder":"x"}`), Session: "s", CreateIndex: 5},
+				{Key: base + "queue/" + tc.holder, Value: []byte(`{"holder":"x","run_id":"r"}`), Session: "s", CreateIndex: 5},
 			}, base)
 			if tc.valid {
 				if len(snap.Queue) != 1 || snap.Queue[0].Holder != tc.holder || len(snap.Problems) != 0 {
@@ -37,6 +37,49 @@ func TestSnapshotQueueNames(t *testing.T) {
 			}
 			if len(snap.Problems) != 0 || len(snap.Suspect) != 1 || !strings.Contains(snap.Suspect[0].Error(), "queue holder") {
 				t.Errorf("problems %v, suspect %v; want no problem and one suspect naming the queue holder", snap.Problems, snap.Suspect)
+			}
+		})
+	}
+}
+
+// A queue entry of the wrong shape, though bound to a live session, ranks nowhere: ranked, it
+// would stand first and never be handed a slot (a grant needs its run), so the tier would wait
+// on it while its session lives. It is suspect, for check to report.
+func TestSnapshotQueueShapes(t *testing.T) {
+	base := "chef/prod/web/"
+	for _, tc := range []struct {
+		name, value string
+		waiter      bool
+		says        string
+	}{
+		{"tierlock's", `{"holder":"a","run_id":"r1"}`, true, ""},
+		{"empty object", `{}`, false, "names no run_id"},
+		{"null", `null`, false, "names no run_id"},
+		{"empty value", ``, false, "not a tierlock waiter"},
+		{"not JSON", `x`, false, "not a tierlock waiter"},
+		{"array", `[1]`, false, "not a tierlock waiter"},
+		{"run_id not a string", `{"run_id":7}`, false, "not a tierlock waiter"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snap := newSnapshot("prod/web", 1, OrderConverged, api.KVPairs{
+				{Key: base + "queue/a", Value: []byte(tc.value), Session: "s", CreateIndex: 5},
+				{Key: base + "queue/b", Value: []byte(`{"holder":"b","run_id":"r2"}`), Session: "s", CreateIndex: 6},
+			}, base)
+			if tc.waiter {
+				if len(snap.Queue) != 2 || len(snap.Suspect) != 0 {
+					t.Errorf("queue %v, suspect %v; want both waiters", snap.Queue, snap.Suspect)
+				}
+				return
+			}
+			if len(snap.Queue) != 1 || snap.Queue[0].Holder != "b" {
+				t.Errorf("queue %v; want b alone", snap.Queue)
+			}
+			if d := snap.Decide("b"); d != Take {
+				t.Errorf("b decides %v with one free slot; want %v", d, Take)
+			}
+			if len(snap.Suspect) != 1 || !strings.Contains(snap.Suspect[0].Error(), tc.says) ||
+				!strings.Contains(snap.Suspect[0].Error(), "queue/a") {
+				t.Errorf("suspect %v; want one naming queue/a and saying %q", snap.Suspect, tc.says)
 			}
 		})
 	}

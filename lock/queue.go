@@ -46,13 +46,20 @@ type Waiter struct {
 	ModifyIndex uint64     `json:"-"`
 }
 
-// parseWaiter reads a queue entry; only tierlock writes them, so an unreadable value still
-// counts as a waiter (named by its key).
-func parseWaiter(holder string, p *api.KVPair) Waiter {
+// parseWaiter reads a queue entry. One that is not a JSON object naming its run is not
+// tierlock's (every version has written run_id): ranked, it would stand first in line and
+// never be handed a slot, since a grant needs the run it admits, and the tier would wait on
+// it for as long as its session lives. So it ranks nowhere, like an entry without a session.
+func parseWaiter(holder string, p *api.KVPair) (Waiter, error) {
 	var w Waiter
-	_ = json.Unmarshal(p.Value, &w)
+	if err := json.Unmarshal(p.Value, &w); err != nil {
+		return Waiter{}, fmt.Errorf("queue entry is not a tierlock waiter (%d bytes, not its JSON)", len(p.Value))
+	}
+	if w.RunID == "" {
+		return Waiter{}, fmt.Errorf("queue entry names no run_id (not written by tierlock)")
+	}
 	w.Holder, w.Session, w.CreateIndex, w.ModifyIndex = holder, p.Session, p.CreateIndex, p.ModifyIndex
-	return w
+	return w, nil
 }
 
 // The TTL of a waiter's session is a trade: a waiter that dies (SIGKILL, a crash) leaves the

@@ -175,7 +175,12 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				s.Suspect = append(s.Suspect, fmt.Errorf("%s: queue entry without a session (not written by tierlock, or its session's behaviour is release); ignored, delete it", p.Key))
 				continue
 			}
-			s.Queue = append(s.Queue, parseWaiter(holder, p))
+			w, err := parseWaiter(holder, p)
+			if err != nil {
+				s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored, delete it", p.Key, err))
+				continue
+			}
+			s.Queue = append(s.Queue, w)
 		case strings.HasPrefix(rel, convergedDir):
 			s.modify[rel] = p.ModifyIndex
 			holder := strings.TrimPrefix(rel, convergedDir)
@@ -282,7 +287,7 @@ func (s *Snapshot) Ahead(holder string) int {
 func (s *Snapshot) grantable(skip string) []Waiter {
 	var line []Waiter
 	for _, w := range s.Queue {
-		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds && w.RunID != "" {
+		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds {
 			line = append(line, w)
 		}
 	}

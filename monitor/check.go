@@ -141,11 +141,12 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 	sort.Strings(holders)
 	for _, h := range holders {
 		rec := s.Holders[h]
-		// A time in the future cannot be aged: its age would be 0 for ever and the slot never
-		// judged stale, so it is reported at once (WARNING; CRITICAL as usual if its other
-		// time says so). Within ClockSkew it is a fast clock, aged 0.
+		// A time in the future cannot be aged, and check keeps no memory of when it first saw
+		// one: aged 0, the slot would stay at WARNING for ever, held without a page. So a
+		// record whose time cannot be believed is CRITICAL at once, which is within the
+		// critical threshold whatever its true age. Within ClockSkew it is a fast clock, aged 0.
 		if future := futureTimes(rec, now); len(future) > 0 {
-			warn = append(warn, fmt.Sprintf("%s%s: %s lies in the future: a clock is wrong or the record is not tierlock's; the slot's age cannot be judged (release it if its host is not running)",
+			crit = append(crit, fmt.Sprintf("%s%s: %s lies in the future: a clock is wrong or the record is not tierlock's; the slot's age cannot be judged, so it is taken as past the critical threshold (release it if its host is not running)",
 				"running/", h, strings.Join(future, " and ")))
 		}
 		age := max(now.Sub(rec.StartedAt), 0)

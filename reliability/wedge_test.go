@@ -31,6 +31,17 @@ func TestSingleKeysThatCouldWedge(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	sess, _, err := admin.Session().Create(&api.SessionEntry{TTL: "300s", Behavior: api.SessionBehaviorDelete}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Session().Destroy(sess, nil)
+	bound := func(key, value string) {
+		t.Helper()
+		if ok, _, err := kv.Acquire(&api.KVPair{Key: key, Value: []byte(value), Session: sess}, nil); err != nil || !ok {
+			t.Fatalf("acquire %s: %v %v", key, ok, err)
+		}
+	}
 	future := time.Now().Add(48 * time.Hour).UTC().Format(time.RFC3339)
 	for _, tc := range []struct {
 		name      string
@@ -40,13 +51,16 @@ func TestSingleKeysThatCouldWedge(t *testing.T) {
 		says      string // part of check's output
 	}{
 		{"queue entry without a session", func() { put(base+"queue/zz-ghost", "") }, 0, 1, "queue/zz-ghost: queue entry without a session"},
+		// Bound to a live session (the test's), but no run_id: it would rank first and never be
+		// handed a slot, so the run would wait behind it and exit 75.
+		{"queue entry of the wrong shape", func() { bound(base+"queue/aa-ghost", "{}") }, 0, 1, "queue/aa-ghost: queue entry names no run_id"},
 		{"key exactly at queue/", func() { put(base+"queue/", "x") }, 0, 1, `queue/: lock: invalid name: queue holder`},
 		{"queue sub-directory", func() { put(base+"queue/a/b", "x") }, 0, 1, `queue/a/b: lock: invalid name: queue holder "a/b"`},
 		{"junk max_saved", func() { put(base+"max_saved", "abc") }, 0, 1, `max_saved: "abc" is not an integer`},
 		{"running record in the future", func() {
 			put(base+"current", "1")
 			put(base+"running/ghost", fmt.Sprintf(`{"holder":"ghost","state":"running","started_at":%q}`, future))
-		}, 75, 1, "running/ghost: started_at " + future},
+		}, 75, 2, "running/ghost: started_at " + future},
 		{"running key of a name that is no host", func() {
 			put(base+"current", "1")
 			put(base+"running/not-a-host", time.Now().Add(-3*time.Hour).UTC().Format(time.RFC3339))
@@ -86,7 +100,7 @@ func TestSingleKeysThatCouldWedge(t *testing.T) {
 		}
 		defer admin.Session().Destroy(id, nil)
 		since := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
-		if ok, _, err := kv.Acquire(&api.KVPair{Key: base + "queue/old-waiter", Value: []byte(fmt.Sprintf(`{"holder":"old-waiter","since":%q}`, since)), Session: id}, nil); err != nil || !ok {
+		if ok, _, err := kv.Acquire(&api.KVPair{Key: base + "queue/old-waiter", Value: []byte(fmt.Sprintf(`{"holder":"old-waiter","run_id":"r0","since":%q}`, since)), Session: id}, nil); err != nil || !ok {
 			t.Fatalf("acquire: %v %v", ok, err)
 		}
 		c := h.run(t, "check")

@@ -45,7 +45,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "instance-id", Usage: "instance id to record, or imds to ask the EC2 metadata service", EnvVars: env("INSTANCE_ID")},
 		&cli.StringFlag{Name: "metrics-file", Usage: "after each run, write its result here for node_exporter's textfile collector (*.prom)", EnvVars: env("METRICS_FILE")},
 		&cli.BoolFlag{Name: "dry-run", Usage: "decide and print, take nothing, run nothing", EnvVars: env("DRY_RUN")},
-		&cli.BoolFlag{Name: "pass-consul-token", Usage: "leave CONSUL_HTTP_TOKEN and CONSUL_HTTP_TOKEN_FILE in the command's environment (by default they are removed)", EnvVars: env("PASS_CONSUL_TOKEN")},
+		&cli.BoolFlag{Name: "pass-consul-token", Usage: "leave CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE and CONSUL_HTTP_AUTH in the command's environment (by default they are removed)", EnvVars: env("PASS_CONSUL_TOKEN")},
 		&cli.StringFlag{Name: "command", Usage: "command line to run when none follows --: split into words as sh does, nothing expanded (default: chef-client)", EnvVars: env("COMMAND")},
 	}, logFlags()...)
 }
@@ -204,10 +204,12 @@ func splitCommand(line string) ([]string, error) {
 	return words, nil
 }
 
-// tokenVars are the variables through which a Consul token reaches tierlock. The command
-// (chef-client and every recipe and daemon it starts) has no use for tierlock's token, and
-// would hand it on to anything it runs, so they are removed from its environment.
-var tokenVars = []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE"}
+// tokenVars are the variables through which a Consul credential reaches tierlock: the ACL
+// token (or the file holding it) and the HTTP basic-auth user:password that a proxy in front
+// of Consul may ask for. The command (chef-client and every recipe and daemon it starts) has
+// no use for them, and would hand them on to anything it runs, so they are removed from its
+// environment.
+var tokenVars = []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_AUTH"}
 
 // commandEnv is the command's environment: environ without the Consul token variables, unless
 // pass is set. Everything else is kept, in order.

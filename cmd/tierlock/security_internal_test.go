@@ -12,7 +12,7 @@ import (
 
 func TestCommandEnv(t *testing.T) {
 	environ := []string{"PATH=/bin", "CONSUL_HTTP_TOKEN=s3cret", "CONSUL_HTTP_ADDR=127.0.0.1:8500",
-		"CONSUL_HTTP_TOKEN_FILE=/etc/tok", "CONSUL_HTTP_TOKEN_FILEX=kept", "XCONSUL_HTTP_TOKEN=kept", "EMPTY=", "NOEQUALS"}
+		"CONSUL_HTTP_TOKEN_FILE=/etc/tok", "CONSUL_HTTP_AUTH=ops:hunter2", "CONSUL_HTTP_TOKEN_FILEX=kept", "XCONSUL_HTTP_TOKEN=kept", "EMPTY=", "NOEQUALS"}
 	for _, tc := range []struct {
 		name string
 		pass bool

@@ -141,10 +141,11 @@ func TestRunCommandEnvironmentHasNoToken(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("secret-from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	extra := []string{"CONSUL_HTTP_TOKEN=secret-token", "CONSUL_HTTP_TOKEN_FILE=" + tokenFile, "KEEP_ME=1",
+	extra := []string{"CONSUL_HTTP_TOKEN=secret-token", "CONSUL_HTTP_TOKEN_FILE=" + tokenFile, "CONSUL_HTTP_AUTH=ops:hunter2", "KEEP_ME=1",
 		"CONSUL_HTTP_SSL_VERIFY=false", "CONSUL_HTTP_TOKEN_X=kept"}
 	env := envLines(t, extra)
-	for _, name := range []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE"} {
+	credentials := []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_AUTH"}
+	for _, name := range credentials {
 		if v, ok := env[name]; ok {
 			t.Errorf("the command's environment has %s=%s", name, v)
 		}
@@ -153,7 +154,7 @@ func TestRunCommandEnvironmentHasNoToken(t *testing.T) {
 	cmd := cli(t, agentAddr(t), "run")
 	for _, kv := range append(cmd.Env, extra...) {
 		name, value, _ := strings.Cut(kv, "=")
-		if name == "CONSUL_HTTP_TOKEN" || name == "CONSUL_HTTP_TOKEN_FILE" || strings.ContainsAny(value, "\n") {
+		if slices.Contains(credentials, name) || strings.ContainsAny(value, "\n") {
 			continue
 		}
 		if got, ok := env[name]; !ok || got != value {
@@ -172,9 +173,9 @@ func TestRunCommandEnvironmentHasNoToken(t *testing.T) {
 				more = append(slices.Clone(extra), "TIERLOCK_PASS_CONSUL_TOKEN=true")
 			}
 			env := envLines(t, more, args...)
-			if env["CONSUL_HTTP_TOKEN"] != "secret-token" || env["CONSUL_HTTP_TOKEN_FILE"] != tokenFile {
-				t.Errorf("--pass-consul-token: the command's environment has CONSUL_HTTP_TOKEN=%q CONSUL_HTTP_TOKEN_FILE=%q",
-					env["CONSUL_HTTP_TOKEN"], env["CONSUL_HTTP_TOKEN_FILE"])
+			if env["CONSUL_HTTP_TOKEN"] != "secret-token" || env["CONSUL_HTTP_TOKEN_FILE"] != tokenFile || env["CONSUL_HTTP_AUTH"] != "ops:hunter2" {
+				t.Errorf("--pass-consul-token: the command's environment has CONSUL_HTTP_TOKEN=%q CONSUL_HTTP_TOKEN_FILE=%q CONSUL_HTTP_AUTH=%q",
+					env["CONSUL_HTTP_TOKEN"], env["CONSUL_HTTP_TOKEN_FILE"], env["CONSUL_HTTP_AUTH"])
 			}
 		})
 	}
