@@ -28,7 +28,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 		if n == 0 {
 			action = "disable"
 		}
-		ops, err := s.withNote(ops, NoteMax, action, strconv.Itoa(n))
+		ops, err := s.withNote(snap, ops, NoteMax, action, strconv.Itoa(n))
 		if err != nil {
 			return nil, err
 		}
@@ -51,7 +51,7 @@ func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 			// max_concurrent was absent (the runs' default applied): enable removes it again.
 			ops = append(ops, s.del(snap, keySaved))
 		}
-		ops, err := s.withNote(ops, NoteMax, "disable", "0")
+		ops, err := s.withNote(snap, ops, NoteMax, "disable", "0")
 		if err != nil {
 			return nil, err
 		}
@@ -91,8 +91,13 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 			return nil, errUnchanged
 		}
 		if _, noted := snap.Notes[NoteMax]; noted {
-			// The brake is off: its note goes with it.
+			// The brake is off: its note goes with it (audit/history keeps it, and who
+			// released it).
 			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + auditDir + NoteMax})
+		}
+		ops, err := s.withNote(snap, ops, "", "enable", strconv.Itoa(limit))
+		if err != nil {
+			return nil, err
 		}
 		return s.withWake(snap, limit, ops...)
 	})

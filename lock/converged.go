@@ -128,7 +128,7 @@ func (s *Semaphore) Forget(ctx context.Context, holder string) (Convergence, boo
 			return nil, errUnchanged
 		}
 		var err error
-		if t.writes, err = s.withNote(t.writes, NoteForget, "forget", holder); err != nil {
+		if t.writes, err = s.withNote(snap, t.writes, NoteForget, "forget", holder); err != nil {
 			return nil, err
 		}
 		return t, nil

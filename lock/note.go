@@ -19,12 +19,27 @@ import (
 // incident 4711" instead of leaving the next person to guess. Only the last of each kind is
 // kept: the tier's keys stay bounded, and the shell history or the change log has the rest.
 type Note struct {
-	Action string    `json:"action"`           // "disable", "set-max", "release", "forget"
+	Action string    `json:"action"`           // "disable", "set-max", "enable", "release", "forget"
 	Value  string    `json:"value,omitempty"`  // max_concurrent set, or the holder freed/forgotten
 	Reason string    `json:"reason,omitempty"` // --reason, as given
-	By     string    `json:"by"`               // the person: SUDO_USER, else USER
+	By     string    `json:"by"`               // the person (see cmd/tierlock's operatorName)
 	Host   string    `json:"host"`             // where the command ran
 	At     time.Time `json:"at"`
+	// UID is the real uid the command ran as; nil in notes of older versions.
+	UID *int `json:"uid,omitempty"`
+	// Token is the Consul ACL token the change was made with, as Consul describes it (its
+	// AccessorID, never the secret, and its Description), when ACLs are on: unlike By,
+	// which a person's environment may say, Consul vouches for it.
+	Token *TokenInfo `json:"token,omitempty"`
+	// Earlier are the notes before this one, newest first, in audit/history only (at most
+	// MaxHistory - 1 of them, without their own Earlier).
+	Earlier []Note `json:"earlier,omitempty"`
+}
+
+// TokenInfo names an ACL token without its secret.
+type TokenInfo struct {
+	AccessorID  string `json:"accessor_id"`
+	Description string `json:"description,omitempty"`
 }
 
 const (
@@ -38,7 +53,15 @@ const (
 	NoteMax     = "max"
 	NoteRelease = "release"
 	NoteForget  = "forget"
+	// NoteHistory is every operator change, the last MaxHistory of them: the newest as the
+	// note itself, the ones before in its Earlier. It keeps what audit/max forgets when
+	// enable takes the brake off: who released it, and who had pulled it. Older versions
+	// read it as a note of a kind they do not know, and leave it be.
+	NoteHistory = "history"
 )
+
+// MaxHistory bounds audit/history: with MaxReason, its value stays under 16 KiB.
+const MaxHistory = 16
 
 // noteOp is the write of n as audit/<kind>. It is not guarded: notes are last-writer-wins,
 // and the change they ride with carries the transaction's checks.
@@ -53,19 +76,34 @@ func (s *Semaphore) noteOp(kind string, n *Note) (*api.KVTxnOp, error) {
 	return &api.KVTxnOp{Verb: api.KVSet, Key: s.base + auditDir + kind, Value: value}, nil
 }
 
-// withNote is ops with Options.Note, as action on value, written as audit/<kind>, when there
-// is a note to write.
-func (s *Semaphore) withNote(ops []*api.KVTxnOp, kind, action, value string) ([]*api.KVTxnOp, error) {
+// withNote is ops with Options.Note, as action on value, written as audit/<kind> (unless kind
+// is "") and at the head of audit/history, when there is a note to write. The history is
+// written with check-and-set against snap, so that two operators' changes at once cannot
+// lose one of them: the loser's whole transaction is read again and retried.
+func (s *Semaphore) withNote(snap *Snapshot, ops []*api.KVTxnOp, kind, action, value string) ([]*api.KVTxnOp, error) {
 	if s.opts.Note == nil {
 		return ops, nil
 	}
 	n := *s.opts.Note
-	n.Action, n.Value = action, value
-	op, err := s.noteOp(kind, &n)
-	if err != nil {
-		return nil, err
+	n.Action, n.Value, n.Earlier = action, value, nil
+	if kind != "" {
+		op, err := s.noteOp(kind, &n)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, op)
 	}
-	return append(ops, op), nil
+	h := n
+	if last, ok := snap.Notes[NoteHistory]; ok {
+		earlier := last.Earlier
+		last.Earlier = nil
+		h.Earlier = append([]Note{last}, earlier[:min(len(earlier), MaxHistory-2)]...)
+	}
+	value2, err := json.Marshal(h)
+	if err != nil {
+		return nil, fmt.Errorf("lock: encode note: %w", err)
+	}
+	return append(ops, s.set(snap, auditDir+NoteHistory, string(value2))), nil
 }
 
 // parseNote reads an audit/ value. Notes only explain; one that cannot be read is a problem

@@ -482,7 +482,7 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 		if err != nil {
 			return nil, err
 		}
-		if t.writes, err = s.withNote(t.writes, NoteRelease, "release", holder); err != nil {
+		if t.writes, err = s.withNote(snap, t.writes, NoteRelease, "release", holder); err != nil {
 			return nil, err
 		}
 		return t, nil

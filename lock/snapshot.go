@@ -159,6 +159,9 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				s.Notes = map[string]Note{}
 			}
 			s.Notes[strings.TrimPrefix(rel, auditDir)] = n
+			if rel == auditDir+NoteHistory {
+				s.modify[rel] = p.ModifyIndex // for withNote's check-and-set
+			}
 		case strings.HasPrefix(rel, queueDir):
 			// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
 			// tierlock, and its name is reported (quoted), never taken as a waiter. Nor is an

@@ -21,10 +21,19 @@ func NoteText(n lock.Note, now time.Time) string {
 		what = n.Value + "'s slot released"
 	case "forget":
 		what = n.Value + " forgotten"
+	case "enable":
+		what = "enabled (max_concurrent " + n.Value + ")"
 	default:
 		what = n.Action + " " + n.Value
 	}
-	s := fmt.Sprintf("%s %s by %s on %s", what, ago(now.Sub(n.At)), orUnknown(n.By), orUnknown(n.Host))
+	by := orUnknown(n.By)
+	switch {
+	case n.Token != nil && n.Token.Description != "":
+		by += fmt.Sprintf(" (token %.8s %q)", n.Token.AccessorID, n.Token.Description)
+	case n.Token != nil:
+		by += fmt.Sprintf(" (token %.8s)", n.Token.AccessorID)
+	}
+	s := fmt.Sprintf("%s %s by %s on %s", what, ago(now.Sub(n.At)), by, orUnknown(n.Host))
 	if n.Reason != "" {
 		s += ": " + n.Reason
 	}

@@ -1,6 +1,7 @@
 package reliability_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
+	"github.com/tierlock/tierlock/lock"
 )
 
 // aclManagement is the ACL agent's management token (also the agent's own, for its
@@ -51,6 +53,9 @@ func TestACLs(t *testing.T) {
 	cases := []aclCase{
 		{"run", "tierlock", []string{"run", "--tier", tier, "--log-level", "debug", "--", "touch", marker}, 0, "slot acquired", ""},
 		{"run waiting in the queue", "tierlock", []string{"run", "--tier", tier, "--log-level", "debug", "--wait", "1s", "--", "touch", marker}, 75, "waiting", "1 1"},
+		// A dry run only reads: with a token that may not, it exits 78 as a real run does,
+		// never 75 (which the unit counts as success, hiding the refusal).
+		{"run --dry-run", "tierlock", []string{"run", "--tier", tier, "--dry-run", "--", "touch", marker}, 0, "would take a slot", ""},
 		{"status", "tierlock-check", []string{"status", "--format", "json"}, 0, `"holder": "web-3"`, ""},
 		{"check", "tierlock-check", []string{"check", "-v"}, 2, "TIERLOCK CRITICAL", ""},
 		{"set-max", "tierlock-operator", []string{"set-max", "--tier", tier, "3"}, 0, "-> 3", ""},
@@ -59,7 +64,7 @@ func TestACLs(t *testing.T) {
 		{"release", "tierlock-operator", []string{"release", "--tier", tier, "--holder", "web-3"}, 0, "released web-3", ""},
 		{"repair", "tierlock-operator", []string{"repair", "--tier", tier}, 0, "current 5 -> 1", "2 5"},
 		{"reap by instance", "tierlock-reaper", []string{"reap", "--instance-id", "i-0dead", "--log-level", "debug"}, 0, "freed prod/web web-3", ""},
-		{"reap by the catalog", "tierlock-reaper", []string{"reap", "--consul-catalog", "--log-level", "debug"}, 0, "freed prod/web web-3", ""},
+		{"reap by the catalog", "tierlock-reaper", []string{"reap", "--consul-catalog", "--grace", "0s", "--log-level", "debug"}, 0, "freed prod/web web-3", ""},
 	}
 	// Which tokens must be refused, and the permission the refusal names.
 	refused := func(c aclCase) map[string]string {
@@ -67,8 +72,11 @@ func TestACLs(t *testing.T) {
 		switch c.token {
 		case "tierlock":
 			r["tierlock-check"] = "lacks key:write"
-			if c.name == "run waiting in the queue" {
+			switch c.name {
+			case "run waiting in the queue":
 				r["tierlock-check"] = "lacks session:write"
+			case "run --dry-run":
+				delete(r, "tierlock-check") // reading is all it does, and the monitor may
 			}
 		case "tierlock-operator":
 			r["tierlock-check"] = "lacks key:write"
@@ -223,5 +231,50 @@ func noSecrets(t *testing.T, o *outcome, tokens map[string]string) {
 		if strings.Contains(all, secret) || strings.Contains(all, secret[:13]) || strings.Contains(all, secret[len(secret)-12:]) {
 			t.Errorf("the %s token's secret is in the output:\n%s", name, o)
 		}
+	}
+}
+
+// With ACLs on, an operator's note names the token it wrote with, as Consul describes it (its
+// AccessorID and Description, never its secret): a name Consul vouches for, unlike the user
+// the environment claims.
+func TestNoteNamesTheToken(t *testing.T) {
+	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
+		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
+		aclManagement, aclManagement)}})
+	admin := clientOf(t, server, aclManagement)
+	createPolicy(t, admin, "tierlock-operator", "--role", "operator")
+	secret := newToken(t, admin, "tierlock-operator")
+	self, _, err := clientOf(t, server, secret).ACL().TokenReadSelf(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHost(t, "bastion", server.Addr, "CONSUL_HTTP_TOKEN="+secret, "SUDO_USER=alice", "USER=mallory")
+	for _, args := range [][]string{{"disable", "--reason", "incident 4711"}, {"enable", "--reason", "fixed"}} {
+		if o := h.run(t, append(args, "--tier", tier)...); o.code != 0 {
+			t.Fatalf("%s: %s", args[0], o)
+		}
+	}
+	p, _, err := admin.KV().Get(base+"audit/history", nil)
+	if err != nil || p == nil {
+		t.Fatalf("no audit/history: %v", err)
+	}
+	var n lock.Note
+	if err := json.Unmarshal(p.Value, &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Action != "enable" || n.Token == nil || n.Token.AccessorID != self.AccessorID || n.Token.Description != self.Description ||
+		len(n.Earlier) != 1 || n.Earlier[0].Token == nil || n.Earlier[0].Token.AccessorID != self.AccessorID {
+		t.Errorf("audit/history = %s; want enable then disable, both by token %s %q", p.Value, self.AccessorID, self.Description)
+	}
+	if strings.Contains(string(p.Value), secret) {
+		t.Errorf("the token's secret is in the note: %s", p.Value)
+	}
+	// Not root under sudo (USER=mallory, SUDO_USER=alice, but tests run as root without
+	// SUDO_UID): the account of the uid, not what the environment claims.
+	if n.By == "alice" || n.By == "mallory" || n.UID == nil || *n.UID != os.Getuid() {
+		t.Errorf("by %q, uid %v: the environment's claim was believed", n.By, n.UID)
+	}
+	if o := h.run(t, "status", "--tier", tier); !strings.Contains(o.stdout.String(), fmt.Sprintf("(token %.8s %q)", self.AccessorID, self.Description)) {
+		t.Errorf("status does not name the token:\n%s", o)
 	}
 }

@@ -69,7 +69,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	safelog.Wrap(logger)
 	o.retry = a.newRetry(timeout, logrus.NewEntry(logger).WithField("tier", o.tier)).interactive()
 	o.kv = client.KV()
-	note, err := a.operatorNote(c)
+	note, err := a.operatorNote(c, client.ACL(), consulclient.RequestTimeout(timeout))
 	if err != nil {
 		return nil, exitWith(exitConfig, err)
 	}

@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"regexp"
 	"strings"
@@ -22,7 +23,7 @@ func says(out, line string) bool {
 func asPerson(t *testing.T, args ...string) result {
 	t.Helper()
 	cmd := cli(t, agentAddr(t), args...)
-	cmd.Env = append(cmd.Env, "SUDO_USER=alice", "USER=root")
+	cmd.Env = append(cmd.Env, "SUDO_USER=alice", "SUDO_UID=1000", "USER=root")
 	return run(t, cmd)
 }
 
@@ -80,8 +81,26 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 	if p, _, _ := kv.Get(prefix(t)+"/"+tier+"/audit/max", q); p != nil {
 		t.Errorf("audit/max left after enable: %s", p.Value)
 	}
-	if r := tl(t, "status", "--tier", tier); strings.Contains(r.stdout, "incident 4711") {
+	r = tl(t, "status", "--tier", tier)
+	if strings.Contains(r.stdout, "incident 4711") {
 		t.Errorf("status still shows the brake after enable:\n%s", r.stdout)
+	}
+	// ... but who released it stays, in audit/history, with the brake before it.
+	if !says(r.stdout, tier+" enabled (max_concurrent 3) 0s ago by alice on "+host) {
+		t.Errorf("status does not say who released the brake:\n%s", r.stdout)
+	}
+	hist, _, err := kv.Get(prefix(t)+"/"+tier+"/audit/history", q)
+	if err != nil || hist == nil {
+		t.Fatalf("no audit/history after enable: %v", err)
+	}
+	var h struct {
+		Action, By string
+		UID        *int
+		Earlier    []struct{ Action, Reason string }
+	}
+	if err := json.Unmarshal(hist.Value, &h); err != nil || h.Action != "enable" || h.By != "alice" || h.UID == nil ||
+		len(h.Earlier) != 1 || h.Earlier[0].Action != "disable" || h.Earlier[0].Reason != "incident 4711" {
+		t.Errorf("audit/history = %s (%v)", hist.Value, err)
 	}
 
 	// set-max and release record too; a release's note names the holder.
@@ -120,5 +139,26 @@ func TestReasonRefusesControlCharacters(t *testing.T) {
 	}
 	if after := dump(t); after != before {
 		t.Errorf("a refused reason wrote something:\n%s\nthen\n%s", before, after)
+	}
+}
+
+// The history is bounded: the newest lock.MaxHistory changes, newest first.
+func TestOperatorHistoryIsBounded(t *testing.T) {
+	for i := 1; i <= 20; i++ {
+		wantCode(t, asPerson(t, "set-max", "--tier", tier, "--reason", fmt.Sprint("step ", i), fmt.Sprint(i)), 0)
+	}
+	hist, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/audit/history", &api.QueryOptions{RequireConsistent: true})
+	if err != nil || hist == nil {
+		t.Fatalf("no audit/history: %v", err)
+	}
+	var h struct {
+		Reason  string
+		Earlier []struct{ Reason string }
+	}
+	if err := json.Unmarshal(hist.Value, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Reason != "step 20" || len(h.Earlier) != 15 || h.Earlier[0].Reason != "step 19" || h.Earlier[14].Reason != "step 5" {
+		t.Errorf("history of %d bytes: newest %q, %d earlier: %s", len(hist.Value), h.Reason, len(h.Earlier), hist.Value)
 	}
 }

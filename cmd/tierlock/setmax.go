@@ -75,7 +75,7 @@ func (a *App) enableCommand() *cli.Command {
 		Name:      "enable",
 		Usage:     "let a disabled tier run again, with N slots or the value disable saved",
 		ArgsUsage: "[N]",
-		Flags:     operatorFlags(),
+		Flags:     operatorFlags(reasonFlag()),
 		Action: func(c *cli.Context) error {
 			n, err := maxArg(c, true)
 			if err != nil {
