@@ -108,6 +108,8 @@ var shipped = []shippedFile{
 	// file itself, as %config(noreplace).
 	{deb: "/usr/share/tierlock/default", mode: 0o644, src: "packaging/default/tierlock"},
 	{deb: "/etc/default/tierlock", mode: 0o644, src: "packaging/default/tierlock", rpmOnly: true},
+	// Alerting rules for Prometheus, loaded from here (docs/operating.md).
+	{deb: "/usr/share/tierlock/tierlock-rules.yml", mode: 0o644, src: "packaging/prometheus/tierlock-rules.yml"},
 	{deb: "/usr/share/man/man8/tierlock.8.gz", mode: 0o644, gen: []string{"man"}},
 	{deb: "/usr/share/bash-completion/completions/tierlock", mode: 0o644, gen: []string{"completion", "bash"}},
 	{deb: "/usr/share/zsh/vendor-completions/_tierlock", rpm: "/usr/share/zsh/site-functions/_tierlock", mode: 0o644, gen: []string{"completion", "zsh"}},

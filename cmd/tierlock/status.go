@@ -339,16 +339,34 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 	waitG := gauge("tierlock_tier_waiters", "Hosts queued for a slot of the tier.", "tier")
 	convG := gauge("tierlock_host_last_converged_timestamp_seconds", "Unix time of the host's last successful run under tierlock (its converged/ record).", "tier", "holder")
 	convAgeG := gauge("tierlock_tier_oldest_convergence_age_seconds", "Age of the oldest converged/ record of the tier, 0 when none.", "tier")
+	// Times, not ages, for the shipped alerting rules (packaging/prometheus): time() minus
+	// them keeps growing in Prometheus, whenever this file was last written.
+	startG := gauge("tierlock_holder_started_timestamp_seconds", "Unix time the holder's current attempt started (its slot's age as check judges it), by state.", "tier", "holder", "state")
+	offG := gauge("tierlock_tier_disabled_timestamp_seconds", "For a disabled tier only: Unix time of the disable note; 0 when no note says when.", "tier")
+	headG := gauge("tierlock_tier_queue_head_since_timestamp_seconds", "Unix time the first waiter of the tier joined the queue (0 when unreadable); absent without waiters.", "tier", "holder")
+	suspectG := gauge("tierlock_tier_suspect_keys", "Stored keys of the tier that are ignored or doubtful but stop nothing (check warns).", "tier")
 	for _, s := range snaps {
 		maxG.WithLabelValues(s.Tier).Set(float64(s.Max))
 		curG.WithLabelValues(s.Tier).Set(float64(s.Current))
 		keysG.WithLabelValues(s.Tier).Set(float64(s.RunningKeys))
 		counts := map[lock.State]int{lock.StateRunning: 0, lock.StateFailed: 0, lock.StateInterrupted: 0}
 		var oldest time.Duration
-		for _, rec := range s.Holders {
+		for h, rec := range s.Holders {
 			counts[rec.State]++
 			oldest = max(oldest, now.Sub(rec.StartedAt))
+			startG.WithLabelValues(s.Tier, safetext.Text(h), string(rec.State)).Set(unixSeconds(rec.StartedAt))
 		}
+		if s.MaxSet && s.Max == 0 {
+			at := 0.0 // disabled by hand, or before tierlock kept notes: since when is unknown
+			if n, ok := s.Notes[lock.NoteMax]; ok && (n.Action == "disable" || n.Action == "set-max" && n.Value == "0") {
+				at = unixSeconds(n.At)
+			}
+			offG.WithLabelValues(s.Tier).Set(at)
+		}
+		if len(s.Queue) > 0 {
+			headG.WithLabelValues(s.Tier, safetext.Text(s.Queue[0].Holder)).Set(unixSeconds(s.Queue[0].Since))
+		}
+		suspectG.WithLabelValues(s.Tier).Set(float64(len(s.Suspect)))
 		for st, n := range counts {
 			holdG.WithLabelValues(s.Tier, string(st)).Set(float64(n))
 		}
@@ -368,6 +386,14 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 		convAgeG.WithLabelValues(s.Tier).Set(oldestConv.Seconds())
 	}
 	return writeMetrics(w, reg)
+}
+
+// unixSeconds is t in Unix seconds, 0 for the zero time.
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixMilli()) / 1000
 }
 
 // writeMetrics encodes what reg gathers in the text exposition format.
