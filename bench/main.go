@@ -42,13 +42,15 @@ type figures struct {
 	Efficiency     float64 `json:"efficiency"`
 	MaxConcurrency int     `json:"max_concurrency"`
 	N              int     `json:"n"`
-	RequestsPerRun float64 `json:"requests_per_run"`
-	HandoffP50Ms   float64 `json:"handoff_p50_ms"`
-	HandoffP99Ms   float64 `json:"handoff_p99_ms"`
-	FIFO           float64 `json:"fifo"`
-	Failed         int     `json:"failed_runs"`
-	SpanSeconds    float64 `json:"span_seconds"`
-	IdealSeconds   float64 `json:"ideal_seconds"`
+	RequestsPerRun float64 `json:"requests_per_run"` // that reach the servers
+	// AgentLocalPerRun are the requests the host's own agent answers (/v1/agent/self).
+	AgentLocalPerRun float64 `json:"agent_local_requests_per_run"`
+	HandoffP50Ms     float64 `json:"handoff_p50_ms"`
+	HandoffP99Ms     float64 `json:"handoff_p99_ms"`
+	FIFO             float64 `json:"fifo"`
+	Failed           int     `json:"failed_runs"`
+	SpanSeconds      float64 `json:"span_seconds"`
+	IdealSeconds     float64 `json:"ideal_seconds"`
 	// CPU spent from the gate's opening to the last host's exit, per run: by the hosts'
 	// processes (the tool and the recorder), by the harness (the counting proxy, the local
 	// semaphore), by the Consul agent.
@@ -256,7 +258,7 @@ type event struct {
 // consulPID is the agent's, whose CPU is counted (0: not counted).
 func measure(ctx context.Context, self, dir string, proxy *countingProxy, consulPID int, w workload, tool string, argv func(string) []string, order func(holder, client string) int64) (figures, error) {
 	rec := filepath.Join(dir, fmt.Sprintf("rec-%s-%d-%d", strings.ReplaceAll(tool, " ", "-"), w.M, w.N))
-	before := proxy.Requests()
+	before, localBefore := proxy.Requests(), proxy.AgentLocal()
 	clients, holders := make([]string, w.M), make([]string, w.M)
 	var wg sync.WaitGroup
 	failed := 0
@@ -331,7 +333,7 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, consul
 	}
 	hostCPU := rusageCPU(syscall.RUSAGE_CHILDREN) - childrenBefore - atGate
 	harnessCPU, consulCPU := rusageCPU(syscall.RUSAGE_SELF)-selfOpen, consulAt()-consulOpen
-	requests := proxy.Requests() - before
+	requests, local := proxy.Requests()-before, proxy.AgentLocal()-localBefore
 	if os.Getenv("BENCH_DEBUG") != "" {
 		proxy.mu.Lock()
 		for k, n := range proxy.kinds {
@@ -360,7 +362,7 @@ func measure(ctx context.Context, self, dir string, proxy *countingProxy, consul
 	}
 	sort.Slice(evs, func(i, j int) bool { return evs[i].at < evs[j].at })
 	fig := figures{Tool: tool, Workload: w.String(), N: w.N, Failed: failed + w.M - len(starts),
-		RequestsPerRun: float64(requests) / float64(w.M)}
+		RequestsPerRun: float64(requests) / float64(w.M), AgentLocalPerRun: float64(local) / float64(w.M)}
 	running := 0
 	var pendingEnds []int64
 	var handoffs []float64

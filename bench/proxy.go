@@ -25,7 +25,8 @@ import (
 type countingProxy struct {
 	Addr     string
 	srv      *httptest.Server
-	requests atomic.Int64
+	requests atomic.Int64 // that reach the servers
+	local    atomic.Int64 // that the host's own agent answers (/v1/agent/self): counted apart
 	mu       sync.Mutex
 	first    map[string]int64 // client -> CreateIndex of its contender key
 	kinds    map[string]int   // with BENCH_DEBUG: requests by kind
@@ -62,8 +63,18 @@ func newCountingProxy(target string) *countingProxy {
 	p := &countingProxy{first: map[string]int64{}, kinds: map[string]int{}, kv: client.KV()}
 	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.requests.Add(1)
 		client, rest, named := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+		path := r.URL.Path
+		if named && client != "v1" {
+			path = "/" + rest
+		}
+		// In a fleet each host's agent answers its node name itself; here one agent is both
+		// the hosts' agent and the server, so that request is counted apart.
+		if path == "/v1/agent/self" {
+			p.local.Add(1)
+		} else {
+			p.requests.Add(1)
+		}
 		if !named || client == "v1" {
 			rp.ServeHTTP(w, r)
 			return
@@ -110,6 +121,9 @@ func newCountingProxy(target string) *countingProxy {
 }
 
 func (p *countingProxy) Requests() int64 { return p.requests.Load() }
+
+// AgentLocal counts the requests a host's own agent answers without a server.
+func (p *countingProxy) AgentLocal() int64 { return p.local.Load() }
 
 // firstSeen is client's place in the order of waiting (0 if it never had to wait).
 func (p *countingProxy) firstSeen(client string) int64 {

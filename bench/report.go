@@ -78,6 +78,7 @@ func printTable(w io.Writer, workloads []workload, results []figures, ovs []over
 		fmt.Fprintf(tw, "%s\t%s\t%d of %d\t%d of %d\t-\t%d of %d\t-\t%s\t\n", wl, "max concurrency",
 			ours.MaxConcurrency, wl.N, peer.MaxConcurrency, wl.N, local.MaxConcurrency, wl.N, "= N")
 		row("requests per run", ours.RequestsPerRun, peer.RequestsPerRun, local.RequestsPerRun, "%.1f", "<= 12")
+		row("agent-local requests per run", ours.AgentLocalPerRun, peer.AgentLocalPerRun, local.AgentLocalPerRun, "%.1f", "")
 		row("handoff p50 ms", ours.HandoffP50Ms, peer.HandoffP50Ms, local.HandoffP50Ms, "%.1f", "")
 		row("handoff p99 ms", ours.HandoffP99Ms, peer.HandoffP99Ms, local.HandoffP99Ms, "%.1f", "<= 50")
 		row("FIFO", ours.FIFO, peer.FIFO, local.FIFO, "%.3f", ">= 0.99")

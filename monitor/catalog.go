@@ -27,8 +27,9 @@ const sinceKey = "_reaper/critical_since"
 
 // CatalogOptions configure ReapCatalog.
 type CatalogOptions struct {
-	// Grace is how long a node's serfHealth must have been critical before its slots are
-	// freed. A node that left the catalog is freed at once.
+	// Grace is how long a node must have been missing from the catalog, or its serfHealth
+	// critical, before its slots are freed. A missing node gets the grace too: a host whose
+	// agent was renamed is alive under another name until its next run records that name.
 	Grace time.Duration
 	// DryRun judges and finds, and writes nothing (not even when nodes were first seen
 	// critical, so a dry run never brings a freeing closer).
@@ -41,10 +42,10 @@ type CatalogResult struct {
 	Freed    []Freed       // the slots freed (in a dry run: that would be)
 }
 
-// ReapCatalog frees the slots whose recorded Consul node has left the catalog, or whose
-// serfHealth check has been critical for at least opts.Grace (see JudgeNodes), for fleets
-// outside AWS. Slots that recorded no node are never judged. It reads every tier, the catalog
-// and the check states consistently, remembers when it first saw each node critical (with
+// ReapCatalog frees the slots whose recorded Consul node has been missing from the catalog, or
+// its serfHealth check critical, for at least opts.Grace (see JudgeNodes), for fleets outside
+// AWS. Slots that recorded no node are never judged. It reads every tier, the catalog and the
+// check states consistently, remembers when it first saw each node missing or critical (with
 // check-and-set; losing that race to another reaper only means its view is kept), then frees
 // like Reap.
 func (r *Reaper) ReapCatalog(ctx context.Context, nodes NodeLister, checks CheckLister, opts CatalogOptions) (CatalogResult, error) {
@@ -134,8 +135,8 @@ func (r *Reaper) readCatalog(ctx context.Context, nodes NodeLister, checks Check
 	return cat, nil
 }
 
-// readSince reads when nodes were first seen critical, and the key's ModifyIndex (0 if absent)
-// for the check-and-set that writes it back.
+// readSince reads when nodes were first seen missing or critical, and the key's ModifyIndex
+// (0 if absent) for the check-and-set that writes it back.
 func (r *Reaper) readSince(ctx context.Context) (map[string]time.Time, uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.RequestTimeout)
 	defer cancel()

@@ -62,9 +62,10 @@ func verdict(res monitor.CatalogResult, node string) string {
 	return "(not judged)"
 }
 
-// A node that leaves the catalog has its slots freed, in every tier; a healthy node's slot and
-// a slot that recorded no node stay.
-func TestReapCatalogFreesNodesThatLeft(t *testing.T) {
+// A node that leaves the catalog keeps its slots through the grace, as a failing one does
+// (measured with an injected clock from when the reaper first saw it missing), and loses them
+// after, in every tier; a healthy node's slot and a slot that recorded no node stay.
+func TestReapCatalogFreesNodesThatLeftPastTheGrace(t *testing.T) {
 	gone, healthy := "left-"+unsafe.ReplaceAllString(t.Name(), "-"), agentNode(t)
 	register(t, gone, "")
 	take(t,
@@ -73,31 +74,68 @@ func TestReapCatalogFreesNodesThatLeft(t *testing.T) {
 		slot{"prod/web", "web-1", "", healthy},
 		slot{"prod/web", "old-1", "", ""},
 	)
-	r := newReaper(t, nil)
+	t0 := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	now := t0
+	r := newReaper(t, func() time.Time { return now })
+	const grace = 10 * time.Minute
 
-	res := reapCatalog(t, r, time.Hour, false)
+	res := reapCatalog(t, r, grace, false)
 	if len(res.Freed) != 0 || verdict(res, gone) != "alive" || verdict(res, healthy) != "alive" {
 		t.Fatalf("while registered: freed %s, verdicts %+v", freedList(res.Freed), res.Verdicts)
 	}
 
 	deregister(t, gone)
-	res = reapCatalog(t, r, time.Hour, true)
-	if freedList(res.Freed) != "prod/db:web-7 prod/web:web-7" || verdict(res, gone) != "dead: left the catalog" {
+	res = reapCatalog(t, r, grace, false)
+	if len(res.Freed) != 0 || verdict(res, gone) != "not in the catalog for 0s, within the grace of 10m0s" {
+		t.Errorf("first seen missing: freed %s, verdict %q", freedList(res.Freed), verdict(res, gone))
+	}
+	if since := criticalSince(t); !since[strings.ToLower(gone)].Equal(t0) || len(since) != 1 {
+		t.Errorf("remembered %v, want %s at %s", since, gone, t0)
+	}
+	now = t0.Add(grace - time.Second)
+	if res = reapCatalog(t, r, grace, false); len(res.Freed) != 0 {
+		t.Errorf("freed within the grace: %s", freedList(res.Freed))
+	}
+
+	now = t0.Add(grace)
+	res = reapCatalog(t, r, grace, true)
+	if freedList(res.Freed) != "prod/db:web-7 prod/web:web-7" || verdict(res, gone) != "dead: not in the catalog for 10m0s (grace 10m0s)" {
 		t.Errorf("dry run: would free %s, verdicts %+v", freedList(res.Freed), res.Verdicts)
 	}
 	if n := len(held(t)); n != 4 {
 		t.Fatalf("the dry run freed something: %d slots left", n)
 	}
 
-	res = reapCatalog(t, r, time.Hour, false)
+	res = reapCatalog(t, r, grace, false)
 	if freedList(res.Freed) != "prod/db:web-7 prod/web:web-7" {
 		t.Errorf("freed %s", freedList(res.Freed))
 	}
 	if got := strings.Join(held(t), " "); got != "prod/web:old-1 prod/web:web-1" {
 		t.Errorf("left: %s", got)
 	}
-	if res = reapCatalog(t, r, time.Hour, false); len(res.Freed) != 0 {
+	if res = reapCatalog(t, r, grace, false); len(res.Freed) != 0 {
 		t.Errorf("a second reaping freed %s", freedList(res.Freed))
+	}
+	if since := criticalSince(t); len(since) != 0 {
+		t.Errorf("still remembered: %v", since)
+	}
+}
+
+// A node that comes back into the catalog within the grace is forgotten, and keeps its slot.
+func TestReapCatalogForgetsNodesThatCameBack(t *testing.T) {
+	node := "back-" + unsafe.ReplaceAllString(t.Name(), "-")
+	take(t, slot{"prod/web", "web-7", "", node})
+	t0 := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	now := t0
+	r := newReaper(t, func() time.Time { return now })
+	if res := reapCatalog(t, r, time.Hour, false); len(res.Freed) != 0 || len(criticalSince(t)) != 1 {
+		t.Fatalf("missing: freed %s, remembered %v", freedList(res.Freed), criticalSince(t))
+	}
+	register(t, node, "")
+	defer deregister(t, node)
+	now = t0.Add(2 * time.Hour)
+	if res := reapCatalog(t, r, time.Hour, false); len(res.Freed) != 0 || verdict(res, node) != "alive" || len(criticalSince(t)) != 0 {
+		t.Errorf("back: freed %s, verdict %q, remembered %v", freedList(res.Freed), verdict(res, node), criticalSince(t))
 	}
 }
 

@@ -10,7 +10,8 @@
 // (lock.Semaphore.Evict); doing it again frees nothing, so repeated and late termination
 // events are harmless. Who is dead is decided by pure functions (Match, JudgeNodes).
 //
-// The catalog reaper remembers when it first saw each slot holder's node critical under
-// PREFIX/_reaper/critical_since (JSON, node name to RFC 3339 time); the key is two levels
-// under the prefix, so it is never taken for a tier's key.
+// The catalog reaper remembers when it first saw each slot holder's node missing from the
+// catalog or critical (both wait out --grace) under PREFIX/_reaper/critical_since (JSON, node
+// name to RFC 3339 time); the key is two levels under the prefix, so it is never taken for a
+// tier's key.
 package monitor

@@ -28,8 +28,40 @@ func TestJudgeNodes(t *testing.T) {
 			want: []string{"web-1:false:alive"}, wantSince: map[string]time.Time{},
 		},
 		{
-			name: "left the catalog", held: []string{"gone-1"}, cat: cat, grace: time.Hour,
-			want: []string{"gone-1:true:left the catalog"}, wantSince: map[string]time.Time{},
+			// A renamed agent's host, say: its record names the node it had. Not freed at once.
+			name: "not in the catalog, first seen now", held: []string{"gone-1"}, cat: cat, grace: time.Hour,
+			want:      []string{"gone-1:false:not in the catalog for 0s, within the grace of 1h0m0s"},
+			wantSince: map[string]time.Time{"gone-1": now},
+		},
+		{
+			name: "not in the catalog within the grace", held: []string{"gone-1"}, cat: cat, grace: time.Hour,
+			since:     map[string]time.Time{"gone-1": ago(59 * time.Minute)},
+			want:      []string{"gone-1:false:not in the catalog for 59m0s, within the grace of 1h0m0s"},
+			wantSince: map[string]time.Time{"gone-1": ago(59 * time.Minute)},
+		},
+		{
+			name: "not in the catalog for the grace", held: []string{"gone-1"}, cat: cat, grace: time.Hour,
+			since:     map[string]time.Time{"gone-1": ago(time.Hour)},
+			want:      []string{"gone-1:true:not in the catalog for 1h0m0s (grace 1h0m0s)"},
+			wantSince: map[string]time.Time{"gone-1": ago(time.Hour)},
+		},
+		{
+			name: "zero grace frees a node not in the catalog at first sight", held: []string{"gone-1"}, cat: cat,
+			want:      []string{"gone-1:true:not in the catalog for 0s (grace 0s)"},
+			wantSince: map[string]time.Time{"gone-1": now},
+		},
+		{
+			// One memory for both: the grace runs from when it was first seen failing.
+			name: "critical, then left: counts from the failure", held: []string{"gone-1"}, cat: cat, grace: time.Hour,
+			since:     map[string]time.Time{"gone-1": ago(50 * time.Minute)},
+			want:      []string{"gone-1:false:not in the catalog for 50m0s, within the grace of 1h0m0s"},
+			wantSince: map[string]time.Time{"gone-1": ago(50 * time.Minute)},
+		},
+		{
+			name: "back in the catalog: forgotten", held: []string{"web-1"}, cat: cat, grace: time.Hour,
+			since:     map[string]time.Time{"web-1": ago(50 * time.Minute)},
+			want:      []string{"web-1:false:alive"},
+			wantSince: map[string]time.Time{},
 		},
 		{
 			name: "critical, first seen now", held: []string{"web-2"}, cat: cat, grace: time.Hour,
@@ -94,14 +126,14 @@ func TestJudgeNodes(t *testing.T) {
 		},
 		{
 			name: "several at once", held: []string{"db-2", "gone-1", "db-1", "web-2"}, cat: cat, grace: 10 * time.Minute,
-			since: map[string]time.Time{"db-2": ago(11 * time.Minute), "web-2": ago(time.Minute)},
+			since: map[string]time.Time{"db-2": ago(11 * time.Minute), "gone-1": ago(10 * time.Minute), "web-2": ago(time.Minute)},
 			want: []string{
 				"db-1:false:alive",
 				"db-2:true:serfHealth critical for 11m0s (grace 10m0s)",
-				"gone-1:true:left the catalog",
+				"gone-1:true:not in the catalog for 10m0s (grace 10m0s)",
 				"web-2:false:serfHealth critical for 1m0s, within the grace of 10m0s",
 			},
-			wantSince: map[string]time.Time{"db-2": ago(11 * time.Minute), "web-2": ago(time.Minute)},
+			wantSince: map[string]time.Time{"db-2": ago(11 * time.Minute), "gone-1": ago(10 * time.Minute), "web-2": ago(time.Minute)},
 		},
 	}
 	for _, tt := range tests {

@@ -171,10 +171,10 @@ func TestDebInstallRemovePurge(t *testing.T) {
 	leftOver("/etc/default/tierlock")
 
 	// What runs left in the state dir goes with the purge.
-	if err := os.MkdirAll("/run/tierlock/prod", 0o755); err != nil {
+	if err := os.MkdirAll("/run/tierlock/tier=prod", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile("/run/tierlock/prod/web.lock", nil, 0o644); err != nil {
+	if err := os.WriteFile("/run/tierlock/tier=prod/web.lock", nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Log(dpkg(t, "--purge", "tierlock"))

@@ -88,7 +88,7 @@ func TestMaintainerScripts(t *testing.T) {
 			// /run, /etc/default, /var/lib (preinst's mark) and /usr/share (the template) are
 			// private to the script.
 			setup := "mount -t tmpfs tmpfs /run && mount -t tmpfs tmpfs /etc/default && mount -t tmpfs tmpfs /var/lib && " +
-				"mount -t tmpfs tmpfs /usr/share && mkdir -p /run/tierlock/prod /usr/share/tierlock && touch /run/tierlock/prod/web.lock && " +
+				"mount -t tmpfs tmpfs /usr/share && mkdir -p /run/tierlock/tier=prod /usr/share/tierlock && touch /run/tierlock/tier=prod/web.lock && " +
 				"cp " + filepath.Join(dir, "template") + " /usr/share/tierlock/default\n"
 			if err := os.WriteFile(filepath.Join(dir, "template"), shipped, 0o644); err != nil {
 				t.Fatal(err)

@@ -229,7 +229,7 @@ func TestACLRoles(t *testing.T) {
 			if o := as(token, "reap", "--instance-id", "i-0dead"); o.code != 0 || !strings.Contains(o.stdout.String(), "freed prod/web web-3") {
 				t.Errorf("%s: reap --instance-id: %s", token, o)
 			}
-			if o := as(token, "reap", "--consul-catalog"); o.code != 0 || !strings.Contains(o.stdout.String(), "freed prod/db db-3") ||
+			if o := as(token, "reap", "--consul-catalog", "--grace", "0s"); o.code != 0 || !strings.Contains(o.stdout.String(), "freed prod/db db-3") ||
 				strings.Contains(o.stderr.String(), "lacks") {
 				t.Errorf("%s: reap --consul-catalog: %s", token, o)
 			}

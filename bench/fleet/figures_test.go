@@ -41,6 +41,22 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// What the host's own agent answers is counted apart from what reaches the servers.
+func TestTotalsKeepAgentLocalApart(t *testing.T) {
+	c := counts{
+		"txn take slot":      {Requests: 10, Bytes: 1000, Raft: true},
+		"txn read":           {Requests: 20, Bytes: 4000, Errors: 1},
+		"GET /v1/agent/self": {Requests: 10, Bytes: 90000, Errors: 2, Local: true},
+	}
+	req, raft, bytes, errs, local := c.totals()
+	if req != 30 || raft != 10 || bytes != 5000 || errs != 3 || local != 10 {
+		t.Errorf("totals = %d requests, %d raft, %d bytes, %d errors, %d agent-local; want 30, 10, 5000, 3, 10", req, raft, bytes, errs, local)
+	}
+	if !agentLocal("/v1/agent/self") || agentLocal("/v1/agent/metrics") || agentLocal("/v1/kv/agent/self") {
+		t.Error("agentLocal")
+	}
+}
+
 func TestParsers(t *testing.T) {
 	mib, err := parseVmHWM(strings.NewReader("Name:\tconsul\nVmPeak:\t 900 kB\nVmHWM:\t  102400 kB\nVmRSS:\t 5 kB\n"))
 	if err != nil || mib != 100 {

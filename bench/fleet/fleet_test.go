@@ -50,6 +50,11 @@ func TestFleetSmoke(t *testing.T) {
 		if f.RequestsPerRun < 2 || f.RaftPerRun < 1 {
 			t.Errorf("%s uncontended: %.1f requests and %.1f raft writes per run: too few to be real", f.Tool, f.RequestsPerRun, f.RaftPerRun)
 		}
+		// tierlock run asks its agent for its node name at every run: one agent-local request,
+		// not among the servers' requests.
+		if want := map[string]float64{toolTierlock: 1}[f.Tool]; f.AgentLocalPerRun != want {
+			t.Errorf("%s uncontended: %.2f agent-local requests per run, want %.0f", f.Tool, f.AgentLocalPerRun, want)
+		}
 	}
 	for _, f := range rep.Contended {
 		if !f.Complete || f.Runs != 20 || f.Failed != 0 {
@@ -63,6 +68,9 @@ func TestFleetSmoke(t *testing.T) {
 		}
 		if f.FIFO < 0 || f.FIFO > 1 || f.Waiters == 0 {
 			t.Errorf("%s: FIFO %.3f over %d waiters", f.Tool, f.FIFO, f.Waiters)
+		}
+		if want := map[string]float64{toolTierlock: 1}[f.Tool]; f.AgentLocalPerRun != want {
+			t.Errorf("%s: %.2f agent-local requests per run, want %.0f", f.Tool, f.AgentLocalPerRun, want)
 		}
 		if f.RequestsPerRun < 3 || f.RaftPerRun < 2 || f.ErrorAnswers != 0 {
 			t.Errorf("%s: %.1f requests, %.1f raft writes per run, %d error answers", f.Tool, f.RequestsPerRun, f.RaftPerRun, f.ErrorAnswers)

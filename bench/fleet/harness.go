@@ -51,10 +51,14 @@ type Figures struct {
 	IdealSeconds float64 `json:"ideal_seconds"`
 	Efficiency   float64 `json:"efficiency"`
 	// Per run (per command that ran): requests and Raft writes counted at the proxy, by kind.
+	// RequestsPerRun are those that reach the servers; AgentLocalPerRun those the host's own
+	// agent answers (/v1/agent/self), counted apart.
 	RequestsPerRun   float64            `json:"requests_per_run"`
+	AgentLocalPerRun float64            `json:"agent_local_requests_per_run"`
 	RaftPerRun       float64            `json:"raft_writes_per_run"`
 	ByKindPerRun     map[string]float64 `json:"requests_by_kind_per_run"`
-	RaftKinds        []string           `json:"raft_kinds"` // the kinds above that are Raft writes
+	RaftKinds        []string           `json:"raft_kinds"`        // the kinds above that are Raft writes
+	LocalKinds       []string           `json:"agent_local_kinds"` // the kinds above that are agent-local
 	AnswerKiBPerRun  float64            `json:"answer_kib_per_run"`
 	ErrorAnswers     int64              `json:"error_answers"`      // 429/5xx seen by the proxy
 	RaftApplyPerRun  float64            `json:"raft_apply_per_run"` // Consul's telemetry, idle rate taken off
@@ -108,10 +112,6 @@ type bench struct {
 	idleRaft float64 // Raft applies per second, idle
 	phase    int
 	logf     func(format string, args ...any)
-	// node is the agent's node name as a host's state dir keeps it from an earlier run
-	// (tierlock run asks the agent at most hourly, so 1 run in 4 on the 15-minute timer):
-	// asked once here, straight to the agent, not counted.
-	node string
 }
 
 // meter is a reading of every counter.
@@ -174,7 +174,6 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	rep := &Report{When: cfg.Now().UTC(), Config: fmt.Sprintf("%+v", cfg.summary())}
 	if self, err := b.admin.Agent().Self(); err == nil {
 		rep.Consul = fmt.Sprint(self["Config"]["Version"])
-		b.node = fmt.Sprint(self["Config"]["NodeName"])
 	}
 	rep.ConsulStartRSS, _ = peakRSSMiB(b.agent.PID())
 
@@ -258,7 +257,7 @@ func (b *bench) newHost(tool, prefix, holder string, n int) (host, error) {
 	if tool == toolPeer {
 		return newPeerHost(b.proxy.Addr, prefix, holder, n)
 	}
-	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.cfg.QueueTTL, b.node)
+	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.cfg.QueueTTL)
 }
 
 func (b *bench) setMax(prefix string, n int) error {
@@ -296,8 +295,8 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 	}
 	runs := float64(max(f.Runs, 1))
 	d := m1.counts.minus(m0.counts)
-	req, raft, bytes, errs := d.totals()
-	f.RequestsPerRun, f.RaftPerRun = float64(req)/runs, float64(raft)/runs
+	req, raft, bytes, errs, local := d.totals()
+	f.RequestsPerRun, f.RaftPerRun, f.AgentLocalPerRun = float64(req)/runs, float64(raft)/runs, float64(local)/runs
 	f.AnswerKiBPerRun, f.ErrorAnswers = float64(bytes)/1024/runs, errs
 	f.ByKindPerRun = map[string]float64{}
 	for k, v := range d {
@@ -305,8 +304,12 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 		if v.Raft {
 			f.RaftKinds = append(f.RaftKinds, k)
 		}
+		if v.Local {
+			f.LocalKinds = append(f.LocalKinds, k)
+		}
 	}
 	sort.Strings(f.RaftKinds)
+	sort.Strings(f.LocalKinds)
 	f.RaftApplyRaw = m1.raft - m0.raft
 	f.RaftApplyPerRun = (f.RaftApplyRaw - b.idleRaft*f.WallSeconds) / runs
 	f.ConsulCPUPer1000 = (m1.consulCPU - m0.consulCPU) / runs * 1000
@@ -455,7 +458,7 @@ func (b *bench) longWait(ctx context.Context, tool string) (LongWait, error) {
 	secs := m1.at.Sub(m0.at).Seconds()
 	lw.WindowSeconds = secs
 	d := m1.counts.minus(m0.counts)
-	req, raft, _, _ := d.totals()
+	req, raft, _, _, _ := d.totals()
 	lw.RequestsPerSecond, lw.RaftPerSecond = float64(req)/secs, float64(raft)/secs
 	lw.ByKindPerSecond = map[string]float64{}
 	for k, v := range d {

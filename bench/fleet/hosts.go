@@ -62,11 +62,10 @@ func newClient(addr string, wrap func(http.RoundTripper) http.RoundTripper) (*ap
 }
 
 // tierlockHost drives the lock package as cmd/tierlock's run does: the agent's node name
-// (kept from an earlier run, as run keeps it in its state dir; asked if not), Acquire with its
-// queue and wait, the command, Release.
+// (asked at every run, an agent-local request), Acquire with its queue and wait, the command,
+// Release.
 type tierlockHost struct {
 	holder, prefix string
-	node           string
 	client         *api.Client
 	wait, queueTTL time.Duration
 	onLine         func() // called once the host waits in the queue (the long wait counts them)
@@ -74,21 +73,18 @@ type tierlockHost struct {
 
 const benchTier = "bench/tier"
 
-func newTierlockHost(addr, prefix, holder string, wait, queueTTL time.Duration, node string) (*tierlockHost, error) {
+func newTierlockHost(addr, prefix, holder string, wait, queueTTL time.Duration) (*tierlockHost, error) {
 	c, err := newClient(addr, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &tierlockHost{holder: holder, prefix: prefix, client: c, wait: wait, queueTTL: queueTTL, node: node}, nil
+	return &tierlockHost{holder: holder, prefix: prefix, client: c, wait: wait, queueTTL: queueTTL}, nil
 }
 
 func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func()) runRecord {
 	rec := runRecord{holder: h.holder}
 	// Best effort, as in run: a slot without a node is still a slot.
-	node := h.node
-	if node == "" {
-		node, _ = consulclient.NodeName(ctx, h.client)
-	}
+	node, _ := consulclient.NodeName(ctx, h.client)
 	sem, err := lock.New(h.client.KV(), lock.Options{
 		Prefix: h.prefix, Tier: benchTier, DefaultMax: lock.DefaultMaxConcurrent,
 		RequestTimeout: lock.DefaultRequestTimeout, Sessions: h.client.Session(), QueueTTL: h.queueTTL,

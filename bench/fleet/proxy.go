@@ -32,9 +32,10 @@ const (
 // kindCount is what the proxy counted of one kind of request.
 type kindCount struct {
 	Requests int64 `json:"requests"`
-	Bytes    int64 `json:"bytes"`  // answer bodies
-	Errors   int64 `json:"errors"` // 429 and 5xx answers, and requests Consul never answered
-	Raft     bool  `json:"raft"`   // each request of this kind is one Raft log entry
+	Bytes    int64 `json:"bytes"`       // answer bodies
+	Errors   int64 `json:"errors"`      // 429 and 5xx answers, and requests Consul never answered
+	Raft     bool  `json:"raft"`        // each request of this kind is one Raft log entry
+	Local    bool  `json:"agent_local"` // answered by the host's own agent: no server sees it
 }
 
 // counts is a snapshot of the proxy's totals, by kind.
@@ -55,17 +56,22 @@ func (c counts) minus(before counts) counts {
 	return d
 }
 
-// totals sums requests, Raft writes, answer bytes and errors.
-func (c counts) totals() (requests, raft, bytes, errors int64) {
+// totals sums the requests that reach the servers, their Raft writes and answer bytes, the
+// error answers, and apart from them the agent-local requests.
+func (c counts) totals() (requests, raft, bytes, errors, local int64) {
 	for _, v := range c {
+		errors += v.Errors
+		if v.Local {
+			local += v.Requests
+			continue
+		}
 		requests += v.Requests
 		bytes += v.Bytes
-		errors += v.Errors
 		if v.Raft {
 			raft += v.Requests
 		}
 	}
-	return requests, raft, bytes, errors
+	return requests, raft, bytes, errors, local
 }
 
 // txnOp is the part of a /v1/txn operation classify looks at.
@@ -167,6 +173,12 @@ func classify(method, path string, query url.Values, body []byte) (kind string, 
 	return method + " /" + strings.Join(parts, "/"), method != http.MethodGet
 }
 
+// agentLocal says whether a host's local agent answers a request at path itself, without
+// asking a server. Here one agent is both the hosts' agent and the server; in a fleet each
+// host's /v1/agent/self (the node name tierlock run records, asked at every run) stays on the
+// host. Such requests are counted apart, never in the requests a run costs the servers.
+func agentLocal(path string) bool { return path == "/v1/agent/self" }
+
 // countingProxy forwards to Consul and counts.
 type countingProxy struct {
 	rp    *httputil.ReverseProxy
@@ -232,6 +244,7 @@ func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.Requests++
 	c.Bytes += cw.bytes
 	c.Raft = raft
+	c.Local = agentLocal(r.URL.Path)
 	if cw.status == http.StatusTooManyRequests || cw.status >= 500 {
 		c.Errors++
 	}

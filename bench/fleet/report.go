@@ -21,6 +21,7 @@ func contendedRows() []row {
 		{"efficiency", "%.2f", ">= 0.90", func(f Figures) float64 { return f.Efficiency }},
 		{"max concurrency", "%.0f", "= N", func(f Figures) float64 { return float64(f.MaxConcurrency) }},
 		{"requests per run", "%.1f", "<= 8", func(f Figures) float64 { return f.RequestsPerRun }},
+		{"agent-local requests per run", "%.1f", "", func(f Figures) float64 { return f.AgentLocalPerRun }},
 		{"raft writes per run (proxy)", "%.2f", "<= 4", func(f Figures) float64 { return f.RaftPerRun }},
 		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
 		{"answer KiB per run", "%.1f", "flat in M", func(f Figures) float64 { return f.AnswerKiBPerRun }},
@@ -37,6 +38,7 @@ func contendedRows() []row {
 func uncontendedRows() []row {
 	return []row{
 		{"requests per run", "%.1f", "<= 3", func(f Figures) float64 { return f.RequestsPerRun }},
+		{"agent-local requests per run", "%.1f", "", func(f Figures) float64 { return f.AgentLocalPerRun }},
 		{"raft writes per run (proxy)", "%.2f", "<= 2", func(f Figures) float64 { return f.RaftPerRun }},
 		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
 		{"consul CPU s per 1000 runs", "%.2f", "", func(f Figures) float64 { return f.ConsulCPUPer1000 }},
@@ -117,11 +119,11 @@ func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "\nidle agent: %.2f%% of a core, %.2f raft applies/s (taken off the figures above)\n",
 		100*rep.IdleCPUShare, rep.IdleRaftPerSec)
 
-	fmt.Fprintln(w, "\nrequests per run by kind (Raft writes marked *):")
+	fmt.Fprintln(w, "\nrequests per run by kind (Raft writes marked *, agent-local ones, not in the requests per run above, marked (local)):")
 	for _, f := range append(append([]Figures(nil), rep.Uncontended...), rep.Contended...) {
 		fmt.Fprintf(w, "  %s, %s:", f.Tool, f.Workload)
 		for _, k := range sortedKinds(f.ByKindPerRun) {
-			fmt.Fprintf(w, " %s%s %.2f;", k, raftMark(f.RaftKinds, k), f.ByKindPerRun[k])
+			fmt.Fprintf(w, " %s%s%s %.2f;", k, raftMark(f.RaftKinds, k), localMark(f.LocalKinds, k), f.ByKindPerRun[k])
 		}
 		fmt.Fprintln(w)
 	}
@@ -139,6 +141,16 @@ func raftMark(raftKinds []string, kind string) string {
 	for _, k := range raftKinds {
 		if k == kind {
 			return "*"
+		}
+	}
+	return ""
+}
+
+// localMark is " (local)" for the kinds the host's own agent answers.
+func localMark(localKinds []string, kind string) string {
+	for _, k := range localKinds {
+		if k == kind {
+			return " (local)"
 		}
 	}
 	return ""

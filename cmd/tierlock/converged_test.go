@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // okRun runs a successful command as holder in tier, recording its convergence.
@@ -165,8 +166,10 @@ func TestReapRemovesConvergence(t *testing.T) {
 	if got := convergedKeys(t); got != "prod/web:web-4" {
 		t.Errorf("after reap --holder: %s", got)
 	}
-	// A node that left the catalog: its record (which names it) goes; the live node's stays.
+	// A node that left the catalog over --grace ago: its record (which names it) goes; the
+	// live node's stays.
 	put(t, "converged/web-9", `{"holder":"web-9","converged_at":"2026-11-21T09:15:02Z","run_id":"r9","node":"gone-9"}`)
+	missingSince(t, "gone-9", time.Now().Add(-2*time.Hour))
 	r = tl(t, "reap", "--consul-catalog")
 	wantCode(t, r, 0)
 	if !strings.Contains(r.stdout, "freed prod/web web-9 (convergence record, node gone-9, converged 2026-11-21T09:15:02Z)") {

@@ -17,8 +17,9 @@ import (
 	"github.com/tierlock/tierlock/runner"
 )
 
-// defaultGrace is how long a node's serfHealth may be critical before reap --consul-catalog
-// frees its slots: long enough for a reboot or a short partition.
+// defaultGrace is how long a node may be missing from the catalog, or its serfHealth critical,
+// before reap --consul-catalog frees its slots: long enough for a reboot, a short partition or
+// an agent renamed between two runs.
 const defaultGrace = time.Hour
 
 func (a *App) reapCommand() *cli.Command {
@@ -31,8 +32,8 @@ func (a *App) reapCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "instance-id", Usage: "free the slots recorded with this instance id (or held under it as a name)"},
 			&cli.StringFlag{Name: "holder", Usage: "free the slots held by this holder"},
-			&cli.BoolFlag{Name: "consul-catalog", Usage: "free the slots whose Consul node left the catalog or has been critical longer than --grace"},
-			&cli.DurationFlag{Name: "grace", Value: defaultGrace, Usage: "with --consul-catalog: how long serfHealth may be critical", EnvVars: env("GRACE")},
+			&cli.BoolFlag{Name: "consul-catalog", Usage: "free the slots whose Consul node has been out of the catalog or critical for --grace"},
+			&cli.DurationFlag{Name: "grace", Value: defaultGrace, Usage: "with --consul-catalog: how long a node may be out of the catalog or critical", EnvVars: env("GRACE")},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print what would be freed, free nothing", EnvVars: env("DRY_RUN")},
 			prefixFlag(), consulTimeoutFlag(),
 		}, logFlags()...),

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -98,8 +99,8 @@ func TestReapHolder(t *testing.T) {
 	}
 }
 
-// The catalog reaper frees a slot whose node is not in the catalog; the slot of a run on a
-// live node (the test agent's, recorded by tierlock run) stays.
+// The catalog reaper frees a slot whose node has not been in the catalog for --grace; the
+// slot of a run on a live node (the test agent's, recorded by tierlock run) stays.
 func TestReapConsulCatalog(t *testing.T) {
 	failRun(t, "prod/web", "web-1", "")
 	if rec, _ := getRecord(t, "web-1"); rec.Node == "" {
@@ -108,11 +109,20 @@ func TestReapConsulCatalog(t *testing.T) {
 	put(t, "running/web-9", `{"holder":"web-9","node":"gone-9","state":"failed","started_at":"2026-11-21T09:15:02Z"}`)
 	put(t, "current", "2")
 
+	// Missing, first seen now: not freed, as a failing node would not be.
 	r := tl(t, "reap", "--consul-catalog", "--dry-run")
 	wantCode(t, r, 0)
-	if !strings.Contains(r.stdout, "node gone-9: left the catalog\nwould free prod/web web-9 (state failed, node gone-9, started 2026-11-21T09:15:02Z)") ||
+	if !strings.Contains(r.stdout, "node gone-9: not in the catalog for 0s, within the grace of 1h0m0s") ||
+		strings.Contains(r.stdout, "would free") || len(slots(t)) != 2 {
+		t.Errorf("dry run, first seen:\n%s", r.stdout)
+	}
+	// Missing for 40 minutes, as an earlier reaping remembered.
+	missingSince(t, "gone-9", time.Now().Add(-40*time.Minute))
+	r = tl(t, "reap", "--consul-catalog", "--dry-run", "--grace", "30m")
+	wantCode(t, r, 0)
+	if !strings.Contains(r.stdout, "would free prod/web web-9 (state failed, node gone-9, started 2026-11-21T09:15:02Z)") ||
 		len(slots(t)) != 2 {
-		t.Errorf("dry run:\n%s", r.stdout)
+		t.Errorf("dry run past the grace:\n%s", r.stdout)
 	}
 	r = tl(t, "reap", "--consul-catalog", "--grace", "30m")
 	wantCode(t, r, 0)
@@ -121,6 +131,15 @@ func TestReapConsulCatalog(t *testing.T) {
 	}
 	if got := strings.Join(slots(t), " "); got != "prod/web:web-1" {
 		t.Errorf("left: %s", got)
+	}
+}
+
+// missingSince makes the catalog reaper remember node as missing (or critical) since at.
+func missingSince(t *testing.T, node string, at time.Time) {
+	t.Helper()
+	v := fmt.Sprintf(`{%q:%q}`, node, at.UTC().Format(time.RFC3339))
+	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/_reaper/critical_since", Value: []byte(v)}, nil); err != nil {
+		t.Fatal(err)
 	}
 }
 

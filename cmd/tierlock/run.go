@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -240,26 +239,19 @@ func logNotRun(log *logrus.Entry, out runner.Outcome) {
 // --consul-catalog` can tell when the host is gone. It is best effort: a slot without a node
 // is still a slot, the catalog reaper just never judges it.
 //
-// The agent is asked at most once an hour: the answer is kept in the state dir (a tmpfs, so
-// a reboot, after which an agent may come up under another name, asks again), for the agent
-// at CONSUL_HTTP_ADDR only. Asking costs a request per run for an answer that changes only
-// when someone renames the agent. It is asked within a quarter of --consul-timeout: with the
-// acquisition's 1.25 × after its first failure, a Consul that stalls everything still sees
-// the run end within 1.5 ×.
+// The agent is asked at every run, never a name kept from an earlier one: an agent renamed
+// between runs (a first chef run that sets the hostname and restarts it) would otherwise have
+// the slot name a node that is gone, and the catalog reaper free a live host's failed slot.
+// The agent answers /v1/agent/self itself: it costs the servers nothing. It is asked within a
+// quarter of --consul-timeout: with the acquisition's 1.25 × after its first failure, a
+// Consul that stalls everything still sees the run end within 1.5 ×.
 func (a *App) nodeName(ctx context.Context, log *logrus.Entry, client *api.Client, o runOptions) string {
-	cache := nodeCache{path: filepath.Join(o.stateDir, nodeCacheFile), agent: consulAddress(), now: a.Now}
-	if node, ok := cache.get(); ok {
-		return node
-	}
 	ctx, cancel := context.WithTimeout(ctx, min(consulclient.RequestTimeout(o.consulTimeout), o.consulTimeout/4))
 	defer cancel()
 	node, err := consulclient.NodeName(ctx, client)
 	if err != nil {
 		log.WithError(explain(err)).Warn("the slot records no Consul node: `tierlock reap --consul-catalog` will not judge it")
 		return ""
-	}
-	if err := cache.put(node); err != nil {
-		log.WithError(err).Debug("could not keep the Consul node name in the state dir; the next run asks again")
 	}
 	return node
 }

@@ -453,7 +453,7 @@ func TestRunDryRunWritesNothing(t *testing.T) {
 
 func TestRunLocalLockSkips(t *testing.T) {
 	dir := stateDir(t)
-	path := filepath.Join(dir, "prod", "web.lock")
+	path := filepath.Join(dir, "tier=prod", "web.lock")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
 	}

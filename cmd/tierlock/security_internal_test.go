@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -157,19 +158,32 @@ func TestLockLocallyRefusesUnsafePlaces(t *testing.T) {
 			return link
 		}, "is a symlink"},
 		{"env dir is a symlink", func(t *testing.T, dir, _ string) string {
-			mustSymlink(t, t.TempDir(), filepath.Join(dir, "prod"))
+			mustSymlink(t, t.TempDir(), filepath.Join(dir, "tier=prod"))
 			return dir
 		}, "is a symlink"},
 		{"env dir is world-writable", func(t *testing.T, dir, _ string) string {
-			chmod(t, mkdir(t, filepath.Join(dir, "prod")), 0o777)
+			chmod(t, mkdir(t, filepath.Join(dir, "tier=prod")), 0o777)
 			return dir
 		}, "has mode 0777"},
 		{"lock file is a symlink to a victim", func(t *testing.T, dir, v string) string {
-			mustSymlink(t, v, filepath.Join(mkdir(t, filepath.Join(dir, "prod")), "web.lock"))
+			mustSymlink(t, v, filepath.Join(mkdir(t, filepath.Join(dir, "tier=prod")), "web.lock"))
 			return dir
 		}, "is a symlink"},
 		{"lock file is a dangling symlink", func(t *testing.T, dir, v string) string {
-			mustSymlink(t, v+".new", filepath.Join(mkdir(t, filepath.Join(dir, "prod")), "web.lock"))
+			mustSymlink(t, v+".new", filepath.Join(mkdir(t, filepath.Join(dir, "tier=prod")), "web.lock"))
+			return dir
+		}, "is a symlink"},
+		// An earlier version's lock, which is taken when it exists, gets the same care.
+		{"earlier version's env dir is a symlink", func(t *testing.T, dir, _ string) string {
+			mustSymlink(t, t.TempDir(), filepath.Join(dir, "prod"))
+			return dir
+		}, "is a symlink"},
+		{"earlier version's env dir is world-writable", func(t *testing.T, dir, _ string) string {
+			chmod(t, mkdir(t, filepath.Join(dir, "prod")), 0o777)
+			return dir
+		}, "has mode 0777"},
+		{"earlier version's lock file is a symlink to a victim", func(t *testing.T, dir, v string) string {
+			mustSymlink(t, v, filepath.Join(mkdir(t, filepath.Join(dir, "prod")), "web.lock"))
 			return dir
 		}, "is a symlink"},
 	} {
@@ -197,11 +211,78 @@ func TestLockLocallyRefusesUnsafePlaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlock()
-	if fi, err := os.Lstat(filepath.Join(dir, "prod", "web.lock")); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Lstat(filepath.Join(dir, "tier=prod", "web.lock")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("lock file: %v %v, want mode 0600", fi.Mode(), err)
 	}
 	if _, err := lockLocally(dir, "prod/web"); !errors.Is(err, errLocallyBusy) {
 		t.Errorf("second lock: %v, want busy", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "prod")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an earlier version's lock was created: %v", err)
+	}
+}
+
+// The state dir holds nothing a tier's name can collide with: a tier whose environment is
+// named like a file an earlier version kept there (consul-node, its node name cache) locks as
+// any other, and the stale file is removed, never read.
+func TestLockLocallyNamesCannotCollide(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "consul-node"), []byte("v1 127.0.0.1:8500 web-1-oldname 1764331200\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tier := range []string{"consul-node/web", "tier/consul-node", "web.lock/web", "prod/web.lock", "prod/web"} {
+		unlock, err := lockLocally(dir, tier)
+		if err != nil {
+			t.Fatalf("%s: %v", tier, err)
+		}
+		defer unlock()
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "consul-node")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the old node name cache is still there: %v", err)
+	}
+	var names []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if got := strings.Join(names, " "); got != "tier=consul-node tier=prod tier=tier tier=web.lock" {
+		t.Errorf("the state dir holds %s", got)
+	}
+}
+
+// An earlier version's run, still going after an upgrade, holds STATE_DIR/ENV/SERVICE.lock:
+// a run of this version waits for it (is busy), and once it ends runs as usual.
+func TestLockLocallyExcludesAnEarlierVersion(t *testing.T) {
+	dir := t.TempDir()
+	old := filepath.Join(mkdir(t, filepath.Join(dir, "prod")), "web.lock")
+	f, err := os.OpenFile(old, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockLocally(dir, "prod/web"); !errors.Is(err, errLocallyBusy) || !strings.Contains(err.Error(), old) {
+		t.Fatalf("with an earlier version's run going: %v, want busy naming %s", err, old)
+	}
+	// The busy answer left the new lock free.
+	f.Close()
+	unlock, err := lockLocally(dir, "prod/web")
+	if err != nil {
+		t.Fatalf("after it ended: %v", err)
+	}
+	// While this run holds both, an earlier version's run cannot start either.
+	g, err := os.OpenFile(old, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if err := syscall.Flock(int(g.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); !errors.Is(err, syscall.EWOULDBLOCK) {
+		t.Errorf("an earlier version's lock while this run holds it: %v, want EWOULDBLOCK", err)
+	}
+	unlock()
+	if err := syscall.Flock(int(g.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Errorf("after unlock: %v", err)
 	}
 }
 

@@ -370,7 +370,7 @@ func TestRunMetricsFileNeverFollowsLinks(t *testing.T) {
 	}
 
 	// The lock file.
-	env := filepath.Join(stateDir(t), "prod")
+	env := filepath.Join(stateDir(t), "tier=prod")
 	if err := os.Remove(filepath.Join(env, "web.lock")); err != nil { // the first run's
 		t.Fatal(err)
 	}
