@@ -97,9 +97,9 @@ func tokenFile(t *testing.T, policies ...string) string {
 }
 
 // End to end with what the package ships: the environment file with every example line
-// uncommented (Consul pointed at the test agent), sourced as the cron line does, drives the
-// shipped binary, with a token of the host policy the shipped binary prints for the file's
-// tier and the agent's node, as the shipped example policy was printed. chef-client is a
+// uncommented (Consul pointed at the test agent), read by tierlock as the cron line has it
+// read, drives the shipped binary, with a token of the host policy the shipped binary prints
+// for the file's tier and the agent's node, as the shipped example policy was printed. chef-client is a
 // stand-in that records its arguments; the EC2 metadata service a local one.
 func TestDefaultFileAndPolicy(t *testing.T) {
 	agent, _ := agents.Get(t)
@@ -121,16 +121,13 @@ func TestDefaultFileAndPolicy(t *testing.T) {
 		case m[2] == "CONSUL_HTTP_ADDR":
 			env = append(env, "CONSUL_HTTP_ADDR="+agent.Addr)
 		case m[2] == "CONSUL_HTTP_TOKEN_FILE":
-			env = append(env, "CONSUL_HTTP_TOKEN_FILE=${TOKEN_FILE}") // chosen per run below
+			env = append(env, "CONSUL_HTTP_TOKEN_FILE=@TOKEN_FILE@") // chosen per run below
 		case m[2] == "CONSUL_CACERT": // the test agent speaks plain HTTP
 		default:
 			env = append(env, m[2]+"="+m[3])
 		}
 	}
 	envFile := filepath.Join(dir, "default")
-	if err := os.WriteFile(envFile, []byte(strings.Join(env, "\n")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	bin := filepath.Join(dir, "bin")
 	chef := fmt.Sprintf("#!/bin/sh\necho \"$*\" > %s/args\nexit $(cat %s/exit)\n", dir, dir)
 	if err := os.MkdirAll(bin, 0o755); err != nil {
@@ -156,10 +153,13 @@ func TestDefaultFileAndPolicy(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "exit"), []byte(exit), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		// The cron line's way to read the file, then `tierlock run` with no flags, as the unit.
-		cmd := exec.Command("/bin/sh", append([]string{"-c", `set -a; . "$1"; bin=$2; shift 2; exec "$bin" run "$@"`,
-			"sh", envFile, hostBinary(t)}, flags...)...)
-		cmd.Env = cleanEnv("PATH="+bin+":"+os.Getenv("PATH"), "TOKEN_FILE="+token,
+		text := strings.ReplaceAll(strings.Join(env, "\n")+"\n", "@TOKEN_FILE@", token)
+		if err := os.WriteFile(envFile, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// The cron line's way to read the file: tierlock reads it itself.
+		cmd := exec.Command(hostBinary(t), append([]string{"run", "--config", envFile}, flags...)...)
+		cmd.Env = cleanEnv("PATH="+bin+":"+os.Getenv("PATH"),
 			"AWS_EC2_METADATA_SERVICE_ENDPOINT="+imds.URL, "TIERLOCK_STATE_DIR="+filepath.Join(dir, "state"))
 		out, _ := cmd.CombinedOutput()
 		return cmd.ProcessState.ExitCode(), string(out)

@@ -29,4 +29,4 @@ unshare --mount --pid --uts --ipc --fork true 2>/dev/null || cannot "this kernel
 ls dist/tierlock_*-1_"$(dpkg --print-architecture)".deb >/dev/null 2>&1 ||
   cannot "no dist/tierlock_*.deb: run make package first (make test does)"
 
-exec "$GO" test -tags systemtest -count=1 -v -timeout 30m -run '^TestSystem$' ./packaging/system
+exec "$GO" test -tags systemtest -count=1 -v -timeout 30m -run '^TestSystem(EnvironmentFile)?$' ./packaging/system

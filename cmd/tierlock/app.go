@@ -40,8 +40,11 @@ Every flag can also be set in the environment: --tier is TIERLOCK_TIER, --wait i
 TIERLOCK_WAIT, --success-codes is TIERLOCK_SUCCESS_CODES, and so on. Consul's address, token
 and TLS settings come from Consul's own variables: CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN_FILE,
 CONSUL_CACERT and the others. tierlock reads them, as tierlock.service does, from
-/etc/default/tierlock (or --config FILE, TIERLOCK_CONFIG); the environment and the flags
-override the file. tierlock.timer runs the service every 15 minutes once enabled.
+/etc/default/tierlock (or --config FILE, TIERLOCK_CONFIG), meaning what systemd's
+EnvironmentFile= makes of it: only TIERLOCK_ and CONSUL_ names; as root, only a file owned by
+root that no one else can write. The environment and the flags override the file. status and
+check read no TIERLOCK_TIER: they cover every tier unless --tier is given. tierlock.timer runs
+the service every 15 minutes once enabled.
 
 Exit status of run: 0 the command succeeded and its slot was released; the command's own code
 when it failed (the slot stays held); 75 skipped, nothing ran (tier disabled, no slot within

@@ -3,8 +3,17 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
+	"os"
+	"slices"
 	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/tierlock/tierlock/internal/envfile"
 )
 
 // DefaultConfigFile is the settings file the package ships: tierlock.service reads it as its
@@ -15,35 +24,55 @@ const DefaultConfigFile = "/etc/default/tierlock"
 // configEnv names the variable that points at another settings file (as --config does).
 const configEnv = "TIERLOCK_CONFIG"
 
-// configSource is what applyConfig needs from the process: its environment and its files.
-// main passes os.LookupEnv, os.Setenv and os.ReadFile; tests pass maps.
+// maxConfigSize bounds the settings file: the shipped one is 2 KiB.
+const maxConfigSize = 64 << 10
+
+// configPrefixes are the names taken from the settings file: tierlock's own and Consul's. Any
+// other (RUBYOPT, LD_PRELOAD, PATH) would reach the command tierlock runs as root.
+var configPrefixes = []string{"TIERLOCK_", "CONSUL_"}
+
+// configSource is what applyConfig needs from the process: its environment, its effective uid
+// and its files. main passes the process's own (see osConfigSource); tests pass maps and an
+// fstest.MapFS.
 type configSource struct {
-	lookup   func(string) (string, bool)
-	setenv   func(string, string) error
-	readFile func(string) ([]byte, error)
+	lookup func(string) (string, bool)
+	setenv func(string, string) error
+	euid   int
+	// stat is looked at before open, so that a device is never opened; what counts is the
+	// opened file's own Stat.
+	stat func(string) (fs.FileInfo, error)
+	open func(string) (fs.File, error)
 }
 
-// configPath returns the settings file named by --config (before "--") or TIERLOCK_CONFIG, and
-// whether it was named: a named file must exist, the default one may be absent.
-func configPath(args []string, lookup func(string) (string, bool)) (string, bool, error) {
-	for i := 0; i < len(args); i++ {
-		arg := args[i]
-		if arg == "--" {
-			break
+// osConfigSource is the process's own environment and files. The file is opened without
+// blocking (a FIFO does not wait for a writer) and without becoming the controlling terminal;
+// symlinks are followed, as systemd follows them, and the file checked is the one opened.
+func osConfigSource() configSource {
+	return configSource{
+		lookup: os.LookupEnv, setenv: os.Setenv, euid: os.Geteuid(), stat: os.Stat,
+		open: func(path string) (fs.File, error) {
+			return os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
+		},
+	}
+}
+
+// configPath returns the settings file named by --config or TIERLOCK_CONFIG, and whether it
+// was named: a named file must exist, the default one may be absent. --config counts only as
+// a flag of tierlock's command (see commandFlags): after the command's first argument every
+// word is the command's, as in `tierlock run chef-client --config client.rb`.
+func configPath(args []string, cmds []*cli.Command, lookup func(string) (string, bool)) (string, bool, error) {
+	path, named := "", false
+	for _, f := range commandFlags(args, cmds) {
+		if f.name != "config" {
+			continue
 		}
-		switch {
-		case arg == "--config" || arg == "-config":
-			if i+1 >= len(args) || args[i+1] == "" {
-				return "", false, fmt.Errorf("--config: a file name is required")
-			}
-			return args[i+1], true, nil
-		case strings.HasPrefix(arg, "--config=") || strings.HasPrefix(arg, "-config="):
-			_, v, _ := strings.Cut(arg, "=")
-			if v == "" {
-				return "", false, fmt.Errorf("--config: a file name is required")
-			}
-			return v, true, nil
+		if !f.hasValue || f.value == "" {
+			return "", false, fmt.Errorf("--config: a file name is required")
 		}
+		path, named = f.value, true // the last one given wins, as for every flag
+	}
+	if named {
+		return path, true, nil
 	}
 	if v, ok := lookup(configEnv); ok && v != "" {
 		return v, true, nil
@@ -51,116 +80,211 @@ func configPath(args []string, lookup func(string) (string, bool)) (string, bool
 	return DefaultConfigFile, false, nil
 }
 
+type givenFlag struct {
+	name, value string
+	hasValue    bool
+}
+
+// commandFlags returns the flags given to the command named in args, read as urfave/cli reads
+// them (with Go's flag package): after the command's name, up to "--" or the first argument
+// that is not a flag; a flag that is not a boolean takes the next argument as its value
+// unless it has one after =. An unknown flag ends the list: cli refuses the line anyway.
+func commandFlags(args []string, cmds []*cli.Command) []givenFlag {
+	// tierlock's own flags (--help, --version) come before the command's name and take no value.
+	i := 0
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "-" && args[i] != "--" {
+		i++
+	}
+	if i == len(args) {
+		return nil
+	}
+	var cmd *cli.Command
+	for _, c := range cmds {
+		if c.HasName(args[i]) {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		return nil
+	}
+	known := map[string]bool{"help": true, "h": true} // true: boolean; cli adds --help to every command
+	for _, f := range cmd.Flags {
+		_, boolean := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			known[n] = boolean
+		}
+	}
+	var given []givenFlag
+	rest := args[i+1:]
+	for j := 0; j < len(rest); j++ {
+		arg := rest[j]
+		if arg == "--" || arg == "-" || !strings.HasPrefix(arg, "-") {
+			break
+		}
+		name := strings.TrimPrefix(strings.TrimPrefix(arg, "-"), "-")
+		name, value, hasValue := strings.Cut(name, "=")
+		boolean, ok := known[name]
+		if !ok {
+			break
+		}
+		if !hasValue && !boolean && j+1 < len(rest) {
+			j++
+			value, hasValue = rest[j], true
+		}
+		given = append(given, givenFlag{name: name, value: value, hasValue: hasValue})
+	}
+	return given
+}
+
+// loadConfig is applyConfig as main runs it: a settings file that hangs (a stuck network
+// file system) cannot make tierlock deaf to SIGINT and SIGTERM, which main catches from the
+// start. Its errors carry their exit code: 78, or 75 when stopped by a signal (nothing ran).
+func loadConfig(args []string, cmds []*cli.Command, src configSource, sigs <-chan os.Signal) error {
+	done := make(chan error, 1)
+	go func() { done <- applyConfig(args, cmds, src) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return exitWith(exitConfig, err)
+		}
+		return nil
+	case s := <-sigs:
+		return exitWith(exitTempFail, fmt.Errorf("%s while reading the settings file: nothing ran", s))
+	}
+}
+
 // applyConfig reads the settings file and puts each of its variables into the environment,
 // unless the environment already has it: the environment and then the flags override the file,
 // as they do for the unit (whose Environment= lines win over its EnvironmentFile).
-func applyConfig(args []string, src configSource) error {
-	path, named, err := configPath(args, src.lookup)
+func applyConfig(args []string, cmds []*cli.Command, src configSource) error {
+	path, named, err := configPath(args, cmds, src.lookup)
 	if err != nil {
 		return err
 	}
-	data, err := src.readFile(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && !named {
-			return nil
-		}
-		return fmt.Errorf("settings file %s: %w", path, err)
+	text, err := readConfig(path, named, src)
+	if err != nil || text == "" {
+		return err
 	}
-	vars, err := parseEnvFile(path, string(data))
+	vars, err := parseSettings(path, text)
 	if err != nil {
 		return err
 	}
-	for _, v := range vars {
-		if _, set := src.lookup(v.name); set {
-			continue
+	names := slices.Sorted(maps.Keys(vars))
+	// Looked up before any is set: the environment tierlock was started with wins.
+	var set []string
+	for _, n := range names {
+		if _, ok := src.lookup(n); !ok {
+			set = append(set, n)
 		}
-		if err := src.setenv(v.name, v.value); err != nil {
-			return fmt.Errorf("%s:%d: %s: %w", path, v.line, v.name, err)
+	}
+	for _, n := range set {
+		if err := src.setenv(n, vars[n]); err != nil {
+			return fmt.Errorf("settings file %s: %s: %w", path, n, err)
 		}
 	}
 	return nil
 }
 
-type envVar struct {
-	name, value string
-	line        int
+// readConfig returns the settings file's text, "" for an absent default file. Only a regular
+// file of at most maxConfigSize is read; as root, only one owned by root that group and
+// others cannot write, since what it says runs as root.
+func readConfig(path string, named bool, src configSource) (string, error) {
+	if path == os.DevNull {
+		return "", nil // names no settings file: how tests and tools run tierlock on a configured host
+	}
+	fi, err := src.stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && !named {
+			return "", nil
+		}
+		return "", fmt.Errorf("settings file %s: %w", path, unwrapPath(err))
+	}
+	if err := checkConfigFile(path, fi, src.euid); err != nil {
+		return "", err
+	}
+	f, err := src.open(path)
+	if err != nil {
+		return "", fmt.Errorf("settings file %s: %w", path, unwrapPath(err))
+	}
+	defer f.Close()
+	// The file read is the one opened: checked again, in case the name changed hands.
+	if fi, err = f.Stat(); err != nil {
+		return "", fmt.Errorf("settings file %s: %w", path, unwrapPath(err))
+	}
+	if err := checkConfigFile(path, fi, src.euid); err != nil {
+		return "", err
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return "", fmt.Errorf("settings file %s: %w", path, unwrapPath(err))
+	}
+	if len(b) > maxConfigSize {
+		return "", fmt.Errorf("settings file %s: over %d bytes", path, maxConfigSize)
+	}
+	return string(b), nil
 }
 
-// parseEnvFile reads NAME=value lines, the common ground of systemd's EnvironmentFile= and
-// /bin/sh (the shipped file's own header says so): comments and blank lines, values bare or in
-// double or single quotes, and nothing a shell would expand. Anything else is an error naming
-// the line, because the two readers would disagree on it and the host would run with settings
-// nobody wrote.
-func parseEnvFile(path, text string) ([]envVar, error) {
-	var vars []envVar
-	for i, raw := range strings.Split(text, "\n") {
-		n := i + 1
-		line := strings.TrimSpace(strings.TrimSuffix(raw, "\r"))
-		if line == "" || line[0] == '#' || line[0] == ';' {
-			continue
-		}
-		// The line itself is not quoted back: it may hold a token.
-		name, value, ok := strings.Cut(line, "=")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: want NAME=value", path, n)
-		}
-		if !validEnvName(name) {
-			return nil, fmt.Errorf("%s:%d: %s is not a variable name (letters, digits and _, not starting with a digit; no blanks around =)",
-				path, n, quoteLine(name))
-		}
-		v, err := unquoteEnvValue(value)
-		if err != nil {
-			return nil, fmt.Errorf("%s:%d: %s: %v", path, n, name, err)
-		}
-		vars = append(vars, envVar{name: name, value: v, line: n})
+// checkConfigFile refuses what is not a small regular file, and as root one that another
+// user could have written.
+func checkConfigFile(path string, fi fs.FileInfo, euid int) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("settings file %s: a %s, not a regular file", path, fileKind(fi.Mode()))
 	}
-	return vars, nil
+	if fi.Size() > maxConfigSize {
+		return fmt.Errorf("settings file %s: %d bytes, over the %d a settings file may have", path, fi.Size(), maxConfigSize)
+	}
+	if euid != 0 {
+		return nil
+	}
+	uid := -1
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		uid = int(st.Uid)
+	}
+	if perm := fi.Mode().Perm(); uid != 0 || perm&0o022 != 0 {
+		return fmt.Errorf("settings file %s: owned by uid %d with mode %04o: as root, tierlock reads only a file owned by root "+
+			"that group and others cannot write (chown root %s; chmod go-w %s)", path, uid, perm, path, path)
+	}
+	return nil
 }
 
-func validEnvName(s string) bool {
-	if s == "" {
-		return false
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeCharDevice != 0:
+		return "character device"
+	case m&fs.ModeDevice != 0:
+		return "block device"
 	}
-	for i, r := range s {
-		switch {
-		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
-		case r >= '0' && r <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
+	return "special file"
 }
 
-// unquoteEnvValue takes a bare value, or one wholly in double or single quotes.
-func unquoteEnvValue(v string) (string, error) {
-	if v == "" {
-		return "", nil
+// unwrapPath drops the path a *fs.PathError repeats: the message names it once.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
 	}
-	if q := v[0]; q == '"' || q == '\'' {
-		if len(v) < 2 || v[len(v)-1] != q {
-			return "", fmt.Errorf("unterminated %c quote", q)
-		}
-		inner := v[1 : len(v)-1]
-		if strings.ContainsRune(inner, rune(q)) {
-			return "", fmt.Errorf("a %c inside the quotes", q)
-		}
-		if q == '"' && strings.ContainsAny(inner, "$`\\") {
-			return "", fmt.Errorf("$, ` or \\ inside double quotes (sh would expand them, systemd would not)")
-		}
-		return inner, nil
-	}
-	if strings.ContainsAny(v, " \t\"'$`\\;&|<>()") {
-		return "", fmt.Errorf("a value with blanks or shell characters must be in quotes")
-	}
-	return v, nil
+	return err
 }
 
-// quoteLine shows a bad name briefly and safely (it may hold anything).
-func quoteLine(s string) string {
-	const max = 40
-	if len(s) > max {
-		s = s[:max] + "..."
+// parseSettings reads the settings file's text as systemd's EnvironmentFile= does (see
+// internal/envfile): the last of a name given twice wins. Only TIERLOCK_ and CONSUL_ names are
+// taken. An error names the file, the line and at most the name; never a value, which may be
+// a token.
+func parseSettings(path, text string) (map[string]string, error) {
+	vars, err := envfile.Parse(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s:%w", path, err)
 	}
-	return fmt.Sprintf("%q", s)
+	for _, v := range vars {
+		if !slices.ContainsFunc(configPrefixes, func(p string) bool { return strings.HasPrefix(v.Name, p) }) {
+			return nil, fmt.Errorf("%s:%d: %s: only TIERLOCK_ and CONSUL_ names are taken from the settings file", path, v.Line, v.Name)
+		}
+	}
+	return envfile.Last(vars), nil
 }

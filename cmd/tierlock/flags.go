@@ -23,12 +23,15 @@ func prefixFlag() cli.Flag {
 	return &cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")}
 }
 
+// tierFlag is --tier of a command that works in one tier (required) or looks at the fleet. A
+// fleet-wide command (status, check) reads no TIERLOCK_TIER: that names the host's own tier,
+// for run, and is in the environment of every shell that read the settings file; a check
+// that took it would say OK for one tier while another is critical.
 func tierFlag(required bool) cli.Flag {
-	usage := "the tier, ENVIRONMENT/SERVICE (required)"
 	if !required {
-		usage = "the tier, ENVIRONMENT/SERVICE (default: every tier under the prefix)"
+		return &cli.StringFlag{Name: "tier", Usage: "the tier, ENVIRONMENT/SERVICE (default: every tier under the prefix; TIERLOCK_TIER is not read)"}
 	}
-	return &cli.StringFlag{Name: "tier", Usage: usage, EnvVars: env("TIER")}
+	return &cli.StringFlag{Name: "tier", Usage: "the tier, ENVIRONMENT/SERVICE (required)", EnvVars: env("TIER")}
 }
 
 func consulTimeoutFlag() cli.Flag {

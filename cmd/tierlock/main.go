@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/safetext"
 )
 
 // Set at build time with -ldflags -X (the build has no VCS stamping).
@@ -19,8 +21,9 @@ var (
 )
 
 func main() {
-	// Caught from the start: before the command runs a signal cancels the wait for a slot,
-	// while it runs the signal is forwarded to it.
+	// Caught from the start: while the settings file is read a signal ends tierlock (see
+	// loadConfig), before the command runs it cancels the wait for a slot, while it runs it is
+	// forwarded to it.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	app := &App{
@@ -33,9 +36,9 @@ func main() {
 	// The host's settings file goes into the environment first, under what the environment
 	// already holds, so the flags' env vars, Consul's own variables and the command all see it
 	// just as they do under tierlock.service.
-	if err := applyConfig(os.Args[1:], configSource{lookup: os.LookupEnv, setenv: os.Setenv, readFile: os.ReadFile}); err != nil {
-		fmt.Fprintf(os.Stderr, "tierlock: %v\n", err)
-		os.Exit(exitConfig)
+	if err := loadConfig(os.Args[1:], app.cliApp().Commands, osConfigSource(), sigs); err != nil {
+		fmt.Fprintf(os.Stderr, "tierlock: %s\n", safetext.Text(message(err)))
+		os.Exit(exitCode(err))
 	}
 	os.Exit(app.Run(context.Background(), os.Args))
 }
