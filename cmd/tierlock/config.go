@@ -17,7 +17,7 @@ import (
 )
 
 // DefaultConfigFile is the settings file the package ships: tierlock.service reads it as its
-// EnvironmentFile and the cron example sources it, so tierlock reads it too, and a person's
+// EnvironmentFile, and tierlock reads it too (the cron example relies on that), so a person's
 // `sudo tierlock run` on a packaged host runs within the host's own tier.
 const DefaultConfigFile = "/etc/default/tierlock"
 
