@@ -73,7 +73,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 	}
 	var buf bytes.Buffer
 	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIER\tMAX\tHELD\tHOLDER\tSTATE\tAGE\tEXIT\tTRY\tINSTANCE")
+	fmt.Fprintln(tw, "TIER\tMAX\tHELD\tHOLDER\tSTATE\tAGE\tEXIT\tTRY\tINSTANCE\tVERSION")
 	var notes []string
 	for _, tv := range v.Tiers {
 		s := bySnap[tv.Tier]
@@ -94,7 +94,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 		}
 		holders := sortedHolders(s)
 		if len(holders) == 0 {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t\t\t\t\t\n", tv.Tier, max, held)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t-\t\t\t\t\t\t\n", tv.Tier, max, held)
 		}
 		for i, h := range holders {
 			rec := s.Holders[h]
@@ -108,8 +108,10 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			}
 			// Every stored string goes through the sanitiser: a tab or an escape in one must
 			// neither break the columns nor reach the terminal.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", tier, mx, hd, safetext.Text(h), safetext.Text(string(rec.State)),
-				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, safetext.Text(orDash(rec.InstanceID)))
+			// The version says which tierlock holds the slot: during an upgrade a tier runs two.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", tier, mx, hd, safetext.Text(h), safetext.Text(string(rec.State)),
+				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, safetext.Text(orDash(rec.InstanceID)),
+				safetext.Text(orDash(strings.TrimPrefix(rec.Version, "tierlock "))))
 		}
 		if tv.Status != monitor.OK {
 			notes = append(notes, safetext.Text(fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))))
@@ -120,7 +122,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 		if len(s.Queue) > 0 {
 			var names []string
 			for _, q := range s.Queue {
-				names = append(names, fmt.Sprintf("%s (%s)", q.Holder, monitor.Age(max0(now.Sub(q.Since)))))
+				names = append(names, fmt.Sprintf("%s (%s%s)", q.Holder, monitor.Age(max0(now.Sub(q.Since))), waiterVersion(q)))
 			}
 			notes = append(notes, safetext.Text(fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", "))))
 		}
@@ -208,6 +210,14 @@ func sortedHolders(s *lock.Snapshot) []string {
 
 func max0(d time.Duration) time.Duration { return max(d, 0) }
 
+// waiterVersion is ", VERSION" for a waiter whose entry says which tierlock it runs.
+func waiterVersion(w lock.Waiter) string {
+	if w.Version == "" {
+		return ""
+	}
+	return ", " + strings.TrimPrefix(w.Version, "tierlock ")
+}
+
 func orDash(s string) string {
 	if s == "" {
 		return "-"
@@ -223,6 +233,8 @@ func noteLines(s *lock.Snapshot, tv monitor.TierVerdict, now time.Time) []string
 		lines = append(lines, tv.Brake)
 	} else if n, ok := s.Notes[lock.NoteMax]; ok {
 		lines = append(lines, monitor.NoteText(n, now))
+	} else if n, ok := s.Notes[lock.NoteHistory]; ok && n.Action == "enable" {
+		lines = append(lines, monitor.NoteText(n, now)) // who released the brake
 	}
 	for _, kind := range []string{lock.NoteRelease, lock.NoteForget} {
 		if n, ok := s.Notes[kind]; ok {
@@ -256,7 +268,8 @@ type tierStatus struct {
 	Problems      []string       `json:"problems"`
 	Holders       []holderStatus `json:"holders"`
 	Waiters       []waiterStatus `json:"waiters"`
-	// Notes are the last operator changes by kind ("max", "release", "forget").
+	// Notes are the last operator changes by kind ("max", "release", "forget"), and
+	// "history": the last lock.MaxHistory changes of any kind, newest first.
 	Notes map[string]lock.Note `json:"notes,omitempty"`
 	// HostsKnown counts the hosts with a converged/ record, a slot or a queue entry.
 	HostsKnown int `json:"hosts_known"`

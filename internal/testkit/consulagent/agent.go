@@ -422,7 +422,14 @@ func Dump(c *api.Client, prefix string) (string, error) {
 // Under `go test -race` it builds with -race too (and cgo, which -race needs), so the race
 // detector watches the commands the tests run, not only the tests.
 func Build(pkgDir, out, ldflags string, extra ...string) error {
+	return BuildIn("", pkgDir, out, ldflags, extra...)
+}
+
+// BuildIn is Build run in dir: another checkout of the module, such as an earlier round's
+// tierlock that a mixed-version test runs beside today's.
+func BuildIn(dir, pkgDir, out, ldflags string, extra ...string) error {
 	build := exec.Command("go", buildArgs(pkgDir, out, ldflags, extra)...)
+	build.Dir = dir
 	if raceEnabled {
 		build.Env = append(os.Environ(), "CGO_ENABLED=1")
 	}
