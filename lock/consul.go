@@ -71,11 +71,15 @@ func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOp
 
 // snapshot is the tier as results (of a transaction ending in holder's treeOps) show it.
 func (s *Semaphore) snapshot(results []*api.KVPair, holder string) (*Snapshot, error) {
-	pairs, err := treePairs(results, s.base, forHolder(holder))
+	pairs, junk, err := treePairs(results, s.base, forHolder(holder))
 	if err != nil {
 		return nil, err
 	}
-	return newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base), nil
+	snap := newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base)
+	if err := junk.err(s.base); err != nil {
+		snap.Suspect = append(snap.Suspect, err)
+	}
+	return snap, nil
 }
 
 // forHolder narrows a read to what holder's Acquire decides on: every key of the layout but

@@ -28,7 +28,11 @@
 //
 // A holder's read is one read-only transaction (get-tree of max_concurrent, current, running/,
 // queue/ and its own converged/ record), its answer capped so that junk under the tier cannot
-// exhaust memory; past the cap, it lists the key names and fetches the values in batches.
+// exhaust memory; past the cap, it lists the key names and fetches the values in batches
+// (read.go: every listing's and every batch's answer capped, every request under Consul's
+// txn_max_req_len). A key whose name is longer than any of the layout's can be is junk: its
+// value is never fetched, and the snapshot reports it, cut, in Suspect. Junk under one tier
+// costs that tier alone (ReadAll).
 //
 // The package holds no policy beyond this: when it loses a check-and-set race it re-reads and
 // tries again. Retrying Consul errors, logging and exit codes are the caller's business.

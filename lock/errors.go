@@ -17,7 +17,7 @@ var (
 	// ErrRejected means Consul refused a request for a reason other than a lost race, such as
 	// a missing ACL permission: a write refused, or a read whose results its ACLs filtered.
 	ErrRejected = errors.New("lock: refused by consul")
-	// ErrTooManyKeys means a tier has more keys than a read fetches (MaxTierKeys), or the
-	// prefix more than one listing returns (MaxListKeys): junk, refused rather than read.
+	// ErrTooManyKeys means a tier has more keys than a read fetches (MaxTierKeys), or key
+	// names that come to more than a listing reads: junk, refused rather than read.
 	ErrTooManyKeys = errors.New("lock: too many keys")
 )

@@ -2,32 +2,63 @@ package lock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
 )
 
 // Reading is bounded, because anyone who may write under the prefix can store junk there
-// (Consul takes values up to 512 KB), and the Lambda that reaps has 128 MB. A read therefore
-// lists key names first (KV.Keys), then fetches the values of the tier's own keys only, a
-// batch at a time in read-only transactions, and keeps no value larger than a record can be.
+// (Consul takes values up to 512 KB, and key names up to its HTTP header limit, 1 MB), and the
+// Lambda that reaps has 128 MB. A read therefore lists key names first (KV.Keys, each answer
+// capped at listAnswerLimit), drops the names no tier key can have (longer than maxRelKeyLen
+// after the tier: reported, cut, in the tier's Suspect), then fetches the values of the tier's
+// own keys only, in read-only transactions whose requests stay under Consul's txn_max_req_len
+// and whose answers are capped at fetchAnswerLimit, and keeps no value larger than a record
+// can be.
 const (
 	// MaxTierKeys caps the keys of one tier's layout (max_concurrent, current, max_saved,
 	// running/, queue/) that a read fetches. A tier with more is refused with ErrTooManyKeys:
 	// fetching them all could hold MaxTierKeys × 512 KB.
 	MaxTierKeys = 4096
-	// MaxListKeys caps the key names one listing of the whole prefix may return (ReadAll).
-	MaxListKeys = 100000
 	// DefaultReadBatch is the number of values fetched per transaction unless
 	// Options.ReadBatch says otherwise: Consul's limit of 128 operations, so that a tier of
-	// ordinary size costs the listing and one request. At most 128 × 512 KB of junk (64 MB)
-	// in one answer: fine for the CLI on a host; the Lambda, with 128 MB, asks for 4.
+	// ordinary size costs the listing and one request. A batch is also cut by bytes, of its
+	// request and of its answer (fetchRequestLimit, fetchAnswerLimit).
 	DefaultReadBatch = maxTxnOps
 	// maxRereads bounds how often a read starts again because the tier changed between the
 	// listing of its keys and the fetching of their values.
 	maxRereads = 20
+	// maxRelKeyLen is the longest name a key of a tier's layout can have after the tier's
+	// base: a converged/ record of a holder of the longest name. A longer name is junk, and
+	// its value is never fetched: a 600 KB name alone makes a transaction larger than Consul
+	// takes (txn_max_req_len, 512 KB by default), failing every key fetched beside it.
+	maxRelKeyLen = len(convergedDir) + maxNameLen
+	// listAnswerLimit caps the answer to one listing of key names. ReadAll lists
+	// environment by environment and tier by tier, so that the junk names under one tier
+	// cost that tier alone (ErrTooManyKeys, in its Problems). 4096 keys of the longest valid
+	// names take about 3 MB.
+	listAnswerLimit = 4 << 20
+	// fetchRequestLimit bounds the request of one fetch: half of Consul's default
+	// txn_max_req_len (512 KB), which applies to the whole request body, names included.
+	fetchRequestLimit = 256 << 10
+	// fetchAnswerLimit caps the answer to one fetch: a batch whose values come to more is
+	// fetched again in halves, so at most a few junk values of 512 KB are held at a time.
+	fetchAnswerLimit = 2 << 20
+	// tierValueBudget caps the bytes of values a read fetches from one tier: 4096 records of
+	// a few hundred bytes take 2 MB. Past it the tier holds junk values (Consul takes 512 KB
+	// each) and is left unread (ErrTooManyKeys), so that its junk costs neither the memory
+	// nor the time of a read: 500 MB of them would take seconds to fetch.
+	tierValueBudget = 16 << 20
+	// shownJunk is how many junk names a tier's report quotes (cut by clipKey).
+	shownJunk = 3
+	// clipKeyLen is the most of a key name an error quotes.
+	clipKeyLen = 80
 )
 
 // tierKey reports whether rel (a key relative to a tier) belongs to the tier layout.
@@ -37,12 +68,53 @@ func tierKey(rel string) bool {
 		strings.HasPrefix(rel, auditDir)
 }
 
-// listKeys lists the key names under prefix, as q says (consistent, or blocking until
-// something under prefix changes).
-func listKeys(ctx context.Context, kv KV, prefix string, q *api.QueryOptions) ([]string, uint64, error) {
-	keys, meta, err := kv.Keys(prefix, "", q.WithContext(ctx))
+// clipKey cuts a key name for an error: at most clipKeyLen bytes, valid UTF-8, "..." at
+// the end when cut. The result is a copy, so that a huge name it was cut from can be freed.
+func clipKey(k string) string {
+	if len(k) <= clipKeyLen {
+		return strings.Clone(k)
+	}
+	return strings.ToValidUTF8(k[:clipKeyLen-3], "") + "..."
+}
+
+// junkNames counts the keys of one tier whose names are longer than any of its layout keys
+// can be, keeping only the first few, cut.
+type junkNames struct {
+	n     int
+	shown []string
+}
+
+func (j *junkNames) add(key string) {
+	if j.n < shownJunk {
+		j.shown = append(j.shown, clipKey(key))
+	}
+	j.n++
+}
+
+// err is the tier's report of its junk names, or nil.
+func (j *junkNames) err(base string) error {
+	if j == nil || j.n == 0 {
+		return nil
+	}
+	more := ""
+	if j.n > len(j.shown) {
+		more = fmt.Sprintf(" and %d more", j.n-len(j.shown))
+	}
+	keys := "keys"
+	if j.n == 1 {
+		keys = "key"
+	}
+	return fmt.Errorf("%d %s under %s with names longer than any tierlock key can have (%d bytes after the tier), not read: %s%s; delete them",
+		j.n, keys, clipKey(base), maxRelKeyLen, strings.Join(j.shown, ", "), more)
+}
+
+// listKeys lists the key names under prefix (up to separator, if not ""), as q says
+// (consistent, or blocking until something under prefix changes), its answer capped at
+// listAnswerLimit: past it the error wraps consulclient.ErrAnswerTooLarge.
+func listKeys(ctx context.Context, kv KV, prefix, separator string, q *api.QueryOptions) ([]string, uint64, error) {
+	keys, meta, err := kv.Keys(prefix, separator, q.WithContext(consulclient.WithAnswerLimit(ctx, listAnswerLimit)))
 	if err != nil {
-		return nil, 0, fmt.Errorf("lock: read %s: %w", prefix, err)
+		return nil, 0, fmt.Errorf("lock: read %s: %w", clipKey(prefix), err)
 	}
 	if err := filtered(meta, prefix); err != nil {
 		return nil, 0, err
@@ -56,22 +128,59 @@ func tooManyKeys(base string, n int) error {
 		ErrTooManyKeys, base, n, MaxTierKeys)
 }
 
-// fetch gets the values of keys consistently, batchSize per transaction. A key deleted after
-// it was listed is returned in gone, not as an error. Values larger than maxValueLen are
-// replaced by a short text saying so (which no parser accepts), so that a batch of junk is
-// not kept: at most one batch of raw values is held at a time.
-func fetch(ctx context.Context, kv KV, keys []string, batchSize int) (map[string]*api.KVPair, map[string]bool, error) {
+// tooMuchValue is the error of a tier whose values come to more than tierValueBudget.
+func tooMuchValue(base string) error {
+	return fmt.Errorf("%w: the values under %s come to more than the %d MB a read fetches from a tier: not read; delete the junk under it",
+		ErrTooManyKeys, base, tierValueBudget>>20)
+}
+
+// tooManyNames is the error of a tier whose key names alone come to more than a listing
+// takes.
+func tooManyNames(base string) error {
+	return fmt.Errorf("%w: the names of the keys under %s come to more than the %d MB a listing reads: not read; delete the junk under it",
+		ErrTooManyKeys, base, listAnswerLimit>>20)
+}
+
+// opCost is what a get of key adds to a transaction's request, at most: the key JSON-escaped
+// (6 bytes for a control byte) and the operation's other fields.
+func opCost(key string) int { return 6*len(key) + 256 }
+
+// fetch gets the values of keys consistently, at most batchSize per transaction, each request
+// under fetchRequestLimit and each answer under fetchAnswerLimit (a batch whose answer is
+// larger is fetched again in halves). A key deleted after it was listed is returned in gone,
+// not as an error. Values larger than maxValueLen are replaced by a short text saying so
+// (which no parser accepts), so that a batch of junk is not kept: at most one batch of raw
+// values is held at a time. A value too large to fetch even alone (Consul's
+// kv_max_value_size raised past fetchAnswerLimit) is replaced so too, without its index.
+//
+// baseOf names the tier of a key (its base); once the values fetched of a tier come to more
+// than tierValueBudget, the rest of its keys are not fetched, and it is in over. timeout, if
+// not 0, bounds each request (else ctx bounds them all).
+func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func(key string) string, timeout time.Duration) (got map[string]*api.KVPair, gone, over map[string]bool, err error) {
 	if batchSize <= 0 {
 		batchSize = DefaultReadBatch
 	}
 	batchSize = min(batchSize, maxTxnOps)
-	got := make(map[string]*api.KVPair, len(keys))
-	gone := map[string]bool{}
+	got = make(map[string]*api.KVPair, len(keys))
+	gone, over = map[string]bool{}, map[string]bool{}
+	spent := map[string]int{}
+	spend := func(key string, n int) {
+		b := baseOf(key)
+		if spent[b] += n; spent[b] > tierValueBudget {
+			over[b] = true
+		}
+	}
+	size := batchSize // shrinks while answers are too large, grows back after
 	for len(keys) > 0 {
-		batch := keys[:min(batchSize, len(keys))]
+		n, cost := 0, 0
+		for n < min(size, len(keys)) && (n == 0 || cost+opCost(keys[n]) <= fetchRequestLimit) {
+			cost += opCost(keys[n])
+			n++
+		}
+		batch := keys[:n]
 		ops := make(api.KVTxnOps, 0, len(batch))
 		for _, k := range batch {
-			if !gone[k] {
+			if !gone[k] && !over[baseOf(k)] {
 				ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
 			}
 		}
@@ -79,9 +188,25 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int) (map[string
 			keys = keys[len(batch):]
 			continue
 		}
-		ok, resp, _, err := kv.Txn(ops, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			rctx, cancel = context.WithTimeout(ctx, timeout)
+		}
+		ok, resp, _, err := kv.Txn(ops, (&api.QueryOptions{RequireConsistent: true}).WithContext(consulclient.WithAnswerLimit(rctx, fetchAnswerLimit)))
+		cancel()
+		if errors.Is(err, consulclient.ErrAnswerTooLarge) && ctx.Err() == nil {
+			if len(ops) > 1 {
+				size = max(1, len(ops)/2)
+				continue
+			}
+			got[ops[0].Key] = &api.KVPair{Key: ops[0].Key,
+				Value: []byte(fmt.Sprintf("<a value of more than %d bytes, more than the %d a stored value may have: not read>", fetchAnswerLimit, maxValueLen))}
+			spend(ops[0].Key, fetchAnswerLimit)
+			keys = keys[len(batch):]
+			continue
+		}
 		if err != nil {
-			return nil, nil, fmt.Errorf("lock: read %s: %w", batch[0], err)
+			return nil, nil, nil, fmt.Errorf("lock: read %s: %w", clipKey(batch[0]), err)
 		}
 		if !ok {
 			// Consul fails a get of a missing key, and with it the whole transaction: drop
@@ -98,19 +223,21 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int) (map[string
 				if len(reasons) == 0 {
 					reasons = append(reasons, "consul refused the read without saying why")
 				}
-				return nil, nil, fmt.Errorf("%w: read %s: %s", ErrRejected, batch[0], strings.Join(reasons, "; "))
+				return nil, nil, nil, fmt.Errorf("%w: read %s: %s", ErrRejected, clipKey(batch[0]), strings.Join(reasons, "; "))
 			}
 			continue
 		}
 		for _, r := range resp.Results {
+			spend(r.Key, len(r.Key)+len(r.Value))
 			if len(r.Value) > maxValueLen {
 				r.Value = []byte(fmt.Sprintf("<a value of %d bytes, more than the %d a stored value may have: not read>", len(r.Value), maxValueLen))
 			}
 			got[r.Key] = r
 		}
 		keys = keys[len(batch):]
+		size = min(batchSize, 2*size)
 	}
-	return got, gone, nil
+	return got, gone, over, nil
 }
 
 // current reports whether the values fetched for keys are those the listing at index saw:
@@ -128,27 +255,39 @@ func current(keys []string, got map[string]*api.KVPair, gone map[string]bool, in
 
 // readTier reads one tier (base ends in "/"): its layout keys listed, their values fetched,
 // again from the start while the tier changes in between. waitIndex > 0 makes the listing a
-// blocking query (q carries its wait time); the fetches are always consistent.
+// blocking query (q carries its wait time); the fetches are always consistent. Keys whose
+// names no tier key can have are not fetched: the snapshot reports them in Suspect.
 //
 // want, if not nil, narrows the values fetched to the layout keys it accepts (relative to
 // the tier): a host asking for a slot needs neither the other hosts' convergence records nor
 // the operators' notes, and a tier of M hosts has M of those.
 func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrder QueueOrder, batchSize int, base string, q *api.QueryOptions, want func(rel string) bool) (*Snapshot, error) {
 	for range maxRereads {
-		all, index, err := listKeys(ctx, kv, base, q)
+		all, index, err := listKeys(ctx, kv, base, "", q)
+		if errors.Is(err, consulclient.ErrAnswerTooLarge) {
+			return nil, tooManyNames(base)
+		}
 		if err != nil {
 			return nil, err
 		}
-		keys := layoutKeys(all, base, want)
+		keys, junk := layoutKeys(all, base, want)
+		all = nil
 		if len(keys) > MaxTierKeys {
 			return nil, tooManyKeys(base, len(keys))
 		}
-		got, gone, err := fetch(ctx, kv, keys, batchSize)
+		got, gone, over, err := fetch(ctx, kv, keys, batchSize, func(string) string { return base }, 0)
 		if err != nil {
 			return nil, err
 		}
+		if over[base] {
+			return nil, tooMuchValue(base)
+		}
 		if current(keys, got, gone, index) {
-			return newSnapshot(tier, defaultMax, queueOrder, pairsOf(keys, got), base), nil
+			snap := newSnapshot(tier, defaultMax, queueOrder, pairsOf(keys, got), base)
+			if err := junk.err(base); err != nil {
+				snap.Suspect = append(snap.Suspect, err)
+			}
+			return snap, nil
 		}
 		// Changed meanwhile: list again at once (not blocking: the change is the news).
 		q = &api.QueryOptions{RequireConsistent: true}
@@ -157,16 +296,25 @@ func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrde
 }
 
 // layoutKeys keeps, sorted, the keys under base that belong to the tier layout (and that want
-// accepts, if want is not nil).
-func layoutKeys(all []string, base string, want func(string) bool) []string {
+// accepts, if want is not nil), and counts in junk the names under base too long for any of
+// them (that want accepts, cut to maxRelKeyLen).
+func layoutKeys(all []string, base string, want func(string) bool) ([]string, *junkNames) {
 	var keys []string
+	junk := &junkNames{}
 	for _, k := range all {
-		if rel, ok := strings.CutPrefix(k, base); ok && tierKey(rel) && (want == nil || want(rel)) {
+		rel, ok := strings.CutPrefix(k, base)
+		switch {
+		case !ok:
+		case len(rel) > maxRelKeyLen:
+			if want == nil || want(rel[:maxRelKeyLen]) {
+				junk.add(k)
+			}
+		case tierKey(rel) && (want == nil || want(rel)):
 			keys = append(keys, k)
 		}
 	}
 	sort.Strings(keys)
-	return keys
+	return keys, junk
 }
 
 func pairsOf(keys []string, got map[string]*api.KVPair) api.KVPairs {
@@ -193,6 +341,9 @@ func (s *Semaphore) treeOps(holder string) api.KVTxnOps {
 	if holder != "" {
 		keys = append(keys, convergedDir+holder)
 	}
+	if s.opts.Note != nil {
+		keys = append(keys, auditDir+NoteHistory) // see forHolder
+	}
 	var ops api.KVTxnOps
 	for _, k := range keys {
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVGetTree, Key: s.base + k})
@@ -215,19 +366,31 @@ func (s *Semaphore) ownQueueOps(holder string) api.KVTxnOps {
 
 // treePairs keeps, from the results of a transaction, the tier's layout keys that want accepts,
 // each once (the last result for a key is the latest: reads go after writes), sorted, with
-// values too large for any record replaced as fetch replaces them.
-func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.KVPairs, error) {
+// values too large for any record replaced as fetch replaces them. Names too long for any
+// layout key are counted in junk, not kept.
+func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.KVPairs, *junkNames, error) {
 	byKey := map[string]*api.KVPair{}
+	junk := &junkNames{}
+	seen := map[string]bool{}
 	for _, p := range results {
 		if p == nil {
 			continue
 		}
-		if rel, ok := strings.CutPrefix(p.Key, base); ok && tierKey(rel) && (want == nil || want(rel)) {
+		rel, ok := strings.CutPrefix(p.Key, base)
+		switch {
+		case !ok:
+		case len(rel) > maxRelKeyLen:
+			// The same key may come in several results (the reads after a write).
+			if c := clipKey(p.Key); !seen[c] && (want == nil || want(rel[:maxRelKeyLen])) {
+				seen[c] = true
+				junk.add(p.Key)
+			}
+		case tierKey(rel) && (want == nil || want(rel)):
 			byKey[p.Key] = p
 		}
 	}
 	if len(byKey) > MaxTierKeys {
-		return nil, tooManyKeys(base, len(byKey))
+		return nil, nil, tooManyKeys(base, len(byKey))
 	}
 	keys := make([]string, 0, len(byKey))
 	for k, p := range byKey {
@@ -237,5 +400,5 @@ func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.
 		}
 	}
 	sort.Strings(keys)
-	return pairsOf(keys, byKey), nil
+	return pairsOf(keys, byKey), junk, nil
 }

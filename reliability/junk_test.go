@@ -11,9 +11,11 @@ import (
 	"github.com/tierlock/tierlock/lock"
 )
 
-// About 200 junk values of 512 KB (Consul's largest) under the prefix, and a tier with more
-// keys than a read fetches: run, status, check and reap still work, and the junk tier is a
-// clear problem naming the cap, not an exhausted memory.
+// About 200 junk values of 512 KB (Consul's largest) under the prefix, a tier with more
+// keys than a read fetches, and a key with a 600 KB name in prod/web's converged/ (where a host
+// of prod/web may write): run, status, check and reap still work, each junk tier is a clear
+// problem naming the cap, not an exhausted memory, and the long name is a warning of prod/web
+// alone, cut.
 func TestJunkUnderThePrefix(t *testing.T) {
 	server := startServer(t, consulagent.Config{})
 	kv := clientOf(t, server, "").KV()
@@ -48,6 +50,9 @@ func TestJunkUnderThePrefix(t *testing.T) {
 	if _, err := kv.Put(&api.KVPair{Key: base + "max_concurrent", Value: []byte("2")}, nil); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := kv.Put(&api.KVPair{Key: base + "converged/" + strings.Repeat("x", 600<<10), Value: []byte("{}")}, nil); err != nil {
+		t.Fatal(err)
+	}
 	web1 := newHost(t, "web-1", server.Addr)
 	web2 := newHost(t, "web-2", server.Addr)
 	// A host's run works beside the junk: it takes its slot, and a failed run keeps it.
@@ -63,8 +68,11 @@ func TestJunkUnderThePrefix(t *testing.T) {
 	o = web1.run(t, "check", "--timeout", "2m")
 	out := o.stdout.String()
 	if o.code != 2 || !strings.Contains(out, "junk/many CRITICAL: invalid stored value: lock: too many keys: chef/junk/many/ has 4097 keys, more than the cap of 4096") ||
-		!strings.Contains(out, `junk/tier CRITICAL: invalid stored value: chef/junk/tier/running/host-000: "<a value of 524288 bytes`) {
-		t.Errorf("check: %s", o)
+		!strings.Contains(out, "junk/tier CRITICAL: invalid stored value: lock: too many keys: the values under chef/junk/tier/ come to more than the 16 MB") ||
+		!strings.Contains(out, "prod/web WARNING: ") || !strings.Contains(out, "web-1 failed (exit 1)") ||
+		!strings.Contains(out, "1 key under chef/prod/web/ with names longer than any tierlock key can have (263 bytes after the tier), not read: chef/prod/web/converged/xxxxxxxxxx") ||
+		strings.Contains(out, strings.Repeat("x", 100)) {
+		t.Errorf("check: %.4000s", o)
 	}
 	t.Logf("check: %s", out)
 	// The tier over the cap: a run there is refused, naming the cap.

@@ -170,13 +170,13 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		}
 	}
 	sig := stopWatching()
-	a.printReaped(a.Stdout, o, freed, verdicts)
 	var hidden []string
 	for _, v := range verdicts {
 		if v.Hidden {
 			hidden = append(hidden, v.Node)
 		}
 	}
+	a.printReaped(a.Stdout, o, freed, verdicts, err == nil && len(hidden) == 0)
 	switch {
 	case err == nil && len(hidden) > 0:
 		// The reaper cannot do its job with this token: that must not pass as "nothing to free".
@@ -199,8 +199,9 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 }
 
 // printReaped writes one line per slot freed (or that would be), and, for the catalog, one
-// line per node that is dead or on its way.
-func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, verdicts []monitor.NodeVerdict) {
+// line per node that is dead or on its way. complete says the reaping read every tier: only
+// then may it say there was nothing to free.
+func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, verdicts []monitor.NodeVerdict, complete bool) {
 	for _, v := range verdicts {
 		if v.Reason != "alive" {
 			fmt.Fprintf(w, "node %s: %s\n", safetext.Text(v.Node), safetext.Text(v.Reason))
@@ -240,7 +241,7 @@ func (a *App) printReaped(w io.Writer, o reapOptions, freed []monitor.Freed, ver
 		}
 		fmt.Fprintf(w, "%s %s %s (%s)\n", verb, safetext.Text(f.Tier), safetext.Text(f.Holder), strings.Join(about, ", "))
 	}
-	if len(freed) == 0 {
+	if len(freed) == 0 && complete {
 		target := o.target
 		if o.catalog {
 			target = "a node that is gone"

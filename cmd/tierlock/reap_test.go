@@ -180,4 +180,8 @@ func TestReapConsulUnreachable(t *testing.T) {
 	if !strings.Contains(r.stderr, "retrying") {
 		t.Errorf("no retries logged: %s", r.stderr)
 	}
+	// Nothing was read: that is not "nothing to free".
+	if strings.Contains(r.stdout, "nothing to free") {
+		t.Errorf("a reaping that read nothing says: %s", r.stdout)
+	}
 }

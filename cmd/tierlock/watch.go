@@ -101,9 +101,12 @@ func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Dura
 
 // waitChange blocks until something under key changes after index (or watchWait passes, so
 // the ages shown stay fresh), and returns the index to wait on next. Consul's index may go
-// backwards (a snapshot restore); starting again from 0 is its advice.
+// backwards (a snapshot restore); starting again from 0 is its advice. The listing stops at
+// the first "/" (its index still covers everything under key), and its answer is capped: the
+// names of every key under the prefix, junk included, are not worth a byte here.
 func waitChange(ctx context.Context, kv *api.KV, key string, index uint64) (uint64, error) {
-	_, meta, err := kv.Keys(key, "", (&api.QueryOptions{WaitIndex: index, WaitTime: watchWait}).WithContext(ctx))
+	ctx = consulclient.WithAnswerLimit(ctx, watchAnswerLimit)
+	_, meta, err := kv.Keys(key, "/", (&api.QueryOptions{WaitIndex: index, WaitTime: watchWait}).WithContext(ctx))
 	if err != nil {
 		return index, err
 	}
@@ -112,6 +115,10 @@ func waitChange(ctx context.Context, kv *api.KV, key string, index uint64) (uint
 	}
 	return meta.LastIndex, nil
 }
+
+// watchAnswerLimit caps the answer of waitChange's listing: environments (or a tier's
+// directories) are a few bytes each.
+const watchAnswerLimit = 1 << 20
 
 // isTerminal reports whether w is a terminal, where the view is redrawn in place.
 func isTerminal(w io.Writer) bool {
