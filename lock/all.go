@@ -104,8 +104,8 @@ type tierList struct {
 // listTiers lists the keys of every tier under prefix: the environments, each environment's
 // services, then each tier's keys, so that junk names under a tier (which a host of the tier
 // may write) cost that tier alone. A tier's listing whose answer is too large, or which Consul
-// takes longer than tierListTimeout to give (it builds the whole answer first: 500 MB of names
-// take it 8 s or more), leaves the tier unread, the reason in over. Only junk directly under
+// takes longer than tierListTimeout to give twice in a row (it builds the whole answer first:
+// 500 MB of names take it 8 s or more), leaves the tier unread, the reason in over. Only junk directly under
 // prefix or an environment, where only a token for the whole prefix or environment may write,
 // can fail the listing of every tier.
 //
@@ -130,16 +130,26 @@ func listTiers(ctx context.Context, kv KV, prefix string, timeout time.Duration)
 			}
 			base := prefix + "/" + t + "/"
 			d := tierListTimeout(timeout)
-			tctx, cancel := context.WithTimeout(ctx, d)
-			keys, index, err := listKeys(tctx, kv, base, "", q)
-			cancel()
+			var keys []string
+			var index uint64
+			var err error
+			// Slow twice in a row, not once: one request may stall for reasons of its own.
+			for range 2 {
+				tctx, cancel := context.WithTimeout(ctx, d)
+				keys, index, err = listKeys(tctx, kv, base, "", q)
+				cancel()
+				if err == nil || ctx.Err() != nil || !errors.Is(tctx.Err(), context.DeadlineExceeded) {
+					break
+				}
+				err = fmt.Errorf("%w: consul took longer than %s, twice, to list the keys under %s (junk names under it make the listing slow): not read; delete the junk under it",
+					ErrTooManyKeys, d, base)
+			}
 			switch {
 			case errors.Is(err, consulclient.ErrAnswerTooLarge):
 				listed[t] = &tierList{junk: &junkNames{}, over: tooManyNames(base)}
 				continue
-			case err != nil && ctx.Err() == nil && tctx.Err() != nil:
-				listed[t] = &tierList{junk: &junkNames{}, over: fmt.Errorf("%w: consul took longer than %s to list the keys under %s (junk names under it make the listing slow): not read; delete the junk under it",
-					ErrTooManyKeys, d, base)}
+			case errors.Is(err, ErrTooManyKeys):
+				listed[t] = &tierList{junk: &junkNames{}, over: err}
 				continue
 			case err != nil:
 				return nil, err

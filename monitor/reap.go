@@ -63,15 +63,28 @@ func NewReaper(kv lock.KV, opts Options) (*Reaper, error) {
 // Find returns what Reap would free (in the same order), from one consistent read. It writes
 // nothing: it is Reap's dry run.
 func (r *Reaper) Find(ctx context.Context, match Match) ([]Freed, error) {
+	found, _, err := r.find(ctx, match)
+	return found, err
+}
+
+// find is Find, and also says which tiers could not be read (junk under them: see
+// lock.ReadAll), where nothing can be found.
+func (r *Reaper) find(ctx context.Context, match Match) ([]Freed, []error, error) {
 	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout, ReadBatch: r.opts.ReadBatch})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var found []Freed
+	var unread []error
 	for _, snap := range snaps {
 		found = append(found, matching(snap, match)...)
+		for _, p := range snap.Problems {
+			if errors.Is(p, lock.ErrTooManyKeys) {
+				unread = append(unread, fmt.Errorf("monitor: tier %s not read: %w", snap.Tier, p))
+			}
+		}
 	}
-	return found, nil
+	return found, unread, nil
 }
 
 // Reap frees every slot and removes every queue entry match selects, in every tier under the
@@ -179,6 +192,7 @@ type Reaping struct {
 	r      *Reaper
 	match  Match
 	seen   []Freed // what match selected at the first read; nil before
+	unread []error // the tiers the first read could not read
 	freed  []Freed // what attempts reported freeing
 	failed bool    // an attempt failed: what it freed is not known
 }
@@ -189,11 +203,11 @@ func (r *Reaper) Reaping(match Match) *Reaping { return &Reaping{r: r, match: ma
 // Attempt makes one attempt at freeing what is left.
 func (g *Reaping) Attempt(ctx context.Context) error {
 	if g.seen == nil {
-		seen, err := g.r.Find(ctx, g.match)
+		seen, unread, err := g.r.find(ctx, g.match)
 		if err != nil {
 			return err
 		}
-		g.seen, g.match = append([]Freed{}, seen...), only(g.match, seen)
+		g.seen, g.match, g.unread = append([]Freed{}, seen...), only(g.match, seen), unread
 	}
 	got, err := g.r.Reap(ctx, g.match)
 	g.freed = append(g.freed, got...)
@@ -202,6 +216,11 @@ func (g *Reaping) Attempt(ctx context.Context) error {
 	}
 	return err
 }
+
+// Unread names the tiers the reaping could not read, and why (junk under them): a slot of the
+// dead host there is not freed. The caller reports them; they are not an error of the
+// reaping, which freed what it could read, so that one tier's junk does not fail the others.
+func (g *Reaping) Unread() []error { return g.unread }
 
 // Freed is what the reaping freed, in Reap's order. When an attempt failed, its answer may have
 // been lost after Consul freed slots, so Freed reads the tiers again: what the reaping selected

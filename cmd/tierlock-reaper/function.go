@@ -220,6 +220,11 @@ func (d *deps) reap(ctx context.Context, log *logrus.Entry, match monitor.Match)
 	}.Budget()
 	reaping := d.reaper.Reaping(match)
 	err := budget.Do(ctx, "reap", reaping.Attempt)
+	for _, u := range reaping.Unread() {
+		// Logged, not failed: the other tiers are reaped, and failing would only repeat the
+		// event until the junk is deleted (check reports the tier CRITICAL meanwhile).
+		log.WithError(u).Warn("tier not read: a slot of this instance there, if any, is not freed")
+	}
 	var freed []monitor.Freed
 	// After a lost answer, what was freed is known only by reading again.
 	ferr := budget.Do(ctx, "read what was freed", func(ctx context.Context) (err error) {

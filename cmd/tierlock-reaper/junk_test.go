@@ -194,8 +194,16 @@ func TestBootstrapJunk(t *testing.T) {
 		t.Errorf("second answer: %.2000s", o.body)
 	}
 	took2 := time.Since(start2)
-	if log := stdout.String(); strings.Contains(log, strings.Repeat("n", 100)) {
+	log := stdout.String()
+	if strings.Contains(log, strings.Repeat("n", 100)) {
 		t.Errorf("the log quotes a junk name at length: %d bytes of log", len(log))
+	}
+	// The tiers of junk are named in the log, not failed.
+	for _, tr := range []string{"junk/names", "junk/values"} {
+		if !strings.Contains(log, `"msg":"tier not read: a slot of this instance there, if any, is not freed"`) ||
+			!strings.Contains(log, "monitor: tier "+tr+" not read: lock: too many keys") {
+			t.Errorf("no warning of %s in the log: %.3000s", tr, log)
+		}
 	}
 	peak := peakRSS(t, proc.cmd.Process.Pid)
 	agent, _ := agents.Get(t)

@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -61,4 +62,23 @@ func clipped(s string) string {
 		return s[:4000] + "..."
 	}
 	return s
+}
+
+// More junk names under one tier than a listing reads: reap frees the slot in another tier,
+// exits 0, and warns that the junk tier was not read.
+func TestReapBesideAnUnreadTier(t *testing.T) {
+	failRun(t, "db/main", "db-1", "i-0dead")
+	for i := range 8 { // 8 × 600 KB: more than the 4 MB a listing reads
+		key := fmt.Sprintf("%s/stage/junk/queue/%d%s", prefix(t), i, strings.Repeat("x", 600<<10))
+		if _, err := consul(t).KV().Put(&api.KVPair{Key: key, Value: []byte("{}")}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := tl(t, "reap", "--instance-id", "i-0dead")
+	wantCode(t, r, 0)
+	if !strings.HasPrefix(r.stdout, "freed db/main db-1") ||
+		!strings.Contains(r.stderr, "tier not read: a slot there, if any, is not freed") ||
+		!strings.Contains(r.stderr, "monitor: tier stage/junk not read: lock: too many keys: the names of the keys under "+prefix(t)+"/stage/junk/ come to more than the 4 MB") {
+		t.Errorf("reap: %s\n%s", clipped(r.stdout), clipped(r.stderr))
+	}
 }

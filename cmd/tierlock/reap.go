@@ -170,6 +170,9 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 		}
 	}
 	sig := stopWatching()
+	for _, u := range reaping.Unread() {
+		log.WithError(explain(u)).Warn("tier not read: a slot there, if any, is not freed")
+	}
 	var hidden []string
 	for _, v := range verdicts {
 		if v.Hidden {
