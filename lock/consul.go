@@ -53,7 +53,7 @@ func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOp
 	ok, resp, meta, err := s.kv.Txn(ops, q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
 	switch {
 	case errors.Is(err, consulclient.ErrAnswerTooLarge):
-		snap, err := readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, forHolder(holder))
+		snap, err := readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, s.forHolder(holder))
 		if snap != nil {
 			snap.bounded = true
 		}
@@ -71,7 +71,7 @@ func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOp
 
 // snapshot is the tier as results (of a transaction ending in holder's treeOps) show it.
 func (s *Semaphore) snapshot(results []*api.KVPair, holder string) (*Snapshot, error) {
-	pairs, junk, err := treePairs(results, s.base, forHolder(holder))
+	pairs, junk, err := treePairs(results, s.base, s.forHolder(holder))
 	if err != nil {
 		return nil, err
 	}
@@ -83,13 +83,16 @@ func (s *Semaphore) snapshot(results []*api.KVPair, holder string) (*Snapshot, e
 }
 
 // forHolder narrows a read to what holder's Acquire decides on: every key of the layout but
-// the other hosts' convergence records and the operators' notes.
-func forHolder(holder string) func(string) bool {
+// the other hosts' convergence records and the operators' notes. An operator's write on
+// holder's behalf (release, forget), which carries a note, also reads audit/history, which
+// its note heads with check-and-set (see withNote).
+func (s *Semaphore) forHolder(holder string) func(string) bool {
+	history := s.opts.Note != nil
 	return func(rel string) bool {
 		if h, ok := strings.CutPrefix(rel, convergedDir); ok {
 			return h == holder
 		}
-		return !strings.HasPrefix(rel, auditDir)
+		return !strings.HasPrefix(rel, auditDir) || history && rel == auditDir+NoteHistory
 	}
 }
 
@@ -234,7 +237,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool) 
 		rec := Record{
 			Holder: w.Holder, Hostname: w.Hostname, InstanceID: w.InstanceID, Node: w.Node, PID: w.PID,
 			State: StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1,
-			Command: w.Command, RunID: w.RunID, Version: w.Version,
+			Command: w.Command, RunID: w.RunID, Version: w.Version, Protocol: w.Protocol,
 		}
 		value, err := json.Marshal(rec)
 		if err != nil {

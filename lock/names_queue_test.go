@@ -1,6 +1,7 @@
 package lock
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -82,5 +83,40 @@ func TestSnapshotQueueShapes(t *testing.T) {
 				t.Errorf("suspect %v; want one naming queue/a and saying %q", snap.Suspect, tc.says)
 			}
 		})
+	}
+}
+
+// A waiter of a newer waiting protocol than this tierlock's is ranked as usual but never handed
+// a slot nor nudged (its record would be written, and its entry re-encoded, by a host that does
+// not know all it means); Newer names it, for the run's log. Protocol 2 and entries without a
+// protocol (older versions) are handed slots as always.
+func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
+	s, err := New(nil, Options{Tier: "prod/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := func(holder string, idx uint64, protocol int) *api.KVPair {
+		return &api.KVPair{Key: s.base + "queue/" + holder, Session: "s", CreateIndex: idx, ModifyIndex: idx,
+			Value: []byte(fmt.Sprintf(`{"holder":%q,"run_id":"r-%s","protocol":%d}`, holder, holder, protocol))}
+	}
+	snap := newSnapshot("prod/web", 1, OrderArrival, api.KVPairs{
+		{Key: s.base + "max_concurrent", Value: []byte("3"), ModifyIndex: 1},
+		entry("future", 5, Protocol+1), entry("old", 6, 0), entry("today", 7, Protocol),
+	}, s.base)
+	if len(snap.Queue) != 3 || snap.Queue[0].Holder != "future" {
+		t.Fatalf("queue %v: want the newer waiter ranked first", snap.Queue)
+	}
+	ops, to, err := s.grants(snap, "", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if to["future"] || !to["old"] || !to["today"] || len(ops) != 2*opsPerGrant {
+		t.Errorf("granted %v in %d ops: want old and today, never future", to, len(ops))
+	}
+	if op := s.nudge(snap, "", 0, map[string]bool{}); op == nil || !strings.HasSuffix(op.Key, "queue/old") {
+		t.Errorf("nudge %v: want the entry of old, the first it may hand a slot to", op)
+	}
+	if got := snap.Newer(); len(got) != 1 || got[0] != fmt.Sprintf("queue/future (protocol %d)", Protocol+1) {
+		t.Errorf("Newer() = %q", got)
 	}
 }

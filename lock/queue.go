@@ -39,6 +39,8 @@ type Waiter struct {
 	PID      int    `json:"pid,omitempty"`
 	Command  string `json:"command,omitempty"`
 	Version  string `json:"version,omitempty"`
+	// Protocol is the waiting protocol the waiter speaks (0: 2 or older; see Protocol).
+	Protocol int `json:"protocol,omitempty"`
 	// ConvergedAt is the holder's last convergence when it joined (nil: never), which ranks it.
 	ConvergedAt *time.Time `json:"converged_at"`
 	Session     string     `json:"-"`

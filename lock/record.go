@@ -39,7 +39,25 @@ type Record struct {
 	Command    string    `json:"command"`
 	RunID      string    `json:"run_id"`
 	Version    string    `json:"version"`
+	// Protocol is the waiting protocol its writer speaks (see Protocol); 0 in records of
+	// versions before it was written down.
+	Protocol int `json:"protocol,omitempty"`
 }
+
+// Protocol is the version of the waiting protocol this tierlock speaks: what a queue entry
+// means, who hands a freed slot to whom, and what a waiter watches. docs/keys.md says what
+// each version may assume of the others. Entries and records without the field are of
+// protocol 2 or older:
+//
+//	1  the first release: a waiter watched the entry ranked ahead of it (or current), and a
+//	   release only freed its slot.
+//	2  the write that frees a slot hands it to the head of the line in the same transaction
+//	   (its entry deleted, its running/ record written from the entry); each waiter watches
+//	   its own entry; a write that leaves a slot free rewrites the next waiter's entry (nudge).
+//
+// It changes only when an older host's hand-over would be wrong for a newer entry: fields
+// added to a record or an entry do not change it.
+const Protocol = 2
 
 // maxValueLen bounds what we accept from a stored value; a record is a few hundred bytes.
 const maxValueLen = 64 << 10

@@ -182,7 +182,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 		}
 		now := s.opts.Now().UTC()
 		rec := req.Record
-		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode = StateRunning, now, now, nil
+		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Protocol = StateRunning, now, now, nil, Protocol
 		var reentered bool
 		decision := snap.Decide(req.Holder)
 		switch decision {
@@ -538,7 +538,7 @@ func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time
 	q.leave(ctx)
 	return s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
 		Hostname: req.Hostname, PID: req.PID, Command: req.Command, Version: req.Version,
-		ConvergedAt: snap.convergedAt(req.Holder)})
+		Protocol: Protocol, ConvergedAt: snap.convergedAt(req.Holder)})
 }
 
 // backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so

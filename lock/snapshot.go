@@ -285,16 +285,37 @@ func (s *Snapshot) Ahead(holder string) int {
 	return n
 }
 
-// grantable is the line a write may hand slots to, in rank order: waiters that hold no slot
-// and whose entry names its run, but skip.
+// grantable is the line a write may hand slots to, in rank order: waiters that hold no slot,
+// but skip. A waiter of a newer protocol than ours is left out: its running/ record would be
+// written from an entry whose meaning we do not fully know (and a nudge, re-encoding it, would
+// drop what we do not know), so it takes its own slot when it looks (see Newer).
 func (s *Snapshot) grantable(skip string) []Waiter {
 	var line []Waiter
 	for _, w := range s.Queue {
-		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds {
+		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds && w.Protocol <= Protocol {
 			line = append(line, w)
 		}
 	}
 	return line
+}
+
+// Newer names the waiters and holders that speak a newer protocol than this tierlock (see
+// Protocol): it ranks their waiters as usual but hands them no slot, and says so, so that a
+// fleet in the middle of an upgrade knows why.
+func (s *Snapshot) Newer() []string {
+	var out []string
+	for _, w := range s.Queue {
+		if w.Protocol > Protocol {
+			out = append(out, fmt.Sprintf("queue/%s (protocol %d)", w.Holder, w.Protocol))
+		}
+	}
+	for h, r := range s.Holders {
+		if r.Protocol > Protocol {
+			out = append(out, fmt.Sprintf("running/%s (protocol %d)", h, r.Protocol))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // holderRank is holder's place among the holders by the start of their runs (then name).

@@ -123,6 +123,9 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 		if !waiting {
 			waiting = true
 			log.Infof("tier full (%d of %d slots held), waiting up to %s", s.Held(), s.Max, o.wait)
+			if newer := s.Newer(); len(newer) > 0 {
+				log.Warnf("the tier has hosts of a newer waiting protocol than this tierlock's %d (%s): they are ranked, but this host hands them no slot; they take their own", lock.Protocol, strings.Join(newer, ", "))
+			}
 		}
 	}
 	out := job.Run(ctx)
@@ -257,12 +260,13 @@ func (a *App) nodeName(ctx context.Context, log *logrus.Entry, client *api.Clien
 }
 
 // dryRun reads the tier and says what run would do. Exit 0 if it would run now, 75 if it would
-// skip or wait, 78 if the tier is misconfigured.
+// skip or wait, 78 if the tier is misconfigured; a read that fails exits as a real run's would
+// (75 when Consul may come back, 78 when it refuses: an ACL, TLS), through the same mapping.
 func (a *App) dryRun(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore, retry *consulRetry, o runOptions) int {
 	snap, err := readTier(ctx, sem, retry, "read")
 	if err != nil {
-		log.WithError(err).Error("consul unavailable")
-		return exitTempFail
+		logNotRun(log, runner.Outcome{Err: err})
+		return exitCode(explain(err))
 	}
 	if err := snap.Err(); err != nil {
 		log.WithError(err).Error("tier misconfigured")
