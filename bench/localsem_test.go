@@ -127,7 +127,10 @@ func TestMeasureLocalSemaphore(t *testing.T) {
 	dir := t.TempDir()
 	proxy := newCountingProxy("127.0.0.1:1") // nothing may reach it: requests must stay 0
 	defer proxy.Close()
-	w := workload{M: 8, N: 2, T: 50 * time.Millisecond}
+	// Runs long enough to overlap: each host is a race-built process that costs some 160 ms of
+	// CPU to start, and with runs of 50 ms a busy 2-core machine (make test runs the packages
+	// side by side) once served all 8 one at a time.
+	w := workload{M: 8, N: 2, T: 300 * time.Millisecond}
 	s, err := newLocalSem(filepath.Join(dir, "sem.sock"), w.N)
 	if err != nil {
 		t.Fatal(err)
