@@ -177,7 +177,19 @@ func TestWaiterGetsSlotWhenReleased(t *testing.T) {
 		_, err := s.Acquire(ctx(t), r)
 		got <- err
 	}()
-	time.Sleep(300 * time.Millisecond)
+	// Release once web-2 waits in line (its entry is there), not after a guessed sleep.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		snap, err := s.Read(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Queue) == 1 && snap.Queue[0].Holder == "web-2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("web-2 never joined the queue")
+		}
+	}
 	if err := s.Release(ctx(t), first); err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,12 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
 	"regexp"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -123,8 +125,11 @@ func TestJobTrappedSignalIsInterrupted(t *testing.T) {
 	job := newJob(sem, "r1", `trap 'exit 0' TERM; echo ready; while :; do sleep 0.05; done`)
 	signals := make(chan os.Signal, 1)
 	job.Signals = signals
+	// The signal goes once the trap is set, which the script says: not after a guessed sleep.
+	ready := &sayReady{ready: make(chan struct{})}
+	job.Command.Stdout = ready
 	job.Acquired = func(*lock.Slot, time.Duration) {
-		go func() { time.Sleep(300 * time.Millisecond); signals <- syscall.SIGTERM }()
+		go func() { <-ready.ready; signals <- syscall.SIGTERM }()
 	}
 	out := job.Run(context.Background())
 	var failed *runner.CommandError
@@ -223,4 +228,22 @@ func TestJobSlotFreedByOthers(t *testing.T) {
 	if out.Err != nil || !errors.Is(out.Recording, lock.ErrNotHeld) {
 		t.Errorf("outcome %+v, want success with recording ErrNotHeld", out)
 	}
+}
+
+// sayReady closes ready once the command has written "ready".
+type sayReady struct {
+	mu    sync.Mutex
+	seen  []byte
+	ready chan struct{}
+}
+
+func (w *sayReady) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	had := bytes.Contains(w.seen, []byte("ready"))
+	w.seen = append(w.seen, p...)
+	if !had && bytes.Contains(w.seen, []byte("ready")) {
+		close(w.ready)
+	}
+	return len(p), nil
 }

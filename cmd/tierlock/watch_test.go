@@ -75,7 +75,15 @@ func TestStatusWatchInTerminal(t *testing.T) {
 				t.Errorf("%s: %v\n%s", host, err, out.String())
 			}
 		}()
-		time.Sleep(150 * time.Millisecond) // arrival order web-1..web-4
+		// Arrival order web-1..web-4: the next host starts once this one holds a slot or waits.
+		waitFor(t, host+" in the tier", func() bool {
+			for _, dir := range []string{"running/", "queue/"} {
+				if p, _, _ := consul(t).KV().Get(prefix(t)+"/"+tier+"/"+dir+host, nil); p != nil {
+					return true
+				}
+			}
+			return false
+		})
 	}
 	mid := waitPane("two running and two waiting", func(p string) bool {
 		return strings.Count(p, "running") == 2 && strings.Contains(p, "2 waiting")
