@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -178,11 +179,15 @@ func TestReleaseFailingForGood(t *testing.T) {
 			m := marker(t, "ran")
 			p := faultproxy.New(agentAddr(t))
 			defer p.Close()
-			faulted := make(chan struct{})
+			// retrying closes once the release has failed twice: the run is in its retries.
+			retrying := make(chan struct{})
 			var once sync.Once
+			var failed atomic.Int32
 			p.SetRule(func(r *http.Request) int {
 				if r.URL.Path == "/v1/txn" && exists(m) {
-					once.Do(func() { close(faulted) })
+					if failed.Add(1) == 2 {
+						once.Do(func() { close(retrying) })
+					}
 					return http.StatusInternalServerError
 				}
 				return faultproxy.Pass
@@ -197,8 +202,7 @@ func TestReleaseFailingForGood(t *testing.T) {
 			}
 			var sent time.Time
 			if signal {
-				<-faulted
-				time.Sleep(300 * time.Millisecond) // into the retries
+				<-retrying
 				sent = time.Now()
 				signalProcess(t, cmd, syscall.SIGTERM)
 			}
