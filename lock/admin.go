@@ -40,7 +40,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 // Disabling a disabled tier writes nothing.
 func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
-		if snap.MaxSet && snap.Max == 0 {
+		if snap.MaxSet && snap.Max == 0 { // a stored 0, not Disabled(): disable writes one
 			return nil, errUnchanged
 		}
 		ops := []*api.KVTxnOp{s.set(snap, keyMax, "0")}
@@ -80,7 +80,7 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 		case snap.SavedSet && snap.Saved != 0:
 			limit = snap.Saved
 			ops = append(ops, s.set(snap, keyMax, strconv.Itoa(snap.Saved)))
-		case snap.MaxSet && snap.Max == 0:
+		case snap.MaxSet && snap.Max == 0: // a stored 0 (not Disabled()), which enable removes
 			limit = s.opts.DefaultMax
 			ops = append(ops, s.del(snap, keyMax))
 		}

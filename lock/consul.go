@@ -186,7 +186,7 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 // the next ones. The write is a check-and-set: an entry that went meanwhile (its session
 // ended) must not come back without one. It keeps the entry's session.
 func (s *Semaphore) nudge(snap *Snapshot, skip string, count int, granted map[string]bool) *api.KVTxnOp {
-	if snap.Max == 0 || (snap.Max > 0 && count >= snap.Max) {
+	if snap.Disabled() || (snap.Max > 0 && count >= snap.Max) {
 		return nil
 	}
 	for _, w := range snap.grantable(skip) {
@@ -214,7 +214,7 @@ const maxGrants = 16
 // release wakes no one to race for the slot: the head finds it already holds it, and current
 // is not fought over by takes and releases. skip is the holder the write is for.
 func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool) (api.KVTxnOps, map[string]bool, error) {
-	if snap.Max == 0 || snap.Drift() {
+	if snap.Disabled() || snap.Drift() {
 		return nil, nil, nil // disabled, or a count not to build on
 	}
 	line := snap.grantable(skip)
@@ -363,7 +363,7 @@ func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, er
 
 // canAdmit reports whether snap shows a slot free and a waiter a write could hand it to.
 func canAdmit(snap *Snapshot) bool {
-	if snap.Max == 0 || snap.Drift() || (snap.Max > 0 && snap.Held() >= snap.Max) {
+	if snap.Disabled() || snap.Drift() || (snap.Max > 0 && snap.Held() >= snap.Max) {
 		return false
 	}
 	return len(snap.grantable("")) > 0

@@ -53,6 +53,11 @@ type Snapshot struct {
 	badSaved   bool              // max_saved is stored but not a value of max_concurrent
 }
 
+// Disabled reports whether no run may start in the tier: max_concurrent is 0, stored (set by
+// disable) or, for a run whose --default-max is 0, by default. Every "is the tier disabled"
+// asks this; only the operator's writes, which care whether a 0 is stored, look at MaxSet too.
+func (s *Snapshot) Disabled() bool { return s.Max == 0 }
+
 // Exists reports whether the tier has any key stored.
 func (s *Snapshot) Exists() bool { return len(s.modify) > 0 }
 
@@ -254,7 +259,7 @@ func (d Decision) String() string {
 // hands the slots left free to the waiters behind it (see grants), so waiters never race one
 // another for free slots.
 func (s *Snapshot) Decide(holder string) Decision {
-	if s.Max == 0 {
+	if s.Disabled() {
 		return Disabled
 	}
 	if _, ok := s.Holders[holder]; ok {

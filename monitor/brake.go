@@ -57,7 +57,7 @@ func orUnknown(s string) string {
 // judgeBrake describes a disabled tier (who pulled the brake, when and why, when a note says
 // so) and warns when it has been disabled longer than th.DisabledWarn (0: never).
 func judgeBrake(s *lock.Snapshot, now time.Time, th Thresholds) (text, warn string) {
-	if !s.MaxSet || s.Max != 0 {
+	if !s.Disabled() {
 		return "", ""
 	}
 	n, ok := s.Notes[lock.NoteMax]

@@ -121,7 +121,7 @@ func Judge(snaps []*lock.Snapshot, now time.Time, th Thresholds) Verdict {
 }
 
 func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
-	tv := TierVerdict{Tier: s.Tier, Held: s.Held(), Disabled: s.MaxSet && s.Max == 0}
+	tv := TierVerdict{Tier: s.Tier, Held: s.Held(), Disabled: s.Disabled()}
 	var crit, warn []string
 	for _, p := range s.Problems {
 		crit = append(crit, "invalid stored value: "+p.Error())
@@ -219,7 +219,7 @@ func judgeQueue(s *lock.Snapshot, now time.Time, th Thresholds) []string {
 			out = append(out, fmt.Sprintf("%s: no readable since (not written by tierlock?); it waits in the queue", key))
 		case -d > ClockSkew:
 			out = append(out, fmt.Sprintf("%s: since %s (%s ahead) lies in the future: a clock is wrong or the entry is not tierlock's", key, w.Since.UTC().Format(time.RFC3339), Age(-d)))
-		case i == 0 && d > limit && !(s.MaxSet && s.Max == 0):
+		case i == 0 && d > limit && !s.Disabled():
 			out = append(out, fmt.Sprintf("%s: first in the queue, waiting for %s (more than %s): nobody behind it moves; is a slot stuck, or is the entry not a waiter?", key, Age(d), Age(limit)))
 		}
 	}

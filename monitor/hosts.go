@@ -99,7 +99,7 @@ func judgeConvergence(s *lock.Snapshot, now time.Time, th Thresholds) convergenc
 			continue
 		}
 		cv.oldest = max(cv.oldest, h.Age)
-		if s.MaxSet && s.Max == 0 {
+		if s.Disabled() {
 			continue
 		}
 		msg := fmt.Sprintf("%s last converged %s ago", h.Holder, Age(h.Age))

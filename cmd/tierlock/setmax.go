@@ -56,7 +56,7 @@ func (a *App) disableCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			if before.MaxSet && before.Max == 0 {
+			if before.Disabled() {
 				fmt.Fprintf(a.Stdout, "%s: already disabled; nothing changed\n", o.tier)
 				return nil
 			}

@@ -85,7 +85,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 		switch {
 		case len(s.Problems) > 0:
 			max = "INVALID"
-		case s.Max == 0:
+		case s.Disabled():
 			max = "off"
 		case s.Max < 0:
 			max = "unlim"
@@ -305,7 +305,7 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 	for _, tv := range v.Tiers {
 		s := bySnap[tv.Tier]
 		ts := tierStatus{Tier: s.Tier, Status: tv.Status.String(), MaxConcurrent: s.Max, MaxSet: s.MaxSet,
-			Disabled: s.Max == 0, Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
+			Disabled: s.Disabled(), Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
 			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{},
 			HostsKnown: tv.Hosts, OldestConvergedSeconds: int64(tv.OldestConverged.Seconds()),
 			Unconverged: append([]string{}, tv.Unconverged...), Hosts: []hostStatus{}, Notes: s.Notes}
@@ -369,7 +369,7 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 			oldest = max(oldest, now.Sub(rec.StartedAt))
 			startG.WithLabelValues(s.Tier, safetext.Text(h), string(rec.State)).Set(unixSeconds(rec.StartedAt))
 		}
-		if s.MaxSet && s.Max == 0 {
+		if s.Disabled() {
 			at := 0.0 // disabled by hand, or before tierlock kept notes: since when is unknown
 			if n, ok := s.Notes[lock.NoteMax]; ok && (n.Action == "disable" || n.Action == "set-max" && n.Value == "0") {
 				at = unixSeconds(n.At)
