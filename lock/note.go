@@ -63,9 +63,8 @@ const (
 // MaxHistory bounds audit/history: with MaxReason, its value stays under 16 KiB.
 const MaxHistory = 16
 
-// noteOp is the write of n as audit/<kind>. It is not guarded: notes are last-writer-wins,
-// and the change they ride with carries the transaction's checks.
-func (s *Semaphore) noteOp(kind string, n *Note) (*api.KVTxnOp, error) {
+// encodeNote is n as stored under audit/, its reason checked against MaxReason.
+func encodeNote(n *Note) ([]byte, error) {
 	if len(n.Reason) > MaxReason {
 		return nil, fmt.Errorf("lock: reason of %d bytes: at most %d", len(n.Reason), MaxReason)
 	}
@@ -73,25 +72,27 @@ func (s *Semaphore) noteOp(kind string, n *Note) (*api.KVTxnOp, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lock: encode note: %w", err)
 	}
-	return &api.KVTxnOp{Verb: api.KVSet, Key: s.base + auditDir + kind, Value: value}, nil
+	return value, nil
 }
 
 // withNote is ops with Options.Note, as action on value, written as audit/<kind> (unless kind
-// is "") and at the head of audit/history, when there is a note to write. The history is
-// written with check-and-set against snap, so that two operators' changes at once cannot
-// lose one of them: the loser's whole transaction is read again and retried.
+// is "") and at the head of audit/history, when there is a note to write. audit/<kind> is not
+// guarded: those notes are last-writer-wins, and the change they ride with carries the
+// transaction's checks. The history is written with check-and-set against snap, so that two
+// operators' changes at once cannot lose one of them: the loser's whole transaction is read
+// again and retried.
 func (s *Semaphore) withNote(snap *Snapshot, ops []*api.KVTxnOp, kind, action, value string) ([]*api.KVTxnOp, error) {
 	if s.opts.Note == nil {
 		return ops, nil
 	}
 	n := *s.opts.Note
 	n.Action, n.Value, n.Earlier = action, value, nil
+	note, err := encodeNote(&n)
+	if err != nil {
+		return nil, err
+	}
 	if kind != "" {
-		op, err := s.noteOp(kind, &n)
-		if err != nil {
-			return nil, err
-		}
-		ops = append(ops, op)
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: s.base + auditDir + kind, Value: note})
 	}
 	h := n
 	if last, ok := snap.Notes[NoteHistory]; ok {
@@ -99,11 +100,11 @@ func (s *Semaphore) withNote(snap *Snapshot, ops []*api.KVTxnOp, kind, action, v
 		last.Earlier = nil
 		h.Earlier = append([]Note{last}, earlier[:min(len(earlier), MaxHistory-2)]...)
 	}
-	value2, err := json.Marshal(h)
+	history, err := encodeNote(&h)
 	if err != nil {
-		return nil, fmt.Errorf("lock: encode note: %w", err)
+		return nil, err
 	}
-	return append(ops, s.set(snap, auditDir+NoteHistory, string(value2))), nil
+	return append(ops, s.set(snap, auditDir+NoteHistory, string(history))), nil
 }
 
 // parseNote reads an audit/ value. Notes only explain; one that cannot be read is a problem
