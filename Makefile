@@ -16,11 +16,14 @@ STAGE      := dist/stage
 MAINTAINER ?= tierlock maintainers <maintainers@tierlock.invalid>
 
 export TIERLOCK_CONSUL := $(abspath $(CONSUL))
+# Only `make check` sets these (it skips the tests that need a Consul agent or built packages);
+# from the caller's environment they never reach `make test`.
+unexport TIERLOCK_SKIP_CONSUL TIERLOCK_SKIP_PACKAGES
 
 LAMBDA_ARCHES := amd64 arm64
 
 
-.PHONY: fleet fleet-sim all build lambda consul test test-system test-deps lint demo bench bench-fleet man completions binaries packages package clean soak fuzz
+.PHONY: fleet fleet-sim all build lambda consul check test test-system test-deps lint demo bench bench-fleet man completions binaries packages package clean soak fuzz
 
 all: build
 
@@ -44,11 +47,18 @@ lambda:
 consul:
 	./scripts/build-consul.sh $(CONSUL)
 
-## lint: gofmt and go vet (the system test too, behind its build tag)
+## lint: gofmt (tracked files and new ones not ignored) and go vet (the system test too, behind
+## its build tag)
 lint:
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags systemtest ./packaging/system
+
+## check: before a commit, in about a minute with no Consul binary: lint, then every test that
+## needs no Consul agent and no built packages (no -race); those that do skip, naming
+## TIERLOCK_SKIP_CONSUL or TIERLOCK_SKIP_PACKAGES, and run in `make test`
+check: lint
+	TIERLOCK_SKIP_CONSUL=1 TIERLOCK_SKIP_PACKAGES=1 $(GO) test -count=1 -timeout 5m ./...
 
 ## test-deps: the Debian packages the tests use (nagios4-core, libmonitoring-plugin-perl,
 ## systemd, rpm, bash-completion, zsh, and for test-system systemd-container and debootstrap)
