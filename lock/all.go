@@ -88,6 +88,10 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 				return nil, err
 			}
 		}
+		snap.whole = len(snap.Problems) == 0
+		if opts.Now != nil {
+			snap.now = opts.Now().UTC()
+		}
 		out = append(out, snap)
 	}
 	return out, nil

@@ -28,8 +28,12 @@ func (s *Semaphore) read(ctx context.Context, holder string) (*Snapshot, error) 
 	if holder == "" {
 		ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 		defer cancel()
-		return readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base,
+		snap, err := readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base,
 			&api.QueryOptions{RequireConsistent: true}, nil)
+		if snap != nil {
+			snap.now, snap.whole = s.opts.Now().UTC(), true
+		}
+		return snap, err
 	}
 	return s.readTree(ctx, holder, s.treeOps(holder))
 }
@@ -55,7 +59,7 @@ func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOp
 	case errors.Is(err, consulclient.ErrAnswerTooLarge):
 		snap, err := readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, s.forHolder(holder))
 		if snap != nil {
-			snap.bounded = true
+			snap.bounded, snap.now = true, s.opts.Now().UTC()
 		}
 		return snap, err
 	case err != nil:
@@ -76,6 +80,7 @@ func (s *Semaphore) snapshot(results []*api.KVPair, holder string) (*Snapshot, e
 		return nil, err
 	}
 	snap := newSnapshot(s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, pairs, s.base)
+	snap.now = s.opts.Now().UTC()
 	if err := junk.err(s.base); err != nil {
 		snap.Suspect = append(snap.Suspect, err)
 	}
@@ -115,6 +120,10 @@ type change struct {
 	// spread: this write lost a race for a waiter to another that freed a slot at the same
 	// moment; it hands its slot over further down the line (see grants).
 	spread bool
+	// rollout, if set, is the rollout record as this change leaves it (a mover admitted, a
+	// success or a failure recorded); grants go on from it, and it is written with
+	// check-and-set.
+	rollout *Rollout
 }
 
 // changeTxn is the transaction that writes ch, hands over the slots it leaves free (grants),
@@ -155,16 +164,25 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		}
 		t.writes = append(t.writes, s.del(snap, own))
 	}
+	ro := ch.rollout
 	if !ch.noGrants {
-		granted, to, err := s.grants(snap, ch.holder, count, ch.spread)
+		granted, to, after, err := s.grants(snap, ch.holder, count, ch.spread, ro)
 		if err != nil {
 			return nil, err
 		}
 		t.writes = append(t.writes, granted...)
 		count += len(to)
+		ro = after
 		if nudge := s.nudge(snap, ch.holder, count, to); nudge != nil {
 			t.writes = append(t.writes, nudge)
 		}
+	}
+	if ro != nil {
+		op, err := s.rolloutOp(snap, ro)
+		if err != nil {
+			return nil, err
+		}
+		t.writes = append(t.writes, op...)
 	}
 	t.free = snap.Max < 0 || count < snap.Max
 	_, hasCurrent := snap.modify[keyCurrent]
@@ -213,11 +231,15 @@ const maxGrants = 16
 // decided again) and their records written as theirs, from what their entries carry. So a
 // release wakes no one to race for the slot: the head finds it already holds it, and current
 // is not fought over by takes and releases. skip is the holder the write is for.
-func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool) (api.KVTxnOps, map[string]bool, error) {
+//
+// A mover is handed a slot only as the rollout admits it, asked waiter by waiter with the
+// record as the write leaves it so far (ro, or the snapshot's when nil): a success this write
+// records may open the next step. It returns the record the grants leave, nil if unchanged.
+func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *Rollout) (api.KVTxnOps, map[string]bool, *Rollout, error) {
 	if snap.Disabled() || snap.Drift() {
-		return nil, nil, nil // disabled, or a count not to build on
+		return nil, nil, ro, nil // disabled, or a count not to build on
 	}
-	line := snap.grantable(skip)
+	line := snap.line(skip)
 	if spread && len(line) > 1 {
 		// Several holders freed slots at once (runs admitted together end together) and all
 		// reached for the head of the line; having lost it, give this slot to the waiter as
@@ -230,6 +252,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool) 
 	now := s.opts.Now().UTC()
 	var ops api.KVTxnOps
 	to := map[string]bool{}
+	var batches []Record // the movers admitted by this write, as extra for the gate
 	for _, w := range line {
 		if (snap.Max > 0 && count >= snap.Max) || len(to) >= maxGrants {
 			break
@@ -237,11 +260,34 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool) 
 		rec := Record{
 			Holder: w.Holder, Hostname: w.Hostname, InstanceID: w.InstanceID, Node: w.Node, PID: w.PID,
 			State: StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1,
-			Command: w.Command, RunID: w.RunID, Version: w.Version, Protocol: w.Protocol,
+			Command: w.Command, RunID: w.RunID, Version: w.Version, Protocol: w.Protocol, Revision: w.Revision,
+		}
+		if w.Mover && w.Revision != "" {
+			if snap.rolloutErr != nil {
+				continue
+			}
+			cur := snap.Rollout
+			if ro != nil {
+				cur = *ro
+			}
+			extra := 0
+			for _, b := range batches {
+				if b.Revision == cur.Revision && *b.Batch == cur.Step {
+					extra++
+				}
+			}
+			g, next := snap.gate(cur, w.Revision, extra)
+			if g != gateOpen {
+				continue // held back: those behind it may go
+			}
+			step := next.Step
+			rec.Batch = &step
+			ro = &next
+			batches = append(batches, rec)
 		}
 		value, err := json.Marshal(rec)
 		if err != nil {
-			return nil, nil, fmt.Errorf("lock: encode record: %w", err)
+			return nil, nil, nil, fmt.Errorf("lock: encode record: %w", err)
 		}
 		entry := s.base + queueDir + w.Holder
 		ops = append(ops,
@@ -251,7 +297,30 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool) 
 		to[w.Holder] = true
 		count++
 	}
-	return ops, to, nil
+	return ops, to, ro, nil
+}
+
+// rolloutOp writes the rollout record r with check-and-set against snap: every write that
+// admits a mover or records a mover's outcome moves it, so such writes are serialised. A halt
+// also deletes the queue entries of the movers waiting for its revision (the first
+// maxHaltWakes), so that they wake and exit at once rather than at their next look.
+func (s *Semaphore) rolloutOp(snap *Snapshot, r *Rollout) (api.KVTxnOps, error) {
+	value, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("lock: encode rollout: %w", err)
+	}
+	ops := api.KVTxnOps{s.set(snap, keyRollout, string(value))}
+	if r.Halted() && !(snap.Rollout.Halted() && snap.Rollout.Revision == r.Revision) {
+		for _, w := range snap.Queue {
+			if len(ops) > maxHaltWakes {
+				break
+			}
+			if w.Mover && w.Revision == r.Revision {
+				ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + w.Holder})
+			}
+		}
+	}
+	return ops, nil
 }
 
 // opsPerGrant is the number of operations grants writes per slot it hands over.

@@ -28,6 +28,8 @@ type Convergence struct {
 	// Node is the Consul node the run talked to, so that the catalog reaper finds the record
 	// of a dead node that held no slot when it died.
 	Node string `json:"node,omitempty"`
+	// Revision is the revision the run applied ("" when it named none).
+	Revision string `json:"revision,omitempty"`
 }
 
 // Record is the convergence as Evict's match sees it: what the record says of its holder,
@@ -157,7 +159,7 @@ func (s *Semaphore) forgetTxn(snap *Snapshot, holder string) (*txn, Convergence,
 // convergedOp is the write of holder's convergence after the run of slot, put in the
 // transaction that releases the slot.
 func (s *Semaphore) convergedOp(slot *Slot, now time.Time) (*api.KVTxnOp, error) {
-	c := Convergence{Holder: slot.Holder, ConvergedAt: now, RunID: slot.RunID, InstanceID: slot.InstanceID, Node: slot.Node}
+	c := Convergence{Holder: slot.Holder, ConvergedAt: now, RunID: slot.RunID, InstanceID: slot.InstanceID, Node: slot.Node, Revision: slot.Revision}
 	if !slot.StartedAt.IsZero() && now.After(slot.StartedAt) {
 		// Milliseconds, as a person reads them (1.535, not 1.5350000000000001).
 		c.DurationSeconds = math.Round(now.Sub(slot.StartedAt).Seconds()*1000) / 1000

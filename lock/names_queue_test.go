@@ -75,7 +75,7 @@ func TestSnapshotQueueShapes(t *testing.T) {
 			if len(snap.Queue) != 1 || snap.Queue[0].Holder != "b" {
 				t.Errorf("queue %v; want b alone", snap.Queue)
 			}
-			if d := snap.Decide("b"); d != Take {
+			if d := snap.Decide("b", ""); d != Take {
 				t.Errorf("b decides %v with one free slot; want %v", d, Take)
 			}
 			if len(snap.Suspect) != 1 || !strings.Contains(snap.Suspect[0].Error(), tc.says) ||
@@ -106,7 +106,7 @@ func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
 	if len(snap.Queue) != 3 || snap.Queue[0].Holder != "future" {
 		t.Fatalf("queue %v: want the newer waiter ranked first", snap.Queue)
 	}
-	ops, to, err := s.grants(snap, "", 0, false)
+	ops, to, _, err := s.grants(snap, "", 0, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

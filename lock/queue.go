@@ -41,6 +41,9 @@ type Waiter struct {
 	Version  string `json:"version,omitempty"`
 	// Protocol is the waiting protocol the waiter speaks (0: 2 or older; see Protocol).
 	Protocol int `json:"protocol,omitempty"`
+	// Revision is the revision the waiter's run applies; Mover that the rollout limits it.
+	Revision string `json:"revision,omitempty"`
+	Mover    bool   `json:"mover,omitempty"`
 	// ConvergedAt is the holder's last convergence when it joined (nil: never), which ranks it.
 	ConvergedAt *time.Time `json:"converged_at"`
 	Session     string     `json:"-"`

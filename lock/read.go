@@ -63,7 +63,7 @@ const (
 
 // tierKey reports whether rel (a key relative to a tier) belongs to the tier layout.
 func tierKey(rel string) bool {
-	return rel == keyMax || rel == keyCurrent || rel == keySaved ||
+	return rel == keyMax || rel == keyCurrent || rel == keySaved || rel == keyRollout || rel == keyPolicy ||
 		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir) || strings.HasPrefix(rel, convergedDir) ||
 		strings.HasPrefix(rel, auditDir)
 }
@@ -337,7 +337,8 @@ const treeAnswerLimit = 8 << 20
 // also returns the keys it is a prefix of ("current" gives "current2" too, and
 // "converged/web-1" gives "converged/web-10"): treePairs keeps only the layout's keys.
 func (s *Semaphore) treeOps(holder string) api.KVTxnOps {
-	keys := []string{keyMax, keyCurrent, keySaved, runningDir, queueDir}
+	// The get-tree of rollout also returns rollout_policy.
+	keys := []string{keyMax, keyCurrent, keySaved, keyRollout, runningDir, queueDir}
 	if holder != "" {
 		keys = append(keys, convergedDir+holder)
 	}

@@ -42,6 +42,22 @@ type Record struct {
 	// Protocol is the waiting protocol its writer speaks (see Protocol); 0 in records of
 	// versions before it was written down.
 	Protocol int `json:"protocol,omitempty"`
+	// Revision is the configuration revision the run applies ("" when it named none); Batch
+	// is the rollout step that admitted it, set only for a mover (see rollout.go).
+	Revision string `json:"revision,omitempty"`
+	Batch    *int   `json:"batch,omitempty"`
+	// Unhealthy: the command succeeded but its health check did not pass (State is failed,
+	// which every version reads; status and check show "unhealthy").
+	Unhealthy bool `json:"unhealthy,omitempty"`
+}
+
+// Shown is the state as operators read it: failed slots whose command succeeded but whose
+// health check did not are "unhealthy".
+func (r Record) Shown() string {
+	if r.State == StateFailed && r.Unhealthy {
+		return "unhealthy"
+	}
+	return string(r.State)
 }
 
 // Protocol is the version of the waiting protocol this tierlock speaks: what a queue entry
@@ -54,10 +70,22 @@ type Record struct {
 //	2  the write that frees a slot hands it to the head of the line in the same transaction
 //	   (its entry deleted, its running/ record written from the entry); each waiter watches
 //	   its own entry; a write that leaves a slot free rewrites the next waiter's entry (nudge).
+//	3  a mover of a progressive rollout (rollout.go) is handed a slot only as the tier's
+//	   rollout admits it, and the write that admits it rewrites the rollout record. Only the
+//	   entries and records of movers carry 3; everything else is still 2, so a protocol-2 host
+//	   keeps handing slots to hosts that apply no rollout, and leaves movers alone.
 //
 // It changes only when an older host's hand-over would be wrong for a newer entry: fields
 // added to a record or an entry do not change it.
-const Protocol = 2
+const Protocol = moverProtocol
+
+// protocolOf is the protocol an entry or record needs: the oldest that hands it over right.
+func protocolOf(mover bool) int {
+	if mover {
+		return moverProtocol
+	}
+	return 2
+}
 
 // maxValueLen bounds what we accept from a stored value; a record is a few hundred bytes.
 const maxValueLen = 64 << 10

@@ -139,7 +139,7 @@ func TestDecide(t *testing.T) {
 		{"running keys drifted high", Snapshot{Max: 3, Current: 0, RunningKeys: 3, Holders: held}, "c", Wait, "wait"},
 	}
 	for _, tt := range tests {
-		if got := tt.snap.Decide(tt.holder); got != tt.want || got.String() != tt.wantStr {
+		if got := tt.snap.Decide(tt.holder, ""); got != tt.want || got.String() != tt.wantStr {
 			t.Errorf("%s: Decide = %v, want %v", tt.name, got, tt.want)
 		}
 	}

@@ -154,6 +154,11 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 	if req.RunID == "" {
 		return nil, fmt.Errorf("lock: acquire for %q without a run id", req.Holder)
 	}
+	if req.Revision != "" {
+		if err := ValidateRevision(req.Revision); err != nil {
+			return nil, err
+		}
+	}
 	// A Consul error that may pass keeps the run's place in line (its session renewed, its
 	// entry kept) for the caller's retry of the same run; anything else leaves it.
 	q := s.unpark(req.RunID)
@@ -176,18 +181,24 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 		if err := snap.Err(); err != nil {
 			return nil, err
 		}
-		if snap.partialQueue && (snap.Max < 0 || snap.Held() < snap.Max) {
+		decision, ro, snap, err := s.judge(ctx, snap, req)
+		if err != nil {
+			return nil, err
+		}
+		if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
 			next = nil // a slot is free: who goes first needs the whole queue
 			continue
 		}
 		now := s.opts.Now().UTC()
 		rec := req.Record
-		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Protocol = StateRunning, now, now, nil, Protocol
+		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Batch, rec.Unhealthy = StateRunning, now, now, nil, nil, false
+		rec.Protocol = protocolOf(false)
 		var reentered bool
-		decision := snap.Decide(req.Holder)
 		switch decision {
 		case Disabled:
 			return nil, fmt.Errorf("%w: %s has max_concurrent 0", ErrDisabled, s.opts.Tier)
+		case Halted:
+			return nil, haltErr(s.opts.Tier, ro, req.Revision)
 		case Reenter:
 			held := snap.Holders[req.Holder]
 			if held.RunID == req.RunID {
@@ -200,7 +211,11 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 			reentered = true
 		case Take:
 			rec.Attempts = 1
-		case Wait:
+			if snap.mover(req.Holder, req.Revision) {
+				step := ro.Step
+				rec.Batch, rec.Protocol = &step, protocolOf(true)
+			}
+		case Wait, HeldBack:
 			if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
 				if q != nil {
 					// Leave, then look once more: a write may hand this waiter a slot until
@@ -221,6 +236,9 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 						return nil, err
 					}
 					continue
+				}
+				if decision == HeldBack {
+					return nil, heldBackErr(s.opts.Tier, snap, ro, req.Revision)
 				}
 				return nil, fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier,
 					snap.Held(), snap.Max, len(snap.Queue))
@@ -257,7 +275,11 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 			}
 			continue
 		}
-		t, err := s.acquireTxn(snap, req.Holder, &rec)
+		var admitted *Rollout
+		if rec.Batch != nil {
+			admitted = &ro
+		}
+		t, err := s.acquireTxn(snap, req.Holder, &rec, admitted)
 		if err != nil {
 			return nil, err
 		}
@@ -306,6 +328,9 @@ func (s *Semaphore) handedOver(ctx context.Context, req Request) (*Slot, error) 
 	if err != nil || rec.RunID != req.RunID {
 		return nil, nil // not this run's: the whole tier is read and decided on
 	}
+	if rec.Revision == "" {
+		rec.Revision = req.Revision // handed over by a host that does not know the field
+	}
 	return &Slot{Record: rec, Reentered: rec.Attempts > 1}, nil
 }
 
@@ -330,8 +355,8 @@ func (s *Semaphore) unpark(runID string) *queue {
 
 // acquireTxn writes rec as holder's slot (taken or re-entered) and removes holder's queue
 // entry, if any, in the same transaction.
-func (s *Semaphore) acquireTxn(snap *Snapshot, holder string, rec *Record) (*txn, error) {
-	t, err := s.changeTxn(snap, change{holder: holder, rec: rec})
+func (s *Semaphore) acquireTxn(snap *Snapshot, holder string, rec *Record, admitted *Rollout) (*txn, error) {
+	t, err := s.changeTxn(snap, change{holder: holder, rec: rec, rollout: admitted})
 	if err != nil {
 		return nil, err
 	}
@@ -352,14 +377,35 @@ func (s *Semaphore) MarkInterrupted(ctx context.Context, slot *Slot, code *int) 
 	return s.mark(ctx, slot, StateInterrupted, code)
 }
 
+// MarkUnhealthy records that the slot's command succeeded but its health check did not pass
+// (see runner.Job's Health), and keeps the slot held: a failure like any other, shown as
+// "unhealthy".
+func (s *Semaphore) MarkUnhealthy(ctx context.Context, slot *Slot) error {
+	code := 0
+	return s.markAs(ctx, slot, StateFailed, &code, true)
+}
+
 func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int) error {
+	return s.markAs(ctx, slot, state, code, false)
+}
+
+// markAs writes the slot's new state. A failure of a mover counts against its revision, in
+// the same transaction (see Snapshot.fail), and may halt it.
+func (s *Semaphore) markAs(ctx context.Context, slot *Slot, state State, code *int, unhealthy bool) error {
 	_, err := s.updateSlot(ctx, slot.Holder, func(snap *Snapshot) (change, error) {
 		rec, err := s.own(snap, slot)
 		if err != nil {
 			return change{}, err
 		}
-		rec.State, rec.ExitCode, rec.UpdatedAt = state, code, s.opts.Now().UTC()
-		return change{holder: slot.Holder, rec: &rec}, nil
+		if rec.Revision == "" {
+			rec.Revision = slot.Revision
+		}
+		rec.State, rec.ExitCode, rec.UpdatedAt, rec.Unhealthy = state, code, s.opts.Now().UTC(), unhealthy
+		ch := change{holder: slot.Holder, rec: &rec}
+		if state == StateFailed {
+			ch.rollout = snap.fail(rec, code, unhealthy)
+		}
+		return ch, nil
 	})
 	return err
 }
@@ -432,10 +478,14 @@ func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
 
 // releaseTxn deletes slot's running/ key, sets current, and writes the holder's convergence.
 func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot, spread bool) (*txn, error) {
-	if _, err := s.own(snap, slot); err != nil {
+	rec, err := s.own(snap, slot)
+	if err != nil {
 		return nil, err
 	}
-	t, err := s.changeTxn(snap, change{holder: slot.Holder, delete: true, spread: spread})
+	if rec.Revision == "" {
+		rec.Revision = slot.Revision
+	}
+	t, err := s.changeTxn(snap, change{holder: slot.Holder, delete: true, spread: spread, rollout: snap.succeed(rec)})
 	if err != nil {
 		return nil, err
 	}
@@ -536,9 +586,10 @@ func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snap
 // it), leaving its old place q (if any), and returns the tier as the join left it.
 func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time, snap *Snapshot) (*queue, *Snapshot, error) {
 	q.leave(ctx)
+	mover := snap.mover(req.Holder, req.Revision)
 	return s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
 		Hostname: req.Hostname, PID: req.PID, Command: req.Command, Version: req.Version,
-		Protocol: Protocol, ConvergedAt: snap.convergedAt(req.Holder)})
+		Protocol: protocolOf(mover), Revision: req.Revision, Mover: mover, ConvergedAt: snap.convergedAt(req.Holder)})
 }
 
 // backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so

@@ -1,11 +1,13 @@
 package lock
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -41,6 +43,20 @@ type Snapshot struct {
 	// Problems they never stop a run.
 	Notes        map[string]Note
 	NoteProblems []error
+	// Rollout is the tier's rollout record (zero when none) and Policy its schedule
+	// (DefaultPolicy when none is stored); see rollout.go. A record or policy that cannot be
+	// read is in Suspect, and stops movers alone (ErrInvalidConfig).
+	Rollout Rollout
+	Policy  Policy
+	// rolloutErr is why the rollout record or policy cannot be read.
+	rolloutErr error
+	// now is the time the decisions below are made at (bake), set by the reader.
+	now time.Time
+	// whole: every key of the tier was read, the other hosts' convergence records too.
+	whole bool
+	// afterDone: the tier Policy.After names has completed Rollout's next revision (set by
+	// Acquire, which looked).
+	afterDone bool
 	// partialQueue: Queue holds only the reader's own entry (see applyAndRead); a decision
 	// on free slots needs the whole of it.
 	partialQueue bool
@@ -122,6 +138,8 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 		Converged:  map[string]Convergence{},
 		modify:     map[string]uint64{},
 		badHolders: map[string]bool{},
+		Policy:     DefaultPolicy,
+		now:        time.Now().UTC(),
 	}
 	for _, p := range pairs {
 		rel := strings.TrimPrefix(p.Key, base)
@@ -154,6 +172,24 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 				continue
 			}
 			s.Saved, s.SavedSet = n, true
+		case rel == keyRollout:
+			s.modify[rel] = p.ModifyIndex
+			r, err := parseRollout(p.Value)
+			if err != nil {
+				s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
+				s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout forget`)", s.rolloutErr))
+				continue
+			}
+			s.Rollout = r
+		case rel == keyPolicy:
+			s.modify[rel] = p.ModifyIndex
+			var pol Policy
+			if err := json.Unmarshal(p.Value, &pol); err != nil {
+				s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
+				s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout policy`)", s.rolloutErr))
+				continue
+			}
+			s.Policy = pol
 		case strings.HasPrefix(rel, auditDir):
 			n, err := parseNote(p.Value)
 			if err != nil {
@@ -230,12 +266,15 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 // Decision is what Acquire does for a holder, decided from a snapshot alone.
 type Decision int
 
-// The decisions, in the order they are checked: a disabled tier wins over re-entry.
+// The decisions, in the order they are checked: a disabled tier wins over re-entry, and
+// re-entry over the rollout (a host that holds a failed slot may always re-enter).
 const (
 	Disabled Decision = iota // max_concurrent is 0: nothing runs
 	Reenter                  // the holder already has a slot (an earlier run left it held)
 	Take                     // a slot is free, or the tier is unlimited
 	Wait                     // the tier is full
+	Halted                   // a mover whose revision is halted: nothing runs
+	HeldBack                 // a mover the rollout does not admit yet: it waits as in a full tier
 )
 
 func (d Decision) String() string {
@@ -248,53 +287,79 @@ func (d Decision) String() string {
 		return "take"
 	case Wait:
 		return "wait"
+	case Halted:
+		return "halted"
+	case HeldBack:
+		return "held back"
 	}
 	return "Decision(" + strconv.Itoa(int(d)) + ")"
 }
 
-// Decide returns what Acquire does for holder with this snapshot. A holder takes a slot only
-// when one is free and no waiter ranks ahead of it, so that nobody overtakes the queue; one
-// that is not queued counts the waiters that would rank ahead of it if it joined now, so a
-// newcomer that ranks ahead goes ahead. The first in line takes for the others: its take
-// hands the slots left free to the waiters behind it (see grants), so waiters never race one
-// another for free slots.
-func (s *Snapshot) Decide(holder string) Decision {
-	if s.Disabled() {
-		return Disabled
-	}
-	if _, ok := s.Holders[holder]; ok {
-		return Reenter
-	}
-	if s.Max < 0 || (s.Held() < s.Max && s.Ahead(holder) == 0) {
-		return Take
-	}
-	return Wait
+// Decide returns what Acquire does for holder, whose run applies revision rev ("" for none),
+// with this snapshot. A holder takes a slot only when one is free and no waiter that could
+// go ranks ahead of it, so that nobody overtakes the queue; one that is not queued counts
+// the waiters that would rank ahead of it if it joined now, so a newcomer that ranks ahead
+// goes ahead. The first in line takes for the others: its take hands the slots left free to
+// the waiters behind it (see grants), so waiters never race one another for free slots. A
+// mover (see rollout.go) goes only as the rollout admits it.
+func (s *Snapshot) Decide(holder, rev string) Decision {
+	d, _, _ := s.decide(holder, rev)
+	return d
 }
 
-// Ahead is the number of waiters ranked before holder. For a holder not queued, it is the
-// number that would rank before it if it joined now (as the last to arrive): every waiter in
-// arrival order, those with an older or no convergence (or the same) in converged order.
-func (s *Snapshot) Ahead(holder string) int {
-	for i, w := range s.Queue {
-		if w.Holder == holder {
-			return i
+// decide is Decide, with the rollout's answer for a mover and the rollout record as its
+// admission would leave it.
+func (s *Snapshot) decide(holder, rev string) (Decision, gate, Rollout) {
+	if s.Disabled() {
+		return Disabled, gateOpen, s.Rollout
+	}
+	if _, ok := s.Holders[holder]; ok {
+		return Reenter, gateOpen, s.Rollout
+	}
+	g, r := gateOpen, s.Rollout
+	if s.mover(holder, rev) {
+		g, r = s.gate(s.Rollout, rev, 0)
+		switch g {
+		case gateHalted:
+			return Halted, g, r
+		case gateOpen:
+		default:
+			return HeldBack, g, r
 		}
 	}
-	me := Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
+	if s.Max < 0 || (s.Held() < s.Max && s.Ahead(holder) == 0) {
+		return Take, g, r
+	}
+	return Wait, g, r
+}
+
+// Ahead is the number of waiters ranked before holder that could go now: movers the rollout
+// holds back do not count (a host already on its revision never waits for them). For a
+// holder not queued, it is the number that would rank before it if it joined now (as the last
+// to arrive): every waiter in arrival order, those with an older or no convergence (or the
+// same) in converged order.
+func (s *Snapshot) Ahead(holder string) int {
+	me, queued := s.queued(holder)
+	if !queued {
+		me = Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
+	}
 	n := 0
 	for _, w := range s.Queue {
-		if s.Order.before(w, me) {
+		if w.Holder == holder {
+			break
+		}
+		if (queued || s.Order.before(w, me)) && s.eligible(w) {
 			n++
 		}
 	}
 	return n
 }
 
-// grantable is the line a write may hand slots to, in rank order: waiters that hold no slot,
-// but skip. A waiter of a newer protocol than ours is left out: its running/ record would be
-// written from an entry whose meaning we do not fully know (and a nudge, re-encoding it, would
-// drop what we do not know), so it takes its own slot when it looks (see Newer).
-func (s *Snapshot) grantable(skip string) []Waiter {
+// line is who a write may hand slots to, in rank order: waiters that hold no slot, but skip.
+// A waiter of a newer protocol than ours is left out: its running/ record would be written
+// from an entry whose meaning we do not fully know (and a nudge, re-encoding it, would drop
+// what we do not know), so it takes its own slot when it looks (see Newer).
+func (s *Snapshot) line(skip string) []Waiter {
 	var line []Waiter
 	for _, w := range s.Queue {
 		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds && w.Protocol <= Protocol {
@@ -302,6 +367,17 @@ func (s *Snapshot) grantable(skip string) []Waiter {
 		}
 	}
 	return line
+}
+
+// grantable is line without the movers the rollout holds back as the snapshot shows it.
+func (s *Snapshot) grantable(skip string) []Waiter {
+	var out []Waiter
+	for _, w := range s.line(skip) {
+		if s.eligible(w) {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // Newer names the waiters and holders that speak a newer protocol than this tierlock (see

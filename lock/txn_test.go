@@ -50,10 +50,10 @@ func TestTxnFitsAtAnyNumberOfHolders(t *testing.T) {
 		after     func(n int) int // holders the write leaves (-1: it hands nothing over)
 		limit     int             // max_concurrent after the write (0: the tier's 2)
 	}{
-		{"take", 3, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "new", rec) }, func(n int) int { return n + 1 }, 0},
-		{"take from the queue", 4, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "waiter", rec) }, func(int) int { return -1 }, 0},
+		{"take", 3, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "new", rec, nil) }, func(n int) int { return n + 1 }, 0},
+		{"take from the queue", 4, func(n int) int { return n }, func(snap *Snapshot) (*txn, error) { return s.acquireTxn(snap, "waiter", rec, nil) }, func(int) int { return -1 }, 0},
 		{"re-enter", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
-			return s.acquireTxn(snap, "holder-0000", rec)
+			return s.acquireTxn(snap, "holder-0000", rec, nil)
 		}, func(n int) int { return max(n, 1) }, 0},
 		{"mark failed", 3, func(n int) int { return max(n-1, 0) }, func(snap *Snapshot) (*txn, error) {
 			return s.changeTxn(snap, change{holder: "holder-0000", rec: rec})
@@ -239,7 +239,7 @@ func TestGrantsSpreadOnRetry(t *testing.T) {
 	}{
 		{"h1", false, "w0"}, {"h0", true, "w0"}, {"h1", true, "w1"}, {"h2", true, "w2"},
 	} {
-		_, to, err := s.grants(snap, tt.holder, 2, tt.spread)
+		_, to, _, err := s.grants(snap, tt.holder, 2, tt.spread, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,6 +45,9 @@ type Thresholds struct {
 	DisabledWarn time.Duration
 	// Queue is how long the head of a queue may wait before it warns. Zero: DefaultQueueWarn.
 	Queue time.Duration
+	// Rollout is how long a canary may go without a success before it warns. Zero:
+	// DefaultRolloutWarn.
+	Rollout time.Duration
 }
 
 // DefaultQueueWarn is how long the head of a queue may wait: run's --wait default (10m), after
@@ -130,6 +133,8 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 		warn = append(warn, p.Error())
 	}
 	warn = append(warn, judgeQueue(s, now, th)...)
+	rc, rw := judgeRollout(s, now, th.Rollout)
+	crit, warn = append(crit, rc...), append(warn, rw...)
 	if s.Drift() {
 		crit = append(crit, fmt.Sprintf("current is %d but there are %d running/ keys: run tierlock repair",
 			s.Current, s.RunningKeys))
@@ -163,7 +168,7 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 			}
 		default:
 			tv.Failed++
-			msg := fmt.Sprintf("%s %s%s, holding its slot for %s", h, rec.State, exitText(rec), Age(age))
+			msg := fmt.Sprintf("%s %s%s, holding its slot for %s", h, rec.Shown(), exitText(rec), Age(age))
 			if th.Crit.Alert(secs) {
 				crit = append(crit, msg)
 			} else {

@@ -34,9 +34,16 @@ type CommandError struct {
 	// Start is why the command could not be started (found on $PATH but not executable,
 	// say); Code is then 126, as a shell reports it.
 	Start error
+	// Unhealthy: the command succeeded but the health check did not pass within its timeout;
+	// Health is how its last try ended, and Code is its exit code (1 if it did not end).
+	Unhealthy bool
+	Health    Result
 }
 
 func (e *CommandError) Error() string {
+	if e.Unhealthy {
+		return fmt.Sprintf("runner: command succeeded but its health check did not pass (exit %d)", e.Code)
+	}
 	if e.Start != nil {
 		return fmt.Sprintf("runner: command could not start: %v", e.Start)
 	}
@@ -52,7 +59,18 @@ type Slots interface {
 	Release(ctx context.Context, slot *lock.Slot) error
 	MarkFailed(ctx context.Context, slot *lock.Slot, code int) error
 	MarkInterrupted(ctx context.Context, slot *lock.Slot, code *int) error
+	MarkUnhealthy(ctx context.Context, slot *lock.Slot) error
 	Abandon(ctx context.Context, holder, runID string) error
+}
+
+// Health is a check that must pass after the command succeeds for the run to count as a
+// success: it is run until it exits 0 or Timeout passes, Interval apart. Each try is stopped
+// at what is left of Timeout. A run whose check never passes keeps its slot, as a failure
+// ("unhealthy"), and counts as a failure of its revision.
+type Health struct {
+	Command  Command
+	Timeout  time.Duration
+	Interval time.Duration // default 5s
 }
 
 // Job is one run of a command in a slot of a tier: take the slot (or re-enter the one an
@@ -77,6 +95,8 @@ type Job struct {
 	Now func() time.Time
 	// Acquired, if set, is called once the slot is held, before the command starts.
 	Acquired func(slot *lock.Slot, waited time.Duration)
+	// Health, if set, must pass after the command succeeds (see Health).
+	Health *Health
 }
 
 // Outcome is how a Job ended.
@@ -151,7 +171,18 @@ func (j *Job) Run(ctx context.Context) Outcome {
 		res = Result{ExitCode: 126}
 	}
 	out.Result = res
-	out.Err, out.Recording, out.Signal = j.record(ctx, slot, res)
+	var health *Result
+	if j.Health != nil && !res.Interrupted() && startErr == nil && j.succeeded(res.ExitCode) {
+		h, sig := j.checkHealth(ctx)
+		if sig != nil {
+			// A signal while the check ran: the run was stopped, as if during the command.
+			res.Forwarded = sig
+			out.Result = res
+		} else if h != nil {
+			health = h
+		}
+	}
+	out.Err, out.Recording, out.Signal = j.record(ctx, slot, res, health)
 	var failed *CommandError
 	if errors.As(out.Err, &failed) {
 		failed.Start = startErr
@@ -163,17 +194,21 @@ func (j *Job) Run(ctx context.Context) Outcome {
 // whatever happens to ctx, with a budget of its own, so that a signal never strands a slot
 // half-written; but a signal while it retries ends the retries at once: the slot stays held,
 // which is safe.
-func (j *Job) record(ctx context.Context, slot *lock.Slot, res Result) (err, recording error, sig os.Signal) {
+func (j *Job) record(ctx context.Context, slot *lock.Slot, res Result, health *Result) (err, recording error, sig os.Signal) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stop := OnSignal(j.Signals, cancel)
 	defer stop()
 	budget := j.Retry.Budget()
-	success := j.Success
-	if success == nil {
-		success = func(code int) bool { return code == 0 }
-	}
+	success := j.succeeded
 	switch {
+	case health != nil && !res.Interrupted():
+		recording = budget.Do(ctx, "mark unhealthy", func(ctx context.Context) error { return j.Slots.MarkUnhealthy(ctx, slot) })
+		code := health.Code()
+		if code == 0 || health.Interrupted() {
+			code = 1
+		}
+		return &CommandError{Result: res, Code: code, Unhealthy: true, Health: *health}, recording, stop()
 	case res.Interrupted():
 		// Checked first: once a signal was sent or forwarded, the exit code says little.
 		var code *int
@@ -200,10 +235,63 @@ func (j *Job) record(ctx context.Context, slot *lock.Slot, res Result) (err, rec
 	return &CommandError{Result: res, Code: res.Code()}, recording, stop()
 }
 
+// succeeded reports whether the command's exit code counts as success.
+func (j *Job) succeeded(code int) bool {
+	if j.Success == nil {
+		return code == 0
+	}
+	return j.Success(code)
+}
+
+// checkHealth runs the health check until it passes or its timeout passes. It returns nil
+// when it passed, else how its last try ended; or the signal that stopped it.
+func (j *Job) checkHealth(ctx context.Context) (*Result, os.Signal) {
+	now := j.Now
+	if now == nil {
+		now = time.Now
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := OnSignal(j.Signals, cancel)
+	interval := j.Health.Interval
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	deadline := now().Add(j.Health.Timeout)
+	var last Result
+	for {
+		left := deadline.Sub(now())
+		if left <= 0 {
+			return &last, stop()
+		}
+		c := j.Health.Command
+		c.Timeout, c.Signals = left, nil
+		if c.KillGrace <= 0 {
+			c.KillGrace = 5 * time.Second
+		}
+		res, err := Run(ctx, c)
+		if err != nil {
+			res = Result{ExitCode: 126}
+		}
+		if ctx.Err() != nil {
+			return &res, stop()
+		}
+		if err == nil && !res.Interrupted() && res.ExitCode == 0 {
+			return nil, stop()
+		}
+		last = res
+		select {
+		case <-ctx.Done():
+			return &last, stop()
+		case <-time.After(min(interval, max(deadline.Sub(now()), 0))):
+		}
+	}
+}
+
 // decided reports whether Acquire refused on what it read, having written nothing: there is
 // nothing to undo.
 func decided(err error) bool {
-	for _, e := range []error{lock.ErrDisabled, lock.ErrNoSlot, lock.ErrInvalidConfig, lock.ErrInvalidName, lock.ErrRejected, lock.ErrTooManyKeys} {
+	for _, e := range []error{lock.ErrDisabled, lock.ErrNoSlot, lock.ErrInvalidConfig, lock.ErrInvalidName, lock.ErrRejected, lock.ErrTooManyKeys, lock.ErrHalted, lock.ErrHeldBack} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -68,6 +68,7 @@ func (a *App) cliApp() *cli.App {
 			a.statusCommand(),
 			a.setMaxCommand(),
 			a.disableCommand(),
+			a.rolloutCommand(),
 			a.enableCommand(),
 			a.releaseCommand(),
 			a.repairCommand(),

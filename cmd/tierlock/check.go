@@ -33,6 +33,7 @@ func (a *App) checkCommand() *cli.Command {
 			tierFlag(false), prefixFlag(),
 			&cli.StringFlag{Name: "warning", Aliases: []string{"w"}, Value: "1h", Usage: "age of a held slot that warns"},
 			&cli.StringFlag{Name: "critical", Aliases: []string{"c"}, Value: "2h", Usage: "age of a held slot that is critical"},
+			&cli.DurationFlag{Name: "rollout-warning", Value: monitor.DefaultRolloutWarn, Usage: "how long a rollout's canary may go without a success before it warns"},
 			&cli.DurationFlag{Name: "queue-warning", Value: monitor.DefaultQueueWarn, Usage: "how long the first waiter of a tier may wait before it warns (run's --wait default plus a margin)"},
 			&cli.StringFlag{Name: "converge-warning", Value: "4h", Usage: "age of a host's last convergence that warns"},
 			&cli.StringFlag{Name: "converge-critical", Value: "24h", Usage: "age of a host's last convergence that is critical"},
@@ -52,6 +53,9 @@ func (a *App) checkCommand() *cli.Command {
 			}
 			if th.Crit, err = monitor.ParseRange(c.String("critical")); err != nil {
 				return unknown("-c: %v", err)
+			}
+			if th.Rollout = c.Duration("rollout-warning"); th.Rollout <= 0 {
+				return unknown("--rollout-warning %s must be positive", th.Rollout)
 			}
 			if th.Queue = c.Duration("queue-warning"); th.Queue <= 0 {
 				return unknown("--queue-warning %s must be positive", th.Queue)

@@ -39,7 +39,8 @@ func exitCode(err error) int {
 	case errors.Is(err, runner.ErrNotReleased):
 		return exitSoftware
 	case errors.Is(err, runner.ErrStopped), errors.Is(err, errLocallyBusy),
-		errors.Is(err, lock.ErrDisabled), errors.Is(err, lock.ErrNoSlot):
+		errors.Is(err, lock.ErrDisabled), errors.Is(err, lock.ErrNoSlot),
+		errors.Is(err, lock.ErrHalted), errors.Is(err, lock.ErrHeldBack):
 		return exitTempFail // nothing ran, and the next timer may find it otherwise
 	case errors.As(err, &refused), errors.Is(err, lock.ErrInvalidConfig), errors.Is(err, lock.ErrInvalidName),
 		errors.Is(err, lock.ErrRejected), errors.Is(err, lock.ErrTooManyKeys):

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"strings"
 	"time"
 
@@ -115,14 +116,32 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions, rep 
 			if slot.Reentered {
 				what = "re-entered the slot an earlier run left held"
 			}
-			log.WithField("attempt", slot.Attempts).Infof("%s (waited %s)", what, waited.Round(time.Millisecond))
+			l := log.WithField("attempt", slot.Attempts)
+			if slot.Revision != "" {
+				l = l.WithField("revision", slot.Revision)
+				if slot.Batch != nil {
+					what += fmt.Sprintf(" as a mover to %s (rollout step %d)", slot.Revision, *slot.Batch)
+				}
+			}
+			l.Infof("%s (waited %s)", what, waited.Round(time.Millisecond))
 		},
+	}
+	if len(o.healthCommand) > 0 {
+		path, _ := exec.LookPath(o.healthCommand[0])
+		job.Health = &runner.Health{Timeout: o.healthTimeout, Interval: o.healthInterval, Command: runner.Command{
+			Path: path, Args: o.healthCommand[1:], Env: commandEnv(os.Environ(), o.passConsulToken),
+			Stdout: a.Stdout, Stderr: a.Stderr,
+		}}
 	}
 	waiting := false
 	job.Request.Waiting = func(s *lock.Snapshot) {
 		if !waiting {
 			waiting = true
-			log.Infof("tier full (%d of %d slots held), waiting up to %s", s.Held(), s.Max, o.wait)
+			if d := s.Decide(o.holder, req.Revision); d == lock.HeldBack {
+				log.Infof("revision %s: the rollout (%s) does not admit this host yet, waiting up to %s", req.Revision, rolloutLine(s), o.wait)
+			} else {
+				log.Infof("tier full (%d of %d slots held), waiting up to %s", s.Held(), s.Max, o.wait)
+			}
 			if newer := s.Newer(); len(newer) > 0 {
 				log.Warnf("the tier has hosts of a newer waiting protocol than this tierlock's %d (%s): they are ranked, but this host hands them no slot; they take their own", lock.Protocol, strings.Join(newer, ", "))
 			}
@@ -154,6 +173,13 @@ func (a *App) describe(ctx context.Context, log *logrus.Entry, client *api.Clien
 		}
 		instanceID = id
 	}
+	revision, err := a.revisionOf(ctx, o)
+	if sig := stop(); sig != nil {
+		return lock.Request{}, fmt.Errorf("%w: %v", runner.ErrStopped, sig)
+	}
+	if err != nil {
+		return lock.Request{}, err
+	}
 	hostname, _ := os.Hostname()
 	node := a.nodeName(ctx, log, client, o)
 	if sig := stop(); sig != nil {
@@ -163,6 +189,7 @@ func (a *App) describe(ctx context.Context, log *logrus.Entry, client *api.Clien
 		Record: lock.Record{
 			Holder: o.holder, Hostname: hostname, InstanceID: instanceID, Node: node, PID: os.Getpid(),
 			Command: strings.Join(o.command, " "), RunID: runID, Version: "tierlock " + a.Build.Version,
+			Revision: revision,
 		},
 		WaitUntil: a.Now().Add(o.wait),
 	}, nil
@@ -187,7 +214,8 @@ func logOutcome(log *logrus.Entry, out runner.Outcome, o runOptions) int {
 	}
 	res := out.Result
 	log = log.WithFields(logrus.Fields{"attempt": out.Slot.Attempts, "exit_code": res.Code(), "duration": res.Duration.Round(time.Millisecond).String()})
-	if failed := (*runner.CommandError)(nil); errors.As(out.Err, &failed) && failed.Start != nil {
+	failed := (*runner.CommandError)(nil)
+	if errors.As(out.Err, &failed) && failed.Start != nil {
 		log.Error(failed.Start)
 	}
 	switch {
@@ -206,6 +234,11 @@ func logOutcome(log *logrus.Entry, out runner.Outcome, o runOptions) int {
 		log.Info("command succeeded; slot released")
 	case errors.Is(out.Err, runner.ErrNotReleased) && out.Signal != nil:
 		log.WithError(out.Err).Errorf("command succeeded but %v stopped the release; the slot stays held and the next run re-enters and releases it", out.Signal)
+	case errors.As(out.Err, &failed) && failed.Unhealthy:
+		if out.Recording != nil {
+			log.WithError(explain(out.Recording)).Error("could not record the failed health check; the slot stays held")
+		}
+		log.WithField("health_exit_code", failed.Health.Code()).Errorf("command succeeded but its health check did not pass within --health-timeout %s; slot stays held (state unhealthy)", o.healthTimeout)
 	case errors.Is(out.Err, runner.ErrNotReleased):
 		log.WithError(explain(errors.Unwrap(out.Err))).Error("command succeeded but the slot could not be released; it stays held and the next run re-enters and releases it")
 	default:
@@ -228,6 +261,10 @@ func logNotRun(log *logrus.Entry, out runner.Outcome) {
 		log.Info("tier disabled (max_concurrent 0); nothing ran")
 	case errors.Is(err, lock.ErrNoSlot):
 		log.WithError(err).Warn("no slot within --wait; nothing ran")
+	case errors.Is(err, lock.ErrHalted):
+		log.WithError(err).Error("the revision is halted in this tier; nothing ran")
+	case errors.Is(err, lock.ErrHeldBack):
+		log.WithError(err).Warn("the rollout did not admit this host within --wait; nothing ran")
 	case errors.As(err, &refused), exitCode(err) == exitConfig:
 		log.WithError(err).Error("nothing ran")
 	default:
@@ -276,8 +313,15 @@ func (a *App) dryRun(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 	if snap.Max < 0 {
 		limit = "unlimited"
 	}
-	d := snap.Decide(o.holder)
+	rev, err := a.revisionOf(ctx, o)
+	if err != nil {
+		log.Error(message(err))
+		return exitCode(err)
+	}
+	d := snap.Decide(o.holder, rev)
 	what := map[lock.Decision]string{
+		lock.Halted:   fmt.Sprintf("would skip: revision %s is halted", rev),
+		lock.HeldBack: fmt.Sprintf("would wait up to %s for the rollout to admit revision %s", o.wait, rev),
 		lock.Disabled: "would skip: the tier is disabled",
 		lock.Reenter:  "would re-enter the slot it already holds and run",
 		lock.Take:     "would take a slot and run",
@@ -289,6 +333,58 @@ func (a *App) dryRun(ctx context.Context, log *logrus.Entry, sem *lock.Semaphore
 		return exitOK
 	}
 	return exitTempFail
+}
+
+// revisionOf is the revision this run applies: --revision, or what --revision-command
+// prints (trimmed), within --revision-timeout. A command that fails, times out or prints
+// nothing usable stops the run (exit 78): a run that names no revision would bypass the
+// rollout.
+func (a *App) revisionOf(ctx context.Context, o runOptions) (string, error) {
+	if len(o.revisionCommand) == 0 {
+		return o.revision, nil
+	}
+	line := strings.Join(o.revisionCommand, " ")
+	ctx, cancel := context.WithTimeout(ctx, o.revisionTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, o.revisionCommand[0], o.revisionCommand[1:]...)
+	cmd.Env = commandEnv(os.Environ(), false)
+	out := &capped{max: 4096}
+	cmd.Stdout, cmd.Stderr = out, a.Stderr
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	switch {
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		return "", usage("--revision-command %q did not finish within --revision-timeout %s; nothing ran", line, o.revisionTimeout)
+	case err != nil:
+		return "", usage("--revision-command %q: %v; nothing ran", line, err)
+	case out.over:
+		return "", usage("--revision-command %q printed more than %d bytes; want one revision", line, out.max)
+	}
+	rev := strings.TrimSpace(out.String())
+	if rev == "" {
+		return "", usage("--revision-command %q printed nothing; nothing ran", line)
+	}
+	if err := lock.ValidateRevision(rev); err != nil {
+		return "", usage("--revision-command %q: %v", line, err)
+	}
+	return rev, nil
+}
+
+// capped keeps the first max bytes written to it.
+type capped struct {
+	strings.Builder
+	max  int
+	over bool
+}
+
+func (c *capped) Write(p []byte) (int, error) {
+	n := len(p)
+	if c.Len()+len(p) > c.max {
+		c.over = true
+		p = p[:max(c.max-c.Len(), 0)]
+	}
+	c.Builder.Write(p)
+	return n, nil // the rest is dropped, not refused: the command must not die of a full pipe
 }
 
 // newRunID names one run in logs and in its record.

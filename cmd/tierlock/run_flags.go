@@ -27,6 +27,12 @@ type runOptions struct {
 	passConsulToken                            bool
 	command                                    []string // as given
 	path                                       string   // command[0] resolved on $PATH
+	// The rollout: the revision given, or the command that prints it (run once per run,
+	// within revisionTimeout); the health check and its timeout.
+	revision                       string
+	revisionCommand, healthCommand []string
+	revisionTimeout, healthTimeout time.Duration
+	healthInterval                 time.Duration
 }
 
 func runFlags() []cli.Flag {
@@ -47,6 +53,12 @@ func runFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "dry-run", Usage: "decide and print, take nothing, run nothing", EnvVars: env("DRY_RUN")},
 		&cli.BoolFlag{Name: "pass-consul-token", Usage: "leave CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE and CONSUL_HTTP_AUTH in the command's environment (by default they are removed)", EnvVars: env("PASS_CONSUL_TOKEN")},
 		&cli.StringFlag{Name: "command", Usage: "command line to run when none follows --: split into words as sh does, nothing expanded (default: chef-client)", EnvVars: env("COMMAND")},
+		&cli.StringFlag{Name: "revision", Usage: "the revision of the configuration this run applies (a git SHA, a Policyfile revision_id): the run takes part in the tier's progressive rollout (docs/rollout.md)", EnvVars: env("REVISION")},
+		&cli.StringFlag{Name: "revision-command", Usage: "command line that prints the revision (e.g. 'git -C /var/chef rev-parse HEAD'), split as --command is; it must succeed and print one within --revision-timeout, or nothing runs (exit 78)", EnvVars: env("REVISION_COMMAND")},
+		&cli.DurationFlag{Name: "revision-timeout", Value: time.Minute, Usage: "how long --revision-command may take", EnvVars: env("REVISION_TIMEOUT")},
+		&cli.StringFlag{Name: "health-command", Usage: "command line that must exit 0 after the command succeeds for the run to count as a success; retried until --health-timeout, otherwise the slot is held as unhealthy", EnvVars: env("HEALTH_COMMAND")},
+		&cli.DurationFlag{Name: "health-timeout", Value: 5 * time.Minute, Usage: "how long the health command has to pass", EnvVars: env("HEALTH_TIMEOUT")},
+		&cli.DurationFlag{Name: "health-interval", Value: 5 * time.Second, Usage: "time between tries of the health command", EnvVars: env("HEALTH_INTERVAL")},
 	}, logFlags()...)
 }
 
@@ -120,6 +132,9 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 	}
 	if len(o.command) == 0 {
 		o.command = []string{"chef-client"}
+	}
+	if err := parseRolloutOptions(c, &o); err != nil {
+		return o, err
 	}
 	path, err := exec.LookPath(o.command[0])
 	if err != nil {
@@ -225,4 +240,44 @@ func commandEnv(environ []string, pass bool) []string {
 		}
 	}
 	return out
+}
+
+// parseRolloutOptions checks --revision, --revision-command and the health check.
+func parseRolloutOptions(c *cli.Context, o *runOptions) error {
+	o.revision = c.String("revision")
+	o.revisionTimeout, o.healthTimeout, o.healthInterval = c.Duration("revision-timeout"), c.Duration("health-timeout"), c.Duration("health-interval")
+	line := c.String("revision-command")
+	switch {
+	case o.revision != "" && line != "":
+		return fmt.Errorf("--revision %q and --revision-command: give one of them", o.revision)
+	case o.revision != "":
+		if err := lock.ValidateRevision(o.revision); err != nil {
+			return fmt.Errorf("--revision: %w", err)
+		}
+	case line != "":
+		words, err := splitCommand(line)
+		if err != nil {
+			return fmt.Errorf("--revision-command %q: %w", line, err)
+		}
+		if _, err := exec.LookPath(words[0]); err != nil {
+			return fmt.Errorf("--revision-command: %w", err)
+		}
+		o.revisionCommand = words
+	}
+	if line := c.String("health-command"); line != "" {
+		words, err := splitCommand(line)
+		if err != nil {
+			return fmt.Errorf("--health-command %q: %w", line, err)
+		}
+		if _, err := exec.LookPath(words[0]); err != nil {
+			return fmt.Errorf("--health-command: %w", err)
+		}
+		o.healthCommand = words
+	}
+	for name, d := range map[string]time.Duration{"revision-timeout": o.revisionTimeout, "health-timeout": o.healthTimeout, "health-interval": o.healthInterval} {
+		if d <= 0 {
+			return fmt.Errorf("--%s %s: want more than 0", name, d)
+		}
+	}
+	return nil
 }

@@ -109,12 +109,15 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			// Every stored string goes through the sanitiser: a tab or an escape in one must
 			// neither break the columns nor reach the terminal.
 			// The version says which tierlock holds the slot: during an upgrade a tier runs two.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", tier, mx, hd, safetext.Text(h), safetext.Text(string(rec.State)),
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", tier, mx, hd, safetext.Text(h), safetext.Text(rec.Shown()),
 				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, safetext.Text(orDash(rec.InstanceID)),
 				safetext.Text(orDash(strings.TrimPrefix(rec.Version, "tierlock "))))
 		}
 		if tv.Status != monitor.OK {
 			notes = append(notes, safetext.Text(fmt.Sprintf("%s %s: %s", tv.Tier, tv.Status, strings.Join(tv.Problems, "; "))))
+		}
+		if r := monitor.Rollout(s, now); r != nil {
+			notes = append(notes, safetext.Text(tv.Tier+" rollout: "+r.Line()))
 		}
 		for _, n := range noteLines(s, tv, now) {
 			notes = append(notes, safetext.Text(tv.Tier+" "+n))
@@ -236,7 +239,7 @@ func noteLines(s *lock.Snapshot, tv monitor.TierVerdict, now time.Time) []string
 	} else if n, ok := s.Notes[lock.NoteHistory]; ok && n.Action == "enable" {
 		lines = append(lines, monitor.NoteText(n, now)) // who released the brake
 	}
-	for _, kind := range []string{lock.NoteRelease, lock.NoteForget} {
+	for _, kind := range []string{lock.NoteRelease, lock.NoteForget, lock.NoteRollout} {
 		if n, ok := s.Notes[kind]; ok {
 			lines = append(lines, monitor.NoteText(n, now))
 		}
@@ -278,6 +281,8 @@ type tierStatus struct {
 	// Unconverged are the hosts past the convergence warning (none in a disabled tier).
 	Unconverged []string     `json:"unconverged"`
 	Hosts       []hostStatus `json:"hosts"`
+	// Rollout is the tier's progressive rollout, null when none (docs/rollout.md).
+	Rollout *monitor.RolloutView `json:"rollout"`
 }
 
 type hostStatus struct {
@@ -308,7 +313,8 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 			Disabled: s.Disabled(), Unlimited: s.Max < 0, Current: s.Current, RunningKeys: s.RunningKeys,
 			Drift: s.Drift(), Problems: append([]string{}, tv.Problems...), Holders: []holderStatus{}, Waiters: []waiterStatus{},
 			HostsKnown: tv.Hosts, OldestConvergedSeconds: int64(tv.OldestConverged.Seconds()),
-			Unconverged: append([]string{}, tv.Unconverged...), Hosts: []hostStatus{}, Notes: s.Notes}
+			Unconverged: append([]string{}, tv.Unconverged...), Hosts: []hostStatus{}, Notes: s.Notes,
+			Rollout: monitor.Rollout(s, now)}
 		for _, h := range monitor.Hosts(s, now) {
 			hs := hostStatus{Host: h}
 			if h.ConvergedAt != nil {
@@ -358,7 +364,26 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 	offG := gauge("tierlock_tier_disabled_timestamp_seconds", "For a disabled tier only: Unix time of the disable note; 0 when no note says when.", "tier")
 	headG := gauge("tierlock_tier_queue_head_since_timestamp_seconds", "Unix time the first waiter of the tier joined the queue (0 when unreadable); absent without waiters.", "tier", "holder")
 	suspectG := gauge("tierlock_tier_suspect_keys", "Stored keys of the tier that are ignored or doubtful but stop nothing (check warns).", "tier")
+	rolloutG := gauge("tierlock_rollout_state", "1 for the state of the tier's rollout (canary, step, baking, full, complete, halted), by revision.", "tier", "revision", "state")
+	rolloutStepG := gauge("tierlock_rollout_step", "The rollout's open step (0: the canary).", "tier", "revision")
+	rolloutOKG := gauge("tierlock_rollout_successes", "Movers' successful runs of the revision rolling out.", "tier", "revision")
+	rolloutFailG := gauge("tierlock_rollout_failures", "Movers' failed runs of the revision rolling out.", "tier", "revision")
+	rolloutSinceG := gauge("tierlock_rollout_since_timestamp_seconds", "Unix time the revision's rollout started.", "tier", "revision")
 	for _, s := range snaps {
+		if r := monitor.Rollout(s, now); r != nil {
+			rev := safetext.Text(r.Revision)
+			for _, st := range []string{"canary", "step", "baking", "full", "complete", "halted"} {
+				v := 0.0
+				if st == r.State {
+					v = 1
+				}
+				rolloutG.WithLabelValues(s.Tier, rev, st).Set(v)
+			}
+			rolloutStepG.WithLabelValues(s.Tier, rev).Set(float64(r.Step))
+			rolloutOKG.WithLabelValues(s.Tier, rev).Set(float64(r.Successes))
+			rolloutFailG.WithLabelValues(s.Tier, rev).Set(float64(r.Failures))
+			rolloutSinceG.WithLabelValues(s.Tier, rev).Set(unixSeconds(r.Since))
+		}
 		maxG.WithLabelValues(s.Tier).Set(float64(s.Max))
 		curG.WithLabelValues(s.Tier).Set(float64(s.Current))
 		keysG.WithLabelValues(s.Tier).Set(float64(s.RunningKeys))

@@ -1,0 +1,716 @@
+package lock
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Progressive rollout. A run may name the revision R of the configuration it applies
+// (Record.Revision). A run whose host has not converged on R (its converged/ record names
+// another revision, or none) is a mover; only movers are limited by the rollout, and a host
+// already on R never waits for them (see eligible). Two keys of the tier hold it:
+//
+//	rollout_policy  the schedule (Policy), set by an operator; absent: DefaultPolicy
+//	rollout         the revision rolling out and its progress (Rollout), one small record
+//
+// The first mover to R is the canary (step 0). Step i admits Policy.size(i) movers; step i+1
+// opens once every mover of step i has succeeded and the last success is older than the
+// bake. Every write that admits a mover rewrites rollout with check-and-set (Admitted moves),
+// so two writers cannot both admit into the last place of a step; the movers in flight are
+// counted from their running/ records (Batch), so a mover that fails, is interrupted or dies
+// gives its place up without anyone writing rollout. A success (the release) and a failure
+// (the mark) rewrite rollout in the transaction that records them: no write of its own.
+
+const (
+	keyRollout = "rollout"
+	keyPolicy  = "rollout_policy"
+	// MaxRevision bounds a revision's name: a git SHA is 40 bytes, a Policyfile revision_id 64.
+	MaxRevision = 128
+	// maxPast is how many superseded revisions the record remembers (for a rollback).
+	maxPast = 8
+	// maxFailedShown is how many failed hosts the record names; Failures counts them all.
+	maxFailedShown = 8
+	// maxHaltWakes bounds the waiting movers a halt wakes in its own transaction (the others
+	// find it out within a watch, maxWatch).
+	maxHaltWakes = 32
+	// maxSchedule bounds the steps of a schedule.
+	maxSchedule = 32
+	// moverProtocol is the protocol of a mover's queue entry and record: a protocol-2 host
+	// would hand it a slot without asking the rollout, so it must leave it alone (see Newer).
+	moverProtocol = 3
+)
+
+// Errors of the rollout, both exit 75 for a run: nothing ran, and trying again later is right.
+var (
+	// ErrHalted means the revision is halted in the tier: its failures reached the limit,
+	// or an operator halted it. Only an operator resumes it.
+	ErrHalted = errors.New("lock: revision halted")
+	// ErrHeldBack means the rollout did not admit this mover within the wait: its step was
+	// full, its bake not over, or its revision not yet complete in the tier it comes after.
+	ErrHeldBack = errors.New("lock: revision not yet admitted by the rollout")
+)
+
+// Policy is a tier's rollout schedule (rollout_policy).
+type Policy struct {
+	// Schedule are the steps' sizes, in order; the last repeats, and 0 there is "max" (no
+	// limit but max_concurrent). nil: doubling, 1, 2, 4, ...
+	Schedule []int
+	// Bake is how long after the last success of a step the next one waits.
+	Bake time.Duration
+	// Failures is how many failures of a revision halt it (at least 1).
+	Failures int
+	// After is another tier: a revision starts here only once it has completed there.
+	After string
+}
+
+// DefaultPolicy applies while rollout_policy is absent: doubling, no bake, halt at the first
+// failure.
+var DefaultPolicy = Policy{Failures: 1}
+
+// ParseSchedule reads a schedule as an operator writes it: "1,2,5,max", or "double" (or "")
+// for the default doubling.
+func ParseSchedule(s string) ([]int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "double" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > maxSchedule {
+		return nil, fmt.Errorf("lock: schedule %q has %d steps: at most %d", clip(s), len(parts), maxSchedule)
+	}
+	out := make([]int, 0, len(parts))
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if p == "max" {
+			if i != len(parts)-1 {
+				return nil, fmt.Errorf("lock: schedule %q: max must be the last step", clip(s))
+			}
+			out = append(out, 0)
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > maxLimit || !isDigits(p) {
+			return nil, fmt.Errorf("lock: schedule %q: step %q is neither a positive number nor max", clip(s), clip(p))
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// FormatSchedule writes a schedule as ParseSchedule reads it.
+func FormatSchedule(sched []int) string {
+	if len(sched) == 0 {
+		return "double"
+	}
+	parts := make([]string, len(sched))
+	for i, n := range sched {
+		parts[i] = strconv.Itoa(n)
+		if n == 0 {
+			parts[i] = "max"
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// Validate checks a policy as an operator gave it.
+func (p Policy) Validate() error {
+	if p.Failures < 1 || p.Failures > maxLimit {
+		return fmt.Errorf("lock: rollout failures %d: want at least 1", p.Failures)
+	}
+	if p.Bake < 0 || p.Bake > 30*24*time.Hour {
+		return fmt.Errorf("lock: rollout bake %s: want 0 to 720h", p.Bake)
+	}
+	if p.After != "" {
+		if err := ValidateTier(p.After); err != nil {
+			return fmt.Errorf("lock: rollout after: %w", err)
+		}
+	}
+	for i, n := range p.Schedule {
+		if n < 0 || (n == 0 && i != len(p.Schedule)-1) {
+			return fmt.Errorf("lock: schedule %s: max must be the last step", FormatSchedule(p.Schedule))
+		}
+	}
+	return nil
+}
+
+// Size is the number of movers step admits; -1: no limit but max_concurrent.
+func (p Policy) Size(step int) int {
+	if len(p.Schedule) == 0 {
+		return 1 << min(step, 30)
+	}
+	n := p.Schedule[min(step, len(p.Schedule)-1)]
+	if n == 0 {
+		return -1
+	}
+	return n
+}
+
+type policyJSON struct {
+	Schedule string `json:"schedule"`
+	Bake     string `json:"bake"`
+	Failures int    `json:"failures"`
+	After    string `json:"after,omitempty"`
+}
+
+// MarshalJSON stores the policy as people read it: "1,2,5,max", "15m0s".
+func (p Policy) MarshalJSON() ([]byte, error) {
+	return json.Marshal(policyJSON{Schedule: FormatSchedule(p.Schedule), Bake: p.Bake.String(), Failures: p.Failures, After: p.After})
+}
+
+// UnmarshalJSON reads a stored policy, checked as Validate checks a new one.
+func (p *Policy) UnmarshalJSON(b []byte) error {
+	var j policyJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	sched, err := ParseSchedule(j.Schedule)
+	if err != nil {
+		return err
+	}
+	bake := time.Duration(0)
+	if j.Bake != "" {
+		if bake, err = time.ParseDuration(j.Bake); err != nil {
+			return fmt.Errorf("bake %q: %v", clip(j.Bake), err)
+		}
+	}
+	q := Policy{Schedule: sched, Bake: bake, Failures: j.Failures, After: j.After}
+	if err := q.Validate(); err != nil {
+		return err
+	}
+	*p = q
+	return nil
+}
+
+// Rollout states.
+const (
+	RolloutRolling = "rolling"
+	RolloutHalted  = "halted"
+)
+
+// Rollout is the tier's rollout record: the revision rolling out and how far it got. It stays
+// small at any tier size: counts, the last few failed hosts, the last few revisions.
+type Rollout struct {
+	Revision string    `json:"revision"`
+	State    string    `json:"state"` // RolloutRolling or RolloutHalted
+	Since    time.Time `json:"since"` // when its first mover asked (or an operator set it)
+	// Step is the batch open now: 0 is the canary.
+	Step int `json:"step"`
+	// Admitted counts the movers admitted to Step; every admission moves it, so that
+	// concurrent admissions fail each other's check-and-set.
+	Admitted int `json:"admitted"`
+	// Succeeded counts the movers of Step that succeeded.
+	Succeeded   int        `json:"succeeded"`
+	LastSuccess *time.Time `json:"last_success,omitempty"`
+	// Successes and Failures count every mover's runs of Revision.
+	Successes int       `json:"successes"`
+	Failures  int       `json:"failures"`
+	Failed    []Failure `json:"failed,omitempty"` // the last maxFailedShown, newest last
+	// Full: promoted past its schedule (promote --full, or a rollback to a revision that had
+	// completed): only max_concurrent limits its movers.
+	Full bool `json:"full,omitempty"`
+	// AfterOK: the policy's After tier had completed Revision when a mover looked.
+	AfterOK  bool       `json:"after_ok,omitempty"`
+	HaltedAt *time.Time `json:"halted_at,omitempty"`
+	// Past are the revisions it superseded, newest first (at most maxPast).
+	Past []PastRevision `json:"past,omitempty"`
+}
+
+// Failure is one failed run of a revision.
+type Failure struct {
+	Holder    string    `json:"holder"`
+	ExitCode  *int      `json:"exit_code,omitempty"`
+	Unhealthy bool      `json:"unhealthy,omitempty"` // the command succeeded, its health check did not
+	At        time.Time `json:"at"`
+}
+
+// PastRevision is a revision a newer one superseded.
+type PastRevision struct {
+	Revision  string    `json:"revision"`
+	State     string    `json:"state"`     // its state when superseded
+	Completed bool      `json:"completed"` // every host of the tier had converged on it
+	Successes int       `json:"successes"`
+	Failures  int       `json:"failures"`
+	Until     time.Time `json:"until"`
+}
+
+// Halted reports whether the record's revision is halted.
+func (r *Rollout) Halted() bool { return r.State == RolloutHalted }
+
+func (r *Rollout) past(rev string) (PastRevision, bool) {
+	for _, p := range r.Past {
+		if p.Revision == rev {
+			return p, true
+		}
+	}
+	return PastRevision{}, false
+}
+
+// clone is r with its slices its own, so that a change does not reach the snapshot's copy.
+func (r Rollout) clone() Rollout {
+	r.Failed = slices.Clone(r.Failed)
+	r.Past = slices.Clone(r.Past)
+	return r
+}
+
+// supersede is the record of a new rollout of rev, which replaces r's revision (remembered in
+// Past, with whether it had completed). A rollback to a revision that had completed here
+// skips the schedule, as Argo's rollback window does: it is known good.
+func (r Rollout) supersede(rev string, now time.Time, completed bool) Rollout {
+	n := Rollout{Revision: rev, State: RolloutRolling, Since: now}
+	if p, ok := r.past(rev); ok && p.Completed {
+		n.Full = true
+	}
+	var past []PastRevision
+	if r.Revision != "" {
+		state := "superseded"
+		if r.Halted() {
+			state = RolloutHalted
+		}
+		past = append(past, PastRevision{Revision: r.Revision, State: state, Completed: completed,
+			Successes: r.Successes, Failures: r.Failures, Until: now})
+	}
+	for _, p := range r.Past {
+		if p.Revision != rev && len(past) < maxPast {
+			past = append(past, p)
+		}
+	}
+	n.Past = past
+	return n
+}
+
+// parseRollout reads the rollout record.
+func parseRollout(value []byte) (Rollout, error) {
+	if len(value) > maxValueLen {
+		return Rollout{}, fmt.Errorf("value is %d bytes, more than %d", len(value), maxValueLen)
+	}
+	var r Rollout
+	if err := json.Unmarshal(value, &r); err != nil {
+		return Rollout{}, fmt.Errorf("not a rollout record: %v", err)
+	}
+	if r.State != RolloutRolling && r.State != RolloutHalted {
+		return Rollout{}, fmt.Errorf("rollout state %q is neither %s nor %s", clip(r.State), RolloutRolling, RolloutHalted)
+	}
+	if r.Step < 0 || r.Admitted < 0 || r.Succeeded < 0 || r.Successes < 0 || r.Failures < 0 {
+		return Rollout{}, fmt.Errorf("rollout record has a negative count")
+	}
+	if err := ValidateRevision(r.Revision); r.Revision != "" && err != nil {
+		return Rollout{}, err
+	}
+	return r, nil
+}
+
+// ValidateRevision checks a revision's name: 1 to MaxRevision printable ASCII bytes, no
+// spaces, so that it can be logged, shown and typed back.
+func ValidateRevision(rev string) error {
+	if rev == "" || len(rev) > MaxRevision {
+		return fmt.Errorf("%w: revision %q: want 1 to %d bytes", ErrInvalidName, clip(rev), MaxRevision)
+	}
+	for i := 0; i < len(rev); i++ {
+		if c := rev[i]; c <= ' ' || c > '~' {
+			return fmt.Errorf("%w: revision %q: byte %d is not printable ASCII", ErrInvalidName, clip(rev), i)
+		}
+	}
+	return nil
+}
+
+// gate is what the rollout says of one more mover.
+type gate int
+
+const (
+	gateOpen   gate = iota // admitted: it may take a slot (max_concurrent still applies)
+	gateBatch              // its step is full, not yet all succeeded, or baking
+	gateAfter              // its revision has not completed in Policy.After (as far as is known)
+	gateWhole              // it supersedes the rollout: judging the old one needs the whole tier
+	gateHalted             // its revision is halted
+)
+
+// gate is the rollout's answer to one more mover to rev at the snapshot's time, given extra
+// movers of rev already admitted to the current step by the write being built, and the
+// record as the admission leaves it.
+func (s *Snapshot) gate(r Rollout, rev string, extra int) (gate, Rollout) {
+	if r.Revision != rev {
+		if p, ok := r.past(rev); ok && p.State == RolloutHalted {
+			return gateHalted, r // a stale host asking for a halted revision again does not restart it
+		}
+		if r.Revision != "" && !s.whole {
+			return gateWhole, r
+		}
+		r = r.supersede(rev, s.now, r.Revision != "" && s.complete(r.Revision))
+		extra = 0
+	} else {
+		r = r.clone()
+	}
+	if r.Halted() {
+		return gateHalted, r
+	}
+	if s.Policy.After != "" && !r.AfterOK {
+		if !s.afterDone {
+			return gateAfter, r
+		}
+		r.AfterOK = true
+	}
+	size := s.Policy.Size(r.Step)
+	if r.Full || size < 0 {
+		r.Admitted++
+		return gateOpen, r
+	}
+	running := s.inflight(rev, r.Step) + extra
+	if r.Succeeded+running < size {
+		r.Admitted++
+		return gateOpen, r
+	}
+	baked := r.LastSuccess == nil || !s.now.Before(r.LastSuccess.Add(s.Policy.Bake))
+	if running == 0 && r.Succeeded >= size && baked {
+		r.Step, r.Admitted, r.Succeeded = r.Step+1, 1, 0
+		return gateOpen, r
+	}
+	return gateBatch, r
+}
+
+// inflight counts the movers of rev admitted to step whose runs are still going: one that
+// failed or was interrupted gave its place up (its failure is counted), as did one whose slot
+// was freed without a success (its host died).
+func (s *Snapshot) inflight(rev string, step int) int {
+	n := 0
+	for _, r := range s.Holders {
+		if r.Revision == rev && r.Batch != nil && *r.Batch == step && r.State == StateRunning {
+			n++
+		}
+	}
+	return n
+}
+
+// mover reports whether a run of holder that applies rev is a mover: its host has not
+// converged on rev (as far as this snapshot, which holds that host's record, knows).
+func (s *Snapshot) mover(holder, rev string) bool {
+	if rev == "" {
+		return false
+	}
+	c, ok := s.Converged[holder]
+	return !ok || c.Revision != rev
+}
+
+// Complete reports whether rev has completed in the tier: a whole read shows every host the
+// tier knows (convergence records, slots, queue entries) converged on it, none of its slots
+// failed, the rollout not halted (or
+// the record remembers that it had completed when a newer revision superseded it). It is
+// what a tier's Policy.After waits for.
+func (s *Snapshot) Complete(rev string) bool {
+	r := s.Rollout
+	if p, ok := r.past(rev); ok {
+		return p.Completed
+	}
+	if rev == "" || r.Revision != rev || r.Halted() || r.Successes == 0 {
+		return false
+	}
+	for _, c := range s.Converged {
+		if c.Revision != rev {
+			return false
+		}
+	}
+	// Every host the tier knows: a host that holds a slot or waits for one without having
+	// converged on rev (a mover still running, a host new to the tier) is not there yet.
+	for h, rec := range s.Holders {
+		if s.mover(h, rev) || (rec.Revision == rev && rec.State != StateRunning) {
+			return false
+		}
+	}
+	for _, w := range s.Queue {
+		if s.mover(w.Holder, rev) {
+			return false
+		}
+	}
+	return len(s.badHolders) == 0
+}
+
+// complete is Complete for the revision being superseded, on a whole read.
+func (s *Snapshot) complete(rev string) bool { return s.Complete(rev) }
+
+// eligible reports whether waiter w could be handed a slot now as far as the rollout goes: it
+// is not a mover, or the rollout would admit it. A host already on its revision is never
+// queued behind movers the rollout holds back.
+func (s *Snapshot) eligible(w Waiter) bool {
+	if !w.Mover || w.Revision == "" {
+		return true
+	}
+	if s.rolloutErr != nil {
+		return false
+	}
+	g, _ := s.gate(s.Rollout, w.Revision, 0)
+	return g == gateOpen
+}
+
+// succeed is the record after the success of rec's run (its host's convergence before it
+// was on another revision): nil when the rollout does not change.
+func (s *Snapshot) succeed(rec Record) *Rollout {
+	r := s.Rollout
+	if s.rolloutErr != nil || rec.Revision == "" || rec.Revision != r.Revision || !s.mover(rec.Holder, rec.Revision) {
+		return nil
+	}
+	r = r.clone()
+	now := s.now
+	r.Successes++
+	r.LastSuccess = &now
+	if rec.Batch != nil && *rec.Batch == r.Step {
+		r.Succeeded++
+	}
+	return &r
+}
+
+// fail is the record after rec's run of a mover failed (or its health check did), halted if
+// its failures reach the policy's limit: nil when the rollout does not change.
+func (s *Snapshot) fail(rec Record, code *int, unhealthy bool) *Rollout {
+	r := s.Rollout
+	if s.rolloutErr != nil || rec.Revision == "" || rec.Revision != r.Revision || !s.mover(rec.Holder, rec.Revision) {
+		return nil
+	}
+	r = r.clone()
+	r.Failures++
+	r.Failed = append(r.Failed, Failure{Holder: rec.Holder, ExitCode: code, Unhealthy: unhealthy, At: s.now})
+	if len(r.Failed) > maxFailedShown {
+		r.Failed = r.Failed[len(r.Failed)-maxFailedShown:]
+	}
+	if !r.Halted() && r.Failures >= max(s.Policy.Failures, 1) {
+		now := s.now
+		r.State, r.HaltedAt = RolloutHalted, &now
+	}
+	return &r
+}
+
+// haltErr says why movers to r's revision exit: the revision, the host that failed it and
+// its exit code.
+func haltErr(tier string, r Rollout, rev string) error {
+	if r.Revision != rev {
+		return fmt.Errorf("%w: %s in %s (halted before a newer revision superseded it; `tierlock rollout forget` lets it start again)", ErrHalted, rev, tier)
+	}
+	why := "by an operator"
+	if n := len(r.Failed); n > 0 {
+		f := r.Failed[n-1]
+		code := "unknown"
+		if f.ExitCode != nil {
+			code = strconv.Itoa(*f.ExitCode)
+		}
+		how := "failed it with exit " + code
+		if f.Unhealthy {
+			how = "failed its health check"
+		}
+		why = fmt.Sprintf("after %d failure(s): %s %s", r.Failures, f.Holder, how)
+	}
+	return fmt.Errorf("%w: %s in %s %s; `tierlock rollout resume` restarts it at the canary", ErrHalted, rev, tier, why)
+}
+
+// judge is Acquire's decision for req on snap, with the rollout record its admission leaves.
+// What the snapshot alone cannot tell, it reads: the whole tier when req's revision
+// supersedes another (whether that one had completed), and the tier Policy.After names
+// (whether it completed req's revision there), once, until a mover's take records it.
+func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Decision, Rollout, *Snapshot, error) {
+	if snap.mover(req.Holder, req.Revision) && snap.rolloutErr != nil {
+		if _, holds := snap.Holders[req.Holder]; !holds {
+			return 0, Rollout{}, snap, fmt.Errorf("%w: %w", ErrInvalidConfig, snap.rolloutErr)
+		}
+	}
+	for range 3 {
+		d, g, r := snap.decide(req.Holder, req.Revision)
+		switch {
+		case g == gateWhole:
+			whole, err := s.read(ctx, "")
+			if err != nil {
+				return 0, Rollout{}, snap, err
+			}
+			if err := whole.Err(); err != nil {
+				return 0, Rollout{}, snap, err
+			}
+			snap = whole
+			continue
+		case g == gateAfter && !snap.afterDone:
+			done, err := s.completedIn(ctx, snap.Policy.After, req.Revision)
+			if err != nil {
+				return 0, Rollout{}, snap, err
+			}
+			if !done {
+				return d, r, snap, nil
+			}
+			snap.afterDone = true
+			continue
+		}
+		return d, r, snap, nil
+	}
+	return HeldBack, snap.Rollout, snap, nil
+}
+
+// completedIn reports whether rev has completed in tier (Snapshot.Complete on a whole read).
+func (s *Semaphore) completedIn(ctx context.Context, tier, rev string) (bool, error) {
+	other, err := New(s.kv, Options{Prefix: s.opts.Prefix, Tier: tier, DefaultMax: s.opts.DefaultMax,
+		RequestTimeout: s.opts.RequestTimeout, Now: s.opts.Now, ReadBatch: s.opts.ReadBatch})
+	if err != nil {
+		return false, err
+	}
+	snap, err := other.read(ctx, "")
+	if err != nil {
+		return false, fmt.Errorf("lock: rollout after %s: %w", tier, err)
+	}
+	return snap.Complete(rev), nil
+}
+
+// heldBackErr says why a mover's wait ended without the rollout admitting it.
+func heldBackErr(tier string, snap *Snapshot, r Rollout, rev string) error {
+	_, g, _ := snap.decide("", rev)
+	why := fmt.Sprintf("step %d (%s) of %s is full or not yet done", r.Step, sizeText(snap.Policy.Size(r.Step)), r.Revision)
+	switch {
+	case g == gateAfter:
+		why = fmt.Sprintf("%s has not completed in %s", rev, snap.Policy.After)
+	case r.LastSuccess != nil && snap.Policy.Bake > 0 && snap.now.Before(r.LastSuccess.Add(snap.Policy.Bake)):
+		why = fmt.Sprintf("step %d of %s bakes until %s", r.Step, rev, r.LastSuccess.Add(snap.Policy.Bake).Format(time.RFC3339))
+	}
+	return fmt.Errorf("%w: %s in %s: %s", ErrHeldBack, rev, tier, why)
+}
+
+func sizeText(n int) string {
+	if n < 0 {
+		return "max"
+	}
+	return fmt.Sprintf("%d hosts", n)
+}
+
+// NoteRollout is the note kind of an operator's rollout change (policy, halt, resume,
+// promote, forget).
+const NoteRollout = "rollout"
+
+// SetPolicy stores the tier's rollout policy, with check-and-set. Setting the policy already
+// stored writes nothing.
+func (s *Semaphore) SetPolicy(ctx context.Context, p Policy) (*Snapshot, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if p.After == s.opts.Tier {
+		return nil, fmt.Errorf("lock: rollout after %s: a tier cannot come after itself", p.After)
+	}
+	value, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
+		if old, _ := json.Marshal(snap.Policy); string(old) == string(value) && snap.rolloutErr == nil {
+			if _, stored := snap.modify[keyPolicy]; stored {
+				return nil, errUnchanged
+			}
+		}
+		ops, err := s.withNote(snap, api.KVTxnOps{s.set(snap, keyPolicy, string(value))}, NoteRollout, "rollout policy", string(value))
+		if err != nil {
+			return nil, err
+		}
+		return &txn{writes: ops}, nil
+	})
+}
+
+// The operator's steering of a rollout (Steer).
+const (
+	SteerHalt        = "halt"         // stop rev: no mover starts it until resumed
+	SteerResume      = "resume"       // a halted rev starts again at the canary
+	SteerPromote     = "promote"      // open rev's next step now (no bake, no wait for the step)
+	SteerPromoteFull = "promote-full" // rev skips the rest of its schedule (a hotfix)
+	SteerForget      = "forget"       // drop rev from the record: its next mover starts afresh
+)
+
+// ErrSteer means a steering that does not apply to the rollout as it is (resume of a revision
+// that is not halted, promote of a halted one); nothing was written.
+var ErrSteer = errors.New("lock: rollout")
+
+// Steer applies an operator's action to rev's rollout, with a note, in one transaction that
+// also hands free slots to the movers it admits. A revision that is not the one rolling out
+// (halt, promote) supersedes it, as a mover's would. It returns the tier as it was read.
+func (s *Semaphore) Steer(ctx context.Context, action, rev string) (*Snapshot, error) {
+	if err := ValidateRevision(rev); err != nil {
+		return nil, err
+	}
+	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
+		if snap.rolloutErr != nil && action != SteerForget {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, snap.rolloutErr)
+		}
+		r, err := steer(snap, action, rev)
+		if err != nil || r == nil {
+			if err == nil {
+				err = errUnchanged
+			}
+			return nil, err
+		}
+		t, err := s.changeTxn(snap, change{rollout: r, noGrants: r.Halted()})
+		if err != nil {
+			return nil, err
+		}
+		if t.writes, err = s.withNote(snap, t.writes, NoteRollout, "rollout "+action, rev); err != nil {
+			return nil, err
+		}
+		return t, nil
+	})
+}
+
+// steer is the record after action on rev, nil when nothing changes.
+func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
+	cur := snap.Rollout.clone()
+	if snap.rolloutErr != nil {
+		cur = Rollout{}
+	}
+	now := snap.now
+	switch action {
+	case SteerForget:
+		if cur.Revision == rev {
+			return &Rollout{Past: cur.Past}, nil
+		}
+		if _, ok := cur.past(rev); !ok {
+			if snap.rolloutErr != nil {
+				return &Rollout{}, nil // a record that cannot be read is forgotten whole
+			}
+			return nil, nil
+		}
+		cur.Past = slices.DeleteFunc(cur.Past, func(p PastRevision) bool { return p.Revision == rev })
+		return &cur, nil
+	case SteerResume:
+		if p, ok := cur.past(rev); ok && p.State == RolloutHalted {
+			r := cur.supersede(rev, now, cur.Revision != "" && snap.Complete(cur.Revision))
+			return &r, nil
+		}
+		if cur.Revision != rev || !cur.Halted() {
+			return nil, fmt.Errorf("%w: %s is not halted in %s; nothing to resume", ErrSteer, rev, snap.Tier)
+		}
+		cur.State, cur.HaltedAt, cur.Step, cur.Admitted, cur.Succeeded, cur.Failures, cur.LastSuccess = RolloutRolling, nil, 0, 0, 0, 0, nil
+		return &cur, nil
+	}
+	if cur.Revision != rev {
+		if p, ok := cur.past(rev); ok && p.State == RolloutHalted && action != SteerHalt {
+			return nil, fmt.Errorf("%w: %s is halted in %s: resume it first", ErrSteer, rev, snap.Tier)
+		}
+		cur = cur.supersede(rev, now, cur.Revision != "" && snap.Complete(cur.Revision))
+	}
+	switch action {
+	case SteerHalt:
+		if cur.Halted() {
+			return nil, nil
+		}
+		cur.State, cur.HaltedAt = RolloutHalted, &now
+	case SteerPromote, SteerPromoteFull:
+		if cur.Halted() {
+			return nil, fmt.Errorf("%w: %s is halted in %s: resume it first", ErrSteer, rev, snap.Tier)
+		}
+		if action == SteerPromoteFull {
+			if cur.Full {
+				return nil, nil
+			}
+			cur.Full = true
+		} else {
+			cur.Step, cur.Admitted, cur.Succeeded, cur.LastSuccess = cur.Step+1, 0, 0, nil
+		}
+		cur.AfterOK = true // an operator's promotion stands for the tier it comes after
+	default:
+		return nil, fmt.Errorf("%w: unknown action %q", ErrSteer, action)
+	}
+	return &cur, nil
+}

@@ -1,0 +1,306 @@
+package lock_test
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tierlock/tierlock/lock"
+)
+
+func TestParseSchedule(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want string // FormatSchedule of the result, or "" for an error
+	}{
+		{"", "double"}, {"double", "double"}, {"1", "1"}, {"1,2,5,max", "1,2,5,max"}, {" 1 , 3 ", "1,3"},
+		{"max", "max"}, {"0", ""}, {"-1", ""}, {"1,max,2", ""}, {"1,,2", ""}, {"a", ""}, {"+1", ""},
+		{"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33", ""},
+	} {
+		got, err := lock.ParseSchedule(tt.in)
+		switch {
+		case tt.want == "" && err == nil:
+			t.Errorf("ParseSchedule(%q) = %v, want an error", tt.in, got)
+		case tt.want != "" && err != nil:
+			t.Errorf("ParseSchedule(%q): %v", tt.in, err)
+		case tt.want != "" && lock.FormatSchedule(got) != tt.want:
+			t.Errorf("ParseSchedule(%q) = %s, want %s", tt.in, lock.FormatSchedule(got), tt.want)
+		}
+	}
+}
+
+func TestPolicySizeAndJSON(t *testing.T) {
+	sched, _ := lock.ParseSchedule("1,2,5,max")
+	p := lock.Policy{Schedule: sched, Bake: 15 * time.Minute, Failures: 2, After: "staging/web"}
+	for step, want := range []int{1, 2, 5, -1, -1} {
+		if got := p.Size(step); got != want {
+			t.Errorf("step %d: size %d, want %d", step, got, want)
+		}
+	}
+	for step, want := range []int{1, 2, 4, 8} {
+		if got := lock.DefaultPolicy.Size(step); got != want {
+			t.Errorf("doubling step %d: size %d, want %d", step, got, want)
+		}
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != `{"schedule":"1,2,5,max","bake":"15m0s","failures":2,"after":"staging/web"}` {
+		t.Errorf("stored as %s", b)
+	}
+	var back lock.Policy
+	if err := json.Unmarshal(b, &back); err != nil || back.Bake != p.Bake || back.Failures != 2 || lock.FormatSchedule(back.Schedule) != "1,2,5,max" {
+		t.Errorf("read back %+v, %v", back, err)
+	}
+	for _, bad := range []string{`{"schedule":"0","failures":1}`, `{"schedule":"1","failures":0}`, `{"schedule":"1","failures":1,"bake":"soon"}`, `{"schedule":"1","failures":1,"after":"web"}`} {
+		if err := json.Unmarshal([]byte(bad), &back); err == nil {
+			t.Errorf("%s: read as %+v, want an error", bad, back)
+		}
+	}
+}
+
+// mover takes a slot for holder as a mover to rev, or says why not.
+func mover(t *testing.T, s *lock.Semaphore, holder, run, rev string, wait time.Duration) (*lock.Slot, error) {
+	t.Helper()
+	r := req(holder, run)
+	r.Revision = rev
+	if wait > 0 {
+		r.WaitUntil = time.Now().Add(wait)
+	}
+	return s.Acquire(ctx(t), r)
+}
+
+func rollout(t *testing.T, s *lock.Semaphore) lock.Rollout {
+	t.Helper()
+	snap, err := s.Read(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap.Rollout
+}
+
+// TestRolloutCanaryBatchesHalt walks one revision through the default schedule against a
+// real Consul: the canary alone, then two, a failure that halts it, the exits that follow,
+// re-entry, resume at the canary, and a newer revision that supersedes it.
+func TestRolloutCanaryBatchesHalt(t *testing.T) {
+	s := newSem(t, 10)
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil || canary.Batch == nil || *canary.Batch != 0 {
+		t.Fatalf("canary: %+v, %v", canary, err)
+	}
+	if _, err := mover(t, s, "web-2", "r2", "B", 0); !errors.Is(err, lock.ErrHeldBack) {
+		t.Fatalf("second mover during the canary: %v, want ErrHeldBack", err)
+	}
+	// A run without a revision is not limited by the rollout.
+	if _, err := s.Acquire(ctx(t), req("web-9", "r9")); err != nil {
+		t.Fatalf("run without revision: %v", err)
+	}
+	if err := s.Release(ctx(t), canary); err != nil {
+		t.Fatal(err)
+	}
+	if r := rollout(t, s); r.Revision != "B" || r.Successes != 1 || r.Succeeded != 1 || r.Step != 0 {
+		t.Fatalf("after the canary: %+v", r)
+	}
+	// Step 1 admits two.
+	a, err := mover(t, s, "web-2", "r2b", "B", 0)
+	if err != nil || *a.Batch != 1 {
+		t.Fatalf("web-2: %+v, %v", a, err)
+	}
+	b, err := mover(t, s, "web-3", "r3", "B", 0)
+	if err != nil || *b.Batch != 1 {
+		t.Fatalf("web-3: %+v, %v", b, err)
+	}
+	if _, err := mover(t, s, "web-4", "r4", "B", 0); !errors.Is(err, lock.ErrHeldBack) {
+		t.Fatalf("third mover of step 1: %v, want ErrHeldBack", err)
+	}
+	// web-1 is on B: its re-runs need only a slot.
+	again, err := mover(t, s, "web-1", "r1b", "B", 0)
+	if err != nil || again.Batch != nil {
+		t.Fatalf("web-1 re-run on B: %+v, %v", again, err)
+	}
+	if err := s.Release(ctx(t), again); err != nil {
+		t.Fatal(err)
+	}
+	// A failure halts B (limit 1).
+	if err := s.MarkFailed(ctx(t), b, 3); err != nil {
+		t.Fatal(err)
+	}
+	r := rollout(t, s)
+	if !r.Halted() || r.Failures != 1 || len(r.Failed) != 1 || r.Failed[0].Holder != "web-3" || *r.Failed[0].ExitCode != 3 {
+		t.Fatalf("after the failure: %+v", r)
+	}
+	_, err = mover(t, s, "web-4", "r4b", "B", 0)
+	if !errors.Is(err, lock.ErrHalted) || !strings.Contains(err.Error(), "web-3 failed it with exit 3") {
+		t.Fatalf("mover after the halt: %v, want ErrHalted naming web-3 and exit 3", err)
+	}
+	// The failed host may re-enter, with any revision.
+	re, err := mover(t, s, "web-3", "r3b", "B", 0)
+	if err != nil || !re.Reentered {
+		t.Fatalf("re-entry of the failed host: %+v, %v", re, err)
+	}
+	// web-2 of step 1 still succeeds; B stays halted.
+	if err := s.Release(ctx(t), a); err != nil {
+		t.Fatal(err)
+	}
+	if r := rollout(t, s); !r.Halted() || r.Successes != 2 {
+		t.Fatalf("halted B after web-2's success: %+v", r)
+	}
+	// Resume: the schedule starts again at the canary.
+	if _, err := s.Steer(ctx(t), lock.SteerResume, "B"); err != nil {
+		t.Fatal(err)
+	}
+	c2, err := mover(t, s, "web-4", "r4c", "B", 0)
+	if err != nil || *c2.Batch != 0 {
+		t.Fatalf("canary after resume: %+v, %v", c2, err)
+	}
+	if _, err := mover(t, s, "web-5", "r5", "B", 0); !errors.Is(err, lock.ErrHeldBack) {
+		t.Fatalf("second mover after resume: %v, want ErrHeldBack", err)
+	}
+	// A newer revision supersedes B and starts at its own canary.
+	c, err := mover(t, s, "web-6", "r6", "C", 0)
+	if err != nil || *c.Batch != 0 {
+		t.Fatalf("canary of C: %+v, %v", c, err)
+	}
+	r = rollout(t, s)
+	if r.Revision != "C" || len(r.Past) != 1 || r.Past[0].Revision != "B" || r.Past[0].Completed {
+		t.Fatalf("after C: %+v", r)
+	}
+	checkInvariant(t)
+}
+
+// TestRolloutWaitersAreHandedTheNextStep: movers held back by the canary wait in line; the
+// canary's release hands the slots of step 1 to two of them in its own transaction, and a
+// host already on the revision is not queued behind the others.
+func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
+	s := newSem(t, 10)
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		slot *lock.Slot
+		err  error
+	}
+	done := make(chan got, 3)
+	for _, h := range []string{"web-2", "web-3", "web-4"} {
+		go func() {
+			slot, err := mover(t, s, h, "r-"+h, "B", 20*time.Second)
+			done <- got{slot, err}
+		}()
+	}
+	waitFor(t, func(snap *lock.Snapshot) bool { return len(snap.Queue) == 3 })
+	if err := s.Release(ctx(t), canary); err != nil {
+		t.Fatal(err)
+	}
+	var admitted []*lock.Slot
+	for range 2 {
+		select {
+		case g := <-done:
+			if g.err != nil {
+				t.Fatal(g.err)
+			}
+			admitted = append(admitted, g.slot)
+		case <-time.After(15 * time.Second):
+			t.Fatal("step 1 not handed over")
+		}
+	}
+	for _, a := range admitted {
+		if a.Batch == nil || *a.Batch != 1 {
+			t.Errorf("%s: batch %v, want 1", a.Holder, a.Batch)
+		}
+	}
+	// The third waits for step 2; web-1, on B, goes ahead of it.
+	again, err := mover(t, s, "web-1", "r1b", "B", 0)
+	if err != nil {
+		t.Fatalf("web-1 on B behind a held-back mover: %v", err)
+	}
+	for _, slot := range append(admitted, again) {
+		if err := s.Release(ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case g := <-done:
+		if g.err != nil || *g.slot.Batch != 2 {
+			t.Fatalf("the third mover: %+v, %v", g.slot, g.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("step 2 not handed over")
+	}
+	checkInvariant(t)
+}
+
+// TestRolloutPolicyBakeAndPromote: a stored schedule and bake; promote opens the next step
+// at once, promote --full ends the schedule.
+func TestRolloutPolicyBakeAndPromote(t *testing.T) {
+	s := newSem(t, 10)
+	if _, err := s.SetPolicy(ctx(t), lock.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2}); err != nil {
+		t.Fatal(err)
+	}
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx(t), canary); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mover(t, s, "web-2", "r2", "B", 0); !errors.Is(err, lock.ErrHeldBack) || !strings.Contains(err.Error(), "bakes until") {
+		t.Fatalf("during the bake: %v, want ErrHeldBack saying it bakes", err)
+	}
+	if _, err := s.Steer(ctx(t), lock.SteerPromote, "B"); err != nil {
+		t.Fatal(err)
+	}
+	var held []*lock.Slot
+	for _, h := range []string{"web-2", "web-3", "web-4"} {
+		slot, err := mover(t, s, h, "r-"+h, "B", 0)
+		if err != nil || *slot.Batch != 1 {
+			t.Fatalf("%s in step 1 (3 hosts): %+v, %v", h, slot, err)
+		}
+		held = append(held, slot)
+	}
+	if _, err := mover(t, s, "web-5", "r5", "B", 0); !errors.Is(err, lock.ErrHeldBack) {
+		t.Fatalf("fourth mover of step 1: %v", err)
+	}
+	// One failure of two allowed: not halted, and its place goes to another mover.
+	if err := s.MarkFailed(ctx(t), held[0], 1); err != nil {
+		t.Fatal(err)
+	}
+	if r := rollout(t, s); r.Halted() || r.Failures != 1 {
+		t.Fatalf("after one failure of two: %+v", r)
+	}
+	if _, err := mover(t, s, "web-5", "r5b", "B", 0); err != nil {
+		t.Fatalf("the failed mover's place: %v", err)
+	}
+	if _, err := s.Steer(ctx(t), lock.SteerPromoteFull, "B"); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"web-6", "web-7"} {
+		if _, err := mover(t, s, h, "r-"+h, "B", 0); err != nil {
+			t.Fatalf("%s after promote --full: %v", h, err)
+		}
+	}
+	if _, err := s.Steer(ctx(t), lock.SteerResume, "B"); !errors.Is(err, lock.ErrSteer) {
+		t.Errorf("resume of a revision that is not halted: %v, want ErrSteer", err)
+	}
+	checkInvariant(t)
+}
+
+func waitFor(t *testing.T, ok func(*lock.Snapshot) bool) {
+	t.Helper()
+	s := newSem(t, 10)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		snap, err := s.Read(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok(snap) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("condition never met")
+		}
+	}
+}
