@@ -130,3 +130,69 @@ func FuzzValidateTier(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseSchedule: an operator's schedule parses to steps that Validate accepts and that
+// write back to the same schedule, or to a short error.
+func FuzzParseSchedule(f *testing.F) {
+	for _, s := range []string{"", "double", "1", "1,2,5,max", "max", "0", "1,max,2", " 3 , 4 ", "1,,2", "+1", "99999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sched, err := ParseSchedule(s)
+		if err != nil {
+			checkErr(t, err)
+			return
+		}
+		p := Policy{Schedule: sched, Failures: 1}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("%q parsed as %v, which Validate refuses: %v", s, sched, err)
+		}
+		for step := range len(sched) + 2 {
+			if n := p.Size(step); n == 0 || n < -1 {
+				t.Fatalf("%q: step %d has size %d", s, step, n)
+			}
+		}
+		again, err := ParseSchedule(FormatSchedule(sched))
+		if err != nil || FormatSchedule(again) != FormatSchedule(sched) {
+			t.Fatalf("%q written back as %q parses as %v, %v", s, FormatSchedule(sched), again, err)
+		}
+	})
+}
+
+// FuzzPolicyAndRollout: a stored rollout_policy or rollout record, whatever it holds, is read
+// as a valid one or refused with a short error; a policy read writes back to itself.
+func FuzzPolicyAndRollout(f *testing.F) {
+	for _, s := range []string{
+		`{"schedule":"1,2,max","bake":"15m0s","failures":1,"after":"staging/web"}`, `{"schedule":"x"}`, `{}`, `[]`,
+		`{"revision":"abc","state":"rolling","step":2,"admitted":1}`, `{"revision":"a b","state":"rolling"}`,
+		`{"revision":"abc","state":"halted","failed":[{"holder":"h","exit_code":3}]}`, `{"state":"gone"}`, `{"step":-1,"state":"rolling"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, value []byte) {
+		var p Policy
+		if err := json.Unmarshal(value, &p); err != nil {
+			checkErr(t, err)
+		} else {
+			if err := p.Validate(); err != nil {
+				t.Fatalf("%q read as %+v, which Validate refuses: %v", value, p, err)
+			}
+			b, err := json.Marshal(p)
+			var back Policy
+			if err != nil || json.Unmarshal(b, &back) != nil || FormatSchedule(back.Schedule) != FormatSchedule(p.Schedule) || back.Bake != p.Bake {
+				t.Fatalf("%q: policy %+v does not write back (%s)", value, p, b)
+			}
+		}
+		r, err := parseRollout(value)
+		if err != nil {
+			checkErr(t, err)
+			return
+		}
+		if r.State != RolloutRolling && r.State != RolloutHalted || r.Step < 0 || r.Failures < 0 {
+			t.Fatalf("%q read as %+v", value, r)
+		}
+		if r.Revision != "" && ValidateRevision(r.Revision) != nil {
+			t.Fatalf("%q: revision %q accepted", value, r.Revision)
+		}
+	})
+}

@@ -13,7 +13,7 @@ set -eu
 FUZZTIME=${FUZZTIME:-10000x}
 GO=${GO:-go}
 targets="./lock:FuzzParseMax ./lock:FuzzParseCurrent ./lock:FuzzParseRecord ./lock:FuzzValidateName
-./lock:FuzzValidateTier ./monitor:FuzzParseRange ./cmd/tierlock-reaper:FuzzDecodeEvent
+./lock:FuzzValidateTier ./lock:FuzzParseSchedule ./lock:FuzzPolicyAndRollout ./monitor:FuzzParseRange ./cmd/tierlock-reaper:FuzzDecodeEvent
 ./internal/envfile:FuzzParse"
 total=0
 out=$(mktemp)
