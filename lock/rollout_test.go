@@ -304,3 +304,68 @@ func waitFor(t *testing.T, ok func(*lock.Snapshot) bool) {
 		}
 	}
 }
+
+// TestRolloutAfterAnotherTier: with after: staging/web, a revision starts in prod/web only
+// once it has completed in staging/web; the first prod mover records that, so the others
+// need not look again.
+func TestRolloutAfterAnotherTier(t *testing.T) {
+	newTier := func(name string) *lock.Semaphore {
+		s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: name, DefaultMax: 10, Sessions: consul(t).Session()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	staging, prod := newTier("staging/web"), newTier("prod/web")
+	if _, err := prod.SetPolicy(ctx(t), lock.Policy{Failures: 1, After: "staging/web"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mover(t, prod, "prod-1", "p1", "B", 0); !errors.Is(err, lock.ErrHeldBack) || !strings.Contains(err.Error(), "has not completed in staging/web") {
+		t.Fatalf("prod before staging: %v, want ErrHeldBack naming staging/web", err)
+	}
+	s1, err := mover(t, staging, "stg-1", "s1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mover(t, prod, "prod-1", "p1b", "B", 0); !errors.Is(err, lock.ErrHeldBack) {
+		t.Fatalf("prod while staging's canary runs: %v", err)
+	}
+	if err := staging.Release(ctx(t), s1); err != nil {
+		t.Fatal(err)
+	}
+	p1, err := mover(t, prod, "prod-1", "p1c", "B", 0)
+	if err != nil || *p1.Batch != 0 {
+		t.Fatalf("prod after staging completed: %+v, %v", p1, err)
+	}
+	if r := rollout(t, prod); !r.AfterOK {
+		t.Errorf("prod's record does not remember that staging completed B: %+v", r)
+	}
+}
+
+// TestRolloutHaltWakesWaitingMovers: movers waiting for the canary's step exit at once when
+// the canary fails, not at the end of their wait.
+func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
+	s := newSem(t, 10)
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := mover(t, s, "web-2", "r2", "B", time.Minute)
+		done <- err
+	}()
+	waitFor(t, func(snap *lock.Snapshot) bool { return len(snap.Queue) == 1 })
+	if err := s.MarkFailed(ctx(t), canary, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, lock.ErrHalted) {
+			t.Fatalf("waiting mover: %v, want ErrHalted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting mover was not woken by the halt")
+	}
+	checkInvariant(t)
+}

@@ -171,7 +171,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 			"(or set CONSUL_HTTP_TOKEN)\n", f)
 		return exitConfig
 	}
-	err := a.cliApp().RunContext(ctx, args)
+	err := a.cliApp().RunContext(ctx, revisionLast(args))
 	if err != nil {
 		if msg := message(err); msg != "" {
 			fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(msg))

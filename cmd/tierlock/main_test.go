@@ -88,6 +88,9 @@ type result struct {
 func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 	t.Helper()
 	full := []string{args[0], "--prefix", prefix(t)}
+	if args[0] == "rollout" && len(args) > 1 { // the flags are the subcommand's
+		full, args = []string{args[0], args[1], "--prefix", prefix(t)}, args[1:]
+	}
 	if args[0] == "run" && !strings.Contains(strings.Join(args, " "), "--state-dir") {
 		full = append(full, "--state-dir", stateDir(t))
 	}

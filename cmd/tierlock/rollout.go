@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -149,4 +151,38 @@ func (a *App) printRollout(tier string, snap *lock.Snapshot) {
 		}
 		fmt.Fprintf(a.Stdout, "%s: earlier: %s %s%s (%d successes, %d failures)\n", tier, safetext.Text(past.Revision), past.State, done, past.Successes, past.Failures)
 	}
+}
+
+// revisionLast moves the REVISION of `tierlock rollout halt|resume|promote|forget` behind the
+// flags, so that `rollout resume --tier T REV --reason why` reads as written: urfave/cli stops
+// reading flags at the first argument. Every flag of those commands takes a value but --full
+// and --help; a "--" ends the flags as usual.
+func revisionLast(args []string) []string {
+	if len(args) < 3 || args[1] != "rollout" || !slices.Contains([]string{"halt", "resume", "promote", "forget"}, args[2]) {
+		return args
+	}
+	out := slices.Clone(args[:3])
+	var positional []string
+	rest := args[3:]
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		switch {
+		case a == "--":
+			positional = append(positional, rest[i+1:]...)
+			i = len(rest)
+		case strings.HasPrefix(a, "-") && a != "-":
+			out = append(out, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && !slices.Contains([]string{"full", "help", "h"}, name) && i+1 < len(rest) {
+				i++
+				out = append(out, rest[i])
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	if len(positional) > 0 {
+		out = append(append(out, "--"), positional...)
+	}
+	return out
 }
