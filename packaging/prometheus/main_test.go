@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,7 +75,11 @@ type result struct {
 func tierlock(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	agent, _ := agents.Get(t)
-	full := append([]string{args[0], "--prefix", prefix(t)}, args[1:]...)
+	n := 1 // --prefix goes after the command: `rollout policy` is two words
+	if args[0] == "rollout" {
+		n = 2
+	}
+	full := append(append(slices.Clone(args[:n]), "--prefix", prefix(t)), args[n:]...)
 	cmd := exec.Command(binary, full...)
 	for _, kv := range os.Environ() {
 		if !regexp.MustCompile(`^(TIERLOCK_|CONSUL_|AWS_)`).MatchString(kv) {

@@ -58,7 +58,7 @@ func TestRulesCheck(t *testing.T) {
 
 // Every rule has a severity of check's (warning or critical) and a tier label (from its series,
 // or its own when it concerns no one tier), and a summary and description that name the tier.
-// The halted rollout has no rule, and the file says why.
+// A rollout's alerts also name the revision.
 func TestRulesLabels(t *testing.T) {
 	rs := loadRules(t)
 	if len(rs) == 0 {
@@ -78,9 +78,15 @@ func TestRulesLabels(t *testing.T) {
 			}
 		}
 	}
-	b, _ := os.ReadFile(rules)
-	if !strings.Contains(string(b), "halted rollout") {
-		t.Error("the rules file does not say why a halted rollout has no rule")
+	for _, r := range rs {
+		if !strings.Contains(r.Expr, "tierlock_rollout_") {
+			continue
+		}
+		for _, a := range []string{"summary", "description"} {
+			if !strings.Contains(r.Annotations[a], "$labels.revision") {
+				t.Errorf("%s: its %s does not name the revision", r.Alert, a)
+			}
+		}
 	}
 }
 
@@ -209,7 +215,7 @@ func TestRulesUnit(t *testing.T) {
 		if at > 2*time.Hour {
 			add("TierlockSlotStale", holder("TierlockSlotStale", "critical", "r-1"))
 		}
-		for _, h := range []string{"f-1", "i-1", "d-1"} {
+		for _, h := range []string{"f-1", "i-1", "d-1", "k-1"} {
 			add("TierlockSlotFailed", holder("TierlockSlotFailed", "warning", h))
 			if at > 2*time.Hour {
 				add("TierlockSlotFailed", holder("TierlockSlotFailed", "critical", h))
@@ -236,6 +242,14 @@ func TestRulesUnit(t *testing.T) {
 			if at > 24*time.Hour {
 				add("TierlockHostNotConverged", converged("critical", h))
 			}
+		}
+		// k-1's canary failed: its revision is halted at once. n-1's failed too, below the
+		// limit, and its slot was released: a canary without a success, which warns past 2h.
+		add("TierlockRolloutHalted", alert("TierlockRolloutHalted", "critical",
+			find("tierlock_rollout_state", map[string]string{"tier": "prod/halted", "state": "halted"}), 1))
+		if at > 2*time.Hour {
+			add("TierlockRolloutCanaryStuck", alert("TierlockRolloutCanaryStuck", "warning",
+				find("tierlock_rollout_since_timestamp_seconds", map[string]string{"tier": "prod/canary"}), 0))
 		}
 		if at > 24*time.Hour {
 			add("TierlockTierDisabledLong", tierAlert("TierlockTierDisabledLong", "warning", "tierlock_tier_disabled_timestamp_seconds", "prod/disabled"))

@@ -37,6 +37,10 @@ type state struct {
 //	prod/suspect      s-1 converged; a queue entry without a session was written by hand
 //	prod/clock        a slot whose record starts 48h in the future (a host's clock is wrong),
 //	                  and a waiter whose entry does too
+//	prod/halted       k-1, the canary of revision c0ffee1, failed: the revision is halted, k-1's
+//	                  slot held, failed
+//	prod/canary       a failure limit of 2; n-1, the canary of revision b0b0b0b, failed (one
+//	                  failure: not halted) and its slot was released: a canary without a success
 //
 // Nothing is faked: every gauge is what status makes of what Consul holds.
 func realState(t *testing.T) state {
@@ -81,6 +85,11 @@ func realState(t *testing.T) state {
 		Value: fmt.Appendf(nil, `{"holder":"c-2","run_id":"0badc10d","since":%q}`, ahead)}, nil); err != nil || !ok {
 		t.Fatalf("queue/c-2: %v %v", ok, err)
 	}
+
+	run(1, "prod/halted", "k-1", "--revision", "c0ffee1", "--", "false")
+	must(t, 0, "rollout", "policy", "--tier", "prod/canary", "--failures", "2")
+	run(1, "prod/canary", "n-1", "--revision", "b0b0b0b", "--", "false")
+	must(t, 0, "release", "--tier", "prod/canary", "--holder", "n-1", "--reason", "looked")
 
 	// A run in progress and one waiting behind it, stopped (SIGTERM, by pid) once read.
 	must(t, 0, "set-max", "--tier", "prod/running", "1")
