@@ -23,7 +23,7 @@ unexport TIERLOCK_SKIP_CONSUL TIERLOCK_SKIP_PACKAGES
 LAMBDA_ARCHES := amd64 arm64
 
 
-.PHONY: fleet fleet-sim all build lambda consul check test test-system test-deps lint demo bench bench-fleet man completions binaries packages package clean soak fuzz
+.PHONY: fleet fleet-sim all build lambda consul check test test-system test-deps lint demo demo-rollout bench bench-fleet man completions binaries packages package clean soak fuzz
 
 all: build
 
@@ -108,6 +108,12 @@ fleet-sim:
 ## demo: a local Consul agent and 8 simulated hosts going through a tier of 2 slots
 demo: build consul
 	$(GO) run ./internal/tools/demo -tierlock bin/tierlock -consul $(CONSUL)
+
+## demo-rollout: a progressive rollout through 10 simulated hosts (schedule 1,2,4,max, 4 slots):
+## revision B canary -> 2 -> 4 -> the rest -> complete; C halted by its failing canary while
+## the hosts on B keep converging; D, the fix, rolled out to complete (about 15 s)
+demo-rollout: build consul
+	$(GO) run ./internal/tools/demo -rollout -tierlock bin/tierlock -consul $(CONSUL)
 
 ## man: the man page, generated from the command definitions: dist/stage/tierlock.8.gz
 man: build

@@ -2,6 +2,9 @@
 // eight simulated hosts started at once, one of whose runs fails. It prints who holds a slot
 // and who waits as it happens, then the final state, with the failed host still holding its
 // slot. Run it with `make demo`.
+//
+// With -rollout it shows the progressive rollout instead (rollout.go, `make demo-rollout`):
+// revision B going canary, 2, 4, the rest; C halting when its canary fails; D, the fix.
 package main
 
 import (
@@ -37,8 +40,21 @@ func main() {
 	hosts := flag.Int("hosts", 8, "simulated hosts")
 	slots := flag.Int("slots", 2, "max_concurrent of the tier")
 	failing := flag.Int("failing", 3, "the host whose run fails")
+	rollout := flag.Bool("rollout", false, "the progressive-rollout demo instead (make demo-rollout): 10 hosts by default")
 	flag.Parse()
-	if err := run(*tierlock, *consulBin, *hosts, *slots, *failing); err != nil {
+	var err error
+	if *rollout {
+		n := 10
+		flag.Visit(func(f *flag.Flag) {
+			if f.Name == "hosts" {
+				n = *hosts
+			}
+		})
+		err = rolloutMain(*tierlock, *consulBin, n)
+	} else {
+		err = run(*tierlock, *consulBin, *hosts, *slots, *failing)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
