@@ -166,7 +166,11 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	}
 	ro := ch.rollout
 	if !ch.noGrants {
-		granted, to, after, err := s.grants(snap, ch.holder, count, ch.spread, ro)
+		var taken []Record // a mover this write admits itself, which its grants must count
+		if ch.rec != nil && ch.rec.Batch != nil && !exists {
+			taken = append(taken, *ch.rec)
+		}
+		granted, to, after, err := s.grants(snap, ch.holder, count, ch.spread, ro, taken)
 		if err != nil {
 			return nil, err
 		}
@@ -234,8 +238,9 @@ const maxGrants = 16
 //
 // A mover is handed a slot only as the rollout admits it, asked waiter by waiter with the
 // record as the write leaves it so far (ro, or the snapshot's when nil): a success this write
-// records may open the next step. It returns the record the grants leave, nil if unchanged.
-func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *Rollout) (api.KVTxnOps, map[string]bool, *Rollout, error) {
+// records may open the next step. taken are the movers the write admits besides (a take), not
+// yet among the snapshot's holders. It returns the record the grants leave, nil if unchanged.
+func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *Rollout, taken []Record) (api.KVTxnOps, map[string]bool, *Rollout, error) {
 	if snap.Disabled() || snap.Drift() {
 		return nil, nil, ro, nil // disabled, or a count not to build on
 	}
@@ -252,7 +257,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 	now := s.opts.Now().UTC()
 	var ops api.KVTxnOps
 	to := map[string]bool{}
-	var batches []Record // the movers admitted by this write, as extra for the gate
+	batches := taken // the movers admitted by this write, as extra for the gate
 	for _, w := range line {
 		if (snap.Max > 0 && count >= snap.Max) || len(to) >= maxGrants {
 			break

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -106,7 +107,7 @@ func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
 	if len(snap.Queue) != 3 || snap.Queue[0].Holder != "future" {
 		t.Fatalf("queue %v: want the newer waiter ranked first", snap.Queue)
 	}
-	ops, to, _, err := s.grants(snap, "", 0, false, nil)
+	ops, to, _, err := s.grants(snap, "", 0, false, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,5 +119,37 @@ func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
 	}
 	if got := snap.Newer(); len(got) != 1 || got[0] != fmt.Sprintf("queue/future (protocol %d)", Protocol+1) {
 		t.Errorf("Newer() = %q", got)
+	}
+}
+
+// A mover's take that leaves slots free hands them to the waiters behind it, as any take
+// does; the gate must count the taker itself, whom the snapshot does not show as a holder
+// yet. (The history checker of reliability's TestRolloutUnderFaults found three movers in
+// a step of two when it did not.)
+func TestMoverTakeCountsItselfInItsGrants(t *testing.T) {
+	s, err := New(nil, Options{Tier: "prod/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recent := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+	snap := newSnapshot("prod/web", 5, OrderConverged, api.KVPairs{
+		{Key: s.base + "rollout", Value: []byte(`{"revision":"B","state":"rolling","step":0}`), ModifyIndex: 3},
+		{Key: s.base + "queue/w", Session: "s", CreateIndex: 5, ModifyIndex: 5,
+			Value: []byte(`{"holder":"w","run_id":"rw","revision":"B","mover":true,"protocol":3,"converged_at":"` + recent + `"}`)},
+	}, s.base)
+	d, g, ro := snap.decide("x", "B")
+	if d != Take || g != gateOpen || ro.Admitted != 1 {
+		t.Fatalf("x, never converged, ranks ahead of w: %v %v %+v", d, g, ro)
+	}
+	step := ro.Step
+	rec := &Record{Holder: "x", RunID: "rx", State: StateRunning, StartedAt: time.Now(), Revision: "B", Batch: &step}
+	txn, err := s.acquireTxn(snap, "x", rec, &ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range txn.writes {
+		if strings.HasSuffix(op.Key, "running/w") {
+			t.Fatalf("the canary's take handed w a slot of the same step of 1: %v", op.Key)
+		}
 	}
 }

@@ -62,11 +62,12 @@ func Rollout(s *lock.Snapshot, now time.Time) *RolloutView {
 		v.State = "complete"
 	case r.Full || v.StepSize < 0:
 		v.State = "full"
-	case r.Step == 0 && r.Succeeded == 0:
-		v.State = "canary"
 	default:
 		v.State = "step"
-		if r.LastSuccess != nil && v.Running == 0 && v.StepSize >= 0 && r.Succeeded >= v.StepSize {
+		if r.Step == 0 {
+			v.State = "canary"
+		}
+		if r.LastSuccess != nil && v.Running == 0 && r.Succeeded >= v.StepSize {
 			if until := r.LastSuccess.Add(s.Policy.Bake); now.Before(until) {
 				v.State, v.BakeUntil = "baking", &until
 			}
