@@ -157,7 +157,9 @@ bench: build consul
 ## bench-fleet: thousands of simulated hosts (goroutines, each its own Consul client and
 ## connection) through one tier, tierlock's lock package against api.Semaphore (`consul lock
 ## -n`), one real agent behind a counting proxy; a table, and JSON in bench/results/.
-## FLEET_ARGS passes flags, e.g. FLEET_ARGS='-m 100 -n 10 -long-waiters 200' for a small run.
+## FLEET_ARGS passes flags, e.g. FLEET_ARGS='-m 100 -n 10 -long-waiters 200' for a small run;
+## FLEET_ARGS='-revisions off,movers,settled' adds tierlock's runs with a revision (bench/README.md,
+## "Progressive rollout: cost of a revision").
 FLEET_ARGS ?=
 bench-fleet: consul
 	$(GO) build -o bin/bench-fleet ./bench/fleet

@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"math"
 	"net/url"
 	"strings"
 	"testing"
@@ -130,5 +132,35 @@ func TestPercentile(t *testing.T) {
 	}
 	if percentile(nil, 0.5) != 0 {
 		t.Error("percentile of nothing is not 0")
+	}
+}
+
+func TestScheduleIdeal(t *testing.T) {
+	for _, tc := range []struct {
+		m, n int
+		want float64 // seconds, with runs of 0.2 s
+	}{
+		{1, 10, 0.2},    // the canary alone
+		{20, 2, 2.2},    // 1, 2, 4, 8, 5: 1+1+2+4+3 waves
+		{100, 10, 2.8},  // 1, 2, 4, 8, 16, 32, 37: 1+1+1+1+2+4+4 waves (10 without revisions)
+		{500, 10, 11.0}, // ..., 64, 128, 245: 55 waves (50 without revisions)
+		{100, 50, 1.4},  // 1, 2, 4, 8, 16, 32, 37: 7 waves (2 without revisions)
+	} {
+		if got := scheduleIdeal(tc.m, tc.n, 200*time.Millisecond); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("scheduleIdeal(%d, %d) = %.2f, want %.2f", tc.m, tc.n, got, tc.want)
+		}
+	}
+}
+
+func TestSteps(t *testing.T) {
+	at := time.Unix(0, 0)
+	recs := []runRecord{
+		{batch: 0, start: at}, {batch: 1, start: at}, {batch: 1, start: at}, {batch: 2, start: at},
+		{batch: -1, start: at},          // no mover
+		{batch: 3, err: errors.New("")}, // never ran
+	}
+	movers, per := steps(recs)
+	if movers != 4 || fmt.Sprint(per) != "[1 2 1]" {
+		t.Errorf("steps: %d movers, %v per step; want 4, [1 2 1]", movers, per)
 	}
 }

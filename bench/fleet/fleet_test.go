@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +117,78 @@ func TestFleetSmoke(t *testing.T) {
 	}
 }
 
+// TestFleetRevisions runs a small fleet through tierlock in every revision mode against a real
+// agent and checks what the modes are for: every run of movers is a mover, admitted canary
+// first then by the doubling schedule, never more than N at once; no run of settled is, and it
+// leaves the rollout record as movers left it (a non-mover writes nothing to it); the record
+// is there, small; and a mover's run costs no more Raft writes than the goal allows (exactly
+// as many uncontended, where nothing races).
+func TestFleetRevisions(t *testing.T) {
+	bin := consulagent.Need(t)
+	cfg := Config{
+		Consul: bin, Ms: []int{20}, Ns: []int{2}, T: 50 * time.Millisecond,
+		Tools: []string{toolTierlock}, Uncontended: 4, Revisions: []string{modeOff, modeMovers, modeSettled, modeNext},
+		Baseline: time.Second, LongWait: time.Second, Deadline: 2 * time.Minute, Wait: time.Minute, Dir: t.TempDir(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Contended) != 4 || len(rep.Uncontended) != 4 {
+		t.Fatalf("want 4 figures of each kind, got %d contended, %d uncontended", len(rep.Contended), len(rep.Uncontended))
+	}
+	for _, fs := range [][]Figures{rep.Uncontended, rep.Contended} {
+		byMode := map[string]Figures{}
+		for i, f := range fs {
+			if f.Mode != cfg.Revisions[i] {
+				t.Fatalf("%s: figure %d is of mode %q, want %q", f.Workload, i, f.Mode, cfg.Revisions[i])
+			}
+			byMode[f.Mode] = f
+			if !f.Complete || f.Failed != 0 || f.MaxConcurrency > f.N {
+				t.Errorf("%s, %s: complete %v, %d failed (%s), max concurrency %d of %d", f.Workload, f.Mode, f.Complete, f.Failed, f.FirstErr, f.MaxConcurrency, f.N)
+			}
+		}
+		off, movers, settled, next := byMode[modeOff], byMode[modeMovers], byMode[modeSettled], byMode[modeNext]
+		w := off.Workload
+		want := []int{1, 2, 4, 8, 5} // M=20: the canary, then doubling
+		if w == "uncontended" {
+			want = []int{1, 2, 1}
+		}
+		for _, f := range []Figures{movers, next} {
+			if f.Movers != f.M || !slices.Equal(f.HostsPerStep, want) {
+				t.Errorf("%s, %s: %d movers, per step %v; want %d, %v", w, f.Mode, f.Movers, f.HostsPerStep, f.M, want)
+			}
+		}
+		if off.Movers != 0 || settled.Movers != 0 || off.RolloutKeyBytes != 0 {
+			t.Errorf("%s: movers %d without a revision and %d settled, rollout key %d bytes without a revision; want none", w, off.Movers, settled.Movers, off.RolloutKeyBytes)
+		}
+		if movers.RolloutKeyBytes == 0 || movers.RolloutKeyBytes > 1024 || next.RolloutKeyBytes > 1024 {
+			t.Errorf("%s: rollout key %d bytes after movers, %d after next; want some, and under 1 KiB", w, movers.RolloutKeyBytes, next.RolloutKeyBytes)
+		}
+		if string(settled.RolloutRecord) != string(movers.RolloutRecord) {
+			t.Errorf("%s: non-movers rewrote the rollout record:\n%s\nthen\n%s", w, movers.RolloutRecord, settled.RolloutRecord)
+		}
+		slack := 1.0 // contended writes race; every lost check-and-set is a write
+		if w == "uncontended" {
+			slack = 0
+		}
+		for _, f := range []Figures{movers, settled, next} {
+			if f.RaftPerRun > off.RaftPerRun+slack {
+				t.Errorf("%s, %s: %.2f raft writes per run, %.2f without a revision", w, f.Mode, f.RaftPerRun, off.RaftPerRun)
+			}
+		}
+	}
+	var out bytes.Buffer
+	printReport(&out, rep)
+	for _, want := range []string{"tierlock with revisions", "movers/off", "rollout key bytes", "movers: 1,2,4,8,5;"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the table lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 func TestMainRefusesBadFlags(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -126,6 +199,8 @@ func TestMainRefusesBadFlags(t *testing.T) {
 		{"not a number", []string{"-n", "10,x"}, `-n: "x" is not a positive integer`},
 		{"unknown tool", []string{"-tools", "tierlock,etcd"}, `-tools: "etcd" is neither`},
 		{"no window", []string{"-long-wait", "0s"}, "-long-wait"},
+		{"unknown revision mode", []string{"-revisions", "off,canary"}, `-revisions: "canary" is none of`},
+		{"settled without movers", []string{"-revisions", "off,settled"}, "ask for it too"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +18,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
+	"github.com/tierlock/tierlock/lock"
 )
 
 // Config is one benchmark run.
@@ -32,15 +35,22 @@ type Config struct {
 	Deadline    time.Duration // a workload still running after this is stopped and reported incomplete
 	Wait        time.Duration // tierlock's --wait
 	QueueTTL    time.Duration // tierlock's --queue-ttl (0: the default)
-	Log         io.Writer     // progress
-	Dir         string        // scratch space (the agent's log)
-	Now         func() time.Time
+	// Revisions are the modes tierlock's hosts run in, in the order of revisionModes (nil:
+	// modeOff alone, today's runs). The peer runs in modeOff only.
+	Revisions []string
+	Log       io.Writer // progress
+	Dir       string    // scratch space (the agent's log)
+	Now       func() time.Time
 }
 
 // Figures are one tool's measurements on one workload.
 type Figures struct {
-	Tool     string  `json:"tool"`
-	Workload string  `json:"workload"`
+	Tool     string `json:"tool"`
+	Workload string `json:"workload"`
+	// Mode is how the hosts named a revision (modeOff, modeMovers, modeSettled, modeNext);
+	// figures written before modes existed have none, and were modeOff.
+	Mode     string  `json:"mode"`
+	Revision string  `json:"revision,omitempty"` // the revision the runs named
 	M        int     `json:"m"`
 	N        int     `json:"n"`
 	T        float64 `json:"t_seconds"`
@@ -68,6 +78,50 @@ type Figures struct {
 	ProxyCPUMsRun    float64            `json:"proxy_cpu_ms_per_run"`
 	ConsulPeakRSSMiB float64            `json:"consul_peak_rss_mib"`
 	WallSeconds      float64            `json:"wall_seconds"`
+	RunsPerSecond    float64            `json:"runs_per_second"` // runs ÷ wall seconds
+	// The rollout: runs the rollout admitted as movers, and how many of them each step
+	// admitted (from each slot's Batch); for movers, the ideal span of the default schedule
+	// (each step's movers in waves of N, one step after the other); the rollout key as the
+	// workload left it, read from Consul (0 bytes: no key).
+	Movers               int             `json:"movers"`
+	HostsPerStep         []int           `json:"hosts_per_step,omitempty"`
+	ScheduleIdealSeconds float64         `json:"schedule_ideal_seconds,omitempty"`
+	RolloutKeyBytes      int             `json:"rollout_key_bytes"`
+	RolloutRecord        json.RawMessage `json:"rollout_record,omitempty"`
+}
+
+// The revision modes (-revisions). modeOff: runs name no revision, as today. modeMovers:
+// every host runs once with revRolled, which none of them has converged on, so every run is a
+// mover (canary, then batches by the default schedule, doubling). modeSettled: every host runs
+// again with revRolled, now converged on it: no run is a mover. modeNext: every host runs once
+// with revNext, which supersedes revRolled (completed): movers again, and a mover whose look
+// still shows revRolled reads the whole tier to judge it.
+const (
+	modeOff     = "off"
+	modeMovers  = "movers"
+	modeSettled = "settled"
+	modeNext    = "next"
+)
+
+// revisionModes are the modes in the order they run; each but modeOff builds on the one
+// before it on the same tier.
+var revisionModes = []string{modeOff, modeMovers, modeSettled, modeNext}
+
+// The revisions the hosts roll out: 40 bytes, as a git SHA is.
+var (
+	revRolled = fmt.Sprintf("%x", sha1.Sum([]byte("tierlock fleet bench: R")))
+	revNext   = fmt.Sprintf("%x", sha1.Sum([]byte("tierlock fleet bench: R2")))
+)
+
+// revisionOf is the revision a mode's runs name.
+func revisionOf(mode string) string {
+	switch mode {
+	case modeMovers, modeSettled:
+		return revRolled
+	case modeNext:
+		return revNext
+	}
+	return ""
 }
 
 // LongWait is one tool's long wait: hosts idle in line, renewing their sessions.
@@ -187,24 +241,45 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if cfg.Uncontended <= 0 {
 			break
 		}
-		b.logf("%s: %d uncontended runs", tool, cfg.Uncontended)
-		f, err := b.uncontended(ctx, tool)
-		if err != nil {
-			return rep, err
+		revPrefix := "" // the revision modes' tier, one for all of them
+		for _, mode := range cfg.modesOf(tool) {
+			prefix := ""
+			if mode != modeOff {
+				prefix = revPrefix
+			}
+			if prefix == "" {
+				prefix = b.prefix(tool)
+			}
+			if mode != modeOff {
+				revPrefix = prefix
+			}
+			b.logf("%s: %d uncontended runs (revision %s)", tool, cfg.Uncontended, mode)
+			f, err := b.uncontended(ctx, tool, prefix, mode)
+			if err != nil {
+				return rep, err
+			}
+			rep.Uncontended = append(rep.Uncontended, f)
 		}
-		rep.Uncontended = append(rep.Uncontended, f)
 	}
 	for _, m := range cfg.Ms {
 		for _, n := range cfg.Ns {
 			for _, tool := range cfg.Tools {
-				b.logf("%s: M=%d, N=%d, t=%s", tool, m, n, cfg.T)
-				f, err := b.contended(ctx, tool, m, n)
-				if err != nil {
-					return rep, err
+				// tierlock's modes run one after the other on one tier: the hosts that ran
+				// without a revision take a new one, then run it again.
+				prefix := ""
+				for _, mode := range cfg.modesOf(tool) {
+					if prefix == "" {
+						prefix = b.prefix(tool)
+					}
+					b.logf("%s: M=%d, N=%d, t=%s, revision %s", tool, m, n, cfg.T, mode)
+					f, err := b.contended(ctx, tool, prefix, mode, m, n)
+					if err != nil {
+						return rep, err
+					}
+					b.logf("%s: M=%d, N=%d, revision %s: %d runs (%d movers) in %.1fs, %.1f requests and %.2f raft writes per run, rollout key %d bytes",
+						tool, m, n, mode, f.Runs, f.Movers, f.WallSeconds, f.RequestsPerRun, f.RaftPerRun, f.RolloutKeyBytes)
+					rep.Contended = append(rep.Contended, f)
 				}
-				b.logf("%s: M=%d, N=%d: %d runs in %.1fs, %.1f requests and %.1f raft writes per run",
-					tool, m, n, f.Runs, f.WallSeconds, f.RequestsPerRun, f.RaftPerRun)
-				rep.Contended = append(rep.Contended, f)
 			}
 		}
 	}
@@ -221,8 +296,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, ctx.Err()
 }
 
+// modesOf are the revision modes tool runs in: the peer knows no revisions, so modeOff alone
+// (if it is asked for).
+func (c Config) modesOf(tool string) []string {
+	if len(c.Revisions) == 0 {
+		return []string{modeOff}
+	}
+	if tool == toolTierlock {
+		return c.Revisions
+	}
+	for _, m := range c.Revisions {
+		if m == modeOff {
+			return []string{modeOff}
+		}
+	}
+	return nil
+}
+
 func (c Config) summary() map[string]any {
-	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended,
+	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended, "revisions": c.Revisions,
 		"queue_ttl": c.QueueTTL.String(), "long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
 		"baseline": c.Baseline.String(), "deadline": c.Deadline.String()}
 }
@@ -253,11 +345,81 @@ func (b *bench) prefix(tool string) string {
 	return fmt.Sprintf("fleet-%03d", b.phase)
 }
 
-func (b *bench) newHost(tool, prefix, holder string, n int) (host, error) {
+func (b *bench) newHost(tool, prefix, holder string, n int, revision string) (host, error) {
 	if tool == toolPeer {
 		return newPeerHost(b.proxy.Addr, prefix, holder, n)
 	}
-	return newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.cfg.QueueTTL)
+	h, err := newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.cfg.QueueTTL)
+	if err != nil {
+		return nil, err
+	}
+	h.revision = revision
+	return h, nil
+}
+
+// rolloutKey reads the tier's rollout record, straight from the agent (not counted).
+func (b *bench) rolloutKey(prefix string) ([]byte, error) {
+	p, _, err := b.admin.KV().Get(prefix+"/"+benchTier+"/rollout", nil)
+	if err != nil || p == nil {
+		return nil, err
+	}
+	return p.Value, nil
+}
+
+// withRollout adds to f what the mode's runs say of the rollout, and the rollout key as
+// they left it.
+func (b *bench) withRollout(f *Figures, prefix, mode string, recs []runRecord) error {
+	f.Mode, f.Revision = mode, revisionOf(mode)
+	f.Movers, f.HostsPerStep = steps(recs)
+	if f.WallSeconds > 0 {
+		f.RunsPerSecond = float64(f.Runs) / f.WallSeconds
+	}
+	if (mode == modeMovers || mode == modeNext) && f.Workload != "uncontended" {
+		f.ScheduleIdealSeconds = scheduleIdeal(f.M, f.N, b.cfg.T)
+	}
+	if f.Tool != toolTierlock {
+		return nil
+	}
+	v, err := b.rolloutKey(prefix)
+	if err != nil {
+		return err
+	}
+	f.RolloutKeyBytes = len(v)
+	if len(v) > 0 && json.Valid(v) {
+		f.RolloutRecord = json.RawMessage(v)
+	}
+	return nil
+}
+
+// steps counts the runs admitted as movers, and how many each step of the rollout admitted.
+func steps(recs []runRecord) (movers int, perStep []int) {
+	for _, r := range recs {
+		if r.batch < 0 || r.start.IsZero() {
+			continue
+		}
+		movers++
+		for len(perStep) <= r.batch {
+			perStep = append(perStep, 0)
+		}
+		perStep[r.batch]++
+	}
+	return movers, perStep
+}
+
+// scheduleIdeal is the shortest span m movers can take under the default schedule with n
+// slots and runs of t: step after step (each opens once the one before has succeeded), each
+// step's movers in waves of n.
+func scheduleIdeal(m, n int, t time.Duration) float64 {
+	waves := 0
+	for step, left := 0, m; left > 0; step++ {
+		size := lock.DefaultPolicy.Size(step)
+		if size < 0 || size > left {
+			size = left
+		}
+		waves += (size + n - 1) / n
+		left -= size
+	}
+	return float64(waves) * t.Seconds()
 }
 
 func (b *bench) setMax(prefix string, n int) error {
@@ -266,18 +428,18 @@ func (b *bench) setMax(prefix string, n int) error {
 }
 
 // measured runs body between two readings and turns the difference into Figures.
-func (b *bench) measured(ctx context.Context, tool string, m, n int, body func() []runRecord) (Figures, error) {
+func (b *bench) measured(ctx context.Context, tool string, m, n int, body func() []runRecord) (Figures, []runRecord, error) {
 	_ = resetPeakRSS(b.agent.PID())
 	m0, err := b.read(ctx)
 	if err != nil {
-		return Figures{}, err
+		return Figures{}, nil, err
 	}
 	recs := body()
 	m1, err := b.read(ctx)
 	if err != nil {
-		return Figures{}, err
+		return Figures{}, recs, err
 	}
-	f := Figures{Tool: tool, M: m, N: n, T: b.cfg.T.Seconds(), Workload: fmt.Sprintf("M=%d, N=%d, t=%gs", m, n, b.cfg.T.Seconds())}
+	f := Figures{Tool: tool, Mode: modeOff, M: m, N: n, T: b.cfg.T.Seconds(), Workload: fmt.Sprintf("M=%d, N=%d, t=%gs", m, n, b.cfg.T.Seconds())}
 	f.timing = timingOf(recs)
 	for _, r := range recs {
 		if r.err != nil {
@@ -316,23 +478,29 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 	f.ClientCPUMsRun = (m1.selfCPU - m0.selfCPU) / runs * 1000
 	f.ProxyCPUMsRun = (m1.proxyCPU - m0.proxyCPU) / runs * 1000
 	f.ConsulPeakRSSMiB, _ = peakRSSMiB(b.agent.PID())
-	return f, nil
+	return f, recs, nil
 }
 
 // uncontended: one host at a time in an empty tier, each run with a fresh client, as each
-// `tierlock run` or `consul lock` process has.
-func (b *bench) uncontended(ctx context.Context, tool string) (Figures, error) {
-	prefix := b.prefix(tool)
+// `tierlock run` or `consul lock` process has. Without a revision it is one host again and
+// again; with one, a host of its own for each run, so that every run of modeMovers is a mover
+// (the canary, then each step's movers one after the other) and every run of modeSettled is
+// not.
+func (b *bench) uncontended(ctx context.Context, tool, prefix, mode string) (Figures, error) {
 	if tool == toolTierlock {
 		if err := b.setMax(prefix, 1); err != nil {
 			return Figures{}, err
 		}
 	}
 	var herr error
-	f, err := b.measured(ctx, tool, b.cfg.Uncontended, 1, func() []runRecord {
+	f, recs, err := b.measured(ctx, tool, b.cfg.Uncontended, 1, func() []runRecord {
 		var recs []runRecord
 		for i := 0; i < b.cfg.Uncontended && ctx.Err() == nil; i++ {
-			h, err := b.newHost(tool, prefix, "solo", 1)
+			holder := "solo"
+			if mode != modeOff {
+				holder = fmt.Sprintf("solo-%03d", i)
+			}
+			h, err := b.newHost(tool, prefix, holder, 1, revisionOf(mode))
 			if err != nil {
 				herr = err
 				break
@@ -345,12 +513,15 @@ func (b *bench) uncontended(ctx context.Context, tool string) (Figures, error) {
 		return f, herr
 	}
 	f.Workload = "uncontended"
-	return f, err
+	if err != nil {
+		return f, err
+	}
+	return f, b.withRollout(&f, prefix, mode, recs)
 }
 
-// contended: m hosts started at the same instant in a tier of n slots.
-func (b *bench) contended(ctx context.Context, tool string, m, n int) (Figures, error) {
-	prefix := b.prefix(tool)
+// contended: m hosts started at the same instant in a tier of n slots, under prefix (which an
+// earlier mode may have run on), their runs naming the mode's revision.
+func (b *bench) contended(ctx context.Context, tool, prefix, mode string, m, n int) (Figures, error) {
 	if tool == toolTierlock {
 		if err := b.setMax(prefix, n); err != nil {
 			return Figures{}, err
@@ -359,13 +530,13 @@ func (b *bench) contended(ctx context.Context, tool string, m, n int) (Figures, 
 	hosts := make([]host, m)
 	for i := range hosts {
 		var err error
-		if hosts[i], err = b.newHost(tool, prefix, fmt.Sprintf("host-%04d", i), n); err != nil {
+		if hosts[i], err = b.newHost(tool, prefix, fmt.Sprintf("host-%04d", i), n, revisionOf(mode)); err != nil {
 			return Figures{}, err
 		}
 	}
 	pctx, cancel := context.WithTimeout(ctx, b.cfg.Deadline)
 	defer cancel()
-	f, err := b.measured(ctx, tool, m, n, func() []runRecord {
+	f, recs, err := b.measured(ctx, tool, m, n, func() []runRecord {
 		recs := make([]runRecord, m)
 		gate := make(chan struct{})
 		var wg sync.WaitGroup
@@ -383,9 +554,12 @@ func (b *bench) contended(ctx context.Context, tool string, m, n int) (Figures, 
 	})
 	if err == nil && pctx.Err() != nil && ctx.Err() == nil {
 		f.Complete = false
-		b.logf("%s: M=%d, N=%d: stopped at the deadline of %s after %d of %d runs", tool, m, n, b.cfg.Deadline, f.Runs, m)
+		b.logf("%s: M=%d, N=%d, revision %s: stopped at the deadline of %s after %d of %d runs", tool, m, n, mode, b.cfg.Deadline, f.Runs, m)
 	}
-	return f, err
+	if err != nil {
+		return f, err
+	}
+	return f, b.withRollout(&f, prefix, mode, recs)
 }
 
 // longWait: one host holds the tier's only slot while LongWaiters hosts wait in line; once
@@ -398,7 +572,7 @@ func (b *bench) longWait(ctx context.Context, tool string) (LongWait, error) {
 			return lw, err
 		}
 	}
-	holder, err := b.newHost(tool, prefix, "holder", 1)
+	holder, err := b.newHost(tool, prefix, "holder", 1, "")
 	if err != nil {
 		return lw, err
 	}
@@ -420,7 +594,7 @@ func (b *bench) longWait(ctx context.Context, tool string) (LongWait, error) {
 	var peers []*peerHost
 	start := b.cfg.Now()
 	for i := range b.cfg.LongWaiters {
-		h, err := b.newHost(tool, prefix, fmt.Sprintf("waiter-%04d", i), 1)
+		h, err := b.newHost(tool, prefix, fmt.Sprintf("waiter-%04d", i), 1, "")
 		if err != nil {
 			wcancel()
 			wg.Wait()

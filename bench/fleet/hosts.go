@@ -34,6 +34,9 @@ type runRecord struct {
 	arrived    uint64
 	start, end time.Time // of the command; zero if it never ran
 	err        error
+	// batch is the rollout step that admitted the run as a mover (its slot's Batch); -1 when
+	// the run was no mover (no revision, or its host already on it), and for the peer.
+	batch int
 }
 
 // host is one simulated host: its own api.Client, over its own connection to the proxy.
@@ -68,6 +71,7 @@ type tierlockHost struct {
 	holder, prefix string
 	client         *api.Client
 	wait, queueTTL time.Duration
+	revision       string // as run's --revision ("" when the run names none)
 	onLine         func() // called once the host waits in the queue (the long wait counts them)
 }
 
@@ -82,7 +86,7 @@ func newTierlockHost(addr, prefix, holder string, wait, queueTTL time.Duration) 
 }
 
 func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func()) runRecord {
-	rec := runRecord{holder: h.holder}
+	rec := runRecord{holder: h.holder, batch: -1}
 	// Best effort, as in run: a slot without a node is still a slot.
 	node, _ := consulclient.NodeName(ctx, h.client)
 	sem, err := lock.New(h.client.KV(), lock.Options{
@@ -97,6 +101,7 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 		Record: lock.Record{
 			Holder: h.holder, Hostname: h.holder, Node: node, PID: os.Getpid(),
 			Command: "sleep", RunID: h.holder + "-" + fmt.Sprint(time.Now().UnixNano()), Version: "tierlock fleet-bench",
+			Revision: h.revision,
 		},
 		WaitUntil: time.Now().Add(h.wait),
 	}
@@ -123,6 +128,9 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 	if err != nil {
 		rec.err = err
 		return rec
+	}
+	if slot.Batch != nil {
+		rec.batch = *slot.Batch
 	}
 	rec.start = time.Now()
 	if started != nil {
@@ -176,7 +184,7 @@ func newPeerHost(addr, prefix, holder string, limit int) (*peerHost, error) {
 }
 
 func (h *peerHost) run(ctx context.Context, t time.Duration, started func()) runRecord {
-	rec := runRecord{holder: h.holder}
+	rec := runRecord{holder: h.holder, batch: -1}
 	// The options `consul lock -n` passes (its -monitor-retry default is 3).
 	sem, err := h.client.SemaphoreOpts(&api.SemaphoreOptions{
 		Prefix: h.prefix, Limit: h.limit, SessionName: "Consul lock for " + h.prefix + " at " + h.holder,

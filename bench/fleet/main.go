@@ -49,6 +49,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	baseline := fs.Duration("baseline", 30*time.Second, "how long the idle agent is measured first")
 	queueTTL := fs.Duration("queue-ttl", 0, "tierlock's queue TTL, as run's --queue-ttl (default: run's default)")
 	deadline := fs.Duration("deadline", 5*time.Minute, "a workload still running after this is stopped and reported incomplete")
+	revisions := fs.String("revisions", modeOff, "tierlock's revision modes, comma-separated; they run in the order off, movers, settled, next, on one tier per workload: "+
+		"off (no --revision), movers (every host runs once with a new revision R: canary, then doubling batches), "+
+		"settled (every host runs R again: no movers), next (every host runs once with R2, which supersedes R); the peer runs in off only")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -60,6 +63,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if err == nil {
 		cfg.Tools, err = toolList(*tools)
+	}
+	if err == nil {
+		cfg.Revisions, err = modeList(*revisions)
 	}
 	if err == nil && (*t < 0 || *uncontended < 0 || *longWaiters < 0 || *longWait <= 0 || *baseline <= 0 || *deadline <= 0) {
 		err = fmt.Errorf("fleet: -t, -uncontended, -long-waiters must be >= 0 and -long-wait, -baseline, -deadline > 0")
@@ -110,6 +116,33 @@ func positiveInts(flagName, list string) ([]int, error) {
 		xs = append(xs, n)
 	}
 	return xs, nil
+}
+
+// modeList reads -revisions: each mode once, put in the order they run (revisionModes). A mode
+// that builds on movers (settled, next) needs it.
+func modeList(list string) ([]string, error) {
+	asked := map[string]bool{}
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		known := false
+		for _, m := range revisionModes {
+			known = known || f == m
+		}
+		if !known {
+			return nil, fmt.Errorf("fleet: -revisions: %q is none of %s", f, strings.Join(revisionModes, ", "))
+		}
+		asked[f] = true
+	}
+	if (asked[modeSettled] || asked[modeNext]) && !asked[modeMovers] {
+		return nil, fmt.Errorf("fleet: -revisions: %s and %s run after %s, on the tier it left: ask for it too", modeSettled, modeNext, modeMovers)
+	}
+	var modes []string
+	for _, m := range revisionModes {
+		if asked[m] {
+			modes = append(modes, m)
+		}
+	}
+	return modes, nil
 }
 
 func toolList(list string) ([]string, error) {

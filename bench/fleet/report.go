@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"text/tabwriter"
 )
 
@@ -53,10 +55,13 @@ func ratio(a, b float64) string {
 	return fmt.Sprintf("%.2fx", a/b)
 }
 
-// pair finds tierlock's and the peer's figures of one workload.
+// isOff reports whether f's runs named no revision (figures from before modes have none).
+func isOff(f Figures) bool { return f.Mode == "" || f.Mode == modeOff }
+
+// pair finds tierlock's and the peer's figures of one workload, without revisions.
 func pair(fs []Figures, workload string) (ours, peer Figures, hasOurs, hasPeer bool) {
 	for _, f := range fs {
-		if f.Workload != workload {
+		if f.Workload != workload || !isOff(f) {
 			continue
 		}
 		if f.Tool == toolTierlock {
@@ -74,6 +79,9 @@ func printReport(w io.Writer, rep *Report) {
 	table := func(fs []Figures, rows []row) {
 		var seen []string
 		for _, f := range fs {
+			if !isOff(f) {
+				continue
+			}
 			done := false
 			for _, s := range seen {
 				done = done || s == f.Workload
@@ -116,12 +124,17 @@ func printReport(w io.Writer, rep *Report) {
 		lrow("consul peak RSS MiB", "%.0f", ours.ConsulPeakRSSMiB, peer.ConsulPeakRSSMiB, "")
 	}
 	tw.Flush()
+	printRevisions(w, rep)
 	fmt.Fprintf(w, "\nidle agent: %.2f%% of a core, %.2f raft applies/s (taken off the figures above)\n",
 		100*rep.IdleCPUShare, rep.IdleRaftPerSec)
 
 	fmt.Fprintln(w, "\nrequests per run by kind (Raft writes marked *, agent-local ones, not in the requests per run above, marked (local)):")
 	for _, f := range append(append([]Figures(nil), rep.Uncontended...), rep.Contended...) {
-		fmt.Fprintf(w, "  %s, %s:", f.Tool, f.Workload)
+		tool := f.Tool
+		if !isOff(f) || hasRevisions(rep) {
+			tool += " (revision " + f.Mode + ")"
+		}
+		fmt.Fprintf(w, "  %s, %s:", tool, f.Workload)
 		for _, k := range sortedKinds(f.ByKindPerRun) {
 			fmt.Fprintf(w, " %s%s%s %.2f;", k, raftMark(f.RaftKinds, k), localMark(f.LocalKinds, k), f.ByKindPerRun[k])
 		}
@@ -134,6 +147,142 @@ func printReport(w io.Writer, rep *Report) {
 		}
 		fmt.Fprintln(w)
 	}
+}
+
+// hasRevisions reports whether tierlock ran in a mode with a revision.
+func hasRevisions(rep *Report) bool {
+	for _, f := range append(append([]Figures(nil), rep.Uncontended...), rep.Contended...) {
+		if !isOff(f) {
+			return true
+		}
+	}
+	return false
+}
+
+func revisionRows() []row {
+	return []row{
+		{"runs", "%.0f", "= M", func(f Figures) float64 { return float64(f.Runs) }},
+		{"movers (runs the rollout admitted)", "%.0f", "", func(f Figures) float64 { return float64(f.Movers) }},
+		{"requests per run", "%.2f", "", func(f Figures) float64 { return f.RequestsPerRun }},
+		{"raft writes per run (proxy)", "%.2f", "movers <= off+1, settled = off", func(f Figures) float64 { return f.RaftPerRun }},
+		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
+		{"answer KiB per run", "%.2f", "", func(f Figures) float64 { return f.AnswerKiBPerRun }},
+		{"handoff p50 ms", "%.1f", "", func(f Figures) float64 { return f.HandoffP50Ms }},
+		{"handoff p99 ms", "%.1f", "", func(f Figures) float64 { return f.HandoffP99Ms }},
+		{"max concurrency", "%.0f", "<= N", func(f Figures) float64 { return float64(f.MaxConcurrency) }},
+		{"wall s", "%.2f", "", func(f Figures) float64 { return f.WallSeconds }},
+		{"runs per second", "%.1f", "", func(f Figures) float64 { return f.RunsPerSecond }},
+		{"span s (first start to last end)", "%.2f", "", func(f Figures) float64 { return f.SpanSeconds }},
+		{"ideal span s (schedule's, for movers)", "%.2f", "", func(f Figures) float64 { return max(f.IdealSeconds, f.ScheduleIdealSeconds) }},
+		{"consul CPU s per 1000 runs", "%.2f", "", func(f Figures) float64 { return f.ConsulCPUPer1000 }},
+		{"rollout key bytes (at the end)", "%.0f", "flat in M", func(f Figures) float64 { return float64(f.RolloutKeyBytes) }},
+		{"failed runs", "%.0f", "0", func(f Figures) float64 { return float64(f.Failed) }},
+	}
+}
+
+// printRevisions prints tierlock's figures in each revision mode side by side, with each
+// mode's ratio to modeOff (and the Raft writes' difference).
+func printRevisions(w io.Writer, rep *Report) {
+	if !hasRevisions(rep) {
+		return
+	}
+	var modes []string
+	all := append(append([]Figures(nil), rep.Uncontended...), rep.Contended...)
+	for _, m := range revisionModes {
+		for _, f := range all {
+			if f.Tool == toolTierlock && f.Mode == m {
+				modes = append(modes, m)
+				break
+			}
+		}
+	}
+	fmt.Fprintf(w, "\ntierlock with revisions (off: no --revision; movers: every host's first run of R; settled: every host runs R again; next: R2 supersedes R)\n")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "workload\tfigure\t")
+	for _, m := range modes {
+		fmt.Fprintf(tw, "%s\t", m)
+	}
+	for _, m := range modes[1:] {
+		fmt.Fprintf(tw, "%s/off\t", m)
+	}
+	fmt.Fprint(tw, "goal\t\n")
+	var seen, stepLines []string
+	for _, f := range all {
+		if f.Tool != toolTierlock || slices.Contains(seen, f.Workload) {
+			continue
+		}
+		seen = append(seen, f.Workload)
+		byMode := map[string]Figures{}
+		for _, g := range all {
+			if g.Tool == toolTierlock && g.Workload == f.Workload {
+				byMode[modeOr(g.Mode)] = g
+			}
+		}
+		name := f.Workload
+		for _, g := range byMode {
+			if !g.Complete {
+				name += " (incomplete)"
+				break
+			}
+		}
+		off, hasOff := byMode[modeOff]
+		for _, r := range revisionRows() {
+			if f.Workload == "uncontended" && strings.Contains(r.name, "span") {
+				continue // runs one after the other, sleeping 0: no span to speak of
+			}
+			fmt.Fprintf(tw, "%s\t%s\t", name, r.name)
+			for _, m := range modes {
+				if g, ok := byMode[m]; ok {
+					fmt.Fprintf(tw, r.format+"\t", r.get(g))
+				} else {
+					fmt.Fprint(tw, "\t")
+				}
+			}
+			for _, m := range modes[1:] {
+				g, ok := byMode[m]
+				switch {
+				case !ok || !hasOff:
+					fmt.Fprint(tw, "\t")
+				case r.name == "raft writes per run (proxy)":
+					fmt.Fprintf(tw, "%s (%+.2f)\t", ratio(r.get(g), r.get(off)), r.get(g)-r.get(off))
+				default:
+					fmt.Fprintf(tw, "%s\t", ratio(r.get(g), r.get(off)))
+				}
+			}
+			fmt.Fprintf(tw, "%s\t\n", r.goal)
+		}
+		steps := ""
+		for _, m := range modes {
+			if g := byMode[m]; len(g.HostsPerStep) > 0 {
+				steps += fmt.Sprintf(" %s: %s;", m, joinInts(g.HostsPerStep))
+			}
+		}
+		if steps != "" {
+			stepLines = append(stepLines, fmt.Sprintf("  %s:%s", f.Workload, steps))
+		}
+	}
+	tw.Flush()
+	if len(stepLines) > 0 {
+		fmt.Fprintln(w, "movers admitted per rollout step (0 is the canary):")
+		for _, l := range stepLines {
+			fmt.Fprintln(w, l)
+		}
+	}
+}
+
+func modeOr(m string) string {
+	if m == "" {
+		return modeOff
+	}
+	return m
+}
+
+func joinInts(xs []int) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprint(x)
+	}
+	return strings.Join(parts, ",")
 }
 
 // raftMark is "*" for the kinds that are Raft writes.
