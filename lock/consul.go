@@ -170,7 +170,13 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		if ch.rec != nil && ch.rec.Batch != nil && !exists {
 			taken = append(taken, *ch.rec)
 		}
-		granted, to, after, err := s.grants(snap, ch.holder, count, ch.spread, ro, taken)
+		// A release or a failure ends its holder's run: its place in the step is free for the
+		// grants of the same write (the next step may open in it, at no extra write).
+		leaving := ""
+		if ch.delete || (ch.rec != nil && exists && ch.rec.State != StateRunning) {
+			leaving = ch.holder
+		}
+		granted, to, after, err := s.grants(snap, ch.holder, count, ch.spread, ro, taken, leaving)
 		if err != nil {
 			return nil, err
 		}
@@ -240,7 +246,7 @@ const maxGrants = 16
 // record as the write leaves it so far (ro, or the snapshot's when nil): a success this write
 // records may open the next step. taken are the movers the write admits besides (a take), not
 // yet among the snapshot's holders. It returns the record the grants leave, nil if unchanged.
-func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *Rollout, taken []Record) (api.KVTxnOps, map[string]bool, *Rollout, error) {
+func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *Rollout, taken []Record, leaving string) (api.KVTxnOps, map[string]bool, *Rollout, error) {
 	if snap.Disabled() || snap.Drift() {
 		return nil, nil, ro, nil // disabled, or a count not to build on
 	}
@@ -281,7 +287,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 					extra++
 				}
 			}
-			g, next := snap.gate(cur, w.Revision, extra)
+			g, next := snap.gate(cur, w.Revision, extra, leaving)
 			if g != gateOpen {
 				continue // held back: those behind it may go
 			}

@@ -107,7 +107,7 @@ func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
 	if len(snap.Queue) != 3 || snap.Queue[0].Holder != "future" {
 		t.Fatalf("queue %v: want the newer waiter ranked first", snap.Queue)
 	}
-	ops, to, _, err := s.grants(snap, "", 0, false, nil, nil)
+	ops, to, _, err := s.grants(snap, "", 0, false, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,5 +151,41 @@ func TestMoverTakeCountsItselfInItsGrants(t *testing.T) {
 		if strings.HasSuffix(op.Key, "running/w") {
 			t.Fatalf("the canary's take handed w a slot of the same step of 1: %v", op.Key)
 		}
+	}
+}
+
+// The canary's release opens the next step in its own transaction: the releasing mover no
+// longer counts as in flight there, so the grants hand step 1's two places over at once,
+// with no second write to admit them.
+func TestCanaryReleaseHandsTheNextStepOver(t *testing.T) {
+	s, err := New(nil, Options{Tier: "prod/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	entry := func(h string, idx uint64) *api.KVPair {
+		return &api.KVPair{Key: s.base + "queue/" + h, Session: "s", CreateIndex: idx, ModifyIndex: idx,
+			Value: []byte(`{"holder":"` + h + `","run_id":"r` + h + `","revision":"B","mover":true,"protocol":3}`)}
+	}
+	snap := newSnapshot("prod/web", 5, OrderArrival, api.KVPairs{
+		{Key: s.base + "current", Value: []byte("1"), ModifyIndex: 2},
+		{Key: s.base + "rollout", Value: []byte(`{"revision":"B","state":"rolling","step":0,"admitted":1}`), ModifyIndex: 3},
+		{Key: s.base + "running/c", ModifyIndex: 4,
+			Value: []byte(`{"holder":"c","run_id":"rc","state":"running","started_at":"` + now.Format(time.RFC3339) + `","attempts":1,"revision":"B","batch":0}`)},
+		entry("w1", 5), entry("w2", 6), entry("w3", 7),
+	}, s.base)
+	snap.now = now
+	txn, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["c"]}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var granted []string
+	for _, op := range txn.writes {
+		if h, ok := strings.CutPrefix(op.Key, s.base+"running/"); ok && op.Verb == api.KVCAS {
+			granted = append(granted, h)
+		}
+	}
+	if strings.Join(granted, ",") != "w1,w2" {
+		t.Errorf("the canary's release handed slots to %v, want w1 and w2 (step 1, two places)", granted)
 	}
 }

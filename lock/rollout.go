@@ -200,7 +200,7 @@ const (
 type Rollout struct {
 	Revision string    `json:"revision"`
 	State    string    `json:"state"` // RolloutRolling or RolloutHalted
-	Since    time.Time `json:"since"` // when its first mover asked (or an operator set it)
+	Since    time.Time `json:"since"` // when its first mover was admitted, an operator set it, or it was resumed
 	// Step is the batch open now: 0 is the canary.
 	Step int `json:"step"`
 	// Admitted counts the movers admitted to Step; every admission moves it, so that
@@ -219,6 +219,8 @@ type Rollout struct {
 	// AfterOK: the policy's After tier had completed Revision when a mover looked.
 	AfterOK  bool       `json:"after_ok,omitempty"`
 	HaltedAt *time.Time `json:"halted_at,omitempty"`
+	// HaltedBy is "failures" when the failure limit halted it, "operator" for rollout halt.
+	HaltedBy string `json:"halted_by,omitempty"`
 	// Past are the revisions it superseded, newest first (at most maxPast).
 	Past []PastRevision `json:"past,omitempty"`
 }
@@ -295,6 +297,9 @@ func parseRollout(value []byte) (Rollout, error) {
 	if err := json.Unmarshal(value, &r); err != nil {
 		return Rollout{}, fmt.Errorf("not a rollout record: %v", err)
 	}
+	if r.State == "" && r.Revision == "" {
+		r.State = RolloutRolling // nothing rolling out (written so by an older build's forget)
+	}
 	if r.State != RolloutRolling && r.State != RolloutHalted {
 		return Rollout{}, fmt.Errorf("rollout state %q is neither %s nor %s", clip(r.State), RolloutRolling, RolloutHalted)
 	}
@@ -333,9 +338,10 @@ const (
 )
 
 // gate is the rollout's answer to one more mover to rev at the snapshot's time, given extra
-// movers of rev already admitted to the current step by the write being built, and the
-// record as the admission leaves it.
-func (s *Snapshot) gate(r Rollout, rev string, extra int) (gate, Rollout) {
+// movers of rev already admitted to the current step by the write being built and leaving,
+// the holder whose run the write ends (its release or its failure: no longer in flight), and
+// the record as the admission leaves it.
+func (s *Snapshot) gate(r Rollout, rev string, extra int, leaving string) (gate, Rollout) {
 	if r.Revision != rev {
 		if p, ok := r.past(rev); ok && p.State == RolloutHalted {
 			return gateHalted, r // a stale host asking for a halted revision again does not restart it
@@ -362,7 +368,7 @@ func (s *Snapshot) gate(r Rollout, rev string, extra int) (gate, Rollout) {
 		r.Admitted++
 		return gateOpen, r
 	}
-	running := s.inflight(rev, r.Step) + extra
+	running := s.inflight(rev, r.Step, leaving) + extra
 	if r.Succeeded+running < size {
 		r.Admitted++
 		return gateOpen, r
@@ -375,13 +381,14 @@ func (s *Snapshot) gate(r Rollout, rev string, extra int) (gate, Rollout) {
 	return gateBatch, r
 }
 
-// inflight counts the movers of rev admitted to step whose runs are still going: one that
+// inflight counts the movers of rev admitted to step whose runs are still going (but leaving's,
+// which the write being built ends): one that
 // failed or was interrupted gave its place up (its failure is counted), as did one whose slot
 // was freed without a success (its host died).
-func (s *Snapshot) inflight(rev string, step int) int {
+func (s *Snapshot) inflight(rev string, step int, leaving string) int {
 	n := 0
-	for _, r := range s.Holders {
-		if r.Revision == rev && r.Batch != nil && *r.Batch == step && r.State == StateRunning {
+	for h, r := range s.Holders {
+		if h != leaving && r.Revision == rev && r.Batch != nil && *r.Batch == step && r.State == StateRunning {
 			n++
 		}
 	}
@@ -444,7 +451,7 @@ func (s *Snapshot) eligible(w Waiter) bool {
 	if s.rolloutErr != nil {
 		return false
 	}
-	g, _ := s.gate(s.Rollout, w.Revision, 0)
+	g, _ := s.gate(s.Rollout, w.Revision, 0, "")
 	return g == gateOpen
 }
 
@@ -480,7 +487,7 @@ func (s *Snapshot) fail(rec Record, code *int, unhealthy bool) *Rollout {
 	}
 	if !r.Halted() && r.Failures >= max(s.Policy.Failures, 1) {
 		now := s.now
-		r.State, r.HaltedAt = RolloutHalted, &now
+		r.State, r.HaltedAt, r.HaltedBy = RolloutHalted, &now, "failures"
 	}
 	return &r
 }
@@ -492,7 +499,7 @@ func haltErr(tier string, r Rollout, rev string) error {
 		return fmt.Errorf("%w: %s in %s (halted before a newer revision superseded it; `tierlock rollout forget` lets it start again)", ErrHalted, rev, tier)
 	}
 	why := "by an operator"
-	if n := len(r.Failed); n > 0 {
+	if n := len(r.Failed); n > 0 && r.HaltedBy != "operator" {
 		f := r.Failed[n-1]
 		code := "unknown"
 		if f.ExitCode != nil {
@@ -663,11 +670,11 @@ func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
 	switch action {
 	case SteerForget:
 		if cur.Revision == rev {
-			return &Rollout{Past: cur.Past}, nil
+			return &Rollout{State: RolloutRolling, Past: cur.Past}, nil
 		}
 		if _, ok := cur.past(rev); !ok {
 			if snap.rolloutErr != nil {
-				return &Rollout{}, nil // a record that cannot be read is forgotten whole
+				return &Rollout{State: RolloutRolling}, nil // a record that cannot be read is forgotten whole
 			}
 			return nil, nil
 		}
@@ -681,7 +688,10 @@ func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
 		if cur.Revision != rev || !cur.Halted() {
 			return nil, fmt.Errorf("%w: %s is not halted in %s; nothing to resume", ErrSteer, rev, snap.Tier)
 		}
-		cur.State, cur.HaltedAt, cur.Step, cur.Admitted, cur.Succeeded, cur.Failures, cur.LastSuccess = RolloutRolling, nil, 0, 0, 0, 0, nil
+		// The rollout starts afresh at the canary: its counts, the failure limit and the
+		// canary's warning (check's --rollout-warning) anew.
+		cur.State, cur.HaltedAt, cur.HaltedBy, cur.Step, cur.Admitted, cur.Succeeded = RolloutRolling, nil, "", 0, 0, 0
+		cur.Failures, cur.Failed, cur.LastSuccess, cur.Since, cur.Successes = 0, nil, nil, now, 0
 		return &cur, nil
 	}
 	if cur.Revision != rev {
@@ -695,7 +705,7 @@ func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
 		if cur.Halted() {
 			return nil, nil
 		}
-		cur.State, cur.HaltedAt = RolloutHalted, &now
+		cur.State, cur.HaltedAt, cur.HaltedBy = RolloutHalted, &now, "operator"
 	case SteerPromote, SteerPromoteFull:
 		if cur.Halted() {
 			return nil, fmt.Errorf("%w: %s is halted in %s: resume it first", ErrSteer, rev, snap.Tier)

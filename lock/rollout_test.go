@@ -285,6 +285,23 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	if _, err := s.Steer(ctx(t), lock.SteerResume, "B"); !errors.Is(err, lock.ErrSteer) {
 		t.Errorf("resume of a revision that is not halted: %v, want ErrSteer", err)
 	}
+	// Halted by hand after a failure: the movers are told it was an operator.
+	if _, err := s.Steer(ctx(t), lock.SteerHalt, "B"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mover(t, s, "web-8", "r8", "B", 0); !errors.Is(err, lock.ErrHalted) || !strings.Contains(err.Error(), "by an operator") {
+		t.Fatalf("after rollout halt: %v, want ErrHalted by an operator", err)
+	}
+	// Forgotten, B starts afresh at its canary (the record stays readable).
+	if _, err := s.Steer(ctx(t), lock.SteerForget, "B"); err != nil {
+		t.Fatal(err)
+	}
+	if r := rollout(t, s); r.Revision != "" {
+		t.Fatalf("after forget: %+v", r)
+	}
+	if c, err := mover(t, s, "web-8", "r8b", "B", 0); err != nil || *c.Batch != 0 {
+		t.Fatalf("B after forget: %+v, %v", c, err)
+	}
 	checkInvariant(t)
 }
 

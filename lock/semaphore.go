@@ -377,11 +377,10 @@ func (s *Semaphore) MarkInterrupted(ctx context.Context, slot *Slot, code *int) 
 	return s.mark(ctx, slot, StateInterrupted, code)
 }
 
-// MarkUnhealthy records that the slot's command succeeded but its health check did not pass
-// (see runner.Job's Health), and keeps the slot held: a failure like any other, shown as
-// "unhealthy".
-func (s *Semaphore) MarkUnhealthy(ctx context.Context, slot *Slot) error {
-	code := 0
+// MarkUnhealthy records that the slot's command succeeded (with code) but its health check
+// did not pass (see runner.Job's Health), and keeps the slot held: a failure like any other,
+// shown as "unhealthy".
+func (s *Semaphore) MarkUnhealthy(ctx context.Context, slot *Slot, code int) error {
 	return s.markAs(ctx, slot, StateFailed, &code, true)
 }
 

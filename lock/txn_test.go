@@ -239,7 +239,7 @@ func TestGrantsSpreadOnRetry(t *testing.T) {
 	}{
 		{"h1", false, "w0"}, {"h0", true, "w0"}, {"h1", true, "w1"}, {"h2", true, "w2"},
 	} {
-		_, to, _, err := s.grants(snap, tt.holder, 2, tt.spread, nil, nil)
+		_, to, _, err := s.grants(snap, tt.holder, 2, tt.spread, nil, nil, "")
 		if err != nil {
 			t.Fatal(err)
 		}

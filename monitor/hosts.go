@@ -19,6 +19,7 @@ const (
 	DoingRunning     Doing = "running"     // holds a slot, its command running
 	DoingFailed      Doing = "failed"      // holds a slot after a failed run
 	DoingInterrupted Doing = "interrupted" // holds a slot after a stopped run
+	DoingUnhealthy   Doing = "unhealthy"   // holds a slot after a run whose health check failed
 	DoingWaiting     Doing = "waiting"     // queued for a slot
 	DoingNothing     Doing = "nothing"     // known from its convergence record alone
 )
@@ -53,10 +54,12 @@ func Hosts(s *lock.Snapshot, now time.Time) []Host {
 	}
 	for h, rec := range s.Holders {
 		host := get(h)
-		switch rec.State {
-		case lock.StateFailed:
+		switch {
+		case rec.Shown() == string(DoingUnhealthy):
+			host.Doing = DoingUnhealthy
+		case rec.State == lock.StateFailed:
 			host.Doing = DoingFailed
-		case lock.StateInterrupted:
+		case rec.State == lock.StateInterrupted:
 			host.Doing = DoingInterrupted
 		default:
 			host.Doing = DoingRunning

@@ -133,7 +133,7 @@ func judgeRollout(s *lock.Snapshot, now time.Time, warnAfter time.Duration) (cri
 			hosts = strings.Join(v.Failed, ", ")
 		}
 		crit = append(crit, fmt.Sprintf("rollout of %s %s; failed hosts: %s (fix, then `tierlock rollout resume`, or roll out a new revision)", v.Revision, why, hosts))
-	case v.State == "canary" && v.Successes == 0 && now.Sub(v.Since) > warnAfter:
+	case v.State == "canary" && v.Succeeded == 0 && now.Sub(v.Since) > warnAfter:
 		warn = append(warn, fmt.Sprintf("rollout of %s: canary without a success for %s", v.Revision, Age(now.Sub(v.Since))))
 	}
 	return crit, warn

@@ -92,6 +92,16 @@ func TestACLRoles(t *testing.T) {
 		if o := as("host", "run", "--tier", tier, "--", "true"); o.code != 0 {
 			t.Errorf("re-entering run: %s", o)
 		}
+		// A mover's take, failure and release write the rollout record: the host may.
+		if o := as("host", "run", "--tier", tier, "--revision", "r1", "--", "false"); o.code != 1 {
+			t.Errorf("a mover's failing run: %s", o)
+		}
+		if s := tierOf(t, admin); !s.Rollout.Halted() {
+			t.Errorf("a failed canary under ACLs: rollout %+v, want halted", s.Rollout)
+		}
+		if o := as("host", "run", "--tier", tier, "--revision", "r2", "--", "true"); o.code != 0 {
+			t.Errorf("a mover re-entering its failed slot with a new revision: %s", o)
+		}
 		put(base+"max_concurrent", "1")
 		if s := tierOf(t, admin); s.Current != 0 || len(s.Holders) != 0 {
 			t.Errorf("the slot was not released after re-entry: current %d, holders %v", s.Current, s.Holders)

@@ -59,7 +59,7 @@ type Slots interface {
 	Release(ctx context.Context, slot *lock.Slot) error
 	MarkFailed(ctx context.Context, slot *lock.Slot, code int) error
 	MarkInterrupted(ctx context.Context, slot *lock.Slot, code *int) error
-	MarkUnhealthy(ctx context.Context, slot *lock.Slot) error
+	MarkUnhealthy(ctx context.Context, slot *lock.Slot, code int) error
 	Abandon(ctx context.Context, holder, runID string) error
 }
 
@@ -203,7 +203,7 @@ func (j *Job) record(ctx context.Context, slot *lock.Slot, res Result, health *R
 	success := j.succeeded
 	switch {
 	case health != nil && !res.Interrupted():
-		recording = budget.Do(ctx, "mark unhealthy", func(ctx context.Context) error { return j.Slots.MarkUnhealthy(ctx, slot) })
+		recording = budget.Do(ctx, "mark unhealthy", func(ctx context.Context) error { return j.Slots.MarkUnhealthy(ctx, slot, res.ExitCode) })
 		code := health.Code()
 		if code == 0 || health.Interrupted() {
 			code = 1
