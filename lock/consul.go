@@ -287,7 +287,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 					extra++
 				}
 			}
-			g, next := snap.gate(cur, w.Revision, extra, leaving)
+			g, next := snap.gate(cur, w.Revision, w.Holder, extra, leaving)
 			if g != gateOpen {
 				continue // held back: those behind it may go
 			}

@@ -223,6 +223,18 @@ type Rollout struct {
 	HaltedBy string `json:"halted_by,omitempty"`
 	// Past are the revisions it superseded, newest first (at most maxPast).
 	Past []PastRevision `json:"past,omitempty"`
+	// Rollbacks are the last movers (at most maxPast) that asked for a revision a newer one
+	// had superseded, restarting its rollout: a rollback, or a host whose checkout is stale
+	// (check names them). Kept across supersessions.
+	Rollbacks []Rollback `json:"rollbacks,omitempty"`
+}
+
+// Rollback is a mover that asked for an older revision than the one rolling out.
+type Rollback struct {
+	Holder string    `json:"holder"`
+	From   string    `json:"from"` // the revision it superseded
+	To     string    `json:"to"`   // the older one it asked for
+	At     time.Time `json:"at"`
 }
 
 // Failure is one failed run of a revision.
@@ -284,8 +296,14 @@ func (r Rollout) supersede(rev string, now time.Time, completed bool) Rollout {
 			past = append(past, p)
 		}
 	}
-	n.Past = past
+	n.Past, n.Rollbacks = past, slices.Clone(r.Rollbacks)
 	return n
+}
+
+// noteRollback records a mover that asked for a revision the record remembers as superseded.
+func (r *Rollout) noteRollback(b Rollback) {
+	r.Rollbacks = append([]Rollback{b}, r.Rollbacks...)
+	r.Rollbacks = r.Rollbacks[:min(len(r.Rollbacks), maxPast)]
 }
 
 // parseRollout reads the rollout record.
@@ -337,11 +355,11 @@ const (
 	gateHalted             // its revision is halted
 )
 
-// gate is the rollout's answer to one more mover to rev at the snapshot's time, given extra
+// gate is the rollout's answer to one more mover (who) to rev at the snapshot's time, given extra
 // movers of rev already admitted to the current step by the write being built and leaving,
 // the holder whose run the write ends (its release or its failure: no longer in flight), and
 // the record as the admission leaves it.
-func (s *Snapshot) gate(r Rollout, rev string, extra int, leaving string) (gate, Rollout) {
+func (s *Snapshot) gate(r Rollout, rev, who string, extra int, leaving string) (gate, Rollout) {
 	if r.Revision != rev {
 		if p, ok := r.past(rev); ok && p.State == RolloutHalted {
 			return gateHalted, r // a stale host asking for a halted revision again does not restart it
@@ -349,7 +367,12 @@ func (s *Snapshot) gate(r Rollout, rev string, extra int, leaving string) (gate,
 		if r.Revision != "" && !s.whole {
 			return gateWhole, r
 		}
+		from := r.Revision
+		_, older := r.past(rev)
 		r = r.supersede(rev, s.now, r.Revision != "" && s.complete(r.Revision))
+		if older && who != "" {
+			r.noteRollback(Rollback{Holder: who, From: from, To: rev, At: s.now})
+		}
 		extra = 0
 	} else {
 		r = r.clone()
@@ -451,7 +474,7 @@ func (s *Snapshot) eligible(w Waiter) bool {
 	if s.rolloutErr != nil {
 		return false
 	}
-	g, _ := s.gate(s.Rollout, w.Revision, 0, "")
+	g, _ := s.gate(s.Rollout, w.Revision, w.Holder, 0, "")
 	return g == gateOpen
 }
 

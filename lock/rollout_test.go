@@ -386,3 +386,35 @@ func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
 	}
 	checkInvariant(t)
 }
+
+// TestRolloutRollbackIsNamed: a mover asking for a revision that a newer one superseded
+// restarts its rollout (without the canary if it had completed) and is remembered by name,
+// for check to report: a rollback, or a host whose checkout is stale.
+func TestRolloutRollbackIsNamed(t *testing.T) {
+	s := newSem(t, 10)
+	a, err := mover(t, s, "web-1", "r1", "A", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx(t), a); err != nil {
+		t.Fatal(err)
+	}
+	b, err := mover(t, s, "web-1", "r2", "B", 0) // A completed: web-1 was the tier's only host
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx(t), b); err != nil {
+		t.Fatal(err)
+	}
+	// web-2, never converged, still on A: a full rollout of A (it had completed), not a canary.
+	if _, err := mover(t, s, "web-2", "r3", "A", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mover(t, s, "web-3", "r4", "A", 0); err != nil {
+		t.Fatalf("a second mover of A after the rollback: %v (A had completed: no canary)", err)
+	}
+	r := rollout(t, s)
+	if r.Revision != "A" || !r.Full || len(r.Rollbacks) != 1 || r.Rollbacks[0].Holder != "web-2" || r.Rollbacks[0].From != "B" {
+		t.Fatalf("after the rollback: %+v", r)
+	}
+}

@@ -318,7 +318,7 @@ func (s *Snapshot) decide(holder, rev string) (Decision, gate, Rollout) {
 	}
 	g, r := gateOpen, s.Rollout
 	if s.mover(holder, rev) {
-		g, r = s.gate(s.Rollout, rev, 0, "")
+		g, r = s.gate(s.Rollout, rev, holder, 0, "")
 		switch g {
 		case gateHalted:
 			return Halted, g, r

@@ -12,6 +12,9 @@ import (
 // DefaultRolloutWarn is how long a canary may go without a success before check warns.
 const DefaultRolloutWarn = 2 * time.Hour
 
+// RollbackWindow is how long check reports a mover that went back to an older revision.
+const RollbackWindow = 24 * time.Hour
+
 // RolloutView is a tier's rollout as operators read it.
 type RolloutView struct {
 	Revision string `json:"revision"`
@@ -41,12 +44,12 @@ func Rollout(s *lock.Snapshot, now time.Time) *RolloutView {
 	v := &RolloutView{Revision: r.Revision, Step: r.Step, Admitted: r.Admitted, Succeeded: r.Succeeded,
 		Successes: r.Successes, Failures: r.Failures, Since: r.Since, Schedule: lock.FormatSchedule(s.Policy.Schedule),
 		After: s.Policy.After, StepSize: s.Policy.Size(r.Step)}
-	for _, h := range s.Holders {
+	for name, h := range s.Holders {
 		if h.Revision == r.Revision && h.Batch != nil && *h.Batch == r.Step && h.State == lock.StateRunning {
 			v.Running++
 		}
 		if h.Revision == r.Revision && h.State == lock.StateFailed {
-			v.Failed = append(v.Failed, h.Holder)
+			v.Failed = append(v.Failed, name)
 		}
 	}
 	for _, f := range r.Failed {
@@ -120,6 +123,19 @@ func judgeRollout(s *lock.Snapshot, now time.Time, warnAfter time.Duration) (cri
 	}
 	if warnAfter <= 0 {
 		warnAfter = DefaultRolloutWarn
+	}
+	// A mover that asked for a superseded revision restarted its rollout: fine once, as a
+	// rollback; a host that keeps doing it has a stale checkout, and each time it restarts the
+	// rollout of one revision or the other.
+	var back []string
+	for _, b := range s.Rollout.Rollbacks {
+		if now.Sub(b.At) < RollbackWindow {
+			back = append(back, fmt.Sprintf("%s asked for %s after %s (%s ago)", b.Holder, b.To, b.From, Age(now.Sub(b.At))))
+		}
+	}
+	if len(back) > 0 {
+		warn = append(warn, "rollout went back to an older revision: "+strings.Join(back, ", ")+
+			"; a rollback, or a host whose checkout is stale (it restarts the rollout each time)")
 	}
 	switch {
 	case v.State == "halted":
