@@ -33,7 +33,7 @@ type history struct {
 	c      *api.Client
 	mu     sync.Mutex
 	states int
-	halted int // states with the revision halted
+	halted int            // states with the revision halted
 	maxRev map[string]int // the largest step seen per revision
 	bad    []string
 	stop   chan struct{}
