@@ -3,13 +3,17 @@
 // A tier is ENVIRONMENT/SERVICE. Its keys live under PREFIX/ENVIRONMENT/SERVICE/:
 //
 //	max_concurrent     "-1" unlimited, "0" disabled, "N" at most N holders; absent: Options.DefaultMax
+//	max_saved          the value Disable replaced, for Enable (read by Enable alone)
 //	current            number of held slots; absent means 0
 //	running/<holder>   one key per held slot: a JSON Record (older tooling wrote a bare timestamp)
 //	queue/<holder>     a waiter, bound to its session (see queue.go)
 //	converged/<holder> the holder's last successful run (see converged.go)
+//	rollout_policy     the tier's progressive rollout schedule (see rollout.go)
+//	rollout            the revision rolling out and how far it got (see rollout.go)
+//	audit/<kind>       the last operator change of each kind, audit/history the last 16 (note.go)
 //
 // The invariant: after every committed write, current equals the number of running/ keys.
-// Every write this package makes is a single Consul transaction that sets current to the
+// Every write of a slot this package makes is a single Consul transaction that sets current to the
 // number of running/ keys it leaves behind (a write that leaves that number as it was, such as a
 // release that hands its slot over, leaves current alone), writes one running/ key or deletes some (a
 // release frees one slot, an eviction every slot of a dead host), hands every slot it leaves
@@ -34,6 +38,18 @@
 // value is never fetched, and the snapshot reports it, cut, in Suspect. Junk under one tier
 // costs that tier alone (ReadAll).
 //
-// The package holds no policy beyond this: when it loses a check-and-set race it re-reads and
-// tries again. Retrying Consul errors, logging and exit codes are the caller's business.
+// A run may name the revision of the configuration it applies: a host that has not converged
+// on it (a mover) is admitted canary first, then in the tier's batches, and a failure halts the
+// revision (rollout.go). The rollout record moves inside the transactions that admit a mover
+// and record its outcome; only movers' entries and records carry protocol 3 (record.go).
+//
+// What lock decides for itself, and what it leaves to the caller: it re-reads and tries again
+// after a lost check-and-set race (at most maxRaces in a row, a random pause of up to 20 ms
+// after each), joins the queue at once after losing a race for a free slot, reads again and
+// decides again when an answer was too large, renews a waiter's session and joins again when
+// it was lost, and takes one more look before it gives up a wait. Acquire is idempotent per run
+// id, and when it ends on a Consul error that consulclient.Retryable calls passing, it keeps
+// the run's place in line for the caller's retry. Retrying Consul errors, logging and exit
+// codes are the caller's business. The memory cap on answers holds with the client of
+// internal/consulclient, which honours WithAnswerLimit; a plain api.Client does not cap them.
 package lock
