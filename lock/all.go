@@ -78,7 +78,8 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 			}
 		default:
 			tctx, cancel := context.WithTimeout(ctx, timeout)
-			snap, err = readTier(tctx, kv, t, opts.DefaultMax, opts.QueueOrder, opts.ReadBatch, base, &api.QueryOptions{RequireConsistent: true}, nil)
+			snap, err = readTier(tctx, tierRead{kv: kv, tier: t, base: base, defaultMax: opts.DefaultMax, order: opts.QueueOrder,
+				batch: opts.ReadBatch, q: &api.QueryOptions{RequireConsistent: true}})
 			cancel()
 			if errors.Is(err, ErrTooManyKeys) {
 				snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)

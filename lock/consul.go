@@ -28,14 +28,19 @@ func (s *Semaphore) read(ctx context.Context, holder string) (*Snapshot, error) 
 	if holder == "" {
 		ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 		defer cancel()
-		snap, err := readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base,
-			&api.QueryOptions{RequireConsistent: true}, nil)
+		snap, err := readTier(ctx, s.tierRead(&api.QueryOptions{RequireConsistent: true}, nil))
 		if snap != nil {
 			snap.now, snap.whole = s.opts.Now().UTC(), true
 		}
 		return snap, err
 	}
 	return s.readTree(ctx, holder, s.treeOps(holder))
+}
+
+// tierRead is the bounded read of the semaphore's tier.
+func (s *Semaphore) tierRead(q *api.QueryOptions, want func(string) bool) tierRead {
+	return tierRead{kv: s.kv, tier: s.opts.Tier, base: s.base, defaultMax: s.opts.DefaultMax, order: s.opts.QueueOrder,
+		batch: s.opts.ReadBatch, q: q, want: want}
 }
 
 // readOwn is read with the queue narrowed to holder's own entry (see applyAndRead): what a
@@ -57,7 +62,7 @@ func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOp
 	ok, resp, meta, err := s.kv.Txn(ops, q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
 	switch {
 	case errors.Is(err, consulclient.ErrAnswerTooLarge):
-		snap, err := readTier(ctx, s.kv, s.opts.Tier, s.opts.DefaultMax, s.opts.QueueOrder, s.opts.ReadBatch, s.base, q, s.forHolder(holder))
+		snap, err := readTier(ctx, s.tierRead(q, s.forHolder(holder)))
 		if snap != nil {
 			snap.bounded, snap.now = true, s.opts.Now().UTC()
 		}

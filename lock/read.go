@@ -253,6 +253,19 @@ func current(keys []string, got map[string]*api.KVPair, gone map[string]bool, in
 	return true
 }
 
+// tierRead is one tier's bounded read: where (kv, base, which ends in "/"), what the snapshot
+// defaults to (tier, defaultMax, order), how many values a fetch takes (batch), the listing's
+// query options (q, which may block) and which layout keys to fetch (want; nil: all).
+type tierRead struct {
+	kv         KV
+	tier, base string
+	defaultMax int
+	order      QueueOrder
+	batch      int
+	q          *api.QueryOptions
+	want       func(rel string) bool
+}
+
 // readTier reads one tier (base ends in "/"): its layout keys listed, their values fetched,
 // again from the start while the tier changes in between. waitIndex > 0 makes the listing a
 // blocking query (q carries its wait time); the fetches are always consistent. Keys whose
@@ -261,7 +274,8 @@ func current(keys []string, got map[string]*api.KVPair, gone map[string]bool, in
 // want, if not nil, narrows the values fetched to the layout keys it accepts (relative to
 // the tier): a host asking for a slot needs neither the other hosts' convergence records nor
 // the operators' notes, and a tier of M hosts has M of those.
-func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrder QueueOrder, batchSize int, base string, q *api.QueryOptions, want func(rel string) bool) (*Snapshot, error) {
+func readTier(ctx context.Context, r tierRead) (*Snapshot, error) {
+	kv, tier, base, q, want := r.kv, r.tier, r.base, r.q, r.want
 	for range maxRereads {
 		all, index, err := listKeys(ctx, kv, base, "", q)
 		if errors.Is(err, consulclient.ErrAnswerTooLarge) {
@@ -275,7 +289,7 @@ func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrde
 		if len(keys) > MaxTierKeys {
 			return nil, tooManyKeys(base, len(keys))
 		}
-		got, gone, over, err := fetch(ctx, kv, keys, batchSize, func(string) string { return base }, 0)
+		got, gone, over, err := fetch(ctx, kv, keys, r.batch, func(string) string { return base }, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -283,7 +297,7 @@ func readTier(ctx context.Context, kv KV, tier string, defaultMax int, queueOrde
 			return nil, tooMuchValue(base)
 		}
 		if current(keys, got, gone, index) {
-			snap := newSnapshot(tier, defaultMax, queueOrder, pairsOf(keys, got), base)
+			snap := newSnapshot(tier, r.defaultMax, r.order, pairsOf(keys, got), base)
 			if err := junk.err(base); err != nil {
 				snap.Suspect = append(snap.Suspect, err)
 			}
