@@ -159,155 +159,19 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 			return nil, err
 		}
 	}
+	a := &acquisition{s: s, req: req, q: s.unpark(req.RunID)}
 	// A Consul error that may pass keeps the run's place in line (its session renewed, its
 	// entry kept) for the caller's retry of the same run; anything else leaves it.
-	q := s.unpark(req.RunID)
 	defer func() {
-		if q != nil && err != nil && ctx.Err() == nil && consulclient.Retryable(ctx, err) {
-			s.park(req.RunID, q)
+		if a.q != nil && err != nil && ctx.Err() == nil && consulclient.Retryable(ctx, err) {
+			s.park(req.RunID, a.q)
 			return
 		}
-		q.leave(ctx)
+		a.q.leave(ctx)
 	}()
-	var next *Snapshot // a snapshot already in hand (from joining the queue), or nil to read
-	for races := 0; races < maxRaces; {
-		snap, err := next, error(nil)
-		next = nil
-		if snap == nil {
-			if snap, err = s.read(ctx, req.Holder); err != nil {
-				return nil, err
-			}
-		}
-		if err := snap.Err(); err != nil {
-			return nil, err
-		}
-		decision, ro, snap, err := s.judge(ctx, snap, req)
-		if err != nil {
-			return nil, err
-		}
-		if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
-			next = nil // a slot is free: who goes first needs the whole queue
-			continue
-		}
-		now := s.opts.Now().UTC()
-		rec := req.Record
-		rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Batch, rec.Unhealthy = StateRunning, now, now, nil, nil, false
-		rec.Protocol = protocolOf(false)
-		var reentered bool
-		switch decision {
-		case Disabled:
-			return nil, fmt.Errorf("%w: %s has max_concurrent 0", ErrDisabled, s.opts.Tier)
-		case Halted:
-			return nil, haltErr(s.opts.Tier, ro, req.Revision)
-		case Reenter:
-			held := snap.Holders[req.Holder]
-			if held.RunID == req.RunID {
-				// An earlier call of this run committed; its answer was lost.
-				return &Slot{Record: held, Reentered: held.Attempts > 1}, nil
-			}
-			// Attempts start at 2 on re-entry even after a bare timestamp (Attempts 0), so that
-			// Attempts == 1 always means a fresh slot.
-			rec.Attempts = max(held.Attempts, 1) + 1
-			reentered = true
-		case Take:
-			rec.Attempts = 1
-			if snap.mover(req.Holder, req.Revision) {
-				step := ro.Step
-				rec.Batch, rec.Protocol = &step, protocolOf(true)
-			}
-		case Wait, HeldBack:
-			if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
-				if q != nil {
-					// Leave, then look once more: a write may hand this waiter a slot until
-					// the moment its entry goes, and a slot handed over is never left held.
-					q.leave(ctx)
-					q = nil
-					continue
-				}
-				if w, queued := snap.queued(req.Holder); queued && races < maxRaces {
-					// The entry outlived leaving (the session's destruction was lost on its
-					// way, and it would live for the TTL), or an earlier attempt of this run
-					// left it: a release could hand it a slot nobody will use. Delete it,
-					// then look once more, as above.
-					races++
-					if _, err := s.apply(ctx, &txn{writes: api.KVTxnOps{
-						{Verb: api.KVDeleteCAS, Key: s.base + queueDir + req.Holder, Index: w.ModifyIndex},
-					}}); err != nil {
-						return nil, err
-					}
-					continue
-				}
-				if decision == HeldBack {
-					return nil, heldBackErr(s.opts.Tier, snap, ro, req.Revision)
-				}
-				return nil, fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier,
-					snap.Held(), snap.Max, len(snap.Queue))
-			}
-			w, ok := snap.queued(req.Holder)
-			if !ok || q == nil || w.Session != q.session {
-				// Not queued yet, or our entry went with a lost session: (re)join at the back,
-				// and decide again on the tier as the join left it.
-				if q, next, err = s.enqueue(ctx, q, req, now, snap); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			if req.Waiting != nil {
-				req.Waiting(snap)
-			}
-			woke, err := s.watch(ctx, w, req.WaitUntil)
-			if err != nil {
-				return nil, err
-			}
-			switch woke {
-			case entryGone:
-				// Most likely a write handed this waiter a slot: look at that key alone, not
-				// at the whole tier, whose queue grows with the fleet.
-				if slot, err := s.handedOver(ctx, req); err != nil || slot != nil {
-					return slot, err
-				}
-			case nothingNew:
-				// The safety net for a limit changed by hand: a look at the slots, not at
-				// the whole queue (the loop reads that only if a slot is free).
-				if next, err = s.readOwn(ctx, req.Holder); err != nil {
-					return nil, err
-				}
-			}
-			continue
-		}
-		var admitted *Rollout
-		if rec.Batch != nil {
-			admitted = &ro
-		}
-		t, err := s.acquireTxn(snap, req.Holder, &rec, admitted)
-		if err != nil {
-			return nil, err
-		}
-		// The take reads the tier back, for an uncontended Release to go without a read.
-		t.reads = s.treeOps(req.Holder)
-		ok, results, err := s.applyTxn(ctx, t)
-		if errors.Is(err, consulclient.ErrAnswerTooLarge) {
-			continue // taken or not, the next read (the bounded way) tells
-		}
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			slot := &Slot{Record: rec, Reentered: reentered}
-			slot.seen, _ = s.snapshot(results, req.Holder)
-			return slot, nil
-		}
-		races++
-		// Lost a race for a free slot: others want it too, so queue up at once (joining reads
-		// the tier back) rather than read and race again.
-		if _, queued := snap.queued(req.Holder); decision == Take && !queued && s.opts.Sessions != nil && now.Before(req.WaitUntil) {
-			if q, next, err = s.enqueue(ctx, q, req, now, snap); err != nil {
-				return nil, err
-			}
-			continue
-		}
-		if err := s.backoff(ctx, races); err != nil {
-			return nil, err
+	for a.races < maxRaces {
+		if slot, done, err := a.step(ctx); done || err != nil {
+			return slot, err
 		}
 	}
 	return nil, fmt.Errorf("lock: acquire %s: lost %d check-and-set races in a row", s.base, maxRaces)

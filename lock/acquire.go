@@ -1,0 +1,192 @@
+package lock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/consulclient"
+)
+
+// acquisition is one call of Acquire: the run's place in line (q, nil when it has none), a
+// snapshot already in hand (next, from joining the queue; nil to read), and the check-and-set
+// races it lost in a row. Each step decides on one snapshot and acts once: a take (or a
+// re-entry), a join, a wait, or an answer.
+type acquisition struct {
+	s     *Semaphore
+	req   Request
+	q     *queue
+	next  *Snapshot
+	races int
+}
+
+// step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
+// err; otherwise the acquisition looks again.
+func (a *acquisition) step(ctx context.Context) (slot *Slot, done bool, err error) {
+	snap, decision, ro, err := a.look(ctx)
+	if err != nil || snap == nil {
+		return nil, err != nil, err
+	}
+	now := a.s.opts.Now().UTC()
+	switch decision {
+	case Disabled:
+		return nil, true, fmt.Errorf("%w: %s has max_concurrent 0", ErrDisabled, a.s.opts.Tier)
+	case Halted:
+		return nil, true, haltErr(a.s.opts.Tier, ro, a.req.Revision)
+	case Wait, HeldBack:
+		return a.wait(ctx, snap, decision, ro, now)
+	}
+	return a.take(ctx, snap, decision, ro, now)
+}
+
+// look is the snapshot to decide on and the decision, or a nil snapshot when a slot is free
+// but the snapshot in hand shows only the reader's own queue entry: who goes first needs the
+// whole queue, which the next look reads.
+func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, Rollout, error) {
+	snap := a.next
+	a.next = nil
+	if snap == nil {
+		var err error
+		if snap, err = a.s.read(ctx, a.req.Holder); err != nil {
+			return nil, 0, Rollout{}, err
+		}
+	}
+	if err := snap.Err(); err != nil {
+		return nil, 0, Rollout{}, err
+	}
+	decision, ro, snap, err := a.s.judge(ctx, snap, a.req)
+	if err != nil {
+		return nil, 0, Rollout{}, err
+	}
+	if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
+		return nil, 0, Rollout{}, nil
+	}
+	return snap, decision, ro, nil
+}
+
+// take writes the run's slot: a fresh one (Take) or the one an earlier run of the holder left
+// held (Reenter). A lost race for a free slot joins the queue at once, when the run may wait.
+func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decision, ro Rollout, now time.Time) (*Slot, bool, error) {
+	s, req := a.s, a.req
+	rec := req.Record
+	rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Batch, rec.Unhealthy = StateRunning, now, now, nil, nil, false
+	rec.Protocol = protocolOf(false)
+	reentered := decision == Reenter
+	var admitted *Rollout
+	if reentered {
+		held := snap.Holders[req.Holder]
+		if held.RunID == req.RunID {
+			// An earlier call of this run committed; its answer was lost.
+			return &Slot{Record: held, Reentered: held.Attempts > 1}, true, nil
+		}
+		// Attempts start at 2 on re-entry even after a bare timestamp (Attempts 0), so that
+		// Attempts == 1 always means a fresh slot.
+		rec.Attempts = max(held.Attempts, 1) + 1
+	} else {
+		rec.Attempts = 1
+		if snap.mover(req.Holder, req.Revision) {
+			step := ro.Step
+			rec.Batch, rec.Protocol, admitted = &step, protocolOf(true), &ro
+		}
+	}
+	t, err := s.acquireTxn(snap, req.Holder, &rec, admitted)
+	if err != nil {
+		return nil, true, err
+	}
+	// The take reads the tier back, for an uncontended Release to go without a read.
+	t.reads = s.treeOps(req.Holder)
+	ok, results, err := s.applyTxn(ctx, t)
+	switch {
+	case errors.Is(err, consulclient.ErrAnswerTooLarge):
+		return nil, false, nil // taken or not, the next read (the bounded way) tells
+	case err != nil:
+		return nil, true, err
+	case ok:
+		slot := &Slot{Record: rec, Reentered: reentered}
+		slot.seen, _ = s.snapshot(results, req.Holder)
+		return slot, true, nil
+	}
+	a.races++
+	// Lost a race for a free slot: others want it too, so queue up at once (joining reads
+	// the tier back) rather than read and race again.
+	if _, queued := snap.queued(req.Holder); decision == Take && !queued && s.opts.Sessions != nil && now.Before(req.WaitUntil) {
+		if a.q, a.next, err = s.enqueue(ctx, a.q, req, now, snap); err != nil {
+			return nil, true, err
+		}
+		return nil, false, nil
+	}
+	return nil, false, s.backoff(ctx, a.races)
+}
+
+// wait is a full tier (Wait) or a mover the rollout holds back (HeldBack): join the queue,
+// or watch the run's own entry until a write hands it a slot, wakes it, or the wait ends.
+func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decision, ro Rollout, now time.Time) (*Slot, bool, error) {
+	s, req := a.s, a.req
+	if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
+		return a.giveUp(ctx, snap, decision, ro)
+	}
+	w, ok := snap.queued(req.Holder)
+	if !ok || a.q == nil || w.Session != a.q.session {
+		// Not queued yet, or our entry went with a lost session: (re)join at the back,
+		// and decide again on the tier as the join left it.
+		var err error
+		if a.q, a.next, err = s.enqueue(ctx, a.q, req, now, snap); err != nil {
+			return nil, true, err
+		}
+		return nil, false, nil
+	}
+	if req.Waiting != nil {
+		req.Waiting(snap)
+	}
+	woke, err := s.watch(ctx, w, req.WaitUntil)
+	if err != nil {
+		return nil, true, err
+	}
+	switch woke {
+	case entryGone:
+		// Most likely a write handed this waiter a slot: look at that key alone, not
+		// at the whole tier, whose queue grows with the fleet.
+		if slot, err := s.handedOver(ctx, req); err != nil || slot != nil {
+			return slot, true, err
+		}
+	case nothingNew:
+		// The safety net for a limit changed by hand (or a bake that ended): a look at the
+		// slots and the rollout, not at the whole queue (read only if a slot is free).
+		if a.next, err = s.readOwn(ctx, req.Holder); err != nil {
+			return nil, true, err
+		}
+	}
+	return nil, false, nil
+}
+
+// giveUp ends a wait that is over: it leaves the queue and looks once more (a write may hand
+// this waiter a slot until the moment its entry goes, and a slot handed over is never left
+// held), removes an entry that outlived leaving, and answers ErrNoSlot or ErrHeldBack.
+func (a *acquisition) giveUp(ctx context.Context, snap *Snapshot, decision Decision, ro Rollout) (*Slot, bool, error) {
+	s, req := a.s, a.req
+	if a.q != nil {
+		a.q.leave(ctx)
+		a.q = nil
+		return nil, false, nil
+	}
+	if w, queued := snap.queued(req.Holder); queued && a.races < maxRaces {
+		// The entry outlived leaving (the session's destruction was lost on its way, and it
+		// would live for the TTL), or an earlier attempt of this run left it: a release could
+		// hand it a slot nobody will use. Delete it, then look once more, as above.
+		a.races++
+		if _, err := s.apply(ctx, &txn{writes: api.KVTxnOps{
+			{Verb: api.KVDeleteCAS, Key: s.base + queueDir + req.Holder, Index: w.ModifyIndex},
+		}}); err != nil {
+			return nil, true, err
+		}
+		return nil, false, nil
+	}
+	if decision == HeldBack {
+		return nil, true, heldBackErr(s.opts.Tier, snap, ro, req.Revision)
+	}
+	return nil, true, fmt.Errorf("%w: %s has %d of %d slots held, %d waiting", ErrNoSlot, s.opts.Tier,
+		snap.Held(), snap.Max, len(snap.Queue))
+}
