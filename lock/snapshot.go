@@ -142,125 +142,174 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 		now:        time.Now().UTC(),
 	}
 	for _, p := range pairs {
-		rel := strings.TrimPrefix(p.Key, base)
-		switch {
-		case rel == keyMax:
-			s.modify[rel] = p.ModifyIndex
-			n, err := parseMax(p.Value)
-			if err != nil {
-				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
-				continue
-			}
-			s.Max, s.MaxSet = n, true
-		case rel == keyCurrent:
-			s.modify[rel] = p.ModifyIndex
-			n, err := parseCurrent(p.Value)
-			if err != nil {
-				s.badCurrent = true
-				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
-				continue
-			}
-			s.Current = n
-		case rel == keySaved:
-			// Only enable reads max_saved: junk there must not stop the runs (it did: every
-			// run exited 78). Enable without a value refuses it; check warns.
-			s.modify[rel] = p.ModifyIndex
-			n, err := parseMax(p.Value)
-			if err != nil {
-				s.badSaved = true
-				s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v (enable needs a value until it is replaced)", p.Key, err))
-				continue
-			}
-			s.Saved, s.SavedSet = n, true
-		case rel == keyRollout:
-			s.modify[rel] = p.ModifyIndex
-			r, err := parseRollout(p.Value)
-			if err != nil {
-				s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
-				s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout forget`)", s.rolloutErr))
-				continue
-			}
-			s.Rollout = r
-		case rel == keyPolicy:
-			s.modify[rel] = p.ModifyIndex
-			var pol Policy
-			if err := json.Unmarshal(p.Value, &pol); err != nil {
-				s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
-				s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout policy`)", s.rolloutErr))
-				continue
-			}
-			s.Policy = pol
-		case strings.HasPrefix(rel, auditDir):
-			n, err := parseNote(p.Value)
-			if err != nil {
-				s.NoteProblems = append(s.NoteProblems, fmt.Errorf("%s: %v", p.Key, err))
-				continue
-			}
-			if s.Notes == nil {
-				s.Notes = map[string]Note{}
-			}
-			s.Notes[strings.TrimPrefix(rel, auditDir)] = n
-			if rel == auditDir+NoteHistory {
-				s.modify[rel] = p.ModifyIndex // for withNote's check-and-set
-			}
-		case strings.HasPrefix(rel, queueDir):
-			// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
-			// tierlock, and its name is reported (quoted), never taken as a waiter. Nor is an
-			// entry without a session: tierlock binds every entry to its waiter's session,
-			// which deletes it when the waiter dies, so an unbound one waits for nobody and,
-			// ranked, would stop the tier for ever. Neither stops the runs: the queue is
-			// only an order, so leaving an entry out of it is safe.
-			holder := strings.TrimPrefix(rel, queueDir)
-			if err := ValidateName("queue holder", holder); err != nil {
-				s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored", p.Key, err))
-				continue
-			}
-			if p.Session == "" {
-				s.Suspect = append(s.Suspect, fmt.Errorf("%s: queue entry without a session (not written by tierlock, or its session's behaviour is release); ignored, delete it", p.Key))
-				continue
-			}
-			w, err := parseWaiter(holder, p)
-			if err != nil {
-				s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored, delete it", p.Key, err))
-				continue
-			}
-			s.Queue = append(s.Queue, w)
-		case strings.HasPrefix(rel, convergedDir):
-			s.modify[rel] = p.ModifyIndex
-			holder := strings.TrimPrefix(rel, convergedDir)
-			if err := ValidateName("holder", holder); err != nil {
-				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
-				continue
-			}
-			c, err := parseConvergence(holder, p.Value)
-			if err != nil {
-				s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
-				continue
-			}
-			s.Converged[holder] = c
-		case strings.HasPrefix(rel, runningDir):
-			s.modify[rel] = p.ModifyIndex
-			s.RunningKeys++
-			holder := strings.TrimPrefix(rel, runningDir)
-			if err := ValidateName("holder", holder); err != nil {
-				s.badHolders[holder] = true
-				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
-				continue
-			}
-			rec, err := parseRecord(holder, p.Value)
-			if err != nil {
-				s.badHolders[holder] = true
-				s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
-				continue
-			}
-			s.Holders[holder] = rec
-			if p.Session != "" {
-				s.Suspect = append(s.Suspect, fmt.Errorf("%s: bound to session %s: the slot vanishes when that session ends (tierlock never binds running/ keys), and current drifts", p.Key, p.Session))
-			}
-		}
+		s.add(strings.TrimPrefix(p.Key, base), p)
 	}
 	s.rank(order)
 	return s
+}
+
+// add reads one stored key of the tier (rel, relative to it) into the snapshot.
+func (s *Snapshot) add(rel string, p *api.KVPair) {
+	switch {
+	case rel == keyMax:
+		s.addMax(rel, p)
+	case rel == keyCurrent:
+		s.addCurrent(rel, p)
+	case rel == keySaved:
+		s.addSaved(rel, p)
+	case rel == keyRollout:
+		s.addRollout(rel, p)
+	case rel == keyPolicy:
+		s.addPolicy(rel, p)
+	case strings.HasPrefix(rel, auditDir):
+		s.addNote(rel, p)
+	case strings.HasPrefix(rel, queueDir):
+		s.addWaiter(rel, p)
+	case strings.HasPrefix(rel, convergedDir):
+		s.addConvergence(rel, p)
+	case strings.HasPrefix(rel, runningDir):
+		s.addHolder(rel, p)
+	}
+}
+
+// addMax reads max_concurrent.
+func (s *Snapshot) addMax(rel string, p *api.KVPair) {
+	s.modify[rel] = p.ModifyIndex
+	n, err := parseMax(p.Value)
+	if err != nil {
+		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+		return
+	}
+	s.Max, s.MaxSet = n, true
+}
+
+// addCurrent reads current.
+func (s *Snapshot) addCurrent(rel string, p *api.KVPair) {
+	s.modify[rel] = p.ModifyIndex
+	n, err := parseCurrent(p.Value)
+	if err != nil {
+		s.badCurrent = true
+		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+		return
+	}
+	s.Current = n
+}
+
+// addSaved reads max_saved.
+func (s *Snapshot) addSaved(rel string, p *api.KVPair) {
+	// Only enable reads max_saved: junk there must not stop the runs (it did: every
+	// run exited 78). Enable without a value refuses it; check warns.
+	s.modify[rel] = p.ModifyIndex
+	n, err := parseMax(p.Value)
+	if err != nil {
+		s.badSaved = true
+		s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v (enable needs a value until it is replaced)", p.Key, err))
+		return
+	}
+	s.Saved, s.SavedSet = n, true
+}
+
+// addRollout reads the rollout record.
+func (s *Snapshot) addRollout(rel string, p *api.KVPair) {
+	s.modify[rel] = p.ModifyIndex
+	r, err := parseRollout(p.Value)
+	if err != nil {
+		s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
+		s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout forget`)", s.rolloutErr))
+		return
+	}
+	s.Rollout = r
+}
+
+// addPolicy reads rollout_policy.
+func (s *Snapshot) addPolicy(rel string, p *api.KVPair) {
+	s.modify[rel] = p.ModifyIndex
+	var pol Policy
+	if err := json.Unmarshal(p.Value, &pol); err != nil {
+		s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
+		s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout policy`)", s.rolloutErr))
+		return
+	}
+	s.Policy = pol
+}
+
+// addNote reads an operator's note under audit/.
+func (s *Snapshot) addNote(rel string, p *api.KVPair) {
+	n, err := parseNote(p.Value)
+	if err != nil {
+		s.NoteProblems = append(s.NoteProblems, fmt.Errorf("%s: %v", p.Key, err))
+		return
+	}
+	if s.Notes == nil {
+		s.Notes = map[string]Note{}
+	}
+	s.Notes[strings.TrimPrefix(rel, auditDir)] = n
+	if rel == auditDir+NoteHistory {
+		s.modify[rel] = p.ModifyIndex // for withNote's check-and-set
+	}
+}
+
+// addWaiter reads a queue entry.
+func (s *Snapshot) addWaiter(rel string, p *api.KVPair) {
+	// A waiter's name is checked like a holder's: whoever wrote an invalid one is not
+	// tierlock, and its name is reported (quoted), never taken as a waiter. Nor is an
+	// entry without a session: tierlock binds every entry to its waiter's session,
+	// which deletes it when the waiter dies, so an unbound one waits for nobody and,
+	// ranked, would stop the tier for ever. Neither stops the runs: the queue is
+	// only an order, so leaving an entry out of it is safe.
+	holder := strings.TrimPrefix(rel, queueDir)
+	if err := ValidateName("queue holder", holder); err != nil {
+		s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored", p.Key, err))
+		return
+	}
+	if p.Session == "" {
+		s.Suspect = append(s.Suspect, fmt.Errorf("%s: queue entry without a session (not written by tierlock, or its session's behaviour is release); ignored, delete it", p.Key))
+		return
+	}
+	w, err := parseWaiter(holder, p)
+	if err != nil {
+		s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored, delete it", p.Key, err))
+		return
+	}
+	s.Queue = append(s.Queue, w)
+}
+
+// addConvergence reads a converged/ record.
+func (s *Snapshot) addConvergence(rel string, p *api.KVPair) {
+	s.modify[rel] = p.ModifyIndex
+	holder := strings.TrimPrefix(rel, convergedDir)
+	if err := ValidateName("holder", holder); err != nil {
+		s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
+		return
+	}
+	c, err := parseConvergence(holder, p.Value)
+	if err != nil {
+		s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
+		return
+	}
+	s.Converged[holder] = c
+}
+
+// addHolder reads a running/ record: a held slot, readable or not.
+func (s *Snapshot) addHolder(rel string, p *api.KVPair) {
+	s.modify[rel] = p.ModifyIndex
+	s.RunningKeys++
+	holder := strings.TrimPrefix(rel, runningDir)
+	if err := ValidateName("holder", holder); err != nil {
+		s.badHolders[holder] = true
+		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+		return
+	}
+	rec, err := parseRecord(holder, p.Value)
+	if err != nil {
+		s.badHolders[holder] = true
+		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
+		return
+	}
+	s.Holders[holder] = rec
+	if p.Session != "" {
+		s.Suspect = append(s.Suspect, fmt.Errorf("%s: bound to session %s: the slot vanishes when that session ends (tierlock never binds running/ keys), and current drifts", p.Key, p.Session))
+	}
 }
 
 // Decision is what Acquire does for a holder, decided from a snapshot alone.
