@@ -171,26 +171,11 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	}
 	ro := ch.rollout
 	if !ch.noGrants {
-		var taken []Record // a mover this write admits itself, which its grants must count
-		if ch.rec != nil && ch.rec.Batch != nil && !exists {
-			taken = append(taken, *ch.rec)
-		}
-		// A release or a failure ends its holder's run: its place in the step is free for the
-		// grants of the same write (the next step may open in it, at no extra write).
-		leaving := ""
-		if ch.delete || (ch.rec != nil && exists && ch.rec.State != StateRunning) {
-			leaving = ch.holder
-		}
-		granted, to, after, err := s.grants(snap, ch.holder, count, ch.spread, ro, taken, leaving)
+		ops, n, after, err := s.handOver(snap, ch, count, exists)
 		if err != nil {
 			return nil, err
 		}
-		t.writes = append(t.writes, granted...)
-		count += len(to)
-		ro = after
-		if nudge := s.nudge(snap, ch.holder, count, to); nudge != nil {
-			t.writes = append(t.writes, nudge)
-		}
+		t.writes, count, ro = append(t.writes, ops...), count+n, after
 	}
 	if ro != nil {
 		op, err := s.rolloutOp(snap, ro)
@@ -211,6 +196,30 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	}
 	t.writes = append(t.writes, s.set(snap, keyCurrent, strconv.Itoa(count)))
 	return t, nil
+}
+
+// handOver is what a write of ch hands over besides (see grants and nudge): the operations,
+// the number of slots handed, and the rollout record they leave (ch.rollout, or nil when
+// neither changes it).
+func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) (api.KVTxnOps, int, *Rollout, error) {
+	var taken []Record // a mover this write admits itself, which its grants must count
+	if ch.rec != nil && ch.rec.Batch != nil && !exists {
+		taken = append(taken, *ch.rec)
+	}
+	// A release or a failure ends its holder's run: its place in the step is free for the
+	// grants of the same write (the next step may open in it, at no extra write).
+	leaving := ""
+	if ch.delete || (ch.rec != nil && exists && ch.rec.State != StateRunning) {
+		leaving = ch.holder
+	}
+	ops, to, ro, err := s.grants(snap, ch.holder, count, ch.spread, ch.rollout, taken, leaving)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	if nudge := s.nudge(snap, ch.holder, count+len(to), to); nudge != nil {
+		ops = append(ops, nudge)
+	}
+	return ops, len(to), ro, nil
 }
 
 // nudge rewrites, unchanged, the entry of the first waiter a write leaves waiting while slots
@@ -279,26 +288,13 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 			Command: w.Command, RunID: w.RunID, Version: w.Version, Protocol: w.Protocol, Revision: w.Revision,
 		}
 		if w.Mover && w.Revision != "" {
-			if snap.rolloutErr != nil {
-				continue
-			}
-			cur := snap.Rollout
-			if ro != nil {
-				cur = *ro
-			}
-			extra := 0
-			for _, b := range batches {
-				if b.Revision == cur.Revision && *b.Batch == cur.Step {
-					extra++
-				}
-			}
-			g, next := snap.gate(cur, w.Revision, w.Holder, extra, leaving)
-			if g != gateOpen {
+			next, ok := snap.admitWaiter(w, ro, batches, leaving)
+			if !ok {
 				continue // held back: those behind it may go
 			}
 			step := next.Step
 			rec.Batch = &step
-			ro = &next
+			ro = next
 			batches = append(batches, rec)
 		}
 		value, err := json.Marshal(rec)

@@ -404,6 +404,27 @@ func (s *Snapshot) gate(r Rollout, rev, who string, extra int, leaving string) (
 	return gateBatch, r
 }
 
+// admitWaiter is the rollout's answer to a waiting mover w in a write that has already
+// admitted batches and leaves the record ro (nil: as the snapshot read it): the record after
+// w's admission, or false when w is held back.
+func (s *Snapshot) admitWaiter(w Waiter, ro *Rollout, batches []Record, leaving string) (*Rollout, bool) {
+	if s.rolloutErr != nil {
+		return nil, false
+	}
+	cur := s.Rollout
+	if ro != nil {
+		cur = *ro
+	}
+	extra := 0
+	for _, b := range batches {
+		if b.Revision == cur.Revision && *b.Batch == cur.Step {
+			extra++
+		}
+	}
+	g, next := s.gate(cur, w.Revision, w.Holder, extra, leaving)
+	return &next, g == gateOpen
+}
+
 // inflight counts the movers of rev admitted to step whose runs are still going (but leaving's,
 // which the write being built ends): one that
 // failed or was interrupted gave its place up (its failure is counted), as did one whose slot
