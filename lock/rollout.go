@@ -704,6 +704,38 @@ func (s *Semaphore) Steer(ctx context.Context, action, rev string) (*Snapshot, e
 	})
 }
 
+// forget is the record without rev (nil when it has none): the revision rolling out drops its
+// progress, a remembered one is no longer remembered. A record that cannot be read is
+// forgotten whole.
+func forget(cur Rollout, rev string, unreadable bool) *Rollout {
+	switch _, remembered := cur.past(rev); {
+	case cur.Revision == rev:
+		return &Rollout{State: RolloutRolling, Past: cur.Past}
+	case remembered:
+		cur.Past = slices.DeleteFunc(cur.Past, func(p PastRevision) bool { return p.Revision == rev })
+		return &cur
+	case unreadable:
+		return &Rollout{State: RolloutRolling}
+	}
+	return nil
+}
+
+// resume is the record with the halted rev rolling out afresh at its canary.
+func resume(snap *Snapshot, cur Rollout, rev string) (*Rollout, error) {
+	if p, ok := cur.past(rev); ok && p.State == RolloutHalted {
+		r := cur.supersede(rev, snap.now, cur.Revision != "" && snap.Complete(cur.Revision))
+		return &r, nil
+	}
+	if cur.Revision != rev || !cur.Halted() {
+		return nil, fmt.Errorf("%w: %s is not halted in %s; nothing to resume", ErrSteer, rev, snap.Tier)
+	}
+	// The rollout starts afresh at the canary: its counts, the failure limit and the
+	// canary's warning (check's --rollout-warning) anew.
+	cur.State, cur.HaltedAt, cur.HaltedBy, cur.Step, cur.Admitted, cur.Succeeded = RolloutRolling, nil, "", 0, 0, 0
+	cur.Failures, cur.Failed, cur.LastSuccess, cur.Since, cur.Successes = 0, nil, nil, snap.now, 0
+	return &cur, nil
+}
+
 // steer is the record after action on rev, nil when nothing changes.
 func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
 	cur := snap.Rollout.clone()
@@ -713,30 +745,9 @@ func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
 	now := snap.now
 	switch action {
 	case SteerForget:
-		if cur.Revision == rev {
-			return &Rollout{State: RolloutRolling, Past: cur.Past}, nil
-		}
-		if _, ok := cur.past(rev); !ok {
-			if snap.rolloutErr != nil {
-				return &Rollout{State: RolloutRolling}, nil // a record that cannot be read is forgotten whole
-			}
-			return nil, nil
-		}
-		cur.Past = slices.DeleteFunc(cur.Past, func(p PastRevision) bool { return p.Revision == rev })
-		return &cur, nil
+		return forget(cur, rev, snap.rolloutErr != nil), nil
 	case SteerResume:
-		if p, ok := cur.past(rev); ok && p.State == RolloutHalted {
-			r := cur.supersede(rev, now, cur.Revision != "" && snap.Complete(cur.Revision))
-			return &r, nil
-		}
-		if cur.Revision != rev || !cur.Halted() {
-			return nil, fmt.Errorf("%w: %s is not halted in %s; nothing to resume", ErrSteer, rev, snap.Tier)
-		}
-		// The rollout starts afresh at the canary: its counts, the failure limit and the
-		// canary's warning (check's --rollout-warning) anew.
-		cur.State, cur.HaltedAt, cur.HaltedBy, cur.Step, cur.Admitted, cur.Succeeded = RolloutRolling, nil, "", 0, 0, 0
-		cur.Failures, cur.Failed, cur.LastSuccess, cur.Since, cur.Successes = 0, nil, nil, now, 0
-		return &cur, nil
+		return resume(snap, cur, rev)
 	}
 	if cur.Revision != rev {
 		if p, ok := cur.past(rev); ok && p.State == RolloutHalted && action != SteerHalt {
