@@ -164,3 +164,23 @@ func TestSteps(t *testing.T) {
 		t.Errorf("steps: %d movers, %v per step; want 4, [1 2 1]", movers, per)
 	}
 }
+
+func TestLostClasses(t *testing.T) {
+	req := `[{"KV":{"Verb":"check-index","Key":"p/bench/tier/max_concurrent"}},{"KV":{"Verb":"delete-cas","Key":"p/bench/tier/running/h"}},` +
+		`{"KV":{"Verb":"cas","Key":"p/bench/tier/rollout"}},{"KV":{"Verb":"cas","Key":"p/bench/tier/queue/w"}},{"KV":{"Verb":"cas","Key":"p/bench/tier/running/w"}}]`
+	answer := `{"Results":null,"Errors":[{"OpIndex":2,"What":"failed to set key \"p/bench/tier/rollout\", index is stale"},` +
+		`{"OpIndex":3,"What":"failed to set key \"p/bench/tier/queue/w\", index is stale"},{"OpIndex":4,"What":"..."},{"OpIndex":9,"What":"?"}]}`
+	if got := fmt.Sprint(lostClasses([]byte(req), []byte(answer))); got != "[rollout queue/ running/ (unknown)]" {
+		t.Errorf("lostClasses = %s", got)
+	}
+	if got := fmt.Sprint(lostClasses([]byte(req), []byte("not json"))); got != "[(unreadable)]" {
+		t.Errorf("lostClasses of junk = %s", got)
+	}
+	for key, want := range map[string]string{
+		"p/bench/tier/current": "current", "p/bench/tier/converged/h": "converged/", "p/bench/tier/audit/history": "audit/", "x": "x",
+	} {
+		if got := keyClass(key); got != want {
+			t.Errorf("keyClass(%q) = %q, want %q", key, got, want)
+		}
+	}
+}

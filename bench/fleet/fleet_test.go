@@ -174,6 +174,11 @@ func TestFleetRevisions(t *testing.T) {
 		if w == "uncontended" {
 			slack = 0
 		}
+		for _, f := range []Figures{off, movers, settled, next} {
+			if f.RefusedPerRun > f.RaftPerRun {
+				t.Errorf("%s, %s: %.2f refused transactions per run, more than its %.2f raft writes", w, f.Mode, f.RefusedPerRun, f.RaftPerRun)
+			}
+		}
 		for _, f := range []Figures{movers, settled, next} {
 			if f.RaftPerRun > off.RaftPerRun+slack {
 				t.Errorf("%s, %s: %.2f raft writes per run, %.2f without a revision", w, f.Mode, f.RaftPerRun, off.RaftPerRun)

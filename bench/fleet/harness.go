@@ -70,6 +70,11 @@ type Figures struct {
 	RaftKinds        []string           `json:"raft_kinds"`        // the kinds above that are Raft writes
 	LocalKinds       []string           `json:"agent_local_kinds"` // the kinds above that are agent-local
 	AnswerKiBPerRun  float64            `json:"answer_kib_per_run"`
+	// RefusedPerRun are the transactions Consul refused because a check failed (lost
+	// check-and-set races, each a Raft write all the same); LostPerRun counts their failed
+	// checks by the key checked (one refusal may fail several).
+	RefusedPerRun    float64            `json:"refused_txns_per_run"`
+	LostPerRun       map[string]float64 `json:"lost_races_per_run,omitempty"`
 	ErrorAnswers     int64              `json:"error_answers"`      // 429/5xx seen by the proxy
 	RaftApplyPerRun  float64            `json:"raft_apply_per_run"` // Consul's telemetry, idle rate taken off
 	RaftApplyRaw     float64            `json:"raft_apply_raw"`
@@ -461,6 +466,14 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 	f.RequestsPerRun, f.RaftPerRun, f.AgentLocalPerRun = float64(req)/runs, float64(raft)/runs, float64(local)/runs
 	f.AnswerKiBPerRun, f.ErrorAnswers = float64(bytes)/1024/runs, errs
 	f.ByKindPerRun = map[string]float64{}
+	refused, lost := d.lost()
+	f.RefusedPerRun = float64(refused) / runs
+	for class, n := range lost {
+		if f.LostPerRun == nil {
+			f.LostPerRun = map[string]float64{}
+		}
+		f.LostPerRun[class] = float64(n) / runs
+	}
 	for k, v := range d {
 		f.ByKindPerRun[k] = float64(v.Requests) / runs
 		if v.Raft {

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,11 @@ type kindCount struct {
 	Errors   int64 `json:"errors"`      // 429 and 5xx answers, and requests Consul never answered
 	Raft     bool  `json:"raft"`        // each request of this kind is one Raft log entry
 	Local    bool  `json:"agent_local"` // answered by the host's own agent: no server sees it
+	// Refused counts the transactions of this kind that Consul refused (409) because a check
+	// failed: lost check-and-set races, each still a Raft write. Lost counts them by the key
+	// class of each operation that failed (see keyClass); one refusal may fail on several.
+	Refused int64            `json:"refused,omitempty"`
+	Lost    map[string]int64 `json:"lost,omitempty"`
 }
 
 // counts is a snapshot of the proxy's totals, by kind.
@@ -49,6 +55,16 @@ func (c counts) minus(before counts) counts {
 		v.Requests -= b.Requests
 		v.Bytes -= b.Bytes
 		v.Errors -= b.Errors
+		v.Refused -= b.Refused
+		if len(v.Lost) > 0 {
+			lost := map[string]int64{}
+			for class, n := range v.Lost {
+				if n -= b.Lost[class]; n != 0 {
+					lost[class] = n
+				}
+			}
+			v.Lost = lost
+		}
 		if v.Requests != 0 {
 			d[k] = v
 		}
@@ -72,6 +88,58 @@ func (c counts) totals() (requests, raft, bytes, errors, local int64) {
 		}
 	}
 	return requests, raft, bytes, errors, local
+}
+
+// lost sums the refused transactions of every kind, and their failed checks by key class.
+func (c counts) lost() (refused int64, byClass map[string]int64) {
+	byClass = map[string]int64{}
+	for _, v := range c {
+		refused += v.Refused
+		for class, n := range v.Lost {
+			byClass[class] += n
+		}
+	}
+	return refused, byClass
+}
+
+// keyClass names the tier key a transaction's operation is on: running/, queue/,
+// converged/, audit/, or the key's own name (current, rollout, max_concurrent, ...).
+func keyClass(key string) string {
+	for _, dir := range []string{"running/", "queue/", "converged/", "audit/"} {
+		if strings.Contains(key, "/"+dir) {
+			return dir
+		}
+	}
+	if i := strings.LastIndex(key, "/"); i >= 0 {
+		return key[i+1:]
+	}
+	return key
+}
+
+// lostClasses are the key classes of the operations a refused transaction failed on, each
+// once, from the request's operations and Consul's answer ({"Errors":[{"OpIndex":..}]}).
+func lostClasses(reqBody, answer []byte) []string {
+	var ops []txnOp
+	var resp struct {
+		Errors []struct {
+			OpIndex int
+			What    string
+		}
+	}
+	if json.Unmarshal(reqBody, &ops) != nil || json.Unmarshal(answer, &resp) != nil {
+		return []string{"(unreadable)"}
+	}
+	var out []string
+	for _, e := range resp.Errors {
+		class := "(unknown)"
+		if e.OpIndex >= 0 && e.OpIndex < len(ops) && ops[e.OpIndex].KV != nil {
+			class = keyClass(ops[e.OpIndex].KV.Key)
+		}
+		if !slices.Contains(out, class) {
+			out = append(out, class)
+		}
+	}
+	return out
 }
 
 // txnOp is the part of a /v1/txn operation classify looks at.
@@ -200,17 +268,23 @@ func newCountingProxy(target string) *countingProxy {
 	return &countingProxy{rp: rp, kinds: counts{}}
 }
 
-// countingWriter counts an answer's bytes and notes its status.
+// countingWriter counts an answer's bytes and notes its status. A refused transaction's
+// answer (409, small: the errors) is kept, to tell which checks failed.
 type countingWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
+	status  int
+	bytes   int64
+	keep    bool
+	refused bytes.Buffer
 }
 
 func (w *countingWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
 func (w *countingWriter) Write(b []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
+	if w.keep && w.status == http.StatusConflict && w.refused.Len() < 1<<20 {
+		w.refused.Write(b[:n])
+	}
 	return n, err
 }
 func (w *countingWriter) Flush() {
@@ -237,8 +311,12 @@ func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 	}
 	kind, raft := classify(r.Method, r.URL.Path, r.URL.Query(), body)
-	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK}
+	cw := &countingWriter{ResponseWriter: w, status: http.StatusOK, keep: r.URL.Path == "/v1/txn"}
 	p.rp.ServeHTTP(cw, r)
+	var lost []string
+	if cw.keep && cw.status == http.StatusConflict {
+		lost = lostClasses(body, cw.refused.Bytes())
+	}
 	p.mu.Lock()
 	c := p.kinds[kind]
 	c.Requests++
@@ -247,6 +325,17 @@ func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.Local = agentLocal(r.URL.Path)
 	if cw.status == http.StatusTooManyRequests || cw.status >= 500 {
 		c.Errors++
+	}
+	if cw.keep && cw.status == http.StatusConflict {
+		c.Refused++
+	}
+	if len(lost) > 0 {
+		if c.Lost == nil {
+			c.Lost = map[string]int64{}
+		}
+		for _, class := range lost {
+			c.Lost[class]++
+		}
 	}
 	p.kinds[kind] = c
 	p.mu.Unlock()

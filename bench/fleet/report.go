@@ -166,6 +166,7 @@ func revisionRows() []row {
 		{"requests per run", "%.2f", "", func(f Figures) float64 { return f.RequestsPerRun }},
 		{"raft writes per run (proxy)", "%.2f", "movers <= off+1, settled = off", func(f Figures) float64 { return f.RaftPerRun }},
 		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
+		{"of which lost races (txn refused)", "%.2f", "", func(f Figures) float64 { return f.RefusedPerRun }},
 		{"answer KiB per run", "%.2f", "", func(f Figures) float64 { return f.AnswerKiBPerRun }},
 		{"handoff p50 ms", "%.1f", "", func(f Figures) float64 { return f.HandoffP50Ms }},
 		{"handoff p99 ms", "%.1f", "", func(f Figures) float64 { return f.HandoffP99Ms }},
@@ -206,7 +207,7 @@ func printRevisions(w io.Writer, rep *Report) {
 		fmt.Fprintf(tw, "%s/off\t", m)
 	}
 	fmt.Fprint(tw, "goal\t\n")
-	var seen, stepLines []string
+	var seen, stepLines, lostLines []string
 	for _, f := range all {
 		if f.Tool != toolTierlock || slices.Contains(seen, f.Workload) {
 			continue
@@ -243,7 +244,7 @@ func printRevisions(w io.Writer, rep *Report) {
 				switch {
 				case !ok || !hasOff:
 					fmt.Fprint(tw, "\t")
-				case r.name == "raft writes per run (proxy)":
+				case r.name == "raft writes per run (proxy)" || r.name == "of which lost races (txn refused)":
 					fmt.Fprintf(tw, "%s (%+.2f)\t", ratio(r.get(g), r.get(off)), r.get(g)-r.get(off))
 				default:
 					fmt.Fprintf(tw, "%s\t", ratio(r.get(g), r.get(off)))
@@ -251,12 +252,24 @@ func printRevisions(w io.Writer, rep *Report) {
 			}
 			fmt.Fprintf(tw, "%s\t\n", r.goal)
 		}
-		steps := ""
+		steps, lost := "", ""
 		for _, m := range modes {
-			if g := byMode[m]; len(g.HostsPerStep) > 0 {
+			g, ok := byMode[m]
+			if len(g.HostsPerStep) > 0 {
 				steps += fmt.Sprintf(" %s: %s;", m, joinInts(g.HostsPerStep))
 			}
+			if ok {
+				lost += fmt.Sprintf(" %s:", m)
+				for _, class := range sortedKinds(g.LostPerRun) {
+					lost += fmt.Sprintf(" %s %.2f", class, g.LostPerRun[class])
+				}
+				if len(g.LostPerRun) == 0 {
+					lost += " none"
+				}
+				lost += ";"
+			}
 		}
+		lostLines = append(lostLines, fmt.Sprintf("  %s:%s", f.Workload, lost))
 		if steps != "" {
 			stepLines = append(stepLines, fmt.Sprintf("  %s:%s", f.Workload, steps))
 		}
@@ -267,6 +280,10 @@ func printRevisions(w io.Writer, rep *Report) {
 		for _, l := range stepLines {
 			fmt.Fprintln(w, l)
 		}
+	}
+	fmt.Fprintln(w, "failed checks per run in the transactions Consul refused (lost races), by the key checked (one refusal may fail several):")
+	for _, l := range lostLines {
+		fmt.Fprintln(w, l)
 	}
 }
 
