@@ -56,46 +56,67 @@ func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	all := allRead{kv: kv, opts: opts, prefix: prefix, timeout: timeout, got: got, gone: gone, over: over}
 	out := make([]*Snapshot, 0, len(tiers))
 	for _, t := range tiers {
-		base := prefix + "/" + t + "/"
-		l := listed[t]
-		var snap *Snapshot
-		switch {
-		case l.over != nil:
-			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
-			snap.Problems = append(snap.Problems, l.over)
-		case len(l.keys) > MaxTierKeys:
-			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
-			snap.Problems = append(snap.Problems, tooManyKeys(base, len(l.keys)))
-		case over[base]:
-			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
-			snap.Problems = append(snap.Problems, tooMuchValue(base))
-		case current(l.keys, got, gone, l.index):
-			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, pairsOf(l.keys, got), base)
-			if err := l.junk.err(base); err != nil {
-				snap.Suspect = append(snap.Suspect, err)
-			}
-		default:
-			tctx, cancel := context.WithTimeout(ctx, timeout)
-			snap, err = readTier(tctx, tierRead{kv: kv, tier: t, base: base, defaultMax: opts.DefaultMax, order: opts.QueueOrder,
-				batch: opts.ReadBatch, q: &api.QueryOptions{RequireConsistent: true}})
-			cancel()
-			if errors.Is(err, ErrTooManyKeys) {
-				snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
-				snap.Problems, err = append(snap.Problems, err), nil
-			}
-			if err != nil {
-				return nil, err
-			}
-		}
-		snap.whole = len(snap.Problems) == 0
-		if opts.Now != nil {
-			snap.now = opts.Now().UTC()
+		snap, err := all.tier(ctx, t, listed[t])
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, snap)
 	}
 	return out, nil
+}
+
+// allRead is what ReadAll fetched in one pass, for each tier's snapshot.
+type allRead struct {
+	kv         KV
+	opts       Options
+	prefix     string
+	timeout    time.Duration
+	got        map[string]*api.KVPair
+	gone, over map[string]bool
+}
+
+// tier is the snapshot of tier t as listed in l: unread with its reason, from the pass, or
+// read again on its own when it changed since the listing.
+func (a allRead) tier(ctx context.Context, t string, l *tierList) (*Snapshot, error) {
+	opts, base := a.opts, a.prefix+"/"+t+"/"
+	var snap *Snapshot
+	switch {
+	case l.over != nil:
+		snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
+		snap.Problems = append(snap.Problems, l.over)
+	case len(l.keys) > MaxTierKeys:
+		snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
+		snap.Problems = append(snap.Problems, tooManyKeys(base, len(l.keys)))
+	case a.over[base]:
+		snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
+		snap.Problems = append(snap.Problems, tooMuchValue(base))
+	case current(l.keys, a.got, a.gone, l.index):
+		snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, pairsOf(l.keys, a.got), base)
+		if err := l.junk.err(base); err != nil {
+			snap.Suspect = append(snap.Suspect, err)
+		}
+	default:
+		tctx, cancel := context.WithTimeout(ctx, a.timeout)
+		var err error
+		snap, err = readTier(tctx, tierRead{kv: a.kv, tier: t, base: base, defaultMax: opts.DefaultMax, order: opts.QueueOrder,
+			batch: opts.ReadBatch, q: &api.QueryOptions{RequireConsistent: true}})
+		cancel()
+		if errors.Is(err, ErrTooManyKeys) {
+			snap = newSnapshot(t, opts.DefaultMax, opts.QueueOrder, nil, base)
+			snap.Problems, err = append(snap.Problems, err), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	snap.whole = len(snap.Problems) == 0
+	if opts.Now != nil {
+		snap.now = opts.Now().UTC()
+	}
+	return snap, nil
 }
 
 // tierList is what the listing found of one tier.

@@ -68,56 +68,30 @@ func (w Waiter) Record() Record {
 // to the running/ keys it leaves. It is nil when nothing matches.
 func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (ev Evicted, t *txn, more bool) {
 	t = &txn{checks: s.guardMax(snap)}
-	room := maxTxnOps - t.mandatory() - 1 - len(s.treeOps("")) // and the write of current, and the read-back
+	b := &deletes{room: maxTxnOps - t.mandatory() - 1 - len(s.treeOps(""))} // and the write of current, and the read-back
 	removed := map[string]bool{}
-	var dels api.KVTxnOps
-	full := false
 	for _, k := range snap.runningKeys() { // sorted, so batches and results are in order
 		holder := strings.TrimPrefix(k, runningDir)
 		rec, ok := snap.Holders[holder]
 		if !ok {
 			rec = Record{Holder: holder}
 		}
-		if !match(holder, rec) {
-			continue
+		if match(holder, rec) && b.add(s.del(snap, k)) {
+			removed[k] = true
+			ev.Slots = append(ev.Slots, rec)
 		}
-		if len(dels) == room {
-			full = true
-			break
-		}
-		removed[k] = true
-		ev.Slots = append(ev.Slots, rec)
-		dels = append(dels, s.del(snap, k))
 	}
 	for _, w := range snap.Queue {
-		if full {
-			break
+		if match(w.Holder, w.Record()) && b.add(&api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex}) {
+			ev.Waiters = append(ev.Waiters, w)
 		}
-		if !match(w.Holder, w.Record()) {
-			continue
-		}
-		if len(dels) == room {
-			full = true
-			break
-		}
-		ev.Waiters = append(ev.Waiters, w)
-		dels = append(dels, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex})
 	}
 	for _, c := range snap.Convergences() {
-		if full {
-			break
+		if match(c.Holder, c.Record()) && b.add(s.del(snap, convergedDir+c.Holder)) {
+			ev.Converged = append(ev.Converged, c)
 		}
-		if !match(c.Holder, c.Record()) {
-			continue
-		}
-		if len(dels) == room {
-			full = true
-			break
-		}
-		ev.Converged = append(ev.Converged, c)
-		dels = append(dels, s.del(snap, convergedDir+c.Holder))
 	}
-	if len(dels) == 0 {
+	if len(b.ops) == 0 {
 		return ev, nil, false
 	}
 	// Guards on the other holders' keys catch foreign writers; tierlock's own are serialised
@@ -127,8 +101,26 @@ func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (e
 			t.optional = append(t.optional, s.guard(snap, k))
 		}
 	}
-	t.writes = append(dels, s.set(snap, keyCurrent, strconv.Itoa(snap.RunningKeys-len(removed))))
+	t.writes = append(b.ops, s.set(snap, keyCurrent, strconv.Itoa(snap.RunningKeys-len(removed))))
 	// Slots freed while hosts wait: the write reads the tier back and hands them over (commit).
 	t.free = len(removed) > 0
-	return ev, t, full
+	return ev, t, b.full
+}
+
+// deletes collects the deletes of one eviction, as many as there is room for: full once one
+// did not fit (the rest go in the next transaction).
+type deletes struct {
+	ops  api.KVTxnOps
+	room int
+	full bool
+}
+
+// add adds op if there is room, and reports whether it did.
+func (d *deletes) add(op *api.KVTxnOp) bool {
+	if d.full || len(d.ops) == d.room {
+		d.full = true
+		return false
+	}
+	d.ops = append(d.ops, op)
+	return true
 }

@@ -172,26 +172,13 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func
 	}
 	size := batchSize // shrinks while answers are too large, grows back after
 	for len(keys) > 0 {
-		n, cost := 0, 0
-		for n < min(size, len(keys)) && (n == 0 || cost+opCost(keys[n]) <= fetchRequestLimit) {
-			cost += opCost(keys[n])
-			n++
-		}
-		batch := keys[:n]
-		ops := make(api.KVTxnOps, 0, len(batch))
-		for _, k := range batch {
-			if !gone[k] && !over[baseOf(k)] {
-				ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
-			}
-		}
+		batch := keys[:batchLen(keys, size)]
+		ops := getOps(batch, func(k string) bool { return !gone[k] && !over[baseOf(k)] })
 		if len(ops) == 0 {
 			keys = keys[len(batch):]
 			continue
 		}
-		rctx, cancel := ctx, context.CancelFunc(func() {})
-		if timeout > 0 {
-			rctx, cancel = context.WithTimeout(ctx, timeout)
-		}
+		rctx, cancel := withTimeout(ctx, timeout)
 		ok, resp, _, err := kv.Txn(ops, (&api.QueryOptions{RequireConsistent: true}).WithContext(consulclient.WithAnswerLimit(rctx, fetchAnswerLimit)))
 		cancel()
 		if errors.Is(err, consulclient.ErrAnswerTooLarge) && ctx.Err() == nil {
@@ -199,8 +186,7 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func
 				size = max(1, len(ops)/2)
 				continue
 			}
-			got[ops[0].Key] = &api.KVPair{Key: ops[0].Key,
-				Value: []byte(fmt.Sprintf("<a value of more than %d bytes, more than the %d a stored value may have: not read>", fetchAnswerLimit, maxValueLen))}
+			got[ops[0].Key] = &api.KVPair{Key: ops[0].Key, Value: notRead(fetchAnswerLimit)}
 			spend(ops[0].Key, fetchAnswerLimit)
 			keys = keys[len(batch):]
 			continue
@@ -209,28 +195,14 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func
 			return nil, nil, nil, fmt.Errorf("lock: read %s: %w", clipKey(batch[0]), err)
 		}
 		if !ok {
-			// Consul fails a get of a missing key, and with it the whole transaction: drop
-			// the keys that went away since the listing and fetch the batch again.
-			var reasons []string
-			for _, e := range resp.Errors {
-				if e.OpIndex >= 0 && e.OpIndex < len(ops) && e.What == fmt.Sprintf("key %q doesn't exist", ops[e.OpIndex].Key) {
-					gone[ops[e.OpIndex].Key] = true
-					continue
-				}
-				reasons = append(reasons, e.What)
+			if err := goneKeys(ops, resp, gone); err != nil {
+				return nil, nil, nil, fmt.Errorf("%w: read %s: %w", ErrRejected, clipKey(batch[0]), err)
 			}
-			if len(reasons) > 0 || len(resp.Errors) == 0 {
-				if len(reasons) == 0 {
-					reasons = append(reasons, "consul refused the read without saying why")
-				}
-				return nil, nil, nil, fmt.Errorf("%w: read %s: %s", ErrRejected, clipKey(batch[0]), strings.Join(reasons, "; "))
-			}
-			continue
+			continue // the batch again, without the keys that went away
 		}
 		for _, r := range resp.Results {
-			spend(r.Key, len(r.Key)+len(r.Value))
-			if len(r.Value) > maxValueLen {
-				r.Value = []byte(fmt.Sprintf("<a value of %d bytes, more than the %d a stored value may have: not read>", len(r.Value), maxValueLen))
+			if spend(r.Key, len(r.Key)+len(r.Value)); len(r.Value) > maxValueLen {
+				r.Value = notRead(len(r.Value))
 			}
 			got[r.Key] = r
 		}
@@ -238,6 +210,63 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func
 		size = min(batchSize, 2*size)
 	}
 	return got, gone, over, nil
+}
+
+// getOps are the gets of the keys that want accepts.
+func getOps(keys []string, want func(string) bool) api.KVTxnOps {
+	ops := make(api.KVTxnOps, 0, len(keys))
+	for _, k := range keys {
+		if want(k) {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVGet, Key: k})
+		}
+	}
+	return ops
+}
+
+// withTimeout is ctx bounded by timeout, or ctx itself when timeout is 0.
+func withTimeout(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout > 0 {
+		return context.WithTimeout(ctx, timeout)
+	}
+	return ctx, func() {}
+}
+
+// notRead stands for a value of n bytes, more than any stored value of the layout may have:
+// no parser accepts it, and the value itself is not kept.
+func notRead(n int) []byte {
+	return []byte(fmt.Sprintf("<a value of %d bytes or more, more than the %d a stored value may have: not read>", n, maxValueLen))
+}
+
+// batchLen is how many of keys the next fetch asks for: at most size, and a request under
+// fetchRequestLimit (at least one key).
+func batchLen(keys []string, size int) int {
+	n, cost := 0, 0
+	for n < min(size, len(keys)) && (n == 0 || cost+opCost(keys[n]) <= fetchRequestLimit) {
+		cost += opCost(keys[n])
+		n++
+	}
+	return n
+}
+
+// goneKeys reads a fetch that Consul failed: a get of a missing key fails the whole
+// transaction, so the keys that went away since the listing are added to gone (the batch is
+// fetched again without them). Any other failure is the error.
+func goneKeys(ops api.KVTxnOps, resp *api.KVTxnResponse, gone map[string]bool) error {
+	var reasons []string
+	for _, e := range resp.Errors {
+		if e.OpIndex >= 0 && e.OpIndex < len(ops) && e.What == fmt.Sprintf("key %q doesn't exist", ops[e.OpIndex].Key) {
+			gone[ops[e.OpIndex].Key] = true
+			continue
+		}
+		reasons = append(reasons, e.What)
+	}
+	switch {
+	case len(reasons) > 0:
+		return errors.New(strings.Join(reasons, "; "))
+	case len(resp.Errors) == 0:
+		return errors.New("consul refused the read without saying why")
+	}
+	return nil
 }
 
 // current reports whether the values fetched for keys are those the listing at index saw:
