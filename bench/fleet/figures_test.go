@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"math"
@@ -172,6 +174,13 @@ func TestLostClasses(t *testing.T) {
 		`{"OpIndex":3,"What":"failed to set key \"p/bench/tier/queue/w\", index is stale"},{"OpIndex":4,"What":"..."},{"OpIndex":9,"What":"?"}]}`
 	if got := fmt.Sprint(lostClasses([]byte(req), []byte(answer))); got != "[rollout queue/ running/ (unknown)]" {
 		t.Errorf("lostClasses = %s", got)
+	}
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	zw.Write([]byte(answer))
+	zw.Close()
+	if got := fmt.Sprint(lostClasses([]byte(req), zipped.Bytes())); got != "[rollout queue/ running/ (unknown)]" {
+		t.Errorf("lostClasses of a gzipped answer = %s", got)
 	}
 	if got := fmt.Sprint(lostClasses([]byte(req), []byte("not json"))); got != "[(unreadable)]" {
 		t.Errorf("lostClasses of junk = %s", got)

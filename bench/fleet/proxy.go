@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -117,13 +118,19 @@ func keyClass(key string) string {
 }
 
 // lostClasses are the key classes of the operations a refused transaction failed on, each
-// once, from the request's operations and Consul's answer ({"Errors":[{"OpIndex":..}]}).
+// once, from the request's operations and Consul's answer ({"Errors":[{"OpIndex":..}]}, gzipped
+// when large).
 func lostClasses(reqBody, answer []byte) []string {
 	var ops []txnOp
 	var resp struct {
 		Errors []struct {
 			OpIndex int
 			What    string
+		}
+	}
+	if len(answer) > 2 && answer[0] == 0x1f && answer[1] == 0x8b { // Consul gzips a larger answer
+		if zr, err := gzip.NewReader(bytes.NewReader(answer)); err == nil {
+			answer, _ = io.ReadAll(io.LimitReader(zr, 4<<20))
 		}
 	}
 	if json.Unmarshal(reqBody, &ops) != nil || json.Unmarshal(answer, &resp) != nil {
