@@ -127,7 +127,7 @@ func TestFleetRevisions(t *testing.T) {
 	bin := consulagent.Need(t)
 	cfg := Config{
 		Consul: bin, Ms: []int{20}, Ns: []int{2}, T: 50 * time.Millisecond,
-		Tools: []string{toolTierlock}, Uncontended: 4, Revisions: []string{modeOff, modeMovers, modeSettled, modeNext},
+		Tools: []string{toolTierlock}, Uncontended: 4, Revisions: []string{modeOff, modeRerun, modeMovers, modeSettled, modeNext},
 		Baseline: time.Second, LongWait: time.Second, Deadline: 2 * time.Minute, Wait: time.Minute, Dir: t.TempDir(),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -136,8 +136,8 @@ func TestFleetRevisions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Contended) != 4 || len(rep.Uncontended) != 4 {
-		t.Fatalf("want 4 figures of each kind, got %d contended, %d uncontended", len(rep.Contended), len(rep.Uncontended))
+	if len(rep.Contended) != 5 || len(rep.Uncontended) != 5 {
+		t.Fatalf("want 5 figures of each kind, got %d contended, %d uncontended", len(rep.Contended), len(rep.Uncontended))
 	}
 	for _, fs := range [][]Figures{rep.Uncontended, rep.Contended} {
 		byMode := map[string]Figures{}
@@ -150,7 +150,7 @@ func TestFleetRevisions(t *testing.T) {
 				t.Errorf("%s, %s: complete %v, %d failed (%s), max concurrency %d of %d", f.Workload, f.Mode, f.Complete, f.Failed, f.FirstErr, f.MaxConcurrency, f.N)
 			}
 		}
-		off, movers, settled, next := byMode[modeOff], byMode[modeMovers], byMode[modeSettled], byMode[modeNext]
+		off, rerun, movers, settled, next := byMode[modeOff], byMode[modeRerun], byMode[modeMovers], byMode[modeSettled], byMode[modeNext]
 		w := off.Workload
 		want := []int{1, 2, 4, 8, 5} // M=20: the canary, then doubling
 		if w == "uncontended" {
@@ -161,8 +161,9 @@ func TestFleetRevisions(t *testing.T) {
 				t.Errorf("%s, %s: %d movers, per step %v; want %d, %v", w, f.Mode, f.Movers, f.HostsPerStep, f.M, want)
 			}
 		}
-		if off.Movers != 0 || settled.Movers != 0 || off.RolloutKeyBytes != 0 {
-			t.Errorf("%s: movers %d without a revision and %d settled, rollout key %d bytes without a revision; want none", w, off.Movers, settled.Movers, off.RolloutKeyBytes)
+		if off.Movers != 0 || rerun.Movers != 0 || settled.Movers != 0 || off.RolloutKeyBytes != 0 || rerun.RolloutKeyBytes != 0 {
+			t.Errorf("%s: movers %d and %d without a revision and %d settled, rollout key %d and %d bytes without a revision; want none",
+				w, off.Movers, rerun.Movers, settled.Movers, off.RolloutKeyBytes, rerun.RolloutKeyBytes)
 		}
 		if movers.RolloutKeyBytes == 0 || movers.RolloutKeyBytes > 1024 || next.RolloutKeyBytes > 1024 {
 			t.Errorf("%s: rollout key %d bytes after movers, %d after next; want some, and under 1 KiB", w, movers.RolloutKeyBytes, next.RolloutKeyBytes)
@@ -174,20 +175,20 @@ func TestFleetRevisions(t *testing.T) {
 		if w == "uncontended" {
 			slack = 0
 		}
-		for _, f := range []Figures{off, movers, settled, next} {
+		for _, f := range []Figures{off, rerun, movers, settled, next} {
 			if f.RefusedPerRun > f.RaftPerRun {
 				t.Errorf("%s, %s: %.2f refused transactions per run, more than its %.2f raft writes", w, f.Mode, f.RefusedPerRun, f.RaftPerRun)
 			}
 		}
 		for _, f := range []Figures{movers, settled, next} {
-			if f.RaftPerRun > off.RaftPerRun+slack {
-				t.Errorf("%s, %s: %.2f raft writes per run, %.2f without a revision", w, f.Mode, f.RaftPerRun, off.RaftPerRun)
+			if f.RaftPerRun > rerun.RaftPerRun+slack {
+				t.Errorf("%s, %s: %.2f raft writes per run, %.2f without a revision", w, f.Mode, f.RaftPerRun, rerun.RaftPerRun)
 			}
 		}
 	}
 	var out bytes.Buffer
 	printReport(&out, rep)
-	for _, want := range []string{"tierlock with revisions", "movers/off", "rollout key bytes", "movers: 1,2,4,8,5;"} {
+	for _, want := range []string{"tierlock with revisions", "movers/rerun", "rollout key bytes", "movers: 1,2,4,8,5;"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the table lacks %q:\n%s", want, out.String())
 		}
@@ -206,6 +207,7 @@ func TestMainRefusesBadFlags(t *testing.T) {
 		{"no window", []string{"-long-wait", "0s"}, "-long-wait"},
 		{"unknown revision mode", []string{"-revisions", "off,canary"}, `-revisions: "canary" is none of`},
 		{"settled without movers", []string{"-revisions", "off,settled"}, "ask for it too"},
+		{"rerun without off", []string{"-revisions", "rerun,movers"}, "rerun runs after off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer

@@ -95,14 +95,18 @@ type Figures struct {
 	RolloutRecord        json.RawMessage `json:"rollout_record,omitempty"`
 }
 
-// The revision modes (-revisions). modeOff: runs name no revision, as today. modeMovers:
-// every host runs once with revRolled, which none of them has converged on, so every run is a
-// mover (canary, then batches by the default schedule, doubling). modeSettled: every host runs
-// again with revRolled, now converged on it: no run is a mover. modeNext: every host runs once
-// with revNext, which supersedes revRolled (completed): movers again, and a mover whose look
-// still shows revRolled reads the whole tier to judge it.
+// The revision modes (-revisions). modeOff: runs name no revision, as today, on a fresh tier.
+// modeRerun: every host runs again without a revision, on the tier modeOff left, where every
+// host has converged once (so each queue entry carries its last convergence, and the line is
+// ranked by it): the baseline the modes after it are compared with, since they run on such a
+// tier too. modeMovers: every host runs once with revRolled, which none of them has converged
+// on, so every run is a mover (canary, then batches by the default schedule, doubling).
+// modeSettled: every host runs again with revRolled, now converged on it: no run is a mover.
+// modeNext: every host runs once with revNext, which supersedes revRolled (completed): movers
+// again, and a mover whose look still shows revRolled reads the whole tier to judge it.
 const (
 	modeOff     = "off"
+	modeRerun   = "rerun"
 	modeMovers  = "movers"
 	modeSettled = "settled"
 	modeNext    = "next"
@@ -110,7 +114,7 @@ const (
 
 // revisionModes are the modes in the order they run; each but modeOff builds on the one
 // before it on the same tier.
-var revisionModes = []string{modeOff, modeMovers, modeSettled, modeNext}
+var revisionModes = []string{modeOff, modeRerun, modeMovers, modeSettled, modeNext}
 
 // The revisions the hosts roll out: 40 bytes, as a git SHA is.
 var (
@@ -495,10 +499,10 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 }
 
 // uncontended: one host at a time in an empty tier, each run with a fresh client, as each
-// `tierlock run` or `consul lock` process has. Without a revision it is one host again and
-// again; with one, a host of its own for each run, so that every run of modeMovers is a mover
-// (the canary, then each step's movers one after the other) and every run of modeSettled is
-// not.
+// `tierlock run` or `consul lock` process has. In modeOff it is one host again and again; in
+// the other modes, on a tier of their own, a host of its own for each run, so that every run
+// of modeMovers is a mover (the canary, then each step's movers one after the other) and
+// every run of modeSettled is not; their modeRerun is those hosts' runs without a revision.
 func (b *bench) uncontended(ctx context.Context, tool, prefix, mode string) (Figures, error) {
 	if tool == toolTierlock {
 		if err := b.setMax(prefix, 1); err != nil {

@@ -49,8 +49,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	baseline := fs.Duration("baseline", 30*time.Second, "how long the idle agent is measured first")
 	queueTTL := fs.Duration("queue-ttl", 0, "tierlock's queue TTL, as run's --queue-ttl (default: run's default)")
 	deadline := fs.Duration("deadline", 5*time.Minute, "a workload still running after this is stopped and reported incomplete")
-	revisions := fs.String("revisions", modeOff, "tierlock's revision modes, comma-separated; they run in the order off, movers, settled, next, on one tier per workload: "+
-		"off (no --revision), movers (every host runs once with a new revision R: canary, then doubling batches), "+
+	revisions := fs.String("revisions", modeOff, "tierlock's revision modes, comma-separated; they run in the order off, rerun, movers, settled, next, on one tier per workload: "+
+		"off (no --revision, a fresh tier), rerun (every host again without a revision: the baseline of the modes after it), "+
+		"movers (every host runs once with a new revision R: canary, then doubling batches), "+
 		"settled (every host runs R again: no movers), next (every host runs once with R2, which supersedes R); the peer runs in off only")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -119,7 +120,7 @@ func positiveInts(flagName, list string) ([]int, error) {
 }
 
 // modeList reads -revisions: each mode once, put in the order they run (revisionModes). A mode
-// that builds on movers (settled, next) needs it.
+// that builds on movers (settled, next) needs it, as rerun needs off.
 func modeList(list string) ([]string, error) {
 	asked := map[string]bool{}
 	for _, f := range strings.Split(list, ",") {
@@ -135,6 +136,9 @@ func modeList(list string) ([]string, error) {
 	}
 	if (asked[modeSettled] || asked[modeNext]) && !asked[modeMovers] {
 		return nil, fmt.Errorf("fleet: -revisions: %s and %s run after %s, on the tier it left: ask for it too", modeSettled, modeNext, modeMovers)
+	}
+	if asked[modeRerun] && !asked[modeOff] {
+		return nil, fmt.Errorf("fleet: -revisions: %s runs after %s, on the tier it left: ask for it too", modeRerun, modeOff)
 	}
 	var modes []string
 	for _, m := range revisionModes {

@@ -164,7 +164,7 @@ func revisionRows() []row {
 		{"runs", "%.0f", "= M", func(f Figures) float64 { return float64(f.Runs) }},
 		{"movers (runs the rollout admitted)", "%.0f", "", func(f Figures) float64 { return float64(f.Movers) }},
 		{"requests per run", "%.2f", "", func(f Figures) float64 { return f.RequestsPerRun }},
-		{"raft writes per run (proxy)", "%.2f", "movers <= off+1, settled = off", func(f Figures) float64 { return f.RaftPerRun }},
+		{"raft writes per run (proxy)", "%.2f", "movers <= BASE+1, settled = BASE", func(f Figures) float64 { return f.RaftPerRun }},
 		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
 		{"of which lost races (txn refused)", "%.2f", "", func(f Figures) float64 { return f.RefusedPerRun }},
 		{"answer KiB per run", "%.2f", "", func(f Figures) float64 { return f.AnswerKiBPerRun }},
@@ -182,7 +182,8 @@ func revisionRows() []row {
 }
 
 // printRevisions prints tierlock's figures in each revision mode side by side, with each
-// mode's ratio to modeOff (and the Raft writes' difference).
+// mode's ratio to the runs without a revision on the same tier, modeRerun (modeOff when it
+// was not run), and the Raft writes' difference.
 func printRevisions(w io.Writer, rep *Report) {
 	if !hasRevisions(rep) {
 		return
@@ -197,14 +198,24 @@ func printRevisions(w io.Writer, rep *Report) {
 			}
 		}
 	}
-	fmt.Fprintf(w, "\ntierlock with revisions (off: no --revision; movers: every host's first run of R; settled: every host runs R again; next: R2 supersedes R)\n")
+	base := modeOff
+	if slices.Contains(modes, modeRerun) {
+		base = modeRerun
+	}
+	var compared []string // the modes with a ratio to base
+	for _, m := range modes {
+		if m != modeOff && m != base {
+			compared = append(compared, m)
+		}
+	}
+	fmt.Fprintf(w, "\ntierlock with revisions (off: no --revision, fresh tier; rerun: every host again, no --revision; movers: every host's first run of R; settled: every host runs R again; next: R2 supersedes R)\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "workload\tfigure\t")
 	for _, m := range modes {
 		fmt.Fprintf(tw, "%s\t", m)
 	}
-	for _, m := range modes[1:] {
-		fmt.Fprintf(tw, "%s/off\t", m)
+	for _, m := range compared {
+		fmt.Fprintf(tw, "%s/%s\t", m, base)
 	}
 	fmt.Fprint(tw, "goal\t\n")
 	var seen, stepLines, lostLines []string
@@ -226,7 +237,7 @@ func printRevisions(w io.Writer, rep *Report) {
 				break
 			}
 		}
-		off, hasOff := byMode[modeOff]
+		off, hasOff := byMode[base]
 		for _, r := range revisionRows() {
 			if f.Workload == "uncontended" && strings.Contains(r.name, "span") {
 				continue // runs one after the other, sleeping 0: no span to speak of
@@ -239,7 +250,7 @@ func printRevisions(w io.Writer, rep *Report) {
 					fmt.Fprint(tw, "\t")
 				}
 			}
-			for _, m := range modes[1:] {
+			for _, m := range compared {
 				g, ok := byMode[m]
 				switch {
 				case !ok || !hasOff:
@@ -250,7 +261,7 @@ func printRevisions(w io.Writer, rep *Report) {
 					fmt.Fprintf(tw, "%s\t", ratio(r.get(g), r.get(off)))
 				}
 			}
-			fmt.Fprintf(tw, "%s\t\n", r.goal)
+			fmt.Fprintf(tw, "%s\t\n", strings.ReplaceAll(r.goal, "BASE", base))
 		}
 		steps, lost := "", ""
 		for _, m := range modes {
