@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/kvtxn"
 )
 
 // KV is the part of Consul's *api.KV the semaphore uses.
@@ -462,24 +463,10 @@ func (s *Semaphore) admit(ctx context.Context, holder string) error {
 }
 
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected
-// otherwise. Consul names the operation that failed by its index; its message is judged
-// against what that operation was (lostRace).
+// otherwise (kvtxn.Refused).
 func (s *Semaphore) rejected(ops api.KVTxnOps, resp *api.KVTxnResponse) error {
-	var reasons []string
-	for _, e := range resp.Errors {
-		var op *api.KVTxnOp
-		if e.OpIndex >= 0 && e.OpIndex < len(ops) {
-			op = ops[e.OpIndex]
-		}
-		if !lostRace(op, e.What) {
-			reasons = append(reasons, e.What)
-		}
-	}
-	if len(reasons) > 0 || len(resp.Errors) == 0 {
-		if len(reasons) == 0 {
-			reasons = append(reasons, "consul refused the transaction without saying why")
-		}
-		return fmt.Errorf("%w: %s: %s", ErrRejected, s.base, strings.Join(reasons, "; "))
+	if why := kvtxn.Refused(ops, resp); why != "" {
+		return fmt.Errorf("%w: %s: %s", ErrRejected, s.base, why)
 	}
 	return nil
 }

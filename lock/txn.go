@@ -2,7 +2,6 @@ package lock
 
 import (
 	"fmt"
-	"regexp"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -46,37 +45,4 @@ func (t *txn) ops() (api.KVTxnOps, error) {
 	ops = append(ops, optional...)
 	ops = append(ops, t.writes...)
 	return append(ops, t.reads...), nil
-}
-
-// staleIndex is the end of Consul's message for a failed check-index
-// ("failed index check for key %q, current modify index %d != %d").
-var staleIndex = regexp.MustCompile(`^[0-9]+ != [0-9]+$`)
-
-// lostRace tells a failed check or check-and-set of op (someone wrote first) from a real
-// refusal such as "Permission denied". It compares the whole of Consul's message for that
-// verb on that key (agent/consul/state/txn.go and kvs.go), never a word of it: a key may
-// contain any of those words ("exists", "stale", ...).
-func lostRace(op *api.KVTxnOp, what string) bool {
-	if op == nil {
-		return false
-	}
-	key := op.Key
-	switch op.Verb {
-	case api.KVCAS:
-		return what == fmt.Sprintf("failed to set key %q, index is stale", key)
-	case api.KVDeleteCAS:
-		return what == fmt.Sprintf("failed to delete key %q, index is stale", key)
-	case api.KVCheckIndex:
-		if what == fmt.Sprintf("failed to check index, key %q doesn't exist", key) {
-			return true
-		}
-		prefix := fmt.Sprintf("failed index check for key %q, current modify index ", key)
-		return len(what) > len(prefix) && what[:len(prefix)] == prefix && staleIndex.MatchString(what[len(prefix):])
-	case api.KVCheckNotExists:
-		return what == fmt.Sprintf("key %q exists", key)
-	case api.KVLock:
-		return what == fmt.Sprintf("failed to lock key %q, lock is already held", key) ||
-			what == fmt.Sprintf("failed to lock key %q due to lock delay", key)
-	}
-	return false
 }

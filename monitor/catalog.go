@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/kvtxn"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -182,16 +182,13 @@ func (r *Reaper) writeSince(ctx context.Context, since, next map[string]time.Tim
 	if ok {
 		return nil
 	}
-	// Another reaper wrote first: its view is as good as ours. If nobody did, Consul refused
-	// (an ACL, say), and the grace would never run out: that must be seen.
-	if _, now, err := r.readSince(ctx); err != nil || now != index {
-		return err
+	// Another reaper wrote first (a lost race, as lock judges them): its view is as good as
+	// ours. Anything else is Consul refusing (an ACL, say), and the grace would never run
+	// out: that must be seen.
+	if why := kvtxn.Refused(api.KVTxnOps{op}, resp); why != "" {
+		return fmt.Errorf("monitor: write %s: %w: %s", key, lock.ErrRejected, why)
 	}
-	var what []string
-	for _, e := range resp.Errors {
-		what = append(what, e.What)
-	}
-	return fmt.Errorf("monitor: write %s: %w: %s", key, lock.ErrRejected, strings.Join(what, "; "))
+	return nil
 }
 
 func sameTimes(a, b map[string]time.Time) bool {
