@@ -167,6 +167,18 @@ func TestSteps(t *testing.T) {
 	}
 }
 
+func TestLostCountsRefusedWritesOnly(t *testing.T) {
+	c := counts{
+		"txn release slot": {Requests: 10, Raft: true, Refused: 3, Lost: map[string]int64{"rollout": 3, "current": 1}},
+		"txn take slot":    {Requests: 5, Raft: true, Refused: 1, Lost: map[string]int64{"rollout": 1}},
+		"txn read":         {Requests: 20, Refused: 2, Lost: map[string]int64{"queue/": 2}}, // a fetch of a key gone since listed
+	}
+	refused, byClass := c.lost()
+	if refused != 4 || fmt.Sprint(byClass) != "map[current:1 rollout:4]" {
+		t.Errorf("lost = %d, %v; want 4, map[current:1 rollout:4]", refused, byClass)
+	}
+}
+
 func TestLostClasses(t *testing.T) {
 	req := `[{"KV":{"Verb":"check-index","Key":"p/bench/tier/max_concurrent"}},{"KV":{"Verb":"delete-cas","Key":"p/bench/tier/running/h"}},` +
 		`{"KV":{"Verb":"cas","Key":"p/bench/tier/rollout"}},{"KV":{"Verb":"cas","Key":"p/bench/tier/queue/w"}},{"KV":{"Verb":"cas","Key":"p/bench/tier/running/w"}}]`

@@ -70,9 +70,9 @@ type Figures struct {
 	RaftKinds        []string           `json:"raft_kinds"`        // the kinds above that are Raft writes
 	LocalKinds       []string           `json:"agent_local_kinds"` // the kinds above that are agent-local
 	AnswerKiBPerRun  float64            `json:"answer_kib_per_run"`
-	// RefusedPerRun are the transactions Consul refused because a check failed (lost
-	// check-and-set races, each a Raft write all the same); LostPerRun counts their failed
-	// checks by the key checked (one refusal may fail several).
+	// RefusedPerRun are the writes Consul refused because a check failed (lost check-and-set
+	// races, each a Raft write all the same); LostPerRun counts their failed checks by the
+	// key checked (one refusal may fail several). Refused reads are not counted.
 	RefusedPerRun    float64            `json:"refused_txns_per_run"`
 	LostPerRun       map[string]float64 `json:"lost_races_per_run,omitempty"`
 	ErrorAnswers     int64              `json:"error_answers"`      // 429/5xx seen by the proxy

@@ -91,10 +91,15 @@ func (c counts) totals() (requests, raft, bytes, errors, local int64) {
 	return requests, raft, bytes, errors, local
 }
 
-// lost sums the refused transactions of every kind, and their failed checks by key class.
+// lost sums the refused writes (transactions of the kinds that are Raft writes; a read-only
+// transaction is refused too when a key it gets went since it was listed), and their failed
+// checks by key class.
 func (c counts) lost() (refused int64, byClass map[string]int64) {
 	byClass = map[string]int64{}
 	for _, v := range c {
+		if !v.Raft {
+			continue
+		}
 		refused += v.Refused
 		for class, n := range v.Lost {
 			byClass[class] += n

@@ -166,7 +166,7 @@ func revisionRows() []row {
 		{"requests per run", "%.2f", "", func(f Figures) float64 { return f.RequestsPerRun }},
 		{"raft writes per run (proxy)", "%.2f", "movers <= BASE+1, settled = BASE", func(f Figures) float64 { return f.RaftPerRun }},
 		{"raft.apply per run (telemetry)", "%.2f", "", func(f Figures) float64 { return f.RaftApplyPerRun }},
-		{"of which lost races (txn refused)", "%.2f", "", func(f Figures) float64 { return f.RefusedPerRun }},
+		{"of which refused (lost races)", "%.2f", "", func(f Figures) float64 { return f.RefusedPerRun }},
 		{"answer KiB per run", "%.2f", "", func(f Figures) float64 { return f.AnswerKiBPerRun }},
 		{"handoff p50 ms", "%.1f", "", func(f Figures) float64 { return f.HandoffP50Ms }},
 		{"handoff p99 ms", "%.1f", "", func(f Figures) float64 { return f.HandoffP99Ms }},
@@ -255,7 +255,7 @@ func printRevisions(w io.Writer, rep *Report) {
 				switch {
 				case !ok || !hasOff:
 					fmt.Fprint(tw, "\t")
-				case r.name == "raft writes per run (proxy)" || r.name == "of which lost races (txn refused)":
+				case r.name == "raft writes per run (proxy)" || r.name == "of which refused (lost races)":
 					fmt.Fprintf(tw, "%s (%+.2f)\t", ratio(r.get(g), r.get(off)), r.get(g)-r.get(off))
 				default:
 					fmt.Fprintf(tw, "%s\t", ratio(r.get(g), r.get(off)))
