@@ -343,48 +343,13 @@ func (a *App) revisionOf(ctx context.Context, o runOptions) (string, error) {
 	if len(o.revisionCommand) == 0 {
 		return o.revision, nil
 	}
-	line := strings.Join(o.revisionCommand, " ")
-	ctx, cancel := context.WithTimeout(ctx, o.revisionTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, o.revisionCommand[0], o.revisionCommand[1:]...)
-	cmd.Env = commandEnv(os.Environ(), false)
-	out := &capped{max: 4096}
-	cmd.Stdout, cmd.Stderr = out, a.Stderr
-	cmd.WaitDelay = time.Second
-	err := cmd.Run()
-	switch {
-	case errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return "", usage("--revision-command %q did not finish within --revision-timeout %s; nothing ran", line, o.revisionTimeout)
-	case err != nil:
-		return "", usage("--revision-command %q: %v; nothing ran", line, err)
-	case out.over:
-		return "", usage("--revision-command %q printed more than %d bytes; want one revision", line, out.max)
-	}
-	rev := strings.TrimSpace(out.String())
-	if rev == "" {
-		return "", usage("--revision-command %q printed nothing; nothing ran", line)
-	}
-	if err := lock.ValidateRevision(rev); err != nil {
-		return "", usage("--revision-command %q: %v", line, err)
+	path, _ := exec.LookPath(o.revisionCommand[0])
+	rev, err := runner.Revision(ctx, runner.Command{Path: path, Args: o.revisionCommand[1:], Env: commandEnv(os.Environ(), false),
+		Stderr: a.Stderr, Timeout: o.revisionTimeout})
+	if err != nil {
+		return "", usage("--revision-command %q (--revision-timeout %s): %v; nothing ran", strings.Join(o.revisionCommand, " "), o.revisionTimeout, err)
 	}
 	return rev, nil
-}
-
-// capped keeps the first max bytes written to it.
-type capped struct {
-	strings.Builder
-	max  int
-	over bool
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	n := len(p)
-	if c.Len()+len(p) > c.max {
-		c.over = true
-		p = p[:max(c.max-c.Len(), 0)]
-	}
-	c.Builder.Write(p)
-	return n, nil // the rest is dropped, not refused: the command must not die of a full pipe
 }
 
 // newRunID names one run in logs and in its record.
