@@ -158,7 +158,7 @@ bench: build consul
 ## connection) through one tier, tierlock's lock package against api.Semaphore (`consul lock
 ## -n`), one real agent behind a counting proxy; a table, and JSON in bench/results/.
 ## FLEET_ARGS passes flags, e.g. FLEET_ARGS='-m 100 -n 10 -long-waiters 200' for a small run;
-## FLEET_ARGS='-revisions off,movers,settled' adds tierlock's runs with a revision (bench/README.md,
+## FLEET_ARGS='-revisions off,rerun,movers,settled,next' adds tierlock's runs with revisions (bench/README.md,
 ## "Progressive rollout: cost of a revision").
 FLEET_ARGS ?=
 bench-fleet: consul
