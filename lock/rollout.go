@@ -571,6 +571,13 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 	for range 3 {
 		d, g, r := snap.decide(req.Holder, req.Revision)
 		switch {
+		case g == gateWhole && !snap.mayTakeNow(req.Holder):
+			// Only a mover that would take a slot at once reads the whole tier to supersede
+			// the rollout; the others wait in line (their entry says which revision they
+			// want), so that a fleet asking for a new revision at once does not read the
+			// whole tier once per host. The write that supersedes moves the record, and
+			// from then on their revision is the rollout's.
+			return HeldBack, r, snap, nil
 		case g == gateWhole:
 			whole, err := s.read(ctx, "")
 			if err != nil {
@@ -595,6 +602,24 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 		return d, r, snap, nil
 	}
 	return HeldBack, snap.Rollout, snap, nil
+}
+
+// mayTakeNow reports whether holder would take a free slot at once, the rollout aside: a slot
+// is free and no waiter ranks ahead of it, whatever revision that waiter asks for.
+func (s *Snapshot) mayTakeNow(holder string) bool {
+	if s.Max >= 0 && s.Held() >= s.Max {
+		return false
+	}
+	me, queued := s.queued(holder)
+	if !queued {
+		me = Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
+	}
+	for _, w := range s.line(holder) {
+		if w.Holder != holder && s.Order.before(w, me) {
+			return false
+		}
+	}
+	return true
 }
 
 // completedIn reports whether rev has completed in tier (Snapshot.Complete on a whole read).
