@@ -28,6 +28,10 @@ type RolloutView struct {
 	Successes int      `json:"successes"`
 	Failures  int      `json:"failures"`
 	Failed    []string `json:"failed_hosts,omitempty"`
+	// OnIt counts the hosts whose last convergence was on Revision, of Hosts the tier knows
+	// (convergence records, slots, queue entries): how far it got, as a whole read shows.
+	OnIt  int `json:"hosts_on_it"`
+	Hosts int `json:"hosts_known"`
 	// BakeUntil is when the next step may open, while the step bakes.
 	BakeUntil *time.Time `json:"bake_until,omitempty"`
 	Since     time.Time  `json:"since"`
@@ -58,6 +62,12 @@ func Rollout(s *lock.Snapshot, now time.Time) *RolloutView {
 		}
 	}
 	sort.Strings(v.Failed)
+	for _, c := range s.Converged {
+		if c.Revision == r.Revision {
+			v.OnIt++
+		}
+	}
+	v.Hosts = len(Hosts(s, now))
 	switch {
 	case r.Halted():
 		v.State = "halted"
@@ -106,6 +116,9 @@ func (v *RolloutView) Line() string {
 	}
 	if v.BakeUntil != nil {
 		fmt.Fprintf(&b, ", baking until %s", v.BakeUntil.UTC().Format(time.RFC3339))
+	}
+	if v.Hosts > 0 {
+		fmt.Fprintf(&b, "; %d of %d hosts on it", v.OnIt, v.Hosts)
 	}
 	fmt.Fprintf(&b, "; %d successes, %d failures", v.Successes, v.Failures)
 	if len(v.Failed) > 0 {

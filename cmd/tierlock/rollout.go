@@ -15,9 +15,14 @@ import (
 	"github.com/tierlock/tierlock/monitor"
 )
 
-// rolloutLine is a tier's rollout in one line, for logs.
+// rolloutLine is a tier's rollout in one line, for a run's log. A run reads its own
+// convergence record and not the others', so the line leaves out how many hosts are on it.
 func rolloutLine(s *lock.Snapshot) string {
-	return monitor.Rollout(s, time.Now()).Line()
+	v := monitor.Rollout(s, time.Now())
+	if v != nil {
+		v.Hosts = 0
+	}
+	return v.Line()
 }
 
 // rolloutCommand is `tierlock rollout`: look at and steer a tier's progressive rollout

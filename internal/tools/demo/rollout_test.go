@@ -67,7 +67,7 @@ func TestRolloutDemo(t *testing.T) {
 		"rollout  revision B step (step 1 of 1,2,4,max, size 2): 2 admitted, 2 running",
 		"rollout  revision B step (step 2 of 1,2,4,max, size 4): 4 admitted, 4 running",
 		"rollout  revision B full",
-		"=> demo/web rollout: revision B complete; 10 successes, 0 failures")
+		"=> demo/web rollout: revision B complete; 10 of 10 hosts on it; 10 successes, 0 failures")
 	if n := strings.Count(b, "B: exit 0"); n != 10 {
 		t.Errorf("B: %d runs exited 0, want 10", n)
 	}
@@ -78,8 +78,8 @@ func TestRolloutDemo(t *testing.T) {
 	contains(t, "C", c, "host-1  C: slot acquired as a mover (rollout step 0: the canary)")
 	inOrder(t, "C", c,
 		"rollout  revision C canary (step 0 of 1,2,4,max, size 1): 1 admitted, 1 running",
-		"rollout  revision C halted; 0 successes, 1 failures; failed: host-1",
-		"=> demo/web rollout: revision C halted; 0 successes, 1 failures; failed: host-1",
+		"rollout  revision C halted; 0 of 10 hosts on it; 0 successes, 1 failures; failed: host-1",
+		"=> demo/web rollout: revision C halted; 0 of 10 hosts on it; 0 successes, 1 failures; failed: host-1",
 		"C halted after its canary host-1 failed")
 	inOrder(t, "C", c, "host-1  C: exit 1", "=> demo/web rollout: revision C halted")
 	for i := 2; i <= 6; i++ {
@@ -108,7 +108,7 @@ func TestRolloutDemo(t *testing.T) {
 		"rollout  revision D canary (step 0 of 1,2,4,max, size 1)",
 		"rollout  revision D step (step 1 of 1,2,4,max, size 2): 2 admitted, 2 running",
 		"rollout  revision D step (step 2 of 1,2,4,max, size 4): 4 admitted, 4 running",
-		"=> demo/web rollout: revision D complete; 10 successes, 0 failures",
+		"=> demo/web rollout: revision D complete; 10 of 10 hosts on it; 10 successes, 0 failures",
 		"demo/web: earlier: C halted (0 successes, 1 failures)",
 		"demo/web: earlier: B superseded, completed (10 successes, 0 failures)")
 	if n := strings.Count(d, "D: exit 0"); n != 10 {
