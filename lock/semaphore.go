@@ -241,6 +241,10 @@ func (s *Semaphore) MarkInterrupted(ctx context.Context, slot *Slot, code *int) 
 	return s.mark(ctx, slot, StateInterrupted, code)
 }
 
+func sameCode(a, b *int) bool {
+	return (a == nil) == (b == nil) && (a == nil || *a == *b)
+}
+
 // MarkUnhealthy records that the slot's command succeeded (with code) but its health check
 // did not pass (see runner.Job's Health), and keeps the slot held: a failure like any other,
 // shown as "unhealthy".
@@ -259,6 +263,11 @@ func (s *Semaphore) markAs(ctx context.Context, slot *Slot, state State, code *i
 		rec, err := s.own(snap, slot)
 		if err != nil {
 			return change{}, err
+		}
+		if rec.State == state && rec.Unhealthy == unhealthy && sameCode(rec.ExitCode, code) {
+			// Marked already: a retry whose first answer was lost. Writing again would count
+			// a mover's failure twice.
+			return change{}, errUnchanged
 		}
 		if rec.Revision == "" {
 			rec.Revision = slot.Revision

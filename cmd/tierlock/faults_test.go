@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -107,7 +108,50 @@ func released(t *testing.T, r result, m string, slow bool) {
 	}
 }
 
+// rolloutOf reads the tier's rollout record.
+func rolloutOf(t *testing.T) (r struct {
+	Revision, State                      string
+	Step, Admitted, Succeeded, Successes int
+	Failures                             int
+}) {
+	t.Helper()
+	p, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/rollout", &api.QueryOptions{RequireConsistent: true})
+	if err != nil || p == nil {
+		t.Fatalf("no rollout record: %v", err)
+	}
+	if err := json.Unmarshal(p.Value, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 var faultScenarios = []faultScenario{{
+	// A mover's take admits it as the canary and its release counts one success, whatever
+	// answer was lost: a re-sent write must neither admit twice nor count twice.
+	name: "a mover's canary succeeds",
+	keys: map[string]string{"prod/web/max_concurrent": "2", "prod/web/current": "1", "prod/web/running/web-9": bystander},
+	args: runScenario(0, "--revision", "r2"),
+	check: func(t *testing.T, r result, m string, slow bool) {
+		released(t, r, m, slow)
+		if ro := rolloutOf(t); ro.Revision != "r2" || ro.State != "rolling" || ro.Step != 0 || ro.Admitted != 1 || ro.Succeeded != 1 || ro.Successes != 1 {
+			t.Errorf("rollout %+v, want r2 at its canary, admitted once, one success\n%s", ro, r.stderr)
+		}
+	},
+}, {
+	// A mover's failure is counted once and halts the revision (limit 1).
+	name: "a mover's canary fails",
+	keys: map[string]string{"prod/web/max_concurrent": "2", "prod/web/current": "1", "prod/web/running/web-9": bystander},
+	args: runScenario(3, "--revision", "r2"),
+	check: func(t *testing.T, r result, m string, _ bool) {
+		wantCode(t, r, 3)
+		if n := runs(t, m); n != 1 {
+			t.Errorf("the command ran %d times", n)
+		}
+		if ro := rolloutOf(t); ro.State != "halted" || ro.Failures != 1 || ro.Admitted != 1 {
+			t.Errorf("rollout %+v, want halted after one failure\n%s", ro, r.stderr)
+		}
+	},
+}, {
 	name:  "run takes and releases",
 	keys:  map[string]string{"prod/web/max_concurrent": "2", "prod/web/current": "1", "prod/web/running/web-9": bystander},
 	args:  runScenario(0),
