@@ -255,24 +255,16 @@ func parseRolloutOptions(c *cli.Context, o *runOptions) error {
 			return fmt.Errorf("--revision: %w", err)
 		}
 	case line != "":
-		words, err := splitCommand(line)
-		if err != nil {
-			return fmt.Errorf("--revision-command %q: %w", line, err)
+		var err error
+		if o.revisionCommand, err = commandFlag("revision-command", line); err != nil {
+			return err
 		}
-		if _, err := exec.LookPath(words[0]); err != nil {
-			return fmt.Errorf("--revision-command: %w", err)
-		}
-		o.revisionCommand = words
 	}
 	if line := c.String("health-command"); line != "" {
-		words, err := splitCommand(line)
-		if err != nil {
-			return fmt.Errorf("--health-command %q: %w", line, err)
+		var err error
+		if o.healthCommand, err = commandFlag("health-command", line); err != nil {
+			return err
 		}
-		if _, err := exec.LookPath(words[0]); err != nil {
-			return fmt.Errorf("--health-command: %w", err)
-		}
-		o.healthCommand = words
 	}
 	for name, d := range map[string]time.Duration{"revision-timeout": o.revisionTimeout, "health-timeout": o.healthTimeout, "health-interval": o.healthInterval} {
 		if d <= 0 {
@@ -280,4 +272,16 @@ func parseRolloutOptions(c *cli.Context, o *runOptions) error {
 		}
 	}
 	return nil
+}
+
+// commandFlag is the command line a flag names, split as --command is, its program found.
+func commandFlag(name, line string) ([]string, error) {
+	words, err := splitCommand(line)
+	if err != nil {
+		return nil, fmt.Errorf("--%s %q: %w", name, line, err)
+	}
+	if _, err := exec.LookPath(words[0]); err != nil {
+		return nil, fmt.Errorf("--%s: %w", name, err)
+	}
+	return words, nil
 }
