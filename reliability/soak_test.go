@@ -39,8 +39,9 @@ type soak struct {
 	hosts  []*host
 
 	runs, started, succeeded, failed, skipped, unreleased, killed atomic.Int64
-	restarts, setMaxes, releases, violations                      atomic.Int64
+	restarts, setMaxes, releases, violations, resumes             atomic.Int64
 	rounds                                                        int
+	states, halts                                                 int // rollout states the history checker saw, halted ones
 }
 
 // chance reports true with probability p.
@@ -95,11 +96,18 @@ func TestSoak(t *testing.T) {
 	if o := operator.run(t, "set-max", "--tier", tier, "2"); o.code != 0 {
 		t.Fatal(o)
 	}
+	// The hosts apply a revision, a new one every third round: the history checker judges
+	// the rollout in every state it sees (the max_concurrent rule aside: set-max lowers it
+	// while slots are held).
+	hist := watchHistory(t, clientOf(t, s.server, ""))
+	hist.noMax = true
 	start := time.Now()
 	for round := 1; round <= *soakRounds && !t.Failed(); round++ {
 		s.round(t, round, operator)
 		s.rounds = round
 	}
+	s.states = hist.finish()
+	s.halts = hist.halted
 	s.report(t, seed, time.Since(start))
 }
 
@@ -140,7 +148,7 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cmd, o := h.command(append([]string{"run", "--tier", tier, "--wait", "8s", "--consul-timeout", "10s", "--"},
+			cmd, o := h.command(append([]string{"run", "--tier", tier, "--wait", "8s", "--consul-timeout", "10s", "--revision", fmt.Sprintf("s%d", round/3), "--"},
 				s.rec.script(s.server.Addr, h.name, sleep, code)...)...)
 			if err := cmd.Start(); err != nil {
 				t.Error(err)
@@ -314,6 +322,13 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 			s.releases.Add(1)
 		}
 	}
+	// A revision halted by a failed mover is resumed now and then, as an operator would.
+	if after.Rollout.Halted() && s.chance(0.5) {
+		if o := operator.run(t, "rollout", "resume", "--tier", tier, after.Rollout.Revision, "--reason", "soak"); o.code != 0 {
+			s.violate("round %d: rollout resume: %s", round, o)
+		}
+		s.resumes.Add(1)
+	}
 	checkTiers(t, c)
 }
 
@@ -333,12 +348,14 @@ func (s *soak) report(t *testing.T, seed uint64, took time.Duration) {
 	row("rounds", s.rounds, fmt.Sprintf("%d hosts each", *soakHosts))
 	row("runs (`tierlock run` processes)", s.runs.Load(), "")
 	row("commands run", s.started.Load(), fmt.Sprintf("succeeded %d, failed on purpose %d", s.succeeded.Load(), s.failed.Load()))
-	row("skipped (exit 75)", s.skipped.Load(), "no slot within --wait, tier disabled, Consul unreachable")
+	row("skipped (exit 75)", s.skipped.Load(), "no slot within --wait, tier disabled, Consul unreachable, revision halted or held back")
 	row("slot kept after success (exit 70)", s.unreleased.Load(), "healed by the host's next run")
 	row("tierlock killed (SIGKILL) during its command", s.killed.Load(), "healed by the host's next run")
 	row("Consul server restarts mid-round", s.restarts.Load(), "")
 	row("max_concurrent changes mid-round", s.setMaxes.Load(), "")
 	row("operator releases between rounds", s.releases.Load(), "")
+	row("operator rollout resumes between rounds", s.resumes.Load(), "")
+	row("rollout states checked by the history checker", s.states, fmt.Sprintf("%d of them halted", s.halts))
 	row("faults injected", faults, strings.Join(kinds, ", "))
 	row("invariant checks", s.rounds, "after every round: current = running/ keys, peak <= max, every command held its slot, no queue entry left, repair finds nothing, exit codes agree with Consul")
 	row("violations", s.violations.Load(), "")
