@@ -232,9 +232,9 @@ func (s *Semaphore) nudge(snap *Snapshot, skip string, count int, granted map[st
 	if snap.Disabled() || (snap.Max > 0 && count >= snap.Max) {
 		return nil
 	}
-	for _, w := range snap.grantable(skip) {
-		if granted[w.Holder] {
-			continue // handed a slot by this write
+	for _, w := range snap.line(skip) {
+		if granted[w.Holder] || !snap.wakeable(w) {
+			continue // handed a slot by this write, or a mover the rollout holds back
 		}
 		value, err := json.Marshal(w)
 		if err != nil {
@@ -448,7 +448,12 @@ func canAdmit(snap *Snapshot) bool {
 	if snap.Disabled() || snap.Drift() || (snap.Max > 0 && snap.Held() >= snap.Max) {
 		return false
 	}
-	return len(snap.grantable("")) > 0
+	for _, w := range snap.line("") {
+		if snap.wakeable(w) {
+			return true // handed a slot, or nudged to take it itself (see nudge)
+		}
+	}
+	return false
 }
 
 // admit hands the free slots over to the waiters (a write of nothing but current and grants).

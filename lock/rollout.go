@@ -449,17 +449,16 @@ func (s *Snapshot) mover(holder, rev string) bool {
 	return !ok || c.Revision != rev
 }
 
-// Complete reports whether rev has completed in the tier: a whole read shows every host the
-// tier knows (convergence records, slots, queue entries) converged on it, none of its slots
-// failed, the rollout not halted (or
-// the record remembers that it had completed when a newer revision superseded it). It is
-// what a tier's Policy.After waits for.
+// Complete reports whether rev has completed in the tier: a whole read shows every host's
+// convergence record on it (one at least), no mover to it still running, failed or waiting,
+// the rollout not halted; or the record remembers that it had completed when a newer revision
+// superseded it. It is what a tier's Policy.After waits for.
 func (s *Snapshot) Complete(rev string) bool {
 	r := s.Rollout
 	if p, ok := r.past(rev); ok {
 		return p.Completed
 	}
-	if rev == "" || r.Revision != rev || r.Halted() || r.Successes == 0 {
+	if rev == "" || r.Revision != rev || r.Halted() || len(s.Converged) == 0 {
 		return false
 	}
 	for _, c := range s.Converged {
@@ -467,15 +466,15 @@ func (s *Snapshot) Complete(rev string) bool {
 			return false
 		}
 	}
-	// Every host the tier knows: a host that holds a slot or waits for one without having
-	// converged on rev (a mover still running, a host new to the tier) is not there yet.
+	// Nor is a mover to rev still on its way: running, failed, or waiting. Hosts asking for
+	// another revision are not judged here: they have moved past rev, or lag behind it.
 	for h, rec := range s.Holders {
-		if s.mover(h, rev) || (rec.Revision == rev && rec.State != StateRunning) {
+		if rec.Revision == rev && (s.mover(h, rev) || rec.State != StateRunning) {
 			return false
 		}
 	}
 	for _, w := range s.Queue {
-		if s.mover(w.Holder, rev) {
+		if w.Revision == rev && s.mover(w.Holder, rev) {
 			return false
 		}
 	}
@@ -568,9 +567,17 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 			return 0, Rollout{}, snap, fmt.Errorf("%w: %w", ErrInvalidConfig, snap.rolloutErr)
 		}
 	}
-	for range 3 {
+	for range 4 {
 		d, g, r := snap.decide(req.Holder, req.Revision)
 		switch {
+		case g == gateWhole && snap.partialQueue:
+			// Whether this mover is first in line needs the whole queue.
+			full, err := s.read(ctx, req.Holder)
+			if err != nil {
+				return 0, Rollout{}, snap, err
+			}
+			snap = full
+			continue
 		case g == gateWhole && !snap.mayTakeNow(req.Holder):
 			// Only a mover that would take a slot at once reads the whole tier to supersede
 			// the rollout; the others wait in line (their entry says which revision they
@@ -615,11 +622,25 @@ func (s *Snapshot) mayTakeNow(holder string) bool {
 		me = Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
 	}
 	for _, w := range s.line(holder) {
-		if w.Holder != holder && s.Order.before(w, me) {
+		if w.Holder != holder && s.Order.before(w, me) && s.wakeable(w) {
 			return false
 		}
 	}
 	return true
+}
+
+// wakeable reports whether waiter w should be woken when a slot stays free: the rollout
+// admits it, or it asks for a revision that supersedes the rollout (it reads the whole tier
+// and takes the slot itself, the gate's other answers being for the revision rolling out).
+func (s *Snapshot) wakeable(w Waiter) bool {
+	if s.eligible(w) {
+		return true
+	}
+	if !w.Mover || w.Revision == "" || s.rolloutErr != nil {
+		return false
+	}
+	g, _ := s.gate(s.Rollout, w.Revision, w.Holder, 0, "")
+	return g == gateWhole
 }
 
 // completedIn reports whether rev has completed in tier (Snapshot.Complete on a whole read).

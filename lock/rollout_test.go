@@ -418,3 +418,49 @@ func TestRolloutRollbackIsNamed(t *testing.T) {
 		t.Fatalf("after the rollback: %+v", r)
 	}
 }
+
+// TestRolloutNewRevisionWaitingIsWoken: a mover to a new revision that finds the tier full
+// waits; the release that frees a slot wakes it (a nudge: the hand-over cannot admit it
+// without the whole tier), and it supersedes the rollout and takes the slot at once, not at
+// its watch's minute.
+func TestRolloutNewRevisionWaitingIsWoken(t *testing.T) {
+	s := newSem(t, 1)
+	c, err := mover(t, s, "web-1", "r1", "A", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx(t), c); err != nil {
+		t.Fatal(err)
+	}
+	h, err := mover(t, s, "web-9", "r9", "A", 0) // A's step 1: fills the tier
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		slot, err := mover(t, s, "web-2", "r2", "B", 30*time.Second)
+		if err == nil && (slot.Batch == nil || *slot.Batch != 0) {
+			err = errors.New("web-2 is not B's canary")
+		}
+		done <- err
+	}()
+	waitFor(t, func(snap *lock.Snapshot) bool { return len(snap.Queue) == 1 })
+	start := time.Now()
+	if err := s.Release(ctx(t), h); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("web-2 was not woken when the slot was freed")
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("web-2 took the slot %s after it was freed", d)
+	}
+	if r := rollout(t, s); r.Revision != "B" || len(r.Past) != 1 || !r.Past[0].Completed {
+		t.Errorf("rollout %+v: want B, with A remembered as completed", r)
+	}
+}
