@@ -570,6 +570,11 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 	for range 4 {
 		d, g, r := snap.decide(req.Holder, req.Revision)
 		switch {
+		case g == gateWhole && s.joinFirst(snap, req):
+			// Others are about: join the line first, so that of a wave of hosts asking for
+			// the new revision at once only those that find themselves first read the whole
+			// tier (the entry says which revision they want; see mayTakeNow).
+			return HeldBack, r, snap, nil
 		case g == gateWhole && snap.partialQueue:
 			// Whether this mover is first in line needs the whole queue.
 			full, err := s.read(ctx, req.Holder)
@@ -609,6 +614,19 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 		return d, r, snap, nil
 	}
 	return HeldBack, snap.Rollout, snap, nil
+}
+
+// joinFirst reports whether req, a mover whose revision would supersede the rollout, should
+// join the queue before it reads the whole tier: it is not queued yet, may wait, and finds
+// the tier in use (holders or waiters), as in a wave of hosts asking for a new revision.
+func (s *Semaphore) joinFirst(snap *Snapshot, req Request) bool {
+	if _, queued := snap.queued(req.Holder); queued || s.opts.Sessions == nil {
+		return false
+	}
+	if req.WaitUntil.IsZero() || !s.opts.Now().Before(req.WaitUntil) {
+		return false
+	}
+	return len(snap.Queue) > 0 || snap.Held() > 0
 }
 
 // mayTakeNow reports whether holder would take a free slot at once, the rollout aside: a slot
