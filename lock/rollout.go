@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -41,6 +42,9 @@ const (
 	// maxHaltWakes bounds the waiting movers a halt wakes in its own transaction (the others
 	// find it out within a watch, maxWatch).
 	maxHaltWakes = 32
+	// waveJitter bounds the moment a mover to a new revision waits before it reads the whole
+	// tier to supersede the rollout (see judge).
+	waveJitter = 250 * time.Millisecond
 	// maxSchedule bounds the steps of a schedule.
 	maxSchedule = 32
 	// moverProtocol is the protocol of a mover's queue entry and record: a protocol-2 host
@@ -567,7 +571,8 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 			return 0, Rollout{}, snap, fmt.Errorf("%w: %w", ErrInvalidConfig, snap.rolloutErr)
 		}
 	}
-	for range 4 {
+	looked := false
+	for range 6 {
 		d, g, r := snap.decide(req.Holder, req.Revision)
 		switch {
 		case g == gateWhole && s.joinFirst(snap, req):
@@ -575,6 +580,22 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 			// the new revision at once only those that find themselves first read the whole
 			// tier (the entry says which revision they want; see mayTakeNow).
 			return HeldBack, r, snap, nil
+		case g == gateWhole && !looked && !snap.partialQueue:
+			// The tier looks idle, but a wave of hosts asking for the new revision at once
+			// would each read the whole tier: wait a moment and look again (cheaply); by then
+			// the others of a wave are about, and this host joins the line first.
+			looked = true
+			select {
+			case <-ctx.Done():
+				return 0, Rollout{}, snap, ctx.Err()
+			case <-time.After(rand.N(waveJitter)):
+			}
+			again, err := s.read(ctx, req.Holder)
+			if err != nil {
+				return 0, Rollout{}, snap, err
+			}
+			snap = again
+			continue
 		case g == gateWhole && snap.partialQueue:
 			// Whether this mover is first in line needs the whole queue.
 			full, err := s.read(ctx, req.Holder)
