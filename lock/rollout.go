@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -42,9 +41,6 @@ const (
 	// maxHaltWakes bounds the waiting movers a halt wakes in its own transaction (the others
 	// find it out within a watch, maxWatch).
 	maxHaltWakes = 32
-	// waveJitter bounds the moment a mover to a new revision waits before it reads the whole
-	// tier to supersede the rollout (see judge).
-	waveJitter = 250 * time.Millisecond
 	// maxSchedule bounds the steps of a schedule.
 	maxSchedule = 32
 	// moverProtocol is the protocol of a mover's queue entry and record: a protocol-2 host
@@ -571,31 +567,15 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 			return 0, Rollout{}, snap, fmt.Errorf("%w: %w", ErrInvalidConfig, snap.rolloutErr)
 		}
 	}
-	looked := false
-	for range 6 {
+	for range 4 {
 		d, g, r := snap.decide(req.Holder, req.Revision)
 		switch {
 		case g == gateWhole && s.joinFirst(snap, req):
-			// Others are about: join the line first, so that of a wave of hosts asking for
-			// the new revision at once only those that find themselves first read the whole
-			// tier (the entry says which revision they want; see mayTakeNow).
+			// Join the line first, so that of a wave of hosts asking for the new revision at
+			// once only those that find themselves first in line read the whole tier (the
+			// entry says which revision they want; see mayTakeNow). Once per revision and
+			// tier, a host alone pays a session and a queue entry for it.
 			return HeldBack, r, snap, nil
-		case g == gateWhole && !looked && !snap.partialQueue:
-			// The tier looks idle, but a wave of hosts asking for the new revision at once
-			// would each read the whole tier: wait a moment and look again (cheaply); by then
-			// the others of a wave are about, and this host joins the line first.
-			looked = true
-			select {
-			case <-ctx.Done():
-				return 0, Rollout{}, snap, ctx.Err()
-			case <-time.After(rand.N(waveJitter)):
-			}
-			again, err := s.read(ctx, req.Holder)
-			if err != nil {
-				return 0, Rollout{}, snap, err
-			}
-			snap = again
-			continue
 		case g == gateWhole && snap.partialQueue:
 			// Whether this mover is first in line needs the whole queue.
 			full, err := s.read(ctx, req.Holder)
@@ -638,16 +618,13 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 }
 
 // joinFirst reports whether req, a mover whose revision would supersede the rollout, should
-// join the queue before it reads the whole tier: it is not queued yet, may wait, and finds
-// the tier in use (holders or waiters), as in a wave of hosts asking for a new revision.
+// join the queue before it reads the whole tier: it is not queued yet and may wait. (One that
+// may not wait reads the whole tier at once, if it would take a slot.)
 func (s *Semaphore) joinFirst(snap *Snapshot, req Request) bool {
 	if _, queued := snap.queued(req.Holder); queued || s.opts.Sessions == nil {
 		return false
 	}
-	if req.WaitUntil.IsZero() || !s.opts.Now().Before(req.WaitUntil) {
-		return false
-	}
-	return len(snap.Queue) > 0 || snap.Held() > 0
+	return !req.WaitUntil.IsZero() && s.opts.Now().Before(req.WaitUntil)
 }
 
 // mayTakeNow reports whether holder would take a free slot at once, the rollout aside: a slot
