@@ -181,7 +181,14 @@ func TestFleetRevisions(t *testing.T) {
 			}
 		}
 		for _, f := range []Figures{movers, settled, next} {
-			if f.RaftPerRun > rerun.RaftPerRun+slack {
+			// The run that supersedes the rollout joins the line before it reads the whole
+			// tier, even alone (lock's joinFirst): a session, an entry and its end, once per
+			// revision, spread over the mode's runs.
+			once := 0.0
+			if f.Mode == next.Mode && f.Runs > 0 {
+				once = 3.0 / float64(f.Runs)
+			}
+			if f.RaftPerRun > rerun.RaftPerRun+slack+once+1e-9 {
 				t.Errorf("%s, %s: %.2f raft writes per run, %.2f without a revision", w, f.Mode, f.RaftPerRun, rerun.RaftPerRun)
 			}
 		}
