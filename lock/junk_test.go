@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -151,7 +152,9 @@ func TestJunkValues(t *testing.T) {
 		t.Errorf("prod/junk: %+v", junk)
 	}
 	// Read alone, as a run's read falls back to, it is refused the same way.
-	s2, err := lock.New(boundedKV(t), lock.Options{Prefix: prefix(t), Tier: "prod/junk"})
+	// A minute per request: what is tested is the refusal, not the speed of fetching 16 MB
+	// on a machine busy with other packages' tests (it took longer than the default 10s).
+	s2, err := lock.New(boundedKV(t), lock.Options{Prefix: prefix(t), Tier: "prod/junk", RequestTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
