@@ -369,7 +369,7 @@ func (s *Snapshot) gate(r Rollout, rev, who string, extra int, leaving string) (
 		}
 		from := r.Revision
 		_, older := r.past(rev)
-		r = r.supersede(rev, s.now, r.Revision != "" && s.complete(r.Revision))
+		r = r.supersede(rev, s.now, r.Revision != "" && s.Complete(r.Revision))
 		if older && who != "" {
 			r.noteRollback(Rollback{Holder: who, From: from, To: rev, At: s.now})
 		}
@@ -480,9 +480,6 @@ func (s *Snapshot) Complete(rev string) bool {
 	}
 	return len(s.badHolders) == 0
 }
-
-// complete is Complete for the revision being superseded, on a whole read.
-func (s *Snapshot) complete(rev string) bool { return s.Complete(rev) }
 
 // eligible reports whether waiter w could be handed a slot now as far as the rollout goes: it
 // is not a mover, or the rollout would admit it. A host already on its revision is never

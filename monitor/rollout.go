@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -57,7 +58,7 @@ func Rollout(s *lock.Snapshot, now time.Time) *RolloutView {
 		}
 	}
 	for _, f := range r.Failed {
-		if !contains(v.Failed, f.Holder) {
+		if !slices.Contains(v.Failed, f.Holder) {
 			v.Failed = append(v.Failed, f.Holder)
 		}
 	}
@@ -87,15 +88,6 @@ func Rollout(s *lock.Snapshot, now time.Time) *RolloutView {
 		}
 	}
 	return v
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Line is the rollout in one line: "revision abc123 step 2 (4 hosts): 3 admitted, 1 running,
