@@ -73,10 +73,11 @@ type Health struct {
 	Interval time.Duration // default 5s
 }
 
-// Job is one run of a command in a slot of a tier: take the slot (or re-enter the one an
-// earlier run of the holder left held), run the command, and record how it ended: released on
-// success, held as failed or interrupted otherwise. It does not log: its Outcome says what
-// happened, and the hooks and the retry policy's Notify say it as it happens.
+// Job is one run of a command in a slot of a tier: take the host's lock of the tier, splay,
+// complete the record, take the slot (or re-enter the one an earlier run of the holder left
+// held), run the command, and record how it ended: released on success, held as failed or
+// interrupted otherwise. It does not log: its Outcome says what happened, and Notify and the
+// retry policy's Notify say it as it happens.
 type Job struct {
 	Slots   Slots
 	Request lock.Request
@@ -93,14 +94,19 @@ type Job struct {
 	Signals <-chan os.Signal
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// Acquired, if set, is called once the slot is held, before the command starts.
-	Acquired func(slot *lock.Slot, waited time.Duration)
+	// Host is the host's side before the slot: local lock, splay, the record's facts.
+	Host Host
 	// Health, if set, must pass after the command succeeds (see Health).
 	Health *Health
+	// Notify, if set, is told what happens as it happens (see Event), for the log.
+	Notify func(Event)
 }
 
 // Outcome is how a Job ended.
 type Outcome struct {
+	// Kind is how it ended; Why, when it did not run, says why.
+	Kind Kind
+	Why  Why
 	// Err is nil when the command succeeded and its slot is free. Otherwise it is why nothing
 	// ran (an error of lock, of Consul, or ErrStopped), a *CommandError, or ErrNotReleased.
 	Err error
@@ -124,26 +130,34 @@ type Outcome struct {
 func (o Outcome) Ran() bool { return o.Slot != nil }
 
 // Run runs the job. It returns once the outcome is recorded, or could not be.
-func (j *Job) Run(ctx context.Context) Outcome {
-	now := j.Now
-	if now == nil {
-		now = time.Now
-	}
-	var out Outcome
-	asked := now()
-	// Taking the slot: a signal cancels it, and what it may have taken is undone.
-	budget := j.Retry.Budget()
-	acquiring, cancel := context.WithCancel(ctx)
+func (j *Job) Run(ctx context.Context) (out Outcome) {
+	defer func() {
+		out.Kind = kindOf(out.Err, out.Ran())
+		if out.Kind == NotRun {
+			out.Why = WhyNot(out.Err)
+		}
+	}()
+	// Until the command starts, a signal stops the run: nothing runs, and what the
+	// acquisition may have taken is undone.
+	before, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stop := OnSignal(j.Signals, cancel)
-	var slot *lock.Slot
-	err := budget.Do(acquiring, "acquire", func(ctx context.Context) (err error) {
-		slot, err = j.Slots.Acquire(ctx, j.Request)
-		return err
-	})
+	stopped := func() bool { return before.Err() != nil && ctx.Err() == nil }
+	req, unlock, err := j.prepare(before, stopped)
+	defer unlock()
+	if err != nil {
+		out.Err = err
+		if errors.Is(err, ErrStopped) {
+			out.Signal = stop()
+			out.Err = fmt.Errorf("%w: %v", ErrStopped, out.Signal)
+		}
+		stop()
+		return out
+	}
+	budget := j.Retry.Budget()
+	slot, err := j.acquire(before, budget, req, &out)
 	out.Signal = stop()
-	cancel()
-	out.Waited = now().Sub(asked)
-	if err != nil || out.Signal != nil {
+	if out.Signal != nil || err != nil {
 		out.Err = err
 		if out.Signal != nil {
 			out.Err = fmt.Errorf("%w: %v", ErrStopped, out.Signal)
@@ -153,18 +167,17 @@ func (j *Job) Run(ctx context.Context) Outcome {
 			// unused: undo it, within the budget of the acquisition it undoes (after Consul
 			// failed for the whole of that, one more look, not a budget of its own).
 			out.Recording = budget.Do(context.WithoutCancel(ctx), "undo the slot taken", func(ctx context.Context) error {
-				return j.Slots.Abandon(ctx, j.Request.Holder, j.Request.RunID)
+				return j.Slots.Abandon(ctx, req.Holder, req.RunID)
 			})
 		}
 		return out
 	}
 	out.Slot = slot
-	if j.Acquired != nil {
-		j.Acquired(slot, out.Waited)
-	}
+	j.notify(Event{Kind: Acquired, Slot: slot, Duration: out.Waited})
 
 	cmd := j.Command
 	cmd.Signals = j.Signals
+	cmd.Env = CommandEnv(orEnviron(cmd.Env), j.Host.PassConsulToken)
 	res, startErr := Run(ctx, cmd)
 	if startErr != nil {
 		// Found but not startable (permissions, say): a failure like any other.
@@ -188,6 +201,38 @@ func (j *Job) Run(ctx context.Context) Outcome {
 		failed.Start = startErr
 	}
 	return out
+}
+
+// acquire takes the slot within the retry budget, telling Notify the first time it waits.
+func (j *Job) acquire(ctx context.Context, budget *retry.Budget, req lock.Request, out *Outcome) (*lock.Slot, error) {
+	asked := j.now()
+	defer func() { out.Waited = j.now().Sub(asked) }()
+	waiting := false
+	req.Waiting = func(s *lock.Snapshot) {
+		if !waiting {
+			waiting = true
+			j.notify(Event{Kind: Waiting, Tier: s, Revision: req.Revision, HeldBack: s.Decide(req.Holder, req.Revision) == lock.HeldBack})
+		}
+	}
+	var slot *lock.Slot
+	err := budget.Do(ctx, "acquire", func(ctx context.Context) (err error) {
+		slot, err = j.Slots.Acquire(ctx, req)
+		return err
+	})
+	return slot, err
+}
+
+func (j *Job) now() time.Time {
+	if j.Now == nil {
+		return time.Now()
+	}
+	return j.Now()
+}
+
+func (j *Job) notify(e Event) {
+	if j.Notify != nil {
+		j.Notify(e)
+	}
 }
 
 // record writes the command's outcome: release on success, keep the slot otherwise. It runs
@@ -266,6 +311,7 @@ func (j *Job) checkHealth(ctx context.Context) (*Result, os.Signal) {
 		}
 		c := j.Health.Command
 		c.Timeout, c.Signals = left, nil
+		c.Env = CommandEnv(orEnviron(c.Env), j.Host.PassConsulToken)
 		if c.KillGrace <= 0 {
 			c.KillGrace = 5 * time.Second
 		}

@@ -95,7 +95,11 @@ func TestJobOutcomes(t *testing.T) {
 				job.Success = func(code int) bool { return code == tt.success[0] || code == tt.success[1] }
 			}
 			var acquired *lock.Slot
-			job.Acquired = func(s *lock.Slot, _ time.Duration) { acquired = s }
+			job.Notify = func(e runner.Event) {
+				if e.Kind == runner.Acquired {
+					acquired = e.Slot
+				}
+			}
 			out := job.Run(context.Background())
 			if !out.Ran() || acquired == nil || acquired.RunID != "r1" {
 				t.Fatalf("outcome %+v: the command did not run in a slot", out)
@@ -128,8 +132,10 @@ func TestJobTrappedSignalIsInterrupted(t *testing.T) {
 	// The signal goes once the trap is set, which the script says: not after a guessed sleep.
 	ready := &sayReady{ready: make(chan struct{})}
 	job.Command.Stdout = ready
-	job.Acquired = func(*lock.Slot, time.Duration) {
-		go func() { <-ready.ready; signals <- syscall.SIGTERM }()
+	job.Notify = func(e runner.Event) {
+		if e.Kind == runner.Acquired {
+			go func() { <-ready.ready; signals <- syscall.SIGTERM }()
+		}
 	}
 	out := job.Run(context.Background())
 	var failed *runner.CommandError
@@ -219,7 +225,10 @@ func TestJobReleaseAnswerLost(t *testing.T) {
 func TestJobSlotFreedByOthers(t *testing.T) {
 	sem, _, _ := tierOf(t, "1")
 	job := newJob(sem, "r1", "exit 0")
-	job.Acquired = func(*lock.Slot, time.Duration) {
+	job.Notify = func(e runner.Event) {
+		if e.Kind != runner.Acquired {
+			return
+		}
 		if _, err := sem.ForceRelease(context.Background(), "web-1", "r1"); err != nil {
 			t.Error(err)
 		}

@@ -265,7 +265,7 @@ func (a *App) aclPolicyCommand() *cli.Command {
 			}
 			hcl, err := aclPolicy(policyRequest{Role: c.String("role"), Prefix: c.String("prefix"), Tiers: c.StringSlice("tier"), Node: c.String("node")})
 			if err != nil {
-				return exitWith(exitConfig, err)
+				return refuse(err)
 			}
 			_, err = io.WriteString(a.Stdout, hcl)
 			return err

@@ -155,7 +155,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	// path through it can reach Consul or start a process.
 	if request, ask := completing(args); request {
 		if ask == nil {
-			return exitOK
+			return exitCode(nil)
 		}
 		app := a.cliApp()
 		disarm(app.Commands)
@@ -163,15 +163,16 @@ func (a *App) Run(ctx context.Context, args []string) int {
 		app.Before, app.After = nil, nil
 		app.Writer, app.ErrWriter = a.Stdout, io.Discard
 		_ = app.RunContext(ctx, ask)
-		return exitOK
+		return exitCode(nil)
 	}
+	var err error
 	if f := tokenFlag(args); f != "" {
-		fmt.Fprintf(a.Stderr, "tierlock: %s: a Consul token is never given on the command line, where every user of the "+
+		err = usage("%s: a Consul token is never given on the command line, where every user of the "+
 			"host can read it (ps, /proc, shell history); name a file holding it in CONSUL_HTTP_TOKEN_FILE "+
-			"(or set CONSUL_HTTP_TOKEN)\n", f)
-		return exitConfig
+			"(or set CONSUL_HTTP_TOKEN)", f)
+	} else {
+		err = a.cliApp().RunContext(ctx, revisionLast(args))
 	}
-	err := a.cliApp().RunContext(ctx, revisionLast(args))
 	if err != nil {
 		if msg := message(err); msg != "" {
 			fmt.Fprintf(a.Stderr, "tierlock: %s\n", safetext.Text(msg))

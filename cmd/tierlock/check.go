@@ -19,7 +19,7 @@ func (a *App) checkCommand() *cli.Command {
 	unknown := func(format string, args ...any) error {
 		// The reason may quote a stored key: no line or perfdata of its own.
 		fmt.Fprintf(a.Stdout, "TIERLOCK UNKNOWN - %s\n", safetext.Plugin(fmt.Sprintf(format, args...)))
-		return exitWith(int(monitor.Unknown), nil)
+		return &pluginStatus{monitor.Unknown}
 	}
 	return &cli.Command{
 		Name:  "check",
@@ -85,7 +85,7 @@ func (a *App) checkCommand() *cli.Command {
 			v := monitor.Judge(snaps, a.Now(), th)
 			fmt.Fprint(a.Stdout, v.Output(c.Bool("verbose")))
 			if v.Status != monitor.OK {
-				return exitWith(int(v.Status), nil)
+				return &pluginStatus{v.Status}
 			}
 			return nil
 		},

@@ -13,6 +13,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/tierlock/tierlock/runner"
+
 	"github.com/tierlock/tierlock/internal/envfile"
 )
 
@@ -145,11 +147,11 @@ func loadConfig(args []string, cmds []*cli.Command, src configSource, sigs <-cha
 	select {
 	case err := <-done:
 		if err != nil {
-			return exitWith(exitConfig, err)
+			return refuse(err)
 		}
 		return nil
 	case s := <-sigs:
-		return exitWith(exitTempFail, fmt.Errorf("%s while reading the settings file: nothing ran", s))
+		return fmt.Errorf("%w: %s while reading the settings file", runner.ErrStopped, s)
 	}
 }
 

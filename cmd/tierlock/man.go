@@ -17,7 +17,7 @@ func (a *App) manCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			page, err := c.App.ToMan()
 			if err != nil {
-				return exitWith(exitSoftware, fmt.Errorf("man: %w", err))
+				return fmt.Errorf("man: %w", err)
 			}
 			fmt.Fprint(a.Stdout, page)
 			return nil

@@ -62,7 +62,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	}
 	client, err := consulclient.New()
 	if err != nil {
-		return nil, exitWith(exitConfig, err)
+		return nil, refuse(err)
 	}
 	logger := logrus.New()
 	logger.Out = a.Stderr
@@ -71,13 +71,13 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 	o.kv = client.KV()
 	note, err := a.operatorNote(c, client.ACL(), consulclient.RequestTimeout(timeout))
 	if err != nil {
-		return nil, exitWith(exitConfig, err)
+		return nil, refuse(err)
 	}
 	if o.tier != "" {
 		o.sem, err = lock.New(o.kv, lock.Options{Prefix: o.prefix, Tier: o.tier, DefaultMax: lock.DefaultMaxConcurrent,
 			RequestTimeout: consulclient.RequestTimeout(timeout), Now: a.Now, Note: note})
 		if err != nil {
-			return nil, exitWith(exitConfig, err)
+			return nil, refuse(err)
 		}
 	}
 	return o, nil

@@ -40,16 +40,13 @@ func (a *App) reapCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			logger, err := a.newLogger(c)
 			if err != nil {
-				return exitWith(exitConfig, err)
+				return refuse(err)
 			}
 			o, err := parseReapOptions(c)
 			if err != nil {
-				return exitWith(exitConfig, err)
+				return refuse(err)
 			}
-			if code := a.reap(c.Context, logger.WithField("command", "reap"), o); code != exitOK {
-				return exitWith(code, nil)
-			}
-			return nil
+			return a.reap(c.Context, logger.WithField("command", "reap"), o)
 		},
 	}
 }
@@ -115,14 +112,14 @@ func orNone(flags []string) string {
 	return strings.Join(flags, " and ")
 }
 
-// reap frees (or, with --dry-run, lists) the slots of a dead host and prints them. It returns
-// the exit code: 0 also when there was nothing to free, 75 when Consul stayed unreachable,
-// 78 when Consul refused (ACL).
-func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
+// reap frees (or, with --dry-run, lists) the slots of a dead host and prints them. It logs
+// what went wrong, and returns it (nil also when there was nothing to free): exit 75 when
+// Consul stayed unreachable or a signal stopped it, 78 when Consul refused (ACL).
+func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) error {
 	client, err := consulclient.New()
 	if err != nil {
 		log.Error(err)
-		return exitConfig
+		return &said{refuse(err)}
 	}
 	retry := a.newRetry(o.consulTimeout, log)
 	reaper, err := monitor.NewReaper(client.KV(), monitor.Options{
@@ -130,7 +127,7 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	})
 	if err != nil {
 		log.Error(err)
-		return exitConfig
+		return &said{refuse(err)}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -183,22 +180,22 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) int {
 	switch {
 	case err == nil && len(hidden) > 0:
 		// The reaper cannot do its job with this token: that must not pass as "nothing to free".
-		log.Errorf("consul refused the token: it lacks node:read on %s (the catalog hid them); give the reaper node_prefix \"\" { policy = \"read\" }",
+		err = fmt.Errorf("consul refused the token: it lacks node:read on %s (the catalog hid them); give the reaper node_prefix \"\" { policy = \"read\" }",
 			strings.Join(hidden, ", "))
-		return exitConfig
+		log.Error(err)
+		return &said{refuse(err)}
 	case err == nil:
-		return exitOK
+		return nil
 	case sig != nil:
 		log.WithError(err).Warnf("stopped by %v", sig)
-		return exitTempFail
+		return &said{fmt.Errorf("%w: %v", runner.ErrStopped, sig)}
 	}
-	code := exitCode(explain(err))
-	if code == exitTempFail {
+	if err = explain(err); unavailable(err) {
 		log.WithError(err).Error("consul unavailable")
 	} else {
-		log.WithError(explain(err)).Error("consul refused the reaping")
+		log.WithError(err).Error("consul refused the reaping")
 	}
-	return code
+	return &said{err}
 }
 
 // printReaped writes one line per slot freed (or that would be), and, for the catalog, one

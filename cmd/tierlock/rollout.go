@@ -123,7 +123,7 @@ func (a *App) steer(c *cli.Context, action, rev string) error {
 	before, err := o.change(c.Context, "rollout "+action, func(ctx context.Context) (*lock.Snapshot, error) { return o.sem.Steer(ctx, action, rev) })
 	if err != nil {
 		if errors.Is(err, lock.ErrSteer) {
-			return exitWith(exitConfig, err)
+			return refuse(err)
 		}
 		return err
 	}

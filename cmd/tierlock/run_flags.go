@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
 	"time"
 
@@ -217,29 +216,6 @@ func splitCommand(line string) ([]string, error) {
 		return nil, fmt.Errorf("no command in it")
 	}
 	return words, nil
-}
-
-// tokenVars are the variables through which a Consul credential reaches tierlock: the ACL
-// token (or the file holding it) and the HTTP basic-auth user:password that a proxy in front
-// of Consul may ask for. The command (chef-client and every recipe and daemon it starts) has
-// no use for them, and would hand them on to anything it runs, so they are removed from its
-// environment.
-var tokenVars = []string{"CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_AUTH"}
-
-// commandEnv is the command's environment: environ without the Consul token variables, unless
-// pass is set. Everything else is kept, in order.
-func commandEnv(environ []string, pass bool) []string {
-	if pass {
-		return environ
-	}
-	out := make([]string, 0, len(environ))
-	for _, kv := range environ {
-		name, _, _ := strings.Cut(kv, "=")
-		if !slices.Contains(tokenVars, name) {
-			out = append(out, kv)
-		}
-	}
-	return out
 }
 
 // parseRolloutOptions checks --revision, --revision-command and the health check.

@@ -1,4 +1,4 @@
-package main
+package hostfs
 
 import (
 	"errors"
@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// errLocallyBusy means another tierlock run for the tier is active on this host.
-var errLocallyBusy = errors.New("another tierlock run for this tier is active on this host")
+// ErrBusy means another tierlock run for the tier is active on this host.
+var ErrBusy = errors.New("another tierlock run for this tier is active on this host")
 
 // tierDirPrefix starts the name of each environment's directory in the state dir:
 // STATE_DIR/tier=ENV/SERVICE.lock. No tier part can hold '=' (they are letters, digits, '.',
@@ -24,7 +24,7 @@ const tierDirPrefix = "tier="
 // read: a kept name went stale when the agent was renamed.
 const legacyNodeCache = "consul-node"
 
-// lockLocally takes an exclusive flock on STATE_DIR/tier=ENV/SERVICE.lock, so two runs on one
+// LockTier takes an exclusive flock on STATE_DIR/tier=ENV/SERVICE.lock, so two runs on one
 // host (a timer and a person, say) never share one holder's slot. The kernel drops the lock
 // when the process dies, so a crash leaves nothing to clean up. unlock releases it.
 //
@@ -35,10 +35,10 @@ const legacyNodeCache = "consul-node"
 // state dir being a tmpfs.
 //
 // tierlock runs as root: a state dir that is a symlink, that group or others can write, or
-// that someone else owns is refused (errUnsafeDir), and neither the tier=ENV directory nor the
+// that someone else owns is refused (ErrUnsafeDir), and neither the tier=ENV directory nor the
 // lock file is ever opened through a link, so nobody can have root create or lock a file of
 // their choosing.
-func lockLocally(stateDir, tier string) (unlock func(), err error) {
+func LockTier(stateDir, tier string) (unlock func(), err error) {
 	env, service, _ := strings.Cut(tier, "/")
 	if err := os.MkdirAll(stateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("--state-dir: %w", err)
@@ -95,7 +95,7 @@ func flockAt(dir int, stateDir, envName, name string, create bool) (*os.File, er
 	fd, err := syscall.Openat(envDir, name, flags, 0o600)
 	switch {
 	case errors.Is(err, syscall.ELOOP):
-		return nil, fmt.Errorf("%w: %s is a symlink: refusing to follow it", errUnsafeDir, path)
+		return nil, fmt.Errorf("%w: %s is a symlink: refusing to follow it", ErrUnsafeDir, path)
 	case !create && errors.Is(err, syscall.ENOENT):
 		return nil, nil
 	case err != nil:
@@ -105,7 +105,7 @@ func flockAt(dir int, stateDir, envName, name string, create bool) (*os.File, er
 	if err := syscall.Flock(fd, syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%w (%s)", errLocallyBusy, path)
+			return nil, fmt.Errorf("%w (%s)", ErrBusy, path)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

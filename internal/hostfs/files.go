@@ -1,4 +1,4 @@
-package main
+package hostfs
 
 import (
 	cryptorand "crypto/rand"
@@ -26,13 +26,13 @@ func tempName(base string) string {
 	return "." + base + ".tmp-" + hex.EncodeToString(b)
 }
 
-// writeFileAtomic replaces path with what write writes, with the given mode. A reader sees the
+// WriteFileAtomic replaces path with what write writes, with the given mode. A reader sees the
 // old file or the new one, never half of one.
-func writeFileAtomic(path string, mode os.FileMode, write func(io.Writer) error) error {
+func WriteFileAtomic(path string, mode os.FileMode, write func(io.Writer) error) error {
 	return writeFileAtomicNamed(path, mode, write, tempName)
 }
 
-// writeFileAtomicNamed is writeFileAtomic with the temporary names drawn from name.
+// writeFileAtomicNamed is WriteFileAtomic with the temporary names drawn from name.
 func writeFileAtomicNamed(path string, mode os.FileMode, write func(io.Writer) error, name func(base string) string) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
@@ -75,8 +75,8 @@ func writeFileAtomicNamed(path string, mode os.FileMode, write func(io.Writer) e
 	return nil
 }
 
-// errUnsafeDir is a directory others could plant files or links in.
-var errUnsafeDir = errors.New("unsafe directory")
+// ErrUnsafeDir is a directory others could plant files or links in.
+var ErrUnsafeDir = errors.New("unsafe directory")
 
 // openSafeDir opens the directory path (not a link to one) and checks that only its owner can
 // write in it, and that the owner is us or root. The caller closes the returned descriptor.
@@ -88,7 +88,7 @@ func openSafeDir(at int, path, shown string) (int, error) {
 		if unix.Fstatat(at, path, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
 			mode = "a symlink"
 		}
-		return -1, fmt.Errorf("%w: %s is %s: refusing to use it", errUnsafeDir, shown, mode)
+		return -1, fmt.Errorf("%w: %s is %s: refusing to use it", ErrUnsafeDir, shown, mode)
 	}
 	if err != nil {
 		return -1, fmt.Errorf("open %s: %w", shown, err)
@@ -103,11 +103,11 @@ func openSafeDir(at int, path, shown string) (int, error) {
 	case st.Mode&0o022 != 0:
 		syscall.Close(fd)
 		return -1, fmt.Errorf("%w: %s has mode %04o: group or others can write in it; make it writable by its owner only (chmod go-w)",
-			errUnsafeDir, shown, uint32(perm))
+			ErrUnsafeDir, shown, uint32(perm))
 	case int(st.Uid) != os.Geteuid() && st.Uid != 0:
 		syscall.Close(fd)
 		return -1, fmt.Errorf("%w: %s (mode %04o) is owned by uid %d, neither root nor us (uid %d)",
-			errUnsafeDir, shown, uint32(perm), st.Uid, os.Geteuid())
+			ErrUnsafeDir, shown, uint32(perm), st.Uid, os.Geteuid())
 	}
 	return fd, nil
 }

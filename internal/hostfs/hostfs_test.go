@@ -1,65 +1,14 @@
-package main
+package hostfs
 
 import (
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 )
-
-func TestCommandEnv(t *testing.T) {
-	environ := []string{"PATH=/bin", "CONSUL_HTTP_TOKEN=s3cret", "CONSUL_HTTP_ADDR=127.0.0.1:8500",
-		"CONSUL_HTTP_TOKEN_FILE=/etc/tok", "CONSUL_HTTP_AUTH=ops:hunter2", "CONSUL_HTTP_TOKEN_FILEX=kept", "XCONSUL_HTTP_TOKEN=kept", "EMPTY=", "NOEQUALS"}
-	for _, tc := range []struct {
-		name string
-		pass bool
-		want []string
-	}{
-		{"token removed, the rest kept in order", false, []string{"PATH=/bin", "CONSUL_HTTP_ADDR=127.0.0.1:8500",
-			"CONSUL_HTTP_TOKEN_FILEX=kept", "XCONSUL_HTTP_TOKEN=kept", "EMPTY=", "NOEQUALS"}},
-		{"--pass-consul-token keeps it", true, environ},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := commandEnv(environ, tc.pass); !reflect.DeepEqual(got, tc.want) {
-				t.Errorf("commandEnv = %q, want %q", got, tc.want)
-			}
-		})
-	}
-	if got := commandEnv(nil, false); got == nil || len(got) != 0 {
-		t.Errorf("commandEnv(nil) = %#v: want an empty environment, not nil (nil inherits ours)", got)
-	}
-}
-
-func TestCompleting(t *testing.T) {
-	const gbc = "--generate-bash-completion"
-	for _, tc := range []struct {
-		args    []string
-		request bool
-		ask     []string
-	}{
-		{[]string{"tierlock", "run", gbc}, true, []string{"tierlock", "run", gbc}},
-		{[]string{"tierlock", gbc}, true, []string{"tierlock", gbc}},
-		{[]string{"tierlock", "run", "--tier", "t/tab", "--", "sh", "-c", "touch x", gbc}, true, nil},
-		{[]string{"tierlock", "run", "--", "", gbc}, true, nil},                          // run -- <TAB>
-		{[]string{"tierlock", "--", "", gbc}, true, nil},                                 // tierlock -- <TAB>
-		{[]string{"tierlock", "run", "--", gbc}, true, []string{"tierlock", "run", gbc}}, // run --<TAB>
-		{[]string{"tierlock", "run", "--ti", gbc}, true, []string{"tierlock", "run", "--ti", gbc}},
-		{[]string{"tierlock", "run", "--", "x", "--", gbc}, true, nil},
-		{[]string{"tierlock", "run", gbc, "x"}, false, nil},
-		{[]string{"tierlock", "run", "--", "x"}, false, nil},
-		{[]string{"tierlock"}, false, nil},
-		{[]string{gbc}, false, nil},
-	} {
-		request, ask := completing(tc.args)
-		if request != tc.request || !reflect.DeepEqual(ask, tc.ask) {
-			t.Errorf("completing(%q) = %v, %q; want %v, %q", tc.args, request, ask, tc.request, tc.ask)
-		}
-	}
-}
 
 // victim is a file an attacker would like root to overwrite or chmod.
 func victim(t *testing.T) string {
@@ -126,7 +75,7 @@ func TestWriteFileAtomicFailureLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	boom := errors.New("boom")
-	if err := writeFileAtomic(path, 0o644, func(io.Writer) error { return boom }); !errors.Is(err, boom) {
+	if err := WriteFileAtomic(path, 0o644, func(io.Writer) error { return boom }); !errors.Is(err, boom) {
 		t.Errorf("err = %v, want boom", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "old" {
@@ -190,13 +139,13 @@ func TestLockLocallyRefusesUnsafePlaces(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			v := victim(t)
 			stateDir := tc.setup(t, t.TempDir(), v)
-			unlock, err := lockLocally(stateDir, "prod/web")
+			unlock, err := LockTier(stateDir, "prod/web")
 			if err == nil {
 				unlock()
-				t.Fatal("lockLocally accepted it")
+				t.Fatal("LockTier accepted it")
 			}
-			if !errors.Is(err, errUnsafeDir) || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("err = %v, want errUnsafeDir saying %q", err, tc.want)
+			if !errors.Is(err, ErrUnsafeDir) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want ErrUnsafeDir saying %q", err, tc.want)
 			}
 			wantUntouched(t, v)
 			if _, err := os.Lstat(v + ".new"); err == nil {
@@ -206,7 +155,7 @@ func TestLockLocallyRefusesUnsafePlaces(t *testing.T) {
 	}
 	// The safe case: created as needed, lock file 0600, a second lock is refused as busy.
 	dir := filepath.Join(t.TempDir(), "new")
-	unlock, err := lockLocally(dir, "prod/web")
+	unlock, err := LockTier(dir, "prod/web")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +163,7 @@ func TestLockLocallyRefusesUnsafePlaces(t *testing.T) {
 	if fi, err := os.Lstat(filepath.Join(dir, "tier=prod", "web.lock")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("lock file: %v %v, want mode 0600", fi.Mode(), err)
 	}
-	if _, err := lockLocally(dir, "prod/web"); !errors.Is(err, errLocallyBusy) {
+	if _, err := LockTier(dir, "prod/web"); !errors.Is(err, ErrBusy) {
 		t.Errorf("second lock: %v, want busy", err)
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "prod")); !errors.Is(err, os.ErrNotExist) {
@@ -231,7 +180,7 @@ func TestLockLocallyNamesCannotCollide(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tier := range []string{"consul-node/web", "tier/consul-node", "web.lock/web", "prod/web.lock", "prod/web"} {
-		unlock, err := lockLocally(dir, tier)
+		unlock, err := LockTier(dir, tier)
 		if err != nil {
 			t.Fatalf("%s: %v", tier, err)
 		}
@@ -262,12 +211,12 @@ func TestLockLocallyExcludesAnEarlierVersion(t *testing.T) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lockLocally(dir, "prod/web"); !errors.Is(err, errLocallyBusy) || !strings.Contains(err.Error(), old) {
+	if _, err := LockTier(dir, "prod/web"); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), old) {
 		t.Fatalf("with an earlier version's run going: %v, want busy naming %s", err, old)
 	}
 	// The busy answer left the new lock free.
 	f.Close()
-	unlock, err := lockLocally(dir, "prod/web")
+	unlock, err := LockTier(dir, "prod/web")
 	if err != nil {
 		t.Fatalf("after it ended: %v", err)
 	}
