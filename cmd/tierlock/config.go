@@ -13,9 +13,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tierlock/tierlock/runner"
-
 	"github.com/tierlock/tierlock/internal/envfile"
+	"github.com/tierlock/tierlock/runner"
 )
 
 // DefaultConfigFile is the settings file the package ships: tierlock.service reads it as its
