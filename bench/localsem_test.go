@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // TestMain lets the test binary stand in for bin/bench in the process-level smoke test: the
@@ -28,18 +30,6 @@ func TestMain(m *testing.M) {
 		}
 	}
 	os.Exit(m.Run())
-}
-
-// waitFor polls cond until it holds, or fails the test after a few seconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 // granted reports whether c has been handed a slot within d.
@@ -67,7 +57,7 @@ func TestLocalSemGrantsFirstComeFirstServed(t *testing.T) {
 		fmt.Fprintf(c, "%s\n", name)
 		conns[i] = c
 		// One at a time, so the order of arrival is the order of the loop.
-		waitFor(t, name+" to be served or queued", func() bool {
+		testkit.Eventually(t, name+" to be served or queued", func() bool {
 			s.mu.Lock()
 			defer s.mu.Unlock()
 			return s.held+len(s.queue) == i+1
@@ -86,7 +76,7 @@ func TestLocalSemGrantsFirstComeFirstServed(t *testing.T) {
 	}
 	// Host 3 leaves the line before its turn: its turn goes to host 4, not to nobody.
 	conns[3].Close()
-	waitFor(t, "host-3 to leave the line", func() bool {
+	testkit.Eventually(t, "host-3 to leave the line", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return len(s.queue) == 3

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -16,10 +17,10 @@ import (
 // transactions well under Consul's limit.
 func seedHolders(t *testing.T, n int, maxc string) {
 	t.Helper()
-	base := prefix(t) + "/" + tier + "/"
+	base := testkit.Prefix(t) + "/" + tier + "/"
 	ops := api.KVTxnOps{{Verb: api.KVSet, Key: base + "max_concurrent", Value: []byte(maxc)}}
 	flush := func() {
-		if ok, resp, _, err := consul(t).KV().Txn(ops, nil); err != nil || !ok {
+		if ok, resp, _, err := agent.Client(t).KV().Txn(ops, nil); err != nil || !ok {
 			t.Fatalf("seed: %v %+v", err, resp)
 		}
 		ops = nil
@@ -43,13 +44,13 @@ func TestBigTiers(t *testing.T) {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			seedHolders(t, n, "-1")
 			s := newSem(t, 1)
-			c := ctx(t)
+			c := testkit.Ctx(t)
 			step := func(what string, err error) {
 				t.Helper()
 				if err != nil {
 					t.Fatalf("%s at %d holders: %v", what, n, err)
 				}
-				checkInvariant(t)
+				testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 			}
 			_, err := s.Disable(c)
 			step("disable", err)
@@ -112,14 +113,10 @@ func TestBigTiers(t *testing.T) {
 // waitQueued waits until holder has a queue entry in the test's tier.
 func waitQueued(t *testing.T, holder string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, ok := values(t)["queue/"+holder]; ok {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s never queued", holder)
+	testkit.Eventually(t, holder+" to queue", func() bool {
+		_, ok := values(t)["queue/"+holder]
+		return ok
+	})
 }
 
 // Names made of the words of Consul's messages are names like any other: a race on them is
@@ -127,11 +124,11 @@ func waitQueued(t *testing.T, holder string) {
 func TestNamesWithConsulsWords(t *testing.T) {
 	for _, holder := range []string{"exists", "stale", "doesn-t-exist", "index", "held", "lock", "Permission", "denied"} {
 		t.Run(holder, func(t *testing.T) {
-			s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 1, Sessions: consul(t).Session()})
+			s, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: "exists/exists", DefaultMax: 1, Sessions: agent.Client(t).Session()})
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := ctx(t)
+			c := testkit.Ctx(t)
 			slot, err := s.Acquire(c, req(holder, "r1"))
 			if err != nil {
 				t.Fatal(err)
@@ -159,11 +156,11 @@ func TestNamesWithConsulsWords(t *testing.T) {
 // Holders racing on a tier and names full of Consul's words: every lost race is told from a
 // refusal by its whole message, so none of them is taken for one (ErrRejected).
 func TestRacesOnNamesWithConsulsWords(t *testing.T) {
-	s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "exists/exists", DefaultMax: 2, Sessions: consul(t).Session()})
+	s, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: "exists/exists", DefaultMax: 2, Sessions: agent.Client(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := ctx(t)
+	c := testkit.Ctx(t)
 	errs := make(chan error, 6)
 	for i := range 6 {
 		go func() {

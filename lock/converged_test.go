@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -17,27 +18,27 @@ import (
 func TestReleaseWritesConvergedInSameTxn(t *testing.T) {
 	now := time.Date(2026, 11, 21, 9, 15, 2, 0, time.UTC)
 	clock := now
-	s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: consul(t).Session(),
+	s, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: agent.Client(t).Session(),
 		Now: func() time.Time { return clock }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := req("web-1", "r1")
 	r.InstanceID, r.Node = "i-0abc", "node-1"
-	slot, err := s.Acquire(ctx(t), r)
+	slot, err := s.Acquire(testkit.Ctx(t), r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock = now.Add(90 * time.Second)
-	if err := s.Release(ctx(t), slot); err != nil {
+	if err := s.Release(testkit.Ctx(t), slot); err != nil {
 		t.Fatal(err)
 	}
-	base := prefix(t) + "/" + tier + "/"
-	conv, _, err := consul(t).KV().Get(base+"converged/web-1", &api.QueryOptions{RequireConsistent: true})
+	base := testkit.Prefix(t) + "/" + tier + "/"
+	conv, _, err := agent.Client(t).KV().Get(base+"converged/web-1", &api.QueryOptions{RequireConsistent: true})
 	if err != nil || conv == nil {
 		t.Fatalf("converged/web-1: %v %v", conv, err)
 	}
-	cur, _, err := consul(t).KV().Get(base+"current", &api.QueryOptions{RequireConsistent: true})
+	cur, _, err := agent.Client(t).KV().Get(base+"current", &api.QueryOptions{RequireConsistent: true})
 	if err != nil || cur == nil {
 		t.Fatalf("current: %v %v", cur, err)
 	}
@@ -55,7 +56,7 @@ func TestReleaseWritesConvergedInSameTxn(t *testing.T) {
 			t.Errorf("%s = %v, want %v (record %s)", k, c[k], v, conv.Value)
 		}
 	}
-	snap, err := s.Read(ctx(t))
+	snap, err := s.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,23 +64,23 @@ func TestReleaseWritesConvergedInSameTxn(t *testing.T) {
 		t.Errorf("snapshot convergence %+v", got)
 	}
 	// A failed run keeps its slot and writes no convergence.
-	slot2, err := s.Acquire(ctx(t), req("web-2", "r2"))
+	slot2, err := s.Acquire(testkit.Ctx(t), req("web-2", "r2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkFailed(ctx(t), slot2, 1); err != nil {
+	if err := s.MarkFailed(testkit.Ctx(t), slot2, 1); err != nil {
 		t.Fatal(err)
 	}
 	if got := values(t); got["converged/web-2"] != "" {
 		t.Errorf("a failed run wrote converged/web-2: %v", got)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // orderSem is a semaphore of the test's tier with one slot, in order o.
 func orderSem(t *testing.T, o lock.QueueOrder) *lock.Semaphore {
 	t.Helper()
-	s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: consul(t).Session(), QueueOrder: o})
+	s, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: agent.Client(t).Session(), QueueOrder: o})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func converge(t *testing.T, holder string, ago time.Duration) {
 // holds the only slot, then releases it and returns the order in which they got the slot.
 func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 	t.Helper()
-	first, err := s.Acquire(ctx(t), req("blocker", "r0"))
+	first, err := s.Acquire(testkit.Ctx(t), req("blocker", "r0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +107,7 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 		go func() {
 			r := req(h, "run-"+h)
 			r.WaitUntil = time.Now().Add(30 * time.Second)
-			slot, err := s.Acquire(ctx(t), r)
+			slot, err := s.Acquire(testkit.Ctx(t), r)
 			if err != nil {
 				t.Errorf("%s: %v", h, err)
 				got <- "error"
@@ -114,20 +115,20 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 			}
 			got <- h
 			time.Sleep(20 * time.Millisecond)
-			if err := s.Release(ctx(t), slot); err != nil {
+			if err := s.Release(testkit.Ctx(t), slot); err != nil {
 				t.Errorf("%s release: %v", h, err)
 			}
 		}()
 		waitQueue(t, s, i+1)
 	}
-	if err := s.Release(ctx(t), first); err != nil {
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
 	var order []string
 	for range holders {
 		order = append(order, <-got)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 	return order
 }
 
@@ -167,13 +168,13 @@ func TestQueueNewcomerRanksAhead(t *testing.T) {
 		t.Run(string(o), func(t *testing.T) {
 			s := orderSem(t, o)
 			converge(t, "w1", time.Minute)
-			blocker, err := s.Acquire(ctx(t), req("blocker", "r0"))
+			blocker, err := s.Acquire(testkit.Ctx(t), req("blocker", "r0"))
 			if err != nil {
 				t.Fatal(err)
 			}
 			w1 := waiter(t, s, "w1", 20*time.Second)
 			waitQueue(t, s, 1)
-			snap, err := s.Read(ctx(t))
+			snap, err := s.Read(testkit.Ctx(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -187,7 +188,7 @@ func TestQueueNewcomerRanksAhead(t *testing.T) {
 			// The newcomer joins the queue too; the blocker's release lets exactly one in.
 			nc := waiter(t, s, "newcomer", 20*time.Second)
 			waitQueue(t, s, 2)
-			if err := s.Release(ctx(t), blocker); err != nil {
+			if err := s.Release(testkit.Ctx(t), blocker); err != nil {
 				t.Fatal(err)
 			}
 			first, second := w1, nc
@@ -202,13 +203,13 @@ func TestQueueNewcomerRanksAhead(t *testing.T) {
 				t.Fatalf("the one ranked behind got a slot too (%v)", err)
 			case <-time.After(200 * time.Millisecond):
 			}
-			snap, err = s.Read(ctx(t))
+			snap, err = s.Read(testkit.Ctx(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			for h := range snap.Holders {
 				slot := &lock.Slot{Record: snap.Holders[h]}
-				if err := s.Release(ctx(t), slot); err != nil {
+				if err := s.Release(testkit.Ctx(t), slot); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -224,11 +225,11 @@ func TestForget(t *testing.T) {
 	s := newSem(t, 1)
 	converge(t, "moved", time.Hour)
 	converge(t, "stays", time.Hour)
-	if _, err := s.Acquire(ctx(t), req("moved", "r1")); err != nil { // a held slot is not forgotten
+	if _, err := s.Acquire(testkit.Ctx(t), req("moved", "r1")); err != nil { // a held slot is not forgotten
 		t.Fatal(err)
 	}
 	before := dump(t)
-	c, found, err := s.Forget(ctx(t), "moved")
+	c, found, err := s.Forget(testkit.Ctx(t), "moved")
 	if err != nil || !found || c.Holder != "moved" || c.RunID != "old" {
 		t.Fatalf("Forget = %+v %v %v", c, found, err)
 	}
@@ -242,10 +243,10 @@ func TestForget(t *testing.T) {
 			t.Errorf("%s changed: %s -> %s", k, v, after[k])
 		}
 	}
-	if _, found, err := s.Forget(ctx(t), "moved"); err != nil || found {
+	if _, found, err := s.Forget(testkit.Ctx(t), "moved"); err != nil || found {
 		t.Errorf("second forget: found %v, %v", found, err)
 	}
-	if _, _, err := s.Forget(ctx(t), "bad\nname"); !errors.Is(err, lock.ErrInvalidName) {
+	if _, _, err := s.Forget(testkit.Ctx(t), "bad\nname"); !errors.Is(err, lock.ErrInvalidName) {
 		t.Errorf("bad name: %v", err)
 	}
 }
@@ -255,7 +256,7 @@ func TestEvictRemovesConverged(t *testing.T) {
 	s := newSem(t, 1)
 	converge(t, "dead", time.Hour)
 	converge(t, "alive", time.Hour)
-	ev, err := s.Evict(ctx(t), func(h string, _ lock.Record) bool { return h == "dead" })
+	ev, err := s.Evict(testkit.Ctx(t), func(h string, _ lock.Record) bool { return h == "dead" })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,5 +270,5 @@ func TestEvictRemovesConverged(t *testing.T) {
 	if _, ok := got["converged/alive"]; !ok {
 		t.Errorf("converged/alive gone: %v", got)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -23,7 +24,7 @@ func TestEvictFreesEveryMatchingSlotInOneWrite(t *testing.T) {
 	} {
 		r := req(h.holder, "r-"+h.holder)
 		r.InstanceID = h.instance
-		if _, err := s.Acquire(ctx(t), r); err != nil {
+		if _, err := s.Acquire(testkit.Ctx(t), r); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -32,7 +33,7 @@ func TestEvictFreesEveryMatchingSlotInOneWrite(t *testing.T) {
 	put(t, "current", "4")
 	before := dump(t)
 
-	freed, err := s.Evict(ctx(t), byInstance("i-dead"))
+	freed, err := s.Evict(testkit.Ctx(t), byInstance("i-dead"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,10 +51,10 @@ func TestEvictFreesEveryMatchingSlotInOneWrite(t *testing.T) {
 	if v := values(t); v["current"] != "1" || len(v) != 2 {
 		t.Errorf("after evict: %v", v)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 
 	// A repeated eviction finds nothing and writes nothing.
-	freed, err = s.Evict(ctx(t), byInstance("i-dead"))
+	freed, err = s.Evict(testkit.Ctx(t), byInstance("i-dead"))
 	if err != nil || len(freed.Slots)+len(freed.Waiters) != 0 {
 		t.Errorf("repeated evict: %v, %v", freed, err)
 	}
@@ -68,16 +69,16 @@ func TestEvictJudgesAgainAfterALostRace(t *testing.T) {
 	s := newSem(t, 2)
 	old := req("web-1", "r-old")
 	old.InstanceID = "i-old"
-	if _, err := s.Acquire(ctx(t), old); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), old); err != nil {
 		t.Fatal(err)
 	}
 	asked := 0
-	freed, err := s.Evict(ctx(t), func(holder string, rec lock.Record) bool {
+	freed, err := s.Evict(testkit.Ctx(t), func(holder string, rec lock.Record) bool {
 		asked++
 		if asked == 1 {
 			fresh := req("web-1", "r-new")
 			fresh.InstanceID = "i-new"
-			if _, err := s.Acquire(ctx(t), fresh); err != nil {
+			if _, err := s.Acquire(testkit.Ctx(t), fresh); err != nil {
 				t.Errorf("re-entry by the new instance: %v", err)
 			}
 		}
@@ -89,14 +90,14 @@ func TestEvictJudgesAgainAfterALostRace(t *testing.T) {
 	if asked != 2 {
 		t.Errorf("match asked %d times, want 2 (once per read)", asked)
 	}
-	snap, err := s.Read(ctx(t))
+	snap, err := s.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rec := snap.Holders["web-1"]; rec.InstanceID != "i-new" || rec.Attempts != 2 {
 		t.Errorf("the new instance's slot: %+v", rec)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // More slots than one transaction can delete are freed in several, each keeping the invariant.
@@ -105,22 +106,22 @@ func TestEvictManySlots(t *testing.T) {
 	const n = 140
 	var ops api.KVTxnOps
 	flush := func() {
-		if ok, resp, _, err := consul(t).KV().Txn(ops, nil); err != nil || !ok {
+		if ok, resp, _, err := agent.Client(t).KV().Txn(ops, nil); err != nil || !ok {
 			t.Fatalf("seed: %v %+v", err, resp)
 		}
 		ops = nil
 	}
 	for i := range n {
-		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: prefix(t) + "/" + tier + fmt.Sprintf("/running/h-%03d", i),
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: testkit.Prefix(t) + "/" + tier + fmt.Sprintf("/running/h-%03d", i),
 			Value: []byte(`{"state":"failed","started_at":"2026-01-01T00:00:00Z","instance_id":"i-x"}`)})
 		if len(ops) == 64 {
 			flush()
 		}
 	}
-	ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: prefix(t) + "/" + tier + "/current", Value: []byte(fmt.Sprint(n))})
+	ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: testkit.Prefix(t) + "/" + tier + "/current", Value: []byte(fmt.Sprint(n))})
 	flush()
 
-	freed, err := s.Evict(ctx(t), byInstance("i-x"))
+	freed, err := s.Evict(testkit.Ctx(t), byInstance("i-x"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +139,7 @@ func TestEvictRemovesQueueEntries(t *testing.T) {
 	s := newSem(t, 1)
 	dead := req("web-3", "r-dead")
 	dead.InstanceID = "i-dead"
-	if _, err := s.Acquire(ctx(t), dead); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), dead); err != nil {
 		t.Fatal(err)
 	}
 	// web-3 holds a slot here and, with another run, waits in prod/db behind db-1's slot;
@@ -147,33 +148,33 @@ func TestEvictRemovesQueueEntries(t *testing.T) {
 	again.InstanceID, again.Node = "i-dead", "node-3"
 	again.WaitUntil = time.Now().Add(time.Minute)
 	stuck := make(chan error, 1)
-	other, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul(t).Session()})
+	other, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: agent.Client(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Acquire(ctx(t), req("db-1", "r-db")); err != nil {
+	if _, err := other.Acquire(testkit.Ctx(t), req("db-1", "r-db")); err != nil {
 		t.Fatal(err)
 	}
-	go func() { _, err := other.Acquire(ctx(t), again); stuck <- err }()
+	go func() { _, err := other.Acquire(testkit.Ctx(t), again); stuck <- err }()
 	waitQueue(t, other, 1)
 	behind := waiter(t, other, "web-4", time.Minute)
 	waitQueue(t, other, 2)
 
-	snap, err := other.Read(ctx(t))
+	snap, err := other.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if w := snap.Queue[0]; w.Holder != "web-3" || w.InstanceID != "i-dead" || w.Node != "node-3" {
 		t.Fatalf("the queue entry does not say whose it is: %+v", w)
 	}
-	ev, err := other.Evict(ctx(t), byInstance("i-dead"))
+	ev, err := other.Evict(testkit.Ctx(t), byInstance("i-dead"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ev.Slots) != 0 || len(ev.Waiters) != 1 || ev.Waiters[0].Holder != "web-3" {
 		t.Errorf("evicted %+v, want web-3's queue entry", ev)
 	}
-	snap, err = other.Read(ctx(t))
+	snap, err = other.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,18 +182,18 @@ func TestEvictRemovesQueueEntries(t *testing.T) {
 		t.Errorf("after: queue %+v, current %d", snap.Queue, snap.Current)
 	}
 	// In the first tier the slot goes, as before.
-	if ev, err := s.Evict(ctx(t), byInstance("i-dead")); err != nil || len(ev.Slots) != 1 {
+	if ev, err := s.Evict(testkit.Ctx(t), byInstance("i-dead")); err != nil || len(ev.Slots) != 1 {
 		t.Errorf("slot: %+v, %v", ev, err)
 	}
 	// Freeing db-1's slot lets web-4, now at the head, in. (The evicted waiter, alive in this
 	// test, queues again behind it.)
-	if _, err := other.ForceRelease(ctx(t), "db-1", "r-db"); err != nil {
+	if _, err := other.ForceRelease(testkit.Ctx(t), "db-1", "r-db"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-behind; err != nil {
 		t.Errorf("web-4: %v", err)
 	}
-	if _, err := other.ForceRelease(ctx(t), "web-4", "run-web-4"); err != nil {
+	if _, err := other.ForceRelease(testkit.Ctx(t), "web-4", "run-web-4"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-stuck; err != nil {

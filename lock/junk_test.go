@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -31,7 +32,7 @@ func boundedKV(t *testing.T) lock.KV {
 // putKey stores key (under the test's prefix) with value.
 func putKey(t *testing.T, key string, value []byte) {
 	t.Helper()
-	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + key, Value: value}, nil); err != nil {
+	if _, err := agent.Client(t).KV().Put(&api.KVPair{Key: testkit.Prefix(t) + "/" + key, Value: value}, nil); err != nil {
 		t.Fatalf("put %.80s: %v", key, err)
 	}
 }
@@ -39,7 +40,7 @@ func putKey(t *testing.T, key string, value []byte) {
 // byTier reads every tier under pfx through kv.
 func byTier(t *testing.T, kv lock.KV, pfx string) map[string]*lock.Snapshot {
 	t.Helper()
-	snaps, err := lock.ReadAll(ctx(t), kv, lock.Options{Prefix: pfx, DefaultMax: 1})
+	snaps, err := lock.ReadAll(testkit.Ctx(t), kv, lock.Options{Prefix: pfx, DefaultMax: 1})
 	if err != nil {
 		t.Fatalf("ReadAll: %.2000v", err)
 	}
@@ -55,19 +56,19 @@ func byTier(t *testing.T, kv lock.KV, pfx string) map[string]*lock.Snapshot {
 // read, and the tier itself still runs and reaps. They used to fail every read of the prefix:
 // a transaction that fetched one was larger than Consul takes (txn_max_req_len).
 func TestJunkNames(t *testing.T) {
-	db, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "db/main", DefaultMax: 1})
+	db, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: "db/main", DefaultMax: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Acquire(ctx(t), req("db-1", "r1")); err != nil {
+	if _, err := db.Acquire(testkit.Ctx(t), req("db-1", "r1")); err != nil {
 		t.Fatal(err)
 	}
 	long := strings.Repeat("x", 600<<10)
 	for _, dir := range []string{"converged/", "running/", "queue/"} {
 		putKey(t, tier+"/"+dir+long, []byte("{}"))
 	}
-	pfx := prefix(t)
-	for name, kv := range map[string]lock.KV{"plain client": consul(t).KV(), "bounded client": boundedKV(t)} {
+	pfx := testkit.Prefix(t)
+	for name, kv := range map[string]lock.KV{"plain client": agent.Client(t).KV(), "bounded client": boundedKV(t)} {
 		t.Run(name, func(t *testing.T) {
 			tiers := byTier(t, kv, pfx)
 			if s := tiers["db/main"]; s == nil || len(s.Holders) != 1 || len(s.Suspect)+len(s.Problems) != 0 {
@@ -87,14 +88,14 @@ func TestJunkNames(t *testing.T) {
 	// The tier of the junk still works: a run takes a slot (the junk running/ key is no
 	// slot), a read of it reports the junk, and an eviction frees the slot.
 	web := newSem(t, 1)
-	if _, err := web.Acquire(ctx(t), req("web-1", "r1")); err != nil {
+	if _, err := web.Acquire(testkit.Ctx(t), req("web-1", "r1")); err != nil {
 		t.Fatalf("acquire beside the junk: %.500v", err)
 	}
-	snap, err := web.Read(ctx(t))
+	snap, err := web.Read(testkit.Ctx(t))
 	if err != nil || len(snap.Holders) != 1 || len(snap.Suspect) != 1 {
 		t.Fatalf("read: %.500v %+v", err, snap)
 	}
-	ev, err := web.Evict(ctx(t), func(h string, _ lock.Record) bool { return h == "web-1" })
+	ev, err := web.Evict(testkit.Ctx(t), func(h string, _ lock.Record) bool { return h == "web-1" })
 	if err != nil || len(ev.Slots) != 1 {
 		t.Errorf("evict beside the junk: %.500v %+v", err, ev)
 	}
@@ -103,18 +104,18 @@ func TestJunkNames(t *testing.T) {
 // More junk names under one tier than a listing reads: that tier is returned unread, the
 // cap in its Problems; the others are read (the prefix listed tier by tier).
 func TestJunkNamesPastTheListing(t *testing.T) {
-	db, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "db/main", DefaultMax: 1})
+	db, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: "db/main", DefaultMax: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Acquire(ctx(t), req("db-1", "r1")); err != nil {
+	if _, err := db.Acquire(testkit.Ctx(t), req("db-1", "r1")); err != nil {
 		t.Fatal(err)
 	}
 	put(t, "max_concurrent", "2")
 	for i := range 8 { // 8 × 600 KB: more than the 4 MB a listing reads
 		putKey(t, fmt.Sprintf("%s/converged/%d%s", tier, i, strings.Repeat("x", 600<<10)), []byte("{}"))
 	}
-	tiers := byTier(t, boundedKV(t), prefix(t))
+	tiers := byTier(t, boundedKV(t), testkit.Prefix(t))
 	if s := tiers["db/main"]; s == nil || len(s.Holders) != 1 || len(s.Suspect)+len(s.Problems) != 0 {
 		t.Errorf("db/main: %+v", s)
 	}
@@ -129,7 +130,7 @@ func TestJunkNamesPastTheListing(t *testing.T) {
 // the tier's other slots are read.
 func TestJunkValues(t *testing.T) {
 	s := newSem(t, -1)
-	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1")); err != nil {
 		t.Fatal(err)
 	}
 	blob := []byte(strings.Repeat("j", 500<<10))
@@ -141,24 +142,24 @@ func TestJunkValues(t *testing.T) {
 	for i := range 40 {
 		putKey(t, fmt.Sprintf("prod/junk/converged/junk-%02d", i), blob)
 	}
-	tiers := byTier(t, boundedKV(t), prefix(t))
+	tiers := byTier(t, boundedKV(t), testkit.Prefix(t))
 	web := tiers[tier]
 	if web == nil || len(web.Holders) != 1 || len(web.Unreadable()) != 10 || web.RunningKeys != 11 ||
 		!strings.Contains(web.Problems[0].Error(), "<a value of 512000 bytes") {
 		t.Fatalf("prod/web: %+v", web)
 	}
 	if junk := tiers["prod/junk"]; junk == nil || len(junk.Problems) != 1 ||
-		!strings.Contains(junk.Problems[0].Error(), "the values under "+prefix(t)+"/prod/junk/ come to more than the 16 MB a read fetches from a tier") {
+		!strings.Contains(junk.Problems[0].Error(), "the values under "+testkit.Prefix(t)+"/prod/junk/ come to more than the 16 MB a read fetches from a tier") {
 		t.Errorf("prod/junk: %+v", junk)
 	}
 	// Read alone, as a run's read falls back to, it is refused the same way.
 	// A minute per request: what is tested is the refusal, not the speed of fetching 16 MB
 	// on a machine busy with other packages' tests (it took longer than the default 10s).
-	s2, err := lock.New(boundedKV(t), lock.Options{Prefix: prefix(t), Tier: "prod/junk", RequestTimeout: time.Minute})
+	s2, err := lock.New(boundedKV(t), lock.Options{Prefix: testkit.Prefix(t), Tier: "prod/junk", RequestTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s2.Read(ctx(t)); !errors.Is(err, lock.ErrTooManyKeys) {
+	if _, err := s2.Read(testkit.Ctx(t)); !errors.Is(err, lock.ErrTooManyKeys) {
 		t.Errorf("read of prod/junk: %v", err)
 	}
 }

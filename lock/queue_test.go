@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
 )
@@ -19,19 +20,16 @@ import (
 // waitQueue waits until the tier has n waiters.
 func waitQueue(t *testing.T, s *lock.Semaphore, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		snap, err := s.Read(ctx(t))
+	had := -1
+	if !testkit.Poll(testkit.Wait, func() bool {
+		snap, err := s.Read(testkit.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(snap.Queue) == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue has %d waiters, want %d", len(snap.Queue), n)
-		}
-		time.Sleep(10 * time.Millisecond)
+		had = len(snap.Queue)
+		return had == n
+	}) {
+		t.Fatalf("queue has %d waiters, want %d", had, n)
 	}
 }
 
@@ -41,7 +39,7 @@ func waiter(t *testing.T, s *lock.Semaphore, holder string, wait time.Duration) 
 	go func() {
 		r := req(holder, "run-"+holder)
 		r.WaitUntil = time.Now().Add(wait)
-		slot, err := s.Acquire(ctx(t), r)
+		slot, err := s.Acquire(testkit.Ctx(t), r)
 		if err == nil && slot.Holder != holder {
 			err = fmt.Errorf("got %s's slot", slot.Holder)
 		}
@@ -52,7 +50,7 @@ func waiter(t *testing.T, s *lock.Semaphore, holder string, wait time.Duration) 
 
 func TestQueueKeepsArrivalOrder(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +64,7 @@ func TestQueueKeepsArrivalOrder(t *testing.T) {
 			defer wg.Done()
 			r := req(h, "run-"+h)
 			r.WaitUntil = time.Now().Add(30 * time.Second)
-			slot, err := s.Acquire(ctx(t), r)
+			slot, err := s.Acquire(testkit.Ctx(t), r)
 			if err != nil {
 				t.Errorf("%s: %v", h, err)
 				return
@@ -75,25 +73,25 @@ func TestQueueKeepsArrivalOrder(t *testing.T) {
 			order = append(order, h)
 			mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
-			if err := s.Release(ctx(t), slot); err != nil {
+			if err := s.Release(testkit.Ctx(t), slot); err != nil {
 				t.Errorf("%s release: %v", h, err)
 			}
 		}()
 		waitQueue(t, s, i+1) // started one by one: each is queued before the next starts
 	}
-	if err := s.Release(ctx(t), first); err != nil {
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
 	if got := strings.Join(order, " "); got != "w0 w1 w2 w3 w4 w5" {
 		t.Errorf("slots went in order %s, want arrival order", got)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestQueueTimeoutLeavesNoTrace(t *testing.T) {
 	s := newSem(t, 1)
-	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("holder", "r0")); err != nil {
 		t.Fatal(err)
 	}
 	before := dump(t)
@@ -103,7 +101,7 @@ func TestQueueTimeoutLeavesNoTrace(t *testing.T) {
 	if after := dump(t); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("a waiter that gave up left a trace:\nbefore %v\nafter  %v", before, after)
 	}
-	sessions, _, err := consul(t).Session().List(nil)
+	sessions, _, err := agent.Client(t).Session().List(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +114,7 @@ func TestQueueTimeoutLeavesNoTrace(t *testing.T) {
 
 func TestQueueRaiseAdmitsAtOnce(t *testing.T) {
 	s := newSem(t, 1)
-	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("holder", "r0")); err != nil {
 		t.Fatal(err)
 	}
 	var got []<-chan error
@@ -125,7 +123,7 @@ func TestQueueRaiseAdmitsAtOnce(t *testing.T) {
 		waitQueue(t, s, i+1)
 	}
 	start := time.Now()
-	if _, err := s.SetMax(ctx(t), 4); err != nil {
+	if _, err := s.SetMax(testkit.Ctx(t), 4); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range got {
@@ -139,14 +137,14 @@ func TestQueueRaiseAdmitsAtOnce(t *testing.T) {
 		}
 	}
 	t.Logf("3 waiters admitted %v after set-max", time.Since(start))
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestQueueLoweredAdmitsNobodyUntilBelow(t *testing.T) {
 	s := newSem(t, 3)
 	var held []*lock.Slot
 	for i := range 3 {
-		slot, err := s.Acquire(ctx(t), req(fmt.Sprintf("h%d", i), "r"))
+		slot, err := s.Acquire(testkit.Ctx(t), req(fmt.Sprintf("h%d", i), "r"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,11 +152,11 @@ func TestQueueLoweredAdmitsNobodyUntilBelow(t *testing.T) {
 	}
 	w := waiter(t, s, "w", 30*time.Second)
 	waitQueue(t, s, 1)
-	if _, err := s.SetMax(ctx(t), 1); err != nil {
+	if _, err := s.SetMax(testkit.Ctx(t), 1); err != nil {
 		t.Fatal(err)
 	}
 	for i, slot := range held {
-		if err := s.Release(ctx(t), slot); err != nil {
+		if err := s.Release(testkit.Ctx(t), slot); err != nil {
 			t.Fatal(err)
 		}
 		if i < 2 {
@@ -178,12 +176,12 @@ func TestQueueLoweredAdmitsNobodyUntilBelow(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("not admitted once the tier emptied")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestQueueDisableSendsEveryoneAway(t *testing.T) {
 	s := newSem(t, 1)
-	if _, err := s.Acquire(ctx(t), req("holder", "r0")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("holder", "r0")); err != nil {
 		t.Fatal(err)
 	}
 	var got []<-chan error
@@ -192,7 +190,7 @@ func TestQueueDisableSendsEveryoneAway(t *testing.T) {
 	}
 	waitQueue(t, s, 5)
 	start := time.Now()
-	if _, err := s.Disable(ctx(t)); err != nil {
+	if _, err := s.Disable(testkit.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
 	for i, c := range got {
@@ -213,18 +211,18 @@ func TestQueueDisableSendsEveryoneAway(t *testing.T) {
 
 func TestNewcomerDoesNotOvertakeQueue(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := waiter(t, s, "w0", 30*time.Second)
 	waitQueue(t, s, 1)
 	// Free the slot and race a newcomer against the queued waiter: the newcomer must queue.
-	if err := s.Release(ctx(t), first); err != nil {
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire(ctx(t), req("newcomer", "r9")); err == nil {
-		snap, _ := s.Read(ctx(t))
+	if _, err := s.Acquire(testkit.Ctx(t), req("newcomer", "r9")); err == nil {
+		snap, _ := s.Read(testkit.Ctx(t))
 		if _, ok := snap.Holders["w0"]; !ok {
 			t.Error("a newcomer took the slot ahead of a queued waiter")
 		}
@@ -239,7 +237,7 @@ func TestNewcomerDoesNotOvertakeQueue(t *testing.T) {
 // and the head's Acquire finds the slot held for it: a fresh slot, not a re-entry.
 func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +245,7 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	go func() {
 		r := req("w0", "run-w0")
 		r.WaitUntil = time.Now().Add(20 * time.Second)
-		slot, err := s.Acquire(ctx(t), r)
+		slot, err := s.Acquire(testkit.Ctx(t), r)
 		if err != nil {
 			t.Error(err)
 		}
@@ -257,7 +255,7 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	// The slot as a release that reads first has it (first itself, taken alone, would release
 	// on what its take read back, then hand the slot over in a second write: see
 	// TestReleaseAloneThenHandsOver).
-	if err := s.Release(ctx(t), &lock.Slot{Record: first.Record}); err != nil {
+	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
 		t.Fatal(err)
 	}
 	after := dump(t)
@@ -281,7 +279,7 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("w0 did not see the slot it was handed")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 	waitQueue(t, s, 0)
 }
 
@@ -290,13 +288,13 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 // the tier back in its own transaction, and hands the slot over in the next.
 func TestReleaseAloneThenHandsOver(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := waiter(t, s, "w0", 20*time.Second)
 	waitQueue(t, s, 1)
-	if err := s.Release(ctx(t), first); err != nil {
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -307,7 +305,7 @@ func TestReleaseAloneThenHandsOver(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("w0 was left waiting for a free slot")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // A Consul error while a host waits ends its Acquire (the caller's retry policy decides what
@@ -316,7 +314,7 @@ func TestReleaseAloneThenHandsOver(t *testing.T) {
 func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 	proxy, w1 := proxiedSem(t)
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +328,7 @@ func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 	})
 	r1 := req("w1", "run-w1")
 	r1.WaitUntil = time.Now().Add(20 * time.Second)
-	if _, err := w1.Acquire(ctx(t), r1); err == nil || errors.Is(err, lock.ErrNoSlot) {
+	if _, err := w1.Acquire(testkit.Ctx(t), r1); err == nil || errors.Is(err, lock.ErrNoSlot) {
 		t.Fatalf("w1's first Acquire: %v, want the Consul error", err)
 	}
 	waitQueue(t, s, 1) // w1 is still in line
@@ -338,13 +336,13 @@ func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 	waitQueue(t, s, 2)
 	got := make(chan error, 1)
 	go func() {
-		slot, err := w1.Acquire(ctx(t), r1) // the retry of the same run
+		slot, err := w1.Acquire(testkit.Ctx(t), r1) // the retry of the same run
 		if err == nil && slot.RunID != "run-w1" {
 			err = fmt.Errorf("got %+v", slot)
 		}
 		got <- err
 	}()
-	if err := s.Release(ctx(t), &lock.Slot{Record: first.Record}); err != nil {
+	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -370,17 +368,17 @@ func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 		}
 		return faultproxy.Pass
 	})
-	if _, err := w1.Acquire(ctx(t), r3); err == nil {
+	if _, err := w1.Acquire(testkit.Ctx(t), r3); err == nil {
 		t.Fatal("w3's Acquire: want the Consul error")
 	}
-	if err := w1.Abandon(ctx(t), "w3", "run-w3"); err != nil {
+	if err := w1.Abandon(testkit.Ctx(t), "w3", "run-w3"); err != nil {
 		t.Fatal(err)
 	}
 	if _, queued := values(t)["queue/w3"]; queued {
 		t.Error("an abandoned run kept its place in line")
 	}
 	proxy.SetRule(nil)
-	if err := w1.Release(ctx(t), &lock.Slot{Record: lock.Record{Holder: "w1", RunID: "run-w1"}}); err != nil {
+	if err := w1.Release(testkit.Ctx(t), &lock.Slot{Record: lock.Record{Holder: "w1", RunID: "run-w1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-w2; err != nil {
@@ -401,19 +399,19 @@ func TestGivingUpLeavesTheLineThoughTheSessionLives(t *testing.T) {
 		return faultproxy.Pass
 	})
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("holder", "r0"))
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r1 := req("w1", "run-w1")
 	r1.WaitUntil = time.Now().Add(time.Second)
-	if _, err := w1.Acquire(ctx(t), r1); !errors.Is(err, lock.ErrNoSlot) {
+	if _, err := w1.Acquire(testkit.Ctx(t), r1); !errors.Is(err, lock.ErrNoSlot) {
 		t.Fatalf("w1: %v, want ErrNoSlot", err)
 	}
-	if err := s.Release(ctx(t), first); err != nil {
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := s.Read(ctx(t))
+	snap, err := s.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +421,7 @@ func TestGivingUpLeavesTheLineThoughTheSessionLives(t *testing.T) {
 	if len(snap.Queue) != 0 {
 		t.Errorf("left in line: %+v", snap.Queue)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // proxiedSem is the test tier's semaphore (max 1) reached through a fault proxy in front of
@@ -439,7 +437,7 @@ func proxiedSem(t *testing.T) (*faultproxy.Proxy, *lock.Semaphore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := lock.New(c.KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 1, Sessions: c.Session()})
+	s, err := lock.New(c.KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: c.Session()})
 	if err != nil {
 		t.Fatal(err)
 	}

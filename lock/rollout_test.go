@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -70,12 +71,12 @@ func mover(t *testing.T, s *lock.Semaphore, holder, run, rev string, wait time.D
 	if wait > 0 {
 		r.WaitUntil = time.Now().Add(wait)
 	}
-	return s.Acquire(ctx(t), r)
+	return s.Acquire(testkit.Ctx(t), r)
 }
 
 func rollout(t *testing.T, s *lock.Semaphore) lock.Rollout {
 	t.Helper()
-	snap, err := s.Read(ctx(t))
+	snap, err := s.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,10 +96,10 @@ func TestRolloutCanaryBatchesHalt(t *testing.T) {
 		t.Fatalf("second mover during the canary: %v, want ErrHeldBack", err)
 	}
 	// A run without a revision is not limited by the rollout.
-	if _, err := s.Acquire(ctx(t), req("web-9", "r9")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-9", "r9")); err != nil {
 		t.Fatalf("run without revision: %v", err)
 	}
-	if err := s.Release(ctx(t), canary); err != nil {
+	if err := s.Release(testkit.Ctx(t), canary); err != nil {
 		t.Fatal(err)
 	}
 	if r := rollout(t, s); r.Revision != "B" || r.Successes != 1 || r.Succeeded != 1 || r.Step != 0 {
@@ -121,11 +122,11 @@ func TestRolloutCanaryBatchesHalt(t *testing.T) {
 	if err != nil || again.Batch != nil {
 		t.Fatalf("web-1 re-run on B: %+v, %v", again, err)
 	}
-	if err := s.Release(ctx(t), again); err != nil {
+	if err := s.Release(testkit.Ctx(t), again); err != nil {
 		t.Fatal(err)
 	}
 	// A failure halts B (limit 1).
-	if err := s.MarkFailed(ctx(t), b, 3); err != nil {
+	if err := s.MarkFailed(testkit.Ctx(t), b, 3); err != nil {
 		t.Fatal(err)
 	}
 	r := rollout(t, s)
@@ -142,14 +143,14 @@ func TestRolloutCanaryBatchesHalt(t *testing.T) {
 		t.Fatalf("re-entry of the failed host: %+v, %v", re, err)
 	}
 	// web-2 of step 1 still succeeds; B stays halted.
-	if err := s.Release(ctx(t), a); err != nil {
+	if err := s.Release(testkit.Ctx(t), a); err != nil {
 		t.Fatal(err)
 	}
 	if r := rollout(t, s); !r.Halted() || r.Successes != 2 {
 		t.Fatalf("halted B after web-2's success: %+v", r)
 	}
 	// Resume: the schedule starts again at the canary.
-	if _, err := s.Steer(ctx(t), lock.SteerResume, "B"); err != nil {
+	if _, err := s.Steer(testkit.Ctx(t), lock.SteerResume, "B"); err != nil {
 		t.Fatal(err)
 	}
 	c2, err := mover(t, s, "web-4", "r4c", "B", 0)
@@ -168,7 +169,7 @@ func TestRolloutCanaryBatchesHalt(t *testing.T) {
 	if r.Revision != "C" || len(r.Past) != 1 || r.Past[0].Revision != "B" || r.Past[0].Completed {
 		t.Fatalf("after C: %+v", r)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // TestRolloutWaitersAreHandedTheNextStep: movers held back by the canary wait in line; the
@@ -191,8 +192,8 @@ func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
 			done <- got{slot, err}
 		}()
 	}
-	waitFor(t, func(snap *lock.Snapshot) bool { return len(snap.Queue) == 3 })
-	if err := s.Release(ctx(t), canary); err != nil {
+	waitQueue(t, s, 3)
+	if err := s.Release(testkit.Ctx(t), canary); err != nil {
 		t.Fatal(err)
 	}
 	var admitted []*lock.Slot
@@ -218,7 +219,7 @@ func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
 		t.Fatalf("web-1 on B behind a held-back mover: %v", err)
 	}
 	for _, slot := range append(admitted, again) {
-		if err := s.Release(ctx(t), slot); err != nil {
+		if err := s.Release(testkit.Ctx(t), slot); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -230,27 +231,27 @@ func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("step 2 not handed over")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // TestRolloutPolicyBakeAndPromote: a stored schedule and bake; promote opens the next step
 // at once, promote --full ends the schedule.
 func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	s := newSem(t, 10)
-	if _, err := s.SetPolicy(ctx(t), lock.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2}); err != nil {
+	if _, err := s.SetPolicy(testkit.Ctx(t), lock.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2}); err != nil {
 		t.Fatal(err)
 	}
 	canary, err := mover(t, s, "web-1", "r1", "B", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx(t), canary); err != nil {
+	if err := s.Release(testkit.Ctx(t), canary); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mover(t, s, "web-2", "r2", "B", 0); !errors.Is(err, lock.ErrHeldBack) || !strings.Contains(err.Error(), "bakes until") {
 		t.Fatalf("during the bake: %v, want ErrHeldBack saying it bakes", err)
 	}
-	if _, err := s.Steer(ctx(t), lock.SteerPromote, "B"); err != nil {
+	if _, err := s.Steer(testkit.Ctx(t), lock.SteerPromote, "B"); err != nil {
 		t.Fatal(err)
 	}
 	var held []*lock.Slot
@@ -265,7 +266,7 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 		t.Fatalf("fourth mover of step 1: %v", err)
 	}
 	// One failure of two allowed: not halted, and its place goes to another mover.
-	if err := s.MarkFailed(ctx(t), held[0], 1); err != nil {
+	if err := s.MarkFailed(testkit.Ctx(t), held[0], 1); err != nil {
 		t.Fatal(err)
 	}
 	if r := rollout(t, s); r.Halted() || r.Failures != 1 {
@@ -274,7 +275,7 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	if _, err := mover(t, s, "web-5", "r5b", "B", 0); err != nil {
 		t.Fatalf("the failed mover's place: %v", err)
 	}
-	if _, err := s.Steer(ctx(t), lock.SteerPromoteFull, "B"); err != nil {
+	if _, err := s.Steer(testkit.Ctx(t), lock.SteerPromoteFull, "B"); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range []string{"web-6", "web-7"} {
@@ -282,18 +283,18 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 			t.Fatalf("%s after promote --full: %v", h, err)
 		}
 	}
-	if _, err := s.Steer(ctx(t), lock.SteerResume, "B"); !errors.Is(err, lock.ErrSteer) {
+	if _, err := s.Steer(testkit.Ctx(t), lock.SteerResume, "B"); !errors.Is(err, lock.ErrSteer) {
 		t.Errorf("resume of a revision that is not halted: %v, want ErrSteer", err)
 	}
 	// Halted by hand after a failure: the movers are told it was an operator.
-	if _, err := s.Steer(ctx(t), lock.SteerHalt, "B"); err != nil {
+	if _, err := s.Steer(testkit.Ctx(t), lock.SteerHalt, "B"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mover(t, s, "web-8", "r8", "B", 0); !errors.Is(err, lock.ErrHalted) || !strings.Contains(err.Error(), "by an operator") {
 		t.Fatalf("after rollout halt: %v, want ErrHalted by an operator", err)
 	}
 	// Forgotten, B starts afresh at its canary (the record stays readable).
-	if _, err := s.Steer(ctx(t), lock.SteerForget, "B"); err != nil {
+	if _, err := s.Steer(testkit.Ctx(t), lock.SteerForget, "B"); err != nil {
 		t.Fatal(err)
 	}
 	if r := rollout(t, s); r.Revision != "" {
@@ -302,24 +303,7 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	if c, err := mover(t, s, "web-8", "r8b", "B", 0); err != nil || *c.Batch != 0 {
 		t.Fatalf("B after forget: %+v, %v", c, err)
 	}
-	checkInvariant(t)
-}
-
-func waitFor(t *testing.T, ok func(*lock.Snapshot) bool) {
-	t.Helper()
-	s := newSem(t, 10)
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		snap, err := s.Read(ctx(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok(snap) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("condition never met")
-		}
-	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // TestRolloutAfterAnotherTier: with after: staging/web, a revision starts in prod/web only
@@ -327,14 +311,14 @@ func waitFor(t *testing.T, ok func(*lock.Snapshot) bool) {
 // need not look again.
 func TestRolloutAfterAnotherTier(t *testing.T) {
 	newTier := func(name string) *lock.Semaphore {
-		s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: name, DefaultMax: 10, Sessions: consul(t).Session()})
+		s, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: name, DefaultMax: 10, Sessions: agent.Client(t).Session()})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
 	}
 	staging, prod := newTier("staging/web"), newTier("prod/web")
-	if _, err := prod.SetPolicy(ctx(t), lock.Policy{Failures: 1, After: "staging/web"}); err != nil {
+	if _, err := prod.SetPolicy(testkit.Ctx(t), lock.Policy{Failures: 1, After: "staging/web"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mover(t, prod, "prod-1", "p1", "B", 0); !errors.Is(err, lock.ErrHeldBack) || !strings.Contains(err.Error(), "has not completed in staging/web") {
@@ -347,7 +331,7 @@ func TestRolloutAfterAnotherTier(t *testing.T) {
 	if _, err := mover(t, prod, "prod-1", "p1b", "B", 0); !errors.Is(err, lock.ErrHeldBack) {
 		t.Fatalf("prod while staging's canary runs: %v", err)
 	}
-	if err := staging.Release(ctx(t), s1); err != nil {
+	if err := staging.Release(testkit.Ctx(t), s1); err != nil {
 		t.Fatal(err)
 	}
 	p1, err := mover(t, prod, "prod-1", "p1c", "B", 0)
@@ -372,8 +356,8 @@ func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
 		_, err := mover(t, s, "web-2", "r2", "B", time.Minute)
 		done <- err
 	}()
-	waitFor(t, func(snap *lock.Snapshot) bool { return len(snap.Queue) == 1 })
-	if err := s.MarkFailed(ctx(t), canary, 1); err != nil {
+	waitQueue(t, s, 1)
+	if err := s.MarkFailed(testkit.Ctx(t), canary, 1); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -384,7 +368,7 @@ func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting mover was not woken by the halt")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // TestRolloutRollbackIsNamed: a mover asking for a revision that a newer one superseded
@@ -396,14 +380,14 @@ func TestRolloutRollbackIsNamed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx(t), a); err != nil {
+	if err := s.Release(testkit.Ctx(t), a); err != nil {
 		t.Fatal(err)
 	}
 	b, err := mover(t, s, "web-1", "r2", "B", 0) // A completed: web-1 was the tier's only host
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx(t), b); err != nil {
+	if err := s.Release(testkit.Ctx(t), b); err != nil {
 		t.Fatal(err)
 	}
 	// web-2, never converged, still on A: a full rollout of A (it had completed), not a canary.
@@ -429,7 +413,7 @@ func TestRolloutNewRevisionWaitingIsWoken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx(t), c); err != nil {
+	if err := s.Release(testkit.Ctx(t), c); err != nil {
 		t.Fatal(err)
 	}
 	h, err := mover(t, s, "web-9", "r9", "A", 0) // A's step 1: fills the tier
@@ -444,9 +428,9 @@ func TestRolloutNewRevisionWaitingIsWoken(t *testing.T) {
 		}
 		done <- err
 	}()
-	waitFor(t, func(snap *lock.Snapshot) bool { return len(snap.Queue) == 1 })
+	waitQueue(t, s, 1)
 	start := time.Now()
-	if err := s.Release(ctx(t), h); err != nil {
+	if err := s.Release(testkit.Ctx(t), h); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -12,27 +12,28 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 )
 
 func TestAcquireRelease(t *testing.T) {
 	s := newSem(t, 1)
-	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	slot, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if slot.Attempts != 1 || slot.Reentered || slot.State != lock.StateRunning {
 		t.Errorf("slot = %+v, want a fresh running slot", slot)
 	}
-	snap, err := s.Read(ctx(t))
+	snap, err := s.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if snap.Current != 1 || snap.Holders["web-1"].RunID != "r1" || snap.MaxSet || snap.Max != 1 {
 		t.Errorf("after acquire: %+v", snap)
 	}
-	checkInvariant(t)
-	if err := s.Release(ctx(t), slot); err != nil {
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+	if err := s.Release(testkit.Ctx(t), slot); err != nil {
 		t.Fatal(err)
 	}
 	if got := values(t); len(got) != 2 || got["current"] != "0" || got["converged/web-1"] == "" {
@@ -41,7 +42,7 @@ func TestAcquireRelease(t *testing.T) {
 	// A second release (say, a retry whose first answer was lost) finds its own convergence
 	// record where the slot was: done, and nothing more is written.
 	before := dump(t)
-	if err := s.Release(ctx(t), slot); err != nil {
+	if err := s.Release(testkit.Ctx(t), slot); err != nil {
 		t.Errorf("second release: %v, want nil (released by this run)", err)
 	}
 	if after := dump(t); !maps.Equal(before, after) {
@@ -53,21 +54,21 @@ func TestAcquireRelease(t *testing.T) {
 // release of this run: ErrNotHeld, and nothing is written, even after the host converged before.
 func TestReleaseFreedByOthers(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	first, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx(t), first); err != nil {
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
-	slot, err := s.Acquire(ctx(t), req("web-1", "r2"))
+	slot, err := s.Acquire(testkit.Ctx(t), req("web-1", "r2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ForceRelease(ctx(t), "web-1", "r2"); err != nil {
+	if _, err := s.ForceRelease(testkit.Ctx(t), "web-1", "r2"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {
+	if err := s.Release(testkit.Ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {
 		t.Errorf("release of a slot an operator freed: %v, want ErrNotHeld", err)
 	}
 	if got := values(t)["converged/web-1"]; !strings.Contains(got, `"run_id":"r1"`) {
@@ -79,11 +80,11 @@ func TestReleaseFreedByOthers(t *testing.T) {
 // one is marked interrupted; another run's slot, or none, is left alone, so it can be repeated.
 func TestAbandon(t *testing.T) {
 	s := newSem(t, 2)
-	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1")); err != nil {
 		t.Fatal(err)
 	}
 	for range 2 {
-		if err := s.Abandon(ctx(t), "web-1", "r1"); err != nil {
+		if err := s.Abandon(testkit.Ctx(t), "web-1", "r1"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -91,42 +92,42 @@ func TestAbandon(t *testing.T) {
 		t.Errorf("after abandoning a fresh slot: %v, want only current=0 (no converged/ record)", got)
 	}
 
-	failed, err := s.Acquire(ctx(t), req("web-2", "r2"))
+	failed, err := s.Acquire(testkit.Ctx(t), req("web-2", "r2"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkFailed(ctx(t), failed, 1); err != nil {
+	if err := s.MarkFailed(testkit.Ctx(t), failed, 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire(ctx(t), req("web-2", "r3")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-2", "r3")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Abandon(ctx(t), "web-2", "r2"); err != nil { // an older run: not its slot
+	if err := s.Abandon(testkit.Ctx(t), "web-2", "r2"); err != nil { // an older run: not its slot
 		t.Fatal(err)
 	}
-	if err := s.Abandon(ctx(t), "web-2", "r3"); err != nil {
+	if err := s.Abandon(testkit.Ctx(t), "web-2", "r3"); err != nil {
 		t.Fatal(err)
 	}
-	snap, err := s.Read(ctx(t))
+	snap, err := s.Read(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if rec := snap.Holders["web-2"]; rec.RunID != "r3" || rec.State != lock.StateInterrupted || rec.Attempts != 2 || snap.Current != 1 {
 		t.Errorf("after abandoning a re-entered slot: %+v, current %d; want r3 interrupted, attempt 2, still held", rec, snap.Current)
 	}
-	checkInvariant(t)
-	if err := s.Abandon(ctx(t), "web 2", "r3"); !errors.Is(err, lock.ErrInvalidName) {
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+	if err := s.Abandon(testkit.Ctx(t), "web 2", "r3"); !errors.Is(err, lock.ErrInvalidName) {
 		t.Errorf("abandon with a bad holder name: %v, want ErrInvalidName", err)
 	}
 }
 
 func TestAcquireIsIdempotentPerRun(t *testing.T) {
 	s := newSem(t, 2)
-	a, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	a, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	b, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +141,7 @@ func TestAcquireIsIdempotentPerRun(t *testing.T) {
 
 func TestFullTierWaitsThenNoSlot(t *testing.T) {
 	s := newSem(t, 1)
-	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1")); err != nil {
 		t.Fatal(err)
 	}
 	before := dump(t)
@@ -149,7 +150,7 @@ func TestFullTierWaitsThenNoSlot(t *testing.T) {
 	waited := 0
 	r.Waiting = func(*lock.Snapshot) { waited++ }
 	start := time.Now()
-	_, err := s.Acquire(ctx(t), r)
+	_, err := s.Acquire(testkit.Ctx(t), r)
 	if !errors.Is(err, lock.ErrNoSlot) {
 		t.Fatalf("acquire on a full tier: %v, want ErrNoSlot", err)
 	}
@@ -166,7 +167,7 @@ func TestFullTierWaitsThenNoSlot(t *testing.T) {
 
 func TestWaiterGetsSlotWhenReleased(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	first, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,23 +175,18 @@ func TestWaiterGetsSlotWhenReleased(t *testing.T) {
 	go func() {
 		r := req("web-2", "r2")
 		r.WaitUntil = time.Now().Add(20 * time.Second)
-		_, err := s.Acquire(ctx(t), r)
+		_, err := s.Acquire(testkit.Ctx(t), r)
 		got <- err
 	}()
 	// Release once web-2 waits in line (its entry is there), not after a guessed sleep.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		snap, err := s.Read(ctx(t))
+	testkit.Eventually(t, "web-2 to join the queue", func() bool {
+		snap, err := s.Read(testkit.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(snap.Queue) == 1 && snap.Queue[0].Holder == "web-2" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("web-2 never joined the queue")
-		}
-	}
-	if err := s.Release(ctx(t), first); err != nil {
+		return len(snap.Queue) == 1 && snap.Queue[0].Holder == "web-2"
+	})
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -201,14 +197,14 @@ func TestWaiterGetsSlotWhenReleased(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("waiter not admitted after release")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestDisabledWritesNothing(t *testing.T) {
 	s := newSem(t, 1)
 	put(t, "max_concurrent", "0")
 	before := dump(t)
-	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrDisabled) {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrDisabled) {
 		t.Fatalf("acquire on a disabled tier: %v", err)
 	}
 	if after := dump(t); fmt.Sprint(after) != fmt.Sprint(before) {
@@ -218,22 +214,22 @@ func TestDisabledWritesNothing(t *testing.T) {
 
 func TestDefaultMaxZeroDisables(t *testing.T) {
 	s := newSem(t, 0)
-	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrDisabled) {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrDisabled) {
 		t.Fatalf("acquire with default max 0: %v", err)
 	}
 }
 
 func TestDisabledWinsOverReentry(t *testing.T) {
 	s := newSem(t, 1)
-	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	slot, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkFailed(ctx(t), slot, 1); err != nil {
+	if err := s.MarkFailed(testkit.Ctx(t), slot, 1); err != nil {
 		t.Fatal(err)
 	}
 	put(t, "max_concurrent", "0")
-	if _, err := s.Acquire(ctx(t), req("web-1", "r2")); !errors.Is(err, lock.ErrDisabled) {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-1", "r2")); !errors.Is(err, lock.ErrDisabled) {
 		t.Fatalf("re-entry into a disabled tier: %v", err)
 	}
 }
@@ -242,36 +238,36 @@ func TestUnlimited(t *testing.T) {
 	s := newSem(t, 1)
 	put(t, "max_concurrent", "-1")
 	for i := range 20 {
-		if _, err := s.Acquire(ctx(t), req(fmt.Sprintf("web-%d", i), "r")); err != nil {
+		if _, err := s.Acquire(testkit.Ctx(t), req(fmt.Sprintf("web-%d", i), "r")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if v := values(t); v["current"] != "20" {
 		t.Errorf("current = %q, want 20", v["current"])
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestFailedHoldsAndReentryReleases(t *testing.T) {
 	s := newSem(t, 1)
-	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	slot, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkFailed(ctx(t), slot, 3); err != nil {
+	if err := s.MarkFailed(testkit.Ctx(t), slot, 3); err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := s.Read(ctx(t))
+	snap, _ := s.Read(testkit.Ctx(t))
 	rec := snap.Holders["web-1"]
 	if rec.State != lock.StateFailed || rec.ExitCode == nil || *rec.ExitCode != 3 || snap.Current != 1 {
 		t.Fatalf("after failure: %+v current=%d", rec, snap.Current)
 	}
 	// Another host cannot get in: the failed slot is held.
 	r := req("web-2", "r2")
-	if _, err := s.Acquire(ctx(t), r); !errors.Is(err, lock.ErrNoSlot) {
+	if _, err := s.Acquire(testkit.Ctx(t), r); !errors.Is(err, lock.ErrNoSlot) {
 		t.Errorf("another holder got in past a failed slot: %v", err)
 	}
-	again, err := s.Acquire(ctx(t), req("web-1", "r3"))
+	again, err := s.Acquire(testkit.Ctx(t), req("web-1", "r3"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,43 +278,43 @@ func TestFailedHoldsAndReentryReleases(t *testing.T) {
 		t.Errorf("re-entry took a second slot: %v", v)
 	}
 	// The old run can no longer touch the slot.
-	if err := s.Release(ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {
+	if err := s.Release(testkit.Ctx(t), slot); !errors.Is(err, lock.ErrNotHeld) {
 		t.Errorf("stale run released the re-entered slot: %v", err)
 	}
-	if err := s.Release(ctx(t), again); err != nil {
+	if err := s.Release(testkit.Ctx(t), again); err != nil {
 		t.Fatal(err)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestInterruptedHolds(t *testing.T) {
 	s := newSem(t, 1)
-	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	slot, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.MarkInterrupted(ctx(t), slot, nil); err != nil {
+	if err := s.MarkInterrupted(testkit.Ctx(t), slot, nil); err != nil {
 		t.Fatal(err)
 	}
-	snap, _ := s.Read(ctx(t))
+	snap, _ := s.Read(testkit.Ctx(t))
 	if rec := snap.Holders["web-1"]; rec.State != lock.StateInterrupted || rec.ExitCode != nil {
 		t.Errorf("after interrupt: %+v", rec)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestReenterBareTimestamp(t *testing.T) {
 	s := newSem(t, 1)
 	put(t, "current", "1")
 	put(t, "running/web-1", "1700000000")
-	slot, err := s.Acquire(ctx(t), req("web-1", "r1"))
+	slot, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slot.Reentered || slot.Attempts != 2 {
 		t.Errorf("re-entry of a bare timestamp: %+v", slot)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestInvalidStoredValuesWriteNothing(t *testing.T) {
@@ -344,7 +340,7 @@ func TestInvalidStoredValuesWriteNothing(t *testing.T) {
 			}
 			s := newSem(t, 1)
 			before := dump(t)
-			_, err := s.Acquire(ctx(t), req("web-1", "r1"))
+			_, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1"))
 			if !errors.Is(err, lock.ErrInvalidConfig) {
 				t.Fatalf("acquire: %v, want ErrInvalidConfig", err)
 			}
@@ -360,13 +356,13 @@ func TestBadNames(t *testing.T) {
 		{"chef", "prod"}, {"chef", "prod/web/x"}, {"chef", "../web"}, {"chef", "prod/"},
 		{"chef", "prod/we b"}, {"ch ef", "prod/web"}, {"a//b", "prod/web"},
 	} {
-		if _, err := lock.New(consul(t).KV(), lock.Options{Prefix: tc.prefix, Tier: tc.tier}); !errors.Is(err, lock.ErrInvalidName) {
+		if _, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: tc.prefix, Tier: tc.tier}); !errors.Is(err, lock.ErrInvalidName) {
 			t.Errorf("New(prefix %q, tier %q): %v, want ErrInvalidName", tc.prefix, tc.tier, err)
 		}
 	}
 	s := newSem(t, 1)
 	for _, h := range []string{"", "..", "a/b", "web 1", "web\x00", "wéb"} {
-		if _, err := s.Acquire(ctx(t), req(h, "r")); !errors.Is(err, lock.ErrInvalidName) {
+		if _, err := s.Acquire(testkit.Ctx(t), req(h, "r")); !errors.Is(err, lock.ErrInvalidName) {
 			t.Errorf("acquire for holder %q: %v, want ErrInvalidName", h, err)
 		}
 	}
@@ -379,22 +375,22 @@ func TestForceReleaseAndRepair(t *testing.T) {
 	s := newSem(t, 3)
 	put(t, "running/old-box", "garbage from old tooling")
 	put(t, "current", "5")
-	snap, err := s.Repair(ctx(t))
+	snap, err := s.Repair(testkit.Ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if snap.Current != 5 {
 		t.Errorf("repair reported before=%d, want 5", snap.Current)
 	}
-	checkInvariant(t)
-	again, err := s.Repair(ctx(t))
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+	again, err := s.Repair(testkit.Ctx(t))
 	if err != nil || again.Drift() {
 		t.Errorf("second repair: %v drift=%v", err, again.Drift())
 	}
-	if _, err := s.ForceRelease(ctx(t), "old-box", ""); err != nil {
+	if _, err := s.ForceRelease(testkit.Ctx(t), "old-box", ""); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ForceRelease(ctx(t), "old-box", ""); !errors.Is(err, lock.ErrNotHeld) {
+	if _, err := s.ForceRelease(testkit.Ctx(t), "old-box", ""); !errors.Is(err, lock.ErrNotHeld) {
 		t.Errorf("second force release: %v, want ErrNotHeld", err)
 	}
 	if v := values(t); v["current"] != "0" || len(v) != 1 {
@@ -407,14 +403,14 @@ func TestDriftNeverAdmitsMoreThanMax(t *testing.T) {
 	// current says 0 but two holders have keys (older tooling): the tier is full.
 	put(t, "running/a", "1700000000")
 	put(t, "running/b", "1700000000")
-	if _, err := s.Acquire(ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrNoSlot) {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-1", "r1")); !errors.Is(err, lock.ErrNoSlot) {
 		t.Fatalf("acquire on a drifted full tier: %v", err)
 	}
 	// A write heals the counter: b's release leaves current = 1 = running keys.
-	if _, err := s.ForceRelease(ctx(t), "b", ""); err != nil {
+	if _, err := s.ForceRelease(testkit.Ctx(t), "b", ""); err != nil {
 		t.Fatal(err)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestConcurrentAcquirersNeverExceedMax(t *testing.T) {
@@ -428,7 +424,7 @@ func TestConcurrentAcquirersNeverExceedMax(t *testing.T) {
 			defer wg.Done()
 			r := req(fmt.Sprintf("web-%d", i), fmt.Sprintf("r%d", i))
 			r.WaitUntil = time.Now().Add(60 * time.Second)
-			slot, err := s.Acquire(ctx(t), r)
+			slot, err := s.Acquire(testkit.Ctx(t), r)
 			if err != nil {
 				t.Errorf("host %d: %v", i, err)
 				return
@@ -442,7 +438,7 @@ func TestConcurrentAcquirersNeverExceedMax(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 			running.Add(-1)
-			if err := s.Release(ctx(t), slot); err != nil {
+			if err := s.Release(testkit.Ctx(t), slot); err != nil {
 				t.Errorf("host %d release: %v", i, err)
 			}
 		}()
@@ -451,25 +447,25 @@ func TestConcurrentAcquirersNeverExceedMax(t *testing.T) {
 	if p := peak.Load(); p > max || p < 2 {
 		t.Errorf("peak concurrency %d, want 2..%d", p, max)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestReadAll(t *testing.T) {
 	for _, tr := range []string{"prod/web", "prod/db", "stage/web"} {
-		s, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tr, DefaultMax: 1})
+		s, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tr, DefaultMax: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Acquire(ctx(t), req("host-"+strings.ReplaceAll(tr, "/", "-"), "r")); err != nil {
+		if _, err := s.Acquire(testkit.Ctx(t), req("host-"+strings.ReplaceAll(tr, "/", "-"), "r")); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Keys outside any tier's layout are ignored.
 	put(t, "notes/readme", "x")
-	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/stray", Value: []byte("x")}, nil); err != nil {
+	if _, err := agent.Client(t).KV().Put(&api.KVPair{Key: testkit.Prefix(t) + "/stray", Value: []byte("x")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	snaps, err := lock.ReadAll(ctx(t), consul(t).KV(), lock.Options{Prefix: prefix(t), DefaultMax: 1})
+	snaps, err := lock.ReadAll(testkit.Ctx(t), agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), DefaultMax: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -486,20 +482,20 @@ func TestReadAll(t *testing.T) {
 // free the fresh slot a new run of the holder took in between.
 func TestForceReleaseIsPinnedToTheRun(t *testing.T) {
 	s := newSem(t, 3)
-	if _, err := s.Acquire(ctx(t), req("web-3", "r1")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-3", "r1")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ForceRelease(ctx(t), "web-3", "r1"); err != nil {
+	if _, err := s.ForceRelease(testkit.Ctx(t), "web-3", "r1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Acquire(ctx(t), req("web-3", "r2")); err != nil {
+	if _, err := s.Acquire(testkit.Ctx(t), req("web-3", "r2")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ForceRelease(ctx(t), "web-3", "r1"); !errors.Is(err, lock.ErrNotHeld) {
+	if _, err := s.ForceRelease(testkit.Ctx(t), "web-3", "r1"); !errors.Is(err, lock.ErrNotHeld) {
 		t.Errorf("release of run r1 again, with r2 holding: %v, want ErrNotHeld", err)
 	}
 	if v := values(t); v["current"] != "1" || v["running/web-3"] == "" {
 		t.Errorf("r2's slot was freed: %v", v)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }

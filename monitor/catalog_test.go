@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -19,21 +20,27 @@ func register(t *testing.T, node, status string) {
 	if status != "" {
 		reg.Check = &api.AgentCheck{Node: node, CheckID: "serfHealth", Name: "Serf Health Status", Status: status}
 	}
-	if _, err := consul(t).Catalog().Register(reg, nil); err != nil {
+	if _, err := agent.Client(t).Catalog().Register(reg, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func deregister(t *testing.T, node string) {
 	t.Helper()
-	if _, err := consul(t).Catalog().Deregister(&api.CatalogDeregistration{Node: node}, nil); err != nil {
+	if _, err := agent.Client(t).Catalog().Deregister(&api.CatalogDeregistration{Node: node}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
 
+// testNode names a catalog node of the test's own: the agent's catalog is shared by the
+// package's tests, and a node name takes no _.
+func testNode(t *testing.T, kind string) string {
+	return kind + "-" + strings.ReplaceAll(strings.TrimPrefix(testkit.Prefix(t), "test/"), "_", "-")
+}
+
 func agentNode(t *testing.T) string {
 	t.Helper()
-	n, err := consul(t).Agent().NodeName()
+	n, err := agent.Client(t).Agent().NodeName()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +49,7 @@ func agentNode(t *testing.T) string {
 
 func reapCatalog(t *testing.T, r *monitor.Reaper, grace time.Duration, dry bool) monitor.CatalogResult {
 	t.Helper()
-	res, err := r.ReapCatalog(ctx(t), consul(t).Catalog(), consul(t).Health(), monitor.CatalogOptions{Grace: grace, DryRun: dry})
+	res, err := r.ReapCatalog(testkit.Ctx(t), agent.Client(t).Catalog(), agent.Client(t).Health(), monitor.CatalogOptions{Grace: grace, DryRun: dry})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +73,7 @@ func verdict(res monitor.CatalogResult, node string) string {
 // (measured with an injected clock from when the reaper first saw it missing), and loses them
 // after, in every tier; a healthy node's slot and a slot that recorded no node stay.
 func TestReapCatalogFreesNodesThatLeftPastTheGrace(t *testing.T) {
-	gone, healthy := "left-"+unsafe.ReplaceAllString(t.Name(), "-"), agentNode(t)
+	gone, healthy := testNode(t, "left"), agentNode(t)
 	register(t, gone, "")
 	take(t,
 		slot{"prod/web", "web-7", "", gone},
@@ -123,7 +130,7 @@ func TestReapCatalogFreesNodesThatLeftPastTheGrace(t *testing.T) {
 
 // A node that comes back into the catalog within the grace is forgotten, and keeps its slot.
 func TestReapCatalogForgetsNodesThatCameBack(t *testing.T) {
-	node := "back-" + unsafe.ReplaceAllString(t.Name(), "-")
+	node := testNode(t, "back")
 	take(t, slot{"prod/web", "web-7", "", node})
 	t0 := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
 	now := t0
@@ -216,7 +223,7 @@ func retryIfReaped(t *testing.T, scenario func(t *testing.T, node string) []stri
 		var errs []string
 		reaped := false
 		t.Run(fmt.Sprint("attempt-", attempt), func(t *testing.T) {
-			node := "sick-" + unsafe.ReplaceAllString(t.Name(), "-")
+			node := testNode(t, "sick")
 			register(t, node, api.HealthCritical)
 			created := createIndex(t, node)
 			errs = scenario(t, node)
@@ -237,7 +244,7 @@ func retryIfReaped(t *testing.T, scenario func(t *testing.T, node string) []stri
 // createIndex is the node's catalog CreateIndex, 0 if it is not registered.
 func createIndex(t *testing.T, node string) uint64 {
 	t.Helper()
-	n, _, err := consul(t).Catalog().Node(node, &api.QueryOptions{RequireConsistent: true})
+	n, _, err := agent.Client(t).Catalog().Node(node, &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +257,7 @@ func createIndex(t *testing.T, node string) uint64 {
 // criticalSince reads what the catalog reaper remembers.
 func criticalSince(t *testing.T) map[string]time.Time {
 	t.Helper()
-	p, _, err := consul(t).KV().Get(prefix(t)+"/_reaper/critical_since", &api.QueryOptions{RequireConsistent: true})
+	p, _, err := agent.Client(t).KV().Get(testkit.Prefix(t)+"/_reaper/critical_since", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,16 +1,13 @@
 package monitor_test
 
 import (
-	"context"
 	"os"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
@@ -26,22 +23,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// consul is the package agent's client.
-func consul(t testing.TB) *api.Client {
-	t.Helper()
-	return agent.Client(t)
-}
-
-var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-func prefix(t *testing.T) string { return "test/" + unsafe.ReplaceAllString(t.Name(), "_") }
-
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return c
-}
-
 // slot is one slot to take for a test.
 type slot struct{ tier, holder, instance, node string }
 
@@ -49,11 +30,11 @@ type slot struct{ tier, holder, instance, node string }
 func take(t *testing.T, slots ...slot) {
 	t.Helper()
 	for _, s := range slots {
-		sem, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: s.tier, DefaultMax: -1})
+		sem, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: s.tier, DefaultMax: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = sem.Acquire(ctx(t), lock.Request{Record: lock.Record{
+		_, err = sem.Acquire(testkit.Ctx(t), lock.Request{Record: lock.Record{
 			Holder: s.holder, RunID: "run-" + s.holder, InstanceID: s.instance, Node: s.node, Command: "chef-client",
 		}})
 		if err != nil {
@@ -65,15 +46,13 @@ func take(t *testing.T, slots ...slot) {
 // held lists the test's slots as tier:holder, sorted, and checks every tier's invariant.
 func held(t *testing.T) []string {
 	t.Helper()
-	snaps, err := lock.ReadAll(ctx(t), consul(t).KV(), lock.Options{Prefix: prefix(t)})
+	snaps, err := lock.ReadAll(testkit.Ctx(t), agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 	var out []string
 	for _, s := range snaps {
-		if s.Drift() {
-			t.Errorf("invariant broken in %s: current %d, %d holders", s.Tier, s.Current, len(s.Holders))
-		}
 		for _, h := range s.Unreadable() {
 			out = append(out, s.Tier+":"+h)
 		}
@@ -95,7 +74,7 @@ func freedList(freed []monitor.Freed) string {
 
 func newReaper(t *testing.T, now func() time.Time) *monitor.Reaper {
 	t.Helper()
-	r, err := monitor.NewReaper(consul(t).KV(), monitor.Options{Prefix: prefix(t), Now: now})
+	r, err := monitor.NewReaper(agent.Client(t).KV(), monitor.Options{Prefix: testkit.Prefix(t), Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

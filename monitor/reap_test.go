@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -28,7 +29,7 @@ func TestReapByInstanceAcrossTiers(t *testing.T) {
 	)
 	r := newReaper(t, nil)
 
-	found, err := r.Find(ctx(t), monitor.ByInstance("i-0dead"))
+	found, err := r.Find(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestReapByInstanceAcrossTiers(t *testing.T) {
 		t.Errorf("find wrote: %d slots left, want 7", n)
 	}
 
-	freed, err := r.Reap(ctx(t), monitor.ByInstance("i-0dead"))
+	freed, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +52,7 @@ func TestReapByInstanceAcrossTiers(t *testing.T) {
 		t.Errorf("left: %s\nwant %s", got, want)
 	}
 
-	again, err := r.Reap(ctx(t), monitor.ByInstance("i-0dead"))
+	again, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
 	if err != nil || len(again) != 0 {
 		t.Errorf("repeated reap: %v, %v", freedList(again), err)
 	}
@@ -61,19 +62,19 @@ func TestReapByInstanceAcrossTiers(t *testing.T) {
 func TestReapByHolderIncludesUnreadableSlots(t *testing.T) {
 	take(t, slot{"prod/web", "web-3", "i-1", ""}, slot{"prod/web", "web-4", "i-2", ""})
 	for _, kv := range []*api.KVPair{
-		{Key: prefix(t) + "/prod/db/running/web-3", Value: []byte("garbage")},
-		{Key: prefix(t) + "/prod/db/current", Value: []byte("1")},
+		{Key: testkit.Prefix(t) + "/prod/db/running/web-3", Value: []byte("garbage")},
+		{Key: testkit.Prefix(t) + "/prod/db/current", Value: []byte("1")},
 	} {
-		if _, err := consul(t).KV().Put(kv, nil); err != nil {
+		if _, err := agent.Client(t).KV().Put(kv, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r := newReaper(t, nil)
-	found, err := r.Find(ctx(t), monitor.ByHolder("web-3"))
+	found, err := r.Find(testkit.Ctx(t), monitor.ByHolder("web-3"))
 	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" {
 		t.Errorf("find: %s, %v", freedList(found), err)
 	}
-	freed, err := r.Reap(ctx(t), monitor.ByHolder("web-3"))
+	freed, err := r.Reap(testkit.Ctx(t), monitor.ByHolder("web-3"))
 	if err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" {
 		t.Errorf("reap: %s, %v", freedList(freed), err)
 	}
@@ -83,14 +84,14 @@ func TestReapByHolderIncludesUnreadableSlots(t *testing.T) {
 }
 
 func TestReapNothingUnderAnEmptyPrefix(t *testing.T) {
-	freed, err := newReaper(t, nil).Reap(ctx(t), monitor.ByInstance("i-0abc"))
+	freed, err := newReaper(t, nil).Reap(testkit.Ctx(t), monitor.ByInstance("i-0abc"))
 	if err != nil || len(freed) != 0 {
 		t.Errorf("reap: %v, %v", freed, err)
 	}
 }
 
 func TestNewReaperRefusesABadPrefix(t *testing.T) {
-	if _, err := monitor.NewReaper(consul(t).KV(), monitor.Options{Prefix: "chef/../x"}); err == nil ||
+	if _, err := monitor.NewReaper(agent.Client(t).KV(), monitor.Options{Prefix: "chef/../x"}); err == nil ||
 		!strings.Contains(err.Error(), `".."`) {
 		t.Errorf("err = %v, want one naming the bad element", err)
 	}
@@ -100,14 +101,14 @@ func TestNewReaperRefusesABadPrefix(t *testing.T) {
 // is found and removed with its slots.
 func TestReapRemovesQueueEntries(t *testing.T) {
 	take(t, slot{"prod/web", "web-3", "i-0dead", ""})
-	full, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: consul(t).Session()})
+	full, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: "prod/db", DefaultMax: 1, Sessions: agent.Client(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := full.Acquire(ctx(t), lock.Request{Record: lock.Record{Holder: "db-1", RunID: "r-db"}}); err != nil {
+	if _, err := full.Acquire(testkit.Ctx(t), lock.Request{Record: lock.Record{Holder: "db-1", RunID: "r-db"}}); err != nil {
 		t.Fatal(err)
 	}
-	waiting, stop := context.WithCancel(ctx(t))
+	waiting, stop := context.WithCancel(testkit.Ctx(t))
 	done := make(chan error, 1)
 	go func() {
 		_, err := full.Acquire(waiting, lock.Request{
@@ -117,25 +118,20 @@ func TestReapRemovesQueueEntries(t *testing.T) {
 		done <- err
 	}()
 	defer func() { stop(); <-done }()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		snap, err := full.Read(ctx(t))
+	testkit.Eventually(t, "web-3 to queue", func() bool {
+		snap, err := full.Read(testkit.Ctx(t))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(snap.Queue) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("web-3 never queued")
-		}
-	}
+		return len(snap.Queue) == 1
+	})
 
 	r := newReaper(t, nil)
-	found, err := r.Find(ctx(t), monitor.ByInstance("i-0dead"))
+	found, err := r.Find(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
 	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" || !found[0].Queued || found[1].Queued {
 		t.Fatalf("find: %+v, %v", found, err)
 	}
-	freed, err := r.Reap(ctx(t), monitor.ByInstance("i-0dead"))
+	freed, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
 	if err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" || !freed[0].Queued || freed[0].RunID != "r-wait" {
 		t.Fatalf("reap: %+v, %v", freed, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
@@ -68,7 +69,7 @@ func TestKilledAtEachStep(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the step to kill at", func() bool { return st.kill(holder, rec, faulted.Load()) })
+			testkit.Eventually(t, "the step to kill at", func() bool { return st.kill(holder, rec, faulted.Load()) })
 			_ = cmd.Process.Kill()
 			crashes.Add(1)
 			// What is left of the command goes too, as systemd stops the unit's cgroup (it
@@ -130,7 +131,7 @@ func TestConsulServerRestart(t *testing.T) {
 				}
 				return o
 			}, func() {
-				waitFor(t, "the command to start", func() bool { return len(rec.lines(t)) > before })
+				testkit.Eventually(t, "the command to start", func() bool { return len(rec.lines(t)) > before })
 			}
 	}
 	up := func() {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
@@ -119,7 +120,7 @@ func TestLeaderLoss(t *testing.T) {
 		t.Errorf("%d commands started in %d runs", total, runs.Load())
 	}
 	s := tierOf(t, admin)
-	waitFor(t, "the queue to empty", func() bool { return len(tierOf(t, admin).Queue) == 0 })
+	testkit.Eventually(t, "the queue to empty", func() bool { return len(tierOf(t, admin).Queue) == 0 })
 	if s.RunningKeys != 0 || s.Current != 0 {
 		t.Errorf("left behind: current %d, %d slots", s.Current, s.RunningKeys)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
 )
@@ -220,12 +221,10 @@ func checkTiers(t *testing.T, c *api.Client) []*lock.Snapshot {
 	var snaps []*lock.Snapshot
 	var err error
 	// The agent may be between leaders (or restarting): ask again for a while.
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		if snaps, err = lock.ReadAll(context.Background(), c.KV(), lock.Options{}); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
+	if !testkit.Poll(testkit.Wait, func() bool {
+		snaps, err = lock.ReadAll(context.Background(), c.KV(), lock.Options{})
+		return err == nil
+	}) {
 		t.Fatalf("read the tiers: %v", err)
 	}
 	for _, s := range snaps {
@@ -248,18 +247,6 @@ func tierOf(t *testing.T, c *api.Client) *lock.Snapshot {
 		}
 	}
 	return &lock.Snapshot{Tier: tier, Holders: map[string]lock.Record{}}
-}
-
-// waitFor polls cond until it holds, for up to a minute.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // peak is the most commands that ran at once, by the recorder's order.

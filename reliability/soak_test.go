@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
@@ -230,7 +231,7 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 
 	// The checks.
 	after := tierOf(t, c)
-	waitFor(t, "the queue to empty", func() bool { return len(tierOf(t, c).Queue) == 0 })
+	testkit.Eventually(t, "the queue to empty", func() bool { return len(tierOf(t, c).Queue) == 0 })
 	lines := s.rec.lines(t)[recFrom:]
 	starts, noslot := map[string]int{}, map[string]string{}
 	running, peak := 0, 0

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/retry"
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/runner"
@@ -28,13 +28,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
 // tierOf is a semaphore for prod/web under the test's own prefix, with max_concurrent max.
 func tierOf(t *testing.T, max string) (*lock.Semaphore, *api.KV, string) {
 	t.Helper()
 	client := agent.Client(t)
-	prefix := "test/" + unsafe.ReplaceAllString(t.Name(), "_")
+	prefix := testkit.Prefix(t)
 	if _, err := client.KV().Put(&api.KVPair{Key: prefix + "/prod/web/max_concurrent", Value: []byte(max)}, nil); err != nil {
 		t.Fatal(err)
 	}

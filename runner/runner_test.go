@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/runner"
 )
 
@@ -138,18 +139,15 @@ func TestContextCancelStops(t *testing.T) {
 	}
 }
 
+// waitFile waits until path has content. It runs beside the test, so it reports with Errorf.
 func waitFile(t *testing.T, path string) {
-	for range 200 {
-		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.Poll(testkit.Wait, func() bool { b, err := os.ReadFile(path); return err == nil && len(b) > 0 }) {
+		t.Errorf("%s never appeared", path)
 	}
-	t.Errorf("%s never appeared", path)
 }
 
-// assertGone checks that the pid in file is no longer running.
-// waitExec waits until the process whose pid is in file runs the program name.
+// waitExec waits until the process whose pid is in file runs the program name. It runs beside
+// the test, so it reports with Errorf.
 func waitExec(t *testing.T, file, name string) {
 	b, err := os.ReadFile(file)
 	if err != nil {
@@ -157,15 +155,16 @@ func waitExec(t *testing.T, file, name string) {
 		return
 	}
 	pid := strings.TrimSpace(string(b))
-	for range 200 {
-		if comm, err := os.ReadFile("/proc/" + pid + "/comm"); err == nil && strings.TrimSpace(string(comm)) == name {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.Poll(testkit.Wait, func() bool {
+		comm, err := os.ReadFile("/proc/" + pid + "/comm")
+		return err == nil && strings.TrimSpace(string(comm)) == name
+	}) {
+		t.Errorf("process %s never ran %s", pid, name)
 	}
-	t.Errorf("process %s never ran %s", pid, name)
 }
 
+// assertGone checks that the pid in file is no longer running, within 2s: the child is a
+// `sleep 30`, so a longer wait would see it end by itself.
 func assertGone(t *testing.T, file string) {
 	t.Helper()
 	b, err := os.ReadFile(file)
@@ -176,13 +175,9 @@ func assertGone(t *testing.T, file string) {
 	if _, err := fmt.Sscan(strings.TrimSpace(string(b)), &pid); err != nil {
 		t.Fatal(err)
 	}
-	for range 100 {
-		if syscall.Kill(pid, 0) != nil || zombie(pid) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testkit.Poll(2*time.Second, func() bool { return syscall.Kill(pid, 0) != nil || zombie(pid) }) {
+		t.Errorf("child %d of the command survived", pid)
 	}
-	t.Errorf("child %d of the command survived", pid)
 }
 
 // zombie reports whether pid has died but not been reaped: once its parent (the command's

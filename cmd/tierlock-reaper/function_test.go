@@ -9,11 +9,13 @@ import (
 	"testing"
 
 	"github.com/aws/aws-lambda-go/lambdacontext"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 func invoke(t *testing.T, f *Function, requestID string, payload []byte) (result, error) {
 	t.Helper()
-	c := lambdacontext.NewContext(ctx(t), &lambdacontext.LambdaContext{AwsRequestID: requestID})
+	c := lambdacontext.NewContext(testkit.Ctx(t), &lambdacontext.LambdaContext{AwsRequestID: requestID})
 	out, err := f.Invoke(c, payload)
 	if err != nil {
 		return result{}, err

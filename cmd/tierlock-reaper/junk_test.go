@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -79,7 +80,7 @@ func putJunk(t *testing.T, budget int64) {
 	keys = append(keys, junkKey{"junk/values/current", []byte(strconv.Itoa(running))})
 
 	start := time.Now()
-	kv := consul(t).KV()
+	kv := agents.Client(t).KV()
 	work := make(chan junkKey)
 	var wg sync.WaitGroup
 	for range 4 {
@@ -87,7 +88,7 @@ func putJunk(t *testing.T, budget int64) {
 		go func() {
 			defer wg.Done()
 			for k := range work {
-				if _, err := kv.Put(&api.KVPair{Key: prefix(t) + "/" + k.key, Value: k.value}, nil); err != nil {
+				if _, err := kv.Put(&api.KVPair{Key: testkit.Prefix(t) + "/" + k.key, Value: k.value}, nil); err != nil {
 					t.Errorf("put %.80s: %v", k.key, err)
 				}
 			}
@@ -114,11 +115,11 @@ func heldIn(t *testing.T) map[string][]string {
 	t.Helper()
 	out := map[string][]string{}
 	for _, tr := range tiers {
-		sem, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tr, RequestTimeout: time.Minute})
+		sem, err := lock.New(agents.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tr, RequestTimeout: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, err := sem.Read(ctx(t))
+		s, err := sem.Read(testkit.Ctx(t))
 		if err != nil {
 			t.Fatalf("read %s: %.500v", tr, err)
 		}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,10 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/hashicorp/consul/api"
-
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
@@ -45,12 +42,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// consul is the package agent's client.
-func consul(t testing.TB) *api.Client {
-	t.Helper()
-	return agents.Client(t)
-}
-
 // recordingProxy is the proxy in front of the package's agent that records the tokens it is
 // sent, started on first use.
 func recordingProxy(t testing.TB) *faultproxy.Proxy {
@@ -68,16 +59,6 @@ func recordingProxy(t testing.TB) *faultproxy.Proxy {
 		})
 	}
 	return proxy
-}
-
-var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-func prefix(t *testing.T) string { return "test/" + unsafe.ReplaceAllString(t.Name(), "_") }
-
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	t.Cleanup(cancel)
-	return c
 }
 
 // The instances of the fixtures.
@@ -108,18 +89,18 @@ func holderOf(instance string) string { return "host-" + instance[len(instance)-
 func takeSlots(t *testing.T, instances ...string) {
 	t.Helper()
 	for _, tr := range tiers {
-		sem, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tr, DefaultMax: -1})
+		sem, err := lock.New(agents.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tr, DefaultMax: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, inst := range instances {
-			slot, err := sem.Acquire(ctx(t), lock.Request{Record: lock.Record{
+			slot, err := sem.Acquire(testkit.Ctx(t), lock.Request{Record: lock.Record{
 				Holder: holderOf(inst), InstanceID: inst, RunID: "run-" + inst, Command: "chef-client",
 			}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := sem.MarkFailed(ctx(t), slot, 1); err != nil {
+			if err := sem.MarkFailed(testkit.Ctx(t), slot, 1); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -130,15 +111,13 @@ func takeSlots(t *testing.T, instances ...string) {
 // invariant.
 func heldBy(t *testing.T) map[string][]string {
 	t.Helper()
-	snaps, err := lock.ReadAll(ctx(t), consul(t).KV(), lock.Options{Prefix: prefix(t)})
+	snaps, err := lock.ReadAll(testkit.Ctx(t), agents.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 	out := map[string][]string{}
 	for _, s := range snaps {
-		if s.Drift() {
-			t.Errorf("invariant broken in %s: current %d, %d holders", s.Tier, s.Current, len(s.Holders))
-		}
 		for _, rec := range s.Holders {
 			out[rec.InstanceID] = append(out[rec.InstanceID], s.Tier)
 		}
@@ -152,7 +131,7 @@ func heldBy(t *testing.T) map[string][]string {
 // dump is every key of the test's prefix with value and ModifyIndex, to show nothing changed.
 func dump(t *testing.T) string {
 	t.Helper()
-	d, err := consulagent.Dump(consul(t), prefix(t)+"/")
+	d, err := consulagent.Dump(agents.Client(t), testkit.Prefix(t)+"/")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +249,7 @@ func env(t *testing.T, aws *fakeAWS) map[string]string {
 		"AWS_CONFIG_FILE":                   "/nonexistent/aws/config",
 		"AWS_SHARED_CREDENTIALS_FILE":       "/nonexistent/aws/credentials",
 		"CONSUL_HTTP_ADDR":                  recordingProxy(t).Addr,
-		"TIERLOCK_PREFIX":                   prefix(t),
+		"TIERLOCK_PREFIX":                   testkit.Prefix(t),
 		"TIERLOCK_CONSUL_TOKEN_PARAMETER":   aws.parameter,
 		"TIERLOCK_LOG_LEVEL":                "info",
 		"TIERLOCK_LIFECYCLE_HOOK_NAMES":     ourHook,

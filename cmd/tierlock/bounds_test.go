@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
@@ -76,7 +77,7 @@ func TestFaultEachKindContinuously(t *testing.T) {
 // the wall time and the outcome, and returns the kinds of the requests made.
 func runContinuous(t *testing.T, sc faultScenario, kind string, f int) []string {
 	for k, v := range sc.keys {
-		if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
+		if _, err := agents.Client(t).KV().Put(&api.KVPair{Key: testkit.Prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -224,7 +225,7 @@ func TestReleaseFailingForGood(t *testing.T) {
 			if rec, ok := getRecord(t, "web-1"); !ok || rec.State != "running" {
 				t.Errorf("web-1: %+v (present %v), want its slot held", rec, ok)
 			}
-			checkInvariant(t)
+			testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 		})
 	}
 }

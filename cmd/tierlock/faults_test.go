@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
@@ -60,7 +61,7 @@ func failedRecord(holder, instance, runID string) string {
 // while it runs, "NOSLOT" if not, then exits with code. It asks Consul directly, not through
 // the proxy.
 func heldCommand(t *testing.T, m string, code int) []string {
-	key := prefix(t) + "/" + tier + "/running/web-1"
+	key := testkit.Prefix(t) + "/" + tier + "/running/web-1"
 	return []string{"sh", "-c", `if "$0" kv get -http-addr="$1" "$2" >/dev/null 2>&1; then echo held >> "$3"; else echo NOSLOT >> "$3"; fi; exit "$4"`,
 		consulagent.Need(t), agentAddr(t), key, m, fmt.Sprint(code)}
 }
@@ -115,7 +116,7 @@ func rolloutOf(t *testing.T) (r struct {
 	Failures                             int
 }) {
 	t.Helper()
-	p, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/rollout", &api.QueryOptions{RequireConsistent: true})
+	p, _, err := agents.Client(t).KV().Get(testkit.Prefix(t)+"/"+tier+"/rollout", &api.QueryOptions{RequireConsistent: true})
 	if err != nil || p == nil {
 		t.Fatalf("no rollout record: %v", err)
 	}
@@ -182,17 +183,17 @@ var faultScenarios = []faultScenario{{
 	args: runScenario(0, "--wait", "10s"),
 	// Once web-1 queues, web-9's slot is freed (as an operator would), so web-1 moves up.
 	during: func(t *testing.T, done <-chan struct{}) {
-		base := prefix(t) + "/" + tier + "/"
+		base := testkit.Prefix(t) + "/" + tier + "/"
 		for {
 			select {
 			case <-done:
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if p, _, err := consul(t).KV().Get(base+"queue/web-1", nil); err != nil || p == nil {
+			if p, _, err := agents.Client(t).KV().Get(base+"queue/web-1", nil); err != nil || p == nil {
 				continue
 			}
-			ok, _, _, err := consul(t).KV().Txn(api.KVTxnOps{
+			ok, _, _, err := agents.Client(t).KV().Txn(api.KVTxnOps{
 				{Verb: api.KVDelete, Key: base + "running/web-9"},
 				{Verb: api.KVSet, Key: base + "current", Value: []byte("0")},
 			}, nil)
@@ -286,7 +287,7 @@ func TestFaultEveryRequest(t *testing.T) {
 // the invariant, and returns the requests the command made.
 func runFaulted(t *testing.T, sc faultScenario, n, f int) []string {
 	for k, v := range sc.keys {
-		if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
+		if _, err := agents.Client(t).KV().Put(&api.KVPair{Key: testkit.Prefix(t) + "/" + k, Value: []byte(v)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -338,7 +339,7 @@ func runFaulted(t *testing.T, sc faultScenario, n, f int) []string {
 	if after := dumpKey(t, "running/web-9"); sc.name != "run waits in the queue" && after != bystanderBefore {
 		t.Errorf("the bystander's slot changed: %q -> %q", bystanderBefore, after)
 	}
-	waitFor(t, "queue entries to go", func() bool { return !strings.Contains(dump(t), "/queue/") })
+	testkit.Eventually(t, "queue entries to go", func() bool { return !strings.Contains(dump(t), "/queue/") })
 	if t.Failed() {
 		t.Logf("stdout: %s\nstderr: %s", r.stdout, r.stderr)
 	}
@@ -350,7 +351,7 @@ func runFaulted(t *testing.T, sc faultScenario, n, f int) []string {
 func TestReleaseResentAfterLostAnswer(t *testing.T) {
 	put(t, "current", "1")
 	put(t, "running/web-3", failedRecord("web-3", "i-0abc", "aaaa0003"))
-	sem, err := lock.New(consul(t).KV(), lock.Options{Prefix: prefix(t), Tier: tier, DefaultMax: 5})
+	sem, err := lock.New(agents.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,5 +388,5 @@ func TestReleaseResentAfterLostAnswer(t *testing.T) {
 	if !strings.Contains(r.stdout, "released web-3") {
 		t.Errorf("stdout %q, want the release reported", r.stdout)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }

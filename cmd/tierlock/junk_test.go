@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // A key with a 600 KB name under one tier's converged/ (where a host of that tier may write):
@@ -15,8 +17,8 @@ import (
 func TestJunkNameInOneTier(t *testing.T) {
 	failRun(t, "db/main", "db-1", "i-0dead")
 	put(t, "max_concurrent", "2") // prod/web, where the junk goes
-	huge := prefix(t) + "/prod/web/converged/" + strings.Repeat("x", 600<<10)
-	if _, err := consul(t).KV().Put(&api.KVPair{Key: huge, Value: []byte("{}")}, nil); err != nil {
+	huge := testkit.Prefix(t) + "/prod/web/converged/" + strings.Repeat("x", 600<<10)
+	if _, err := agents.Client(t).KV().Put(&api.KVPair{Key: huge, Value: []byte("{}")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	cut := huge[:77] + "..."
@@ -37,7 +39,7 @@ func TestJunkNameInOneTier(t *testing.T) {
 
 	r = tl(t, "status")
 	wantCode(t, r, 0)
-	if !strings.Contains(r.stdout, "prod/web WARNING: 1 key under "+prefix(t)+"/prod/web/ with names longer than any tierlock key can have") ||
+	if !strings.Contains(r.stdout, "prod/web WARNING: 1 key under "+testkit.Prefix(t)+"/prod/web/ with names longer than any tierlock key can have") ||
 		!strings.Contains(r.stdout, cut) || !strings.Contains(r.stdout, "db/main") {
 		t.Errorf("status: %s", clipped(r.stdout))
 	}
@@ -69,8 +71,8 @@ func clipped(s string) string {
 func TestReapBesideAnUnreadTier(t *testing.T) {
 	failRun(t, "db/main", "db-1", "i-0dead")
 	for i := range 8 { // 8 × 600 KB: more than the 4 MB a listing reads
-		key := fmt.Sprintf("%s/stage/junk/queue/%d%s", prefix(t), i, strings.Repeat("x", 600<<10))
-		if _, err := consul(t).KV().Put(&api.KVPair{Key: key, Value: []byte("{}")}, nil); err != nil {
+		key := fmt.Sprintf("%s/stage/junk/queue/%d%s", testkit.Prefix(t), i, strings.Repeat("x", 600<<10))
+		if _, err := agents.Client(t).KV().Put(&api.KVPair{Key: key, Value: []byte("{}")}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -78,7 +80,7 @@ func TestReapBesideAnUnreadTier(t *testing.T) {
 	wantCode(t, r, 0)
 	if !strings.HasPrefix(r.stdout, "freed db/main db-1") ||
 		!strings.Contains(r.stderr, "tier not read: a slot there, if any, is not freed") ||
-		!strings.Contains(r.stderr, "monitor: tier stage/junk not read: lock: too many keys: the names of the keys under "+prefix(t)+"/stage/junk/ come to more than the 4 MB") {
+		!strings.Contains(r.stderr, "monitor: tier stage/junk not read: lock: too many keys: the names of the keys under "+testkit.Prefix(t)+"/stage/junk/ come to more than the 4 MB") {
 		t.Errorf("reap: %s\n%s", clipped(r.stdout), clipped(r.stderr))
 	}
 }

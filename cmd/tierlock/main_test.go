@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
@@ -65,17 +65,7 @@ func agentAddr(t testing.TB) string {
 	return a.Addr
 }
 
-// consul is the package agent's client.
-func consul(t testing.TB) *api.Client {
-	t.Helper()
-	return agents.Client(t)
-}
-
 const tier = "prod/web"
-
-var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
-
-func prefix(t *testing.T) string { return "test/" + unsafe.ReplaceAllString(t.Name(), "_") }
 
 // result is how one tierlock process ended.
 type result struct {
@@ -87,9 +77,9 @@ type result struct {
 // no TIERLOCK_ or CONSUL_ variables from the environment.
 func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 	t.Helper()
-	full := []string{args[0], "--prefix", prefix(t)}
+	full := []string{args[0], "--prefix", testkit.Prefix(t)}
 	if args[0] == "rollout" && len(args) > 1 { // the flags are the subcommand's
-		full, args = []string{args[0], args[1], "--prefix", prefix(t)}, args[1:]
+		full, args = []string{args[0], args[1], "--prefix", testkit.Prefix(t)}, args[1:]
 	}
 	if args[0] == "run" && !strings.Contains(strings.Join(args, " "), "--state-dir") {
 		full = append(full, "--state-dir", stateDir(t))
@@ -151,7 +141,7 @@ func wantCode(t *testing.T, r result, code int) {
 // put writes a key of the test's tier.
 func put(t *testing.T, key, value string) {
 	t.Helper()
-	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/" + tier + "/" + key, Value: []byte(value)}, nil); err != nil {
+	if _, err := agents.Client(t).KV().Put(&api.KVPair{Key: testkit.Prefix(t) + "/" + tier + "/" + key, Value: []byte(value)}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -159,13 +149,13 @@ func put(t *testing.T, key, value string) {
 // dump returns the test prefix's keys with values and ModifyIndexes, to show nothing changed.
 func dump(t *testing.T) string {
 	t.Helper()
-	pairs, _, err := consul(t).KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
+	pairs, _, err := agents.Client(t).KV().List(testkit.Prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
 	for _, p := range pairs {
-		fmt.Fprintf(&b, "%s=%s@%d\n", strings.TrimPrefix(p.Key, prefix(t)+"/"), p.Value, p.ModifyIndex)
+		fmt.Fprintf(&b, "%s=%s@%d\n", strings.TrimPrefix(p.Key, testkit.Prefix(t)+"/"), p.Value, p.ModifyIndex)
 	}
 	return b.String()
 }
@@ -186,7 +176,7 @@ type record struct {
 
 func getRecord(t *testing.T, holder string) (record, bool) {
 	t.Helper()
-	p, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/running/"+holder, &api.QueryOptions{RequireConsistent: true})
+	p, _, err := agents.Client(t).KV().Get(testkit.Prefix(t)+"/"+tier+"/running/"+holder, &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,13 +193,13 @@ func getRecord(t *testing.T, holder string) (record, bool) {
 // current returns the tier's current and its number of running/ keys.
 func current(t *testing.T) (string, int) {
 	t.Helper()
-	pairs, _, err := consul(t).KV().List(prefix(t)+"/"+tier+"/", &api.QueryOptions{RequireConsistent: true})
+	pairs, _, err := agents.Client(t).KV().List(testkit.Prefix(t)+"/"+tier+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cur, n := "", 0
 	for _, p := range pairs {
-		rel := strings.TrimPrefix(p.Key, prefix(t)+"/"+tier+"/")
+		rel := strings.TrimPrefix(p.Key, testkit.Prefix(t)+"/"+tier+"/")
 		if rel == "current" {
 			cur = string(p.Value)
 		}
@@ -220,33 +210,10 @@ func current(t *testing.T) (string, int) {
 	return cur, n
 }
 
-func checkInvariant(t *testing.T) {
-	t.Helper()
-	cur, n := current(t)
-	if cur == "" {
-		cur = "0"
-	}
-	if cur != fmt.Sprint(n) {
-		t.Errorf("invariant broken: current %q, %d running/ keys\n%s", cur, n, dump(t))
-	}
-}
-
 // marker is a file a command creates, to prove it ran (or did not).
 func marker(t *testing.T, name string) string { return filepath.Join(stateDir(t), name) }
 
 func exists(path string) bool { _, err := os.Stat(path); return err == nil }
-
-// waitFor polls until cond holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func signalProcess(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
 	t.Helper()

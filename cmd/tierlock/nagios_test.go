@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 const nagiosBin = "/usr/sbin/nagios4"
@@ -31,7 +33,7 @@ func TestNagiosEndToEnd(t *testing.T) {
 
 	dir := t.TempDir()
 	cfg := writeNagiosConfig(t, dir, fmt.Sprintf("/usr/bin/env CONSUL_HTTP_ADDR=%s %s check --prefix %s -w 60 -c 120",
-		agentAddr(t), binary, prefix(t)))
+		agentAddr(t), binary, testkit.Prefix(t)))
 	if out, err := exec.Command(nagiosBin, "-v", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("nagios -v: %v\n%s", err, out)
 	}
@@ -68,16 +70,11 @@ func TestNagiosEndToEnd(t *testing.T) {
 
 func waitLog(t *testing.T, path string, re *regexp.Regexp, out *bytes.Buffer) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if b, _ := os.ReadFile(path); re.Match(b) {
-			t.Logf("nagios.log: %s", re.Find(b))
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
+	var b []byte
+	if !testkit.Poll(testkit.Wait, func() bool { b, _ = os.ReadFile(path); return re.Match(b) }) {
+		t.Fatalf("Nagios never logged %s\nlog:\n%s\noutput:\n%s", re, b, out)
 	}
-	b, _ := os.ReadFile(path)
-	t.Fatalf("Nagios never logged %s\nlog:\n%s\noutput:\n%s", re, b, out)
+	t.Logf("nagios.log: %s", re.Find(b))
 }
 
 // writeNagiosConfig writes a scratch Nagios setup whose one service runs check, every second.

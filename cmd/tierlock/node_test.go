@@ -3,49 +3,17 @@ package main_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
-
-// switchingProxy is one address in front of one agent, then another: a host's local agent
-// restarted under a new node name, as CONSUL_HTTP_ADDR still finds it.
-type switchingProxy struct {
-	target atomic.Pointer[httputil.ReverseProxy]
-	srv    *http.Server
-	Addr   string
-}
-
-func newSwitchingProxy(t *testing.T, target string) *switchingProxy {
-	t.Helper()
-	p := &switchingProxy{}
-	p.to(target)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Addr = ln.Addr().String()
-	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.target.Load().ServeHTTP(w, r) }),
-		ReadHeaderTimeout: time.Minute}
-	go func() { _ = p.srv.Serve(ln) }()
-	t.Cleanup(func() { p.srv.Close() })
-	return p
-}
-
-func (p *switchingProxy) to(target string) {
-	p.target.Store(httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target}))
-}
 
 // clientAgent starts a client agent that joins the package's agent.
 func clientAgent(t *testing.T, name string) *consulagent.Agent {
@@ -66,7 +34,7 @@ func clientAgent(t *testing.T, name string) *consulagent.Agent {
 // inCatalog says whether node is registered, as the servers see it.
 func inCatalog(t *testing.T, node string) bool {
 	t.Helper()
-	n, _, err := consul(t).Catalog().Node(node, &api.QueryOptions{RequireConsistent: true})
+	n, _, err := agents.Client(t).Catalog().Node(node, &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +47,10 @@ func inCatalog(t *testing.T, node string) bool {
 // catalog reaper leaves the live host's failed slot alone.
 func TestRunRecordsTheAgentsNodeAtThisRun(t *testing.T) {
 	before, after := clientAgent(t, "before"), clientAgent(t, "after")
-	p := newSwitchingProxy(t, before.Addr)
+	// One address in front of one agent, then another: a host's local agent restarted under
+	// a new node name, as CONSUL_HTTP_ADDR still finds it.
+	p := faultproxy.New(before.Addr)
+	t.Cleanup(p.Close)
 	state := stateDir(t)
 
 	r := run(t, cli(t, p.Addr, "run", "--tier", tier, "--holder", "web-1", "--", "false"))
@@ -90,7 +61,7 @@ func TestRunRecordsTheAgentsNodeAtThisRun(t *testing.T) {
 
 	// Renamed: the same address answers with another node. What an earlier version kept in
 	// the state dir (the old name, for this address, fresh) must not be used.
-	p.to(after.Addr)
+	p.Retarget(after.Addr)
 	kept := fmt.Sprintf("v1 %s %s %d\n", p.Addr, before.Node, time.Now().Unix())
 	if err := os.WriteFile(filepath.Join(state, "consul-node"), []byte(kept), 0o644); err != nil {
 		t.Fatal(err)
@@ -113,7 +84,7 @@ func TestRunRecordsTheAgentsNodeAtThisRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	before.Stop()
-	if _, err := consul(t).Catalog().Deregister(&api.CatalogDeregistration{Node: before.Node}, nil); err != nil {
+	if _, err := agents.Client(t).Catalog().Deregister(&api.CatalogDeregistration{Node: before.Node}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if inCatalog(t, before.Node) {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // failedSlot leaves web-3 holding a failed slot (exit 2) in the test's tier.
@@ -83,7 +85,7 @@ func TestRelease(t *testing.T) {
 	if !strings.HasPrefix(r.stdout, "prod/web: released web-3 (failed, attempt 1, started ") || !strings.HasSuffix(r.stdout, "exit 2); current 1 -> 0\n") {
 		t.Errorf("release output %q", r.stdout)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 	// Idempotent: a second release changes nothing and is not an error.
 	before := dump(t)
 	r = tl(t, "release", "--tier", tier, "--holder", "web-3")
@@ -110,7 +112,7 @@ func TestReleaseUnreadableSlot(t *testing.T) {
 	if !strings.Contains(r.stdout, "released old-box (an unreadable value); current 1 -> 0") {
 		t.Errorf("release output %q", r.stdout)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 func TestRepair(t *testing.T) {
@@ -121,7 +123,7 @@ func TestRepair(t *testing.T) {
 	if r.stdout != "prod/web: current 5 -> 1 (1 running/ keys)\n" {
 		t.Errorf("repair output %q", r.stdout)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 	r = tl(t, "repair", "--tier", tier)
 	wantCode(t, r, 0)
 	if r.stdout != "prod/web: current 1 matches 1 running/ keys; nothing changed\n" {
@@ -260,7 +262,7 @@ func TestRunMetricsFile(t *testing.T) {
 // dumpKey returns one key of the test's tier.
 func dumpKey(t *testing.T, key string) string {
 	t.Helper()
-	p, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/"+key, nil)
+	p, _, err := agents.Client(t).KV().Get(testkit.Prefix(t)+"/"+tier+"/"+key, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,7 +281,7 @@ func TestStatusShowsWaiters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	waitFor(t, "w1 to queue", func() bool { return dumpKey(t, "queue/w1") != "" })
+	testkit.Eventually(t, "w1 to queue", func() bool { return dumpKey(t, "queue/w1") != "" })
 	r := tl(t, "status")
 	if !strings.Contains(r.stdout, "prod/web: 1 waiting, in order: w1 (") {
 		t.Errorf("status without the waiter:\n%s", r.stdout)

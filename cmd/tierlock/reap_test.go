@@ -9,37 +9,25 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
 // slots lists the test's held slots as tier:holder, sorted, and checks each tier's invariant.
 func slots(t *testing.T) []string {
 	t.Helper()
-	pairs, _, err := consul(t).KV().List(prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
+	pairs, _, err := agents.Client(t).KV().List(testkit.Prefix(t)+"/", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
-	current, running := map[string]string{}, map[string]int{}
 	for _, p := range pairs {
-		parts := strings.SplitN(strings.TrimPrefix(p.Key, prefix(t)+"/"), "/", 3)
-		if len(parts) < 3 {
-			continue
-		}
-		tr := parts[0] + "/" + parts[1]
-		switch {
-		case parts[2] == "current":
-			current[tr] = string(p.Value)
-		case strings.HasPrefix(parts[2], "running/"):
-			running[tr]++
-			out = append(out, tr+":"+strings.TrimPrefix(parts[2], "running/"))
+		parts := strings.SplitN(strings.TrimPrefix(p.Key, testkit.Prefix(t)+"/"), "/", 3)
+		if len(parts) == 3 && strings.HasPrefix(parts[2], "running/") {
+			out = append(out, parts[0]+"/"+parts[1]+":"+strings.TrimPrefix(parts[2], "running/"))
 		}
 	}
-	for tr, n := range running {
-		if current[tr] != fmt.Sprint(n) {
-			t.Errorf("invariant broken in %s: current %q, %d running/ keys", tr, current[tr], n)
-		}
-	}
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 	slices.Sort(out)
 	return out
 }
@@ -138,7 +126,7 @@ func TestReapConsulCatalog(t *testing.T) {
 func missingSince(t *testing.T, node string, at time.Time) {
 	t.Helper()
 	v := fmt.Sprintf(`{%q:%q}`, node, at.UTC().Format(time.RFC3339))
-	if _, err := consul(t).KV().Put(&api.KVPair{Key: prefix(t) + "/_reaper/critical_since", Value: []byte(v)}, nil); err != nil {
+	if _, err := agents.Client(t).KV().Put(&api.KVPair{Key: testkit.Prefix(t) + "/_reaper/critical_since", Value: []byte(v)}, nil); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // says reports whether out has line, where "0s ago" may be any age (a loaded machine is slow).
@@ -35,13 +37,13 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 	wantCode(t, asPerson(t, "disable", "--tier", tier, "--reason", "incident 4711"), 0)
 
 	// One transaction: audit/max and max_concurrent carry the same ModifyIndex.
-	kv := consul(t).KV()
+	kv := agents.Client(t).KV()
 	q := &api.QueryOptions{RequireConsistent: true}
-	maxPair, _, err := kv.Get(prefix(t)+"/"+tier+"/max_concurrent", q)
+	maxPair, _, err := kv.Get(testkit.Prefix(t)+"/"+tier+"/max_concurrent", q)
 	if err != nil {
 		t.Fatal(err)
 	}
-	note, _, err := kv.Get(prefix(t)+"/"+tier+"/audit/max", q)
+	note, _, err := kv.Get(testkit.Prefix(t)+"/"+tier+"/audit/max", q)
 	if err != nil || note == nil {
 		t.Fatalf("no audit/max after disable: %v", err)
 	}
@@ -78,7 +80,7 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 
 	// enable takes the brake off, and its note with it.
 	wantCode(t, asPerson(t, "enable", "--tier", tier), 0)
-	if p, _, _ := kv.Get(prefix(t)+"/"+tier+"/audit/max", q); p != nil {
+	if p, _, _ := kv.Get(testkit.Prefix(t)+"/"+tier+"/audit/max", q); p != nil {
 		t.Errorf("audit/max left after enable: %s", p.Value)
 	}
 	r = tl(t, "status", "--tier", tier)
@@ -89,7 +91,7 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 	if !says(r.stdout, tier+" enabled (max_concurrent 3) 0s ago by alice on "+host) {
 		t.Errorf("status does not say who released the brake:\n%s", r.stdout)
 	}
-	hist, _, err := kv.Get(prefix(t)+"/"+tier+"/audit/history", q)
+	hist, _, err := kv.Get(testkit.Prefix(t)+"/"+tier+"/audit/history", q)
 	if err != nil || hist == nil {
 		t.Fatalf("no audit/history after enable: %v", err)
 	}
@@ -120,7 +122,7 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 			t.Errorf("status lacks %q:\n%s", line, r.stdout)
 		}
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 // A reason is one line of text: anything else is refused, naming it, and nothing is written.
@@ -147,7 +149,7 @@ func TestOperatorHistoryIsBounded(t *testing.T) {
 	for i := 1; i <= 20; i++ {
 		wantCode(t, asPerson(t, "set-max", "--tier", tier, "--reason", fmt.Sprint("step ", i), fmt.Sprint(i)), 0)
 	}
-	hist, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/audit/history", &api.QueryOptions{RequireConsistent: true})
+	hist, _, err := agents.Client(t).KV().Get(testkit.Prefix(t)+"/"+tier+"/audit/history", &api.QueryOptions{RequireConsistent: true})
 	if err != nil || hist == nil {
 		t.Fatalf("no audit/history: %v", err)
 	}

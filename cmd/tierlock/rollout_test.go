@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // TestRunRollout drives a revision through the CLI as hosts run it: the revision from a
@@ -98,7 +100,7 @@ func TestRunRollout(t *testing.T) {
 
 func convergedRevision(t *testing.T, holder string) string {
 	t.Helper()
-	p, _, err := consul(t).KV().Get(prefix(t)+"/"+tier+"/converged/"+holder, nil)
+	p, _, err := agents.Client(t).KV().Get(testkit.Prefix(t)+"/"+tier+"/converged/"+holder, nil)
 	if err != nil || p == nil {
 		t.Fatalf("converged/%s: %v", holder, err)
 	}

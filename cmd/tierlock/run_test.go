@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
@@ -63,10 +64,10 @@ func TestRunRecordsTheRun(t *testing.T) {
 		t.Errorf("record %+v", rec)
 	}
 	// The node is the local agent's, for `reap --consul-catalog`.
-	if node, err := consul(t).Agent().NodeName(); err != nil || rec.Node != node {
+	if node, err := agents.Client(t).Agent().NodeName(); err != nil || rec.Node != node {
 		t.Errorf("record node %q, agent's node %q (%v)", rec.Node, node, err)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 // An agent that will not say its node name (an ACL without agent:read, say) costs the slot its
@@ -132,7 +133,7 @@ func TestRunUnlimited(t *testing.T) {
 		put(t, "running/"+h, "2026-11-21T09:15:02Z")
 	}
 	wantCode(t, tl(t, "run", "--tier", tier, "--holder", "web-1", "--", "true"), 0)
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 func TestRunFailedHoldsThenReentryReleases(t *testing.T) {
@@ -177,7 +178,7 @@ func TestRunTimeoutInterrupts(t *testing.T) {
 	if !ok || rec.State != "interrupted" || rec.ExitCode != nil {
 		t.Errorf("after timeout: %+v (present %v)", rec, ok)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 func TestRunSIGTERMInterrupts(t *testing.T) {
@@ -192,7 +193,7 @@ func TestRunSIGTERMInterrupts(t *testing.T) {
 		_ = err
 		done <- result{code: cmd.ProcessState.ExitCode()}
 	}()
-	waitFor(t, "the command to start", func() bool { return exists(m) })
+	testkit.Eventually(t, "the command to start", func() bool { return exists(m) })
 	signalProcess(t, cmd, syscall.SIGTERM)
 	select {
 	case r := <-done:
@@ -206,7 +207,7 @@ func TestRunSIGTERMInterrupts(t *testing.T) {
 	if !ok || rec.State != "interrupted" {
 		t.Errorf("after SIGTERM: %+v (present %v)", rec, ok)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 func TestRunSignalWhileWaitingLeavesNoTrace(t *testing.T) {
@@ -220,7 +221,7 @@ func TestRunSignalWhileWaitingLeavesNoTrace(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the run to wait", func() bool { return strings.Contains(stderr.String(), "waiting up to") })
+	testkit.Eventually(t, "the run to wait", func() bool { return strings.Contains(stderr.String(), "waiting up to") })
 	signalProcess(t, cmd, syscall.SIGINT)
 	_ = cmd.Wait()
 	if code := cmd.ProcessState.ExitCode(); code != 75 {
@@ -336,7 +337,7 @@ func TestRunCommandFromEnvironment(t *testing.T) {
 	if !exists(other) {
 		t.Error("the command after -- did not win over TIERLOCK_COMMAND")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 func TestRunConsulUnreachable(t *testing.T) {
@@ -407,7 +408,7 @@ func TestRunConsulFailsAfterCommand(t *testing.T) {
 	if !ok || rec.State != "running" {
 		t.Fatalf("the slot must stay held after a failed release: %+v (present %v)", rec, ok)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 	// The next run on this host, with Consul healthy, re-enters and heals.
 	os.Remove(m)
 	p.SetRule(nil)
@@ -547,7 +548,7 @@ func manyProcesses(t *testing.T, hosts, max int) {
 		t.Errorf("%d of %d hosts ran", len(starts), hosts)
 	}
 	t.Logf("peak concurrency %d of %d", peak, max)
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 	if cur, _ := current(t); cur != "0" {
 		t.Errorf("current %q after all runs", cur)
 	}
@@ -591,30 +592,27 @@ func TestKilledWaiterLeavesTheQueue(t *testing.T) {
 
 	// Killed, and its session ended before a slot came free: passed over.
 	w1 := start("w1")
-	waitFor(t, "w1 to queue", queued("w1"))
+	testkit.Eventually(t, "w1 to queue", queued("w1"))
 	w2 := start("w2")
-	waitFor(t, "w2 to queue", queued("w2"))
+	testkit.Eventually(t, "w2 to queue", queued("w2"))
 	signalProcess(t, w1, syscall.SIGKILL)
 	_ = w1.Wait()
 	killed := time.Now()
-	for queued("w1")() {
-		if time.Since(killed) > 30*time.Second {
-			t.Fatal("the killed waiter's entry outlived twice its session's TTL")
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { return !queued("w1")() }) {
+		t.Fatal("the killed waiter's entry outlived twice its session's TTL")
 	}
 	t.Logf("the killed waiter's entry went %v after the kill", time.Since(killed).Round(time.Second))
 	wantCode(t, tl(t, "release", "--tier", tier, "--holder", "holder"), 0)
 	finished("w2", w2, 20*time.Second)
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 
 	// Killed, and handed a slot while its session lived: its next run heals it.
 	put(t, "running/holder", time.Now().UTC().Format(time.RFC3339))
 	wantCode(t, tl(t, "repair", "--tier", tier), 0)
 	w3 := start("w3")
-	waitFor(t, "w3 to queue", queued("w3"))
+	testkit.Eventually(t, "w3 to queue", queued("w3"))
 	w4 := start("w4")
-	waitFor(t, "w4 to queue", queued("w4"))
+	testkit.Eventually(t, "w4 to queue", queued("w4"))
 	signalProcess(t, w3, syscall.SIGKILL)
 	_ = w3.Wait()
 	wantCode(t, tl(t, "release", "--tier", tier, "--holder", "holder"), 0)
@@ -627,7 +625,7 @@ func TestKilledWaiterLeavesTheQueue(t *testing.T) {
 	if queued("w3")() || queued("w4")() {
 		t.Error("a queue entry is left")
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 func maxInt(a, b int) int {
@@ -681,7 +679,7 @@ func TestRunTrappedSignalInterrupts(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the command to start", func() bool { return exists(m) })
+	testkit.Eventually(t, "the command to start", func() bool { return exists(m) })
 	signalProcess(t, cmd, syscall.SIGTERM)
 	_ = cmd.Wait()
 	if code := cmd.ProcessState.ExitCode(); code != 143 {
@@ -690,5 +688,5 @@ func TestRunTrappedSignalInterrupts(t *testing.T) {
 	if rec, ok := getRecord(t, "web-2"); !ok || rec.State != "interrupted" {
 		t.Errorf("after a trapped SIGTERM: %+v (present %v), want held, interrupted", rec, ok)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }

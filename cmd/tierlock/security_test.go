@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
@@ -75,7 +76,7 @@ func TestCompletionBashNeverRuns(t *testing.T) {
 	proxy := faultproxy.New(agentAddr(t))
 	defer proxy.Close()
 	touch := marker(t, "ran")
-	setup := "export CONSUL_HTTP_ADDR=" + proxy.Addr + " TIERLOCK_PREFIX=" + prefix(t) + " TIERLOCK_CONFIG=" + os.DevNull +
+	setup := "export CONSUL_HTTP_ADDR=" + proxy.Addr + " TIERLOCK_PREFIX=" + testkit.Prefix(t) + " TIERLOCK_CONFIG=" + os.DevNull +
 		" TIERLOCK_STATE_DIR=" + stateDir(t) + "; source <(tierlock completion bash)"
 	cases := []struct{ line, want string }{
 		{"tierlock run --tier t/tab -- sh -c 'touch " + touch + "' ", ""},
@@ -161,7 +162,7 @@ func TestRunCommandEnvironmentHasNoToken(t *testing.T) {
 			t.Errorf("the command's environment lost %s=%q (got %q)", name, value, got)
 		}
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 
 	for name, args := range map[string][]string{
 		"flag": {"--pass-consul-token"},
@@ -201,7 +202,7 @@ func TestHostileStoredStrings(t *testing.T) {
 		colour = "\x1b[31mred\x1b[0m"
 		perf   = "x\n| evil=1;2;3"
 	)
-	base := prefix(t) + "/" + tier + "/"
+	base := testkit.Prefix(t) + "/" + tier + "/"
 	rec := map[string]any{"holder": "web-1", "hostname": "h" + perf, "instance_id": "i-" + title, "node": "n" + colour,
 		"pid": 1, "state": "failed", "started_at": time.Now().Add(-time.Minute).UTC().Format(time.RFC3339),
 		"updated_at": time.Now().UTC().Format(time.RFC3339), "exit_code": 1, "attempts": 1, "command": "chef-client" + title,
@@ -214,15 +215,15 @@ func TestHostileStoredStrings(t *testing.T) {
 	// endpoint, which anyone with key:write may use, stores them.
 	ops := api.TxnOps{}
 	for key, value := range map[string]string{
-		base + "current":                        "2",
-		base + "running/web-1":                  string(value),
-		base + "running/bad" + colour:           "x",
-		base + "queue/q" + title + " " + perf:   `{"holder":"q"}`,
-		prefix(t) + "/prod/evil/max_concurrent": "1" + colour + perf,
+		base + "current":                                "2",
+		base + "running/web-1":                          string(value),
+		base + "running/bad" + colour:                   "x",
+		base + "queue/q" + title + " " + perf:           `{"holder":"q"}`,
+		testkit.Prefix(t) + "/prod/evil/max_concurrent": "1" + colour + perf,
 	} {
 		ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVSet, Key: key, Value: []byte(value)}})
 	}
-	if ok, resp, _, err := consul(t).Txn().Txn(ops, nil); err != nil || !ok {
+	if ok, resp, _, err := agents.Client(t).Txn().Txn(ops, nil); err != nil || !ok {
 		t.Fatalf("txn: %v %+v", err, resp)
 	}
 

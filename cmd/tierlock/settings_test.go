@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // settingsFile writes a settings file as configuration management leaves it: 0644, owned by
@@ -55,7 +57,7 @@ func TestRunReadsTheSettingsFile(t *testing.T) {
 	if !strings.Contains(r.stderr, "missing") {
 		t.Errorf("a missing named file must be named: %s", r.stderr)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 // --config is tierlock's only before the command: `tierlock run chef-client --config client.rb`
@@ -72,7 +74,7 @@ func TestRunLeavesTheCommandsConfig(t *testing.T) {
 	if !exists(m) {
 		t.Errorf("the command did not run: %s", r.stderr)
 	}
-	checkInvariant(t)
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 // A bad line is named by file, line and name; its value, a token here, is never printed.

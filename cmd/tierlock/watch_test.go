@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
 
@@ -43,19 +44,15 @@ func TestStatusWatchInTerminal(t *testing.T) {
 	tmux("new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", line)
 	t.Cleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
 	pane := func() string { return tmux("capture-pane", "-p") }
+	// Under the watch's 30s blocking query: what the pane shows came from a change, not from
+	// the query's timeout.
 	waitPane := func(what string, ok func(string) bool) string {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			p := pane()
-			if ok(p) {
-				return p
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the pane never showed %s:\n%s", what, p)
-			}
-			time.Sleep(100 * time.Millisecond)
+		var p string
+		if !testkit.Poll(20*time.Second, func() bool { p = pane(); return ok(p) }) {
+			t.Fatalf("the pane never showed %s:\n%s", what, p)
 		}
+		return p
 	}
 	waitPane("the header", func(p string) bool { return strings.Contains(p, "status --watch") && strings.Contains(p, "TIER") })
 
@@ -76,9 +73,9 @@ func TestStatusWatchInTerminal(t *testing.T) {
 			}
 		}()
 		// Arrival order web-1..web-4: the next host starts once this one holds a slot or waits.
-		waitFor(t, host+" in the tier", func() bool {
+		testkit.Eventually(t, host+" in the tier", func() bool {
 			for _, dir := range []string{"running/", "queue/"} {
-				if p, _, _ := consul(t).KV().Get(prefix(t)+"/"+tier+"/"+dir+host, nil); p != nil {
+				if p, _, _ := agents.Client(t).KV().Get(testkit.Prefix(t)+"/"+tier+"/"+dir+host, nil); p != nil {
 					return true
 				}
 			}
@@ -101,20 +98,14 @@ func TestStatusWatchInTerminal(t *testing.T) {
 	}
 
 	tmux("send-keys", "C-c")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if b, err := os.ReadFile(exitFile); err == nil {
-			if code := strings.TrimSpace(string(b)); code != "0" {
-				t.Errorf("status --watch exited %s after Ctrl-C, want 0", code)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("status --watch did not stop on Ctrl-C:\n%s", pane())
-		}
-		time.Sleep(50 * time.Millisecond)
+	var exit []byte
+	if !testkit.Poll(10*time.Second, func() bool { b, err := os.ReadFile(exitFile); exit = b; return err == nil }) {
+		t.Fatalf("status --watch did not stop on Ctrl-C:\n%s", pane())
 	}
-	checkInvariant(t)
+	if code := strings.TrimSpace(string(exit)); code != "0" {
+		t.Errorf("status --watch exited %s after Ctrl-C, want 0", code)
+	}
+	testkit.CheckInvariant(t, agents.Client(t), testkit.Prefix(t))
 }
 
 // Not on a terminal, each view is appended under its own time line, with no escapes; SIGINT
@@ -127,19 +118,16 @@ func TestStatusWatchAppendsWhenPiped(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor := func(n int) {
+	// Under the watch's 30s blocking query, as in the pane's test.
+	views := func(n int) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for strings.Count(out.String(), "--- ") < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("want %d views, have:\n%s", n, out.String())
-			}
-			time.Sleep(50 * time.Millisecond)
+		if !testkit.Poll(15*time.Second, func() bool { return strings.Count(out.String(), "--- ") >= n }) {
+			t.Fatalf("want %d views, have:\n%s", n, out.String())
 		}
 	}
-	waitFor(1)
+	views(1)
 	put(t, "max_concurrent", "3") // a change: one more view, without polling
-	waitFor(2)
+	views(2)
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

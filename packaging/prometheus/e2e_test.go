@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // The whole path, with the real tools on loopback: a real node_exporter whose textfile
@@ -72,7 +74,7 @@ scrape_configs:
 		seen = r.Data.Result
 		return ok && len(seen) == 3
 	}, func() string { return fmt.Sprintf("%s", seen) })
-	time.Sleep(3 * time.Second)
+	evaluated(t, api, time.Now())
 	if a := alerts(t, api); len(a) != 0 {
 		t.Fatalf("healthy tiers, yet alerts: %+v", a)
 	}
@@ -85,7 +87,7 @@ scrape_configs:
 		got = alerts(t, api)
 		return len(got) > 0
 	}, func() string { return fmt.Sprintf("%+v", got) })
-	time.Sleep(3 * time.Second)
+	evaluated(t, api, time.Now())
 	got = alerts(t, api)
 	if len(got) != 1 {
 		t.Fatalf("alerts %+v, want TierlockSlotFailed for w-1 alone", got)
@@ -139,15 +141,44 @@ func get(t *testing.T, u string, v any) bool {
 	return true
 }
 
-// waitFor waits up to a minute for ok; seen says what it saw last when it gives up.
+// waitFor is testkit.Eventually that also says what it saw last when it gives up.
 func waitFor(t *testing.T, what string, ok func() bool, seen func() string) {
 	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if ok() {
-			return
-		}
+	if !testkit.Poll(testkit.Wait, ok) {
+		t.Fatalf("waited %s for %s; last saw %s", testkit.Wait, what, seen())
 	}
-	t.Fatalf("waited 60s for %s; last saw %s", what, seen())
+}
+
+// evaluated waits until Prometheus has evaluated every rule group three times (at 1s
+// intervals) since the moment given: an alert that a state raises is pending by then. A fixed
+// sleep would pass on a machine too busy to evaluate anything in it.
+func evaluated(t *testing.T, api string, since time.Time) {
+	t.Helper()
+	var last []time.Time
+	if !testkit.Poll(testkit.Wait, func() bool {
+		var r struct {
+			Data struct {
+				Groups []struct {
+					LastEvaluation time.Time `json:"lastEvaluation"`
+				} `json:"groups"`
+			} `json:"data"`
+		}
+		if !get(t, api+"rules", &r) || len(r.Data.Groups) == 0 {
+			return false
+		}
+		last = last[:0]
+		for _, g := range r.Data.Groups {
+			last = append(last, g.LastEvaluation)
+		}
+		for _, at := range last {
+			if at.Before(since.Add(3 * time.Second)) {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatalf("Prometheus did not evaluate its rules three times since %s: last evaluations %v", since.Format(time.RFC3339Nano), last)
+	}
 }
 
 // freeAddr is a free port on loopback.

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/testdeps"
 )
@@ -79,7 +80,7 @@ func tierlock(t *testing.T, args ...string) *exec.Cmd {
 	if args[0] == "rollout" {
 		n = 2
 	}
-	full := append(append(slices.Clone(args[:n]), "--prefix", prefix(t)), args[n:]...)
+	full := append(append(slices.Clone(args[:n]), "--prefix", testkit.Prefix(t)), args[n:]...)
 	cmd := exec.Command(binary, full...)
 	for _, kv := range os.Environ() {
 		if !regexp.MustCompile(`^(TIERLOCK_|CONSUL_|AWS_)`).MatchString(kv) {
@@ -107,9 +108,4 @@ func must(t *testing.T, code int, args ...string) result {
 		t.Fatalf("tierlock %s: exit %d, want %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, code, r.stdout, r.stderr)
 	}
 	return r
-}
-
-// prefix is the test's own key prefix.
-func prefix(t *testing.T) string {
-	return "promtest-" + regexp.MustCompile(`[^A-Za-z0-9]+`).ReplaceAllString(t.Name(), "-")
 }

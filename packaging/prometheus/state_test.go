@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 )
 
 // state is a real tierlock state, as its gauges show it.
@@ -49,7 +51,7 @@ func realState(t *testing.T) state {
 	kv := client.KV()
 	put := func(key, value string) {
 		t.Helper()
-		if _, err := kv.Put(&api.KVPair{Key: prefix(t) + "/" + key, Value: []byte(value)}, nil); err != nil {
+		if _, err := kv.Put(&api.KVPair{Key: testkit.Prefix(t) + "/" + key, Value: []byte(value)}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -81,7 +83,7 @@ func realState(t *testing.T) state {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Session().Destroy(session, nil) })
-	if ok, _, err := kv.Acquire(&api.KVPair{Key: prefix(t) + "/prod/clock/queue/c-2", Session: session,
+	if ok, _, err := kv.Acquire(&api.KVPair{Key: testkit.Prefix(t) + "/prod/clock/queue/c-2", Session: session,
 		Value: fmt.Appendf(nil, `{"holder":"c-2","run_id":"0badc10d","since":%q}`, ahead)}, nil); err != nil || !ok {
 		t.Fatalf("queue/c-2: %v %v", ok, err)
 	}
@@ -106,12 +108,10 @@ func realState(t *testing.T) state {
 	}
 	appear := func(key string) {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if p, _, err := kv.Get(prefix(t)+"/"+key, nil); err == nil && p != nil {
-				return
-			}
-		}
-		t.Fatalf("%s did not appear within 30s", key)
+		testkit.Eventually(t, key+" to appear", func() bool {
+			p, _, err := kv.Get(testkit.Prefix(t)+"/"+key, nil)
+			return err == nil && p != nil
+		})
 	}
 	start("r-1", "--", "sleep", "120")
 	appear("prod/running/running/r-1")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
@@ -202,12 +203,8 @@ func TestSystem(t *testing.T) {
 			runs := s.runs()
 			s.must("mkdir -p /etc/systemd/system/tierlock.timer.d && printf '[Timer]\\nOnCalendar=\\nOnCalendar=*:*:0/30\\nRandomizedDelaySec=0\\n' > /etc/systemd/system/tierlock.timer.d/test.conf && systemctl daemon-reload")
 			since := s.now()
-			deadline := time.Now().Add(75 * time.Second)
-			for s.runs() == runs || s.active() {
-				if time.Now().After(deadline) {
-					s.t.Fatal("the timer started no run within 75s (drop-in: every 30s)")
-				}
-				time.Sleep(500 * time.Millisecond)
+			if !testkit.Poll(75*time.Second, func() bool { return s.runs() != runs && !s.active() }) {
+				s.t.Fatal("the timer started no run within 75s (drop-in: every 30s)")
 			}
 			// From now on the timer stays enabled and active but fires only in 2099, so it
 			// does not run beside the scenarios below.
@@ -372,14 +369,12 @@ func (s *sys) now() string { return s.must("date +@%s") }
 func (s *sys) journal(since, text string) {
 	s.t.Helper()
 	var out string
-	for try := 0; try < 20; try++ {
+	if !testkit.Poll(5*time.Second, func() bool {
 		out = s.must("journalctl -u tierlock.service --since " + since + " -o cat --no-pager")
-		if text == "" && out != "" && out != "-- No entries --" || text != "" && strings.Contains(out, text) {
-			return
-		}
-		time.Sleep(250 * time.Millisecond)
+		return text == "" && out != "" && out != "-- No entries --" || text != "" && strings.Contains(out, text)
+	}) {
+		s.t.Errorf("journal of tierlock.service since %s lacks %q:\n%s", since, text, out)
 	}
-	s.t.Errorf("journal of tierlock.service since %s lacks %q:\n%s", since, text, out)
 }
 
 func (s *sys) runs() int { return len(strings.Fields(s.must("cat /srv/chef/runs"))) }
@@ -393,15 +388,11 @@ func (s *sys) active() bool {
 func (s *sys) block() {
 	s.t.Helper()
 	s.must("rm -f /srv/chef/started /srv/chef/go && echo block > /srv/chef/mode && systemctl start --no-block tierlock.service")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if out, _ := s.c.run(s.ctx, "test -e /srv/chef/started && echo yes"); strings.TrimSpace(out) == "yes" {
-			return
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("the command did not start within 30s:\n%s", s.must("journalctl -u tierlock.service -n 30 -o cat --no-pager"))
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool {
+		out, _ := s.c.run(s.ctx, "test -e /srv/chef/started && echo yes")
+		return strings.TrimSpace(out) == "yes"
+	}) {
+		s.t.Fatalf("the command did not start within 30s:\n%s", s.must("journalctl -u tierlock.service -n 30 -o cat --no-pager"))
 	}
 }
 
@@ -409,12 +400,8 @@ func (s *sys) block() {
 func (s *sys) finish() {
 	s.t.Helper()
 	s.must("echo ok > /srv/chef/mode && : > /srv/chef/go")
-	deadline := time.Now().Add(30 * time.Second)
-	for s.active() {
-		if time.Now().After(deadline) {
-			s.t.Fatal("the run did not end within 30s of its command's end")
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { return !s.active() }) {
+		s.t.Fatal("the run did not end within 30s of its command's end")
 	}
 }
 

@@ -58,7 +58,7 @@ type Proxy struct {
 	// Addr is host:port to use as CONSUL_HTTP_ADDR.
 	Addr     string
 	srv      *httptest.Server
-	rp       *httputil.ReverseProxy
+	rp       atomic.Pointer[httputil.ReverseProxy]
 	closed   chan struct{}
 	inflight atomic.Int64
 	mu       sync.Mutex
@@ -71,18 +71,28 @@ type Proxy struct {
 // New starts a proxy in front of the agent at target (host:port).
 func New(target string) *Proxy {
 	p := &Proxy{closed: make(chan struct{}), counts: map[string]int64{}}
-	p.rp = httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
-	// A request whose client went away is not news; the default logs every one.
-	p.rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
+	p.Retarget(target)
 	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
 	p.Addr = p.srv.Listener.Addr().String()
 	return p
+}
+
+// Retarget sends the requests that arrive from now on to the agent at target (host:port): the
+// same address answered by another agent, as a host's CONSUL_HTTP_ADDR still finds its local
+// agent restarted under a new node name.
+func (p *Proxy) Retarget(target string) {
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: target})
+	// A request whose client went away is not news; the default logs every one.
+	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) { w.WriteHeader(http.StatusBadGateway) }
+	p.rp.Store(rp)
 }
 
 func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 	p.inflight.Add(1)
 	defer p.inflight.Add(-1)
 	p.requests.Add(1)
+	// One request goes to one agent, even if Retarget is called while it is held.
+	rp := p.rp.Load()
 	p.mu.Lock()
 	rule := p.rule
 	p.mu.Unlock()
@@ -91,7 +101,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		fault = rule(r)
 	}
 	if fault == Pass {
-		p.rp.ServeHTTP(w, r)
+		rp.ServeHTTP(w, r)
 		return
 	}
 	p.count(fault)
@@ -102,9 +112,9 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		p.hold(r)
 	case DropAfterCommit:
-		p.rp.ServeHTTP(httptest.NewRecorder(), r)
+		rp.ServeHTTP(httptest.NewRecorder(), r)
 	case StallAfterCommit:
-		p.rp.ServeHTTP(httptest.NewRecorder(), r)
+		rp.ServeHTTP(httptest.NewRecorder(), r)
 		p.hold(r)
 	case LateCommit:
 		// Read the body now: once the client has gone, its connection may be unreadable (and
@@ -118,7 +128,7 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		defer cancel()
 		late := r.Clone(ctx)
 		late.Body = io.NopCloser(bytes.NewReader(body))
-		p.rp.ServeHTTP(httptest.NewRecorder(), late)
+		rp.ServeHTTP(httptest.NewRecorder(), late)
 	default:
 		http.Error(w, "injected by faultproxy", fault)
 		return

@@ -2,7 +2,9 @@ package faultproxy_test
 
 import (
 	"context"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strconv"
 	"testing"
@@ -86,5 +88,38 @@ func TestFaults(t *testing.T) {
 				t.Errorf("applied %v, want %v (client error %v)", got, tt.applied, err)
 			}
 		})
+	}
+}
+
+// A retargeted proxy keeps its address and sends what comes next to the new target: a host's
+// agent restarted under another name, as CONSUL_HTTP_ADDR still finds it.
+func TestRetarget(t *testing.T) {
+	serve := func(name string) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, name) }))
+		t.Cleanup(s.Close)
+		return s
+	}
+	before, after := serve("before"), serve("after")
+	p := faultproxy.New(before.Listener.Addr().String())
+	defer p.Close()
+	get := func() string {
+		t.Helper()
+		resp, err := http.Get("http://" + p.Addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got := get(); got != "before" {
+		t.Fatalf("got %q, want before", got)
+	}
+	p.Retarget(after.Listener.Addr().String())
+	if got := get(); got != "after" {
+		t.Errorf("after Retarget: got %q, want after", got)
 	}
 }

@@ -1,0 +1,114 @@
+// Package testkit holds what every test package needs the same way: a key prefix of its own
+// per test, a context that cannot outlive the test, polling instead of guessed sleeps, and the
+// check of tierlock's invariant read straight from Consul's keys.
+package testkit
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Wait bounds Eventually and Ctx. Only a failing test waits that long, so it is generous: a
+// busy CI machine must not turn a slow pass into a failure.
+const Wait = time.Minute
+
+var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// Prefix is the test's own key prefix, so that tests sharing one agent (and subtests run in
+// parallel) never see each other's keys. Every character a tierlock name refuses becomes _.
+func Prefix(t testing.TB) string {
+	return "test/" + unsafe.ReplaceAllString(t.Name(), "_")
+}
+
+// Ctx is a context for one test's calls: cancelled when the test ends, so that nothing it
+// started talks to Consul afterwards, and after Wait, so that a hung call fails the test
+// instead of the whole run's -timeout. It is not t.Context(), which is cancelled before the
+// test's cleanups run, and cleanups use Ctx too.
+func Ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), Wait)
+	t.Cleanup(cancel)
+	return c
+}
+
+// Poll calls cond until it returns true, for up to d, and reports whether it did. It backs off
+// from 10ms to 250ms: quick conditions are seen at once, slow ones (a Prometheus scrape, a
+// container's systemd) are not asked dozens of times a second. It never fails a test, so
+// callers can say what they saw, report with Errorf, or call it from another goroutine.
+func Poll(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for pause := 10 * time.Millisecond; ; pause = min(2*pause, 250*time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(pause)
+	}
+}
+
+// Eventually waits until cond holds, and fails the test, naming what it waited for, if it does
+// not within Wait. Call it from the test's goroutine (it may call t.Fatalf).
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	if !Poll(Wait, cond) {
+		t.Fatalf("gave up after %s waiting for %s", Wait, what)
+	}
+}
+
+// CheckInvariant fails the test (Errorf) unless, in every tier under prefix, current is
+// exactly the number of running/ keys, an absent or empty current counting as "0". It compares
+// the stored text, not lock's reading of it, so that a bug in the code under test cannot hide
+// itself: "01", " 1" or a current left behind in a tier with no slots all break it. The read
+// is consistent, and the failure shows every key of the prefix. It lists the whole prefix: a
+// test that stored junk by the megabyte checks its tiers one by one instead.
+func CheckInvariant(t testing.TB, c *api.Client, prefix string) {
+	t.Helper()
+	pairs, _, err := c.KV().List(prefix+"/", &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatalf("read %s/: %v", prefix, err)
+	}
+	current, running := map[string]string{}, map[string]int{}
+	for _, p := range pairs {
+		// A tier is ENV/SERVICE: the first two names under the prefix.
+		parts := strings.SplitN(strings.TrimPrefix(p.Key, prefix+"/"), "/", 3)
+		if len(parts) < 3 {
+			continue
+		}
+		tier := parts[0] + "/" + parts[1]
+		if _, ok := current[tier]; !ok {
+			current[tier] = "0"
+		}
+		switch {
+		case parts[2] == "current" && len(p.Value) > 0:
+			current[tier] = string(p.Value)
+		case strings.HasPrefix(parts[2], "running/"):
+			running[tier]++
+		}
+	}
+	tiers := make([]string, 0, len(current))
+	for tier := range current {
+		tiers = append(tiers, tier)
+	}
+	sort.Strings(tiers)
+	for _, tier := range tiers {
+		if n := running[tier]; current[tier] != fmt.Sprint(n) {
+			t.Errorf("invariant broken in %s: current %q, %d running/ keys\n%s", tier, current[tier], n, dump(pairs, prefix))
+		}
+	}
+}
+
+func dump(pairs api.KVPairs, prefix string) string {
+	var b strings.Builder
+	for _, p := range pairs {
+		fmt.Fprintf(&b, "  %s=%s@%d\n", strings.TrimPrefix(p.Key, prefix+"/"), p.Value, p.ModifyIndex)
+	}
+	return b.String()
+}
