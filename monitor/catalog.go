@@ -82,7 +82,7 @@ func (r *Reaper) ReapCatalog(ctx context.Context, nodes NodeLister, checks Check
 		return res, err
 	}
 	if len(dead) > 0 {
-		res.Freed, err = r.Reap(ctx, ByNodes(dead))
+		res.Freed, err = r.reapOnce(ctx, ByNodes(dead))
 	}
 	return res, err
 }

@@ -78,6 +78,12 @@ type TierVerdict struct {
 	Held     int           // slots held (the larger of current and the running/ keys)
 	Failed   int           // holders in state failed or interrupted
 	Oldest   time.Duration // age of the oldest holder's attempt
+	// Ages are the ages of the holders' attempts, by holder: the time since started_at, 0
+	// for one in the future. Oldest is the largest.
+	Ages map[string]time.Duration
+	// Waits are how long the queue entries have waited, by holder: the time since their
+	// since, 0 for one in the future (a missing since is the zero time, long ago).
+	Waits map[string]time.Duration
 	// Hosts is the number of known hosts (converged/ records, slots, queue entries).
 	Hosts int
 	// OldestConverged is the age of the oldest convergence record (0 when there is none).
@@ -124,7 +130,11 @@ func Judge(snaps []*lock.Snapshot, now time.Time, th Thresholds) Verdict {
 }
 
 func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
-	tv := TierVerdict{Tier: s.Tier, Held: s.Held(), Disabled: s.Disabled()}
+	tv := TierVerdict{Tier: s.Tier, Held: s.Held(), Disabled: s.Disabled(),
+		Ages: make(map[string]time.Duration, len(s.Holders)), Waits: make(map[string]time.Duration, len(s.Queue))}
+	for _, w := range s.Queue {
+		tv.Waits[w.Holder] = max(now.Sub(w.Since), 0)
+	}
 	var crit, warn []string
 	for _, p := range s.Problems {
 		crit = append(crit, "invalid stored value: "+p.Error())
@@ -155,6 +165,7 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 				"running/", h, strings.Join(future, " and ")))
 		}
 		age := max(now.Sub(rec.StartedAt), 0)
+		tv.Ages[h] = age
 		tv.Oldest = max(tv.Oldest, age)
 		secs := age.Seconds()
 		switch rec.State {

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -90,6 +91,42 @@ func TestJudgeTier(t *testing.T) {
 			}
 			if got := strings.Join(tv.Problems, "; "); !strings.Contains(got, tt.problem) || (tt.problem == "") != (got == "") {
 				t.Errorf("problems %q, want %q", got, tt.problem)
+			}
+		})
+	}
+}
+
+// status prints the verdict's ages: each holder's since its attempt started, each waiter's since
+// it joined the queue, none below 0 (a fast clock), whatever the state.
+func TestJudgeAges(t *testing.T) {
+	tests := []struct {
+		name   string
+		snap   *lock.Snapshot
+		ages   map[string]time.Duration
+		waits  map[string]time.Duration
+		oldest time.Duration
+	}{
+		{name: "empty", snap: tier("prod/web", 2, nil)},
+		{name: "holders", snap: tier("prod/web", 3, map[string]lock.Record{
+			"a": holder(lock.StateRunning, 10*time.Minute, nil),
+			"b": holder(lock.StateFailed, 3*time.Hour, one()),
+			"c": holder(lock.StateInterrupted, time.Second, nil),
+		}), ages: map[string]time.Duration{"a": 10 * time.Minute, "b": 3 * time.Hour, "c": time.Second}, oldest: 3 * time.Hour},
+		{name: "started in the future", snap: tier("prod/web", 2, map[string]lock.Record{
+			"a": holder(lock.StateRunning, -30*time.Second, nil),
+			"b": holder(lock.StateRunning, -time.Hour, nil),
+		}), ages: map[string]time.Duration{"a": 0, "b": 0}},
+		{name: "waiters", snap: withQueue(tier("prod/web", 1, map[string]lock.Record{"a": holder(lock.StateRunning, time.Minute, nil)}),
+			lock.Waiter{Holder: "q1", Since: now.Add(-20 * time.Minute)}, lock.Waiter{Holder: "q2", Since: now.Add(time.Hour)}),
+			ages: map[string]time.Duration{"a": time.Minute}, waits: map[string]time.Duration{"q1": 20 * time.Minute, "q2": 0}, oldest: time.Minute},
+		{name: "waiter without since", snap: withQueue(tier("prod/web", 1, nil), lock.Waiter{Holder: "q1"}),
+			waits: map[string]time.Duration{"q1": now.Sub(time.Time{})}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tv := Judge([]*lock.Snapshot{tt.snap}, now, DefaultThresholds()).Tiers[0]
+			if !maps.Equal(tv.Ages, tt.ages) || !maps.Equal(tv.Waits, tt.waits) || tv.Oldest != tt.oldest {
+				t.Errorf("ages %v, waits %v, oldest %v\nwant %v, %v, %v", tv.Ages, tv.Waits, tv.Oldest, tt.ages, tt.waits, tt.oldest)
 			}
 		})
 	}

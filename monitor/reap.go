@@ -87,16 +87,16 @@ func (r *Reaper) find(ctx context.Context, match Match) ([]Freed, []error, error
 	return found, unread, nil
 }
 
-// Reap frees every slot and removes every queue entry match selects, in every tier under the
-// prefix, one transaction per tier, and returns what it freed: per tier (sorted), the slots
-// and then the queue entries, each sorted by holder. It is idempotent: slots already
-// freed are not found again, and nothing found is not an error. A tier that fails does not
-// stop the others; the errors are joined.
+// reapOnce frees every slot and removes every queue entry match selects, in every tier under
+// the prefix, one transaction per tier, and returns what it freed: per tier (sorted), the slots
+// and then the queue entries, each sorted by holder. It is idempotent: slots already freed are
+// not found again, and nothing found is not an error. A tier that fails does not stop the
+// others; the errors are joined.
 //
 // The tiers are found with one read of the whole prefix; each tier with a match is then read
 // again and judged again by Evict, inside its check-and-set, so what is freed is what match
 // selects at the moment of the write.
-func (r *Reaper) Reap(ctx context.Context, match Match) ([]Freed, error) {
+func (r *Reaper) reapOnce(ctx context.Context, match Match) ([]Freed, error) {
 	snaps, err := lock.ReadAll(ctx, r.kv, lock.Options{Prefix: r.opts.Prefix, RequestTimeout: r.opts.RequestTimeout, ReadBatch: r.opts.ReadBatch})
 	if err != nil {
 		return nil, err
@@ -184,11 +184,53 @@ func only(match Match, found []Freed) Match {
 	return func(holder string, rec lock.Record) bool { return seen[run{holder, rec.RunID}] && match(holder, rec) }
 }
 
-// Reaping is one reaping that may take several attempts: the caller retries the Consul errors
-// of Attempt (reaping is idempotent) and asks Freed at the end. The first attempt reads what
-// match selects, and every attempt frees only that (func only), so an attempt made again after its
-// answer was lost frees nothing a new run took meanwhile.
-type Reaping struct {
+// Report is what a reaping freed, and what it could not read.
+type Report struct {
+	// Freed is what was freed, in the order of the tiers, then slots, queue entries and
+	// convergence records, each by holder. After an attempt whose answer was lost it is what
+	// the reaping selected and is gone now: freed by it or, at the same moment, by someone
+	// else.
+	Freed []Freed
+	// Unread names the tiers the reaping could not read, and why (junk under them): a slot of
+	// the dead host there is not freed. They are not an error of the reaping, which frees what
+	// it can read, so that one tier's junk does not fail the others; the caller reports them.
+	Unread []error
+}
+
+// Reap frees every slot, queue entry and convergence record match selects, in every tier under
+// the prefix (one transaction per tier), and reports what it freed.
+//
+// Monitor has no retry policy: do is the caller's. It makes each step, named by what for the
+// caller's log ("reap", then, only if an attempt failed, "read what was freed"), retrying
+// the errors that may pass; internal/retry's Budget.Do is one, and nil makes each step once.
+// Retrying is safe: the first attempt reads what match selects, and every attempt frees only
+// that, so an attempt made again after its answer was lost frees nothing a new run took
+// meanwhile; what was freed is then known only by reading again, which Reap does.
+//
+// The error is the reaping's, or, if the reaping succeeded, that of the read of what was
+// freed. The Report holds what is known either way.
+func (r *Reaper) Reap(ctx context.Context, match Match, do func(ctx context.Context, what string, op func(context.Context) error) error) (Report, error) {
+	if do == nil {
+		do = func(ctx context.Context, _ string, op func(context.Context) error) error { return op(ctx) }
+	}
+	g := &reaping{r: r, match: match}
+	err := do(ctx, "reap", g.attempt)
+	rep := Report{Freed: g.freed}
+	if g.failed {
+		if ferr := do(ctx, "read what was freed", func(ctx context.Context) (err error) {
+			rep.Freed, err = g.gone(ctx)
+			return err
+		}); err == nil {
+			err = ferr
+		}
+	}
+	rep.Unread = g.unread
+	return rep, err
+}
+
+// reaping is one reaping that may take several attempts. The first attempt reads what match
+// selects, and every attempt frees only that (func only).
+type reaping struct {
 	r      *Reaper
 	match  Match
 	seen   []Freed // what match selected at the first read; nil before
@@ -197,11 +239,8 @@ type Reaping struct {
 	failed bool    // an attempt failed: what it freed is not known
 }
 
-// Reaping starts a reaping of what match selects.
-func (r *Reaper) Reaping(match Match) *Reaping { return &Reaping{r: r, match: match} }
-
-// Attempt makes one attempt at freeing what is left.
-func (g *Reaping) Attempt(ctx context.Context) error {
+// attempt makes one attempt at freeing what is left.
+func (g *reaping) attempt(ctx context.Context) error {
 	if g.seen == nil {
 		seen, unread, err := g.r.find(ctx, g.match)
 		if err != nil {
@@ -209,7 +248,7 @@ func (g *Reaping) Attempt(ctx context.Context) error {
 		}
 		g.seen, g.match, g.unread = append([]Freed{}, seen...), only(g.match, seen), unread
 	}
-	got, err := g.r.Reap(ctx, g.match)
+	got, err := g.r.reapOnce(ctx, g.match)
 	g.freed = append(g.freed, got...)
 	if err != nil {
 		g.failed = true
@@ -217,18 +256,9 @@ func (g *Reaping) Attempt(ctx context.Context) error {
 	return err
 }
 
-// Unread names the tiers the reaping could not read, and why (junk under them): a slot of the
-// dead host there is not freed. The caller reports them; they are not an error of the
-// reaping, which freed what it could read, so that one tier's junk does not fail the others.
-func (g *Reaping) Unread() []error { return g.unread }
-
-// Freed is what the reaping freed, in Reap's order. When an attempt failed, its answer may have
-// been lost after Consul freed slots, so Freed reads the tiers again: what the reaping selected
-// and is gone now was freed, by it or, at the same moment, by someone else.
-func (g *Reaping) Freed(ctx context.Context) ([]Freed, error) {
-	if !g.failed {
-		return g.freed, nil
-	}
+// gone is what the reaping selected and is gone now, read again after an attempt failed: its
+// answer may have been lost after Consul freed slots.
+func (g *reaping) gone(ctx context.Context) ([]Freed, error) {
 	left, err := g.r.Find(ctx, g.match)
 	if err != nil {
 		return g.freed, err

@@ -2,6 +2,7 @@ package monitor_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit"
+	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/monitor"
 )
@@ -41,20 +43,20 @@ func TestReapByInstanceAcrossTiers(t *testing.T) {
 		t.Errorf("find wrote: %d slots left, want 7", n)
 	}
 
-	freed, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
+	rep, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := freedList(freed); got != want {
+	if got := freedList(rep.Freed); got != want {
 		t.Errorf("reap: %s\nwant %s", got, want)
 	}
 	if got, want := strings.Join(held(t), " "), "ops/metrics:i-0deadbeef prod/web:web-4 stage/cache:web-9"; got != want {
 		t.Errorf("left: %s\nwant %s", got, want)
 	}
 
-	again, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
-	if err != nil || len(again) != 0 {
-		t.Errorf("repeated reap: %v, %v", freedList(again), err)
+	again, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"), nil)
+	if err != nil || len(again.Freed) != 0 || len(again.Unread) != 0 {
+		t.Errorf("repeated reap: %v, %v", again, err)
 	}
 }
 
@@ -74,9 +76,9 @@ func TestReapByHolderIncludesUnreadableSlots(t *testing.T) {
 	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" {
 		t.Errorf("find: %s, %v", freedList(found), err)
 	}
-	freed, err := r.Reap(testkit.Ctx(t), monitor.ByHolder("web-3"))
-	if err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" {
-		t.Errorf("reap: %s, %v", freedList(freed), err)
+	rep, err := r.Reap(testkit.Ctx(t), monitor.ByHolder("web-3"), nil)
+	if err != nil || freedList(rep.Freed) != "prod/db:web-3 prod/web:web-3" {
+		t.Errorf("reap: %s, %v", freedList(rep.Freed), err)
 	}
 	if got := strings.Join(held(t), " "); got != "prod/web:web-4" {
 		t.Errorf("left: %s", got)
@@ -84,9 +86,9 @@ func TestReapByHolderIncludesUnreadableSlots(t *testing.T) {
 }
 
 func TestReapNothingUnderAnEmptyPrefix(t *testing.T) {
-	freed, err := newReaper(t, nil).Reap(testkit.Ctx(t), monitor.ByInstance("i-0abc"))
-	if err != nil || len(freed) != 0 {
-		t.Errorf("reap: %v, %v", freed, err)
+	rep, err := newReaper(t, nil).Reap(testkit.Ctx(t), monitor.ByInstance("i-0abc"), nil)
+	if err != nil || len(rep.Freed) != 0 || len(rep.Unread) != 0 {
+		t.Errorf("reap: %v, %v", rep, err)
 	}
 }
 
@@ -131,11 +133,83 @@ func TestReapRemovesQueueEntries(t *testing.T) {
 	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" || !found[0].Queued || found[1].Queued {
 		t.Fatalf("find: %+v, %v", found, err)
 	}
-	freed, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
-	if err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" || !freed[0].Queued || freed[0].RunID != "r-wait" {
+	rep, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"), nil)
+	if freed := rep.Freed; err != nil || freedList(freed) != "prod/db:web-3 prod/web:web-3" || !freed[0].Queued || freed[0].RunID != "r-wait" {
 		t.Fatalf("reap: %+v, %v", freed, err)
 	}
 	if got := strings.Join(held(t), " "); got != "prod/db:db-1" {
 		t.Errorf("left: %s", got)
+	}
+}
+
+// A write whose answer is lost after Consul applied it fails the attempt; the caller's do makes
+// it again, and Reap reads again to learn what was freed: everything the dead host held, even
+// what the lost answer freed, and nothing of the bystander's. Without a failure, do is asked
+// for the reaping alone.
+func TestReapReportsWhatALostAnswerFreed(t *testing.T) {
+	take(t,
+		slot{"prod/web", "web-3", "i-0dead", ""},
+		slot{"prod/web", "web-4", "i-0live", ""},
+		slot{"prod/db", "web-3", "i-0dead", ""},
+		slot{"stage/cache", "web-3", "i-0dead", ""},
+	)
+	a, _ := agent.Get(t)
+	proxy := faultproxy.New(a.Addr)
+	t.Cleanup(proxy.Close)
+	writes := 0
+	proxy.SetRule(func(r *http.Request) int {
+		if faultproxy.IsWriteTxn(r) {
+			if writes++; writes == 1 {
+				return faultproxy.DropAfterCommit
+			}
+		}
+		return faultproxy.Pass
+	})
+	cfg := api.DefaultConfig()
+	cfg.Address = proxy.Addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := monitor.NewReaper(c.KV(), monitor.Options{Prefix: testkit.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	do := func(ctx context.Context, what string, op func(context.Context) error) (err error) {
+		steps = append(steps, what)
+		for range 3 {
+			if err = op(ctx); err == nil {
+				return nil
+			}
+		}
+		return err
+	}
+
+	rep, err := r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead"), do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if proxy.Injected() != 1 {
+		t.Errorf("%d faults injected, want 1", proxy.Injected())
+	}
+	if got, want := freedList(rep.Freed), "prod/db:web-3 prod/web:web-3 stage/cache:web-3"; got != want {
+		t.Errorf("reported freed: %s\nwant %s", got, want)
+	}
+	if got, want := strings.Join(steps, ", "), "reap, read what was freed"; got != want {
+		t.Errorf("steps: %s, want %s", got, want)
+	}
+	if got := strings.Join(held(t), " "); got != "prod/web:web-4" {
+		t.Errorf("left: %s", got)
+	}
+
+	take(t, slot{"prod/web", "web-5", "i-0dead2", ""})
+	steps = nil
+	rep, err = r.Reap(testkit.Ctx(t), monitor.ByInstance("i-0dead2"), do)
+	if err != nil || freedList(rep.Freed) != "prod/web:web-5" {
+		t.Errorf("reap without a fault: %s, %v", freedList(rep.Freed), err)
+	}
+	if got := strings.Join(steps, ", "); got != "reap" {
+		t.Errorf("steps without a fault: %s, want reap", got)
 	}
 }

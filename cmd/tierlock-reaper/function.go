@@ -131,8 +131,13 @@ func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte
 		return res, nil
 	}
 	log = log.WithField("instance_id", a.instanceID)
-	freed, err := d.reap(ctx, log, monitor.ByInstance(a.instanceID))
-	for _, s := range freed {
+	rep, err := d.reap(ctx, log, monitor.ByInstance(a.instanceID))
+	for _, u := range rep.Unread {
+		// Logged, not failed: the other tiers are reaped, and failing would only repeat the
+		// event until the junk is deleted (check reports the tier CRITICAL meanwhile).
+		log.WithError(u).Warn("tier not read: a slot of this instance there, if any, is not freed")
+	}
+	for _, s := range rep.Freed {
 		switch {
 		case s.Queued:
 			log.WithFields(logrus.Fields{"tier": s.Tier, "holder": s.Holder}).Info("queue entry removed")
@@ -146,7 +151,7 @@ func (f *Function) handle(ctx context.Context, log *logrus.Entry, payload []byte
 	if err != nil {
 		return result{}, err
 	}
-	if len(freed) == 0 {
+	if len(rep.Freed) == 0 {
 		log.Info("no slot or queue entry of this instance (already freed, or it held none)")
 	}
 	if a.lifecycle != nil {
@@ -201,11 +206,11 @@ func clipName(s string) string {
 }
 
 // reap frees what match selects, retrying Consul errors that may pass (reaping is idempotent,
-// and a Reaping frees only what it first saw) by tierlock's one retry policy: backoff with
-// jitter, giving up within 1.25 × the Consul timeout of the first failure, whatever succeeds
-// in between. The reaping and the read of what it freed share that budget, which is cut to
-// end before the invocation's deadline.
-func (d *deps) reap(ctx context.Context, log *logrus.Entry, match monitor.Match) ([]monitor.Freed, error) {
+// and frees only what it first saw) by tierlock's one retry policy: backoff with jitter,
+// giving up within 1.25 × the Consul timeout of the first failure, whatever succeeds in
+// between. The reaping and the read of what it freed share that budget, which is cut to end
+// before the invocation's deadline.
+func (d *deps) reap(ctx context.Context, log *logrus.Entry, match monitor.Match) (monitor.Report, error) {
 	timeout := d.consulTimeout
 	if deadline, ok := ctx.Deadline(); ok {
 		// At least a moment: a zero budget would mean no bound at all.
@@ -218,20 +223,7 @@ func (d *deps) reap(ctx context.Context, log *logrus.Entry, match monitor.Match)
 			log.WithError(err).Warnf("%s: consul error, retrying in %s", what, next.Round(time.Millisecond))
 		},
 	}.Budget()
-	reaping := d.reaper.Reaping(match)
-	err := budget.Do(ctx, "reap", reaping.Attempt)
-	for _, u := range reaping.Unread() {
-		// Logged, not failed: the other tiers are reaped, and failing would only repeat the
-		// event until the junk is deleted (check reports the tier CRITICAL meanwhile).
-		log.WithError(u).Warn("tier not read: a slot of this instance there, if any, is not freed")
-	}
-	var freed []monitor.Freed
-	// After a lost answer, what was freed is known only by reading again.
-	ferr := budget.Do(ctx, "read what was freed", func(ctx context.Context) (err error) {
-		freed, err = reaping.Freed(ctx)
-		return err
-	})
-	return freed, errors.Join(err, ferr)
+	return d.reaper.Reap(ctx, match, budget.Do)
 }
 
 // completeLifecycle tells Auto Scaling to go on terminating the instance, now that its slots

@@ -134,40 +134,33 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) error 
 	stopWatching := runner.OnSignal(a.Signals, cancel)
 	var freed []monitor.Freed
 	var verdicts []monitor.NodeVerdict
-	reaping := reaper.Reaping(o.match)
-	// Reaping is idempotent, so a failed attempt is simply made again; what an attempt freed
-	// before failing is kept for the report.
-	err = retry.do(ctx, "reap", func(ctx context.Context) error {
-		var got []monitor.Freed
-		var err error
-		switch {
-		case o.catalog:
-			var res monitor.CatalogResult
-			res, err = reaper.ReapCatalog(ctx, client.Catalog(), client.Health(), monitor.CatalogOptions{Grace: o.grace, DryRun: o.dryRun})
-			got, verdicts = res.Freed, res.Verdicts
-		case o.dryRun:
-			got, err = reaper.Find(ctx, o.match)
-		default:
-			return reaping.Attempt(ctx)
-		}
-		if o.dryRun {
-			freed = got // a dry run reports its last look only
-		} else {
-			freed = append(freed, got...)
-		}
-		return err
-	})
-	if !o.catalog && !o.dryRun {
-		// After a lost answer, what was freed is known only by reading again.
-		if rerr := retry.do(ctx, "read what was freed", func(ctx context.Context) (err error) {
-			freed, err = reaping.Freed(ctx)
+	var unread []error
+	switch {
+	case o.catalog:
+		// Reaping is idempotent, so a failed attempt is simply made again; what an attempt
+		// freed before failing is kept for the report.
+		err = retry.do(ctx, "reap", func(ctx context.Context) error {
+			res, err := reaper.ReapCatalog(ctx, client.Catalog(), client.Health(), monitor.CatalogOptions{Grace: o.grace, DryRun: o.dryRun})
+			verdicts = res.Verdicts
+			if o.dryRun {
+				freed = res.Freed // a dry run reports its last look only
+			} else {
+				freed = append(freed, res.Freed...)
+			}
 			return err
-		}); err == nil {
-			err = rerr
-		}
+		})
+	case o.dryRun:
+		err = retry.do(ctx, "reap", func(ctx context.Context) (err error) {
+			freed, err = reaper.Find(ctx, o.match)
+			return err
+		})
+	default:
+		var rep monitor.Report
+		rep, err = reaper.Reap(ctx, o.match, retry.do)
+		freed, unread = rep.Freed, rep.Unread
 	}
 	sig := stopWatching()
-	for _, u := range reaping.Unread() {
+	for _, u := range unread {
 		log.WithError(explain(u)).Warn("tier not read: a slot there, if any, is not freed")
 	}
 	var hidden []string

@@ -55,7 +55,7 @@ func (a *App) statusCommand() *cli.Command {
 			case "json":
 				return writeStatusJSON(a.Stdout, c.String("prefix"), snaps, v, now)
 			case "prometheus":
-				return writeStatusMetrics(a.Stdout, snaps, now)
+				return writeStatusMetrics(a.Stdout, snaps, v, now)
 			}
 			writeStatusTable(a.Stdout, snaps, v, now, c.Bool("hosts"))
 			return nil
@@ -110,7 +110,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			// neither break the columns nor reach the terminal.
 			// The version says which tierlock holds the slot: during an upgrade a tier runs two.
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", tier, mx, hd, safetext.Text(h), safetext.Text(rec.Shown()),
-				monitor.Age(max0(now.Sub(rec.StartedAt))), code, rec.Attempts, safetext.Text(orDash(rec.InstanceID)),
+				monitor.Age(tv.Ages[h]), code, rec.Attempts, safetext.Text(orDash(rec.InstanceID)),
 				safetext.Text(orDash(strings.TrimPrefix(rec.Version, "tierlock "))))
 		}
 		if tv.Status != monitor.OK {
@@ -125,7 +125,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 		if len(s.Queue) > 0 {
 			var names []string
 			for _, q := range s.Queue {
-				names = append(names, fmt.Sprintf("%s (%s%s)", q.Holder, monitor.Age(max0(now.Sub(q.Since))), waiterVersion(q)))
+				names = append(names, fmt.Sprintf("%s (%s%s)", q.Holder, monitor.Age(tv.Waits[q.Holder]), waiterVersion(q)))
 			}
 			notes = append(notes, safetext.Text(fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", "))))
 		}
@@ -324,11 +324,10 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 			ts.Hosts = append(ts.Hosts, hs)
 		}
 		for _, q := range s.Queue {
-			ts.Waiters = append(ts.Waiters, waiterStatus{Waiter: q, AgeSeconds: int64(max0(now.Sub(q.Since)).Seconds())})
+			ts.Waiters = append(ts.Waiters, waiterStatus{Waiter: q, AgeSeconds: int64(tv.Waits[q.Holder].Seconds())})
 		}
 		for _, h := range sortedHolders(s) {
-			rec := s.Holders[h]
-			ts.Holders = append(ts.Holders, holderStatus{Record: rec, AgeSeconds: int64(max0(now.Sub(rec.StartedAt)).Seconds())})
+			ts.Holders = append(ts.Holders, holderStatus{Record: s.Holders[h], AgeSeconds: int64(tv.Ages[h].Seconds())})
 		}
 		out.Tiers = append(out.Tiers, ts)
 	}
@@ -342,7 +341,11 @@ func writeStatusJSON(w io.Writer, prefix string, snaps []*lock.Snapshot, v monit
 }
 
 // writeStatusMetrics prints per-tier gauges in Prometheus' text exposition format.
-func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) error {
+func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, now time.Time) error {
+	verdicts := map[string]monitor.TierVerdict{}
+	for _, tv := range v.Tiers {
+		verdicts[tv.Tier] = tv
+	}
 	reg := prometheus.NewRegistry()
 	gauge := func(name, help string, labels ...string) *prometheus.GaugeVec {
 		g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
@@ -388,10 +391,8 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 		curG.WithLabelValues(s.Tier).Set(float64(s.Current))
 		keysG.WithLabelValues(s.Tier).Set(float64(s.RunningKeys))
 		counts := map[lock.State]int{lock.StateRunning: 0, lock.StateFailed: 0, lock.StateInterrupted: 0}
-		var oldest time.Duration
 		for h, rec := range s.Holders {
 			counts[rec.State]++
-			oldest = max(oldest, now.Sub(rec.StartedAt))
 			startG.WithLabelValues(s.Tier, safetext.Text(h), string(rec.State)).Set(unixSeconds(rec.StartedAt))
 		}
 		if s.Disabled() {
@@ -408,20 +409,18 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, now time.Time) erro
 		for st, n := range counts {
 			holdG.WithLabelValues(s.Tier, string(st)).Set(float64(n))
 		}
-		ageG.WithLabelValues(s.Tier).Set(oldest.Seconds())
+		ageG.WithLabelValues(s.Tier).Set(verdicts[s.Tier].Oldest.Seconds())
 		bad := 0.0
 		if len(s.Problems) > 0 {
 			bad = 1
 		}
 		badG.WithLabelValues(s.Tier).Set(bad)
 		waitG.WithLabelValues(s.Tier).Set(float64(len(s.Queue)))
-		var oldestConv time.Duration
 		for h, conv := range s.Converged {
 			// A label value may be any UTF-8; the encoder escapes it.
 			convG.WithLabelValues(s.Tier, safetext.Text(h)).Set(float64(conv.ConvergedAt.UnixMilli()) / 1000)
-			oldestConv = max(oldestConv, now.Sub(conv.ConvergedAt))
 		}
-		convAgeG.WithLabelValues(s.Tier).Set(oldestConv.Seconds())
+		convAgeG.WithLabelValues(s.Tier).Set(verdicts[s.Tier].OldestConverged.Seconds())
 	}
 	return writeMetrics(w, reg)
 }
