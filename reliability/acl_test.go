@@ -35,6 +35,7 @@ type aclCase struct {
 // names the missing permission, exits non-zero, changes nothing and runs nothing. The token itself never shows: not on the command line (tierlock has no flag for
 // it), not in any log line at any level, not in status output, not in what is stored.
 func TestACLs(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
 		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
 		aclManagement, aclManagement)}})
@@ -238,6 +239,7 @@ func noSecrets(t *testing.T, o *outcome, tokens map[string]string) {
 // AccessorID and Description, never its secret): a name Consul vouches for, unlike the user
 // the environment claims.
 func TestNoteNamesTheToken(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
 		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
 		aclManagement, aclManagement)}})

@@ -18,6 +18,7 @@ import (
 // another tier, list and destroy another node's session, such as a Vault HA lock). The
 // operator, monitoring and reaper tokens can do their commands, and no more.
 func TestACLRoles(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
 		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
 		aclManagement, aclManagement)}})

@@ -15,6 +15,7 @@ import (
 // A read-only token on a tier and a holder named with Consul's words ("exists"): the
 // refusal is named as one (the missing key:write), never taken for a lost race or an outage.
 func TestACLRefusalWithConsulsWordsInNames(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
 		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
 		aclManagement, aclManagement)}})
@@ -75,6 +76,7 @@ node_prefix "" { policy = "read" }`
 // honestly (0 released, 75 nothing ran, 70 ran and still holds), and the tier stays
 // consistent.
 func TestConsulWriteRateLimit(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{HCL: []string{
 		`limits { request_limits { mode = "enforcing", write_rate = 3.0, read_rate = -1 } }`}})
 	admin := clientOf(t, server, "")

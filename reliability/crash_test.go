@@ -21,6 +21,7 @@ var crashes atomic.Int64
 // the step is a request); the next run on that host heals the tier: it re-enters the slot the
 // killed run left, or takes a fresh one when none was left, and releases it.
 func TestKilledAtEachStep(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{})
 	c := clientOf(t, server, "")
 	held := func(holder string) bool { _, ok := tierOf(t, c).Holders[holder]; return ok }
@@ -113,6 +114,7 @@ func TestKilledAtEachStep(t *testing.T) {
 // run asks for its slot, while its command runs (stopped, or killed), and for longer than the
 // run's --consul-timeout. Runs ride through, or give up as documented; the next run heals.
 func TestConsulServerRestart(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{})
 	c := clientOf(t, server, "")
 	rec := newRecorder(t)

@@ -16,6 +16,7 @@ import (
 // NUL), invalid UTF-8, oversized values. Each gets a clear error that names it (exit 78),
 // nothing is written, nothing runs, and a bad name is refused before any request to Consul.
 func TestHostileInput(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{})
 	admin := clientOf(t, server, "")
 	p := faultproxy.New(server.Addr)

@@ -17,6 +17,7 @@ import (
 // problem naming the cap, not an exhausted memory, and the long name is a warning of prod/web
 // alone, cut.
 func TestJunkUnderThePrefix(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{})
 	kv := clientOf(t, server, "").KV()
 	blob := []byte(strings.Repeat("j", 512<<10))

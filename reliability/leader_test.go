@@ -24,6 +24,7 @@ var leaderKills atomic.Int64
 // retried); no command runs without a slot, no more than max_concurrent run at once, every run
 // succeeds, and the tier ends clean.
 func TestLeaderLoss(t *testing.T) {
+	t.Parallel()
 	const hosts, slots, kills = 6, 2, 3
 	dir := t.TempDir()
 	ctx := context.Background()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -43,6 +44,15 @@ func testMain(m *testing.M) int {
 	if err := consulagent.Build("../internal/testkit/slotcheck", slotcheckBin, ""); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	// Every test starts its own Consul and spends most of its time waiting on it and on the
+	// hosts it runs, not on the CPU: they run side by side, more of them than there are
+	// cores. An explicit -parallel wins.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", "8")
 	}
 	return m.Run()
 }

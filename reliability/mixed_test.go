@@ -22,6 +22,7 @@ import (
 // own history. Each round that changes the protocol must pass against the round before it
 // (docs/keys.md, "Protocol versions").
 func TestMixedVersionsKeepTheTierMoving(t *testing.T) {
+	t.Parallel()
 	previous := buildPreviousRound(t)
 	server := startServer(t, consulagent.Config{})
 	admin := clientOf(t, server, "")

@@ -17,6 +17,7 @@ import (
 // revision now and then; an operator resumes or moves on. The history checker judges every
 // state Consul goes through (see history); the recorder, that no command ran without a slot.
 func TestRolloutUnderFaults(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{})
 	proxy := faultproxy.New(server.Addr)
 	defer proxy.Close()

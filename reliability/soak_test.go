@@ -77,6 +77,7 @@ var soakFaults = []int{http.StatusTooManyRequests, http.StatusInternalServerErro
 // once than max_concurrent allowed, no queue entry is left, `repair` finds nothing to repair,
 // and every host's exit code agrees with what Consul holds for it.
 func TestSoak(t *testing.T) {
+	t.Parallel()
 	seed := *soakSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

@@ -104,6 +104,7 @@ func tlsServer(t *testing.T, c *ca, verifyIncoming bool) *consulagent.Agent {
 // CA, no CA, another name, no client certificate where one is required) fails closed: nothing
 // runs, nothing is written, exit 78, and the message says what to fix.
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	good, other := newCA(t, "tierlock-test-ca"), newCA(t, "another-ca")
 	plain := tlsServer(t, good, false)
 	strict := tlsServer(t, good, true)

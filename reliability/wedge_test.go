@@ -15,6 +15,7 @@ import (
 // prefix could, then tried with the real binaries: run must not be stopped for ever by
 // something check calls OK. Each case is listed in docs/reliability.md.
 func TestSingleKeysThatCouldWedge(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{})
 	admin := clientOf(t, server, "")
 	kv := admin.KV()
