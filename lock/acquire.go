@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // acquisition is one call of Acquire: the run's place in line (q, nil when it has none), a
@@ -45,37 +46,37 @@ func (a *acquisition) step(ctx context.Context) (slot *Slot, done bool, err erro
 // look is the snapshot to decide on and the decision, or a nil snapshot when a slot is free
 // but the snapshot in hand shows only the reader's own queue entry: who goes first needs the
 // whole queue, which the next look reads.
-func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, Rollout, error) {
+func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rollout, error) {
 	snap := a.next
 	a.next = nil
 	if snap == nil {
 		var err error
 		if snap, err = a.s.read(ctx, a.req.Holder); err != nil {
-			return nil, 0, Rollout{}, err
+			return nil, 0, schema.Rollout{}, err
 		}
 	}
 	if err := snap.Err(); err != nil {
-		return nil, 0, Rollout{}, err
+		return nil, 0, schema.Rollout{}, err
 	}
 	decision, ro, snap, err := a.s.judge(ctx, snap, a.req)
 	if err != nil {
-		return nil, 0, Rollout{}, err
+		return nil, 0, schema.Rollout{}, err
 	}
 	if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
-		return nil, 0, Rollout{}, nil
+		return nil, 0, schema.Rollout{}, nil
 	}
 	return snap, decision, ro, nil
 }
 
 // take writes the run's slot: a fresh one (Take) or the one an earlier run of the holder left
 // held (Reenter). A lost race for a free slot joins the queue at once, when the run may wait.
-func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decision, ro Rollout, now time.Time) (*Slot, bool, error) {
+func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decision, ro schema.Rollout, now time.Time) (*Slot, bool, error) {
 	s, req := a.s, a.req
 	rec := req.Record
-	rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Batch, rec.Unhealthy = StateRunning, now, now, nil, nil, false
+	rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Batch, rec.Unhealthy = schema.StateRunning, now, now, nil, nil, false
 	rec.Protocol = protocolOf(false)
 	reentered := decision == Reenter
-	var admitted *Rollout
+	var admitted *schema.Rollout
 	if reentered {
 		held := snap.Holders[req.Holder]
 		if held.RunID == req.RunID {
@@ -123,7 +124,7 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 
 // wait is a full tier (Wait) or a mover the rollout holds back (HeldBack): join the queue,
 // or watch the run's own entry until a write hands it a slot, wakes it, or the wait ends.
-func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decision, ro Rollout, now time.Time) (*Slot, bool, error) {
+func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decision, ro schema.Rollout, now time.Time) (*Slot, bool, error) {
 	s, req := a.s, a.req
 	if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
 		return a.giveUp(ctx, snap, decision, ro)
@@ -165,7 +166,7 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 // giveUp ends a wait that is over: it leaves the queue and looks once more (a write may hand
 // this waiter a slot until the moment its entry goes, and a slot handed over is never left
 // held), removes an entry that outlived leaving, and answers ErrNoSlot or ErrHeldBack.
-func (a *acquisition) giveUp(ctx context.Context, snap *Snapshot, decision Decision, ro Rollout) (*Slot, bool, error) {
+func (a *acquisition) giveUp(ctx context.Context, snap *Snapshot, decision Decision, ro schema.Rollout) (*Slot, bool, error) {
 	s, req := a.s, a.req
 	if a.q != nil {
 		a.q.leave(ctx)

@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The operator's writes below change max_concurrent and max_saved, in one transaction with
@@ -16,7 +18,7 @@ import (
 // SetMax sets max_concurrent to n (≥ -1). It returns the snapshot it changed; setting the
 // value already stored writes nothing.
 func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
-	if n < -1 || n > maxLimit {
+	if n < -1 || n > schema.MaxLimit {
 		return nil, fmt.Errorf("lock: max_concurrent %d: want -1 (unlimited), 0 (disabled) or N > 0", n)
 	}
 	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
@@ -28,7 +30,7 @@ func (s *Semaphore) SetMax(ctx context.Context, n int) (*Snapshot, error) {
 		if n == 0 {
 			action = "disable"
 		}
-		ops, err := s.withNote(snap, ops, NoteMax, action, strconv.Itoa(n))
+		ops, err := s.withNote(snap, ops, schema.NoteMax, action, strconv.Itoa(n))
 		if err != nil {
 			return nil, err
 		}
@@ -51,7 +53,7 @@ func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 			// max_concurrent was absent (the runs' default applied): enable removes it again.
 			ops = append(ops, s.del(snap, keySaved))
 		}
-		ops, err := s.withNote(snap, ops, NoteMax, "disable", "0")
+		ops, err := s.withNote(snap, ops, schema.NoteMax, "disable", "0")
 		if err != nil {
 			return nil, err
 		}
@@ -62,7 +64,7 @@ func (s *Semaphore) Disable(ctx context.Context) (*Snapshot, error) {
 // Enable sets max_concurrent to *n, or, when n is nil, back to what Disable saved: max_saved,
 // or no value at all (the runs' --default-max) if the tier had none. max_saved is removed.
 func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
-	if n != nil && (*n < 1 && *n != -1 || *n > maxLimit) {
+	if n != nil && (*n < 1 && *n != -1 || *n > schema.MaxLimit) {
 		return nil, fmt.Errorf("lock: enable with max_concurrent %d: want -1 (unlimited) or N > 0", *n)
 	}
 	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
@@ -90,10 +92,10 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 		if len(ops) == 0 {
 			return nil, errUnchanged
 		}
-		if _, noted := snap.Notes[NoteMax]; noted {
+		if _, noted := snap.Notes[schema.NoteMax]; noted {
 			// The brake is off: its note goes with it (audit/history keeps it, and who
 			// released it).
-			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + auditDir + NoteMax})
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + auditDir + schema.NoteMax})
 		}
 		ops, err := s.withNote(snap, ops, "", "enable", strconv.Itoa(limit))
 		if err != nil {

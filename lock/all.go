@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // ReadAll reads every tier under opts.Prefix and returns their snapshots sorted by tier. A
@@ -24,9 +25,9 @@ import (
 func ReadAll(ctx context.Context, kv KV, opts Options) ([]*Snapshot, error) {
 	prefix := strings.Trim(opts.Prefix, "/")
 	if prefix == "" {
-		prefix = DefaultPrefix
+		prefix = schema.DefaultPrefix
 	}
-	if err := ValidatePrefix(prefix); err != nil {
+	if err := schema.ValidatePrefix(prefix); err != nil {
 		return nil, err
 	}
 	// opts.RequestTimeout bounds each request, not the whole read: a read of a prefix with
@@ -151,7 +152,7 @@ func listTiers(ctx context.Context, kv KV, prefix string, timeout time.Duration)
 		}
 		for _, svc := range svcs {
 			t := env + "/" + svc
-			if ValidateTier(t) != nil {
+			if schema.ValidateTier(t) != nil {
 				continue
 			}
 			base := prefix + "/" + t + "/"
@@ -212,7 +213,7 @@ func listDirs(ctx context.Context, kv KV, dir string, q *api.QueryOptions, timeo
 	var dirs []string
 	for _, k := range keys {
 		name, ok := strings.CutSuffix(strings.TrimPrefix(k, dir), "/")
-		if ok && ValidateName("tier part", name) == nil {
+		if ok && schema.ValidateName("tier part", name) == nil {
 			dirs = append(dirs, name)
 		}
 	}
@@ -232,7 +233,7 @@ func baseOf(prefix, k string) string {
 // if it is too long for any; other keys are ignored.
 func addKey(listed map[string]*tierList, prefix, k string, index uint64) {
 	parts := strings.SplitN(strings.TrimPrefix(k, prefix+"/"), "/", 3)
-	if len(parts) < 3 || len(parts[0]) > maxNameLen || len(parts[1]) > maxNameLen || ValidateTier(parts[0]+"/"+parts[1]) != nil {
+	if len(parts) < 3 || len(parts[0]) > schema.MaxNameLen || len(parts[1]) > schema.MaxNameLen || schema.ValidateTier(parts[0]+"/"+parts[1]) != nil {
 		return
 	}
 	rel := parts[2]

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // seedHolders writes n failed slots (h-0000 …) and current n under the test's tier, in
@@ -96,12 +97,12 @@ func TestBigTiers(t *testing.T) {
 			step("force release for the waiter", err)
 			step("take from the queue", <-got)
 			// Reap half the holders, then every one.
-			ev, err := s.Evict(c, func(_ string, r lock.Record) bool { return r.InstanceID == "i-1" })
+			ev, err := s.Evict(c, func(_ string, r schema.Record) bool { return r.InstanceID == "i-1" })
 			step("evict half", err)
 			if len(ev.Slots) < n/2-2 {
 				t.Errorf("evicted %d slots of instance i-1, want about %d", len(ev.Slots), n/2)
 			}
-			_, err = s.Evict(c, func(string, lock.Record) bool { return true })
+			_, err = s.Evict(c, func(string, schema.Record) bool { return true })
 			step("evict all", err)
 			if v := values(t); v["current"] != "0" {
 				t.Errorf("after evicting every slot: current %q", v["current"])

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/internal/kvtxn"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // KV is the part of Consul's *api.KV the semaphore uses.
@@ -103,7 +104,7 @@ func (s *Semaphore) forHolder(holder string) func(string) bool {
 		if h, ok := strings.CutPrefix(rel, convergedDir); ok {
 			return h == holder
 		}
-		return !strings.HasPrefix(rel, auditDir) || history && rel == auditDir+NoteHistory
+		return !strings.HasPrefix(rel, auditDir) || history && rel == auditDir+schema.NoteHistory
 	}
 }
 
@@ -119,7 +120,7 @@ func filtered(meta *api.QueryMeta, prefix string) error {
 // change is one write to a tier: put (rec != nil) or delete running/<holder>, or neither.
 type change struct {
 	holder string
-	rec    *Record
+	rec    *schema.Record
 	delete bool
 	// noGrants leaves free slots free (see grants): for a wake, which rewrites current alone.
 	noGrants bool
@@ -129,7 +130,7 @@ type change struct {
 	// rollout, if set, is the rollout record as this change leaves it (a mover admitted, a
 	// success or a failure recorded); grants go on from it, and it is written with
 	// check-and-set.
-	rollout *Rollout
+	rollout *schema.Rollout
 }
 
 // changeTxn is the transaction that writes ch, hands over the slots it leaves free (grants),
@@ -202,15 +203,15 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 // handOver is what a write of ch hands over besides (see grants and nudge): the operations,
 // the number of slots handed, and the rollout record they leave (ch.rollout, or nil when
 // neither changes it).
-func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) (api.KVTxnOps, int, *Rollout, error) {
-	var taken []Record // a mover this write admits itself, which its grants must count
+func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) (api.KVTxnOps, int, *schema.Rollout, error) {
+	var taken []schema.Record // a mover this write admits itself, which its grants must count
 	if ch.rec != nil && ch.rec.Batch != nil && !exists {
 		taken = append(taken, *ch.rec)
 	}
 	// A release or a failure ends its holder's run: its place in the step is free for the
 	// grants of the same write (the next step may open in it, at no extra write).
 	leaving := ""
-	if ch.delete || (ch.rec != nil && exists && ch.rec.State != StateRunning) {
+	if ch.delete || (ch.rec != nil && exists && ch.rec.State != schema.StateRunning) {
 		leaving = ch.holder
 	}
 	ops, to, ro, err := s.grants(snap, ch.holder, count, ch.spread, ch.rollout, taken, leaving)
@@ -261,7 +262,7 @@ const maxGrants = 16
 // record as the write leaves it so far (ro, or the snapshot's when nil): a success this write
 // records may open the next step. taken are the movers the write admits besides (a take), not
 // yet among the snapshot's holders. It returns the record the grants leave, nil if unchanged.
-func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *Rollout, taken []Record, leaving string) (api.KVTxnOps, map[string]bool, *Rollout, error) {
+func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *schema.Rollout, taken []schema.Record, leaving string) (api.KVTxnOps, map[string]bool, *schema.Rollout, error) {
 	if snap.Disabled() || snap.Drift() {
 		return nil, nil, ro, nil // disabled, or a count not to build on
 	}
@@ -273,7 +274,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 		// so that the others' next tries do not collide again. They are admitted within
 		// moments of each other, so the order is kept as near as makes no difference.
 		k := snap.holderRank(skip) % len(line)
-		line = append(append([]Waiter{line[k]}, line[:k]...), line[k+1:]...)
+		line = append(append([]schema.Waiter{line[k]}, line[:k]...), line[k+1:]...)
 	}
 	now := s.opts.Now().UTC()
 	var ops api.KVTxnOps
@@ -283,9 +284,9 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 		if (snap.Max > 0 && count >= snap.Max) || len(to) >= maxGrants {
 			break
 		}
-		rec := Record{
+		rec := schema.Record{
 			Holder: w.Holder, Hostname: w.Hostname, InstanceID: w.InstanceID, Node: w.Node, PID: w.PID,
-			State: StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1,
+			State: schema.StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1,
 			Command: w.Command, RunID: w.RunID, Version: w.Version, Protocol: w.Protocol, Revision: w.Revision,
 		}
 		if w.Mover && w.Revision != "" {
@@ -317,7 +318,7 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 // admits a mover or records a mover's outcome moves it, so such writes are serialised. A halt
 // also deletes the queue entries of the movers waiting for its revision (the first
 // maxHaltWakes), so that they wake and exit at once rather than at their next look.
-func (s *Semaphore) rolloutOp(snap *Snapshot, r *Rollout) (api.KVTxnOps, error) {
+func (s *Semaphore) rolloutOp(snap *Snapshot, r *schema.Rollout) (api.KVTxnOps, error) {
 	value, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("lock: encode rollout: %w", err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Every host should converge regularly. A host's last successful run is recorded in
@@ -17,46 +19,6 @@ import (
 // request), and waiters are ranked by it: hosts that never converged first, then the longest
 // unconverged, then arrival. Without it, hosts that keep a fixed timer offset and arrive last
 // every cycle are turned away every cycle.
-
-// Convergence is the value of converged/<holder>: the holder's last successful run.
-type Convergence struct {
-	Holder          string    `json:"holder"`
-	ConvergedAt     time.Time `json:"converged_at"`
-	RunID           string    `json:"run_id"`
-	DurationSeconds float64   `json:"duration_seconds"`
-	InstanceID      string    `json:"instance_id"`
-	// Node is the Consul node the run talked to, so that the catalog reaper finds the record
-	// of a dead node that held no slot when it died.
-	Node string `json:"node,omitempty"`
-	// Revision is the revision the run applied ("" when it named none).
-	Revision string `json:"revision,omitempty"`
-}
-
-// Record is the convergence as Evict's match sees it: what the record says of its holder,
-// and StartedAt its convergence time.
-func (c Convergence) Record() Record {
-	return Record{Holder: c.Holder, RunID: c.RunID, InstanceID: c.InstanceID, Node: c.Node, StartedAt: c.ConvergedAt}
-}
-
-// parseConvergence decodes the value stored at converged/<holder>. A record that names another
-// holder, or has no time, is refused: it would rank its host wrongly.
-func parseConvergence(holder string, value []byte) (Convergence, error) {
-	if len(value) > maxValueLen {
-		return Convergence{}, fmt.Errorf("value is %d bytes, more than %d", len(value), maxValueLen)
-	}
-	var c Convergence
-	if err := json.Unmarshal(value, &c); err != nil {
-		return Convergence{}, fmt.Errorf("not a convergence record: %w", err)
-	}
-	if c.Holder != "" && c.Holder != holder {
-		return Convergence{}, fmt.Errorf("record names holder %q, not %q", c.Holder, holder)
-	}
-	if c.ConvergedAt.IsZero() {
-		return Convergence{}, fmt.Errorf("record has no converged_at")
-	}
-	c.Holder = holder
-	return c, nil
-}
 
 // QueueOrder is how waiters are ranked.
 type QueueOrder string
@@ -81,7 +43,7 @@ func ParseQueueOrder(s string) (QueueOrder, error) {
 
 // before reports whether waiter a ranks ahead of waiter b in order o. It is a strict order:
 // the CreateIndex of two entries always differs.
-func (o QueueOrder) before(a, b Waiter) bool {
+func (o QueueOrder) before(a, b schema.Waiter) bool {
 	if o != OrderArrival {
 		switch {
 		case a.ConvergedAt == nil && b.ConvergedAt != nil:
@@ -117,11 +79,11 @@ func (s *Snapshot) convergedAt(holder string) *time.Time {
 // Forget removes holder's converged/ record, for a host that left the tier: it is no longer
 // expected to converge here. Nothing else is touched. It returns the record it removed and
 // false when there was none (not an error: forgetting is idempotent).
-func (s *Semaphore) Forget(ctx context.Context, holder string) (Convergence, bool, error) {
-	if err := ValidateName("holder", holder); err != nil {
-		return Convergence{}, false, err
+func (s *Semaphore) Forget(ctx context.Context, holder string) (schema.Convergence, bool, error) {
+	if err := schema.ValidateName("holder", holder); err != nil {
+		return schema.Convergence{}, false, err
 	}
-	var gone Convergence
+	var gone schema.Convergence
 	var found bool
 	_, err := s.update(ctx, holder, func(snap *Snapshot) (*txn, error) {
 		t, c, ok := s.forgetTxn(snap, holder)
@@ -130,13 +92,13 @@ func (s *Semaphore) Forget(ctx context.Context, holder string) (Convergence, boo
 			return nil, errUnchanged
 		}
 		var err error
-		if t.writes, err = s.withNote(snap, t.writes, NoteForget, "forget", holder); err != nil {
+		if t.writes, err = s.withNote(snap, t.writes, schema.NoteForget, "forget", holder); err != nil {
 			return nil, err
 		}
 		return t, nil
 	})
 	if err != nil {
-		return Convergence{}, false, err
+		return schema.Convergence{}, false, err
 	}
 	return gone, found, nil
 }
@@ -144,14 +106,14 @@ func (s *Semaphore) Forget(ctx context.Context, holder string) (Convergence, boo
 // forgetTxn deletes holder's converged/ record as snap read it (check-and-set, so a record
 // rewritten meanwhile by a new run is judged again). It changes no slot, so it needs no guard
 // on current.
-func (s *Semaphore) forgetTxn(snap *Snapshot, holder string) (*txn, Convergence, bool) {
+func (s *Semaphore) forgetTxn(snap *Snapshot, holder string) (*txn, schema.Convergence, bool) {
 	key := convergedDir + holder
 	if _, ok := snap.modify[key]; !ok {
-		return nil, Convergence{}, false
+		return nil, schema.Convergence{}, false
 	}
 	c, ok := snap.Converged[holder]
 	if !ok {
-		c = Convergence{Holder: holder} // unreadable: forgotten all the same
+		c = schema.Convergence{Holder: holder} // unreadable: forgotten all the same
 	}
 	return &txn{writes: api.KVTxnOps{s.del(snap, key)}}, c, true
 }
@@ -159,7 +121,7 @@ func (s *Semaphore) forgetTxn(snap *Snapshot, holder string) (*txn, Convergence,
 // convergedOp is the write of holder's convergence after the run of slot, put in the
 // transaction that releases the slot.
 func (s *Semaphore) convergedOp(slot *Slot, now time.Time) (*api.KVTxnOp, error) {
-	c := Convergence{Holder: slot.Holder, ConvergedAt: now, RunID: slot.RunID, InstanceID: slot.InstanceID, Node: slot.Node, Revision: slot.Revision}
+	c := schema.Convergence{Holder: slot.Holder, ConvergedAt: now, RunID: slot.RunID, InstanceID: slot.InstanceID, Node: slot.Node, Revision: slot.Revision}
 	if !slot.StartedAt.IsZero() && now.After(slot.StartedAt) {
 		// Milliseconds, as a person reads them (1.535, not 1.5350000000000001).
 		c.DurationSeconds = math.Round(now.Sub(slot.StartedAt).Seconds()*1000) / 1000
@@ -173,13 +135,13 @@ func (s *Semaphore) convergedOp(slot *Slot, now time.Time) (*api.KVTxnOp, error)
 
 // Convergences lists the converged/ records by holder, unreadable ones as a Convergence with
 // only Holder set (so they can still be matched by name).
-func (s *Snapshot) Convergences() []Convergence {
-	var out []Convergence
+func (s *Snapshot) Convergences() []schema.Convergence {
+	var out []schema.Convergence
 	for k := range s.modify {
 		if h, ok := strings.CutPrefix(k, convergedDir); ok {
 			c, readable := s.Converged[h]
 			if !readable {
-				c = Convergence{Holder: h}
+				c = schema.Convergence{Holder: h}
 			}
 			out = append(out, c)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The release of a successful run writes converged/<holder> in the same transaction: the record
@@ -90,7 +91,7 @@ func orderSem(t *testing.T, o lock.QueueOrder) *lock.Semaphore {
 // converge writes holder's convergence at ago before now, as a release would have.
 func converge(t *testing.T, holder string, ago time.Duration) {
 	t.Helper()
-	v, _ := json.Marshal(lock.Convergence{Holder: holder, ConvergedAt: time.Now().Add(-ago).UTC(), RunID: "old"})
+	v, _ := json.Marshal(schema.Convergence{Holder: holder, ConvergedAt: time.Now().Add(-ago).UTC(), RunID: "old"})
 	put(t, "converged/"+holder, string(v))
 }
 
@@ -246,7 +247,7 @@ func TestForget(t *testing.T) {
 	if _, found, err := s.Forget(testkit.Ctx(t), "moved"); err != nil || found {
 		t.Errorf("second forget: found %v, %v", found, err)
 	}
-	if _, _, err := s.Forget(testkit.Ctx(t), "bad\nname"); !errors.Is(err, lock.ErrInvalidName) {
+	if _, _, err := s.Forget(testkit.Ctx(t), "bad\nname"); !errors.Is(err, schema.ErrInvalidName) {
 		t.Errorf("bad name: %v", err)
 	}
 }
@@ -256,7 +257,7 @@ func TestEvictRemovesConverged(t *testing.T) {
 	s := newSem(t, 1)
 	converge(t, "dead", time.Hour)
 	converge(t, "alive", time.Hour)
-	ev, err := s.Evict(testkit.Ctx(t), func(h string, _ lock.Record) bool { return h == "dead" })
+	ev, err := s.Evict(testkit.Ctx(t), func(h string, _ schema.Record) bool { return h == "dead" })
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,15 @@
 //	max_concurrent     "-1" unlimited, "0" disabled, "N" at most N holders; absent: Options.DefaultMax
 //	max_saved          the value Disable replaced, for Enable (read by Enable alone)
 //	current            number of held slots; absent means 0
-//	running/<holder>   one key per held slot: a JSON Record (older tooling wrote a bare timestamp)
+//	running/<holder>   one key per held slot: a JSON schema.Record (older tooling wrote a bare timestamp)
 //	queue/<holder>     a waiter, bound to its session (see queue.go)
 //	converged/<holder> the holder's last successful run (see converged.go)
 //	rollout_policy     the tier's progressive rollout schedule (see rollout.go)
 //	rollout            the revision rolling out and how far it got (see rollout.go)
 //	audit/<kind>       the last operator change of each kind, audit/history the last 16 (note.go)
+//
+// What each key holds, as JSON, and the rules names must follow are package schema's; lock
+// reads and writes them, and keeps the invariant.
 //
 // The invariant: after every committed write, current equals the number of running/ keys.
 // Every write of a slot this package makes is a single Consul transaction that sets current to the
@@ -41,7 +44,7 @@
 // A run may name the revision of the configuration it applies: a host that has not converged
 // on it (a mover) is admitted canary first, then in the tier's batches, and a failure halts the
 // revision (rollout.go). The rollout record moves inside the transactions that admit a mover
-// and record its outcome; only movers' entries and records carry protocol 3 (record.go).
+// and record its outcome; only movers' entries and records carry protocol 3 (schema.Protocol).
 //
 // What lock decides for itself, and what it leaves to the caller: it re-reads and tries again
 // after a lost check-and-set race (at most maxRaces in a row, a random pause of up to 20 ms

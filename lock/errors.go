@@ -10,8 +10,6 @@ var (
 	ErrNoSlot = errors.New("lock: no free slot")
 	// ErrInvalidConfig means a stored value of the tier cannot be trusted; nothing was written.
 	ErrInvalidConfig = errors.New("lock: invalid stored value")
-	// ErrInvalidName means a tier, holder or prefix name was refused before anything was written.
-	ErrInvalidName = errors.New("lock: invalid name")
 	// ErrNotHeld means the holder has no slot (or it belongs to another run of that holder).
 	ErrNotHeld = errors.New("lock: slot not held")
 	// ErrRejected means Consul refused a request for a reason other than a lost race, such as

@@ -7,15 +7,17 @@ import (
 	"strings"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Evicted is what Evict removed from a tier.
 type Evicted struct {
-	Slots   []Record // running/ keys, sorted by holder
-	Waiters []Waiter // queue/ entries, sorted by holder
+	Slots   []schema.Record // running/ keys, sorted by holder
+	Waiters []schema.Waiter // queue/ entries, sorted by holder
 	// Converged are the converged/ records, sorted by holder: a host that is gone is no
 	// longer expected to converge.
-	Converged []Convergence
+	Converged []schema.Convergence
 }
 
 // Evict frees the slot of every holder of the tier for which match returns true, whatever its
@@ -30,7 +32,7 @@ type Evicted struct {
 // slot that changed hands in between (a new run of a reused host name, say) is judged anew.
 // More matches than fit in one transaction (126) take several, each keeping the invariant.
 // Slots freed while hosts wait are handed to the first in line by a write that follows.
-func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec Record) bool) (Evicted, error) {
+func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec schema.Record) bool) (Evicted, error) {
 	var all Evicted
 	for {
 		var batch Evicted
@@ -50,23 +52,17 @@ func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec Rec
 		all.Waiters = append(all.Waiters, batch.Waiters...)
 		all.Converged = append(all.Converged, batch.Converged...)
 		if !more {
-			slices.SortFunc(all.Waiters, func(a, b Waiter) int { return strings.Compare(a.Holder, b.Holder) })
-			slices.SortFunc(all.Converged, func(a, b Convergence) int { return strings.Compare(a.Holder, b.Holder) })
+			slices.SortFunc(all.Waiters, func(a, b schema.Waiter) int { return strings.Compare(a.Holder, b.Holder) })
+			slices.SortFunc(all.Converged, func(a, b schema.Convergence) int { return strings.Compare(a.Holder, b.Holder) })
 			return all, nil
 		}
 	}
 }
 
-// Record is the queue entry as Evict's match sees it: what the entry says of its holder, and
-// StartedAt the time it joined the queue.
-func (w Waiter) Record() Record {
-	return Record{Holder: w.Holder, RunID: w.RunID, InstanceID: w.InstanceID, Node: w.Node, StartedAt: w.Since}
-}
-
 // evictTxn is the transaction that removes what match selects in snap, as many keys of it
 // as fit beside its mandatory operations (more reports that there is more), and sets current
 // to the running/ keys it leaves. It is nil when nothing matches.
-func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (ev Evicted, t *txn, more bool) {
+func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, schema.Record) bool) (ev Evicted, t *txn, more bool) {
 	t = &txn{checks: s.guardMax(snap)}
 	b := &deletes{room: maxTxnOps - t.mandatory() - 1 - len(s.treeOps(""))} // and the write of current, and the read-back
 	removed := map[string]bool{}
@@ -74,7 +70,7 @@ func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, Record) bool) (e
 		holder := strings.TrimPrefix(k, runningDir)
 		rec, ok := snap.Holders[holder]
 		if !ok {
-			rec = Record{Holder: holder}
+			rec = schema.Record{Holder: holder}
 		}
 		if match(holder, rec) && b.add(s.del(snap, k)) {
 			removed[k] = true

@@ -10,11 +10,12 @@ import (
 
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // byInstance matches the slots recorded with instance id, or held under that name.
-func byInstance(id string) func(string, lock.Record) bool {
-	return func(holder string, rec lock.Record) bool { return rec.InstanceID == id || holder == id }
+func byInstance(id string) func(string, schema.Record) bool {
+	return func(holder string, rec schema.Record) bool { return rec.InstanceID == id || holder == id }
 }
 
 func TestEvictFreesEveryMatchingSlotInOneWrite(t *testing.T) {
@@ -73,7 +74,7 @@ func TestEvictJudgesAgainAfterALostRace(t *testing.T) {
 		t.Fatal(err)
 	}
 	asked := 0
-	freed, err := s.Evict(testkit.Ctx(t), func(holder string, rec lock.Record) bool {
+	freed, err := s.Evict(testkit.Ctx(t), func(holder string, rec schema.Record) bool {
 		asked++
 		if asked == 1 {
 			fresh := req("web-1", "r-new")

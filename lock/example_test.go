@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The examples that talk to Consul reach the agent a host would ($CONSUL_HTTP_ADDR, else
@@ -32,7 +33,7 @@ func ExampleSemaphore_Acquire() {
 		panic(err)
 	}
 	slot, err := sem.Acquire(ctx, lock.Request{
-		Record:    lock.Record{Holder: "web-3", RunID: "7f3a9c1e", Command: "chef-client"},
+		Record:    schema.Record{Holder: "web-3", RunID: "7f3a9c1e", Command: "chef-client"},
 		WaitUntil: time.Now().Add(10 * time.Minute),
 	})
 	if err != nil {
@@ -48,7 +49,7 @@ func ExampleSemaphore_Acquire() {
 	fmt.Println("held", snap.Held(), "of", snap.Max, "-", snap.Holders["web-3"].State)
 
 	// The next run of web-3 re-enters the same slot, succeeds and releases it.
-	again, _ := sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "web-3", RunID: "0b1d2e3f"}})
+	again, _ := sem.Acquire(ctx, lock.Request{Record: schema.Record{Holder: "web-3", RunID: "0b1d2e3f"}})
 	fmt.Println("re-entered", again.Reentered, "attempt", again.Attempts)
 	if err := sem.Release(ctx, again); err != nil {
 		panic(err)
@@ -68,7 +69,7 @@ func Example_acquireRelease() {
 	if err != nil {
 		panic(err)
 	}
-	slot, err := sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "web-1", RunID: "a1", Command: "chef-client"}})
+	slot, err := sem.Acquire(ctx, lock.Request{Record: schema.Record{Holder: "web-1", RunID: "a1", Command: "chef-client"}})
 	if err != nil {
 		panic(err)
 	}
@@ -94,11 +95,11 @@ func ExampleSemaphore_Acquire_noSlot() {
 	if err != nil {
 		panic(err)
 	}
-	first, err := sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "db-1", RunID: "b1"}})
+	first, err := sem.Acquire(ctx, lock.Request{Record: schema.Record{Holder: "db-1", RunID: "b1"}})
 	if err != nil {
 		panic(err)
 	}
-	_, err = sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "db-2", RunID: "b2"}})
+	_, err = sem.Acquire(ctx, lock.Request{Record: schema.Record{Holder: "db-2", RunID: "b2"}})
 	fmt.Println("db-2:", errors.Is(err, lock.ErrNoSlot))
 	if err := sem.Release(ctx, first); err != nil {
 		panic(err)
@@ -127,14 +128,14 @@ func ExampleSemaphore_SetMax() {
 	if _, err := sem.Disable(ctx); err != nil {
 		panic(err)
 	}
-	_, err = sem.Acquire(ctx, lock.Request{Record: lock.Record{Holder: "cache-1", RunID: "c1"}})
+	_, err = sem.Acquire(ctx, lock.Request{Record: schema.Record{Holder: "cache-1", RunID: "c1"}})
 	fmt.Println("cache-1:", errors.Is(err, lock.ErrDisabled))
 }
 
 // New checks names before any request is made, so a bad tier never reaches Consul.
 func ExampleNew() {
 	_, err := lock.New(nil, lock.Options{Tier: "prod/../web"})
-	fmt.Println(errors.Is(err, lock.ErrInvalidName))
+	fmt.Println(errors.Is(err, schema.ErrInvalidName))
 	// Output:
 	// true
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // boundedKV is a client of the package agent built as the commands build theirs
@@ -95,7 +96,7 @@ func TestJunkNames(t *testing.T) {
 	if err != nil || len(snap.Holders) != 1 || len(snap.Suspect) != 1 {
 		t.Fatalf("read: %.500v %+v", err, snap)
 	}
-	ev, err := web.Evict(testkit.Ctx(t), func(h string, _ lock.Record) bool { return h == "web-1" })
+	ev, err := web.Evict(testkit.Ctx(t), func(h string, _ schema.Record) bool { return h == "web-1" })
 	if err != nil || len(ev.Slots) != 1 {
 		t.Errorf("evict beside the junk: %.500v %+v", err, ev)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // One real Consul agent for the package, started by the first test that needs it; each test
@@ -69,5 +70,5 @@ func values(t *testing.T) map[string]string {
 }
 
 func req(holder, runID string) lock.Request {
-	return lock.Request{Record: lock.Record{Holder: holder, RunID: runID, Hostname: holder + ".test", PID: 1, Command: "true"}}
+	return lock.Request{Record: schema.Record{Holder: holder, RunID: runID, Hostname: holder + ".test", PID: 1, Command: "true"}}
 }

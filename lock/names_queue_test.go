@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Queue holder names are checked when read, like slot holders: an invalid one is suspect,
@@ -102,7 +104,7 @@ func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
 	}
 	snap := newSnapshot("prod/web", 1, OrderArrival, api.KVPairs{
 		{Key: s.base + "max_concurrent", Value: []byte("3"), ModifyIndex: 1},
-		entry("future", 5, Protocol+1), entry("old", 6, 0), entry("today", 7, Protocol),
+		entry("future", 5, schema.Protocol+1), entry("old", 6, 0), entry("today", 7, schema.Protocol),
 	}, s.base)
 	if len(snap.Queue) != 3 || snap.Queue[0].Holder != "future" {
 		t.Fatalf("queue %v: want the newer waiter ranked first", snap.Queue)
@@ -117,7 +119,7 @@ func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
 	if op := s.nudge(snap, "", 0, map[string]bool{}); op == nil || !strings.HasSuffix(op.Key, "queue/old") {
 		t.Errorf("nudge %v: want the entry of old, the first it may hand a slot to", op)
 	}
-	if got := snap.Newer(); len(got) != 1 || got[0] != fmt.Sprintf("queue/future (protocol %d)", Protocol+1) {
+	if got := snap.Newer(); len(got) != 1 || got[0] != fmt.Sprintf("queue/future (protocol %d)", schema.Protocol+1) {
 		t.Errorf("Newer() = %q", got)
 	}
 }
@@ -142,7 +144,7 @@ func TestMoverTakeCountsItselfInItsGrants(t *testing.T) {
 		t.Fatalf("x, never converged, ranks ahead of w: %v %v %+v", d, g, ro)
 	}
 	step := ro.Step
-	rec := &Record{Holder: "x", RunID: "rx", State: StateRunning, StartedAt: time.Now(), Revision: "B", Batch: &step}
+	rec := &schema.Record{Holder: "x", RunID: "rx", State: schema.StateRunning, StartedAt: time.Now(), Revision: "B", Batch: &step}
 	txn, err := s.acquireTxn(snap, "x", rec, &ro)
 	if err != nil {
 		t.Fatal(err)

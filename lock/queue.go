@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The queue: a holder that finds the tier full writes queue/<holder>, bound to a Consul
@@ -26,42 +28,17 @@ type Sessions interface {
 	Renew(id string, q *api.WriteOptions) (*api.SessionEntry, *api.WriteMeta, error)
 }
 
-// Waiter is one queue/ entry.
-type Waiter struct {
-	Holder     string    `json:"holder"`
-	RunID      string    `json:"run_id"`
-	InstanceID string    `json:"instance_id,omitempty"` // as in the Record the waiter will write,
-	Node       string    `json:"node,omitempty"`        // so the reaper can find its entry too
-	Since      time.Time `json:"since"`
-	// The rest of the record the waiter asked to write: a write that hands it a slot writes
-	// its running/ record from the entry (see grants).
-	Hostname string `json:"hostname,omitempty"`
-	PID      int    `json:"pid,omitempty"`
-	Command  string `json:"command,omitempty"`
-	Version  string `json:"version,omitempty"`
-	// Protocol is the waiting protocol the waiter speaks (0: 2 or older; see Protocol).
-	Protocol int `json:"protocol,omitempty"`
-	// Revision is the revision the waiter's run applies; Mover that the rollout limits it.
-	Revision string `json:"revision,omitempty"`
-	Mover    bool   `json:"mover,omitempty"`
-	// ConvergedAt is the holder's last convergence when it joined (nil: never), which ranks it.
-	ConvergedAt *time.Time `json:"converged_at"`
-	Session     string     `json:"-"`
-	CreateIndex uint64     `json:"-"`
-	ModifyIndex uint64     `json:"-"`
-}
-
 // parseWaiter reads a queue entry. One that is not a JSON object naming its run is not
 // tierlock's (every version has written run_id): ranked, it would stand first in line and
 // never be handed a slot, since a grant needs the run it admits, and the tier would wait on
 // it for as long as its session lives. So it ranks nowhere, like an entry without a session.
-func parseWaiter(holder string, p *api.KVPair) (Waiter, error) {
-	var w Waiter
+func parseWaiter(holder string, p *api.KVPair) (schema.Waiter, error) {
+	var w schema.Waiter
 	if err := json.Unmarshal(p.Value, &w); err != nil {
-		return Waiter{}, fmt.Errorf("queue entry is not a tierlock waiter (%d bytes, not its JSON)", len(p.Value))
+		return schema.Waiter{}, fmt.Errorf("queue entry is not a tierlock waiter (%d bytes, not its JSON)", len(p.Value))
 	}
 	if w.RunID == "" {
-		return Waiter{}, fmt.Errorf("queue entry names no run_id (not written by tierlock)")
+		return schema.Waiter{}, fmt.Errorf("queue entry names no run_id (not written by tierlock)")
 	}
 	w.Holder, w.Session, w.CreateIndex, w.ModifyIndex = holder, p.Session, p.CreateIndex, p.ModifyIndex
 	return w, nil
@@ -75,8 +52,8 @@ func parseWaiter(holder string, p *api.KVPair) (Waiter, error) {
 // joins per run, against 1.0 at 10s), for a reason not yet found.
 const (
 	DefaultQueueTTL = 10 * time.Second
-	MinQueueTTL     = 10 * time.Second // Consul's least session TTL
-	MaxQueueTTL     = 24 * time.Hour   // and its greatest
+	minQueueTTL     = 10 * time.Second // Consul's least session TTL
+	maxQueueTTL     = 24 * time.Hour   // and its greatest
 )
 
 // queue is one Acquire's place in the queue.
@@ -93,7 +70,7 @@ type queue struct {
 // join creates the session and writes the entry. The entry carries this run's id so that a
 // retried Acquire of the same run recognises it. The same transaction reads the tier back, so
 // the waiter knows its place (and what to watch) without another request.
-func (s *Semaphore) join(ctx context.Context, w Waiter) (*queue, *Snapshot, error) {
+func (s *Semaphore) join(ctx context.Context, w schema.Waiter) (*queue, *Snapshot, error) {
 	if s.opts.Sessions == nil {
 		return nil, nil, fmt.Errorf("lock: waiting for a slot needs Options.Sessions")
 	}
@@ -191,7 +168,7 @@ const maxWatch = time.Minute
 // too: Acquire then reads and decides, so that a slot handed over at the last moment is found,
 // not left held. A write that hands the waiter a slot deletes its entry (see grants), one that
 // leaves a slot free for it rewrites it (nudge), and disable deletes it.
-func (s *Semaphore) watch(ctx context.Context, w Waiter, until time.Time) (wake, error) {
+func (s *Semaphore) watch(ctx context.Context, w schema.Waiter, until time.Time) (wake, error) {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
 		return woken, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // waitQueue waits until the tier has n waiters.
@@ -378,7 +379,7 @@ func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 		t.Error("an abandoned run kept its place in line")
 	}
 	proxy.SetRule(nil)
-	if err := w1.Release(testkit.Ctx(t), &lock.Slot{Record: lock.Record{Holder: "w1", RunID: "run-w1"}}); err != nil {
+	if err := w1.Release(testkit.Ctx(t), &lock.Slot{Record: schema.Record{Holder: "w1", RunID: "run-w1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-w2; err != nil {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The ranking is pure: data in, order out.
@@ -87,7 +89,7 @@ func TestParseConvergence(t *testing.T) {
 		{"empty", ``, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := parseConvergence("web-1", []byte(tc.value))
+			c, err := schema.ParseConvergence("web-1", []byte(tc.value))
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok %v", err, tc.ok)
 			}
@@ -121,7 +123,7 @@ func TestConvergedTxnsFit(t *testing.T) {
 		for h := range n {
 			holder := fmt.Sprintf("holder-%04d", h)
 			snap.modify[convergedDir+holder] = 5
-			snap.Converged[holder] = Convergence{Holder: holder, ConvergedAt: time.Now()}
+			snap.Converged[holder] = schema.Convergence{Holder: holder, ConvergedAt: time.Now()}
 		}
 		if n > 0 {
 			tx, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["holder-0000"]}, false)
@@ -152,7 +154,7 @@ func TestConvergedTxnsFit(t *testing.T) {
 		// Evicting every holder: slots, the waiter and the records, in batches within the limit.
 		removed := 0
 		for {
-			ev, tx, more := s.evictTxn(snap, func(string, Record) bool { return true })
+			ev, tx, more := s.evictTxn(snap, func(string, schema.Record) bool { return true })
 			if tx == nil {
 				break
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Reading is bounded, because anyone who may write under the prefix can store junk there
@@ -26,11 +27,11 @@ const (
 	// running/, queue/) that a read fetches. A tier with more is refused with ErrTooManyKeys:
 	// fetching them all could hold MaxTierKeys × 512 KB.
 	MaxTierKeys = 4096
-	// DefaultReadBatch is the number of values fetched per transaction unless
+	// defaultReadBatch is the number of values fetched per transaction unless
 	// Options.ReadBatch says otherwise: Consul's limit of 128 operations, so that a tier of
 	// ordinary size costs the listing and one request. A batch is also cut by bytes, of its
 	// request and of its answer (fetchRequestLimit, fetchAnswerLimit).
-	DefaultReadBatch = maxTxnOps
+	defaultReadBatch = maxTxnOps
 	// maxRereads bounds how often a read starts again because the tier changed between the
 	// listing of its keys and the fetching of their values.
 	maxRereads = 20
@@ -38,7 +39,7 @@ const (
 	// base: a converged/ record of a holder of the longest name. A longer name is junk, and
 	// its value is never fetched: a 600 KB name alone makes a transaction larger than Consul
 	// takes (txn_max_req_len, 512 KB by default), failing every key fetched beside it.
-	maxRelKeyLen = len(convergedDir) + maxNameLen
+	maxRelKeyLen = len(convergedDir) + schema.MaxNameLen
 	// listAnswerLimit caps the answer to one listing of key names. ReadAll lists
 	// environment by environment and tier by tier, so that the junk names under one tier
 	// cost that tier alone (ErrTooManyKeys, in its Problems). 4096 keys of the longest valid
@@ -148,7 +149,7 @@ func opCost(key string) int { return 6*len(key) + 256 }
 // fetch gets the values of keys consistently, at most batchSize per transaction, each request
 // under fetchRequestLimit and each answer under fetchAnswerLimit (a batch whose answer is
 // larger is fetched again in halves). A key deleted after it was listed is returned in gone,
-// not as an error. Values larger than maxValueLen are replaced by a short text saying so
+// not as an error. Values larger than schema.MaxValueLen are replaced by a short text saying so
 // (which no parser accepts), so that a batch of junk is not kept: at most one batch of raw
 // values is held at a time. A value too large to fetch even alone (Consul's
 // kv_max_value_size raised past fetchAnswerLimit) is replaced so too, without its index.
@@ -158,7 +159,7 @@ func opCost(key string) int { return 6*len(key) + 256 }
 // not 0, bounds each request (else ctx bounds them all).
 func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func(key string) string, timeout time.Duration) (got map[string]*api.KVPair, gone, over map[string]bool, err error) {
 	if batchSize <= 0 {
-		batchSize = DefaultReadBatch
+		batchSize = defaultReadBatch
 	}
 	batchSize = min(batchSize, maxTxnOps)
 	got = make(map[string]*api.KVPair, len(keys))
@@ -201,7 +202,7 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func
 			continue // the batch again, without the keys that went away
 		}
 		for _, r := range resp.Results {
-			if spend(r.Key, len(r.Key)+len(r.Value)); len(r.Value) > maxValueLen {
+			if spend(r.Key, len(r.Key)+len(r.Value)); len(r.Value) > schema.MaxValueLen {
 				r.Value = notRead(len(r.Value))
 			}
 			got[r.Key] = r
@@ -234,7 +235,7 @@ func withTimeout(ctx context.Context, timeout time.Duration) (context.Context, c
 // notRead stands for a value of n bytes, more than any stored value of the layout may have:
 // no parser accepts it, and the value itself is not kept.
 func notRead(n int) []byte {
-	return []byte(fmt.Sprintf("<a value of %d bytes or more, more than the %d a stored value may have: not read>", n, maxValueLen))
+	return []byte(fmt.Sprintf("<a value of %d bytes or more, more than the %d a stored value may have: not read>", n, schema.MaxValueLen))
 }
 
 // batchLen is how many of keys the next fetch asks for: at most size, and a request under
@@ -386,7 +387,7 @@ func (s *Semaphore) treeOps(holder string) api.KVTxnOps {
 		keys = append(keys, convergedDir+holder)
 	}
 	if s.opts.Note != nil {
-		keys = append(keys, auditDir+NoteHistory) // see forHolder
+		keys = append(keys, auditDir+schema.NoteHistory) // see forHolder
 	}
 	var ops api.KVTxnOps
 	for _, k := range keys {
@@ -439,8 +440,8 @@ func treePairs(results []*api.KVPair, base string, want func(string) bool) (api.
 	keys := make([]string, 0, len(byKey))
 	for k, p := range byKey {
 		keys = append(keys, k)
-		if len(p.Value) > maxValueLen {
-			p.Value = []byte(fmt.Sprintf("<a value of %d bytes, more than the %d a stored value may have: not read>", len(p.Value), maxValueLen))
+		if len(p.Value) > schema.MaxValueLen {
+			p.Value = []byte(fmt.Sprintf("<a value of %d bytes, more than the %d a stored value may have: not read>", len(p.Value), schema.MaxValueLen))
 		}
 	}
 	sort.Strings(keys)

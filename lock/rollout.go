@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Progressive rollout. A run may name the revision R of the configuration it applies
@@ -32,20 +33,14 @@ import (
 const (
 	keyRollout = "rollout"
 	keyPolicy  = "rollout_policy"
-	// MaxRevision bounds a revision's name: a git SHA is 40 bytes, a Policyfile revision_id 64.
-	MaxRevision = 128
-	// maxPast is how many superseded revisions the record remembers (for a rollback).
-	maxPast = 8
 	// maxFailedShown is how many failed hosts the record names; Failures counts them all.
 	maxFailedShown = 8
 	// maxHaltWakes bounds the waiting movers a halt wakes in its own transaction (the others
 	// find it out within a watch, maxWatch).
 	maxHaltWakes = 32
-	// maxSchedule bounds the steps of a schedule.
-	maxSchedule = 32
 	// moverProtocol is the protocol of a mover's queue entry and record: a protocol-2 host
 	// would hand it a slot without asking the rollout, so it must leave it alone (see Newer).
-	moverProtocol = 3
+	moverProtocol = schema.Protocol
 )
 
 // Errors of the rollout, both exit 75 for a run: nothing ran, and trying again later is right.
@@ -57,292 +52,6 @@ var (
 	// full, its bake not over, or its revision not yet complete in the tier it comes after.
 	ErrHeldBack = errors.New("lock: revision not yet admitted by the rollout")
 )
-
-// Policy is a tier's rollout schedule (rollout_policy).
-type Policy struct {
-	// Schedule are the steps' sizes, in order; the last repeats, and 0 there is "max" (no
-	// limit but max_concurrent). nil: doubling, 1, 2, 4, ...
-	Schedule []int
-	// Bake is how long after the last success of a step the next one waits.
-	Bake time.Duration
-	// Failures is how many failures of a revision halt it (at least 1).
-	Failures int
-	// After is another tier: a revision starts here only once it has completed there.
-	After string
-}
-
-// DefaultPolicy applies while rollout_policy is absent: doubling, no bake, halt at the first
-// failure.
-var DefaultPolicy = Policy{Failures: 1}
-
-// ParseSchedule reads a schedule as an operator writes it: "1,2,5,max", or "double" (or "")
-// for the default doubling.
-func ParseSchedule(s string) ([]int, error) {
-	s = strings.TrimSpace(s)
-	if s == "" || s == "double" {
-		return nil, nil
-	}
-	parts := strings.Split(s, ",")
-	if len(parts) > maxSchedule {
-		return nil, fmt.Errorf("lock: schedule %q has %d steps: at most %d", clip(s), len(parts), maxSchedule)
-	}
-	out := make([]int, 0, len(parts))
-	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if p == "max" {
-			if i != len(parts)-1 {
-				return nil, fmt.Errorf("lock: schedule %q: max must be the last step", clip(s))
-			}
-			out = append(out, 0)
-			continue
-		}
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 1 || n > maxLimit || !isDigits(p) {
-			return nil, fmt.Errorf("lock: schedule %q: step %q is neither a positive number nor max", clip(s), clip(p))
-		}
-		out = append(out, n)
-	}
-	return out, nil
-}
-
-// FormatSchedule writes a schedule as ParseSchedule reads it.
-func FormatSchedule(sched []int) string {
-	if len(sched) == 0 {
-		return "double"
-	}
-	parts := make([]string, len(sched))
-	for i, n := range sched {
-		parts[i] = strconv.Itoa(n)
-		if n == 0 {
-			parts[i] = "max"
-		}
-	}
-	return strings.Join(parts, ",")
-}
-
-// Validate checks a policy as an operator gave it.
-func (p Policy) Validate() error {
-	if p.Failures < 1 || p.Failures > maxLimit {
-		return fmt.Errorf("lock: rollout failures %d: want at least 1", p.Failures)
-	}
-	if p.Bake < 0 || p.Bake > 30*24*time.Hour {
-		return fmt.Errorf("lock: rollout bake %s: want 0 to 720h", p.Bake)
-	}
-	if p.After != "" {
-		if err := ValidateTier(p.After); err != nil {
-			return fmt.Errorf("lock: rollout after: %w", err)
-		}
-	}
-	for i, n := range p.Schedule {
-		if n < 0 || (n == 0 && i != len(p.Schedule)-1) {
-			return fmt.Errorf("lock: schedule %s: max must be the last step", FormatSchedule(p.Schedule))
-		}
-	}
-	return nil
-}
-
-// Size is the number of movers step admits; -1: no limit but max_concurrent.
-func (p Policy) Size(step int) int {
-	if len(p.Schedule) == 0 {
-		return 1 << min(step, 30)
-	}
-	n := p.Schedule[min(step, len(p.Schedule)-1)]
-	if n == 0 {
-		return -1
-	}
-	return n
-}
-
-type policyJSON struct {
-	Schedule string `json:"schedule"`
-	Bake     string `json:"bake"`
-	Failures int    `json:"failures"`
-	After    string `json:"after,omitempty"`
-}
-
-// MarshalJSON stores the policy as people read it: "1,2,5,max", "15m0s".
-func (p Policy) MarshalJSON() ([]byte, error) {
-	return json.Marshal(policyJSON{Schedule: FormatSchedule(p.Schedule), Bake: p.Bake.String(), Failures: p.Failures, After: p.After})
-}
-
-// UnmarshalJSON reads a stored policy, checked as Validate checks a new one.
-func (p *Policy) UnmarshalJSON(b []byte) error {
-	var j policyJSON
-	if err := json.Unmarshal(b, &j); err != nil {
-		return err
-	}
-	sched, err := ParseSchedule(j.Schedule)
-	if err != nil {
-		return err
-	}
-	bake := time.Duration(0)
-	if j.Bake != "" {
-		if bake, err = time.ParseDuration(j.Bake); err != nil {
-			return fmt.Errorf("bake %q: %v", clip(j.Bake), err)
-		}
-	}
-	q := Policy{Schedule: sched, Bake: bake, Failures: j.Failures, After: j.After}
-	if err := q.Validate(); err != nil {
-		return err
-	}
-	*p = q
-	return nil
-}
-
-// Rollout states.
-const (
-	RolloutRolling = "rolling"
-	RolloutHalted  = "halted"
-)
-
-// Rollout is the tier's rollout record: the revision rolling out and how far it got. It stays
-// small at any tier size: counts, the last few failed hosts, the last few revisions.
-type Rollout struct {
-	Revision string    `json:"revision"`
-	State    string    `json:"state"` // RolloutRolling or RolloutHalted
-	Since    time.Time `json:"since"` // when its first mover was admitted, an operator set it, or it was resumed
-	// Step is the batch open now: 0 is the canary.
-	Step int `json:"step"`
-	// Admitted counts the movers admitted to Step; every admission moves it, so that
-	// concurrent admissions fail each other's check-and-set.
-	Admitted int `json:"admitted"`
-	// Succeeded counts the movers of Step that succeeded.
-	Succeeded   int        `json:"succeeded"`
-	LastSuccess *time.Time `json:"last_success,omitempty"`
-	// Successes and Failures count every mover's runs of Revision.
-	Successes int       `json:"successes"`
-	Failures  int       `json:"failures"`
-	Failed    []Failure `json:"failed,omitempty"` // the last maxFailedShown, newest last
-	// Full: promoted past its schedule (promote --full, or a rollback to a revision that had
-	// completed): only max_concurrent limits its movers.
-	Full bool `json:"full,omitempty"`
-	// AfterOK: the policy's After tier had completed Revision when a mover looked.
-	AfterOK  bool       `json:"after_ok,omitempty"`
-	HaltedAt *time.Time `json:"halted_at,omitempty"`
-	// HaltedBy is "failures" when the failure limit halted it, "operator" for rollout halt.
-	HaltedBy string `json:"halted_by,omitempty"`
-	// Past are the revisions it superseded, newest first (at most maxPast).
-	Past []PastRevision `json:"past,omitempty"`
-	// Rollbacks are the last movers (at most maxPast) that asked for a revision a newer one
-	// had superseded, restarting its rollout: a rollback, or a host whose checkout is stale
-	// (check names them). Kept across supersessions.
-	Rollbacks []Rollback `json:"rollbacks,omitempty"`
-}
-
-// Rollback is a mover that asked for an older revision than the one rolling out.
-type Rollback struct {
-	Holder string    `json:"holder"`
-	From   string    `json:"from"` // the revision it superseded
-	To     string    `json:"to"`   // the older one it asked for
-	At     time.Time `json:"at"`
-}
-
-// Failure is one failed run of a revision.
-type Failure struct {
-	Holder    string    `json:"holder"`
-	ExitCode  *int      `json:"exit_code,omitempty"`
-	Unhealthy bool      `json:"unhealthy,omitempty"` // the command succeeded, its health check did not
-	At        time.Time `json:"at"`
-}
-
-// PastRevision is a revision a newer one superseded.
-type PastRevision struct {
-	Revision  string    `json:"revision"`
-	State     string    `json:"state"`     // its state when superseded
-	Completed bool      `json:"completed"` // every host of the tier had converged on it
-	Successes int       `json:"successes"`
-	Failures  int       `json:"failures"`
-	Until     time.Time `json:"until"`
-}
-
-// Halted reports whether the record's revision is halted.
-func (r *Rollout) Halted() bool { return r.State == RolloutHalted }
-
-func (r *Rollout) past(rev string) (PastRevision, bool) {
-	for _, p := range r.Past {
-		if p.Revision == rev {
-			return p, true
-		}
-	}
-	return PastRevision{}, false
-}
-
-// clone is r with its slices its own, so that a change does not reach the snapshot's copy.
-func (r Rollout) clone() Rollout {
-	r.Failed = slices.Clone(r.Failed)
-	r.Past = slices.Clone(r.Past)
-	return r
-}
-
-// supersede is the record of a new rollout of rev, which replaces r's revision (remembered in
-// Past, with whether it had completed). A rollback to a revision that had completed here
-// skips the schedule, as Argo's rollback window does: it is known good.
-func (r Rollout) supersede(rev string, now time.Time, completed bool) Rollout {
-	n := Rollout{Revision: rev, State: RolloutRolling, Since: now}
-	if p, ok := r.past(rev); ok && p.Completed {
-		n.Full = true
-	}
-	var past []PastRevision
-	if r.Revision != "" {
-		state := "superseded"
-		if r.Halted() {
-			state = RolloutHalted
-		}
-		past = append(past, PastRevision{Revision: r.Revision, State: state, Completed: completed,
-			Successes: r.Successes, Failures: r.Failures, Until: now})
-	}
-	for _, p := range r.Past {
-		if p.Revision != rev && len(past) < maxPast {
-			past = append(past, p)
-		}
-	}
-	n.Past, n.Rollbacks = past, slices.Clone(r.Rollbacks)
-	return n
-}
-
-// noteRollback records a mover that asked for a revision the record remembers as superseded.
-func (r *Rollout) noteRollback(b Rollback) {
-	r.Rollbacks = append([]Rollback{b}, r.Rollbacks...)
-	r.Rollbacks = r.Rollbacks[:min(len(r.Rollbacks), maxPast)]
-}
-
-// parseRollout reads the rollout record.
-func parseRollout(value []byte) (Rollout, error) {
-	if len(value) > maxValueLen {
-		return Rollout{}, fmt.Errorf("value is %d bytes, more than %d", len(value), maxValueLen)
-	}
-	var r Rollout
-	if err := json.Unmarshal(value, &r); err != nil {
-		return Rollout{}, fmt.Errorf("not a rollout record: %v", err)
-	}
-	if r.State == "" && r.Revision == "" {
-		r.State = RolloutRolling // nothing rolling out (written so by an older build's forget)
-	}
-	if r.State != RolloutRolling && r.State != RolloutHalted {
-		return Rollout{}, fmt.Errorf("rollout state %q is neither %s nor %s", clip(r.State), RolloutRolling, RolloutHalted)
-	}
-	if r.Step < 0 || r.Admitted < 0 || r.Succeeded < 0 || r.Successes < 0 || r.Failures < 0 {
-		return Rollout{}, fmt.Errorf("rollout record has a negative count")
-	}
-	if err := ValidateRevision(r.Revision); r.Revision != "" && err != nil {
-		return Rollout{}, err
-	}
-	return r, nil
-}
-
-// ValidateRevision checks a revision's name: 1 to MaxRevision printable ASCII bytes, no
-// spaces, so that it can be logged, shown and typed back.
-func ValidateRevision(rev string) error {
-	if rev == "" || len(rev) > MaxRevision {
-		return fmt.Errorf("%w: revision %q: want 1 to %d bytes", ErrInvalidName, clip(rev), MaxRevision)
-	}
-	for i := 0; i < len(rev); i++ {
-		if c := rev[i]; c <= ' ' || c > '~' {
-			return fmt.Errorf("%w: revision %q: byte %d is not printable ASCII", ErrInvalidName, clip(rev), i)
-		}
-	}
-	return nil
-}
 
 // gate is what the rollout says of one more mover.
 type gate int
@@ -359,23 +68,23 @@ const (
 // movers of rev already admitted to the current step by the write being built and leaving,
 // the holder whose run the write ends (its release or its failure: no longer in flight), and
 // the record as the admission leaves it.
-func (s *Snapshot) gate(r Rollout, rev, who string, extra int, leaving string) (gate, Rollout) {
+func (s *Snapshot) gate(r schema.Rollout, rev, who string, extra int, leaving string) (gate, schema.Rollout) {
 	if r.Revision != rev {
-		if p, ok := r.past(rev); ok && p.State == RolloutHalted {
+		if p, ok := r.PastOf(rev); ok && p.State == schema.RolloutHalted {
 			return gateHalted, r // a stale host asking for a halted revision again does not restart it
 		}
 		if r.Revision != "" && !s.whole {
 			return gateWhole, r
 		}
 		from := r.Revision
-		_, older := r.past(rev)
-		r = r.supersede(rev, s.now, r.Revision != "" && s.Complete(r.Revision))
+		_, older := r.PastOf(rev)
+		r = r.Supersede(rev, s.now, r.Revision != "" && s.Complete(r.Revision))
 		if older && who != "" {
-			r.noteRollback(Rollback{Holder: who, From: from, To: rev, At: s.now})
+			r.NoteRollback(schema.Rollback{Holder: who, From: from, To: rev, At: s.now})
 		}
 		extra = 0
 	} else {
-		r = r.clone()
+		r = r.Clone()
 	}
 	if r.Halted() {
 		return gateHalted, r
@@ -407,7 +116,7 @@ func (s *Snapshot) gate(r Rollout, rev, who string, extra int, leaving string) (
 // admitWaiter is the rollout's answer to a waiting mover w in a write that has already
 // admitted batches and leaves the record ro (nil: as the snapshot read it): the record after
 // w's admission, or false when w is held back.
-func (s *Snapshot) admitWaiter(w Waiter, ro *Rollout, batches []Record, leaving string) (*Rollout, bool) {
+func (s *Snapshot) admitWaiter(w schema.Waiter, ro *schema.Rollout, batches []schema.Record, leaving string) (*schema.Rollout, bool) {
 	if s.rolloutErr != nil {
 		return nil, false
 	}
@@ -432,7 +141,7 @@ func (s *Snapshot) admitWaiter(w Waiter, ro *Rollout, batches []Record, leaving 
 func (s *Snapshot) inflight(rev string, step int, leaving string) int {
 	n := 0
 	for h, r := range s.Holders {
-		if h != leaving && r.Revision == rev && r.Batch != nil && *r.Batch == step && r.State == StateRunning {
+		if h != leaving && r.Revision == rev && r.Batch != nil && *r.Batch == step && r.State == schema.StateRunning {
 			n++
 		}
 	}
@@ -455,7 +164,7 @@ func (s *Snapshot) mover(holder, rev string) bool {
 // superseded it. It is what a tier's Policy.After waits for.
 func (s *Snapshot) Complete(rev string) bool {
 	r := s.Rollout
-	if p, ok := r.past(rev); ok {
+	if p, ok := r.PastOf(rev); ok {
 		return p.Completed
 	}
 	if rev == "" || r.Revision != rev || r.Halted() || len(s.Converged) == 0 {
@@ -469,7 +178,7 @@ func (s *Snapshot) Complete(rev string) bool {
 	// Nor is a mover to rev still on its way: running, failed, or waiting. Hosts asking for
 	// another revision are not judged here: they have moved past rev, or lag behind it.
 	for h, rec := range s.Holders {
-		if rec.Revision == rev && (s.mover(h, rev) || rec.State != StateRunning) {
+		if rec.Revision == rev && (s.mover(h, rev) || rec.State != schema.StateRunning) {
 			return false
 		}
 	}
@@ -484,7 +193,7 @@ func (s *Snapshot) Complete(rev string) bool {
 // eligible reports whether waiter w could be handed a slot now as far as the rollout goes: it
 // is not a mover, or the rollout would admit it. A host already on its revision is never
 // queued behind movers the rollout holds back.
-func (s *Snapshot) eligible(w Waiter) bool {
+func (s *Snapshot) eligible(w schema.Waiter) bool {
 	if !w.Mover || w.Revision == "" {
 		return true
 	}
@@ -497,12 +206,12 @@ func (s *Snapshot) eligible(w Waiter) bool {
 
 // succeed is the record after the success of rec's run (its host's convergence before it
 // was on another revision): nil when the rollout does not change.
-func (s *Snapshot) succeed(rec Record) *Rollout {
+func (s *Snapshot) succeed(rec schema.Record) *schema.Rollout {
 	r := s.Rollout
 	if s.rolloutErr != nil || rec.Revision == "" || rec.Revision != r.Revision || !s.mover(rec.Holder, rec.Revision) {
 		return nil
 	}
-	r = r.clone()
+	r = r.Clone()
 	now := s.now
 	r.Successes++
 	r.LastSuccess = &now
@@ -514,27 +223,27 @@ func (s *Snapshot) succeed(rec Record) *Rollout {
 
 // fail is the record after rec's run of a mover failed (or its health check did), halted if
 // its failures reach the policy's limit: nil when the rollout does not change.
-func (s *Snapshot) fail(rec Record, code *int, unhealthy bool) *Rollout {
+func (s *Snapshot) fail(rec schema.Record, code *int, unhealthy bool) *schema.Rollout {
 	r := s.Rollout
 	if s.rolloutErr != nil || rec.Revision == "" || rec.Revision != r.Revision || !s.mover(rec.Holder, rec.Revision) {
 		return nil
 	}
-	r = r.clone()
+	r = r.Clone()
 	r.Failures++
-	r.Failed = append(r.Failed, Failure{Holder: rec.Holder, ExitCode: code, Unhealthy: unhealthy, At: s.now})
+	r.Failed = append(r.Failed, schema.Failure{Holder: rec.Holder, ExitCode: code, Unhealthy: unhealthy, At: s.now})
 	if len(r.Failed) > maxFailedShown {
 		r.Failed = r.Failed[len(r.Failed)-maxFailedShown:]
 	}
 	if !r.Halted() && r.Failures >= max(s.Policy.Failures, 1) {
 		now := s.now
-		r.State, r.HaltedAt, r.HaltedBy = RolloutHalted, &now, "failures"
+		r.State, r.HaltedAt, r.HaltedBy = schema.RolloutHalted, &now, "failures"
 	}
 	return &r
 }
 
 // haltErr says why movers to r's revision exit: the revision, the host that failed it and
 // its exit code.
-func haltErr(tier string, r Rollout, rev string) error {
+func haltErr(tier string, r schema.Rollout, rev string) error {
 	if r.Revision != rev {
 		return fmt.Errorf("%w: %s in %s (halted before a newer revision superseded it; `tierlock rollout forget` lets it start again)", ErrHalted, rev, tier)
 	}
@@ -558,10 +267,10 @@ func haltErr(tier string, r Rollout, rev string) error {
 // What the snapshot alone cannot tell, it reads: the whole tier when req's revision
 // supersedes another (whether that one had completed), and the tier Policy.After names
 // (whether it completed req's revision there), once, until a mover's take records it.
-func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Decision, Rollout, *Snapshot, error) {
+func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Decision, schema.Rollout, *Snapshot, error) {
 	if snap.mover(req.Holder, req.Revision) && snap.rolloutErr != nil {
 		if _, holds := snap.Holders[req.Holder]; !holds {
-			return 0, Rollout{}, snap, fmt.Errorf("%w: %w", ErrInvalidConfig, snap.rolloutErr)
+			return 0, schema.Rollout{}, snap, fmt.Errorf("%w: %w", ErrInvalidConfig, snap.rolloutErr)
 		}
 	}
 	for range 4 {
@@ -577,7 +286,7 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 			// Whether this mover is first in line needs the whole queue.
 			full, err := s.read(ctx, req.Holder)
 			if err != nil {
-				return 0, Rollout{}, snap, err
+				return 0, schema.Rollout{}, snap, err
 			}
 			snap = full
 			continue
@@ -591,17 +300,17 @@ func (s *Semaphore) judge(ctx context.Context, snap *Snapshot, req Request) (Dec
 		case g == gateWhole:
 			whole, err := s.read(ctx, "")
 			if err != nil {
-				return 0, Rollout{}, snap, err
+				return 0, schema.Rollout{}, snap, err
 			}
 			if err := whole.Err(); err != nil {
-				return 0, Rollout{}, snap, err
+				return 0, schema.Rollout{}, snap, err
 			}
 			snap = whole
 			continue
 		case g == gateAfter && !snap.afterDone:
 			done, err := s.completedIn(ctx, snap.Policy.After, req.Revision)
 			if err != nil {
-				return 0, Rollout{}, snap, err
+				return 0, schema.Rollout{}, snap, err
 			}
 			if !done {
 				return d, r, snap, nil
@@ -632,7 +341,7 @@ func (s *Snapshot) mayTakeNow(holder string) bool {
 	}
 	me, queued := s.queued(holder)
 	if !queued {
-		me = Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
+		me = schema.Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
 	}
 	for _, w := range s.line(holder) {
 		if w.Holder != holder && s.Order.before(w, me) && s.wakeable(w) {
@@ -645,7 +354,7 @@ func (s *Snapshot) mayTakeNow(holder string) bool {
 // wakeable reports whether waiter w should be woken when a slot stays free: the rollout
 // admits it, or it asks for a revision that supersedes the rollout (it reads the whole tier
 // and takes the slot itself, the gate's other answers being for the revision rolling out).
-func (s *Snapshot) wakeable(w Waiter) bool {
+func (s *Snapshot) wakeable(w schema.Waiter) bool {
 	if s.eligible(w) {
 		return true
 	}
@@ -671,7 +380,7 @@ func (s *Semaphore) completedIn(ctx context.Context, tier, rev string) (bool, er
 }
 
 // heldBackErr says why a mover's wait ended without the rollout admitting it.
-func heldBackErr(tier string, snap *Snapshot, r Rollout, rev string) error {
+func heldBackErr(tier string, snap *Snapshot, r schema.Rollout, rev string) error {
 	_, g, _ := snap.decide("", rev)
 	why := fmt.Sprintf("step %d (%s) of %s is full or not yet done", r.Step, sizeText(snap.Policy.Size(r.Step)), r.Revision)
 	switch {
@@ -690,13 +399,9 @@ func sizeText(n int) string {
 	return fmt.Sprintf("%d hosts", n)
 }
 
-// NoteRollout is the note kind of an operator's rollout change (policy, halt, resume,
-// promote, forget).
-const NoteRollout = "rollout"
-
 // SetPolicy stores the tier's rollout policy, with check-and-set. Setting the policy already
 // stored writes nothing.
-func (s *Semaphore) SetPolicy(ctx context.Context, p Policy) (*Snapshot, error) {
+func (s *Semaphore) SetPolicy(ctx context.Context, p schema.Policy) (*Snapshot, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
@@ -713,7 +418,7 @@ func (s *Semaphore) SetPolicy(ctx context.Context, p Policy) (*Snapshot, error) 
 				return nil, errUnchanged
 			}
 		}
-		ops, err := s.withNote(snap, api.KVTxnOps{s.set(snap, keyPolicy, string(value))}, NoteRollout, "rollout policy", string(value))
+		ops, err := s.withNote(snap, api.KVTxnOps{s.set(snap, keyPolicy, string(value))}, schema.NoteRollout, "rollout policy", string(value))
 		if err != nil {
 			return nil, err
 		}
@@ -738,7 +443,7 @@ var ErrSteer = errors.New("lock: rollout")
 // also hands free slots to the movers it admits. A revision that is not the one rolling out
 // (halt, promote) supersedes it, as a mover's would. It returns the tier as it was read.
 func (s *Semaphore) Steer(ctx context.Context, action, rev string) (*Snapshot, error) {
-	if err := ValidateRevision(rev); err != nil {
+	if err := schema.ValidateRevision(rev); err != nil {
 		return nil, err
 	}
 	return s.update(ctx, "", func(snap *Snapshot) (*txn, error) {
@@ -756,7 +461,7 @@ func (s *Semaphore) Steer(ctx context.Context, action, rev string) (*Snapshot, e
 		if err != nil {
 			return nil, err
 		}
-		if t.writes, err = s.withNote(snap, t.writes, NoteRollout, "rollout "+action, rev); err != nil {
+		if t.writes, err = s.withNote(snap, t.writes, schema.NoteRollout, "rollout "+action, rev); err != nil {
 			return nil, err
 		}
 		return t, nil
@@ -766,23 +471,23 @@ func (s *Semaphore) Steer(ctx context.Context, action, rev string) (*Snapshot, e
 // forget is the record without rev (nil when it has none): the revision rolling out drops its
 // progress, a remembered one is no longer remembered. A record that cannot be read is
 // forgotten whole.
-func forget(cur Rollout, rev string, unreadable bool) *Rollout {
-	switch _, remembered := cur.past(rev); {
+func forget(cur schema.Rollout, rev string, unreadable bool) *schema.Rollout {
+	switch _, remembered := cur.PastOf(rev); {
 	case cur.Revision == rev:
-		return &Rollout{State: RolloutRolling, Past: cur.Past}
+		return &schema.Rollout{State: schema.RolloutRolling, Past: cur.Past}
 	case remembered:
-		cur.Past = slices.DeleteFunc(cur.Past, func(p PastRevision) bool { return p.Revision == rev })
+		cur.Past = slices.DeleteFunc(cur.Past, func(p schema.PastRevision) bool { return p.Revision == rev })
 		return &cur
 	case unreadable:
-		return &Rollout{State: RolloutRolling}
+		return &schema.Rollout{State: schema.RolloutRolling}
 	}
 	return nil
 }
 
 // resume is the record with the halted rev rolling out afresh at its canary.
-func resume(snap *Snapshot, cur Rollout, rev string) (*Rollout, error) {
-	if p, ok := cur.past(rev); ok && p.State == RolloutHalted {
-		r := cur.supersede(rev, snap.now, cur.Revision != "" && snap.Complete(cur.Revision))
+func resume(snap *Snapshot, cur schema.Rollout, rev string) (*schema.Rollout, error) {
+	if p, ok := cur.PastOf(rev); ok && p.State == schema.RolloutHalted {
+		r := cur.Supersede(rev, snap.now, cur.Revision != "" && snap.Complete(cur.Revision))
 		return &r, nil
 	}
 	if cur.Revision != rev || !cur.Halted() {
@@ -790,16 +495,16 @@ func resume(snap *Snapshot, cur Rollout, rev string) (*Rollout, error) {
 	}
 	// The rollout starts afresh at the canary: its counts, the failure limit and the
 	// canary's warning (check's --rollout-warning) anew.
-	cur.State, cur.HaltedAt, cur.HaltedBy, cur.Step, cur.Admitted, cur.Succeeded = RolloutRolling, nil, "", 0, 0, 0
+	cur.State, cur.HaltedAt, cur.HaltedBy, cur.Step, cur.Admitted, cur.Succeeded = schema.RolloutRolling, nil, "", 0, 0, 0
 	cur.Failures, cur.Failed, cur.LastSuccess, cur.Since, cur.Successes = 0, nil, nil, snap.now, 0
 	return &cur, nil
 }
 
 // steer is the record after action on rev, nil when nothing changes.
-func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
-	cur := snap.Rollout.clone()
+func steer(snap *Snapshot, action, rev string) (*schema.Rollout, error) {
+	cur := snap.Rollout.Clone()
 	if snap.rolloutErr != nil {
-		cur = Rollout{}
+		cur = schema.Rollout{}
 	}
 	now := snap.now
 	switch action {
@@ -809,17 +514,17 @@ func steer(snap *Snapshot, action, rev string) (*Rollout, error) {
 		return resume(snap, cur, rev)
 	}
 	if cur.Revision != rev {
-		if p, ok := cur.past(rev); ok && p.State == RolloutHalted && action != SteerHalt {
+		if p, ok := cur.PastOf(rev); ok && p.State == schema.RolloutHalted && action != SteerHalt {
 			return nil, fmt.Errorf("%w: %s is halted in %s: resume it first", ErrSteer, rev, snap.Tier)
 		}
-		cur = cur.supersede(rev, now, cur.Revision != "" && snap.Complete(cur.Revision))
+		cur = cur.Supersede(rev, now, cur.Revision != "" && snap.Complete(cur.Revision))
 	}
 	switch action {
 	case SteerHalt:
 		if cur.Halted() {
 			return nil, nil
 		}
-		cur.State, cur.HaltedAt, cur.HaltedBy = RolloutHalted, &now, "operator"
+		cur.State, cur.HaltedAt, cur.HaltedBy = schema.RolloutHalted, &now, "operator"
 	case SteerPromote, SteerPromoteFull:
 		if cur.Halted() {
 			return nil, fmt.Errorf("%w: %s is halted in %s: resume it first", ErrSteer, rev, snap.Tier)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 func TestParseSchedule(t *testing.T) {
@@ -20,28 +21,28 @@ func TestParseSchedule(t *testing.T) {
 		{"max", "max"}, {"0", ""}, {"-1", ""}, {"1,max,2", ""}, {"1,,2", ""}, {"a", ""}, {"+1", ""},
 		{"1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33", ""},
 	} {
-		got, err := lock.ParseSchedule(tt.in)
+		got, err := schema.ParseSchedule(tt.in)
 		switch {
 		case tt.want == "" && err == nil:
 			t.Errorf("ParseSchedule(%q) = %v, want an error", tt.in, got)
 		case tt.want != "" && err != nil:
 			t.Errorf("ParseSchedule(%q): %v", tt.in, err)
-		case tt.want != "" && lock.FormatSchedule(got) != tt.want:
-			t.Errorf("ParseSchedule(%q) = %s, want %s", tt.in, lock.FormatSchedule(got), tt.want)
+		case tt.want != "" && schema.FormatSchedule(got) != tt.want:
+			t.Errorf("ParseSchedule(%q) = %s, want %s", tt.in, schema.FormatSchedule(got), tt.want)
 		}
 	}
 }
 
 func TestPolicySizeAndJSON(t *testing.T) {
-	sched, _ := lock.ParseSchedule("1,2,5,max")
-	p := lock.Policy{Schedule: sched, Bake: 15 * time.Minute, Failures: 2, After: "staging/web"}
+	sched, _ := schema.ParseSchedule("1,2,5,max")
+	p := schema.Policy{Schedule: sched, Bake: 15 * time.Minute, Failures: 2, After: "staging/web"}
 	for step, want := range []int{1, 2, 5, -1, -1} {
 		if got := p.Size(step); got != want {
 			t.Errorf("step %d: size %d, want %d", step, got, want)
 		}
 	}
 	for step, want := range []int{1, 2, 4, 8} {
-		if got := lock.DefaultPolicy.Size(step); got != want {
+		if got := schema.DefaultPolicy.Size(step); got != want {
 			t.Errorf("doubling step %d: size %d, want %d", step, got, want)
 		}
 	}
@@ -52,8 +53,8 @@ func TestPolicySizeAndJSON(t *testing.T) {
 	if string(b) != `{"schedule":"1,2,5,max","bake":"15m0s","failures":2,"after":"staging/web"}` {
 		t.Errorf("stored as %s", b)
 	}
-	var back lock.Policy
-	if err := json.Unmarshal(b, &back); err != nil || back.Bake != p.Bake || back.Failures != 2 || lock.FormatSchedule(back.Schedule) != "1,2,5,max" {
+	var back schema.Policy
+	if err := json.Unmarshal(b, &back); err != nil || back.Bake != p.Bake || back.Failures != 2 || schema.FormatSchedule(back.Schedule) != "1,2,5,max" {
 		t.Errorf("read back %+v, %v", back, err)
 	}
 	for _, bad := range []string{`{"schedule":"0","failures":1}`, `{"schedule":"1","failures":0}`, `{"schedule":"1","failures":1,"bake":"soon"}`, `{"schedule":"1","failures":1,"after":"web"}`} {
@@ -74,7 +75,7 @@ func mover(t *testing.T, s *lock.Semaphore, holder, run, rev string, wait time.D
 	return s.Acquire(testkit.Ctx(t), r)
 }
 
-func rollout(t *testing.T, s *lock.Semaphore) lock.Rollout {
+func rollout(t *testing.T, s *lock.Semaphore) schema.Rollout {
 	t.Helper()
 	snap, err := s.Read(testkit.Ctx(t))
 	if err != nil {
@@ -238,7 +239,7 @@ func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
 // at once, promote --full ends the schedule.
 func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	s := newSem(t, 10)
-	if _, err := s.SetPolicy(testkit.Ctx(t), lock.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2}); err != nil {
+	if _, err := s.SetPolicy(testkit.Ctx(t), schema.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2}); err != nil {
 		t.Fatal(err)
 	}
 	canary, err := mover(t, s, "web-1", "r1", "B", 0)
@@ -318,7 +319,7 @@ func TestRolloutAfterAnotherTier(t *testing.T) {
 		return s
 	}
 	staging, prod := newTier("staging/web"), newTier("prod/web")
-	if _, err := prod.SetPolicy(testkit.Ctx(t), lock.Policy{Failures: 1, After: "staging/web"}); err != nil {
+	if _, err := prod.SetPolicy(testkit.Ctx(t), schema.Policy{Failures: 1, After: "staging/web"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := mover(t, prod, "prod-1", "p1", "B", 0); !errors.Is(err, lock.ErrHeldBack) || !strings.Contains(err.Error(), "has not completed in staging/web") {

@@ -12,11 +12,11 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Defaults for Options.
 const (
-	DefaultPrefix         = "chef"
 	DefaultMaxConcurrent  = 1
 	DefaultRequestTimeout = 10 * time.Second
 )
@@ -27,7 +27,7 @@ const maxRaces = 1000
 
 // Options configure a Semaphore.
 type Options struct {
-	// Prefix is the root of all tiers' keys. Default DefaultPrefix ("chef").
+	// Prefix is the root of all tiers' keys. Default schema.DefaultPrefix ("chef").
 	Prefix string
 	// Tier is ENVIRONMENT/SERVICE. Required.
 	Tier string
@@ -42,13 +42,13 @@ type Options struct {
 	// Note, if set, is written by SetMax and Disable (audit/max), ForceRelease (audit/release)
 	// and Forget (audit/forget) in the same transaction as their change; Enable removes
 	// audit/max.
-	Note *Note
+	Note *schema.Note
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions
 	// ReadBatch is how many values a read fetches per transaction (see read.go): what bounds
-	// its memory when junk lies under the tier. Default DefaultReadBatch (32).
+	// its memory when junk lies under the tier. Default defaultReadBatch (32).
 	ReadBatch int
-	// QueueTTL is the TTL of a waiter's session, from MinQueueTTL to MaxQueueTTL. Default
+	// QueueTTL is the TTL of a waiter's session, from minQueueTTL to maxQueueTTL. Default
 	// DefaultQueueTTL.
 	QueueTTL time.Duration
 	// QueueOrder ranks waiters. Default OrderConverged: least recently converged first.
@@ -68,13 +68,13 @@ type Semaphore struct {
 // New returns the semaphore of opts.Tier. It checks names and does no I/O.
 func New(kv KV, opts Options) (*Semaphore, error) {
 	if opts.Prefix == "" {
-		opts.Prefix = DefaultPrefix
+		opts.Prefix = schema.DefaultPrefix
 	}
 	opts.Prefix = strings.Trim(opts.Prefix, "/")
-	if err := ValidatePrefix(opts.Prefix); err != nil {
+	if err := schema.ValidatePrefix(opts.Prefix); err != nil {
 		return nil, err
 	}
-	if err := ValidateTier(opts.Tier); err != nil {
+	if err := schema.ValidateTier(opts.Tier); err != nil {
 		return nil, err
 	}
 	if opts.DefaultMax < -1 {
@@ -102,10 +102,10 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 }
 
 // ValidateQueueTTL checks a waiter's session TTL against the range Consul accepts,
-// MinQueueTTL to MaxQueueTTL.
+// minQueueTTL to maxQueueTTL.
 func ValidateQueueTTL(ttl time.Duration) error {
-	if ttl < MinQueueTTL || ttl > MaxQueueTTL {
-		return fmt.Errorf("lock: queue TTL %s is outside Consul's range for a session's TTL, %s to %s", ttl, MinQueueTTL, MaxQueueTTL)
+	if ttl < minQueueTTL || ttl > maxQueueTTL {
+		return fmt.Errorf("lock: queue TTL %s is outside Consul's range for a session's TTL, %s to %s", ttl, minQueueTTL, maxQueueTTL)
 	}
 	return nil
 }
@@ -121,7 +121,7 @@ type Request struct {
 	// Record describes the run. Holder and RunID are required; Hostname, InstanceID, PID,
 	// Command and Version are stored as given. State, times, ExitCode and Attempts are set by
 	// Acquire.
-	Record
+	schema.Record
 	// WaitUntil is how long to wait for a slot when the tier is full. Zero: do not wait.
 	// Waiting needs Options.Sessions.
 	WaitUntil time.Time
@@ -131,8 +131,8 @@ type Request struct {
 
 // Slot is a held slot.
 type Slot struct {
-	Record         // as stored in running/<holder>
-	Reentered bool // an earlier run of this holder had left the slot held
+	schema.Record      // as stored in running/<holder>
+	Reentered     bool // an earlier run of this holder had left the slot held
 
 	seen *Snapshot // the tier as the take left it, if it was read back; used once by Release
 }
@@ -148,14 +148,14 @@ type Slot struct {
 // An attempt that ends on a Consul error that may pass keeps the run's place in line for the
 // next; a caller that gives up instead calls Abandon, which gives the place up.
 func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err error) {
-	if err := ValidateName("holder", req.Holder); err != nil {
+	if err := schema.ValidateName("holder", req.Holder); err != nil {
 		return nil, err
 	}
 	if req.RunID == "" {
 		return nil, fmt.Errorf("lock: acquire for %q without a run id", req.Holder)
 	}
 	if req.Revision != "" {
-		if err := ValidateRevision(req.Revision); err != nil {
+		if err := schema.ValidateRevision(req.Revision); err != nil {
 			return nil, err
 		}
 	}
@@ -188,7 +188,7 @@ func (s *Semaphore) handedOver(ctx context.Context, req Request) (*Slot, error) 
 	if p == nil {
 		return nil, nil
 	}
-	rec, err := parseRecord(req.Holder, p.Value)
+	rec, err := schema.ParseRecord(req.Holder, p.Value)
 	if err != nil || rec.RunID != req.RunID {
 		return nil, nil // not this run's: the whole tier is read and decided on
 	}
@@ -219,7 +219,7 @@ func (s *Semaphore) unpark(runID string) *queue {
 
 // acquireTxn writes rec as holder's slot (taken or re-entered) and removes holder's queue
 // entry, if any, in the same transaction.
-func (s *Semaphore) acquireTxn(snap *Snapshot, holder string, rec *Record, admitted *Rollout) (*txn, error) {
+func (s *Semaphore) acquireTxn(snap *Snapshot, holder string, rec *schema.Record, admitted *schema.Rollout) (*txn, error) {
 	t, err := s.changeTxn(snap, change{holder: holder, rec: rec, rollout: admitted})
 	if err != nil {
 		return nil, err
@@ -232,13 +232,13 @@ func (s *Semaphore) acquireTxn(snap *Snapshot, holder string, rec *Record, admit
 
 // MarkFailed records that the slot's command exited with code and keeps the slot held.
 func (s *Semaphore) MarkFailed(ctx context.Context, slot *Slot, code int) error {
-	return s.mark(ctx, slot, StateFailed, &code)
+	return s.mark(ctx, slot, schema.StateFailed, &code)
 }
 
 // MarkInterrupted records that the slot's command was stopped by a signal or timeout and
 // keeps the slot held. code is nil when the command died of the signal.
 func (s *Semaphore) MarkInterrupted(ctx context.Context, slot *Slot, code *int) error {
-	return s.mark(ctx, slot, StateInterrupted, code)
+	return s.mark(ctx, slot, schema.StateInterrupted, code)
 }
 
 func sameCode(a, b *int) bool {
@@ -249,16 +249,16 @@ func sameCode(a, b *int) bool {
 // did not pass (see runner.Job's Health), and keeps the slot held: a failure like any other,
 // shown as "unhealthy".
 func (s *Semaphore) MarkUnhealthy(ctx context.Context, slot *Slot, code int) error {
-	return s.markAs(ctx, slot, StateFailed, &code, true)
+	return s.markAs(ctx, slot, schema.StateFailed, &code, true)
 }
 
-func (s *Semaphore) mark(ctx context.Context, slot *Slot, state State, code *int) error {
+func (s *Semaphore) mark(ctx context.Context, slot *Slot, state schema.State, code *int) error {
 	return s.markAs(ctx, slot, state, code, false)
 }
 
 // markAs writes the slot's new state. A failure of a mover counts against its revision, in
 // the same transaction (see Snapshot.fail), and may halt it.
-func (s *Semaphore) markAs(ctx context.Context, slot *Slot, state State, code *int, unhealthy bool) error {
+func (s *Semaphore) markAs(ctx context.Context, slot *Slot, state schema.State, code *int, unhealthy bool) error {
 	_, err := s.updateSlot(ctx, slot.Holder, func(snap *Snapshot) (change, error) {
 		rec, err := s.own(snap, slot)
 		if err != nil {
@@ -274,7 +274,7 @@ func (s *Semaphore) markAs(ctx context.Context, slot *Slot, state State, code *i
 		}
 		rec.State, rec.ExitCode, rec.UpdatedAt, rec.Unhealthy = state, code, s.opts.Now().UTC(), unhealthy
 		ch := change{holder: slot.Holder, rec: &rec}
-		if state == StateFailed {
+		if state == schema.StateFailed {
 			ch.rollout = snap.fail(rec, code, unhealthy)
 		}
 		return ch, nil
@@ -330,7 +330,7 @@ func released(snap *Snapshot, slot *Slot) bool {
 // sight. Nothing is changed when the run holds no slot, so Abandon may be repeated. A place in
 // line kept for the run (see Acquire) is given up.
 func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
-	if err := ValidateName("holder", holder); err != nil {
+	if err := schema.ValidateName("holder", holder); err != nil {
 		return err
 	}
 	s.unpark(runID).leave(ctx) // a place in line kept for a retry that will not come
@@ -342,7 +342,7 @@ func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
 		case rec.Attempts == 1:
 			return change{holder: holder, delete: true}, nil
 		}
-		rec.State, rec.ExitCode, rec.UpdatedAt = StateInterrupted, nil, s.opts.Now().UTC()
+		rec.State, rec.ExitCode, rec.UpdatedAt = schema.StateInterrupted, nil, s.opts.Now().UTC()
 		return change{holder: holder, rec: &rec}, nil
 	})
 	return err
@@ -370,13 +370,13 @@ func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot, spread bool) (*txn, e
 }
 
 // own returns the holder's record if this run holds it.
-func (s *Semaphore) own(snap *Snapshot, slot *Slot) (Record, error) {
+func (s *Semaphore) own(snap *Snapshot, slot *Slot) (schema.Record, error) {
 	if snap.badHolders[slot.Holder] {
-		return Record{}, fmt.Errorf("%w: %s%s%s cannot be read", ErrInvalidConfig, s.base, runningDir, slot.Holder)
+		return schema.Record{}, fmt.Errorf("%w: %s%s%s cannot be read", ErrInvalidConfig, s.base, runningDir, slot.Holder)
 	}
 	rec, ok := snap.Holders[slot.Holder]
 	if !ok || rec.RunID != slot.RunID {
-		return Record{}, fmt.Errorf("%w: %s by %s (run %s)", ErrNotHeld, s.opts.Tier, slot.Holder, slot.RunID)
+		return schema.Record{}, fmt.Errorf("%w: %s by %s (run %s)", ErrNotHeld, s.opts.Tier, slot.Holder, slot.RunID)
 	}
 	return rec, nil
 }
@@ -387,11 +387,11 @@ func (s *Semaphore) own(snap *Snapshot, slot *Slot) (Record, error) {
 // a retry safe: sent again after its answer was lost, ForceRelease does not free a fresh slot
 // that a new run of the holder took in between. It returns the record it removed (zero if
 // unreadable), or ErrNotHeld when holder holds no slot of that run.
-func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Record, error) {
-	if err := ValidateName("holder", holder); err != nil {
-		return Record{}, err
+func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (schema.Record, error) {
+	if err := schema.ValidateName("holder", holder); err != nil {
+		return schema.Record{}, err
 	}
-	var freed Record
+	var freed schema.Record
 	_, err := s.update(ctx, holder, func(snap *Snapshot) (*txn, error) {
 		if _, ok := snap.modify[runningDir+holder]; !ok {
 			return nil, fmt.Errorf("%w: %s has no slot held by %s", ErrNotHeld, s.opts.Tier, holder)
@@ -404,7 +404,7 @@ func (s *Semaphore) ForceRelease(ctx context.Context, holder, runID string) (Rec
 		if err != nil {
 			return nil, err
 		}
-		if t.writes, err = s.withNote(snap, t.writes, NoteRelease, "release", holder); err != nil {
+		if t.writes, err = s.withNote(snap, t.writes, schema.NoteRelease, "release", holder); err != nil {
 			return nil, err
 		}
 		return t, nil
@@ -459,7 +459,7 @@ func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snap
 func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time, snap *Snapshot) (*queue, *Snapshot, error) {
 	q.leave(ctx)
 	mover := snap.mover(req.Holder, req.Revision)
-	return s.join(ctx, Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
+	return s.join(ctx, schema.Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
 		Hostname: req.Hostname, PID: req.PID, Command: req.Command, Version: req.Version,
 		Protocol: protocolOf(mover), Revision: req.Revision, Mover: mover, ConvergedAt: snap.convergedAt(req.Holder)})
 }

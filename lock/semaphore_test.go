@@ -14,6 +14,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 func TestAcquireRelease(t *testing.T) {
@@ -22,7 +23,7 @@ func TestAcquireRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if slot.Attempts != 1 || slot.Reentered || slot.State != lock.StateRunning {
+	if slot.Attempts != 1 || slot.Reentered || slot.State != schema.StateRunning {
 		t.Errorf("slot = %+v, want a fresh running slot", slot)
 	}
 	snap, err := s.Read(testkit.Ctx(t))
@@ -112,11 +113,11 @@ func TestAbandon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rec := snap.Holders["web-2"]; rec.RunID != "r3" || rec.State != lock.StateInterrupted || rec.Attempts != 2 || snap.Current != 1 {
+	if rec := snap.Holders["web-2"]; rec.RunID != "r3" || rec.State != schema.StateInterrupted || rec.Attempts != 2 || snap.Current != 1 {
 		t.Errorf("after abandoning a re-entered slot: %+v, current %d; want r3 interrupted, attempt 2, still held", rec, snap.Current)
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
-	if err := s.Abandon(testkit.Ctx(t), "web 2", "r3"); !errors.Is(err, lock.ErrInvalidName) {
+	if err := s.Abandon(testkit.Ctx(t), "web 2", "r3"); !errors.Is(err, schema.ErrInvalidName) {
 		t.Errorf("abandon with a bad holder name: %v, want ErrInvalidName", err)
 	}
 }
@@ -259,7 +260,7 @@ func TestFailedHoldsAndReentryReleases(t *testing.T) {
 	}
 	snap, _ := s.Read(testkit.Ctx(t))
 	rec := snap.Holders["web-1"]
-	if rec.State != lock.StateFailed || rec.ExitCode == nil || *rec.ExitCode != 3 || snap.Current != 1 {
+	if rec.State != schema.StateFailed || rec.ExitCode == nil || *rec.ExitCode != 3 || snap.Current != 1 {
 		t.Fatalf("after failure: %+v current=%d", rec, snap.Current)
 	}
 	// Another host cannot get in: the failed slot is held.
@@ -271,7 +272,7 @@ func TestFailedHoldsAndReentryReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !again.Reentered || again.Attempts != 2 || again.State != lock.StateRunning || again.ExitCode != nil {
+	if !again.Reentered || again.Attempts != 2 || again.State != schema.StateRunning || again.ExitCode != nil {
 		t.Errorf("re-entry = %+v", again)
 	}
 	if v := values(t); v["current"] != "1" {
@@ -297,7 +298,7 @@ func TestInterruptedHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	snap, _ := s.Read(testkit.Ctx(t))
-	if rec := snap.Holders["web-1"]; rec.State != lock.StateInterrupted || rec.ExitCode != nil {
+	if rec := snap.Holders["web-1"]; rec.State != schema.StateInterrupted || rec.ExitCode != nil {
 		t.Errorf("after interrupt: %+v", rec)
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
@@ -356,13 +357,13 @@ func TestBadNames(t *testing.T) {
 		{"chef", "prod"}, {"chef", "prod/web/x"}, {"chef", "../web"}, {"chef", "prod/"},
 		{"chef", "prod/we b"}, {"ch ef", "prod/web"}, {"a//b", "prod/web"},
 	} {
-		if _, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: tc.prefix, Tier: tc.tier}); !errors.Is(err, lock.ErrInvalidName) {
+		if _, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: tc.prefix, Tier: tc.tier}); !errors.Is(err, schema.ErrInvalidName) {
 			t.Errorf("New(prefix %q, tier %q): %v, want ErrInvalidName", tc.prefix, tc.tier, err)
 		}
 	}
 	s := newSem(t, 1)
 	for _, h := range []string{"", "..", "a/b", "web 1", "web\x00", "wéb"} {
-		if _, err := s.Acquire(testkit.Ctx(t), req(h, "r")); !errors.Is(err, lock.ErrInvalidName) {
+		if _, err := s.Acquire(testkit.Ctx(t), req(h, "r")); !errors.Is(err, schema.ErrInvalidName) {
 			t.Errorf("acquire for holder %q: %v, want ErrInvalidName", h, err)
 		}
 	}

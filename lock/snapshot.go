@@ -10,26 +10,28 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Snapshot is one consistent read of a tier. It is plain data: the decisions below do no I/O.
 type Snapshot struct {
 	Tier     string
-	Max      int               // effective max_concurrent (the default when MaxSet is false)
-	MaxSet   bool              // max_concurrent is stored
-	Current  int               // the stored current (0 when absent)
-	Saved    int               // max_saved: the value `disable` replaced, for `enable`
-	SavedSet bool              // max_saved is stored
-	Holders  map[string]Record // running/<holder>, by holder (readable ones)
+	Max      int                      // effective max_concurrent (the default when MaxSet is false)
+	MaxSet   bool                     // max_concurrent is stored
+	Current  int                      // the stored current (0 when absent)
+	Saved    int                      // max_saved: the value `disable` replaced, for `enable`
+	SavedSet bool                     // max_saved is stored
+	Holders  map[string]schema.Record // running/<holder>, by holder (readable ones)
 	// RunningKeys is the number of running/ keys, readable or not: what current must equal.
 	RunningKeys int
 	// Queue is who waits for a slot, in the order they rank (Order).
-	Queue []Waiter
+	Queue []schema.Waiter
 	// Order is how Queue is ranked.
 	Order QueueOrder
 	// Converged is every readable converged/<holder> record, by holder: the hosts known to
 	// have converged under tierlock, and when they last did.
-	Converged map[string]Convergence
+	Converged map[string]schema.Convergence
 	// BadConverged lists converged/ records that cannot be read. They never stop a run (their
 	// hosts rank as never converged); forget and reap still remove them.
 	BadConverged []error
@@ -41,13 +43,13 @@ type Snapshot struct {
 	// Notes are the last operator changes by kind (NoteMax, NoteRelease, NoteForget): who,
 	// where, when and why. NoteProblems are audit/ values that cannot be read; unlike
 	// Problems they never stop a run.
-	Notes        map[string]Note
+	Notes        map[string]schema.Note
 	NoteProblems []error
 	// Rollout is the tier's rollout record (zero when none) and Policy its schedule
 	// (DefaultPolicy when none is stored); see rollout.go. A record or policy that cannot be
 	// read is in Suspect, and stops movers alone (ErrInvalidConfig).
-	Rollout Rollout
-	Policy  Policy
+	Rollout schema.Rollout
+	Policy  schema.Policy
 	// rolloutErr is why the rollout record or policy cannot be read.
 	rolloutErr error
 	// now is the time the decisions below are made at (bake), set by the reader.
@@ -134,11 +136,11 @@ func newSnapshot(tier string, defaultMax int, order QueueOrder, pairs api.KVPair
 	s := &Snapshot{
 		Tier:       tier,
 		Max:        defaultMax,
-		Holders:    map[string]Record{},
-		Converged:  map[string]Convergence{},
+		Holders:    map[string]schema.Record{},
+		Converged:  map[string]schema.Convergence{},
 		modify:     map[string]uint64{},
 		badHolders: map[string]bool{},
-		Policy:     DefaultPolicy,
+		Policy:     schema.DefaultPolicy,
 		now:        time.Now().UTC(),
 	}
 	for _, p := range pairs {
@@ -175,7 +177,7 @@ func (s *Snapshot) add(rel string, p *api.KVPair) {
 // addMax reads max_concurrent.
 func (s *Snapshot) addMax(rel string, p *api.KVPair) {
 	s.modify[rel] = p.ModifyIndex
-	n, err := parseMax(p.Value)
+	n, err := schema.ParseMax(p.Value)
 	if err != nil {
 		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
 		return
@@ -186,7 +188,7 @@ func (s *Snapshot) addMax(rel string, p *api.KVPair) {
 // addCurrent reads current.
 func (s *Snapshot) addCurrent(rel string, p *api.KVPair) {
 	s.modify[rel] = p.ModifyIndex
-	n, err := parseCurrent(p.Value)
+	n, err := schema.ParseCurrent(p.Value)
 	if err != nil {
 		s.badCurrent = true
 		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
@@ -200,7 +202,7 @@ func (s *Snapshot) addSaved(rel string, p *api.KVPair) {
 	// Only enable reads max_saved: junk there must not stop the runs (it did: every
 	// run exited 78). Enable without a value refuses it; check warns.
 	s.modify[rel] = p.ModifyIndex
-	n, err := parseMax(p.Value)
+	n, err := schema.ParseMax(p.Value)
 	if err != nil {
 		s.badSaved = true
 		s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v (enable needs a value until it is replaced)", p.Key, err))
@@ -212,7 +214,7 @@ func (s *Snapshot) addSaved(rel string, p *api.KVPair) {
 // addRollout reads the rollout record.
 func (s *Snapshot) addRollout(rel string, p *api.KVPair) {
 	s.modify[rel] = p.ModifyIndex
-	r, err := parseRollout(p.Value)
+	r, err := schema.ParseRollout(p.Value)
 	if err != nil {
 		s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
 		s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout forget`)", s.rolloutErr))
@@ -224,7 +226,7 @@ func (s *Snapshot) addRollout(rel string, p *api.KVPair) {
 // addPolicy reads rollout_policy.
 func (s *Snapshot) addPolicy(rel string, p *api.KVPair) {
 	s.modify[rel] = p.ModifyIndex
-	var pol Policy
+	var pol schema.Policy
 	if err := json.Unmarshal(p.Value, &pol); err != nil {
 		s.rolloutErr = fmt.Errorf("%s: %v", p.Key, err)
 		s.Suspect = append(s.Suspect, fmt.Errorf("%v (movers exit 78 until it is fixed: `tierlock rollout policy`)", s.rolloutErr))
@@ -235,16 +237,16 @@ func (s *Snapshot) addPolicy(rel string, p *api.KVPair) {
 
 // addNote reads an operator's note under audit/.
 func (s *Snapshot) addNote(rel string, p *api.KVPair) {
-	n, err := parseNote(p.Value)
+	n, err := schema.ParseNote(p.Value)
 	if err != nil {
 		s.NoteProblems = append(s.NoteProblems, fmt.Errorf("%s: %v", p.Key, err))
 		return
 	}
 	if s.Notes == nil {
-		s.Notes = map[string]Note{}
+		s.Notes = map[string]schema.Note{}
 	}
 	s.Notes[strings.TrimPrefix(rel, auditDir)] = n
-	if rel == auditDir+NoteHistory {
+	if rel == auditDir+schema.NoteHistory {
 		s.modify[rel] = p.ModifyIndex // for withNote's check-and-set
 	}
 }
@@ -258,7 +260,7 @@ func (s *Snapshot) addWaiter(rel string, p *api.KVPair) {
 	// ranked, would stop the tier for ever. Neither stops the runs: the queue is
 	// only an order, so leaving an entry out of it is safe.
 	holder := strings.TrimPrefix(rel, queueDir)
-	if err := ValidateName("queue holder", holder); err != nil {
+	if err := schema.ValidateName("queue holder", holder); err != nil {
 		s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored", p.Key, err))
 		return
 	}
@@ -278,11 +280,11 @@ func (s *Snapshot) addWaiter(rel string, p *api.KVPair) {
 func (s *Snapshot) addConvergence(rel string, p *api.KVPair) {
 	s.modify[rel] = p.ModifyIndex
 	holder := strings.TrimPrefix(rel, convergedDir)
-	if err := ValidateName("holder", holder); err != nil {
+	if err := schema.ValidateName("holder", holder); err != nil {
 		s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
 		return
 	}
-	c, err := parseConvergence(holder, p.Value)
+	c, err := schema.ParseConvergence(holder, p.Value)
 	if err != nil {
 		s.BadConverged = append(s.BadConverged, fmt.Errorf("%s: %v", p.Key, err))
 		return
@@ -295,12 +297,12 @@ func (s *Snapshot) addHolder(rel string, p *api.KVPair) {
 	s.modify[rel] = p.ModifyIndex
 	s.RunningKeys++
 	holder := strings.TrimPrefix(rel, runningDir)
-	if err := ValidateName("holder", holder); err != nil {
+	if err := schema.ValidateName("holder", holder); err != nil {
 		s.badHolders[holder] = true
 		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
 		return
 	}
-	rec, err := parseRecord(holder, p.Value)
+	rec, err := schema.ParseRecord(holder, p.Value)
 	if err != nil {
 		s.badHolders[holder] = true
 		s.Problems = append(s.Problems, fmt.Errorf("%s: %v", p.Key, err))
@@ -358,7 +360,7 @@ func (s *Snapshot) Decide(holder, rev string) Decision {
 
 // decide is Decide, with the rollout's answer for a mover and the rollout record as its
 // admission would leave it.
-func (s *Snapshot) decide(holder, rev string) (Decision, gate, Rollout) {
+func (s *Snapshot) decide(holder, rev string) (Decision, gate, schema.Rollout) {
 	if s.Disabled() {
 		return Disabled, gateOpen, s.Rollout
 	}
@@ -390,7 +392,7 @@ func (s *Snapshot) decide(holder, rev string) (Decision, gate, Rollout) {
 func (s *Snapshot) Ahead(holder string) int {
 	me, queued := s.queued(holder)
 	if !queued {
-		me = Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
+		me = schema.Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
 	}
 	n := 0
 	for _, w := range s.Queue {
@@ -408,10 +410,10 @@ func (s *Snapshot) Ahead(holder string) int {
 // A waiter of a newer protocol than ours is left out: its running/ record would be written
 // from an entry whose meaning we do not fully know (and a nudge, re-encoding it, would drop
 // what we do not know), so it takes its own slot when it looks (see Newer).
-func (s *Snapshot) line(skip string) []Waiter {
-	var line []Waiter
+func (s *Snapshot) line(skip string) []schema.Waiter {
+	var line []schema.Waiter
 	for _, w := range s.Queue {
-		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds && w.Protocol <= Protocol {
+		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != skip && !holds && w.Protocol <= schema.Protocol {
 			line = append(line, w)
 		}
 	}
@@ -419,8 +421,8 @@ func (s *Snapshot) line(skip string) []Waiter {
 }
 
 // grantable is line without the movers the rollout holds back as the snapshot shows it.
-func (s *Snapshot) grantable(skip string) []Waiter {
-	var out []Waiter
+func (s *Snapshot) grantable(skip string) []schema.Waiter {
+	var out []schema.Waiter
 	for _, w := range s.line(skip) {
 		if s.eligible(w) {
 			out = append(out, w)
@@ -435,12 +437,12 @@ func (s *Snapshot) grantable(skip string) []Waiter {
 func (s *Snapshot) Newer() []string {
 	var out []string
 	for _, w := range s.Queue {
-		if w.Protocol > Protocol {
+		if w.Protocol > schema.Protocol {
 			out = append(out, fmt.Sprintf("queue/%s (protocol %d)", w.Holder, w.Protocol))
 		}
 	}
 	for h, r := range s.Holders {
-		if r.Protocol > Protocol {
+		if r.Protocol > schema.Protocol {
 			out = append(out, fmt.Sprintf("running/%s (protocol %d)", h, r.Protocol))
 		}
 	}
@@ -464,11 +466,11 @@ func (s *Snapshot) holderRank(holder string) int {
 }
 
 // queued returns holder's queue entry.
-func (s *Snapshot) queued(holder string) (Waiter, bool) {
+func (s *Snapshot) queued(holder string) (schema.Waiter, bool) {
 	for _, w := range s.Queue {
 		if w.Holder == holder {
 			return w, true
 		}
 	}
-	return Waiter{}, false
+	return schema.Waiter{}, false
 }

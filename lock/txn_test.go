@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // tierWith is a snapshot of a tier with n running/ keys (holder-0000 …), max_concurrent max,
@@ -41,7 +43,7 @@ func TestTxnFitsAtAnyNumberOfHolders(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 11, 21, 9, 15, 2, 0, time.UTC)
-	rec := &Record{Holder: "new", RunID: "n1", State: StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1}
+	rec := &schema.Record{Holder: "new", RunID: "n1", State: schema.StateRunning, StartedAt: now, UpdatedAt: now, Attempts: 1}
 	kinds := []struct {
 		name      string
 		mandatory int // operations that must go in, besides a hand-over
@@ -143,7 +145,7 @@ func TestEvictTxnBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := func(string, Record) bool { return true }
+	all := func(string, schema.Record) bool { return true }
 	for _, n := range []int{1, 125, 126, 127, 128, 600, 5000} {
 		snap := tierWith(t, s, n, 2)
 		ev, tx, more := s.evictTxn(snap, all)

@@ -5,12 +5,13 @@ import (
 	"time"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // NoteText says an operator's change the way a person reads it, e.g. "disabled 2h ago by
 // alice on bastion-1: incident 4711". Stored strings in it are raw: print it through the
 // sanitiser.
-func NoteText(n lock.Note, now time.Time) string {
+func NoteText(n schema.Note, now time.Time) string {
 	var what string
 	switch n.Action {
 	case "disable":
@@ -60,7 +61,7 @@ func judgeBrake(s *lock.Snapshot, now time.Time, th Thresholds) (text, warn stri
 	if !s.Disabled() {
 		return "", ""
 	}
-	n, ok := s.Notes[lock.NoteMax]
+	n, ok := s.Notes[schema.NoteMax]
 	if !ok || n.Action != "disable" && !(n.Action == "set-max" && n.Value == "0") {
 		// Disabled by hand with consul kv put, or before tierlock kept notes.
 		text = "disabled (no note: by whom and why unknown)"

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/kvtxn"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // NodeLister is the part of *api.Catalog the catalog reaper reads.
@@ -89,7 +90,7 @@ func (r *Reaper) ReapCatalog(ctx context.Context, nodes NodeLister, checks Check
 
 // heldNodes lists the nodes recorded by slots, in every tier.
 func (r *Reaper) heldNodes(ctx context.Context) ([]string, error) {
-	found, err := r.Find(ctx, func(_ string, rec lock.Record) bool { return rec.Node != "" })
+	found, err := r.Find(ctx, func(_ string, rec schema.Record) bool { return rec.Node != "" })
 	if err != nil {
 		return nil, err
 	}

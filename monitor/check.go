@@ -8,6 +8,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Status is a Nagios plugin state; its value is the plugin's exit code.
@@ -169,7 +170,7 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 		tv.Oldest = max(tv.Oldest, age)
 		secs := age.Seconds()
 		switch rec.State {
-		case lock.StateRunning:
+		case schema.StateRunning:
 			msg := fmt.Sprintf("%s running for %s", h, Age(age))
 			switch {
 			case th.Crit.Alert(secs):
@@ -207,7 +208,7 @@ func judgeTier(s *lock.Snapshot, now time.Time, th Thresholds) TierVerdict {
 }
 
 // futureTimes names the times of rec that lie further than ClockSkew after now.
-func futureTimes(rec lock.Record, now time.Time) []string {
+func futureTimes(rec schema.Record, now time.Time) []string {
 	var out []string
 	for _, t := range []struct {
 		name string
@@ -242,7 +243,7 @@ func judgeQueue(s *lock.Snapshot, now time.Time, th Thresholds) []string {
 	return out
 }
 
-func exitText(rec lock.Record) string {
+func exitText(rec schema.Record) string {
 	if rec.ExitCode == nil {
 		return ""
 	}

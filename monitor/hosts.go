@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Every host of a tier should converge regularly; these judge how long each has gone without.
@@ -57,9 +58,9 @@ func Hosts(s *lock.Snapshot, now time.Time) []Host {
 		switch {
 		case rec.Shown() == string(DoingUnhealthy):
 			host.Doing = DoingUnhealthy
-		case rec.State == lock.StateFailed:
+		case rec.State == schema.StateFailed:
 			host.Doing = DoingFailed
-		case rec.State == lock.StateInterrupted:
+		case rec.State == schema.StateInterrupted:
 			host.Doing = DoingInterrupted
 		default:
 			host.Doing = DoingRunning

@@ -6,13 +6,14 @@ import (
 	"time"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // converged adds convergence records (holder -> age) to a tier.
 func converged(s *lock.Snapshot, ages map[string]time.Duration) *lock.Snapshot {
-	s.Converged = map[string]lock.Convergence{}
+	s.Converged = map[string]schema.Convergence{}
 	for h, age := range ages {
-		s.Converged[h] = lock.Convergence{Holder: h, ConvergedAt: now.Add(-age)}
+		s.Converged[h] = schema.Convergence{Holder: h, ConvergedAt: now.Add(-age)}
 	}
 	return s
 }
@@ -44,7 +45,7 @@ func TestJudgeConvergence(t *testing.T) {
 			DefaultThresholds(), Critical, "a last converged 25h00m ago; b last converged 5h00m ago", "a b", 25 * time.Hour, 3},
 		{"disabled tier exempt", converged(tier("prod/web", 0, nil), map[string]time.Duration{"a": 50 * time.Hour}),
 			DefaultThresholds(), OK, "", "", 50 * time.Hour, 1},
-		{"never converged is not aged", tier("prod/web", 2, map[string]lock.Record{"new": holder(lock.StateRunning, time.Minute, nil)}),
+		{"never converged is not aged", tier("prod/web", 2, map[string]schema.Record{"new": holder(schema.StateRunning, time.Minute, nil)}),
 			DefaultThresholds(), OK, "", "", 0, 1},
 		{"ranges", converged(tier("prod/web", 2, nil), map[string]time.Duration{"a": 90 * time.Minute}),
 			ranged("1h", "~:2h"), Warning, "a last converged 1h30m ago", "a", 90 * time.Minute, 1},
@@ -75,11 +76,11 @@ func TestJudgeConvergence(t *testing.T) {
 }
 
 func TestHosts(t *testing.T) {
-	s := converged(tier("prod/web", 2, map[string]lock.Record{
-		"run": holder(lock.StateRunning, time.Minute, nil),
-		"bad": holder(lock.StateFailed, time.Minute, one()),
+	s := converged(tier("prod/web", 2, map[string]schema.Record{
+		"run": holder(schema.StateRunning, time.Minute, nil),
+		"bad": holder(schema.StateFailed, time.Minute, one()),
 	}), map[string]time.Duration{"run": 2 * time.Hour, "idle": 30 * time.Minute, "wait": time.Hour})
-	s.Queue = []lock.Waiter{{Holder: "wait"}, {Holder: "newbie"}}
+	s.Queue = []schema.Waiter{{Holder: "wait"}, {Holder: "newbie"}}
 	var got []string
 	for _, h := range Hosts(s, now) {
 		conv := "never"

@@ -10,6 +10,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -34,7 +35,7 @@ func take(t *testing.T, slots ...slot) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = sem.Acquire(testkit.Ctx(t), lock.Request{Record: lock.Record{
+		_, err = sem.Acquire(testkit.Ctx(t), lock.Request{Record: schema.Record{
 			Holder: s.holder, RunID: "run-" + s.holder, InstanceID: s.instance, Node: s.node, Command: "chef-client",
 		}})
 		if err != nil {

@@ -3,17 +3,17 @@ package monitor_test
 import (
 	"testing"
 
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
 func TestMatch(t *testing.T) {
-	rec := func(instance, node string) lock.Record { return lock.Record{InstanceID: instance, Node: node} }
+	rec := func(instance, node string) schema.Record { return schema.Record{InstanceID: instance, Node: node} }
 	tests := []struct {
 		name   string
 		match  monitor.Match
 		holder string
-		rec    lock.Record
+		rec    schema.Record
 		want   bool
 	}{
 		{"instance recorded", monitor.ByInstance("i-0abc"), "web-3", rec("i-0abc", ""), true},

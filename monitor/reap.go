@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Options configure a Reaper.
 type Options struct {
-	// Prefix is the root of all tiers' keys. Default lock.DefaultPrefix ("chef").
+	// Prefix is the root of all tiers' keys. Default schema.DefaultPrefix ("chef").
 	Prefix string
 	// RequestTimeout bounds each Consul request. Default lock.DefaultRequestTimeout (10s).
 	RequestTimeout time.Duration
@@ -28,11 +29,11 @@ type Options struct {
 // would be).
 type Freed struct {
 	Tier string
-	lock.Record
-	// Queued marks a queue entry; its Record is what the entry says (lock.Waiter.Record).
+	schema.Record
+	// Queued marks a queue entry; its Record is what the entry says (schema.Waiter.Record).
 	Queued bool
 	// Converged marks a converged/ record; its Record is what the record says
-	// (lock.Convergence.Record: StartedAt is the convergence time).
+	// (schema.Convergence.Record: StartedAt is the convergence time).
 	Converged bool
 }
 
@@ -46,9 +47,9 @@ type Reaper struct {
 func NewReaper(kv lock.KV, opts Options) (*Reaper, error) {
 	opts.Prefix = strings.Trim(opts.Prefix, "/")
 	if opts.Prefix == "" {
-		opts.Prefix = lock.DefaultPrefix
+		opts.Prefix = schema.DefaultPrefix
 	}
-	if err := lock.ValidatePrefix(opts.Prefix); err != nil {
+	if err := schema.ValidatePrefix(opts.Prefix); err != nil {
 		return nil, err
 	}
 	if opts.RequestTimeout <= 0 {
@@ -138,7 +139,7 @@ func (r *Reaper) reapOnce(ctx context.Context, match Match) ([]Freed, error) {
 // refused reports whether err is a refusal of one tier (its stored values, or Consul's answer
 // to its write), after which the other tiers are still worth trying.
 func refused(err error) bool {
-	return errors.Is(err, lock.ErrRejected) || errors.Is(err, lock.ErrInvalidConfig) || errors.Is(err, lock.ErrInvalidName) ||
+	return errors.Is(err, lock.ErrRejected) || errors.Is(err, lock.ErrInvalidConfig) || errors.Is(err, schema.ErrInvalidName) ||
 		errors.Is(err, lock.ErrNotHeld)
 }
 
@@ -147,7 +148,7 @@ func refused(err error) bool {
 func matching(snap *lock.Snapshot, match Match) []Freed {
 	var slots, queued, conv []Freed
 	for _, h := range snap.Unreadable() {
-		if rec := (lock.Record{Holder: h}); match(h, rec) {
+		if rec := (schema.Record{Holder: h}); match(h, rec) {
 			slots = append(slots, Freed{Tier: snap.Tier, Record: rec})
 		}
 	}
@@ -181,7 +182,7 @@ func only(match Match, found []Freed) Match {
 	for _, f := range found {
 		seen[run{f.Holder, f.RunID}] = true
 	}
-	return func(holder string, rec lock.Record) bool { return seen[run{holder, rec.RunID}] && match(holder, rec) }
+	return func(holder string, rec schema.Record) bool { return seen[run{holder, rec.RunID}] && match(holder, rec) }
 }
 
 // Report is what a reaping freed, and what it could not read.

@@ -12,6 +12,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -107,14 +108,14 @@ func TestReapRemovesQueueEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := full.Acquire(testkit.Ctx(t), lock.Request{Record: lock.Record{Holder: "db-1", RunID: "r-db"}}); err != nil {
+	if _, err := full.Acquire(testkit.Ctx(t), lock.Request{Record: schema.Record{Holder: "db-1", RunID: "r-db"}}); err != nil {
 		t.Fatal(err)
 	}
 	waiting, stop := context.WithCancel(testkit.Ctx(t))
 	done := make(chan error, 1)
 	go func() {
 		_, err := full.Acquire(waiting, lock.Request{
-			Record:    lock.Record{Holder: "web-3", RunID: "r-wait", InstanceID: "i-0dead"},
+			Record:    schema.Record{Holder: "web-3", RunID: "r-wait", InstanceID: "i-0dead"},
 			WaitUntil: time.Now().Add(time.Minute),
 		})
 		done <- err

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // DefaultRolloutWarn is how long a canary may go without a success before check warns.
@@ -47,13 +48,13 @@ func Rollout(s *lock.Snapshot, now time.Time) *RolloutView {
 		return nil
 	}
 	v := &RolloutView{Revision: r.Revision, Step: r.Step, Admitted: r.Admitted, Succeeded: r.Succeeded,
-		Successes: r.Successes, Failures: r.Failures, Since: r.Since, Schedule: lock.FormatSchedule(s.Policy.Schedule),
+		Successes: r.Successes, Failures: r.Failures, Since: r.Since, Schedule: schema.FormatSchedule(s.Policy.Schedule),
 		After: s.Policy.After, StepSize: s.Policy.Size(r.Step)}
 	for name, h := range s.Holders {
-		if h.Revision == r.Revision && h.Batch != nil && *h.Batch == r.Step && h.State == lock.StateRunning {
+		if h.Revision == r.Revision && h.Batch != nil && *h.Batch == r.Step && h.State == schema.StateRunning {
 			v.Running++
 		}
-		if h.Revision == r.Revision && h.State == lock.StateFailed {
+		if h.Revision == r.Revision && h.State == schema.StateFailed {
 			v.Failed = append(v.Failed, name)
 		}
 	}
@@ -160,7 +161,7 @@ func judgeRollout(s *lock.Snapshot, now time.Time, warnAfter time.Duration) (cri
 	return crit, warn
 }
 
-func failureText(f lock.Failure) string {
+func failureText(f schema.Failure) string {
 	switch {
 	case f.Unhealthy:
 		return " (unhealthy)"

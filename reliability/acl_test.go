@@ -12,7 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // aclManagement is the ACL agent's management token (also the agent's own, for its
@@ -260,7 +260,7 @@ func TestNoteNamesTheToken(t *testing.T) {
 	if err != nil || p == nil {
 		t.Fatalf("no audit/history: %v", err)
 	}
-	var n lock.Note
+	var n schema.Note
 	if err := json.Unmarshal(p.Value, &n); err != nil {
 		t.Fatal(err)
 	}

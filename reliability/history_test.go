@@ -13,7 +13,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // history follows the test tier in the real Consul server (blocking queries on its prefix,
@@ -76,9 +76,9 @@ func (h *history) check(index uint64, pairs api.KVPairs) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.states++
-	maxC, policy := -1, lock.DefaultPolicy
-	var ro lock.Rollout
-	var recs []lock.Record
+	maxC, policy := -1, schema.DefaultPolicy
+	var ro schema.Rollout
+	var recs []schema.Record
 	for _, p := range pairs {
 		rel := strings.TrimPrefix(p.Key, base)
 		switch {
@@ -93,7 +93,7 @@ func (h *history) check(index uint64, pairs api.KVPairs) {
 				h.fail(index, "rollout_policy unreadable: %v", err)
 			}
 		case strings.HasPrefix(rel, "running/"):
-			var r lock.Record
+			var r schema.Record
 			if err := json.Unmarshal(p.Value, &r); err != nil {
 				h.fail(index, "%s unreadable: %v", rel, err)
 			}
@@ -116,7 +116,7 @@ func (h *history) check(index uint64, pairs api.KVPairs) {
 		if r.Revision != ro.Revision || r.Batch == nil {
 			continue
 		}
-		if *r.Batch == ro.Step && r.State == lock.StateRunning {
+		if *r.Batch == ro.Step && r.State == schema.StateRunning {
 			inflight++
 			names = append(names, fmt.Sprintf("%s started %s attempt %d", r.Holder, r.StartedAt.Format("15:04:05.000"), r.Attempts))
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Each test starts the Consul it needs (a server with a data directory, a cluster, ACLs, TLS;
@@ -60,7 +61,7 @@ func testMain(m *testing.M) int {
 const tier = "prod/web"
 
 // base is the test tier's key prefix.
-const base = lock.DefaultPrefix + "/" + tier + "/"
+const base = schema.DefaultPrefix + "/" + tier + "/"
 
 // startServer starts a Consul server that keeps its state in a data directory of the test,
 // and stops it at the end.
@@ -256,7 +257,7 @@ func tierOf(t *testing.T, c *api.Client) *lock.Snapshot {
 			return s
 		}
 	}
-	return &lock.Snapshot{Tier: tier, Holders: map[string]lock.Record{}}
+	return &lock.Snapshot{Tier: tier, Holders: map[string]schema.Record{}}
 }
 
 // peak is the most commands that ran at once, by the recorder's order.

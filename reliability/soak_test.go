@@ -18,7 +18,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The short soak runs in `make test`; `make soak` runs a long one and prints its figures.
@@ -278,7 +278,7 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 		switch {
 		case r.killed:
 			s.killed.Add(1)
-			if !holds || held.State != lock.StateRunning {
+			if !holds || held.State != schema.StateRunning {
 				bad("killed during its command, it must leave its slot held, running")
 			}
 		case r.o.code == 0:
@@ -288,7 +288,7 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 			}
 		case r.o.code == 1:
 			s.failed.Add(1)
-			if r.code != 1 || starts[h.name] != 1 || !holds || held.State != lock.StateFailed {
+			if r.code != 1 || starts[h.name] != 1 || !holds || held.State != schema.StateFailed {
 				bad("exit 1: its command failed once and its slot is held, failed")
 			}
 		case r.o.code == 75:
@@ -317,7 +317,7 @@ func (s *soak) round(t *testing.T, round int, operator *host) {
 
 	// Between rounds, an operator frees some failed slots.
 	for _, h := range s.hosts {
-		if rec, ok := after.Holders[h.name]; ok && rec.State != lock.StateRunning && s.chance(0.4) {
+		if rec, ok := after.Holders[h.name]; ok && rec.State != schema.StateRunning && s.chance(0.4) {
 			if o := operator.run(t, "release", "--tier", tier, "--holder", h.name); o.code != 0 || !strings.Contains(o.stdout.String(), "released") {
 				s.violate("round %d: release %s: %s", round, h.name, o)
 			}

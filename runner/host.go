@@ -13,6 +13,7 @@ import (
 	"github.com/tierlock/tierlock/internal/hostfs"
 	"github.com/tierlock/tierlock/internal/imds"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // ErrNoInstanceID: the instance id was to be asked of the EC2 metadata service, which did
@@ -153,7 +154,7 @@ func (j *Job) describe(ctx context.Context) (lock.Request, error) {
 		}
 		id, err := imds.InstanceID(ctx, endpoint)
 		if err == nil {
-			err = lock.ValidateName("instance id", id)
+			err = schema.ValidateName("instance id", id)
 		}
 		if err != nil {
 			return req, fmt.Errorf("%w: asked of the EC2 metadata service: %v", ErrNoInstanceID, err)

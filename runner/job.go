@@ -10,6 +10,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/retry"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Errors a Job's Outcome carries besides lock's (ErrDisabled, ErrNoSlot, ...) and Consul's.
@@ -337,7 +338,7 @@ func (j *Job) checkHealth(ctx context.Context) (*Result, os.Signal) {
 // decided reports whether Acquire refused on what it read, having written nothing: there is
 // nothing to undo.
 func decided(err error) bool {
-	for _, e := range []error{lock.ErrDisabled, lock.ErrNoSlot, lock.ErrInvalidConfig, lock.ErrInvalidName, lock.ErrRejected, lock.ErrTooManyKeys, lock.ErrHalted, lock.ErrHeldBack} {
+	for _, e := range []error{lock.ErrDisabled, lock.ErrNoSlot, lock.ErrInvalidConfig, schema.ErrInvalidName, lock.ErrRejected, lock.ErrTooManyKeys, lock.ErrHalted, lock.ErrHeldBack} {
 		if errors.Is(err, e) {
 			return true
 		}

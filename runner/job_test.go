@@ -16,6 +16,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/runner"
 )
 
@@ -46,7 +47,7 @@ func tierOf(t *testing.T, max string) (*lock.Semaphore, *api.KV, string) {
 func newJob(sem runner.Slots, runID, script string) *runner.Job {
 	return &runner.Job{
 		Slots:   sem,
-		Request: lock.Request{Record: lock.Record{Holder: "web-1", RunID: runID}},
+		Request: lock.Request{Record: schema.Record{Holder: "web-1", RunID: runID}},
 		Command: sh(script),
 		Retry:   retry.Policy{Timeout: 5 * time.Second},
 		Signals: make(chan os.Signal, 1),
@@ -54,7 +55,7 @@ func newJob(sem runner.Slots, runID, script string) *runner.Job {
 }
 
 // held returns web-1's slot as stored, if any.
-func held(t *testing.T, sem *lock.Semaphore) (lock.Record, bool) {
+func held(t *testing.T, sem *lock.Semaphore) (schema.Record, bool) {
 	t.Helper()
 	snap, err := sem.Read(context.Background())
 	if err != nil {
@@ -73,14 +74,14 @@ func TestJobOutcomes(t *testing.T) {
 		script   string
 		success  []int
 		code     int // exitCode's input: the CommandError's Code, or 0
-		state    lock.State
+		state    schema.State
 		released bool
 	}{
 		{name: "success releases", script: "exit 0", released: true},
 		{name: "a success code releases", script: "exit 35", success: []int{0, 35}, released: true},
-		{name: "failure holds", script: "exit 3", code: 3, state: lock.StateFailed},
-		{name: "a signal holds", script: "kill -TERM $$", code: 143, state: lock.StateInterrupted},
-		{name: "not startable holds", script: "", code: 126, state: lock.StateFailed},
+		{name: "failure holds", script: "exit 3", code: 3, state: schema.StateFailed},
+		{name: "a signal holds", script: "kill -TERM $$", code: 143, state: schema.StateInterrupted},
+		{name: "not startable holds", script: "", code: 126, state: schema.StateFailed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,7 +141,7 @@ func TestJobTrappedSignalIsInterrupted(t *testing.T) {
 	if !errors.As(out.Err, &failed) || failed.Code != 143 || !out.Result.Interrupted() {
 		t.Fatalf("outcome %+v, want interrupted with code 143", out)
 	}
-	if rec, ok := held(t, sem); !ok || rec.State != lock.StateInterrupted {
+	if rec, ok := held(t, sem); !ok || rec.State != schema.StateInterrupted {
 		t.Errorf("slot %+v (held %v), want held, interrupted", rec, ok)
 	}
 }
@@ -170,7 +171,7 @@ func TestJobNotRun(t *testing.T) {
 		t.Run(tt.max, func(t *testing.T) {
 			sem, kv, base := tierOf(t, tt.max)
 			if tt.max == "1" {
-				if _, err := sem.Acquire(context.Background(), lock.Request{Record: lock.Record{Holder: "web-2", RunID: "r0"}}); err != nil {
+				if _, err := sem.Acquire(context.Background(), lock.Request{Record: schema.Record{Holder: "web-2", RunID: "r0"}}); err != nil {
 					t.Fatal(err)
 				}
 			}

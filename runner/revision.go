@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // ErrNoRevision: the revision command failed, timed out, or printed nothing usable. The run
@@ -42,7 +42,7 @@ func Revision(ctx context.Context, c Command) (string, error) {
 	if rev == "" {
 		return "", fmt.Errorf("%w: it printed nothing", ErrNoRevision)
 	}
-	if err := lock.ValidateRevision(rev); err != nil {
+	if err := schema.ValidateRevision(rev); err != nil {
 		return "", fmt.Errorf("%w: %w", ErrNoRevision, err)
 	}
 	return rev, nil

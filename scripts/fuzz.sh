@@ -12,8 +12,8 @@
 set -eu
 FUZZTIME=${FUZZTIME:-10000x}
 GO=${GO:-go}
-targets="./lock:FuzzParseMax ./lock:FuzzParseCurrent ./lock:FuzzParseRecord ./lock:FuzzValidateName
-./lock:FuzzValidateTier ./lock:FuzzParseSchedule ./lock:FuzzPolicyAndRollout ./monitor:FuzzParseRange ./cmd/tierlock-reaper:FuzzDecodeEvent
+targets="./lock/schema:FuzzParseMax ./lock/schema:FuzzParseCurrent ./lock/schema:FuzzParseRecord ./lock/schema:FuzzValidateName
+./lock/schema:FuzzValidateTier ./lock/schema:FuzzParseSchedule ./lock/schema:FuzzPolicyAndRollout ./monitor:FuzzParseRange ./cmd/tierlock-reaper:FuzzDecodeEvent
 ./internal/envfile:FuzzParse"
 total=0
 out=$(mktemp)

@@ -18,7 +18,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Config is one benchmark run.
@@ -421,7 +421,7 @@ func steps(recs []runRecord) (movers int, perStep []int) {
 func scheduleIdeal(m, n int, t time.Duration) float64 {
 	waves := 0
 	for step, left := 0, m; left > 0; step++ {
-		size := lock.DefaultPolicy.Size(step)
+		size := schema.DefaultPolicy.Size(step)
 		if size < 0 || size > left {
 			size = left
 		}

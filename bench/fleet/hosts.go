@@ -18,6 +18,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The tools compared.
@@ -98,7 +99,7 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 		return rec
 	}
 	req := lock.Request{
-		Record: lock.Record{
+		Record: schema.Record{
 			Holder: h.holder, Hostname: h.holder, Node: node, PID: os.Getpid(),
 			Command: "sleep", RunID: h.holder + "-" + fmt.Sprint(time.Now().UnixNano()), Version: "tierlock fleet-bench",
 			Revision: h.revision,

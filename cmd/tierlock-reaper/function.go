@@ -26,7 +26,7 @@ import (
 	"github.com/tierlock/tierlock/internal/consulclient"
 	bounded "github.com/tierlock/tierlock/internal/retry"
 	"github.com/tierlock/tierlock/internal/safelog"
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -262,9 +262,9 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 	}
 	prefix := strings.Trim(os.Getenv(envPrefix), "/")
 	if prefix == "" {
-		prefix = lock.DefaultPrefix
+		prefix = schema.DefaultPrefix
 	}
-	if err := lock.ValidatePrefix(prefix); err != nil {
+	if err := schema.ValidatePrefix(prefix); err != nil {
 		return nil, fmt.Errorf("%s: %w", envPrefix, err)
 	}
 	awsCfg, err := config.LoadDefaultConfig(ctx)

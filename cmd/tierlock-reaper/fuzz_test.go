@@ -8,7 +8,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // An event is whatever reaches the function: it must never panic it, an event acted on must
@@ -42,7 +42,7 @@ func FuzzDecodeEvent(f *testing.F) {
 			}
 			return
 		}
-		if !instanceIDPattern.MatchString(a.instanceID) || lock.ValidateName("instance id", a.instanceID) != nil {
+		if !instanceIDPattern.MatchString(a.instanceID) || schema.ValidateName("instance id", a.instanceID) != nil {
 			t.Fatalf("%q acted on for instance %q", payload, a.instanceID)
 		}
 	})

@@ -18,6 +18,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // One real Consul agent for the package, behind a proxy that records the tokens it is sent,
@@ -94,7 +95,7 @@ func takeSlots(t *testing.T, instances ...string) {
 			t.Fatal(err)
 		}
 		for _, inst := range instances {
-			slot, err := sem.Acquire(testkit.Ctx(t), lock.Request{Record: lock.Record{
+			slot, err := sem.Acquire(testkit.Ctx(t), lock.Request{Record: schema.Record{
 				Holder: holderOf(inst), InstanceID: inst, RunID: "run-" + inst, Command: "chef-client",
 			}})
 			if err != nil {

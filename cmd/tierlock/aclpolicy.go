@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The roles acl-policy writes a Consul ACL policy for. Each gets what its commands touch and
@@ -56,12 +56,12 @@ func (r policyRequest) validate() (policyRequest, error) {
 	if !slices.Contains(roleNames(), r.Role) {
 		return r, fmt.Errorf("%w: --role %q: want %s", errPolicy, r.Role, strings.Join(roleNames(), ", "))
 	}
-	if err := lock.ValidatePrefix(r.Prefix); err != nil {
+	if err := schema.ValidatePrefix(r.Prefix); err != nil {
 		return r, fmt.Errorf("%w: --prefix %q: %w", errPolicy, r.Prefix, err)
 	}
 	var tiers []string
 	for _, t := range r.Tiers {
-		if err := lock.ValidateTier(t); err != nil {
+		if err := schema.ValidateTier(t); err != nil {
 			return r, fmt.Errorf("%w: --tier %q: %w", errPolicy, t, err)
 		}
 		if strings.HasPrefix(t+"/", reaperDir) {
@@ -76,7 +76,7 @@ func (r policyRequest) validate() (policyRequest, error) {
 		if r.Role != roleHost {
 			return r, fmt.Errorf("%w: --node %q: only --role host has a node (its sessions and its agent)", errPolicy, r.Node)
 		}
-		if err := lock.ValidateName("node", r.Node); err != nil {
+		if err := schema.ValidateName("node", r.Node); err != nil {
 			return r, fmt.Errorf("%w: --node %q: %w", errPolicy, r.Node, err)
 		}
 	}
@@ -96,7 +96,7 @@ func (r policyRequest) commandLine() string {
 	if r.Node != "" {
 		args = append(args, "--node "+r.Node)
 	}
-	if r.Prefix != lock.DefaultPrefix {
+	if r.Prefix != schema.DefaultPrefix {
 		args = append(args, "--prefix "+r.Prefix)
 	}
 	return strings.Join(args, " ")
@@ -105,7 +105,7 @@ func (r policyRequest) commandLine() string {
 // policyName is a name for the policy in Consul, for the comment showing how to create it.
 func (r policyRequest) policyName() string {
 	parts := []string{"tierlock", r.Role}
-	if r.Prefix != lock.DefaultPrefix {
+	if r.Prefix != schema.DefaultPrefix {
 		parts = append(parts, strings.ReplaceAll(r.Prefix, "/", "-"))
 	}
 	if len(r.Tiers) == 1 {

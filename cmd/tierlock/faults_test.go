@@ -17,6 +17,7 @@ import (
 	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Every Consul request of run, release, repair, reap and set-max is faulted in turn, with every
@@ -371,7 +372,7 @@ func TestReleaseResentAfterLostAnswer(t *testing.T) {
 		case dropped && !retook:
 			// web-3's timer fires: a new run takes a fresh slot before the retry reads.
 			retook = true
-			if _, err := sem.Acquire(context.Background(), lock.Request{Record: lock.Record{Holder: "web-3", RunID: "cccc0003"}}); err != nil {
+			if _, err := sem.Acquire(context.Background(), lock.Request{Record: schema.Record{Holder: "web-3", RunID: "cccc0003"}}); err != nil {
 				t.Errorf("the new run of web-3: %v", err)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // Every flag that more than one command has is declared here, once: same name, default,
@@ -20,7 +21,7 @@ const defaultConsulTimeout = time.Minute
 func env(name string) []string { return []string{"TIERLOCK_" + name} }
 
 func prefixFlag() cli.Flag {
-	return &cli.StringFlag{Name: "prefix", Value: lock.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")}
+	return &cli.StringFlag{Name: "prefix", Value: schema.DefaultPrefix, Usage: "Consul KV prefix of all tiers", EnvVars: env("PREFIX")}
 }
 
 // tierFlag is --tier of a command that works in one tier (required) or looks at the fleet. A
@@ -58,7 +59,7 @@ func configFlag() cli.Flag {
 // prefixOf is the checked --prefix.
 func prefixOf(c *cli.Context) (string, error) {
 	prefix := c.String("prefix")
-	if err := lock.ValidatePrefix(prefix); err != nil {
+	if err := schema.ValidatePrefix(prefix); err != nil {
 		return "", usage("--prefix: %w", err)
 	}
 	return prefix, nil

@@ -7,7 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/internal/safetext"
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -28,7 +28,7 @@ func (a *App) forgetCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
-			var gone lock.Convergence
+			var gone schema.Convergence
 			var found bool
 			err = o.retry.do(c.Context, "forget", func(ctx context.Context) (err error) {
 				// Idempotent: a retry after a lost answer finds nothing and says so below.

@@ -10,6 +10,7 @@ import (
 	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/internal/safelog"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // The operator commands (status, set-max, disable, enable, release, repair) share their
@@ -27,7 +28,7 @@ func holderFlag(c *cli.Context) (string, error) {
 	if holder == "" {
 		return "", usage("--holder is required")
 	}
-	if err := lock.ValidateName("holder", holder); err != nil {
+	if err := schema.ValidateName("holder", holder); err != nil {
 		return "", usage("--holder: %w", err)
 	}
 	return holder, nil
@@ -52,7 +53,7 @@ func (a *App) newOperator(c *cli.Context, tierRequired bool) (*operator, error) 
 		return nil, usage("--tier is required (ENVIRONMENT/SERVICE)")
 	}
 	if o.tier != "" {
-		if err := lock.ValidateTier(o.tier); err != nil {
+		if err := schema.ValidateTier(o.tier); err != nil {
 			return nil, usage("--tier: %w", err)
 		}
 	}

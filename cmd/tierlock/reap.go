@@ -12,7 +12,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/internal/safetext"
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 	"github.com/tierlock/tierlock/runner"
 )
@@ -77,13 +77,13 @@ func parseReapOptions(c *cli.Context) (reapOptions, error) {
 	switch {
 	case c.IsSet("instance-id"):
 		id := c.String("instance-id")
-		if err := lock.ValidateName("instance id", id); err != nil {
+		if err := schema.ValidateName("instance id", id); err != nil {
 			return o, fmt.Errorf("--instance-id: %w", err)
 		}
 		o.match, o.target = monitor.ByInstance(id), "instance "+id
 	case c.IsSet("holder"):
 		h := c.String("holder")
-		if err := lock.ValidateName("holder", h); err != nil {
+		if err := schema.ValidateName("holder", h); err != nil {
 			return o, fmt.Errorf("--holder: %w", err)
 		}
 		o.match, o.target = monitor.ByHolder(h), "holder "+h

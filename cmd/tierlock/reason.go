@@ -13,7 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/urfave/cli/v2"
 
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // reasonFlag is --reason of the commands that change a tier by hand (set-max, disable,
@@ -25,13 +25,13 @@ func reasonFlag() cli.Flag {
 // operatorNote is the note a tier-changing command records, or nil for a command without
 // --reason. Every such change is recorded, with or without a reason: who (see operatorName),
 // as which uid, from where, when, and with ACLs on, the token Consul knows the change by.
-func (a *App) operatorNote(c *cli.Context, acl *api.ACL, timeout time.Duration) (*lock.Note, error) {
+func (a *App) operatorNote(c *cli.Context, acl *api.ACL, timeout time.Duration) (*schema.Note, error) {
 	if !slices.ContainsFunc(c.Command.Flags, func(f cli.Flag) bool { return slices.Contains(f.Names(), "reason") }) {
 		return nil, nil
 	}
 	reason := c.String("reason")
-	if len(reason) > lock.MaxReason {
-		return nil, fmt.Errorf("--reason of %d bytes: at most %d (a sentence or a ticket)", len(reason), lock.MaxReason)
+	if len(reason) > schema.MaxReason {
+		return nil, fmt.Errorf("--reason of %d bytes: at most %d (a sentence or a ticket)", len(reason), schema.MaxReason)
 	}
 	for _, r := range reason {
 		if unicode.IsControl(r) || r == unicode.ReplacementChar {
@@ -43,7 +43,7 @@ func (a *App) operatorNote(c *cli.Context, acl *api.ACL, timeout time.Duration) 
 		host = ""
 	}
 	uid := os.Getuid()
-	return &lock.Note{Reason: reason, By: operatorName(uid, os.Geteuid(), os.Getenv, user.LookupId), UID: &uid,
+	return &schema.Note{Reason: reason, By: operatorName(uid, os.Geteuid(), os.Getenv, user.LookupId), UID: &uid,
 		Host: host, At: a.Now().UTC(), Token: tokenInfo(c.Context, acl, timeout)}, nil
 }
 
@@ -67,7 +67,7 @@ func operatorName(uid, euid int, getenv func(string) string, lookup func(string)
 // tokenInfo is the ACL token this command writes with, as Consul describes it: the one name
 // of the writer that Consul, not the writer, vouches for. Nil when ACLs are off or Consul does
 // not say (the change itself then succeeds or fails on its own).
-func tokenInfo(ctx context.Context, acl *api.ACL, timeout time.Duration) *lock.TokenInfo {
+func tokenInfo(ctx context.Context, acl *api.ACL, timeout time.Duration) *schema.TokenInfo {
 	if acl == nil {
 		return nil
 	}
@@ -80,5 +80,5 @@ func tokenInfo(ctx context.Context, acl *api.ACL, timeout time.Duration) *lock.T
 	if err != nil || tok == nil || tok.AccessorID == "" {
 		return nil
 	}
-	return &lock.TokenInfo{AccessorID: tok.AccessorID, Description: tok.Description}
+	return &schema.TokenInfo{AccessorID: tok.AccessorID, Description: tok.Description}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -37,7 +38,7 @@ func (a *App) rolloutCommand() *cli.Command {
 					return usage("rollout %s takes one REVISION, got %q", name, c.Args().Slice())
 				}
 				rev := c.Args().First()
-				if err := lock.ValidateRevision(rev); err != nil {
+				if err := schema.ValidateRevision(rev); err != nil {
 					return usage("%v", err)
 				}
 				act := action
@@ -79,11 +80,11 @@ func (a *App) rolloutCommand() *cli.Command {
 					if c.NArg() > 0 {
 						return usage("rollout policy takes no arguments, got %q", c.Args().Slice())
 					}
-					sched, err := lock.ParseSchedule(c.String("schedule"))
+					sched, err := schema.ParseSchedule(c.String("schedule"))
 					if err != nil {
 						return usage("--schedule: %v", err)
 					}
-					p := lock.Policy{Schedule: sched, Bake: c.Duration("bake"), Failures: c.Int("failures"), After: c.String("after")}
+					p := schema.Policy{Schedule: sched, Bake: c.Duration("bake"), Failures: c.Int("failures"), After: c.String("after")}
 					if err := p.Validate(); err != nil {
 						return usage("%v", err)
 					}
@@ -101,7 +102,7 @@ func (a *App) rolloutCommand() *cli.Command {
 					if p.After != "" {
 						after = ", after " + p.After
 					}
-					fmt.Fprintf(a.Stdout, "%s: rollout policy: schedule %s, bake %s, halt at %d failure(s)%s\n", o.tier, lock.FormatSchedule(p.Schedule), p.Bake, p.Failures, after)
+					fmt.Fprintf(a.Stdout, "%s: rollout policy: schedule %s, bake %s, halt at %d failure(s)%s\n", o.tier, schema.FormatSchedule(p.Schedule), p.Bake, p.Failures, after)
 					return nil
 				},
 			},
@@ -144,7 +145,7 @@ func (a *App) printRollout(tier string, snap *lock.Snapshot) {
 	now := a.Now()
 	fmt.Fprintf(a.Stdout, "%s: %s\n", tier, safetext.Text(monitor.Rollout(snap, now).Line()))
 	p := snap.Policy
-	fmt.Fprintf(a.Stdout, "%s: policy: schedule %s, bake %s, halt at %d failure(s)", tier, lock.FormatSchedule(p.Schedule), p.Bake, p.Failures)
+	fmt.Fprintf(a.Stdout, "%s: policy: schedule %s, bake %s, halt at %d failure(s)", tier, schema.FormatSchedule(p.Schedule), p.Bake, p.Failures)
 	if p.After != "" {
 		fmt.Fprintf(a.Stdout, ", after %s", p.After)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/runner"
 )
 
@@ -74,7 +75,7 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 	if o.tier == "" {
 		return o, fmt.Errorf("--tier is required (ENVIRONMENT/SERVICE, or TIERLOCK_TIER)")
 	}
-	if err := lock.ValidateTier(o.tier); err != nil {
+	if err := schema.ValidateTier(o.tier); err != nil {
 		return o, fmt.Errorf("--tier: %w", err)
 	}
 	if _, err := prefixOf(c); err != nil {
@@ -87,11 +88,11 @@ func parseRunOptions(c *cli.Context) (runOptions, error) {
 		}
 		o.holder = h
 	}
-	if err := lock.ValidateName("holder", o.holder); err != nil {
+	if err := schema.ValidateName("holder", o.holder); err != nil {
 		return o, fmt.Errorf("--holder: %w", err)
 	}
 	if o.instanceID != "" && o.instanceID != "imds" {
-		if err := lock.ValidateName("instance id", o.instanceID); err != nil {
+		if err := schema.ValidateName("instance id", o.instanceID); err != nil {
 			return o, fmt.Errorf("--instance-id: %w", err)
 		}
 	}
@@ -227,7 +228,7 @@ func parseRolloutOptions(c *cli.Context, o *runOptions) error {
 	case o.revision != "" && line != "":
 		return fmt.Errorf("--revision %q and --revision-command: give one of them", o.revision)
 	case o.revision != "":
-		if err := lock.ValidateRevision(o.revision); err != nil {
+		if err := schema.ValidateRevision(o.revision); err != nil {
 			return fmt.Errorf("--revision: %w", err)
 		}
 	case line != "":

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/runner"
 )
 
@@ -26,7 +27,7 @@ func (a *App) newJob(client *api.Client, o runOptions, runID string, retry *cons
 	}
 	job := &runner.Job{
 		Slots: sem, Retry: retry.policy, Signals: a.Signals, Now: a.Now,
-		Request: lock.Request{Record: lock.Record{
+		Request: lock.Request{Record: schema.Record{
 			Holder: o.holder, Command: strings.Join(o.command, " "), RunID: runID, Version: "tierlock " + a.Build.Version,
 			Revision: o.revision,
 		}},
@@ -94,7 +95,7 @@ func logEvent(log *logrus.Entry, o runOptions) func(runner.Event) {
 				log.Infof("tier full (%d of %d slots held), waiting up to %s", s.Held(), s.Max, o.wait)
 			}
 			if newer := s.Newer(); len(newer) > 0 {
-				log.Warnf("the tier has hosts of a newer waiting protocol than this tierlock's %d (%s): they are ranked, but this host hands them no slot; they take their own", lock.Protocol, strings.Join(newer, ", "))
+				log.Warnf("the tier has hosts of a newer waiting protocol than this tierlock's %d (%s): they are ranked, but this host hands them no slot; they take their own", schema.Protocol, strings.Join(newer, ", "))
 			}
 		case runner.Acquired:
 			slot, what := e.Slot, "slot acquired"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tierlock/tierlock/internal/safetext"
 	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -200,8 +201,8 @@ func sortedHolders(s *lock.Snapshot) []string {
 	// Failed and interrupted first, then the oldest.
 	sort.Slice(hs, func(i, j int) bool {
 		a, b := s.Holders[hs[i]], s.Holders[hs[j]]
-		if (a.State == lock.StateRunning) != (b.State == lock.StateRunning) {
-			return b.State == lock.StateRunning
+		if (a.State == schema.StateRunning) != (b.State == schema.StateRunning) {
+			return b.State == schema.StateRunning
 		}
 		if !a.StartedAt.Equal(b.StartedAt) {
 			return a.StartedAt.Before(b.StartedAt)
@@ -214,7 +215,7 @@ func sortedHolders(s *lock.Snapshot) []string {
 func max0(d time.Duration) time.Duration { return max(d, 0) }
 
 // waiterVersion is ", VERSION" for a waiter whose entry says which tierlock it runs.
-func waiterVersion(w lock.Waiter) string {
+func waiterVersion(w schema.Waiter) string {
 	if w.Version == "" {
 		return ""
 	}
@@ -234,12 +235,12 @@ func noteLines(s *lock.Snapshot, tv monitor.TierVerdict, now time.Time) []string
 	var lines []string
 	if tv.Disabled {
 		lines = append(lines, tv.Brake)
-	} else if n, ok := s.Notes[lock.NoteMax]; ok {
+	} else if n, ok := s.Notes[schema.NoteMax]; ok {
 		lines = append(lines, monitor.NoteText(n, now))
-	} else if n, ok := s.Notes[lock.NoteHistory]; ok && n.Action == "enable" {
+	} else if n, ok := s.Notes[schema.NoteHistory]; ok && n.Action == "enable" {
 		lines = append(lines, monitor.NoteText(n, now)) // who released the brake
 	}
-	for _, kind := range []string{lock.NoteRelease, lock.NoteForget, lock.NoteRollout} {
+	for _, kind := range []string{schema.NoteRelease, schema.NoteForget, schema.NoteRollout} {
 		if n, ok := s.Notes[kind]; ok {
 			lines = append(lines, monitor.NoteText(n, now))
 		}
@@ -273,7 +274,7 @@ type tierStatus struct {
 	Waiters       []waiterStatus `json:"waiters"`
 	// Notes are the last operator changes by kind ("max", "release", "forget"), and
 	// "history": the last lock.MaxHistory changes of any kind, newest first.
-	Notes map[string]lock.Note `json:"notes,omitempty"`
+	Notes map[string]schema.Note `json:"notes,omitempty"`
 	// HostsKnown counts the hosts with a converged/ record, a slot or a queue entry.
 	HostsKnown int `json:"hosts_known"`
 	// OldestConvergedSeconds is the age of the oldest converged/ record (0 when none).
@@ -292,12 +293,12 @@ type hostStatus struct {
 }
 
 type waiterStatus struct {
-	lock.Waiter
+	schema.Waiter
 	AgeSeconds int64 `json:"age_seconds"`
 }
 
 type holderStatus struct {
-	lock.Record
+	schema.Record
 	AgeSeconds int64 `json:"age_seconds"`
 }
 
@@ -390,14 +391,14 @@ func writeStatusMetrics(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, 
 		maxG.WithLabelValues(s.Tier).Set(float64(s.Max))
 		curG.WithLabelValues(s.Tier).Set(float64(s.Current))
 		keysG.WithLabelValues(s.Tier).Set(float64(s.RunningKeys))
-		counts := map[lock.State]int{lock.StateRunning: 0, lock.StateFailed: 0, lock.StateInterrupted: 0}
+		counts := map[schema.State]int{schema.StateRunning: 0, schema.StateFailed: 0, schema.StateInterrupted: 0}
 		for h, rec := range s.Holders {
 			counts[rec.State]++
 			startG.WithLabelValues(s.Tier, safetext.Text(h), string(rec.State)).Set(unixSeconds(rec.StartedAt))
 		}
 		if s.Disabled() {
 			at := 0.0 // disabled by hand, or before tierlock kept notes: since when is unknown
-			if n, ok := s.Notes[lock.NoteMax]; ok && (n.Action == "disable" || n.Action == "set-max" && n.Value == "0") {
+			if n, ok := s.Notes[schema.NoteMax]; ok && (n.Action == "disable" || n.Action == "set-max" && n.Value == "0") {
 				at = unixSeconds(n.At)
 			}
 			offG.WithLabelValues(s.Tier).Set(at)

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierlock/tierlock/internal/consulclient"
-	"github.com/tierlock/tierlock/lock"
+	"github.com/tierlock/tierlock/lock/schema"
 	"github.com/tierlock/tierlock/monitor"
 )
 
@@ -45,7 +45,7 @@ func (a *App) watchStatus(ctx context.Context, c *cli.Context, timeout time.Dura
 		return err
 	}
 	if tier != "" {
-		if err := lock.ValidateTier(tier); err != nil {
+		if err := schema.ValidateTier(tier); err != nil {
 			return usage("--tier: %w", err)
 		}
 	}

@@ -1,4 +1,4 @@
-package lock
+package schema
 
 import (
 	"encoding/json"
@@ -29,8 +29,8 @@ func fuzzCount(t *testing.T, parse func([]byte) (int, error), min int, value []b
 		checkErr(t, err)
 		return
 	}
-	if n < min || n > maxLimit {
-		t.Fatalf("%q parsed as %d, outside [%d, %d]", value, n, min, maxLimit)
+	if n < min || n > MaxLimit {
+		t.Fatalf("%q parsed as %d, outside [%d, %d]", value, n, min, MaxLimit)
 	}
 	if s := strings.TrimSpace(string(value)); strings.TrimLeft(strings.TrimPrefix(s, "-"), "0123456789") != "" {
 		t.Fatalf("%q accepted as %d though it is not an integer", value, n)
@@ -44,14 +44,14 @@ func FuzzParseMax(f *testing.F) {
 	for _, s := range []string{"-1", "0", "3", " 7\n", "abc", "1.5", "-2", "", "12345678901234567890", "\xff"} {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, parseMax, -1, value) })
+	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, ParseMax, -1, value) })
 }
 
 func FuzzParseCurrent(f *testing.F) {
 	for _, s := range []string{"0", "2", "-1", "x", "+3", "0x10"} {
 		f.Add([]byte(s))
 	}
-	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, parseCurrent, 0, value) })
+	f.Fuzz(func(t *testing.T, value []byte) { fuzzCount(t, ParseCurrent, 0, value) })
 }
 
 func FuzzParseRecord(f *testing.F) {
@@ -65,7 +65,7 @@ func FuzzParseRecord(f *testing.F) {
 		if ValidateName("holder", holder) != nil {
 			return // a key of a bad name is refused before its value is read (newSnapshot)
 		}
-		rec, err := parseRecord(holder, value)
+		rec, err := ParseRecord(holder, value)
 		if err != nil {
 			checkErr(t, err)
 			return
@@ -78,7 +78,7 @@ func FuzzParseRecord(f *testing.F) {
 		if err != nil {
 			t.Fatalf("accepted %q, cannot write it back: %v", value, err)
 		}
-		again, err := parseRecord(holder, b)
+		again, err := ParseRecord(holder, b)
 		if err != nil {
 			t.Fatalf("written back as %s: %v", b, err)
 		}
@@ -99,7 +99,7 @@ func FuzzValidateName(f *testing.F) {
 			checkErr(t, err)
 			return
 		}
-		if name == "" || len(name) > maxNameLen || name == "." || name == ".." {
+		if name == "" || len(name) > MaxNameLen || name == "." || name == ".." {
 			t.Fatalf("%q accepted", name)
 		}
 		for i := 0; i < len(name); i++ {
@@ -183,7 +183,7 @@ func FuzzPolicyAndRollout(f *testing.F) {
 				t.Fatalf("%q: policy %+v does not write back (%s)", value, p, b)
 			}
 		}
-		r, err := parseRollout(value)
+		r, err := ParseRollout(value)
 		if err != nil {
 			checkErr(t, err)
 			return
