@@ -138,39 +138,9 @@ func (j *Job) Run(ctx context.Context) (out Outcome) {
 			out.Why = WhyNot(out.Err)
 		}
 	}()
-	// Until the command starts, a signal stops the run: nothing runs, and what the
-	// acquisition may have taken is undone.
-	before, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := OnSignal(j.Signals, cancel)
-	stopped := func() bool { return before.Err() != nil && ctx.Err() == nil }
-	req, unlock, err := j.prepare(before, stopped)
+	slot, unlock := j.take(ctx, &out)
 	defer unlock()
-	if err != nil {
-		out.Err = err
-		if errors.Is(err, ErrStopped) {
-			out.Signal = stop()
-			out.Err = fmt.Errorf("%w: %v", ErrStopped, out.Signal)
-		}
-		stop()
-		return out
-	}
-	budget := j.Retry.Budget()
-	slot, err := j.acquire(before, budget, req, &out)
-	out.Signal = stop()
-	if out.Signal != nil || err != nil {
-		out.Err = err
-		if out.Signal != nil {
-			out.Err = fmt.Errorf("%w: %v", ErrStopped, out.Signal)
-		}
-		if !decided(err) {
-			// The answer may have been lost after Consul committed, or the slot is ours and
-			// unused: undo it, within the budget of the acquisition it undoes (after Consul
-			// failed for the whole of that, one more look, not a budget of its own).
-			out.Recording = budget.Do(context.WithoutCancel(ctx), "undo the slot taken", func(ctx context.Context) error {
-				return j.Slots.Abandon(ctx, req.Holder, req.RunID)
-			})
-		}
+	if slot == nil {
 		return out
 	}
 	out.Slot = slot
@@ -184,24 +154,61 @@ func (j *Job) Run(ctx context.Context) (out Outcome) {
 		// Found but not startable (permissions, say): a failure like any other.
 		res = Result{ExitCode: 126}
 	}
-	out.Result = res
 	var health *Result
 	if j.Health != nil && !res.Interrupted() && startErr == nil && j.succeeded(res.ExitCode) {
 		h, sig := j.checkHealth(ctx)
 		if sig != nil {
 			// A signal while the check ran: the run was stopped, as if during the command.
 			res.Forwarded = sig
-			out.Result = res
-		} else if h != nil {
-			health = h
 		}
+		health = h
 	}
+	out.Result = res
 	out.Err, out.Recording, out.Signal = j.record(ctx, slot, res, health)
 	var failed *CommandError
 	if errors.As(out.Err, &failed) {
 		failed.Start = startErr
 	}
 	return out
+}
+
+// take is the run until its command may start: the host side, then the slot. Until then a
+// signal stops the run: nothing runs, and what the acquisition may have taken is undone. It
+// returns nil when the command must not run, with out saying why; unlock is always to be
+// called.
+func (j *Job) take(ctx context.Context, out *Outcome) (slot *lock.Slot, unlock func()) {
+	before, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := OnSignal(j.Signals, cancel)
+	defer stop()
+	stopped := func() bool { return before.Err() != nil && ctx.Err() == nil }
+	req, unlock, err := j.prepare(before, stopped)
+	if err != nil {
+		out.Err = err
+		if errors.Is(err, ErrStopped) {
+			out.Signal = stop()
+			out.Err = fmt.Errorf("%w: %v", ErrStopped, out.Signal)
+		}
+		return nil, unlock
+	}
+	budget := j.Retry.Budget()
+	slot, err = j.acquire(before, budget, req, out)
+	if out.Signal = stop(); out.Signal == nil && err == nil {
+		return slot, unlock
+	}
+	out.Err = err
+	if out.Signal != nil {
+		out.Err = fmt.Errorf("%w: %v", ErrStopped, out.Signal)
+	}
+	if !decided(err) {
+		// The answer may have been lost after Consul committed, or the slot is ours and
+		// unused: undo it, within the budget of the acquisition it undoes (after Consul
+		// failed for the whole of that, one more look, not a budget of its own).
+		out.Recording = budget.Do(context.WithoutCancel(ctx), "undo the slot taken", func(ctx context.Context) error {
+			return j.Slots.Abandon(ctx, req.Holder, req.RunID)
+		})
+	}
+	return nil, unlock
 }
 
 // acquire takes the slot within the retry budget, telling Notify the first time it waits.
