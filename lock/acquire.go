@@ -8,7 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/answercap"
 	"github.com/tierlock/tierlock/lock/schema"
 )
 
@@ -101,7 +101,7 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 	t.reads = s.treeOps(req.Holder)
 	ok, results, err := s.applyTxn(ctx, t)
 	switch {
-	case errors.Is(err, consulclient.ErrAnswerTooLarge):
+	case errors.Is(err, answercap.ErrTooLarge):
 		return nil, false, nil // taken or not, the next read (the bounded way) tells
 	case err != nil:
 		return nil, true, err

@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/answercap"
 	"github.com/tierlock/tierlock/lock/schema"
 )
 
@@ -172,7 +172,7 @@ func listTiers(ctx context.Context, kv KV, prefix string, timeout time.Duration)
 					ErrTooManyKeys, d, base)
 			}
 			switch {
-			case errors.Is(err, consulclient.ErrAnswerTooLarge):
+			case errors.Is(err, answercap.ErrTooLarge):
 				listed[t] = &tierList{junk: &junkNames{}, over: tooManyNames(base)}
 				continue
 			case errors.Is(err, ErrTooManyKeys):
@@ -203,7 +203,7 @@ func listDirs(ctx context.Context, kv KV, dir string, q *api.QueryOptions, timeo
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	keys, _, err := listKeys(ctx, kv, dir, "/", q)
-	if errors.Is(err, consulclient.ErrAnswerTooLarge) {
+	if errors.Is(err, answercap.ErrTooLarge) {
 		return nil, fmt.Errorf("%w: the names directly under %s come to more than the %d MB a listing reads: delete the junk there",
 			ErrTooManyKeys, clipKey(dir), listAnswerLimit>>20)
 	}

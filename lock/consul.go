@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/answercap"
 	"github.com/tierlock/tierlock/internal/kvtxn"
 	"github.com/tierlock/tierlock/lock/schema"
 )
@@ -61,9 +61,9 @@ func (s *Semaphore) readTree(ctx context.Context, holder string, ops api.KVTxnOp
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	q := &api.QueryOptions{RequireConsistent: true}
-	ok, resp, meta, err := s.kv.Txn(ops, q.WithContext(consulclient.WithAnswerLimit(ctx, treeAnswerLimit)))
+	ok, resp, meta, err := s.kv.Txn(ops, q.WithContext(answercap.WithLimit(ctx, treeAnswerLimit)))
 	switch {
-	case errors.Is(err, consulclient.ErrAnswerTooLarge):
+	case errors.Is(err, answercap.ErrTooLarge):
 		snap, err := readTier(ctx, s.tierRead(q, s.forHolder(holder)))
 		if snap != nil {
 			snap.bounded, snap.now = true, s.opts.Now().UTC()
@@ -364,7 +364,7 @@ func (s *Semaphore) applyTxn(ctx context.Context, t *txn) (bool, []*api.KVPair, 
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	if len(t.reads) > 0 {
-		ctx = consulclient.WithAnswerLimit(ctx, treeAnswerLimit)
+		ctx = answercap.WithLimit(ctx, treeAnswerLimit)
 	}
 	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
@@ -405,7 +405,7 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*S
 	t.reads = s.ownQueueOps(holder)
 	ok, results, err := s.applyTxn(ctx, t)
 	switch {
-	case errors.Is(err, consulclient.ErrAnswerTooLarge):
+	case errors.Is(err, answercap.ErrTooLarge):
 		return s.read(ctx, holder)
 	case err != nil || !ok:
 		return nil, err
@@ -428,7 +428,7 @@ func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, er
 	}
 	t.reads = s.treeOps(holder)
 	ok, results, err := s.applyTxn(ctx, t)
-	if errors.Is(err, consulclient.ErrAnswerTooLarge) {
+	if errors.Is(err, answercap.ErrTooLarge) {
 		// Whether t was applied is unknown: the caller reads again and decides again (every
 		// write here is idempotent on what it reads), and the waiters are looked after then.
 		return false, nil

@@ -51,8 +51,9 @@
 // after each), joins the queue at once after losing a race for a free slot, reads again and
 // decides again when an answer was too large, renews a waiter's session and joins again when
 // it was lost, and takes one more look before it gives up a wait. Acquire is idempotent per run
-// id, and when it ends on a Consul error that consulclient.Retryable calls passing, it keeps
-// the run's place in line for the caller's retry. Retrying Consul errors, logging and exit
+// id, and when it ends on a Consul error that Options.Retryable calls passing, it keeps the
+// run's place in line for the caller's retry. Retrying Consul errors, logging and exit
 // codes are the caller's business. The memory cap on answers holds with the client of
-// internal/consulclient, which honours WithAnswerLimit; a plain api.Client does not cap them.
+// internal/consulclient, which honours the limit lock puts in each request's context
+// (internal/answercap); a plain api.Client reads whole answers.
 package lock

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 	"github.com/tierlock/tierlock/lock"
@@ -438,7 +439,8 @@ func proxiedSem(t *testing.T) (*faultproxy.Proxy, *lock.Semaphore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := lock.New(c.KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: c.Session()})
+	s, err := lock.New(c.KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: c.Session(),
+		Retryable: consulclient.Retryable})
 	if err != nil {
 		t.Fatal(err)
 	}

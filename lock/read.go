@@ -10,7 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulclient"
+	"github.com/tierlock/tierlock/internal/answercap"
 	"github.com/tierlock/tierlock/lock/schema"
 )
 
@@ -111,9 +111,9 @@ func (j *junkNames) err(base string) error {
 
 // listKeys lists the key names under prefix (up to separator, if not ""), as q says
 // (consistent, or blocking until something under prefix changes), its answer capped at
-// listAnswerLimit: past it the error wraps consulclient.ErrAnswerTooLarge.
+// listAnswerLimit: past it the error wraps answercap.ErrTooLarge.
 func listKeys(ctx context.Context, kv KV, prefix, separator string, q *api.QueryOptions) ([]string, uint64, error) {
-	keys, meta, err := kv.Keys(prefix, separator, q.WithContext(consulclient.WithAnswerLimit(ctx, listAnswerLimit)))
+	keys, meta, err := kv.Keys(prefix, separator, q.WithContext(answercap.WithLimit(ctx, listAnswerLimit)))
 	if err != nil {
 		return nil, 0, fmt.Errorf("lock: read %s: %w", clipKey(prefix), err)
 	}
@@ -180,9 +180,9 @@ func fetch(ctx context.Context, kv KV, keys []string, batchSize int, baseOf func
 			continue
 		}
 		rctx, cancel := withTimeout(ctx, timeout)
-		ok, resp, _, err := kv.Txn(ops, (&api.QueryOptions{RequireConsistent: true}).WithContext(consulclient.WithAnswerLimit(rctx, fetchAnswerLimit)))
+		ok, resp, _, err := kv.Txn(ops, (&api.QueryOptions{RequireConsistent: true}).WithContext(answercap.WithLimit(rctx, fetchAnswerLimit)))
 		cancel()
-		if errors.Is(err, consulclient.ErrAnswerTooLarge) && ctx.Err() == nil {
+		if errors.Is(err, answercap.ErrTooLarge) && ctx.Err() == nil {
 			if len(ops) > 1 {
 				size = max(1, len(ops)/2)
 				continue
@@ -308,7 +308,7 @@ func readTier(ctx context.Context, r tierRead) (*Snapshot, error) {
 	kv, tier, base, q, want := r.kv, r.tier, r.base, r.q, r.want
 	for range maxRereads {
 		all, index, err := listKeys(ctx, kv, base, "", q)
-		if errors.Is(err, consulclient.ErrAnswerTooLarge) {
+		if errors.Is(err, answercap.ErrTooLarge) {
 			return nil, tooManyNames(base)
 		}
 		if err != nil {
@@ -373,7 +373,7 @@ func pairsOf(keys []string, got map[string]*api.KVPair) api.KVPairs {
 // operations on what Acquire and Release decide on (max_concurrent, current, max_saved,
 // running/, queue/ and the holder's own converged/ record), atomic, so nothing is read again
 // when the tier changes meanwhile. Its answer is capped at treeAnswerLimit by the client
-// (internal/consulclient honours consulclient.WithAnswerLimit): past it, junk lies under the
+// (internal/consulclient honours answercap.WithLimit): past it, junk lies under the
 // tier, and the read falls back to listing the keys and fetching their values in batches.
 const treeAnswerLimit = 8 << 20
 

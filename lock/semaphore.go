@@ -11,7 +11,6 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/tierlock/tierlock/internal/consulclient"
 	"github.com/tierlock/tierlock/lock/schema"
 )
 
@@ -45,6 +44,10 @@ type Options struct {
 	Note *schema.Note
 	// Sessions binds queue entries to sessions; Acquire needs it to wait for a slot.
 	Sessions Sessions
+	// Retryable reports whether a Consul error may pass (a timeout, a 429, a 5xx) rather than
+	// refuse: after one, Acquire keeps the run's place in line for the caller's retry of the
+	// same run (consulclient.Retryable). Nil: no error keeps it.
+	Retryable func(ctx context.Context, err error) bool
 	// ReadBatch is how many values a read fetches per transaction (see read.go): what bounds
 	// its memory when junk lies under the tier. Default defaultReadBatch (32).
 	ReadBatch int
@@ -163,7 +166,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 	// A Consul error that may pass keeps the run's place in line (its session renewed, its
 	// entry kept) for the caller's retry of the same run; anything else leaves it.
 	defer func() {
-		if a.q != nil && err != nil && ctx.Err() == nil && consulclient.Retryable(ctx, err) {
+		if a.q != nil && err != nil && ctx.Err() == nil && s.opts.Retryable != nil && s.opts.Retryable(ctx, err) {
 			s.park(req.RunID, a.q)
 			return
 		}

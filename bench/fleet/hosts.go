@@ -92,7 +92,7 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 	node, _ := consulclient.NodeName(ctx, h.client)
 	sem, err := lock.New(h.client.KV(), lock.Options{
 		Prefix: h.prefix, Tier: benchTier, DefaultMax: lock.DefaultMaxConcurrent,
-		RequestTimeout: lock.DefaultRequestTimeout, Sessions: h.client.Session(), QueueTTL: h.queueTTL,
+		RequestTimeout: lock.DefaultRequestTimeout, Sessions: h.client.Session(), Retryable: consulclient.Retryable, QueueTTL: h.queueTTL,
 	})
 	if err != nil {
 		rec.err = err

@@ -15,7 +15,6 @@ import (
 // for its own tier alone, its name cut. It used to fail them all: the name made every
 // transaction that fetched it larger than Consul takes.
 func TestJunkNameInOneTier(t *testing.T) {
-	t.Parallel()
 	failRun(t, "db/main", "db-1", "i-0dead")
 	put(t, "max_concurrent", "2") // prod/web, where the junk goes
 	huge := testkit.Prefix(t) + "/prod/web/converged/" + strings.Repeat("x", 600<<10)
@@ -70,7 +69,6 @@ func clipped(s string) string {
 // More junk names under one tier than a listing reads: reap frees the slot in another tier,
 // exits 0, and warns that the junk tier was not read.
 func TestReapBesideAnUnreadTier(t *testing.T) {
-	t.Parallel()
 	failRun(t, "db/main", "db-1", "i-0dead")
 	for i := range 8 { // 8 × 600 KB: more than the 4 MB a listing reads
 		key := fmt.Sprintf("%s/stage/junk/queue/%d%s", testkit.Prefix(t), i, strings.Repeat("x", 600<<10))

@@ -66,6 +66,7 @@ func (a *App) semaphore(client *api.Client, o runOptions) (*lock.Semaphore, erro
 	return lock.New(client.KV(), lock.Options{
 		Prefix: o.prefix, Tier: o.tier, DefaultMax: o.defaultMax, QueueOrder: o.queueOrder, QueueTTL: o.queueTTL,
 		RequestTimeout: consulclient.RequestTimeout(o.consulTimeout), Now: a.Now, Sessions: client.Session(),
+		Retryable: consulclient.Retryable,
 	})
 }
 

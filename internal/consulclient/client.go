@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/answercap"
 )
 
 // StatusError is an HTTP answer from Consul that is worth retrying: 429 (rate limited) or
@@ -94,7 +96,7 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body.Close()
 		return nil, &StatusError{Code: resp.StatusCode, Body: strings.TrimSpace(string(body))}
 	}
-	if limit, ok := req.Context().Value(answerLimitKey{}).(int64); ok {
+	if limit, ok := answercap.Limit(req.Context()); ok {
 		if resp.ContentLength > limit {
 			resp.Body.Close()
 			return nil, fmt.Errorf("%w: %d bytes, more than %d", ErrAnswerTooLarge, resp.ContentLength, limit)
@@ -106,16 +108,12 @@ func (t statusTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // ErrAnswerTooLarge is the error of a request whose answer exceeded the limit its context
 // carries (WithAnswerLimit).
-var ErrAnswerTooLarge = errors.New("consul client: answer too large")
-
-type answerLimitKey struct{}
+var ErrAnswerTooLarge = answercap.ErrTooLarge
 
 // WithAnswerLimit asks the clients of this package to read at most limit bytes of the answer
-// to a request made with ctx, and to fail it with ErrAnswerTooLarge past that: a caller that
-// fetches values in one request (a transaction's get-tree) bounds its memory so, and falls
-// back to fetching in batches. Other clients ignore it.
+// to a request made with ctx (answercap.WithLimit).
 func WithAnswerLimit(ctx context.Context, limit int64) context.Context {
-	return context.WithValue(ctx, answerLimitKey{}, limit)
+	return answercap.WithLimit(ctx, limit)
 }
 
 // limitedBody fails the read past its limit rather than truncating quietly: a truncated
