@@ -17,7 +17,7 @@ import (
 // problem naming the cap, not an exhausted memory, and the long name is a warning of prod/web
 // alone, cut.
 func TestJunkUnderThePrefix(t *testing.T) {
-	t.Parallel()
+	// Not in parallel: Consul must list the junk within lock's bound, which a full machine breaks.
 	server := startServer(t, consulagent.Config{})
 	kv := clientOf(t, server, "").KV()
 	blob := []byte(strings.Repeat("j", 512<<10))
