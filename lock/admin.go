@@ -3,6 +3,7 @@ package lock
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/hashicorp/consul/api"
@@ -118,8 +119,13 @@ func (s *Semaphore) withWake(snap *Snapshot, max int, ops ...*api.KVTxnOp) (*txn
 	if err != nil {
 		return nil, err
 	}
-	set := t.writes[len(t.writes)-1] // current
-	t.writes = append(append(t.writes[:len(t.writes)-1:len(t.writes)-1], ops...), set)
+	// ops go before the write of current, wherever changeTxn put it (a change of no holder
+	// always writes current), so that current is the last key the transaction sets.
+	i := slices.IndexFunc(t.writes, func(op *api.KVTxnOp) bool { return op.Key == s.base+keyCurrent })
+	if i < 0 {
+		return nil, fmt.Errorf("lock: a change of max_concurrent that does not write current")
+	}
+	t.writes = slices.Concat(t.writes[:i], ops, t.writes[i:])
 	if max == 0 {
 		for _, w := range snap.Queue {
 			if t.mandatory() >= maxTxnOps {

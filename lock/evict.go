@@ -3,7 +3,6 @@ package lock
 import (
 	"context"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -57,50 +56,6 @@ func (s *Semaphore) Evict(ctx context.Context, match func(holder string, rec sch
 			return all, nil
 		}
 	}
-}
-
-// evictTxn is the transaction that removes what match selects in snap, as many keys of it
-// as fit beside its mandatory operations (more reports that there is more), and sets current
-// to the running/ keys it leaves. It is nil when nothing matches.
-func (s *Semaphore) evictTxn(snap *Snapshot, match func(string, schema.Record) bool) (ev Evicted, t *txn, more bool) {
-	t = &txn{checks: s.guardMax(snap)}
-	b := &deletes{room: maxTxnOps - t.mandatory() - 1 - len(s.treeOps(""))} // and the write of current, and the read-back
-	removed := map[string]bool{}
-	for _, k := range snap.runningKeys() { // sorted, so batches and results are in order
-		holder := strings.TrimPrefix(k, runningDir)
-		rec, ok := snap.Holders[holder]
-		if !ok {
-			rec = schema.Record{Holder: holder}
-		}
-		if match(holder, rec) && b.add(s.del(snap, k)) {
-			removed[k] = true
-			ev.Slots = append(ev.Slots, rec)
-		}
-	}
-	for _, w := range snap.Queue {
-		if match(w.Holder, w.Record()) && b.add(&api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex}) {
-			ev.Waiters = append(ev.Waiters, w)
-		}
-	}
-	for _, c := range snap.Convergences() {
-		if match(c.Holder, c.Record()) && b.add(s.del(snap, convergedDir+c.Holder)) {
-			ev.Converged = append(ev.Converged, c)
-		}
-	}
-	if len(b.ops) == 0 {
-		return ev, nil, false
-	}
-	// Guards on the other holders' keys catch foreign writers; tierlock's own are serialised
-	// by the check-and-set on current.
-	for _, k := range snap.runningKeys() {
-		if !removed[k] {
-			t.optional = append(t.optional, s.guard(snap, k))
-		}
-	}
-	t.writes = append(b.ops, s.set(snap, keyCurrent, strconv.Itoa(snap.RunningKeys-len(removed))))
-	// Slots freed while hosts wait: the write reads the tier back and hands them over (commit).
-	t.free = len(removed) > 0
-	return ev, t, b.full
 }
 
 // deletes collects the deletes of one eviction, as many as there is room for: full once one
