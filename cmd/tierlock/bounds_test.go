@@ -49,6 +49,7 @@ func requestKind(r *http.Request) string {
 var continuousFaults = []int{http.StatusInternalServerError, http.StatusTooManyRequests, faultproxy.Reset, faultproxy.Stall}
 
 func TestFaultEachKindContinuously(t *testing.T) {
+	bin(t) // built before any clock starts
 	for _, sc := range faultScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			kinds := map[string]bool{}
@@ -174,6 +175,7 @@ func judgeFaulted(t *testing.T, sc faultScenario, r result, m string, injected b
 // the release within the bound: exit 70, the slot held. A SIGTERM during those retries ends
 // them at once, with the same outcome.
 func TestReleaseFailingForGood(t *testing.T) {
+	bin(t) // built before any clock starts
 	for _, signal := range []bool{false, true} {
 		t.Run(fmt.Sprintf("signal %v", signal), func(t *testing.T) {
 			put(t, "max_concurrent", "2")
@@ -233,6 +235,7 @@ func TestReleaseFailingForGood(t *testing.T) {
 // With Consul unreachable (nothing listens), a run gives up within the bound: the look for
 // a slot a lost answer took shares the acquisition's budget.
 func TestRunConsulUnreachableBound(t *testing.T) {
+	bin(t) // built before any clock starts
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

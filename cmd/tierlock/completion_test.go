@@ -14,7 +14,7 @@ import (
 // that name to ask for the candidates.
 func completionEnv(t *testing.T) []string {
 	t.Helper()
-	return append(os.Environ(), "PATH="+filepath.Dir(binary)+":"+os.Getenv("PATH"))
+	return append(os.Environ(), "PATH="+filepath.Dir(bin(t))+":"+os.Getenv("PATH"))
 }
 
 // completions lists, one line per request, what bash completes for each of lines; setup
@@ -61,7 +61,7 @@ func TestCompletionBash(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(installed, "completions"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	script, err := exec.Command(binary, "completion", "bash").Output()
+	script, err := exec.Command(bin(t), "completion", "bash").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ func TestCompletionZsh(t *testing.T) {
 	t.Parallel()
 	testdeps.File(t, "/bin/zsh", "zsh")
 	fpath := t.TempDir()
-	script, err := exec.Command(binary, "completion", "zsh").Output()
+	script, err := exec.Command(bin(t), "completion", "zsh").Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ CURRENT=${#words}
 func TestCompletionBadShell(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{{"completion", "fish"}, {"completion"}, {"completion", "bash", "zsh"}} {
-		r := run(t, exec.Command(binary, args...))
+		r := run(t, exec.Command(bin(t), args...))
 		wantCode(t, r, 78)
 		if !strings.Contains(r.stderr, "bash or zsh") {
 			t.Errorf("tierlock %s: the error does not say what is supported: %s", strings.Join(args, " "), r.stderr)

@@ -25,8 +25,10 @@ import (
 // Consul agent (one for the package, started by the first test that needs it), each test under
 // its own key prefix.
 var (
-	binary string
-	agents = consulagent.Lazy{Args: []string{"-hcl", "limits { http_max_conns_per_client = 10000 }"}}
+	binDir    string // the binary's directory, for the life of the test binary
+	buildOnce sync.Once
+	buildErr  error
+	agents    = consulagent.Lazy{Args: []string{"-hcl", "limits { http_max_conns_per_client = 10000 }"}}
 )
 
 func TestMain(m *testing.M) {
@@ -40,11 +42,7 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	binary = filepath.Join(dir, "tierlock")
-	if err := consulagent.Build(".", binary, "-X main.version=9.9.9-test -X main.commit=abc1234 -X main.date=2026-11-21T00:00:00Z"); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
+	binDir = dir
 	// The fault tests' parallel cases mostly wait on held requests, not on the CPU; an
 	// explicit -parallel wins.
 	flag.Parse()
@@ -56,6 +54,20 @@ func testMain(m *testing.M) int {
 	agents.LogPath = filepath.Join(dir, "consul.log")
 	defer agents.Stop()
 	return m.Run()
+}
+
+// bin is the tierlock binary the tests run, built on first use (with -race under -race): the
+// tests that run no process (those of `make check`) do not wait for a build.
+func bin(t testing.TB) string {
+	t.Helper()
+	path := filepath.Join(binDir, "tierlock")
+	buildOnce.Do(func() {
+		buildErr = consulagent.Build(".", path, "-X main.version=9.9.9-test -X main.commit=abc1234 -X main.date=2026-11-21T00:00:00Z")
+	})
+	if buildErr != nil {
+		t.Fatalf("building tierlock: %v", buildErr)
+	}
+	return path
 }
 
 // agentAddr is the package agent's HTTP address.
@@ -85,7 +97,7 @@ func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 		full = append(full, "--state-dir", stateDir(t))
 	}
 	full = append(full, args[1:]...)
-	cmd := exec.Command(binary, full...)
+	cmd := exec.Command(bin(t), full...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TIERLOCK_") && !strings.HasPrefix(kv, "CONSUL_") && !strings.HasPrefix(kv, "AWS_") {
 			cmd.Env = append(cmd.Env, kv)

@@ -34,7 +34,7 @@ func TestNagiosEndToEnd(t *testing.T) {
 
 	dir := t.TempDir()
 	cfg := writeNagiosConfig(t, dir, fmt.Sprintf("/usr/bin/env CONSUL_HTTP_ADDR=%s %s check --prefix %s -w 60 -c 120",
-		agentAddr(t), binary, testkit.Prefix(t)))
+		agentAddr(t), bin(t), testkit.Prefix(t)))
 	if out, err := exec.Command(nagiosBin, "-v", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("nagios -v: %v\n%s", err, out)
 	}

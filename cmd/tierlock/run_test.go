@@ -355,6 +355,7 @@ func TestRunCommandFromEnvironment(t *testing.T) {
 }
 
 func TestRunConsulUnreachable(t *testing.T) {
+	bin(t) // built before any clock starts
 	// A port nothing listens on: connection refused.
 	p := faultproxy.New(agentAddr(t))
 	addr := p.Addr
@@ -659,7 +660,7 @@ func maxInt(a, b int) int {
 
 func TestVersion(t *testing.T) {
 	t.Parallel()
-	r := run(t, exec.Command(binary, "version"))
+	r := run(t, exec.Command(bin(t), "version"))
 	wantCode(t, r, 0)
 	for _, want := range []string{"tierlock 9.9.9-test", "abc1234", "2026-11-21T00:00:00Z"} {
 		if !strings.Contains(r.stdout, want) {

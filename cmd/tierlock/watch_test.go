@@ -41,7 +41,7 @@ func TestStatusWatchInTerminal(t *testing.T) {
 		}
 	}
 	exitFile := filepath.Join(t.TempDir(), "exit")
-	line := fmt.Sprintf("trap true INT; env -i %s %s %s; echo $? > %s; sleep 60", strings.Join(envs, " "), binary, strings.Join(cmd.Args[1:], " "), exitFile)
+	line := fmt.Sprintf("trap true INT; env -i %s %s %s; echo $? > %s; sleep 60", strings.Join(envs, " "), bin(t), strings.Join(cmd.Args[1:], " "), exitFile)
 	tmux("new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", line)
 	t.Cleanup(func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() })
 	pane := func() string { return tmux("capture-pane", "-p") }
