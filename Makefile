@@ -65,11 +65,15 @@ check: lint
 test-deps:
 	./scripts/test-deps.sh
 
+# The packages whose tests take longest start first (go test keeps this order, and runs each
+# once), so that two at a time finish together rather than one long one last.
+SLOW_FIRST := ./cmd/tierlock ./reliability ./cmd/tierlock-reaper ./packaging/prometheus
+
 ## test: lint, the packages and Lambda zips, then every test against a real Consul agent (with
 ## the race detector); the packaging tests install and purge the .deb on this machine when root;
 ## then test-system with that package, as root where systemd-nspawn can run (else a loud SKIP)
 test: lint consul test-deps package
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m $(SLOW_FIRST) ./...
 	FUZZTIME=10000x GO="$(GO)" ./scripts/fuzz.sh
 	GO="$(GO)" ./scripts/test-system.sh --if-able
 

@@ -24,6 +24,7 @@ import (
 // tier raises nothing; a failed slot makes TierlockSlotFailed appear in /api/v1/alerts, for its
 // tier and holder alone.
 func TestAlertsEndToEnd(t *testing.T) {
+	t.Parallel()
 	tools(t, "prometheus", "prometheus-node-exporter")
 	textfiles := t.TempDir()
 	refresh := func() {

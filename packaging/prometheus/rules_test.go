@@ -95,6 +95,7 @@ func TestRulesLabels(t *testing.T) {
 // expected ones, annotations included. node_exporter refreshes the textfile every minute in
 // the first test; in the second it stops (status can no longer write it).
 func TestRulesUnit(t *testing.T) {
+	t.Parallel()
 	tools(t, "promtool")
 	st := realState(t)
 	in := toSeries(t, st.status, "monitor:9100", st.at)
