@@ -78,9 +78,13 @@ func TestReapBesideAnUnreadTier(t *testing.T) {
 	}
 	r := tl(t, "reap", "--instance-id", "i-0dead")
 	wantCode(t, r, 0)
+	// Refused for the size of its names, or, on a busy machine, for how long Consul took to
+	// list them: either way the junk tier alone is not read.
+	tooMany := "monitor: tier stage/junk not read: lock: too many keys: "
 	if !strings.HasPrefix(r.stdout, "freed db/main db-1") ||
 		!strings.Contains(r.stderr, "tier not read: a slot there, if any, is not freed") ||
-		!strings.Contains(r.stderr, "monitor: tier stage/junk not read: lock: too many keys: the names of the keys under "+testkit.Prefix(t)+"/stage/junk/ come to more than the 4 MB") {
+		!strings.Contains(r.stderr, tooMany+"the names of the keys under "+testkit.Prefix(t)+"/stage/junk/ come to more than the 4 MB") &&
+			!strings.Contains(r.stderr, tooMany+"consul took longer than") {
 		t.Errorf("reap: %s\n%s", clipped(r.stdout), clipped(r.stderr))
 	}
 }
