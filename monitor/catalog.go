@@ -75,7 +75,7 @@ func (r *Reaper) ReapCatalog(ctx context.Context, nodes NodeLister, checks Check
 	}
 	if opts.DryRun {
 		if len(dead) > 0 {
-			res.Freed, err = r.Find(ctx, ByNodes(dead))
+			res.Freed, err = r.findFreed(ctx, ByNodes(dead))
 		}
 		return res, err
 	}
@@ -90,7 +90,7 @@ func (r *Reaper) ReapCatalog(ctx context.Context, nodes NodeLister, checks Check
 
 // heldNodes lists the nodes recorded by slots, in every tier.
 func (r *Reaper) heldNodes(ctx context.Context) ([]string, error) {
-	found, err := r.Find(ctx, func(_ string, rec schema.Record) bool { return rec.Node != "" })
+	found, err := r.findFreed(ctx, func(_ string, rec schema.Record) bool { return rec.Node != "" })
 	if err != nil {
 		return nil, err
 	}

@@ -61,9 +61,16 @@ func NewReaper(kv lock.KV, opts Options) (*Reaper, error) {
 	return &Reaper{kv: kv, opts: opts}, nil
 }
 
-// Find returns what Reap would free (in the same order), from one consistent read. It writes
-// nothing: it is Reap's dry run.
-func (r *Reaper) Find(ctx context.Context, match Match) ([]Freed, error) {
+// Find reports what Reap would free (in the same order), from one consistent read, and the
+// tiers it could not read, where nothing can be found. It writes nothing: it is Reap's dry
+// run.
+func (r *Reaper) Find(ctx context.Context, match Match) (Report, error) {
+	found, unread, err := r.find(ctx, match)
+	return Report{Freed: found, Unread: unread}, err
+}
+
+// findFreed is what Find reports as freed.
+func (r *Reaper) findFreed(ctx context.Context, match Match) ([]Freed, error) {
 	found, _, err := r.find(ctx, match)
 	return found, err
 }
@@ -260,7 +267,7 @@ func (g *reaping) attempt(ctx context.Context) error {
 // gone is what the reaping selected and is gone now, read again after an attempt failed: its
 // answer may have been lost after Consul freed slots.
 func (g *reaping) gone(ctx context.Context) ([]Freed, error) {
-	left, err := g.r.Find(ctx, g.match)
+	left, err := g.r.findFreed(ctx, g.match)
 	if err != nil {
 		return g.freed, err
 	}

@@ -32,7 +32,8 @@ func TestReapByInstanceAcrossTiers(t *testing.T) {
 	)
 	r := newReaper(t, nil)
 
-	found, err := r.Find(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
+	look, err := r.Find(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
+	found := look.Freed
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +74,8 @@ func TestReapByHolderIncludesUnreadableSlots(t *testing.T) {
 		}
 	}
 	r := newReaper(t, nil)
-	found, err := r.Find(testkit.Ctx(t), monitor.ByHolder("web-3"))
+	look, err := r.Find(testkit.Ctx(t), monitor.ByHolder("web-3"))
+	found := look.Freed
 	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" {
 		t.Errorf("find: %s, %v", freedList(found), err)
 	}
@@ -130,7 +132,8 @@ func TestReapRemovesQueueEntries(t *testing.T) {
 	})
 
 	r := newReaper(t, nil)
-	found, err := r.Find(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
+	look, err := r.Find(testkit.Ctx(t), monitor.ByInstance("i-0dead"))
+	found := look.Freed
 	if err != nil || freedList(found) != "prod/db:web-3 prod/web:web-3" || !found[0].Queued || found[1].Queued {
 		t.Fatalf("find: %+v, %v", found, err)
 	}

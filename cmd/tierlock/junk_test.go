@@ -76,7 +76,13 @@ func TestReapBesideAnUnreadTier(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := tl(t, "reap", "--instance-id", "i-0dead")
+	// The dry run says so too, rather than "nothing to free" there.
+	r := tl(t, "reap", "--instance-id", "i-0dead", "--dry-run")
+	wantCode(t, r, 0)
+	if !strings.HasPrefix(r.stdout, "would free db/main db-1") || !strings.Contains(r.stderr, "tier not read: a slot there, if any, is not freed") {
+		t.Errorf("dry run: %s\n%s", clipped(r.stdout), clipped(r.stderr))
+	}
+	r = tl(t, "reap", "--instance-id", "i-0dead")
 	wantCode(t, r, 0)
 	// Refused for the size of its names, or, on a busy machine, for how long Consul took to
 	// list them: either way the junk tier alone is not read.

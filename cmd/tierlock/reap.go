@@ -150,8 +150,9 @@ func (a *App) reap(ctx context.Context, log *logrus.Entry, o reapOptions) error 
 			return err
 		})
 	case o.dryRun:
-		err = retry.do(ctx, "reap", func(ctx context.Context) (err error) {
-			freed, err = reaper.Find(ctx, o.match)
+		err = retry.do(ctx, "reap", func(ctx context.Context) error {
+			rep, err := reaper.Find(ctx, o.match)
+			freed, unread = rep.Freed, rep.Unread // a dry run reports its last look only
 			return err
 		})
 	default:
