@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
@@ -131,7 +130,7 @@ func whyNot(err error) runner.Why {
 
 // unavailable reports whether err is Consul failing in a way that may pass.
 func unavailable(err error) bool {
-	return whyNot(err) == runner.Unavailable && consulclient.Retryable(context.Background(), err)
+	return whyNot(err) == runner.Unavailable
 }
 
 // fail is err as a command's error: explained (see explain), and said to be Consul's

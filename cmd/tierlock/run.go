@@ -59,8 +59,8 @@ func (a *App) run(ctx context.Context, logger *logrus.Logger, o runOptions) runn
 	if err == nil {
 		job, err = a.newJob(client, o, runID, a.newRetry(o.consulTimeout, log))
 	}
-	if err != nil {
-		out := runner.Outcome{Kind: runner.NotRun, Why: whyNot(err), Err: err}
+	if err != nil { // the client's settings or the tier's names: nothing to try again
+		out := runner.Outcome{Kind: runner.NotRun, Why: runner.Refused, Err: err}
 		logEnding(log, out, o)
 		return out
 	}
