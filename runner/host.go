@@ -100,8 +100,8 @@ func CommandEnv(environ []string, pass bool) []string {
 }
 
 // prepare is the host side before the slot: the local lock, the splay and the record. A
-// signal from stop at any point ends it with ErrStopped. unlock is to be called when the run
-// is over, also on error.
+// signal cancels ctx and makes stopped report true: the splay or the record then ends with
+// ErrStopped. unlock is to be called when the run is over, also on error.
 func (j *Job) prepare(ctx context.Context, stopped func() bool) (req lock.Request, unlock func(), err error) {
 	unlock = func() {}
 	if j.Host.StateDir != "" {
