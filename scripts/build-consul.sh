@@ -31,4 +31,6 @@ done
 echo "build-consul: building consul ${version} (a few minutes, once)" >&2
 GOFLAGS=-mod=mod go build -o "$out.tmp" .
 mv "$out.tmp" "$out"
-"$out" version | head -1
+# The first line of its version, read whole first (see above: `| head -1` could SIGPIPE it).
+built="$("$out" version)"
+echo "${built%%$'\n'*}"
