@@ -67,9 +67,11 @@ type Figures struct {
 	AgentLocalPerRun float64            `json:"agent_local_requests_per_run"`
 	RaftPerRun       float64            `json:"raft_writes_per_run"`
 	ByKindPerRun     map[string]float64 `json:"requests_by_kind_per_run"`
-	RaftKinds        []string           `json:"raft_kinds"`        // the kinds above that are Raft writes
-	LocalKinds       []string           `json:"agent_local_kinds"` // the kinds above that are agent-local
-	AnswerKiBPerRun  float64            `json:"answer_kib_per_run"`
+	// KiBByKindPerRun is the answer KiB per run by kind: which requests carry the bytes.
+	KiBByKindPerRun map[string]float64 `json:"answer_kib_by_kind_per_run"`
+	RaftKinds       []string           `json:"raft_kinds"`        // the kinds above that are Raft writes
+	LocalKinds      []string           `json:"agent_local_kinds"` // the kinds above that are agent-local
+	AnswerKiBPerRun float64            `json:"answer_kib_per_run"`
 	// RefusedPerRun are the writes Consul refused because a check failed (lost check-and-set
 	// races, each a Raft write all the same); LostPerRun counts their failed checks by the
 	// key checked (one refusal may fail several). Refused reads are not counted.
@@ -469,7 +471,7 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 	req, raft, bytes, errs, local := d.totals()
 	f.RequestsPerRun, f.RaftPerRun, f.AgentLocalPerRun = float64(req)/runs, float64(raft)/runs, float64(local)/runs
 	f.AnswerKiBPerRun, f.ErrorAnswers = float64(bytes)/1024/runs, errs
-	f.ByKindPerRun = map[string]float64{}
+	f.ByKindPerRun, f.KiBByKindPerRun = map[string]float64{}, map[string]float64{}
 	refused, lost := d.lost()
 	f.RefusedPerRun = float64(refused) / runs
 	for class, n := range lost {
@@ -480,6 +482,7 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 	}
 	for k, v := range d {
 		f.ByKindPerRun[k] = float64(v.Requests) / runs
+		f.KiBByKindPerRun[k] = float64(v.Bytes) / 1024 / runs
 		if v.Raft {
 			f.RaftKinds = append(f.RaftKinds, k)
 		}

@@ -128,7 +128,7 @@ func printReport(w io.Writer, rep *Report) {
 	fmt.Fprintf(w, "\nidle agent: %.2f%% of a core, %.2f raft applies/s (taken off the figures above)\n",
 		100*rep.IdleCPUShare, rep.IdleRaftPerSec)
 
-	fmt.Fprintln(w, "\nrequests per run by kind (Raft writes marked *, agent-local ones, not in the requests per run above, marked (local)):")
+	fmt.Fprintln(w, "\nrequests per run by kind (Raft writes marked *, agent-local ones, not in the requests per run above, marked (local); answer KiB per run beside each):")
 	for _, f := range append(append([]Figures(nil), rep.Uncontended...), rep.Contended...) {
 		tool := f.Tool
 		if !isOff(f) || hasRevisions(rep) {
@@ -136,7 +136,11 @@ func printReport(w io.Writer, rep *Report) {
 		}
 		fmt.Fprintf(w, "  %s, %s:", tool, f.Workload)
 		for _, k := range sortedKinds(f.ByKindPerRun) {
-			fmt.Fprintf(w, " %s%s%s %.2f;", k, raftMark(f.RaftKinds, k), localMark(f.LocalKinds, k), f.ByKindPerRun[k])
+			fmt.Fprintf(w, " %s%s%s %.2f", k, raftMark(f.RaftKinds, k), localMark(f.LocalKinds, k), f.ByKindPerRun[k])
+			if kib := f.KiBByKindPerRun[k]; kib >= 0.05 {
+				fmt.Fprintf(w, " (%.1f KiB)", kib)
+			}
+			fmt.Fprint(w, ";")
 		}
 		fmt.Fprintln(w)
 	}
