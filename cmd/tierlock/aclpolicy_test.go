@@ -23,7 +23,6 @@ func rules(hcl string) []string {
 // Each role gets exactly the rules its commands need; the Consul-side proof that these are
 // enough, and refuse the rest, is reliability's TestACLRoles.
 func TestACLPolicyRules(t *testing.T) {
-	t.Parallel()
 	slots := func(base string) []string {
 		return []string{"key_prefix " + base + " read", "key_prefix " + base + "running/ write", "key_prefix " + base + "queue/ write",
 			"key_prefix " + base + "converged/ write", "key " + base + "current write", "key " + base + "rollout write"}
@@ -83,7 +82,6 @@ func TestACLPolicyRules(t *testing.T) {
 // Bad input: exit 78, an error naming the bad value, and nothing on stdout (a pipe into
 // `consul acl policy create` then creates nothing).
 func TestACLPolicyRefusals(t *testing.T) {
-	t.Parallel()
 	tests := []struct {
 		args []string
 		says string

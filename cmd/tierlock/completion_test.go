@@ -51,7 +51,6 @@ var completionCases = []struct{ line, want string }{
 // bash completes from the command definitions, both ways the script is loaded: sourced from
 // `tierlock completion bash`, and found by bash-completion where the package installs it.
 func TestCompletionBash(t *testing.T) {
-	t.Parallel()
 	testdeps.File(t, "/usr/share/bash-completion/bash_completion", "bash-completion")
 	lines := make([]string, len(completionCases))
 	for i, c := range completionCases {
@@ -93,7 +92,6 @@ func at(s []string, i int) string {
 // zsh completes from the definitions too: sourced after compinit, and autoloaded from $fpath
 // as the package installs it, where the very first TAB must already complete.
 func TestCompletionZsh(t *testing.T) {
-	t.Parallel()
 	testdeps.File(t, "/bin/zsh", "zsh")
 	fpath := t.TempDir()
 	script, err := exec.Command(bin(t), "completion", "zsh").Output()
@@ -133,7 +131,6 @@ CURRENT=${#words}
 }
 
 func TestCompletionBadShell(t *testing.T) {
-	t.Parallel()
 	for _, args := range [][]string{{"completion", "fish"}, {"completion"}, {"completion", "bash", "zsh"}} {
 		r := run(t, exec.Command(bin(t), args...))
 		wantCode(t, r, 78)

@@ -18,7 +18,6 @@ import (
 // (TestSystemEnvironmentFile), read here by tierlock: what systemd makes of a file tierlock
 // takes is what tierlock makes of it, and what tierlock refuses it refuses by line and name.
 func TestParseSettingsAsSystemdDoes(t *testing.T) {
-	t.Parallel()
 	b, err := os.ReadFile("../../internal/envfile/testdata/systemd.json")
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +50,6 @@ func TestParseSettingsAsSystemdDoes(t *testing.T) {
 
 // A bad line never echoes its value: it may be a token pasted in the wrong place.
 func TestParseSettingsHidesValues(t *testing.T) {
-	t.Parallel()
 	const token = "8f2e1c7a-5b3d-4e9f-a1c6-d4b7e0f93a21"
 	for _, text := range []string{
 		"CONSUL_HTTP_TOKEN " + token + "\n",
@@ -70,7 +68,6 @@ func TestParseSettingsHidesValues(t *testing.T) {
 
 // The shipped file, every example uncommented, is what tierlock reads.
 func TestShippedDefaultFileParses(t *testing.T) {
-	t.Parallel()
 	data, err := os.ReadFile("../../packaging/default/tierlock")
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +114,6 @@ func (e fakeEnv) source(files fstest.MapFS) configSource {
 }
 
 func TestApplyConfig(t *testing.T) {
-	t.Parallel()
 	cmds := (&App{}).cliApp().Commands
 	files := fstest.MapFS{
 		"etc/default/tierlock": rootFile("TIERLOCK_TIER=prod/web\nTIERLOCK_WAIT=5m\n"),
@@ -224,7 +220,6 @@ func (blockingFile) Read([]byte) (int, error) { select {} }
 
 // A read that hangs cannot make tierlock deaf to SIGTERM: it ends with 75, nothing ran.
 func TestLoadConfigStopsOnSignal(t *testing.T) {
-	t.Parallel()
 	files := fstest.MapFS{"etc/default/tierlock": rootFile("TIERLOCK_TIER=prod/web\n")}
 	src := fakeEnv{}.source(files)
 	src.open = func(p string) (fs.File, error) {

@@ -34,7 +34,6 @@ func convergedKeys(t *testing.T) string {
 // A successful run records the host's convergence; status shows it (table, --hosts, JSON,
 // Prometheus); check alarms on it, naming the hosts, exempting a disabled tier; forget drops it.
 func TestConvergenceStatusCheckForget(t *testing.T) {
-	t.Parallel()
 	okRun(t, tier, "web-1", "i-0aaa")
 	okRun(t, tier, "web-2", "")
 	failedSlot(t) // web-3: known, failed, never converged
@@ -153,7 +152,6 @@ func TestConvergenceStatusCheckForget(t *testing.T) {
 
 // reap, all three ways, removes the dead host's convergence records along with its slots.
 func TestReapRemovesConvergence(t *testing.T) {
-	t.Parallel()
 	okRun(t, "prod/web", "web-3", "i-0dead")
 	okRun(t, "prod/db", "web-3", "i-0dead")
 	okRun(t, "prod/web", "web-4", "i-0live")
@@ -191,7 +189,6 @@ func TestReapRemovesConvergence(t *testing.T) {
 }
 
 func TestRunQueueOrderFlag(t *testing.T) {
-	t.Parallel()
 	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--queue-order", "fifo", "--", "true")
 	wantCode(t, r, 78)
 	if !strings.Contains(r.stderr, `"fifo"`) {

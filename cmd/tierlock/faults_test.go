@@ -267,7 +267,6 @@ var faultScenarios = []faultScenario{{
 }}
 
 func TestFaultEveryRequest(t *testing.T) {
-	t.Parallel()
 	for _, sc := range faultScenarios {
 		t.Run(sc.name, func(t *testing.T) {
 			// Without faults first, to learn the command's requests.
@@ -351,7 +350,6 @@ func runFaulted(t *testing.T, sc faultScenario, n, f int) []string {
 // A release whose answer was lost is sent again; in between, the host started a new run and
 // took a fresh slot. The retry must free only the run the operator released, not the new one.
 func TestReleaseResentAfterLostAnswer(t *testing.T) {
-	t.Parallel()
 	put(t, "current", "1")
 	put(t, "running/web-3", failedRecord("web-3", "i-0abc", "aaaa0003"))
 	sem, err := lock.New(agents.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 5})

@@ -10,7 +10,6 @@ import (
 // The man page is generated from the definitions: every visible command and every flag of
 // run is in it, hidden ones are not.
 func TestManPage(t *testing.T) {
-	t.Parallel()
 	var out, errb bytes.Buffer
 	a := &App{Stdout: &out, Stderr: &errb, Build: Build{Version: "1.2.3"}}
 	if code := a.Run(context.Background(), []string{"tierlock", "man"}); code != 0 {

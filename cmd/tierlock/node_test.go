@@ -46,7 +46,6 @@ func inCatalog(t *testing.T, node string) bool {
 // version's kept node name in the state dir; and once the old node has left the catalog, the
 // catalog reaper leaves the live host's failed slot alone.
 func TestRunRecordsTheAgentsNodeAtThisRun(t *testing.T) {
-	t.Parallel()
 	before, after := clientAgent(t, "before"), clientAgent(t, "after")
 	// One address in front of one agent, then another: a host's local agent restarted under
 	// a new node name, as CONSUL_HTTP_ADDR still finds it.
@@ -101,7 +100,6 @@ func TestRunRecordsTheAgentsNodeAtThisRun(t *testing.T) {
 // Nothing in the state dir shares a name with a tier: a tier whose environment is named like
 // the file an earlier version kept there (consul-node) runs, that file there or not.
 func TestRunTierNamedLikeAStateFile(t *testing.T) {
-	t.Parallel()
 	state := stateDir(t)
 	for i, stale := range []bool{true, false} {
 		if stale {

@@ -17,7 +17,6 @@ func failedSlot(t *testing.T) {
 }
 
 func TestSetMaxDisableEnable(t *testing.T) {
-	t.Parallel()
 	steps := []struct {
 		args []string
 		out  string
@@ -51,7 +50,6 @@ func TestSetMaxDisableEnable(t *testing.T) {
 }
 
 func TestSetMaxRefusals(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "2")
 	before := dump(t)
 	for _, args := range [][]string{
@@ -81,7 +79,6 @@ func TestSetMaxRefusals(t *testing.T) {
 }
 
 func TestRelease(t *testing.T) {
-	t.Parallel()
 	failedSlot(t)
 	r := tl(t, "release", "--tier", tier, "--holder", "web-3")
 	wantCode(t, r, 0)
@@ -108,7 +105,6 @@ func TestRelease(t *testing.T) {
 }
 
 func TestReleaseUnreadableSlot(t *testing.T) {
-	t.Parallel()
 	put(t, "current", "1")
 	put(t, "running/old-box", "garbage from older tooling")
 	r := tl(t, "release", "--tier", tier, "--holder", "old-box")
@@ -120,7 +116,6 @@ func TestReleaseUnreadableSlot(t *testing.T) {
 }
 
 func TestRepair(t *testing.T) {
-	t.Parallel()
 	put(t, "current", "5")
 	put(t, "running/web-1", "2026-11-21T09:15:02Z")
 	r := tl(t, "repair", "--tier", tier)
@@ -137,7 +132,6 @@ func TestRepair(t *testing.T) {
 }
 
 func TestStatusFormats(t *testing.T) {
-	t.Parallel()
 	failedSlot(t)
 	put(t, "max_concurrent", "2")
 	wantCode(t, tl(t, "disable", "--tier", "prod/db"), 0)
@@ -200,7 +194,6 @@ func TestStatusFormats(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	t.Parallel()
 	r := tl(t, "check")
 	wantCode(t, r, 0)
 	if !strings.HasPrefix(r.stdout, "TIERLOCK OK - 0 tiers") {
@@ -232,7 +225,6 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCheckConsulUnreachable(t *testing.T) {
-	t.Parallel()
 	r := run(t, cli(t, "127.0.0.1:1", "check", "-t", "1s"))
 	if r.code != 3 || !strings.HasPrefix(r.stdout, "TIERLOCK UNKNOWN - ") {
 		t.Errorf("exit %d %q", r.code, r.stdout)
@@ -240,7 +232,6 @@ func TestCheckConsulUnreachable(t *testing.T) {
 }
 
 func TestRunMetricsFile(t *testing.T) {
-	t.Parallel()
 	path := filepath.Join(t.TempDir(), "tierlock.prom")
 	wantCode(t, tl(t, "run", "--tier", tier, "--holder", "web-1", "--metrics-file", path, "--", "sh", "-c", "exit 3"), 3)
 	b, err := os.ReadFile(path)
@@ -282,7 +273,6 @@ func dumpKey(t *testing.T, key string) string {
 }
 
 func TestStatusShowsWaiters(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "1")
 	put(t, "current", "1")
 	put(t, "running/holder", "2026-11-21T09:15:02Z")

@@ -43,7 +43,6 @@ func failRun(t *testing.T, tier, holder, instance string) {
 }
 
 func TestReapInstanceID(t *testing.T) {
-	t.Parallel()
 	failRun(t, "prod/web", "web-3", "i-0dead")
 	failRun(t, "prod/db", "web-3", "i-0dead")
 	failRun(t, "prod/web", "web-4", "i-0live")
@@ -75,7 +74,6 @@ func TestReapInstanceID(t *testing.T) {
 }
 
 func TestReapHolder(t *testing.T) {
-	t.Parallel()
 	failRun(t, "prod/web", "web-3", "")
 	failRun(t, "stage/web", "web-3", "")
 	failRun(t, "prod/web", "web-30", "")
@@ -92,7 +90,6 @@ func TestReapHolder(t *testing.T) {
 // The catalog reaper frees a slot whose node has not been in the catalog for --grace; the
 // slot of a run on a live node (the test agent's, recorded by tierlock run) stays.
 func TestReapConsulCatalog(t *testing.T) {
-	t.Parallel()
 	failRun(t, "prod/web", "web-1", "")
 	if rec, _ := getRecord(t, "web-1"); rec.Node == "" {
 		t.Fatal("tierlock run recorded no node")
@@ -135,7 +132,6 @@ func missingSince(t *testing.T, node string, at time.Time) {
 }
 
 func TestReapBadInput(t *testing.T) {
-	t.Parallel()
 	tests := []struct {
 		args []string
 		want string
@@ -164,7 +160,6 @@ func TestReapBadInput(t *testing.T) {
 }
 
 func TestReapConsulUnreachable(t *testing.T) {
-	t.Parallel()
 	p := faultproxy.New(agentAddr(t))
 	addr := p.Addr
 	p.Close()

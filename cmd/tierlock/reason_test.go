@@ -32,7 +32,6 @@ func asPerson(t *testing.T, args ...string) result {
 // Who pulled the brake, from where, when and why: recorded in the same transaction as the
 // change, shown by status and check, cleared by enable.
 func TestReasonIsRecordedAndShown(t *testing.T) {
-	t.Parallel()
 	host, _ := os.Hostname()
 	put(t, "max_concurrent", "3")
 	wantCode(t, asPerson(t, "disable", "--tier", tier, "--reason", "incident 4711"), 0)
@@ -128,7 +127,6 @@ func TestReasonIsRecordedAndShown(t *testing.T) {
 
 // A reason is one line of text: anything else is refused, naming it, and nothing is written.
 func TestReasonRefusesControlCharacters(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "3")
 	before := dump(t)
 	for _, reason := range []string{"two\nlines", "bell\a", "\x1b]0;title\a", strings.Repeat("x", 513)} {
@@ -148,7 +146,6 @@ func TestReasonRefusesControlCharacters(t *testing.T) {
 
 // The history is bounded: the newest lock.MaxHistory changes, newest first.
 func TestOperatorHistoryIsBounded(t *testing.T) {
-	t.Parallel()
 	for i := 1; i <= 20; i++ {
 		wantCode(t, asPerson(t, "set-max", "--tier", tier, "--reason", fmt.Sprint("step ", i), fmt.Sprint(i)), 0)
 	}

@@ -15,7 +15,6 @@ import (
 // (exit 75 for the movers after it, naming the host), the operator's resume, and `rollout
 // status`, `status --format json` and `check` showing each.
 func TestRunRollout(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "5")
 	dir := t.TempDir()
 	revFile := filepath.Join(dir, "rev")

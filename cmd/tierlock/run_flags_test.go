@@ -18,7 +18,6 @@ func shWords(t *testing.T, line string) []string {
 }
 
 func TestSplitCommand(t *testing.T) {
-	t.Parallel()
 	for _, tc := range []struct {
 		name, line string
 		want       []string
@@ -50,7 +49,6 @@ func TestSplitCommand(t *testing.T) {
 
 // Where sh would expand (globs, ~, comments), tierlock keeps the text as written.
 func TestSplitCommandExpandsNothing(t *testing.T) {
-	t.Parallel()
 	got, err := splitCommand("ls *.json ~/x #y")
 	if want := []string{"ls", "*.json", "~/x", "#y"}; err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("got %q, %v; want %q", got, err, want)
@@ -58,7 +56,6 @@ func TestSplitCommandExpandsNothing(t *testing.T) {
 }
 
 func TestSplitCommandRefuses(t *testing.T) {
-	t.Parallel()
 	for _, tc := range []struct {
 		name, line, want string
 	}{

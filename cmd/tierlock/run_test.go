@@ -21,7 +21,6 @@ import (
 )
 
 func TestRunAcquiresAndReleases(t *testing.T) {
-	t.Parallel()
 	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--log-format", "json", "--", "sh", "-c", "echo hello; echo oops >&2")
 	wantCode(t, r, 0)
 	if r.stdout != "hello\n" {
@@ -52,7 +51,6 @@ func TestRunAcquiresAndReleases(t *testing.T) {
 }
 
 func TestRunRecordsTheRun(t *testing.T) {
-	t.Parallel()
 	// A failing command keeps the slot, so the record can be inspected afterwards.
 	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--instance-id", "i-0abc123", "--", "sh", "-c", "exit 4")
 	wantCode(t, r, 4)
@@ -75,7 +73,6 @@ func TestRunRecordsTheRun(t *testing.T) {
 // An agent that will not say its node name (an ACL without agent:read, say) costs the slot its
 // node, not the run.
 func TestRunWithoutNodeNameStillRuns(t *testing.T) {
-	t.Parallel()
 	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	p.SetRule(func(r *http.Request) int {
@@ -96,7 +93,6 @@ func TestRunWithoutNodeNameStillRuns(t *testing.T) {
 }
 
 func TestRunFullTierWaitsThenSkips(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "1")
 	put(t, "current", "1")
 	put(t, "running/web-9", `{"holder":"web-9","state":"running","started_at":"2026-11-21T09:15:02Z","attempts":1}`)
@@ -117,7 +113,6 @@ func TestRunFullTierWaitsThenSkips(t *testing.T) {
 }
 
 func TestRunDisabledWritesNothing(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "0")
 	before := dump(t)
 	m := marker(t, "ran")
@@ -132,7 +127,6 @@ func TestRunDisabledWritesNothing(t *testing.T) {
 }
 
 func TestRunUnlimited(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "-1")
 	put(t, "current", "3")
 	for _, h := range []string{"a", "b", "c"} {
@@ -143,7 +137,6 @@ func TestRunUnlimited(t *testing.T) {
 }
 
 func TestRunFailedHoldsThenReentryReleases(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "1")
 	wantCode(t, tl(t, "run", "--tier", tier, "--holder", "web-1", "--", "sh", "-c", "exit 3"), 3)
 	rec, ok := getRecord(t, "web-1")
@@ -165,7 +158,6 @@ func TestRunFailedHoldsThenReentryReleases(t *testing.T) {
 }
 
 func TestRunSuccessCodes(t *testing.T) {
-	t.Parallel()
 	wantCode(t, tl(t, "run", "--tier", tier, "--holder", "web-1", "--success-codes", "35", "--", "sh", "-c", "exit 35"), 0)
 	if _, ok := getRecord(t, "web-1"); ok {
 		t.Error("exit 35 with --success-codes 35 did not release")
@@ -180,7 +172,6 @@ func TestRunSuccessCodes(t *testing.T) {
 }
 
 func TestRunTimeoutInterrupts(t *testing.T) {
-	t.Parallel()
 	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--timeout", "300ms", "--kill-grace", "2s", "--", "sleep", "30")
 	wantCode(t, r, 143)
 	rec, ok := getRecord(t, "web-1")
@@ -191,7 +182,6 @@ func TestRunTimeoutInterrupts(t *testing.T) {
 }
 
 func TestRunSIGTERMInterrupts(t *testing.T) {
-	t.Parallel()
 	m := marker(t, "started")
 	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1", "--", "sh", "-c", "touch "+m+"; sleep 30")
 	done := make(chan result, 1)
@@ -221,7 +211,6 @@ func TestRunSIGTERMInterrupts(t *testing.T) {
 }
 
 func TestRunSignalWhileWaitingLeavesNoTrace(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "1")
 	put(t, "current", "1")
 	put(t, "running/web-9", "2026-11-21T09:15:02Z")
@@ -244,7 +233,6 @@ func TestRunSignalWhileWaitingLeavesNoTrace(t *testing.T) {
 }
 
 func TestRunInvalidStoredValues(t *testing.T) {
-	t.Parallel()
 	cases := map[string]map[string]string{
 		"max abc":         {"max_concurrent": "abc"},
 		"max 1.5":         {"max_concurrent": "1.5"},
@@ -287,7 +275,6 @@ func TestRunInvalidStoredValues(t *testing.T) {
 }
 
 func TestRunBadFlags(t *testing.T) {
-	t.Parallel()
 	cases := []struct {
 		name  string
 		args  []string
@@ -328,7 +315,6 @@ func TestRunBadFlags(t *testing.T) {
 // TIERLOCK_COMMAND is how /etc/default/tierlock gives the packaged unit its command line; a
 // command after -- still wins, as a command line beats the environment.
 func TestRunCommandFromEnvironment(t *testing.T) {
-	t.Parallel()
 	m, other := marker(t, "ran with spaces"), marker(t, "other")
 	cmd := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", "web-1")
 	cmd.Env = append(cmd.Env, "TIERLOCK_COMMAND=touch '"+m+"'")
@@ -376,7 +362,6 @@ func TestRunConsulUnreachable(t *testing.T) {
 }
 
 func TestRunRetries429And5xx(t *testing.T) {
-	t.Parallel()
 	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	var n atomic.Int32
@@ -405,7 +390,6 @@ func TestRunRetries429And5xx(t *testing.T) {
 }
 
 func TestRunConsulFailsAfterCommand(t *testing.T) {
-	t.Parallel()
 	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	m := marker(t, "ran")
@@ -437,7 +421,6 @@ func TestRunConsulFailsAfterCommand(t *testing.T) {
 }
 
 func TestRunConsulRecoversAfterCommand(t *testing.T) {
-	t.Parallel()
 	p := faultproxy.New(agentAddr(t))
 	defer p.Close()
 	m := marker(t, "ran")
@@ -455,7 +438,6 @@ func TestRunConsulRecoversAfterCommand(t *testing.T) {
 }
 
 func TestRunDryRunWritesNothing(t *testing.T) {
-	t.Parallel()
 	m := marker(t, "ran")
 	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--dry-run", "--", "touch", m)
 	wantCode(t, r, 0)
@@ -472,7 +454,6 @@ func TestRunDryRunWritesNothing(t *testing.T) {
 }
 
 func TestRunLocalLockSkips(t *testing.T) {
-	t.Parallel()
 	dir := stateDir(t)
 	path := filepath.Join(dir, "tier=prod", "web.lock")
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
@@ -495,7 +476,6 @@ func TestRunLocalLockSkips(t *testing.T) {
 }
 
 func TestRunInstanceIDFromIMDS(t *testing.T) {
-	t.Parallel()
 	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/latest/api/token":
@@ -518,7 +498,6 @@ func TestRunInstanceIDFromIMDS(t *testing.T) {
 }
 
 func TestManyProcessesNeverExceedMax(t *testing.T) {
-	t.Parallel()
 	for _, tc := range []struct{ hosts, max int }{{30, 3}, {60, 5}} {
 		t.Run(fmt.Sprintf("%d over %d", tc.hosts, tc.max), func(t *testing.T) { manyProcesses(t, tc.hosts, tc.max) })
 	}
@@ -584,7 +563,6 @@ func manyProcesses(t *testing.T, hosts, max int) {
 // slot before its session ended (a release hands the slot to the first in line), it holds it
 // until its host's next run re-enters it, runs and releases it; then the line moves on.
 func TestKilledWaiterLeavesTheQueue(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "1")
 	put(t, "current", "1")
 	put(t, "running/holder", time.Now().UTC().Format(time.RFC3339))
@@ -659,7 +637,6 @@ func maxInt(a, b int) int {
 }
 
 func TestVersion(t *testing.T) {
-	t.Parallel()
 	r := run(t, exec.Command(bin(t), "version"))
 	wantCode(t, r, 0)
 	for _, want := range []string{"tierlock 9.9.9-test", "abc1234", "2026-11-21T00:00:00Z"} {
@@ -689,7 +666,6 @@ func (s *syncBuffer) String() string {
 
 // A command that traps the signal and exits 0 was still interrupted: its slot stays held.
 func TestRunTrappedSignalInterrupts(t *testing.T) {
-	t.Parallel()
 	trap := `trap "exit 0" TERM; sleep 30 & wait`
 	put(t, "max_concurrent", "2")
 	r := tl(t, "run", "--tier", tier, "--holder", "web-1", "--timeout", "500ms", "--kill-grace", "5s", "--", "sh", "-c", trap)

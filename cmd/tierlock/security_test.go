@@ -44,7 +44,6 @@ func completionLines(touch string) [][]string {
 // TAB never runs anything: whatever is on the line, "--" included, a completion request
 // prints candidates and exits 0; the command never runs and Consul is never asked.
 func TestCompletionNeverRuns(t *testing.T) {
-	t.Parallel()
 	proxy := faultproxy.New(agentAddr(t))
 	defer proxy.Close()
 	touch := marker(t, "ran")
@@ -73,7 +72,6 @@ func TestCompletionNeverRuns(t *testing.T) {
 // The same through real bash completion, where the script evaluates the line typed so far:
 // `sh -c 'touch x'` reaches tierlock as a real command line.
 func TestCompletionBashNeverRuns(t *testing.T) {
-	t.Parallel()
 	testdeps.File(t, "/usr/share/bash-completion/bash_completion", "bash-completion")
 	proxy := faultproxy.New(agentAddr(t))
 	defer proxy.Close()
@@ -139,7 +137,6 @@ func envLines(t *testing.T, extra []string, args ...string) map[string]string {
 // and the daemons they start never see it. Nothing else is removed. --pass-consul-token (or
 // TIERLOCK_PASS_CONSUL_TOKEN) keeps it.
 func TestRunCommandEnvironmentHasNoToken(t *testing.T) {
-	t.Parallel()
 	// The agent runs without ACLs, so any token is accepted: what matters is where it goes.
 	tokenFile := marker(t, "token")
 	if err := os.WriteFile(tokenFile, []byte("secret-from-file\n"), 0o600); err != nil {
@@ -200,7 +197,6 @@ func noControl(t *testing.T, what, out string) {
 // Hostile keys and values written straight into Consul (terminal escapes, colour codes,
 // newlines, fake perfdata) are printed escaped by status, check, reap, repair and run.
 func TestHostileStoredStrings(t *testing.T) {
-	t.Parallel()
 	const (
 		title  = "\x1b]0;owned\x07"
 		colour = "\x1b[31mred\x1b[0m"
@@ -307,7 +303,6 @@ func TestHostileStoredStrings(t *testing.T) {
 // A state dir others can write, or a link, is refused before anything else: exit 78 naming
 // the directory and its mode, nothing ran, nothing written.
 func TestRunRefusesUnsafeStateDir(t *testing.T) {
-	t.Parallel()
 	open := filepath.Join(t.TempDir(), "state")
 	if err := os.Mkdir(open, 0o755); err != nil {
 		t.Fatal(err)
@@ -338,7 +333,6 @@ func TestRunRefusesUnsafeStateDir(t *testing.T) {
 // A link planted at the lock's name or at --metrics-file points at a victim: the victim is
 // neither written nor chmodded.
 func TestRunMetricsFileNeverFollowsLinks(t *testing.T) {
-	t.Parallel()
 	victim := filepath.Join(t.TempDir(), "victim")
 	if err := os.WriteFile(victim, []byte("untouched"), 0o600); err != nil {
 		t.Fatal(err)

@@ -26,7 +26,6 @@ func settingsFile(t *testing.T, text string) string {
 // End to end: the settings file gives run its tier and Consul's address, as on a packaged host
 // where a person types `sudo tierlock run`; flags and the environment override it.
 func TestRunReadsTheSettingsFile(t *testing.T) {
-	t.Parallel()
 	m := marker(t, "from-the-file")
 	// The command unquoted, as systemd takes it: the rest of the line.
 	conf := settingsFile(t, "# the host's settings\nTIERLOCK_TIER="+tier+"\nTIERLOCK_HOLDER=web-9\n"+
@@ -64,7 +63,6 @@ func TestRunReadsTheSettingsFile(t *testing.T) {
 // --config is tierlock's only before the command: `tierlock run chef-client --config client.rb`
 // hands chef its own file and reads none of it.
 func TestRunLeavesTheCommandsConfig(t *testing.T) {
-	t.Parallel()
 	m := marker(t, "ran")
 	conf := settingsFile(t, "TIERLOCK_TIER="+tier+"\nTIERLOCK_HOLDER=web-1\n")
 	clientRB := filepath.Join(t.TempDir(), "client.rb")
@@ -81,7 +79,6 @@ func TestRunLeavesTheCommandsConfig(t *testing.T) {
 
 // A bad line is named by file, line and name; its value, a token here, is never printed.
 func TestSettingsFileNeverPrintsAValue(t *testing.T) {
-	t.Parallel()
 	const token = "3f9c2b7e-81d4-4a6f-b0e5-7c1d9a24e6f8"
 	for _, text := range []string{
 		"CONSUL_HTTP_TOKEN " + token + "\n",
@@ -139,7 +136,6 @@ func TestSettingsFileMustBeASmallRegularFile(t *testing.T) {
 // As root, the settings file must be root's and writable by root alone: what it says runs as
 // root. A symlink to such a file is followed, as systemd follows it.
 func TestSettingsFileOwnerAsRoot(t *testing.T) {
-	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Skip("as root only (CI runs the tests as root)")
 	}
@@ -178,7 +174,6 @@ func TestSettingsFileOwnerAsRoot(t *testing.T) {
 // a host whose settings file (or environment) names its own tier: a check that read
 // TIERLOCK_TIER said OK for one tier while another was critical.
 func TestFleetCommandsIgnoreTheHostsTier(t *testing.T) {
-	t.Parallel()
 	wantCode(t, tl(t, "run", "--tier", "t5/web", "--holder", "web-1", "--", "true"), 0)
 	failedSlot(t) // prod/web: web-3 failed
 	conf := settingsFile(t, "TIERLOCK_TIER=t5/web\n")

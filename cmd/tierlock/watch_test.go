@@ -19,7 +19,6 @@ import (
 // status --watch in a real terminal (tmux), while a wave of runs goes through the tier: the
 // view shows the slots and the queue as they change, and Ctrl-C ends it cleanly.
 func TestStatusWatchInTerminal(t *testing.T) {
-	t.Parallel()
 	testdeps.Tool(t, "tmux", "tmux")
 	put(t, "max_concurrent", "2")
 	sock := filepath.Join(t.TempDir(), "tmux.sock")
@@ -112,7 +111,6 @@ func TestStatusWatchInTerminal(t *testing.T) {
 // Not on a terminal, each view is appended under its own time line, with no escapes; SIGINT
 // ends the watch with exit 0.
 func TestStatusWatchAppendsWhenPiped(t *testing.T) {
-	t.Parallel()
 	put(t, "max_concurrent", "1")
 	cmd := cli(t, agentAddr(t), "status", "--tier", tier, "--watch")
 	var out syncBuffer
