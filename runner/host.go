@@ -165,9 +165,7 @@ func (j *Job) describe(ctx context.Context) (lock.Request, error) {
 		req.InstanceID = id
 	}
 	if c := j.Host.RevisionCommand; c != nil {
-		c := *c
-		c.Env = CommandEnv(orEnviron(c.Env), false)
-		rev, err := Revision(ctx, c)
+		rev, err := Revision(ctx, *c)
 		if err != nil {
 			return req, fmt.Errorf("revision command %q (timeout %s): %w", strings.Join(append([]string{c.Path}, c.Args...), " "), c.Timeout, err)
 		}

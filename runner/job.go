@@ -311,6 +311,7 @@ func (j *Job) checkHealth(ctx context.Context) (*Result, os.Signal) {
 		interval = 5 * time.Second
 	}
 	deadline := now().Add(j.Health.Timeout)
+	env := CommandEnv(orEnviron(j.Health.Command.Env), j.Host.PassConsulToken)
 	var last Result
 	for {
 		left := deadline.Sub(now())
@@ -318,8 +319,7 @@ func (j *Job) checkHealth(ctx context.Context) (*Result, os.Signal) {
 			return &last, stop()
 		}
 		c := j.Health.Command
-		c.Timeout, c.Signals = left, nil
-		c.Env = CommandEnv(orEnviron(c.Env), j.Host.PassConsulToken)
+		c.Timeout, c.Signals, c.Env = left, nil, env
 		if c.KillGrace <= 0 {
 			c.KillGrace = 5 * time.Second
 		}

@@ -20,12 +20,13 @@ const MaxRevisionOutput = 4096
 
 // Revision runs c (its Timeout bounds it) and returns what it printed, trimmed: the revision
 // of the configuration the run applies (a git SHA, a Policyfile revision_id). c.Stdout is
-// ignored; c.Stderr gets the command's errors.
+// ignored; c.Stderr gets the command's errors. It never sees the Consul tokens (CommandEnv):
+// printing a revision needs none.
 func Revision(ctx context.Context, c Command) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.Path, c.Args...)
-	cmd.Env, cmd.Stderr = c.Env, c.Stderr
+	cmd.Env, cmd.Stderr = CommandEnv(orEnviron(c.Env), false), c.Stderr
 	out := &capped{max: MaxRevisionOutput}
 	cmd.Stdout = out
 	cmd.WaitDelay = time.Second

@@ -49,9 +49,7 @@ func (a *App) newJob(client *api.Client, o runOptions, runID string, retry *cons
 		},
 		Success: func(code int) bool { return o.successCodes[code] },
 	}
-	if c := a.revisionCommand(o); c != nil {
-		job.Host.RevisionCommand = c
-	}
+	job.Host.RevisionCommand = a.revisionCommand(o)
 	if len(o.healthCommand) > 0 {
 		path, _ := exec.LookPath(o.healthCommand[0])
 		job.Health = &runner.Health{Timeout: o.healthTimeout, Interval: o.healthInterval, Command: runner.Command{
@@ -76,8 +74,7 @@ func (a *App) revisionCommand(o runOptions) *runner.Command {
 		return nil
 	}
 	path, _ := exec.LookPath(o.revisionCommand[0])
-	return &runner.Command{Path: path, Args: o.revisionCommand[1:], Env: runner.CommandEnv(os.Environ(), false),
-		Stderr: a.Stderr, Timeout: o.revisionTimeout}
+	return &runner.Command{Path: path, Args: o.revisionCommand[1:], Stderr: a.Stderr, Timeout: o.revisionTimeout}
 }
 
 // logEvent logs what the run reports as it happens.
