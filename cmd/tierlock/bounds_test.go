@@ -52,6 +52,7 @@ func TestFaultEachKindContinuously(t *testing.T) {
 	bin(t) // built before any clock starts
 	for _, sc := range faultScenarios {
 		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel() // as in TestFaultEveryRequest
 			kinds := map[string]bool{}
 			for _, k := range runContinuous(t, sc, "", faultproxy.Pass) {
 				kinds[k] = true

@@ -269,6 +269,9 @@ var faultScenarios = []faultScenario{{
 func TestFaultEveryRequest(t *testing.T) {
 	for _, sc := range faultScenarios {
 		t.Run(sc.name, func(t *testing.T) {
+			// Scenarios side by side too, so that one's slowest cases do not leave the
+			// machine idle: each has its own prefix, and the cases mostly wait.
+			t.Parallel()
 			// Without faults first, to learn the command's requests.
 			reqs := runFaulted(t, sc, 0, faultproxy.Pass)
 			t.Logf("%d requests: %s", len(reqs), strings.Join(reqs, ", "))
