@@ -50,11 +50,7 @@ func testMain(m *testing.M) int {
 	// hosts it runs, not on the CPU: they run side by side, more of them than there are
 	// cores. An explicit -parallel wins.
 	flag.Parse()
-	parallelSet := false
-	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
-	if !parallelSet {
-		_ = flag.Set("test.parallel", "8")
-	}
+	testkit.Parallel(8)
 	return m.Run()
 }
 

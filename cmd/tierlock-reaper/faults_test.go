@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/internal/testkit/faultproxy"
 )
 
@@ -18,6 +22,7 @@ import (
 func TestFaultEveryRequest(t *testing.T) {
 	faults := []int{http.StatusTooManyRequests, http.StatusInternalServerError, faultproxy.Reset,
 		faultproxy.Stall, faultproxy.DropAfterCommit, faultproxy.LateCommit}
+	faultEnv(t)
 	reqs := invokeFaulted(t, 0, faultproxy.Pass)
 	t.Logf("%d requests: %s", len(reqs), strings.Join(reqs, ", "))
 	for n := 1; n <= len(reqs); n++ {
@@ -26,7 +31,10 @@ func TestFaultEveryRequest(t *testing.T) {
 			if name == "" {
 				name = fmt.Sprint(f)
 			}
-			t.Run(fmt.Sprintf("%d %s/%s", n, reqs[n-1], name), func(t *testing.T) { invokeFaulted(t, n, f) })
+			t.Run(fmt.Sprintf("%d %s/%s", n, reqs[n-1], name), func(t *testing.T) {
+				t.Parallel() // the cases mostly wait on held requests
+				invokeFaulted(t, n, f)
+			})
 		}
 	}
 }
@@ -47,15 +55,9 @@ func invokeFaulted(t *testing.T, n, f int) []string {
 		}
 		return faultproxy.Pass
 	})
-	aws := newFakeAWS(t)
-	for k, v := range env(t, aws) {
-		t.Setenv(k, v)
-	}
-	t.Setenv("CONSUL_HTTP_ADDR", p.Addr)
-	t.Setenv(envConsulTimeout, "3s") // requests time out after 1s
 	takeSlots(t, instTerminated, instBystander)
 	var log bytes.Buffer
-	res, err := invoke(t, &Function{Out: &log, Version: "test"}, "req-1", fixture(t, "ec2-terminated.json"))
+	res, err := invoke(t, faultedFunction(t, p, &log), "req-1", fixture(t, "ec2-terminated.json"))
 	if !p.Settle(30 * time.Second) {
 		t.Error("the proxy still holds requests 30s after the invocation")
 	}
@@ -78,6 +80,7 @@ func invokeFaulted(t *testing.T, n, f int) []string {
 // budget, while the others pass: the invocation fails (Lambda retries it later) within
 // 1.5 × TIERLOCK_CONSUL_TIMEOUT, and whatever it freed kept the invariant.
 func TestFaultEachKindContinuously(t *testing.T) {
+	faultEnv(t)
 	kinds := map[string]bool{}
 	for _, r := range invokeFaulted(t, 0, faultproxy.Pass) {
 		kinds[r] = true
@@ -89,6 +92,7 @@ func TestFaultEachKindContinuously(t *testing.T) {
 				name = fmt.Sprint(f)
 			}
 			t.Run(kind+"/"+name, func(t *testing.T) {
+				t.Parallel()
 				p := faultproxy.New(recordingProxy(t).Addr)
 				defer p.Close()
 				p.SetRule(func(r *http.Request) int {
@@ -97,29 +101,56 @@ func TestFaultEachKindContinuously(t *testing.T) {
 					}
 					return faultproxy.Pass
 				})
-				aws := newFakeAWS(t)
-				for k, v := range env(t, aws) {
-					t.Setenv(k, v)
-				}
-				t.Setenv("CONSUL_HTTP_ADDR", p.Addr)
-				const timeout = 3 * time.Second
-				t.Setenv(envConsulTimeout, timeout.String())
 				takeSlots(t, instTerminated, instBystander)
 				var log bytes.Buffer
 				start := time.Now()
-				_, err := invoke(t, &Function{Out: &log, Version: "test"}, "req-1", fixture(t, "ec2-terminated.json"))
+				_, err := invoke(t, faultedFunction(t, p, &log), "req-1", fixture(t, "ec2-terminated.json"))
 				took := time.Since(start)
 				p.Settle(10 * time.Second)
 				if err == nil && p.Injected() > 0 {
 					t.Errorf("the invocation succeeded though %s failed throughout (%d faults)", kind, p.Injected())
 				}
-				if took > timeout*3/2 {
-					t.Errorf("took %s, want within %s\n%s", took.Round(time.Millisecond), timeout*3/2, log.String())
+				if took > faultTimeout*3/2 {
+					t.Errorf("took %s, want within %s\n%s", took.Round(time.Millisecond), faultTimeout*3/2, log.String())
 				}
 				if got := heldBy(t); len(got[instBystander]) != len(tiers) {
 					t.Errorf("the bystander's slots changed: %v", got)
 				}
 			})
 		}
+	}
+}
+
+// faultTimeout is the fault tests' TIERLOCK_CONSUL_TIMEOUT: requests time out after 1s.
+const faultTimeout = 3 * time.Second
+
+// faultEnv sets what the fault cases share, for the test and its cases: one stand-in AWS and
+// the function's settings. Each case runs side by side with the others, so what is its own
+// (its proxy, its prefix) goes to its Function, not to the process environment: see
+// faultedFunction.
+func faultEnv(t *testing.T) {
+	for k, v := range env(t, newFakeAWS(t)) {
+		t.Setenv(k, v)
+	}
+	t.Setenv(envConsulTimeout, faultTimeout.String())
+}
+
+// faultedFunction is a Function that talks to Consul through p, under t's own prefix, logging
+// to log; its other settings are faultEnv's.
+func faultedFunction(t *testing.T, p *faultproxy.Proxy, log *bytes.Buffer) *Function {
+	prefix := testkit.Prefix(t)
+	return &Function{
+		Out: log, Version: "test",
+		Getenv: func(key string) string {
+			if key == envPrefix {
+				return prefix
+			}
+			return os.Getenv(key)
+		},
+		ConsulConfig: func() *api.Config {
+			c := api.DefaultConfig()
+			c.Address = p.Addr
+			return c
+		},
 	}
 }

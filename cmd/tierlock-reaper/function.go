@@ -55,6 +55,12 @@ type Function struct {
 	// Out receives the JSON log lines.
 	Out     io.Writer
 	Version string
+	// Getenv reads the function's own settings (TIERLOCK_*); nil: the process environment.
+	// ConsulConfig is the Consul client's configuration, before the token from SSM; nil:
+	// api.DefaultConfig, from CONSUL_HTTP_ADDR and the rest of Consul's environment. Tests
+	// set both to run invocations side by side, each against its own proxy and prefix.
+	Getenv       func(string) string
+	ConsulConfig func() *api.Config
 
 	mu    sync.Mutex
 	deps  *deps // set by the first cold start that succeeds
@@ -260,7 +266,7 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 	if f.deps != nil {
 		return f.deps, nil
 	}
-	prefix := strings.Trim(os.Getenv(envPrefix), "/")
+	prefix := strings.Trim(f.getenv(envPrefix), "/")
 	if prefix == "" {
 		prefix = schema.DefaultPrefix
 	}
@@ -280,7 +286,10 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 	}
 
 	consulCfg := api.DefaultConfig()
-	if name := os.Getenv(envTokenParameter); name != "" {
+	if f.ConsulConfig != nil {
+		consulCfg = f.ConsulConfig()
+	}
+	if name := f.getenv(envTokenParameter); name != "" {
 		out, err := ssm.NewFromConfig(awsCfg).GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name), WithDecryption: aws.Bool(true)})
 		if err != nil {
 			return nil, fmt.Errorf("consul token from SSM parameter %s: %w", name, err)
@@ -295,12 +304,12 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 		return nil, err
 	}
 	consulTimeout := defaultConsulTimeout
-	if v := os.Getenv(envConsulTimeout); v != "" {
+	if v := f.getenv(envConsulTimeout); v != "" {
 		if consulTimeout, err = time.ParseDuration(v); err != nil || consulTimeout <= 0 {
 			return nil, fmt.Errorf("%s %q: want a positive duration such as 30s", envConsulTimeout, v)
 		}
 	}
-	hookNames, err := parseHookNames(os.Getenv(envHookNames))
+	hookNames, err := parseHookNames(f.getenv(envHookNames))
 	if err != nil {
 		return nil, err
 	}
@@ -309,7 +318,7 @@ func (f *Function) coldStart(ctx context.Context, log *logrus.Entry) (*deps, err
 		return nil, err
 	}
 	log.WithFields(logrus.Fields{
-		"identity": identity, "consul_address": consulAddress(consulCfg), "consul_token": tokenSource(),
+		"identity": identity, "consul_address": consulAddress(consulCfg), "consul_token": f.tokenSource(),
 		"prefix": prefix, "version": f.Version, "region": awsCfg.Region, "lifecycle_hooks": strings.Join(hookNames, ","),
 	}).Info("cold start")
 	if len(hookNames) == 0 {
@@ -327,11 +336,19 @@ func consulAddress(cfg *api.Config) string {
 	return cfg.Scheme + "://" + cfg.Address
 }
 
+// getenv is the setting key, from Getenv or the process environment.
+func (f *Function) getenv(key string) string {
+	if f.Getenv != nil {
+		return f.Getenv(key)
+	}
+	return os.Getenv(key)
+}
+
 // tokenSource says where the Consul token came from, never what it is.
-func tokenSource() string {
+func (f *Function) tokenSource() string {
 	switch {
-	case os.Getenv(envTokenParameter) != "":
-		return "ssm:" + os.Getenv(envTokenParameter)
+	case f.getenv(envTokenParameter) != "":
+		return "ssm:" + f.getenv(envTokenParameter)
 	case os.Getenv(api.HTTPTokenEnvName) != "":
 		return "env:" + api.HTTPTokenEnvName
 	case os.Getenv(api.HTTPTokenFileEnvName) != "":
@@ -346,7 +363,7 @@ func (f *Function) logger() *logrus.Logger {
 	l.Out = f.Out
 	// Holders, nodes and keys in the lines come from Consul: through the one sanitiser.
 	l.Formatter = safelog.Formatter{Inner: &logrus.JSONFormatter{TimestampFormat: time.RFC3339Nano}}
-	if level, err := logrus.ParseLevel(os.Getenv(envLogLevel)); err == nil {
+	if level, err := logrus.ParseLevel(f.getenv(envLogLevel)); err == nil {
 		l.Level = level
 	}
 	return l

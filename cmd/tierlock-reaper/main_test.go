@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,6 +34,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The fault tests' parallel cases mostly wait on held requests (1 s each when stalled),
+	// not on the CPU; an explicit -parallel wins.
+	flag.Parse()
+	testkit.Parallel(16)
 	code := m.Run()
 	proxyMu.Lock()
 	if proxy != nil {

@@ -48,11 +48,7 @@ func testMain(m *testing.M) int {
 	// the machine mostly idle, 130 s at 24. 16 leaves room for the package beside it. An
 	// explicit -parallel wins.
 	flag.Parse()
-	parallelSet := false
-	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
-	if !parallelSet {
-		_ = flag.Set("test.parallel", "16")
-	}
+	testkit.Parallel(16)
 	agents.LogPath = filepath.Join(dir, "consul.log")
 	defer agents.Stop()
 	return m.Run()

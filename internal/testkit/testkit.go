@@ -5,6 +5,7 @@ package testkit
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"regexp"
 	"sort"
@@ -111,4 +112,16 @@ func dump(pairs api.KVPairs, prefix string) string {
 		fmt.Fprintf(&b, "  %s=%s@%d\n", strings.TrimPrefix(p.Key, prefix+"/"), p.Value, p.ModifyIndex)
 	}
 	return b.String()
+}
+
+// Parallel makes n the number of parallel tests a package runs at once, unless -parallel was
+// given; for a TestMain, after flag.Parse. go test's default is the number of cores, right for
+// tests that compute; tests that mostly wait on Consul, on held requests or on the processes
+// they start leave the cores idle at that.
+func Parallel(n int) {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		_ = flag.Set("test.parallel", fmt.Sprint(n))
+	}
 }
