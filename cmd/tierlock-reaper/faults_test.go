@@ -22,7 +22,9 @@ import (
 func TestFaultEveryRequest(t *testing.T) {
 	faults := []int{http.StatusTooManyRequests, http.StatusInternalServerError, faultproxy.Reset,
 		faultproxy.Stall, faultproxy.DropAfterCommit, faultproxy.LateCommit}
-	faultEnv(t)
+	// One fault, then the retries: a budget a loaded machine (8 cases side by side, and the
+	// package beside this one) cannot exhaust by slowness alone.
+	faultEnv(t, 8*time.Second)
 	reqs := invokeFaulted(t, 0, faultproxy.Pass)
 	t.Logf("%d requests: %s", len(reqs), strings.Join(reqs, ", "))
 	for n := 1; n <= len(reqs); n++ {
@@ -80,7 +82,10 @@ func invokeFaulted(t *testing.T, n, f int) []string {
 // budget, while the others pass: the invocation fails (Lambda retries it later) within
 // 1.5 × TIERLOCK_CONSUL_TIMEOUT, and whatever it freed kept the invariant.
 func TestFaultEachKindContinuously(t *testing.T) {
-	faultEnv(t)
+	faultEnv(t, faultTimeout)
+	// The bound is tight (1.5 × a 3 s budget): a few cases at a time, so that slowness alone
+	// does not exceed it.
+	few := make(chan struct{}, 2)
 	kinds := map[string]bool{}
 	for _, r := range invokeFaulted(t, 0, faultproxy.Pass) {
 		kinds[r] = true
@@ -93,6 +98,8 @@ func TestFaultEachKindContinuously(t *testing.T) {
 			}
 			t.Run(kind+"/"+name, func(t *testing.T) {
 				t.Parallel()
+				few <- struct{}{}
+				defer func() { <-few }()
 				p := faultproxy.New(recordingProxy(t).Addr)
 				defer p.Close()
 				p.SetRule(func(r *http.Request) int {
@@ -121,18 +128,19 @@ func TestFaultEachKindContinuously(t *testing.T) {
 	}
 }
 
-// faultTimeout is the fault tests' TIERLOCK_CONSUL_TIMEOUT: requests time out after 1s.
+// faultTimeout is TestFaultEachKindContinuously's TIERLOCK_CONSUL_TIMEOUT: requests time out
+// after 1s.
 const faultTimeout = 3 * time.Second
 
 // faultEnv sets what the fault cases share, for the test and its cases: one stand-in AWS and
-// the function's settings. Each case runs side by side with the others, so what is its own
-// (its proxy, its prefix) goes to its Function, not to the process environment: see
-// faultedFunction.
-func faultEnv(t *testing.T) {
+// the function's settings, with timeout as TIERLOCK_CONSUL_TIMEOUT. The cases run side by
+// side, so what is each one's own (its proxy, its prefix) goes to its Function, not to the
+// process environment: see faultedFunction.
+func faultEnv(t *testing.T, timeout time.Duration) {
 	for k, v := range env(t, newFakeAWS(t)) {
 		t.Setenv(k, v)
 	}
-	t.Setenv(envConsulTimeout, faultTimeout.String())
+	t.Setenv(envConsulTimeout, timeout.String())
 }
 
 // faultedFunction is a Function that talks to Consul through p, under t's own prefix, logging

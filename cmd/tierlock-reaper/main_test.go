@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 	// The fault tests' parallel cases mostly wait on held requests (1 s each when stalled),
 	// not on the CPU; an explicit -parallel wins.
 	flag.Parse()
-	testkit.Parallel(16)
+	testkit.Parallel(8)
 	code := m.Run()
 	proxyMu.Lock()
 	if proxy != nil {
