@@ -66,10 +66,9 @@ test-deps:
 	./scripts/test-deps.sh
 
 # The packages whose tests take longest start first (go test keeps this order, and runs each
-# once), so that two at a time finish together rather than one long one last. reliability
-# is not among them: its junk and write-rate tests want Consul not starved of CPU, which
-# cmd/tierlock's first minutes are.
-SLOW_FIRST := ./cmd/tierlock ./cmd/tierlock-reaper ./packaging/prometheus
+# once), so that two at a time finish together rather than one long one last: cmd/tierlock
+# (about 6 minutes) beside the reaper and then reliability (about 2 and 3), then the rest.
+SLOW_FIRST := ./cmd/tierlock ./cmd/tierlock-reaper ./reliability ./packaging/prometheus
 
 ## test: lint, the packages and Lambda zips, then every test against a real Consul agent (with
 ## the race detector); the packaging tests install and purge the .deb on this machine when root;

@@ -176,9 +176,11 @@ func judgeFaulted(t *testing.T, sc faultScenario, r result, m string, injected b
 // the release within the bound: exit 70, the slot held. A SIGTERM during those retries ends
 // them at once, with the same outcome.
 func TestReleaseFailingForGood(t *testing.T) {
-	bin(t) // built before any clock starts
+	t.Parallel() // it waits out retries, not the CPU (see TestMain)
+	bin(t)       // built before any clock starts
 	for _, signal := range []bool{false, true} {
 		t.Run(fmt.Sprintf("signal %v", signal), func(t *testing.T) {
+			t.Parallel()
 			put(t, "max_concurrent", "2")
 			m := marker(t, "ran")
 			p := faultproxy.New(agentAddr(t))

@@ -10,7 +10,8 @@ import (
 // A person asking with Consul down hears so within seconds, not after --consul-timeout: a
 // refused connection gets 5 s (the run keeps its whole budget).
 func TestInteractiveCommandsAnswerPromptlyWhenRefused(t *testing.T) {
-	bin(t) // built before any clock starts
+	t.Parallel() // it waits out refused connections (see TestMain)
+	bin(t)       // built before any clock starts
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -47,6 +47,12 @@ func testMain(m *testing.M) int {
 	// on the CPU: measured alone, the two fault matrices took 292 s at 8 cases at a time with
 	// the machine mostly idle, 130 s at 24. 16 leaves room for the package beside it. An
 	// explicit -parallel wins.
+	//
+	// The top-level tests run one after another, but for the few that spend their time
+	// waiting on a clock (sessions to expire, retries, refused connections) and little on the
+	// CPU: those are parallel, so they run side by side at the end of the package. (With
+	// every test parallel, the package kept both cores busy for minutes and starved the
+	// Consul of the package beside it.)
 	flag.Parse()
 	testkit.Parallel(16)
 	agents.LogPath = filepath.Join(dir, "consul.log")

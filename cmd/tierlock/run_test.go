@@ -563,6 +563,7 @@ func manyProcesses(t *testing.T, hosts, max int) {
 // slot before its session ended (a release hands the slot to the first in line), it holds it
 // until its host's next run re-enters it, runs and releases it; then the line moves on.
 func TestKilledWaiterLeavesTheQueue(t *testing.T) {
+	t.Parallel() // it waits out sessions, not the CPU (see TestMain)
 	put(t, "max_concurrent", "1")
 	put(t, "current", "1")
 	put(t, "running/holder", time.Now().UTC().Format(time.RFC3339))
