@@ -75,8 +75,15 @@ SLOW_FIRST := ./cmd/tierlock ./cmd/tierlock-reaper ./reliability ./packaging/pro
 ## then test-system with that package, as root where systemd-nspawn can run (else a loud SKIP)
 test: lint consul test-deps package
 	$(GO) test -race -count=1 -timeout 20m $(SLOW_FIRST) ./...
-	FUZZTIME=10000x GO="$(GO)" ./scripts/fuzz.sh
-	GO="$(GO)" ./scripts/test-system.sh --if-able
+	@# The fuzzing (CPU) and the system test (mostly a container booting) side by side; the
+	@# system test's output follows the fuzzing's table.
+	@echo "fuzzing, and test-system beside it (its output in dist/test-system.log)"; \
+	GO="$(GO)" ./scripts/test-system.sh --if-able > dist/test-system.log 2>&1 & sys=$$!; \
+	FUZZTIME=10000x GO="$(GO)" ./scripts/fuzz.sh; fuzz=$$?; \
+	wait $$sys; sysrc=$$?; cat dist/test-system.log; \
+	[ $$fuzz -eq 0 ] || echo "make test: the fuzzing failed" >&2; \
+	[ $$sysrc -eq 0 ] || echo "make test: test-system failed" >&2; \
+	[ $$fuzz -eq 0 ] && [ $$sysrc -eq 0 ]
 
 ## test-system: the .deb `make package` built, under a real systemd in a systemd-nspawn
 ## container (root): install, timer, failures, stop, upgrades, removal, Consul unreachable.

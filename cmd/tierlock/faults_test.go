@@ -312,7 +312,7 @@ func runFaulted(t *testing.T, sc faultScenario, n, f int) []string {
 		return f
 	})
 	m := marker(t, "ran")
-	cmd := cli(t, p.Addr, sc.args(t, m)...)
+	cmd := cliOf(t, plainBin(t), p.Addr, sc.args(t, m)...)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	if sc.during != nil {

@@ -28,6 +28,8 @@ var (
 	binDir    string // the binary's directory, for the life of the test binary
 	buildOnce sync.Once
 	buildErr  error
+	plainOnce sync.Once
+	plainErr  error
 	agents    = consulagent.Lazy{Args: []string{"-hcl", "limits { http_max_conns_per_client = 10000 }"}}
 )
 
@@ -60,14 +62,33 @@ func testMain(m *testing.M) int {
 	return m.Run()
 }
 
+const testLDFlags = "-X main.version=9.9.9-test -X main.commit=abc1234 -X main.date=2026-11-21T00:00:00Z"
+
+// plainBin is the tierlock binary without the race detector, for TestFaultEveryRequest's 348
+// runs alone: under -race they took half of the package's CPU (measured alone, the two fault
+// matrices: 198 CPU-seconds with the race build, 104 with this one), and the race detector
+// watches the same code in every other test of the package, TestFaultEachKindContinuously's
+// runs under every fault of every request kind among them. TIERLOCK_TEST_RACE_ALL=1 makes it
+// bin, for a run that wants the race detector everywhere.
+func plainBin(t testing.TB) string {
+	t.Helper()
+	if os.Getenv("TIERLOCK_TEST_RACE_ALL") == "1" {
+		return bin(t)
+	}
+	path := filepath.Join(binDir, "tierlock-plain")
+	plainOnce.Do(func() { plainErr = consulagent.BuildPlain(".", path, testLDFlags) })
+	if plainErr != nil {
+		t.Fatalf("building tierlock: %v", plainErr)
+	}
+	return path
+}
+
 // bin is the tierlock binary the tests run, built on first use (with -race under -race): the
 // tests that run no process (those of `make check`) do not wait for a build.
 func bin(t testing.TB) string {
 	t.Helper()
 	path := filepath.Join(binDir, "tierlock")
-	buildOnce.Do(func() {
-		buildErr = consulagent.Build(".", path, "-X main.version=9.9.9-test -X main.commit=abc1234 -X main.date=2026-11-21T00:00:00Z")
-	})
+	buildOnce.Do(func() { buildErr = consulagent.Build(".", path, testLDFlags) })
 	if buildErr != nil {
 		t.Fatalf("building tierlock: %v", buildErr)
 	}
@@ -93,6 +114,12 @@ type result struct {
 // no TIERLOCK_ or CONSUL_ variables from the environment.
 func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 	t.Helper()
+	return cliOf(t, bin(t), addr, args...)
+}
+
+// cliOf is cli running the binary at path.
+func cliOf(t *testing.T, path, addr string, args ...string) *exec.Cmd {
+	t.Helper()
 	full := []string{args[0], "--prefix", testkit.Prefix(t)}
 	if args[0] == "rollout" && len(args) > 1 { // the flags are the subcommand's
 		full, args = []string{args[0], args[1], "--prefix", testkit.Prefix(t)}, args[1:]
@@ -101,7 +128,7 @@ func cli(t *testing.T, addr string, args ...string) *exec.Cmd {
 		full = append(full, "--state-dir", stateDir(t))
 	}
 	full = append(full, args[1:]...)
-	cmd := exec.Command(bin(t), full...)
+	cmd := exec.Command(path, full...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TIERLOCK_") && !strings.HasPrefix(kv, "CONSUL_") && !strings.HasPrefix(kv, "AWS_") {
 			cmd.Env = append(cmd.Env, kv)
