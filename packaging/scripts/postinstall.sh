@@ -37,7 +37,21 @@ fi
 systemctl daemon-reload >/dev/null 2>&1 || true
 [ "$fresh" = yes ] || exit 0
 
-if grep -Eq '^[[:space:]]*TIERLOCK_TIER=["'\'']?[A-Za-z0-9._-]' /etc/default/tierlock 2>/dev/null; then
+# A tier is set when the last TIERLOCK_TIER line (the last wins, as under systemd; blanks
+# around the name and after = are dropped; # and ; start comments) gives it a value that can
+# start a tier, quoted or not. tierlock itself refuses a bad one, naming it.
+tier_set() {
+  awk '
+    /^[[:space:]]*[#;]/ { next }
+    /^[[:space:]]*TIERLOCK_TIER[[:space:]]*=/ {
+      v = $0
+      sub(/^[[:space:]]*TIERLOCK_TIER[[:space:]]*=[[:space:]]*/, "", v)
+      set = (v ~ /^["\047]?[A-Za-z0-9._-]/)
+    }
+    END { exit !set }' /etc/default/tierlock 2>/dev/null
+}
+
+if tier_set; then
   if systemctl enable --now tierlock.timer >/dev/null 2>&1; then
     echo "tierlock: a tier is set in /etc/default/tierlock: tierlock.timer enabled"
   else
