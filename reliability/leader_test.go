@@ -51,6 +51,11 @@ func TestLeaderLoss(t *testing.T) {
 	rec := newRecorder(t)
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
+	// The hosts stop before the test returns, a t.Fatal's return too: a host's t.Error after
+	// the test ended would panic the whole test binary (seen when a leader election ran out
+	// of time on a starved machine), leaving the other tests' agents running.
+	stopHosts := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopHosts()
 	var runs, retried, noLeader atomic.Int64
 	for i := range hosts {
 		h := newHost(t, fmt.Sprintf("web-%d", i), client.Addr)
@@ -105,8 +110,7 @@ func TestLeaderLoss(t *testing.T) {
 		}
 	}
 	time.Sleep(2 * time.Second)
-	close(stop)
-	wg.Wait()
+	stopHosts()
 
 	t.Logf("%d runs by %d hosts through %d leader kills; %d runs retried Consul errors (%d of them \"No cluster leader\"); peak %d of %d slots",
 		runs.Load(), hosts, kills, retried.Load(), noLeader.Load(), rec.peak(t), slots)
