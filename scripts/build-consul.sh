@@ -9,23 +9,26 @@ out="${1:-bin/consul}"
 mkdir -p "$(dirname "$out")"
 out="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
 
-# Read the whole output first: with pipefail, `| head -1` could kill consul with SIGPIPE and
-# make a good binary look bad.
-if [ -x "$out" ]; then
-  have="$("$out" version 2>/dev/null || true)"
-  case "$have" in "Consul ${version}"*) exit 0 ;; esac
-fi
+# wanted FILE: FILE is a Consul binary of the version wanted; its version's first line is in
+# $have. The whole output is read first: with pipefail, `| head -1` could kill consul with
+# SIGPIPE and make a good binary look bad.
+wanted() {
+  [ -x "$1" ] || return 1
+  have="$("$1" version 2>/dev/null || true)"
+  have="${have%%$'\n'*}"
+  case "$have" in "Consul ${version}"*) return 0 ;; esac
+  return 1
+}
+
+wanted "$out" && exit 0
 
 # A build is kept in the user's cache (as test-system keeps its Debian tree), so that a fresh
 # clone copies it in a second instead of building for a minute. It is checked like bin/consul.
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/tierlock/consul-${version}-$(go env GOVERSION)-$(go env GOOS)-$(go env GOARCH)"
-if [ -x "$cache" ]; then
-  have="$("$cache" version 2>/dev/null || true)"
-  case "$have" in "Consul ${version}"*)
-    cp "$cache" "$out.tmp" && mv "$out.tmp" "$out"
-    echo "${have%%$'\n'*} (from $cache)"
-    exit 0 ;;
-  esac
+if wanted "$cache"; then
+  cp "$cache" "$out.tmp" && mv "$out.tmp" "$out"
+  echo "$have (from $cache)"
+  exit 0
 fi
 
 dir=$(GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@${version}" |
@@ -46,6 +49,5 @@ mv "$out.tmp" "$out"
 if mkdir -p "$(dirname "$cache")" 2>/dev/null && cp "$out" "$cache.tmp" 2>/dev/null; then
   mv "$cache.tmp" "$cache"
 fi
-# The first line of its version, read whole first (see above: `| head -1` could SIGPIPE it).
-built="$("$out" version)"
-echo "${built%%$'\n'*}"
+wanted "$out" || { echo "build-consul: $out does not say it is Consul ${version}: $have" >&2; exit 1; }
+echo "$have"

@@ -34,8 +34,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	// The fault tests' parallel cases mostly wait on held requests (1 s each when stalled),
-	// not on the CPU; an explicit -parallel wins.
+	// The fault tests' parallel cases mostly wait on held requests (a stalled one until its
+	// request timeout), not on the CPU; an explicit -parallel wins.
 	flag.Parse()
 	testkit.Parallel(8)
 	code := m.Run()

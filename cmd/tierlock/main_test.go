@@ -25,12 +25,15 @@ import (
 // Consul agent (one for the package, started by the first test that needs it), each test under
 // its own key prefix.
 var (
-	binDir    string // the binary's directory, for the life of the test binary
-	buildOnce sync.Once
-	buildErr  error
-	plainOnce sync.Once
-	plainErr  error
-	agents    = consulagent.Lazy{Args: []string{"-hcl", "limits { http_max_conns_per_client = 10000 }"}}
+	binDir string // the binaries' directory, for the life of the test binary
+	// The builds of bin and plainBin, each done on first use.
+	buildRace = sync.OnceValue(func() error {
+		return consulagent.Build(".", filepath.Join(binDir, "tierlock"), testLDFlags)
+	})
+	buildPlain = sync.OnceValue(func() error {
+		return consulagent.BuildPlain(".", filepath.Join(binDir, "tierlock-plain"), testLDFlags)
+	})
+	agents = consulagent.Lazy{Args: []string{"-hcl", "limits { http_max_conns_per_client = 10000 }"}}
 )
 
 func TestMain(m *testing.M) {
@@ -75,24 +78,20 @@ func plainBin(t testing.TB) string {
 	if os.Getenv("TIERLOCK_TEST_RACE_ALL") == "1" {
 		return bin(t)
 	}
-	path := filepath.Join(binDir, "tierlock-plain")
-	plainOnce.Do(func() { plainErr = consulagent.BuildPlain(".", path, testLDFlags) })
-	if plainErr != nil {
-		t.Fatalf("building tierlock: %v", plainErr)
+	if err := buildPlain(); err != nil {
+		t.Fatalf("building tierlock: %v", err)
 	}
-	return path
+	return filepath.Join(binDir, "tierlock-plain")
 }
 
 // bin is the tierlock binary the tests run, built on first use (with -race under -race): the
 // tests that run no process (those of `make check`) do not wait for a build.
 func bin(t testing.TB) string {
 	t.Helper()
-	path := filepath.Join(binDir, "tierlock")
-	buildOnce.Do(func() { buildErr = consulagent.Build(".", path, testLDFlags) })
-	if buildErr != nil {
-		t.Fatalf("building tierlock: %v", buildErr)
+	if err := buildRace(); err != nil {
+		t.Fatalf("building tierlock: %v", err)
 	}
-	return path
+	return filepath.Join(binDir, "tierlock")
 }
 
 // agentAddr is the package agent's HTTP address.

@@ -440,14 +440,14 @@ func BuildPlain(pkgDir, out, ldflags string, extra ...string) error {
 }
 
 func build(dir, pkgDir, out, ldflags string, race bool, extra []string) error {
-	build := exec.Command("go", buildArgs(pkgDir, out, ldflags, race, extra)...)
-	build.Dir = dir
+	cmd := exec.Command("go", buildArgs(pkgDir, out, ldflags, race, extra)...)
+	cmd.Dir = dir
 	if race {
-		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 		quickRaceExit()
 	}
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("build %s: %w", pkgDir, err)
 	}
 	return nil
