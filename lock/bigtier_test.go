@@ -187,3 +187,68 @@ func TestRacesOnNamesWithConsulsWords(t *testing.T) {
 		}
 	}
 }
+
+// A tier of 10,000 hosts, every one converged once and waiting now: 20,000 keys, which a
+// read took for junk when the cap was 4096. status, check and the reaper read it whole
+// (ReadAll), a holder that finds it full waits in line behind all of them and gives up when
+// its wait ends, and the reaper frees a host's slot there.
+func TestTenThousandHosts(t *testing.T) {
+	const hosts = 10000
+	c := testkit.Ctx(t)
+	client := agent.Client(t)
+	base := testkit.Prefix(t) + "/" + tier + "/"
+	id, _, err := client.Session().Create(&api.SessionEntry{TTL: "60s", Behavior: api.SessionBehaviorDelete}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = client.Session().Destroy(id, nil) })
+	var ops api.KVTxnOps
+	flush := func() {
+		if ok, resp, _, err := client.KV().Txn(ops, nil); err != nil || !ok {
+			t.Fatalf("seed: %v %+v", err, resp)
+		}
+		ops = nil
+	}
+	for i := range hosts {
+		h := fmt.Sprintf("web-%05d", i)
+		ops = append(ops,
+			&api.KVTxnOp{Verb: api.KVSet, Key: base + "converged/" + h, Value: []byte(fmt.Sprintf(
+				`{"holder":%q,"converged_at":"2026-12-01T00:00:%02dZ","run_id":"c%d","duration_seconds":42,"instance_id":"i-%d","node":%q}`, h, i%60, i, i, h))},
+			&api.KVTxnOp{Verb: api.KVLock, Key: base + "queue/" + h, Session: id, Value: []byte(fmt.Sprintf(
+				`{"holder":%q,"run_id":"w%d","since":"2026-12-06T00:00:00Z","converged_at":"2026-12-01T00:00:%02dZ","hostname":"%s.prod","pid":4242,"command":"chef-client","version":"tierlock 0.1.0","protocol":2}`, h, i, i%60, h))})
+		if len(ops) == 128 {
+			flush()
+		}
+	}
+	ops = append(ops,
+		&api.KVTxnOp{Verb: api.KVSet, Key: base + "max_concurrent", Value: []byte("1")},
+		&api.KVTxnOp{Verb: api.KVSet, Key: base + "current", Value: []byte("1")},
+		&api.KVTxnOp{Verb: api.KVSet, Key: base + "running/web-busy", Value: []byte(`{"holder":"web-busy","run_id":"b1","state":"failed","exit_code":1,"attempts":1,"started_at":"2026-12-06T00:00:00Z","instance_id":"i-busy"}`)})
+	flush()
+
+	all, err := lock.ReadAll(c, client.KV(), lock.Options{Prefix: testkit.Prefix(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 1 || len(all[0].Problems) != 0 || len(all[0].Queue) != hosts || len(all[0].Converged) != hosts || all[0].Held() != 1 {
+		t.Fatalf("ReadAll of %d hosts: %d tiers, problems %v", hosts, len(all), all[0].Problems)
+	}
+
+	s := newSem(t, 1)
+	r := req("web-late", "l1")
+	r.WaitUntil = time.Now().Add(time.Second)
+	_, err = s.Acquire(c, r)
+	if !errors.Is(err, lock.ErrNoSlot) || !strings.Contains(err.Error(), fmt.Sprintf("%d waiting", hosts)) {
+		t.Fatalf("a holder in the full tier: %v, want ErrNoSlot with %d waiting", err, hosts)
+	}
+	// The reaper's way: every key of instance i-busy goes; the slot it frees goes to the
+	// first in line (all converged at :00 rank by arrival: web-00000 joined first).
+	ev, err := s.Evict(c, func(_ string, rec schema.Record) bool { return rec.InstanceID == "i-busy" })
+	if err != nil || len(ev.Slots) != 1 {
+		t.Fatalf("evict: %v %+v", err, ev)
+	}
+	testkit.CheckInvariant(t, client, testkit.Prefix(t))
+	if v := values(t); v["current"] != "1" || !strings.Contains(v["running/web-00000"], `"run_id":"w0"`) {
+		t.Errorf("after the eviction: current %q, web-00000's slot %q", v["current"], v["running/web-00000"])
+	}
+}

@@ -24,9 +24,14 @@ import (
 // can be.
 const (
 	// MaxTierKeys caps the keys of one tier's layout (max_concurrent, current, max_saved,
-	// running/, queue/) that a read fetches. A tier with more is refused with ErrTooManyKeys:
-	// fetching them all could hold MaxTierKeys × 512 KB.
-	MaxTierKeys = 4096
+	// running/, queue/, converged/, ...) that a read fetches. A tier with more is refused with
+	// ErrTooManyKeys. Every host of a tier has a converged/ record once it has run, and a
+	// queue/ entry while it waits, so a tier of 10,000 hosts has 20,000 keys or so: the cap
+	// is above that (it was 4096, and a tier of 4,000 hosts could not be read by status,
+	// check or reap). Memory is bounded by bytes, not by this count: a read keeps at most
+	// tierValueBudget of values and listAnswerLimit of names of one tier; the count bounds
+	// the time a read of junk takes (a fetch per 128 keys).
+	MaxTierKeys = 32768
 	// defaultReadBatch is the number of values fetched per transaction unless
 	// Options.ReadBatch says otherwise: Consul's limit of 128 operations, so that a tier of
 	// ordinary size costs the listing and one request. A batch is also cut by bytes, of its

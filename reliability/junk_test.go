@@ -36,11 +36,11 @@ func TestJunkUnderThePrefix(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A tier with more layout keys than the cap, written 64 to a transaction.
+	// A tier with more layout keys than the cap, written 128 to a transaction (Consul's most).
 	var ops api.KVTxnOps
 	for i := range lock.MaxTierKeys + 1 {
 		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: fmt.Sprintf("chef/junk/many/queue/q-%05d", i), Value: []byte("x")})
-		if len(ops) == 64 || i == lock.MaxTierKeys {
+		if len(ops) == 128 || i == lock.MaxTierKeys {
 			if ok, _, _, err := kv.Txn(ops, nil); err != nil || !ok {
 				t.Fatalf("txn: %v %v", ok, err)
 			}
@@ -68,7 +68,7 @@ func TestJunkUnderThePrefix(t *testing.T) {
 	// machine: this is about what check says of junk, not about its default 10s bound.
 	o = web1.run(t, "check", "--timeout", "2m")
 	out := o.stdout.String()
-	if o.code != 2 || !strings.Contains(out, "junk/many CRITICAL: invalid stored value: lock: too many keys: chef/junk/many/ has 4097 keys, more than the cap of 4096") ||
+	if o.code != 2 || !strings.Contains(out, "junk/many CRITICAL: invalid stored value: lock: too many keys: chef/junk/many/ has 32769 keys, more than the cap of 32768") ||
 		!strings.Contains(out, "junk/tier CRITICAL: invalid stored value: lock: too many keys: the values under chef/junk/tier/ come to more than the 16 MB") ||
 		!strings.Contains(out, "prod/web WARNING: ") || !strings.Contains(out, "web-1 failed (exit 1)") ||
 		!strings.Contains(out, "1 key under chef/prod/web/ with names longer than any tierlock key can have (263 bytes after the tier), not read: chef/prod/web/converged/xxxxxxxxxx") ||
@@ -78,7 +78,7 @@ func TestJunkUnderThePrefix(t *testing.T) {
 	t.Logf("check: %s", out)
 	// The tier over the cap: a run there is refused, naming the cap.
 	o = web1.run(t, "run", "--tier", "junk/many", "--wait", "1s", "--", "true")
-	if o.code != 78 || !strings.Contains(o.stderr.String(), "more than the cap of 4096") {
+	if o.code != 78 || !strings.Contains(o.stderr.String(), "more than the cap of 32768") {
 		t.Errorf("run in junk/many: %s", o)
 	}
 	// Reap frees web-1's slot in prod/web, though other tiers are junk.

@@ -40,7 +40,10 @@ type Config struct {
 	Revisions []string
 	Log       io.Writer // progress
 	Dir       string    // scratch space (the agent's log)
-	Now       func() time.Time
+	// HeapTo, if set, is where the agent's Go heap profile taken at its largest resident
+	// memory of the whole run is kept (the agent then runs with enable_debug).
+	HeapTo string
+	Now    func() time.Time
 }
 
 // Figures are one tool's measurements on one workload.
@@ -217,17 +220,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	var err error
 	// All simulated hosts share 127.0.0.1: Consul's default of 200 connections per client
 	// address would answer 429. Prometheus retention makes raft.apply a cumulative counter.
-	b.agent, err = consulagent.Launch(ctx, cfg.Consul, consulagent.Config{
-		LogPath: filepath.Join(cfg.Dir, "consul.log"),
-		HCL: []string{
-			"limits { http_max_conns_per_client = 10000 }",
-			`telemetry { prometheus_retention_time = "24h" disable_hostname = true }`,
-		},
-	})
+	hcl := []string{
+		"limits { http_max_conns_per_client = 10000 }",
+		`telemetry { prometheus_retention_time = "24h" disable_hostname = true }`,
+	}
+	if cfg.HeapTo != "" {
+		hcl = append(hcl, "enable_debug = true")
+	}
+	b.agent, err = consulagent.Launch(ctx, cfg.Consul, consulagent.Config{LogPath: filepath.Join(cfg.Dir, "consul.log"), HCL: hcl})
 	if err != nil {
 		return nil, err
 	}
 	defer b.agent.Stop()
+	if cfg.HeapTo != "" {
+		hctx, stop := context.WithCancel(ctx)
+		defer stop()
+		go (&heapWatch{addr: b.agent.Addr, path: cfg.HeapTo, pid: b.agent.PID()}).run(hctx, time.Second)
+	}
 	if b.admin, err = b.agent.Client(); err != nil {
 		return nil, err
 	}
