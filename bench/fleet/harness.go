@@ -43,6 +43,10 @@ type Config struct {
 	// HeapTo, if set, is where the agent's Go heap profile taken at its largest resident
 	// memory of the whole run is kept (the agent then runs with enable_debug).
 	HeapTo string
+	// Server runs the agent as a one-server cluster keeping its state in Dir, as production
+	// servers run, not -dev: a dev agent indents every JSON answer (more bytes, CPU and
+	// memory for each) and keeps its Raft log in memory.
+	Server bool
 	Now    func() time.Time
 }
 
@@ -227,7 +231,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if cfg.HeapTo != "" {
 		hcl = append(hcl, "enable_debug = true")
 	}
-	b.agent, err = consulagent.Launch(ctx, cfg.Consul, consulagent.Config{LogPath: filepath.Join(cfg.Dir, "consul.log"), HCL: hcl})
+	ac := consulagent.Config{LogPath: filepath.Join(cfg.Dir, "consul.log"), HCL: hcl}
+	if cfg.Server {
+		ac.DataDir = filepath.Join(cfg.Dir, "data")
+	}
+	b.agent, err = consulagent.Launch(ctx, cfg.Consul, ac)
 	if err != nil {
 		return nil, err
 	}

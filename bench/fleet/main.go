@@ -54,10 +54,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"movers (every host runs once with a new revision R: canary, then doubling batches), "+
 		"settled (every host runs R again: no movers), next (every host runs once with R2, which supersedes R); the peer runs in off only")
 	heapTo := fs.String("consul-heap", "", "keep the agent's heap profile taken at its largest resident memory in this file (runs it with enable_debug)")
+	server := fs.Bool("server", false, "run the agent as a one-server cluster with its state on disk (in a temporary directory), not -dev, which indents every JSON answer")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg := Config{HeapTo: *heapTo, T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
+	cfg := Config{HeapTo: *heapTo, Server: *server, T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
 		Settle: *settle, Baseline: *baseline, Deadline: *deadline, Wait: 10 * time.Minute, QueueTTL: *queueTTL, Log: stderr}
 	var err error
 	if cfg.Ms, err = positiveInts("-m", *ms); err == nil {

@@ -273,6 +273,9 @@ func newCountingProxy(target string) *countingProxy {
 	rp.Transport = &http.Transport{
 		Proxy: nil, DialContext: (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
 		MaxIdleConns: 0, MaxIdleConnsPerHost: 100000, IdleConnTimeout: 5 * time.Minute,
+		// Passes the host's Accept-Encoding on as it came: left to itself, Go's transport
+		// would ask Consul for gzip on behalf of a host that did not, and unpack it here.
+		DisableCompression: true,
 	}
 	// A host that gives up on a request (a cancelled wait) is no news: the answer's 502 is
 	// counted as an error answer, and not logged.
