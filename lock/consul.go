@@ -180,7 +180,47 @@ func (s *Semaphore) applyTxn(ctx context.Context, t *txn) (bool, []*api.KVPair, 
 	if ok {
 		return true, readResults(ops[:len(ops)-len(t.reads)], resp.Results), nil
 	}
+	t.lost = t.lost[:0]
+	for _, e := range resp.Errors {
+		if e != nil && e.OpIndex >= 0 && e.OpIndex < len(ops) {
+			t.lost = append(t.lost, ops[e.OpIndex].Key)
+		}
+	}
 	return false, nil, s.rejected(ops, resp)
+}
+
+// takenWaiters names the waiters a write on snap lost to another write that handed them a
+// slot first, when that is all it lost (lost: the keys of its operations Consul failed): for
+// each, its entry's check failed and so did the write of its running/ key, which exists now.
+// Deciding again on snap without them is then as good as reading again, at none of the cost:
+// a read carries the whole line. nil if anything else failed, such as an entry that changed
+// but holds no slot (its waiter left, or a nudge rewrote it: it still waits, and keeps its
+// place).
+func (s *Semaphore) takenWaiters(snap *Snapshot, lost []string) map[string]bool {
+	line := map[string]bool{}
+	for _, w := range snap.line("") {
+		line[w.Holder] = true
+	}
+	entries, slots := map[string]bool{}, map[string]bool{}
+	for _, k := range lost {
+		rel, _ := strings.CutPrefix(k, s.base)
+		if h, ok := strings.CutPrefix(rel, queueDir); ok && line[h] {
+			entries[h] = true
+		} else if h, ok := strings.CutPrefix(rel, runningDir); ok && line[h] {
+			slots[h] = true
+		} else {
+			return nil
+		}
+	}
+	for h := range entries {
+		if !slots[h] {
+			return nil
+		}
+	}
+	if len(slots) == 0 {
+		return nil
+	}
+	return slots
 }
 
 // readResults are the results of a transaction's reads: what follows the results of writes,

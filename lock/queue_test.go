@@ -446,3 +446,85 @@ func proxiedSem(t *testing.T) (*faultproxy.Proxy, *lock.Semaphore) {
 	}
 	return proxy, s
 }
+
+// readCounter counts the read-only transactions (reads of the tier) made through it and, armed,
+// runs before once ahead of the first write after a read.
+type readCounter struct {
+	lock.KV
+	mu     sync.Mutex
+	reads  int
+	armed  bool
+	before func()
+}
+
+func (k *readCounter) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
+	k.mu.Lock()
+	read := true
+	for _, op := range ops {
+		read = read && (op.Verb == api.KVGet || op.Verb == api.KVGetTree)
+	}
+	var before func()
+	if read {
+		k.reads++
+		k.armed = true
+	} else if k.armed && k.before != nil {
+		before, k.before = k.before, nil
+	}
+	k.mu.Unlock()
+	if before != nil {
+		before()
+	}
+	return k.KV.Txn(ops, q)
+}
+
+// Two releases that end together both reach for the head of the line: the one that loses it
+// hands its slot to the next waiter, decided on the read it made, without reading the whole
+// line again.
+func TestLostHandOverDecidesAgainWithoutReading(t *testing.T) {
+	s := newSem(t, 2)
+	c := testkit.Ctx(t)
+	a, err := s.Acquire(c, req("a", "ra"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Acquire(c, req("b", "rb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1 := waiter(t, s, "w1", 20*time.Second)
+	waitQueue(t, s, 1)
+	w2 := waiter(t, s, "w2", 20*time.Second)
+	waitQueue(t, s, 2)
+	counted := &readCounter{KV: agent.Client(t).KV()}
+	sa, err := lock.New(counted, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 2, Sessions: agent.Client(t).Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b releases between a's read and a's write: it hands its slot to w1, the head.
+	counted.before = func() {
+		if err := s.Release(c, &lock.Slot{Record: b.Record}); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := sa.Release(c, &lock.Slot{Record: a.Record}); err != nil {
+		t.Fatal(err)
+	}
+	if counted.before != nil || counted.reads != 1 {
+		t.Errorf("a's release: b released meanwhile: %v, reads %d, want 1", counted.before == nil, counted.reads)
+	}
+	for name, w := range map[string]<-chan error{"w1": w1, "w2": w2} {
+		select {
+		case err := <-w:
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s was not handed a slot", name)
+		}
+	}
+	v := values(t)
+	if !strings.Contains(v["running/w1"], `"run_id":"run-w1"`) || !strings.Contains(v["running/w2"], `"run_id":"run-w2"`) || v["current"] != "2" {
+		t.Errorf("after both releases: %v, want w1 and w2 holding the slots", v)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}

@@ -429,15 +429,28 @@ func (s *Semaphore) Repair(ctx context.Context) (*Snapshot, error) {
 // errUnchanged tells update that there is nothing to write.
 var errUnchanged = errors.New("lock: unchanged")
 
+// maxRedecide bounds the writes update decides on one read after losing waiters to others.
+const maxRedecide = 3
+
 // update is read → decide → one check-and-set transaction, re-read after every lost race. It
 // returns the snapshot the committed write (or the decision to write nothing) was based on.
 //
 // holder narrows the read to what that holder's slot needs (see read); "" reads everything.
+//
+// A write that lost only waiters it handed a slot to (another write handed them one first, or
+// they left) is decided again on the same read without them, up to maxRedecide times in a
+// row: releases that end together all reach for the head of the line, and a read carries the
+// whole line.
 func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snapshot) (*txn, error)) (*Snapshot, error) {
+	var snap *Snapshot
+	redecided := 0
 	for races := 0; races < maxRaces; races++ {
-		snap, err := s.read(ctx, holder)
-		if err != nil {
-			return nil, err
+		if snap == nil {
+			var err error
+			if snap, err = s.read(ctx, holder); err != nil {
+				return nil, err
+			}
+			redecided = 0
 		}
 		t, err := decide(snap)
 		if err == errUnchanged {
@@ -450,6 +463,12 @@ func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snap
 		if err != nil || ok {
 			return snap, err
 		}
+		if taken := s.takenWaiters(snap, t.lost); taken != nil && redecided < maxRedecide {
+			snap = snap.without(taken)
+			redecided++
+			continue
+		}
+		snap = nil
 		if err := s.backoff(ctx, races+1); err != nil {
 			return nil, err
 		}

@@ -465,6 +465,19 @@ func (s *Snapshot) holderRank(holder string) int {
 	return n
 }
 
+// without is the snapshot with the waiters in gone left out of the line: a copy, sharing the
+// rest (which nothing changes once read).
+func (s *Snapshot) without(gone map[string]bool) *Snapshot {
+	c := *s
+	c.Queue = nil
+	for _, w := range s.Queue {
+		if !gone[w.Holder] {
+			c.Queue = append(c.Queue, w)
+		}
+	}
+	return &c
+}
+
 // queued returns holder's queue entry.
 func (s *Snapshot) queued(holder string) (schema.Waiter, bool) {
 	for _, w := range s.Queue {

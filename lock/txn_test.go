@@ -213,3 +213,39 @@ func TestGrantsSpreadOnRetry(t *testing.T) {
 		}
 	}
 }
+
+// A write that lost a race is decided again on the same read only when all it lost are
+// waiters another write handed a slot first: each one's entry check failed and so did the
+// write of its running/ key. Anything else (a waiter that left or was nudged and still
+// waits, a holder's key, current) means reading again.
+func TestTakenWaiters(t *testing.T) {
+	s, err := New(nil, Options{Tier: "prod/web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := tierWith(t, s, 2, 2)
+	q, r := s.base+queueDir+"waiter", s.base+runningDir+"waiter"
+	for _, tc := range []struct {
+		name string
+		lost []string
+		want bool
+	}{
+		{"handed a slot by another write", []string{q, r}, true},
+		{"its slot alone", []string{r}, true},
+		{"the entry alone: it left, or was nudged", []string{q}, false},
+		{"and a holder's key", []string{q, r, s.base + runningDir + "holder-0000"}, false},
+		{"current", []string{s.base + keyCurrent}, false},
+		{"a waiter not in the line", []string{s.base + queueDir + "stranger", s.base + runningDir + "stranger"}, false},
+		{"nothing named", nil, false},
+	} {
+		got := s.takenWaiters(snap, tc.lost)
+		if (got != nil) != tc.want || (tc.want && !got["waiter"]) {
+			t.Errorf("%s: %v, want taken: %v", tc.name, got, tc.want)
+		}
+		if got != nil {
+			if left := snap.without(got); len(left.Queue) != 0 || len(snap.Queue) != 1 {
+				t.Errorf("%s: without: %d waiters left (snapshot itself %d), want 0 (1)", tc.name, len(left.Queue), len(snap.Queue))
+			}
+		}
+	}
+}

@@ -54,7 +54,6 @@ func New() (*api.Client, error) {
 // FromConfig returns a client for cfg (api.DefaultConfig with changes, such as a token read
 // from elsewhere), with the same handling of errors as New.
 func FromConfig(cfg *api.Config) (*api.Client, error) {
-	onHost := local(cfg.Address)
 	if path, ok := strings.CutPrefix(cfg.Address, "unix://"); ok && cfg.Transport != nil {
 		// api.NewClient gives a unix:// address an HTTP client of its own, in place of the
 		// one built here: the status and answer-size checks below would be lost. Dial the
@@ -67,15 +66,6 @@ func FromConfig(cfg *api.Config) (*api.Client, error) {
 	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
-	}
-	if ht, ok := hc.Transport.(*http.Transport); ok && onHost {
-		// Go's client asks for gzip unless told not to, and Consul then compresses every
-		// answer over 1400 bytes. To an agent on this host that saves nothing, and costs the
-		// agent two thirds of the CPU of a look at a long line (bench/readcost: 61 ms of
-		// CPU against 21.5 ms for one look at 10,000 waiters) and a compressor's memory per
-		// answer in flight. A remote address keeps gzip: there it saves the network 20 times
-		// the bytes.
-		ht.DisableCompression = true
 	}
 	// api.KV.Txn turns every unexpected status into a plain error string; seeing the status
 	// here, before api does, keeps 429 and 5xx distinguishable from a refusal such as 403.
@@ -90,27 +80,6 @@ func FromConfig(cfg *api.Config) (*api.Client, error) {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
 	return client, nil
-}
-
-// local reports whether addr (api.Config.Address: host:port, a host, or unix://path) is on
-// this host: a Unix socket, localhost, or a loopback address.
-func local(addr string) bool {
-	if strings.HasPrefix(addr, "unix://") {
-		return true
-	}
-	for _, scheme := range []string{"http://", "https://"} {
-		addr = strings.TrimPrefix(addr, scheme)
-	}
-	host := addr
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 type statusTransport struct {

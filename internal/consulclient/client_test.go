@@ -171,61 +171,6 @@ func TestACLProblem(t *testing.T) {
 	}
 }
 
-// A client asks for gzip only from a remote agent: compressing an answer for this host's own
-// agent costs it CPU (two thirds of a look at a long line) and saves nothing. Every address
-// is dialled to a local test server, so no name is looked up and nothing leaves the host.
-func TestGzipOnlyFromRemoteAgents(t *testing.T) {
-	seen := make(chan string, 1)
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.Header.Get("Accept-Encoding")
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprint(w, `{"Config":{"NodeName":"web-1"}}`)
-	})
-	srv := httptest.NewServer(handler)
-	defer srv.Close()
-	sock := filepath.Join(t.TempDir(), "http.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	unixSrv := &http.Server{Handler: handler}
-	go unixSrv.Serve(ln)
-	defer unixSrv.Close()
-	for _, tc := range []struct {
-		addr string
-		gzip bool
-	}{
-		{"127.0.0.1:8500", false},
-		{"127.0.0.53:8500", false},
-		{"localhost:8500", false},
-		{"LOCALHOST", false},
-		{"[::1]:8500", false},
-		{"http://127.0.0.1:8500", false},
-		{"unix://" + sock, false},
-		{"consul.service.example:8500", true},
-		{"10.0.0.1:8500", true},
-		{"http://[2001:db8::1]:8500", true},
-	} {
-		cfg := api.DefaultConfig()
-		cfg.Address, cfg.Scheme, cfg.Token, cfg.TokenFile = tc.addr, "http", "", ""
-		cfg.TLSConfig = api.TLSConfig{}
-		cfg.Transport.Proxy = nil
-		cfg.Transport.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "tcp", srv.Listener.Addr().String())
-		} // api replaces it with its own for a unix:// address
-		client, err := consulclient.FromConfig(cfg)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.addr, err)
-		}
-		if _, err := client.Agent().Self(); err != nil {
-			t.Fatalf("%s: %v", tc.addr, err)
-		}
-		if got := <-seen; strings.Contains(got, "gzip") != tc.gzip {
-			t.Errorf("%s: Accept-Encoding %q, want gzip asked: %v", tc.addr, got, tc.gzip)
-		}
-	}
-}
-
 // A client for a Unix socket keeps this package's transport: api.NewClient would give it one
 // of its own, and a 503 would then be a plain error, not a StatusError that retries.
 func TestUnixSocketKeepsTheStatus(t *testing.T) {
