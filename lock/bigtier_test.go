@@ -194,6 +194,7 @@ func TestRacesOnNamesWithConsulsWords(t *testing.T) {
 // its wait ends, and the reaper frees a host's slot there.
 func TestTenThousandHosts(t *testing.T) {
 	const hosts = 10000
+	start := time.Now()
 	c := testkit.Ctx(t)
 	client := agent.Client(t)
 	base := testkit.Prefix(t) + "/" + tier + "/"
@@ -225,6 +226,11 @@ func TestTenThousandHosts(t *testing.T) {
 		&api.KVTxnOp{Verb: api.KVSet, Key: base + "current", Value: []byte("1")},
 		&api.KVTxnOp{Verb: api.KVSet, Key: base + "running/web-busy", Value: []byte(`{"holder":"web-busy","run_id":"b1","state":"failed","exit_code":1,"attempts":1,"started_at":"2026-12-06T00:00:00Z","instance_id":"i-busy"}`)})
 	flush()
+	step := func(what string) {
+		t.Logf("%s: %s", what, time.Since(start).Round(time.Millisecond))
+		start = time.Now()
+	}
+	step("seeded")
 
 	all, err := lock.ReadAll(c, client.KV(), lock.Options{Prefix: testkit.Prefix(t)})
 	if err != nil {
@@ -234,6 +240,7 @@ func TestTenThousandHosts(t *testing.T) {
 		t.Fatalf("ReadAll of %d hosts: %d tiers, problems %v", hosts, len(all), all[0].Problems)
 	}
 
+	step("read whole (ReadAll)")
 	s := newSem(t, 1)
 	r := req("web-late", "l1")
 	r.WaitUntil = time.Now().Add(time.Second)
@@ -241,12 +248,14 @@ func TestTenThousandHosts(t *testing.T) {
 	if !errors.Is(err, lock.ErrNoSlot) || !strings.Contains(err.Error(), fmt.Sprintf("%d waiting", hosts)) {
 		t.Fatalf("a holder in the full tier: %v, want ErrNoSlot with %d waiting", err, hosts)
 	}
+	step("a newcomer waited 1s and gave up")
 	// The reaper's way: every key of instance i-busy goes; the slot it frees goes to the
 	// first in line (all converged at :00 rank by arrival: web-00000 joined first).
 	ev, err := s.Evict(c, func(_ string, rec schema.Record) bool { return rec.InstanceID == "i-busy" })
 	if err != nil || len(ev.Slots) != 1 {
 		t.Fatalf("evict: %v %+v", err, ev)
 	}
+	step("evicted a holder, its slot handed over")
 	testkit.CheckInvariant(t, client, testkit.Prefix(t))
 	if v := values(t); v["current"] != "1" || !strings.Contains(v["running/web-00000"], `"run_id":"w0"`) {
 		t.Errorf("after the eviction: current %q, web-00000's slot %q", v["current"], v["running/web-00000"])
