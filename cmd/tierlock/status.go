@@ -124,11 +124,7 @@ func writeStatusTable(w io.Writer, snaps []*lock.Snapshot, v monitor.Verdict, no
 			notes = append(notes, safetext.Text(tv.Tier+" "+n))
 		}
 		if len(s.Queue) > 0 {
-			var names []string
-			for _, q := range s.Queue {
-				names = append(names, fmt.Sprintf("%s (%s%s)", q.Holder, monitor.Age(tv.Waits[q.Holder]), waiterVersion(q)))
-			}
-			notes = append(notes, safetext.Text(fmt.Sprintf("%s: %d waiting, in order: %s", tv.Tier, len(s.Queue), strings.Join(names, ", "))))
+			notes = append(notes, safetext.Text(waitingLine(tv.Tier, s.Queue, tv.Waits)))
 		}
 		if n := convergenceNote(tv, v.Th); n != "" {
 			notes = append(notes, safetext.Text(n))
@@ -215,6 +211,24 @@ func sortedHolders(s *lock.Snapshot) []string {
 func max0(d time.Duration) time.Duration { return max(d, 0) }
 
 // waiterVersion is ", VERSION" for a waiter whose entry says which tierlock it runs.
+// shownWaiters is how many waiters status names in its text; a tier of thousands waiting
+// would otherwise print a line of hundreds of kilobytes. --format json lists them all.
+const shownWaiters = 20
+
+// waitingLine is status's line of the tier's waiters: the first shownWaiters in order, with
+// how long each has waited (and its version), then how many more.
+func waitingLine(tier string, queue []schema.Waiter, waits map[string]time.Duration) string {
+	var names []string
+	for _, q := range queue[:min(len(queue), shownWaiters)] {
+		names = append(names, fmt.Sprintf("%s (%s%s)", q.Holder, monitor.Age(waits[q.Holder]), waiterVersion(q)))
+	}
+	more := ""
+	if n := len(queue) - len(names); n > 0 {
+		more = fmt.Sprintf(", and %d more (--format json lists them all)", n)
+	}
+	return fmt.Sprintf("%s: %d waiting, in order: %s%s", tier, len(queue), strings.Join(names, ", "), more)
+}
+
 func waiterVersion(w schema.Waiter) string {
 	if w.Version == "" {
 		return ""
