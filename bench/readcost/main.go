@@ -8,7 +8,9 @@
 //	go run ./bench/readcost -m 100,1000,2000,10000 [-server]
 //
 // It is the measured cause behind bench/README.md's "Flat in M": every look of protocol 2
-// carries the whole line, so a burst of M hosts costs Consul O(M²).
+// carries the whole line, so a burst of M hosts costs Consul O(M²). A second table measures a
+// layout where a look need not: the same waiters grouped under line/<group>/, the groups listed
+// with a separator, and the first group fetched.
 package main
 
 import (
@@ -74,6 +76,7 @@ func run(list string, n, reads int, server bool) error {
 	}
 	fmt.Printf("Consul %s, %d held slots, %d reads each\n", mode, n, reads)
 	fmt.Printf("%8s  %14s  %14s  %12s  %16s  %19s\n", "waiters", "answer KiB gz", "answer KiB", "median ms gz", "consul CPU ms gz", "consul CPU ms plain")
+	var grouped []string
 	for i, f := range strings.Split(list, ",") {
 		m, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || m < 0 {
@@ -111,10 +114,81 @@ func run(list string, n, reads int, server bool) error {
 		cpu2, _ := procstat.CPU(agent.PID())
 		sort.Slice(walls, func(a, b int) bool { return walls[a] < walls[b] })
 		perRead := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(reads) }
+		row, err := groupedCost(agent, client, base, m, reads)
+		if err != nil {
+			return err
+		}
+		grouped = append(grouped, row)
 		fmt.Printf("%8d  %14.1f  %14.1f  %12.1f  %16.1f  %19.1f\n", m, float64(gz)/1024, float64(plain)/1024,
 			float64(walls[len(walls)/2].Microseconds())/1000, perRead(cpu1-cpu0), perRead(cpu2-cpu1))
 	}
+	fmt.Printf("\nThe same waiters also under line/<group>/<holder>, %d to a group (a layout where a look need\nnot carry the line): listing the groups (?keys&separator=/), then fetching the first group\n", groupSize)
+	fmt.Printf("%8s  %15s  %15s  %18s  %15s  %15s  %18s\n", "waiters", "groups KiB", "groups ms", "groups CPU ms", "first KiB", "first ms", "first CPU ms")
+	for _, row := range grouped {
+		fmt.Println(row)
+	}
 	return nil
+}
+
+// groupSize is how many waiters share a group in groupedCost's layout.
+const groupSize = 100
+
+// groupedCost seeds m waiters under base's line/<group>/<holder> and measures, plain, the
+// listing of the groups and the fetch of the first group, reads times each: answer bytes,
+// median wall time and the agent's CPU per request. Consul lists keys with a separator by
+// walking every key under the prefix, so the listing's CPU is the figure to watch.
+func groupedCost(agent *consulagent.Agent, c *api.Client, base string, m, reads int) (string, error) {
+	var ops api.KVTxnOps
+	for i := range m {
+		key := fmt.Sprintf("%sline/%06d/web-%05d", base, i/groupSize, i)
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: key, Value: []byte(fmt.Sprintf(`{"holder":"web-%05d","run_id":"%08x","since":"2026-12-06T04:00:00.123456789Z","hostname":"web-%05d.prod.example","pid":%d,"command":"chef-client","version":"tierlock 0.1.0","protocol":2}`, i, i, i, 10000+i))})
+		if len(ops) == 128 || i == m-1 {
+			if ok, resp, _, err := c.KV().Txn(ops, nil); err != nil || !ok {
+				return "", fmt.Errorf("seed line: %v %+v", err, resp)
+			}
+			ops = nil
+		}
+	}
+	measure := func(method, url string, body []byte) (int, float64, float64, error) {
+		cpu0, _ := procstat.CPU(agent.PID())
+		var walls []time.Duration
+		n := 0
+		for range reads {
+			start := time.Now()
+			req, err := http.NewRequest(method, url, bytes.NewReader(body))
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			req.Header.Set("Accept-Encoding", "identity")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return 0, 0, 0, err
+			}
+			b, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				return 0, 0, 0, fmt.Errorf("%s %s: %s %v", method, url, resp.Status, err)
+			}
+			n = int(b)
+			walls = append(walls, time.Since(start))
+		}
+		cpu1, _ := procstat.CPU(agent.PID())
+		sort.Slice(walls, func(a, b int) bool { return walls[a] < walls[b] })
+		return n, float64(walls[len(walls)/2].Microseconds()) / 1000, float64((cpu1 - cpu0).Microseconds()) / 1000 / float64(reads), nil
+	}
+	gb, gms, gcpu, err := measure(http.MethodGet, "http://"+agent.Addr+"/v1/kv/"+base+"line/?keys&separator=/&consistent", nil)
+	if err != nil {
+		return "", err
+	}
+	body, err := json.Marshal([]map[string]any{{"KV": map[string]any{"Verb": "get-tree", "Key": base + "line/000000/"}}})
+	if err != nil {
+		return "", err
+	}
+	fb, fms, fcpu, err := measure(http.MethodPut, "http://"+agent.Addr+"/v1/txn?consistent", body)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%8d  %15.1f  %15.1f  %18.2f  %15.1f  %15.1f  %18.2f", m, float64(gb)/1024, gms, gcpu, float64(fb)/1024, fms, fcpu), nil
 }
 
 // treeOps are the get-trees of a host's one-request look (lock's treeOps).
