@@ -77,12 +77,13 @@ SLOW_FIRST := ./cmd/tierlock ./cmd/tierlock-reaper ./packaging/prometheus
 ## the race detector); the packaging tests install and purge the .deb on this machine when root;
 ## then test-system with that package, as root where systemd-nspawn can run (else a loud SKIP)
 test: lint consul test-deps package
-	@# go test's events are kept in dist/test.json; testsum prints what go test would have
-	@# (results, and the output of what failed), then the slowest tests. The exit code is
-	@# go test's.
-	@echo "go test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test.json"; \
-	rc=0; $(GO) test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test.json || rc=$$?; \
-	$(GO) run ./internal/tools/testsum -slowest 20 < dist/test.json; exit $$rc
+	@# go test's events are kept in dist/test/go-test.json (below dist/'s top, which
+	@# SHA256SUMS covers and TestSHA256SUMS checks while they are written); testsum prints
+	@# what go test would have (results, and the output of what failed), then the slowest
+	@# tests. The exit code is go test's.
+	@mkdir -p dist/test; echo "go test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test/go-test.json"; \
+	rc=0; $(GO) test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test/go-test.json || rc=$$?; \
+	$(GO) run ./internal/tools/testsum -slowest 20 < dist/test/go-test.json; exit $$rc
 	@# The fuzzing (CPU) and the system test (mostly a container booting) side by side; the
 	@# system test's output follows the fuzzing's table.
 	@echo "fuzzing, and test-system beside it (its output in dist/test-system.log)"; \

@@ -3,7 +3,7 @@
 // binary failed (a panic, a timeout) and of a build that failed. Then it prints the slowest
 // tests, so that a run that took longer than the last one says where its time went.
 //
-//	go test -json ./... > dist/test.json; go run ./internal/tools/testsum < dist/test.json
+//	go test -json ./... > dist/test/go-test.json; go run ./internal/tools/testsum < dist/test/go-test.json
 package main
 
 import (
