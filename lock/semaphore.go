@@ -437,10 +437,10 @@ const maxRedecide = 3
 //
 // holder narrows the read to what that holder's slot needs (see read); "" reads everything.
 //
-// A write that lost only waiters it handed a slot to (another write handed them one first, or
-// they left) is decided again on the same read without them, up to maxRedecide times in a
-// row: releases that end together all reach for the head of the line, and a read carries the
-// whole line.
+// A write that lost only waiters it handed a slot to, because another write handed them one
+// first (see takenWaiters), is decided again on the same read without them, up to maxRedecide
+// times in a row: releases that end together all reach for the head of the line, and a read
+// carries the whole line.
 func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snapshot) (*txn, error)) (*Snapshot, error) {
 	var snap *Snapshot
 	redecided := 0

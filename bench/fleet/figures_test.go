@@ -62,9 +62,13 @@ func TestTotalsKeepAgentLocalApart(t *testing.T) {
 }
 
 func TestParsers(t *testing.T) {
-	mib, err := parseVmHWM(strings.NewReader("Name:\tconsul\nVmPeak:\t 900 kB\nVmHWM:\t  102400 kB\nVmRSS:\t 5 kB\n"))
+	status := "Name:\tconsul\nVmPeak:\t 900 kB\nVmHWM:\t  102400 kB\nVmRSS:\t 5120 kB\n"
+	mib, err := parseStatusMiB(strings.NewReader(status), "VmHWM")
 	if err != nil || mib != 100 {
-		t.Errorf("parseVmHWM = %v, %v; want 100", mib, err)
+		t.Errorf("parseStatusMiB VmHWM = %v, %v; want 100", mib, err)
+	}
+	if mib, err := parseStatusMiB(strings.NewReader(status), "VmRSS"); err != nil || mib != 5 {
+		t.Errorf("parseStatusMiB VmRSS = %v, %v; want 5", mib, err)
 	}
 	prom := "# HELP consul_raft_apply x\n# TYPE consul_raft_apply counter\nconsul_raft_apply 41\nconsul_raft_apply_total 9\nconsul_raft_applied_index 77\n"
 	if n, err := parsePromCounter(strings.NewReader(prom), "consul_raft_apply"); err != nil || n != 41 {

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -67,22 +65,4 @@ func (h *heapWatch) take(ctx context.Context) error {
 		return err
 	}
 	return os.Rename(h.path+".tmp", h.path)
-}
-
-// rssMiB is pid's resident memory now (VmRSS).
-func rssMiB(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 2 {
-				kb, err := strconv.ParseFloat(f[0], 64)
-				return kb / 1024, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("fleet: no VmRSS for %d", pid)
 }

@@ -23,33 +23,39 @@ func cpuSeconds(pid int) (float64, error) {
 
 // peakRSSMiB is the peak resident memory of pid since it started or since resetPeakRSS
 // (VmHWM in /proc/<pid>/status).
-func peakRSSMiB(pid int) (float64, error) {
+func peakRSSMiB(pid int) (float64, error) { return statusMiB(pid, "VmHWM") }
+
+// rssMiB is pid's resident memory now (VmRSS).
+func rssMiB(pid int) (float64, error) { return statusMiB(pid, "VmRSS") }
+
+// statusMiB reads field, a size in kB, from /proc/<pid>/status, in MiB.
+func statusMiB(pid int, field string) (float64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("fleet: peak rss of %d: %w", pid, err)
+		return 0, fmt.Errorf("fleet: %s of %d: %w", field, pid, err)
 	}
 	defer f.Close()
-	return parseVmHWM(f)
+	return parseStatusMiB(f, field)
 }
 
-func parseVmHWM(r io.Reader) (float64, error) {
+func parseStatusMiB(r io.Reader, field string) (float64, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != "VmHWM" {
+		if !ok || name != field {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("fleet: VmHWM %q: not in kB", rest)
+			return 0, fmt.Errorf("fleet: %s %q: not in kB", field, rest)
 		}
 		kb, err := strconv.ParseFloat(f[0], 64)
 		if err != nil {
-			return 0, fmt.Errorf("fleet: VmHWM %q: %w", rest, err)
+			return 0, fmt.Errorf("fleet: %s %q: %w", field, rest, err)
 		}
 		return kb / 1024, nil
 	}
-	return 0, fmt.Errorf("fleet: no VmHWM in /proc status")
+	return 0, fmt.Errorf("fleet: no %s in /proc status", field)
 }
 
 // resetPeakRSS starts pid's peak resident memory afresh (clear_refs 5, Linux 4.0 and later), so

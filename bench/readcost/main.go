@@ -91,7 +91,7 @@ func run(list string, n, reads int, server bool) error {
 			return err
 		}
 		url := "http://" + agent.Addr + "/v1/txn?consistent"
-		plain, _, err := post(url, body, false)
+		plain, err := send(http.MethodPut, url, body, false)
 		if err != nil {
 			return err
 		}
@@ -100,14 +100,14 @@ func run(list string, n, reads int, server bool) error {
 		var gz int
 		for range reads {
 			start := time.Now()
-			if gz, _, err = post(url, body, true); err != nil {
+			if gz, err = send(http.MethodPut, url, body, true); err != nil {
 				return err
 			}
 			walls = append(walls, time.Since(start))
 		}
 		cpu1, _ := procstat.CPU(agent.PID())
 		for range reads {
-			if _, _, err = post(url, body, false); err != nil {
+			if _, err = send(http.MethodPut, url, body, false); err != nil {
 				return err
 			}
 		}
@@ -155,21 +155,10 @@ func groupedCost(agent *consulagent.Agent, c *api.Client, base string, m, reads 
 		n := 0
 		for range reads {
 			start := time.Now()
-			req, err := http.NewRequest(method, url, bytes.NewReader(body))
-			if err != nil {
+			var err error
+			if n, err = send(method, url, body, false); err != nil {
 				return 0, 0, 0, err
 			}
-			req.Header.Set("Accept-Encoding", "identity")
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return 0, 0, 0, err
-			}
-			b, err := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != http.StatusOK {
-				return 0, 0, 0, fmt.Errorf("%s %s: %s %v", method, url, resp.Status, err)
-			}
-			n = int(b)
 			walls = append(walls, time.Since(start))
 		}
 		cpu1, _ := procstat.CPU(agent.PID())
@@ -200,11 +189,12 @@ func treeOps(base, holder string) []map[string]any {
 	return ops
 }
 
-// post sends one transaction and returns the bytes of the answer as they came over the wire.
-func post(url string, body []byte, gzip bool) (int, int, error) {
-	req, err := http.NewRequest(http.MethodPut, url, bytes.NewReader(body))
+// send makes one request and returns the bytes of the answer as they came over the wire:
+// gzip-compressed when gzip asks for it, plain otherwise.
+func send(method, url string, body []byte, gzip bool) (int, error) {
+	req, err := http.NewRequest(method, url, bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	// Set by hand, Go's transport leaves the answer compressed, as it came.
 	if gzip {
@@ -214,14 +204,14 @@ func post(url string, body []byte, gzip bool) (int, int, error) {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	defer resp.Body.Close()
 	n, err := io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("txn: %s", resp.Status)
+		return 0, fmt.Errorf("%s %s: %s", method, url, resp.Status)
 	}
-	return int(n), resp.StatusCode, err
+	return int(n), err
 }
 
 // seed writes m waiters (entries bound to one session, records as tierlock writes them) and

@@ -210,7 +210,6 @@ func sortedHolders(s *lock.Snapshot) []string {
 
 func max0(d time.Duration) time.Duration { return max(d, 0) }
 
-// waiterVersion is ", VERSION" for a waiter whose entry says which tierlock it runs.
 // shownWaiters is how many waiters status names in its text; a tier of thousands waiting
 // would otherwise print a line of hundreds of kilobytes. --format json lists them all.
 const shownWaiters = 20
@@ -229,6 +228,7 @@ func waitingLine(tier string, queue []schema.Waiter, waits map[string]time.Durat
 	return fmt.Sprintf("%s: %d waiting, in order: %s%s", tier, len(queue), strings.Join(names, ", "), more)
 }
 
+// waiterVersion is ", VERSION" for a waiter whose entry says which tierlock it runs.
 func waiterVersion(w schema.Waiter) string {
 	if w.Version == "" {
 		return ""
