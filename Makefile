@@ -66,33 +66,34 @@ test-deps:
 	./scripts/test-deps.sh
 
 # The packages whose tests take longest start first (go test keeps this order, and runs each
-# once), so that two at a time finish together rather than one long one last. reliability
-# is not among them: its tests want Consul not starved of CPU (a 3-server cluster must elect
-# a leader within a minute, junk must be listed within lock's bound), and beside cmd/tierlock's
-# first minutes TestLeaderLoss failed here. Started after the rest, it overlaps only
-# cmd/tierlock's lighter end.
-SLOW_FIRST := ./cmd/tierlock ./cmd/tierlock-reaper ./packaging/prometheus
+# once), so that two at a time finish together rather than one long one last: cmd/tierlock
+# (the longest) in one, the reaper then reliability in the other. reliability is CPU-bound
+# and its tests want Consul not starved (a 3-server cluster must elect a leader within a
+# minute): it failed beside cmd/tierlock's first, busiest minutes, and starts after the
+# reaper, beside cmd/tierlock's lighter end.
+SLOW_FIRST := ./cmd/tierlock ./cmd/tierlock-reaper ./reliability ./packaging/prometheus
 
 ## test: lint, the packages and Lambda zips, then every test against a real Consul agent (with
 ## the race detector); the packaging tests install and purge the .deb on this machine when root;
-## then test-system with that package, as root where systemd-nspawn can run (else a loud SKIP)
+## test-system with that package beside them, as root where systemd-nspawn can run (else a
+## loud SKIP); then the fuzzing
 test: lint consul test-deps package
-	@# go test's events are kept in dist/test/go-test.json (below dist/'s top, which
-	@# SHA256SUMS covers and TestSHA256SUMS checks while they are written); testsum prints
-	@# what go test would have (results, and the output of what failed), then the slowest
-	@# tests. The exit code is go test's.
-	@mkdir -p dist/test; echo "go test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test/go-test.json"; \
+	@# test-system (mostly a container booting and a timer waiting) runs beside go test, its
+	@# output kept in dist/test/test-system.log and printed at the end. go test's events are kept in
+	@# dist/test/go-test.json (below dist/'s top, which SHA256SUMS covers and TestSHA256SUMS
+	@# checks while they are written); testsum prints what go test would have (results, and
+	@# the output of what failed), then the slowest tests. Then the fuzzing (CPU).
+	@mkdir -p dist/test; echo "test-system beside go test (its output in dist/test/test-system.log)"; \
+	GO="$(GO)" ./scripts/test-system.sh --if-able > dist/test/test-system.log 2>&1 & sys=$$!; \
+	echo "go test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test/go-test.json"; \
 	rc=0; $(GO) test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test/go-test.json || rc=$$?; \
-	$(GO) run ./internal/tools/testsum -slowest 20 < dist/test/go-test.json; exit $$rc
-	@# The fuzzing (CPU) and the system test (mostly a container booting) side by side; the
-	@# system test's output follows the fuzzing's table.
-	@echo "fuzzing, and test-system beside it (its output in dist/test-system.log)"; \
-	GO="$(GO)" ./scripts/test-system.sh --if-able > dist/test-system.log 2>&1 & sys=$$!; \
-	FUZZTIME=10000x GO="$(GO)" ./scripts/fuzz.sh; fuzz=$$?; \
-	wait $$sys; sysrc=$$?; cat dist/test-system.log; \
+	$(GO) run ./internal/tools/testsum -slowest 20 < dist/test/go-test.json; \
+	echo "fuzzing"; FUZZTIME=10000x GO="$(GO)" ./scripts/fuzz.sh; fuzz=$$?; \
+	wait $$sys; sysrc=$$?; cat dist/test/test-system.log; \
+	[ $$rc -eq 0 ] || echo "make test: go test failed" >&2; \
 	[ $$fuzz -eq 0 ] || echo "make test: the fuzzing failed" >&2; \
 	[ $$sysrc -eq 0 ] || echo "make test: test-system failed" >&2; \
-	[ $$fuzz -eq 0 ] && [ $$sysrc -eq 0 ]
+	[ $$rc -eq 0 ] && [ $$fuzz -eq 0 ] && [ $$sysrc -eq 0 ]
 
 ## test-system: the .deb `make package` built, under a real systemd in a systemd-nspawn
 ## container (root): install, timer, failures, stop, upgrades, removal, Consul unreachable.

@@ -76,6 +76,7 @@ node_prefix "" { policy = "read" }`
 // honestly (0 released, 75 nothing ran, 70 ran and still holds), and the tier stays
 // consistent.
 func TestConsulWriteRateLimit(t *testing.T) {
+	t.Parallel()
 	server := startServer(t, consulagent.Config{HCL: []string{
 		`limits { request_limits { mode = "enforcing", write_rate = 3.0, read_rate = -1 } }`}})
 	admin := clientOf(t, server, "")

@@ -59,7 +59,7 @@ func TestKilledAtEachStep(t *testing.T) {
 				}
 				return faultproxy.Pass
 			})
-			h := newHost(t, holder, p.Addr)
+			h := newHost(t, holder, p.Addr).raced()
 			rec := newRecorder(t)
 			runArgs := []string{"run", "--tier", tier, "--default-max", "-1", "--consul-timeout", "30s", "--"}
 			sleep := time.Duration(0)
@@ -118,7 +118,7 @@ func TestConsulServerRestart(t *testing.T) {
 	server := startServer(t, consulagent.Config{})
 	c := clientOf(t, server, "")
 	rec := newRecorder(t)
-	h := newHost(t, "web-1", server.Addr)
+	h := newHost(t, "web-1", server.Addr).raced()
 	// run starts a run whose command sleeps; done waits for its end, started for its command.
 	run := func(sleep time.Duration, timeout string) (done func() *outcome, started func()) {
 		before := len(rec.lines(t))

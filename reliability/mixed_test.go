@@ -47,7 +47,7 @@ func TestMixedVersionsKeepTheTierMoving(t *testing.T) {
 		bins := make([]string, hosts)
 		for i := range fleet {
 			fleet[i] = newHost(t, fmt.Sprintf("%s-%02d", name, i), server.Addr)
-			bins[i] = tierlockBin
+			bins[i] = fleet[i].bin
 			if mixed && i%2 == 0 {
 				bins[i] = previous
 			}
@@ -129,8 +129,9 @@ func previousRound(t *testing.T) string {
 }
 
 // buildPreviousRound builds the previous round's tierlock from git history (git archive of
-// its commit into a temporary directory, then go build there, with -race under -race as
-// today's is), and returns the binary.
+// its commit into a temporary directory, then go build there, with -race when today's
+// tierlockBin has it), and returns the binary. -trimpath keeps the temporary directory out of
+// the build's cache keys, so that the next test run finds the build cached.
 func buildPreviousRound(t *testing.T) string {
 	t.Helper()
 	commit := previousRound(t)
@@ -148,7 +149,7 @@ func buildPreviousRound(t *testing.T) string {
 		t.Fatalf("git archive %s: %v\n%s", commit, err, out)
 	}
 	bin := filepath.Join(t.TempDir(), "tierlock-"+commit)
-	if err := consulagent.BuildIn(src, "./cmd/tierlock", bin, "-X main.version=0.0.0-"+commit); err != nil {
+	if err := consulagent.BuildIn(src, "./cmd/tierlock", bin, "-X main.version=0.0.0-"+commit, raceAll(), "-trimpath"); err != nil {
 		t.Fatal(err)
 	}
 	return bin

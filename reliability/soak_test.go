@@ -92,7 +92,7 @@ func TestSoak(t *testing.T) {
 		return soakFaults[s.intN(len(soakFaults))]
 	})
 	for i := range *soakHosts {
-		s.hosts = append(s.hosts, newHost(t, fmt.Sprintf("web-%02d", i), s.proxy.Addr))
+		s.hosts = append(s.hosts, newHost(t, fmt.Sprintf("web-%02d", i), s.proxy.Addr).raced())
 	}
 	operator := newHost(t, "operator", s.server.Addr)
 	if o := operator.run(t, "set-max", "--tier", tier, "2"); o.code != 0 {

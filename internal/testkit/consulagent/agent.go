@@ -422,13 +422,14 @@ func Dump(c *api.Client, prefix string) (string, error) {
 // Under `go test -race` it builds with -race too (and cgo, which -race needs), so the race
 // detector watches the commands the tests run, not only the tests.
 func Build(pkgDir, out, ldflags string, extra ...string) error {
-	return BuildIn("", pkgDir, out, ldflags, extra...)
+	return BuildIn("", pkgDir, out, ldflags, true, extra...)
 }
 
-// BuildIn is Build run in dir: another checkout of the module, such as an earlier round's
-// tierlock that a mixed-version test runs beside today's.
-func BuildIn(dir, pkgDir, out, ldflags string, extra ...string) error {
-	return build(dir, pkgDir, out, ldflags, raceEnabled, extra)
+// BuildIn builds as Build does (race: with -race under `go test -race`) or as BuildPlain does,
+// in dir: another checkout of the module, such as an earlier round's tierlock that a
+// mixed-version test runs beside today's.
+func BuildIn(dir, pkgDir, out, ldflags string, race bool, extra ...string) error {
+	return build(dir, pkgDir, out, ldflags, race && raceEnabled, extra)
 }
 
 // BuildPlain is Build without the race detector even under -race: for a test that runs the

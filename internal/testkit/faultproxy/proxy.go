@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -105,22 +106,21 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.count(fault)
+	var conn net.Conn // the client's connection, closed at the end
 	switch fault {
 	case Reset:
 	case Stall:
-		// Read the body: until it is read, the server does not notice a client that leaves.
 		_, _ = io.Copy(io.Discard, r.Body)
-		p.hold(r)
+		conn = p.hold(w)
 	case DropAfterCommit:
 		rp.ServeHTTP(httptest.NewRecorder(), r)
 	case StallAfterCommit:
 		rp.ServeHTTP(httptest.NewRecorder(), r)
-		p.hold(r)
+		conn = p.hold(w)
 	case LateCommit:
-		// Read the body now: once the client has gone, its connection may be unreadable (and
-		// until it is read, the server does not notice that the client left).
+		// Read the body now: once the client has gone, its connection may be unreadable.
 		body, _ := io.ReadAll(r.Body)
-		p.hold(r)
+		conn = p.hold(w)
 		// Bounded, though: a late blocking read would otherwise wait at Consul for as long as
 		// it asked (minutes), keeping the proxy busy long after its client left; a write
 		// lands in moments.
@@ -133,18 +133,36 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "injected by faultproxy", fault)
 		return
 	}
-	if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+	if conn == nil {
+		conn, _, _ = w.(http.Hijacker).Hijack()
+	}
+	if conn != nil {
 		conn.Close()
 	}
 }
 
-// hold waits until the client gives up (closes its connection), the proxy closes, or maxHold.
-func (p *Proxy) hold(r *http.Request) {
+// hold takes the client's connection from the server and waits until the client gives up
+// (closes it), the proxy closes, or maxHold; it returns the connection, for the caller to
+// close. It watches the connection itself: the server notices a client that leaves only once
+// the request's body has been read to its end, and a request forwarded through the reverse
+// proxy is not always (the soak once waited the whole 5 minutes on one whose client had
+// exited). While it waits for an answer, a client sends nothing more on its connection.
+func (p *Proxy) hold(w http.ResponseWriter) net.Conn {
+	conn, buf, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return nil
+	}
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		_, _ = buf.ReadByte() // EOF, or an error once the connection is closed
+	}()
 	select {
-	case <-r.Context().Done():
+	case <-gone:
 	case <-p.closed:
 	case <-time.After(maxHold):
 	}
+	return conn
 }
 
 func (p *Proxy) count(fault int) {
