@@ -131,17 +131,30 @@ func (s *Semaphore) rolloutOp(snap *Snapshot, r *schema.Rollout) (api.KVTxnOps, 
 		return nil, fmt.Errorf("lock: encode rollout: %w", err)
 	}
 	ops := api.KVTxnOps{s.set(snap, keyRollout, string(value))}
-	if r.Halted() && !(snap.Rollout.Halted() && snap.Rollout.Revision == r.Revision) {
-		for _, w := range snap.Queue {
-			if len(ops) > maxHaltWakes {
-				break
-			}
-			if w.Mover && w.Revision == r.Revision {
-				ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + w.Holder})
-			}
-		}
+	if halts(snap, r) {
+		ops = append(ops, s.haltWakes(snap, r.Revision, maxHaltWakes)...)
 	}
 	return ops, nil
+}
+
+// halts reports whether writing r over snap's record halts its revision.
+func halts(snap *Snapshot, r *schema.Rollout) bool {
+	return r != nil && r.Halted() && !(snap.Rollout.Halted() && snap.Rollout.Revision == r.Revision)
+}
+
+// haltWakes deletes the queue entries of at most n movers that snap shows waiting for rev,
+// which wakes them (see rolloutOp).
+func (s *Semaphore) haltWakes(snap *Snapshot, rev string, n int) api.KVTxnOps {
+	var ops api.KVTxnOps
+	for _, w := range snap.Queue {
+		if len(ops) >= n {
+			break
+		}
+		if w.Mover && w.Revision == rev {
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + w.Holder})
+		}
+	}
+	return ops
 }
 
 // opsPerGrant is the number of operations grants writes per slot it hands over.
@@ -268,9 +281,12 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*S
 // transaction: a host may have joined the queue after t's snapshot was read, and since a
 // waiter sleeps until a write hands it a slot or nudges it, such a write must not leave it
 // asleep; when the read shows one that could go, admit hands the slot over. (A host that
-// joins after the write finds the slot free in its own read-back, and takes it.)
+// joins after the write finds the slot free in its own read-back, and takes it.) A write that
+// halts a revision reads back too, for the same reason: a mover of it that joined meanwhile
+// would otherwise wait, held back, for its watch's safety net (a minute) before it learnt of
+// the halt; its entry is deleted, which wakes it.
 func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, error) {
-	if !t.free {
+	if !t.free && t.halts == "" {
 		return s.apply(ctx, t)
 	}
 	t.reads = s.treeOps(holder)
@@ -283,7 +299,17 @@ func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, er
 	if err != nil || !ok {
 		return ok, err
 	}
-	if after, err := s.snapshot(results, holder); err == nil && canAdmit(after) {
+	after, err := s.snapshot(results, holder)
+	if err != nil {
+		return true, nil // the waiters are looked after at their next look
+	}
+	if t.halts != "" {
+		if ops := s.haltWakes(after, t.halts, maxHaltWakes); len(ops) > 0 {
+			// Best effort: a mover not woken here finds the halt within its watch.
+			_, _ = s.apply(ctx, &txn{writes: ops})
+		}
+	}
+	if t.free && canAdmit(after) {
 		if err := s.admit(ctx, holder); err != nil {
 			return true, err
 		}

@@ -84,6 +84,9 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 			return nil, err
 		}
 		t.writes = append(t.writes, op...)
+		if halts(snap, ro) {
+			t.halts = ro.Revision
+		}
 	}
 	t.free = snap.Max < 0 || count < snap.Max
 	_, hasCurrent := snap.modify[keyCurrent]

@@ -372,6 +372,48 @@ func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
+// TestRolloutHaltWakesAMoverThatJoinedMeanwhile: a mover that joins the queue between the
+// canary's read and its halting write is not among the movers that write wakes; the write
+// reads the tier back and wakes it too, so it exits at once rather than after its watch's
+// safety net (a minute). The demo met this: a host waited 63 s for a halt it joined beside.
+func TestRolloutHaltWakesAMoverThatJoinedMeanwhile(t *testing.T) {
+	s := newSem(t, 10)
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &readCounter{KV: agent.Client(t).KV()}
+	sc, err := lock.New(counted, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 10, Sessions: agent.Client(t).Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	counted.before = func() {
+		go func() {
+			_, err := mover(t, s, "web-2", "r2", "B", time.Minute)
+			done <- err
+		}()
+		waitQueue(t, s, 1)
+	}
+	start := time.Now()
+	if err := sc.MarkFailed(testkit.Ctx(t), canary, 1); err != nil {
+		t.Fatal(err)
+	}
+	if counted.before != nil {
+		t.Fatal("the mover did not join between the canary's read and its write")
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, lock.ErrHalted) {
+			t.Fatalf("the mover: %v, want ErrHalted", err)
+		}
+		t.Logf("the mover learnt of the halt %s after it was written", time.Since(start).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatal("the mover that joined during the halting write was not woken by it")
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
 // TestRolloutRollbackIsNamed: a mover asking for a revision that a newer one superseded
 // restarts its rollout (without the canary if it had completed) and is remembered by name,
 // for check to report: a rollback, or a host whose checkout is stale.

@@ -26,6 +26,9 @@ type txn struct {
 	// free: the write leaves a slot free under the limit, so a host that joined the queue
 	// since it was read may be waiting for it (see Semaphore.commit).
 	free bool
+	// halts: the write halts a revision, so a mover of it that joined the queue since it was
+	// read may be waiting to be told (see Semaphore.commit).
+	halts string
 	// lost are the keys of the operations Consul failed, when a check-and-set lost a race
 	// (see takenWaiters).
 	lost []string
