@@ -75,25 +75,27 @@ SLOW_FIRST := ./cmd/tierlock ./cmd/tierlock-reaper ./reliability ./lock ./bench/
 
 ## test: lint, the packages and Lambda zips, then every test against a real Consul agent (with
 ## the race detector); the packaging tests install and purge the .deb on this machine when root;
-## test-system with that package beside them, as root where systemd-nspawn can run (else a
-## loud SKIP); then the fuzzing
+## beside them test-system with that package, as root where systemd-nspawn can run (else a
+## loud SKIP), and the fuzzing
 test: lint consul test-deps package
-	@# test-system (mostly a container booting and a timer waiting) runs beside go test, its
-	@# output kept in dist/test/test-system.log and printed at the end. go test's events are kept in
-	@# dist/test/go-test.json (below dist/'s top, which SHA256SUMS covers and TestSHA256SUMS
-	@# checks while they are written); testsum prints what go test would have (results, and
-	@# the output of what failed), then the slowest tests. Then the fuzzing (CPU).
-	@mkdir -p dist/test; echo "test-system beside go test (its output in dist/test/test-system.log)"; \
+	@# Beside go test: test-system (mostly a container booting and a timer waiting) and the
+	@# fuzzing (one worker: a core for half a minute, where it had the machine to itself for
+	@# 20 s at the end), their output kept in dist/test/ and printed at the end. go test's
+	@# events are kept in dist/test/go-test.json (below dist/'s top, which SHA256SUMS covers
+	@# and TestSHA256SUMS checks while they are written); testsum prints what go test would
+	@# have (results, and the output of what failed), then the slowest tests.
+	@mkdir -p dist/test; echo "test-system and the fuzzing beside go test (their output in dist/test/)"; \
 	GO="$(GO)" ./scripts/test-system.sh --if-able > dist/test/test-system.log 2>&1 & sys=$$!; \
+	FUZZTIME=10000x FUZZWORKERS=1 GO="$(GO)" ./scripts/fuzz.sh > dist/test/fuzz.log 2>&1 & fuzz=$$!; \
 	echo "go test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test/go-test.json"; \
 	rc=0; $(GO) test -race -count=1 -timeout 20m -json $(SLOW_FIRST) ./... > dist/test/go-test.json || rc=$$?; \
 	$(GO) run ./internal/tools/testsum -slowest 20 < dist/test/go-test.json; \
-	echo "fuzzing"; FUZZTIME=10000x GO="$(GO)" ./scripts/fuzz.sh; fuzz=$$?; \
+	wait $$fuzz; fuzzrc=$$?; cat dist/test/fuzz.log; \
 	wait $$sys; sysrc=$$?; cat dist/test/test-system.log; \
 	[ $$rc -eq 0 ] || echo "make test: go test failed" >&2; \
-	[ $$fuzz -eq 0 ] || echo "make test: the fuzzing failed" >&2; \
+	[ $$fuzzrc -eq 0 ] || echo "make test: the fuzzing failed" >&2; \
 	[ $$sysrc -eq 0 ] || echo "make test: test-system failed" >&2; \
-	[ $$rc -eq 0 ] && [ $$fuzz -eq 0 ] && [ $$sysrc -eq 0 ]
+	[ $$rc -eq 0 ] && [ $$fuzzrc -eq 0 ] && [ $$sysrc -eq 0 ]
 
 ## test-system: the .deb `make package` built, under a real systemd in a systemd-nspawn
 ## container (root): install, timer, failures, stop, upgrades, removal, Consul unreachable.

@@ -11,6 +11,9 @@
 # and the target's corpus is replayed instead.
 set -eu
 FUZZTIME=${FUZZTIME:-10000x}
+# FUZZWORKERS: the fuzzing processes per target (go test -parallel; default the cores). make
+# test runs one, beside go test.
+FUZZWORKERS=${FUZZWORKERS:-$(nproc)}
 GO=${GO:-go}
 targets="./lock/schema:FuzzParseMax ./lock/schema:FuzzParseCurrent ./lock/schema:FuzzParseRecord ./lock/schema:FuzzValidateName
 ./lock/schema:FuzzValidateTier ./lock/schema:FuzzParseSchedule ./lock/schema:FuzzPolicyAndRollout ./monitor:FuzzParseRange ./cmd/tierlock-reaper:FuzzDecodeEvent
@@ -21,7 +24,7 @@ trap 'rm -f "$out"' EXIT
 printf '%-40s %12s\n' "fuzz target ($FUZZTIME each)" executions
 for t in $targets; do
 	pkg=${t%%:*} name=${t#*:}
-	if ! $GO test -run='^$' -fuzz="^$name\$" -fuzztime="$FUZZTIME" "$pkg" >"$out" 2>&1; then
+	if ! $GO test -run='^$' -fuzz="^$name\$" -fuzztime="$FUZZTIME" -parallel="$FUZZWORKERS" "$pkg" >"$out" 2>&1; then
 		if grep -q 'context deadline exceeded' "$out" && ! grep -q -e 'Failing input written' -e 'panic:' "$out" &&
 			$GO test -run="^$name\$" "$pkg" >/dev/null 2>&1; then
 			echo "fuzz: $pkg $name: Go's fuzz-time race (go.dev/issue/75804); its corpus replays clean" >&2
