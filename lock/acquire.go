@@ -142,7 +142,11 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 	if req.Waiting != nil {
 		req.Waiting(snap)
 	}
-	woke, err := s.watch(ctx, w, req.WaitUntil)
+	until := req.WaitUntil
+	if end := snap.bakeEnd(ro, req.Revision); decision == HeldBack && !end.IsZero() && end.Before(until) {
+		until = end // nobody writes when a bake ends: look again then, not at the safety net
+	}
+	woke, err := s.watch(ctx, w, until)
 	if err != nil {
 		return nil, true, err
 	}

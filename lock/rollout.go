@@ -351,6 +351,25 @@ func (s *Snapshot) mayTakeNow(holder string) bool {
 	return true
 }
 
+// bakeEnd is when the bake of r's step ends, a moment after by this host's clock, if r is
+// rev's rollout and its step is baking; zero otherwise. A mover the bake holds back watches
+// its entry until then at most: the end of a bake is written by nobody, so no write wakes it
+// (before, it found out at its watch's safety net, up to a minute later). The moment keeps the
+// next look from coming before the end it waits for.
+func (s *Snapshot) bakeEnd(r schema.Rollout, rev string) time.Time {
+	if r.Revision != rev || r.LastSuccess == nil || s.Policy.Bake <= 0 {
+		return time.Time{}
+	}
+	end := r.LastSuccess.Add(s.Policy.Bake)
+	if !s.now.Before(end) {
+		return time.Time{}
+	}
+	return end.Add(bakeMoment)
+}
+
+// bakeMoment is how long after a bake's end a mover it held back looks again.
+const bakeMoment = 50 * time.Millisecond
+
 // wakeable reports whether waiter w should be woken when a slot stays free: the rollout
 // admits it, or it asks for a revision that supersedes the rollout (it reads the whole tier
 // and takes the slot itself, the gate's other answers being for the revision rolling out).

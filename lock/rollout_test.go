@@ -307,6 +307,36 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
+// TestRolloutBakeEndAdmitsTheWaitingMover: a mover the bake holds back, waiting in line, takes
+// its slot when the bake ends, not at its watch's safety net a minute later (nobody writes
+// when a bake ends).
+func TestRolloutBakeEndAdmitsTheWaitingMover(t *testing.T) {
+	s := newSem(t, 10)
+	const bake = 2 * time.Second
+	if _, err := s.SetPolicy(testkit.Ctx(t), schema.Policy{Schedule: []int{1, 0}, Bake: bake, Failures: 1}); err != nil {
+		t.Fatal(err)
+	}
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(testkit.Ctx(t), canary); err != nil {
+		t.Fatal(err)
+	}
+	baked := time.Now().Add(bake)
+	slot, err := mover(t, s, "web-2", "r2", "B", 30*time.Second)
+	if err != nil {
+		t.Fatalf("the mover that waited out the bake: %v", err)
+	}
+	if late := time.Since(baked); late > 5*time.Second {
+		t.Errorf("the mover took its slot %s after the bake ended, want within moments", late.Round(time.Millisecond))
+	}
+	if slot.Batch == nil || *slot.Batch != 1 {
+		t.Errorf("the mover's step: %v, want 1", slot.Batch)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
 // TestRolloutAfterAnotherTier: with after: staging/web, a revision starts in prod/web only
 // once it has completed in staging/web; the first prod mover records that, so the others
 // need not look again.
