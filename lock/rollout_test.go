@@ -237,9 +237,12 @@ func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
 
 // TestRolloutPolicyBakeAndPromote: a stored schedule and bake; promote opens the next step
 // at once, promote --full ends the schedule.
-func TestRolloutPolicyBakeAndPromote(t *testing.T) {
+// canaryDone returns a semaphore of a tier under policy p where web-1, the canary of B, has
+// just succeeded: B's next step bakes for p.Bake.
+func canaryDone(t *testing.T, p schema.Policy) *lock.Semaphore {
+	t.Helper()
 	s := newSem(t, 10)
-	if _, err := s.SetPolicy(testkit.Ctx(t), schema.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2}); err != nil {
+	if _, err := s.SetPolicy(testkit.Ctx(t), p); err != nil {
 		t.Fatal(err)
 	}
 	canary, err := mover(t, s, "web-1", "r1", "B", 0)
@@ -249,6 +252,11 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	if err := s.Release(testkit.Ctx(t), canary); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+func TestRolloutPolicyBakeAndPromote(t *testing.T) {
+	s := canaryDone(t, schema.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2})
 	if _, err := mover(t, s, "web-2", "r2", "B", 0); !errors.Is(err, lock.ErrHeldBack) || !strings.Contains(err.Error(), "bakes until") {
 		t.Fatalf("during the bake: %v, want ErrHeldBack saying it bakes", err)
 	}
@@ -311,18 +319,8 @@ func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 // its slot when the bake ends, not at its watch's safety net a minute later (nobody writes
 // when a bake ends).
 func TestRolloutBakeEndAdmitsTheWaitingMover(t *testing.T) {
-	s := newSem(t, 10)
 	const bake = 2 * time.Second
-	if _, err := s.SetPolicy(testkit.Ctx(t), schema.Policy{Schedule: []int{1, 0}, Bake: bake, Failures: 1}); err != nil {
-		t.Fatal(err)
-	}
-	canary, err := mover(t, s, "web-1", "r1", "B", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Release(testkit.Ctx(t), canary); err != nil {
-		t.Fatal(err)
-	}
+	s := canaryDone(t, schema.Policy{Schedule: []int{1, 0}, Bake: bake, Failures: 1})
 	baked := time.Now().Add(bake)
 	slot, err := mover(t, s, "web-2", "r2", "B", 30*time.Second)
 	if err != nil {
