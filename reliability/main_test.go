@@ -50,7 +50,9 @@ func testMain(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if err := consulagent.Build("../cmd/tierlock", tierlockRaceBin, "-X main.version=0.0.0-reliability"); err != nil {
+	if raceAll() || !consulagent.RaceEnabled {
+		tierlockRaceBin = tierlockBin // the same build
+	} else if err := consulagent.Build("../cmd/tierlock", tierlockRaceBin, "-X main.version=0.0.0-reliability"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit"
+	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
 )
 
@@ -209,11 +210,11 @@ func TestBootstrapJunk(t *testing.T) {
 	peak := peakRSS(t, proc.cmd.Process.Pid)
 	agent, _ := agents.Get(t)
 	t.Logf("junk %d MB: peak RSS of the bootstrap process %d MB (race detector: %v); the events took %s and %s; consul's peak RSS %d MB",
-		*junkBytes>>20, peak>>20, raceEnabled, took.Round(time.Millisecond), took2.Round(time.Millisecond), peakRSS(t, agent.PID())>>20)
+		*junkBytes>>20, peak>>20, consulagent.RaceEnabled, took.Round(time.Millisecond), took2.Round(time.Millisecond), peakRSS(t, agent.PID())>>20)
 	// The race detector multiplies a Go program's memory several times; the Lambda runs
 	// without it.
 	limit := 64 << 20
-	if raceEnabled {
+	if consulagent.RaceEnabled {
 		limit = 256 << 20
 	}
 	if peak > limit {

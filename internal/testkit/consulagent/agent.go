@@ -429,7 +429,7 @@ func Build(pkgDir, out, ldflags string, extra ...string) error {
 // in dir: another checkout of the module, such as an earlier round's tierlock that a
 // mixed-version test runs beside today's.
 func BuildIn(dir, pkgDir, out, ldflags string, race bool, extra ...string) error {
-	return build(dir, pkgDir, out, ldflags, race && raceEnabled, extra)
+	return build(dir, pkgDir, out, ldflags, race && RaceEnabled, extra)
 }
 
 // BuildPlain is Build without the race detector even under -race: for a test that runs the

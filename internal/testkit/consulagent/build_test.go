@@ -13,7 +13,7 @@ func TestBuildFollowsRace(t *testing.T) {
 	for _, tc := range []struct {
 		build func(pkgDir, out, ldflags string, extra ...string) error
 		race  bool
-	}{{Build, raceEnabled}, {BuildPlain, false}} {
+	}{{Build, RaceEnabled}, {BuildPlain, false}} {
 		out := filepath.Join(t.TempDir(), "tierlock")
 		if err := tc.build("../../../cmd/tierlock", out, "-X main.version=0.0.0-test"); err != nil {
 			t.Fatal(err)
@@ -23,7 +23,7 @@ func TestBuildFollowsRace(t *testing.T) {
 			t.Fatal(err)
 		}
 		if got := strings.Contains(string(info), "-race=true"); got != tc.race {
-			t.Errorf("built with -race: %v, want %v (the tests run with it: %v)\n%s", got, tc.race, raceEnabled, info)
+			t.Errorf("built with -race: %v, want %v (the tests run with it: %v)\n%s", got, tc.race, RaceEnabled, info)
 		}
 	}
 }

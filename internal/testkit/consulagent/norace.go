@@ -2,5 +2,5 @@
 
 package consulagent
 
-// raceEnabled: see race.go.
-const raceEnabled = false
+// RaceEnabled: see race.go.
+const RaceEnabled = false
