@@ -143,8 +143,10 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 		req.Waiting(snap)
 	}
 	until := req.WaitUntil
-	if end := snap.bakeEnd(ro, req.Revision); decision == HeldBack && !end.IsZero() && end.Before(until) {
-		until = end // nobody writes when a bake ends: look again then, not at the safety net
+	if decision == HeldBack {
+		if end := snap.bakeEnd(ro, req.Revision); !end.IsZero() && end.Before(until) {
+			until = end // nobody writes when a bake ends: look again then, not at the safety net
+		}
 	}
 	woke, err := s.watch(ctx, w, until)
 	if err != nil {

@@ -105,8 +105,7 @@ func (s *Snapshot) gate(r schema.Rollout, rev, who string, extra int, leaving st
 		r.Admitted++
 		return gateOpen, r
 	}
-	baked := r.LastSuccess == nil || !s.now.Before(r.LastSuccess.Add(s.Policy.Bake))
-	if running == 0 && r.Succeeded >= size && baked {
+	if _, baking := s.bake(r); running == 0 && r.Succeeded >= size && !baking {
 		r.Step, r.Admitted, r.Succeeded = r.Step+1, 1, 0
 		return gateOpen, r
 	}
@@ -357,14 +356,21 @@ func (s *Snapshot) mayTakeNow(holder string) bool {
 // (before, it found out at its watch's safety net, up to a minute later). The moment keeps the
 // next look from coming before the end it waits for.
 func (s *Snapshot) bakeEnd(r schema.Rollout, rev string) time.Time {
-	if r.Revision != rev || r.LastSuccess == nil || s.Policy.Bake <= 0 {
-		return time.Time{}
-	}
-	end := r.LastSuccess.Add(s.Policy.Bake)
-	if !s.now.Before(end) {
+	end, baking := s.bake(r)
+	if r.Revision != rev || s.Policy.Bake <= 0 || !baking {
 		return time.Time{}
 	}
 	return end.Add(bakeMoment)
+}
+
+// bake is when the bake after r's last success ends, and whether that is still to come by
+// this host's clock.
+func (s *Snapshot) bake(r schema.Rollout) (end time.Time, baking bool) {
+	if r.LastSuccess == nil {
+		return time.Time{}, false
+	}
+	end = r.LastSuccess.Add(s.Policy.Bake)
+	return end, s.now.Before(end)
 }
 
 // bakeMoment is how long after a bake's end a mover it held back looks again.
@@ -402,11 +408,12 @@ func (s *Semaphore) completedIn(ctx context.Context, tier, rev string) (bool, er
 func heldBackErr(tier string, snap *Snapshot, r schema.Rollout, rev string) error {
 	_, g, _ := snap.decide("", rev)
 	why := fmt.Sprintf("step %d (%s) of %s is full or not yet done", r.Step, sizeText(snap.Policy.Size(r.Step)), r.Revision)
+	end, baking := snap.bake(r)
 	switch {
 	case g == gateAfter:
 		why = fmt.Sprintf("%s has not completed in %s", rev, snap.Policy.After)
-	case r.LastSuccess != nil && snap.Policy.Bake > 0 && snap.now.Before(r.LastSuccess.Add(snap.Policy.Bake)):
-		why = fmt.Sprintf("step %d of %s bakes until %s", r.Step, rev, r.LastSuccess.Add(snap.Policy.Bake).Format(time.RFC3339))
+	case snap.Policy.Bake > 0 && baking:
+		why = fmt.Sprintf("step %d of %s bakes until %s", r.Step, rev, end.Format(time.RFC3339))
 	}
 	return fmt.Errorf("%w: %s in %s: %s", ErrHeldBack, rev, tier, why)
 }
