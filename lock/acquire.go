@@ -22,6 +22,8 @@ type acquisition struct {
 	q     *queue
 	next  *Snapshot
 	races int
+	// netLook: the snapshot being decided on comes of a look of the safety net (see wait).
+	netLook bool
 }
 
 // step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
@@ -72,6 +74,7 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 // held (Reenter). A lost race for a free slot joins the queue at once, when the run may wait.
 func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decision, ro schema.Rollout, now time.Time) (*Slot, bool, error) {
 	s, req := a.s, a.req
+	a.netLook = false
 	rec := req.Record
 	rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Batch, rec.Unhealthy = schema.StateRunning, now, now, nil, nil, false
 	rec.Protocol = protocolOf(false)
@@ -139,6 +142,17 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 		}
 		return nil, false, nil
 	}
+	if netLook := a.netLook; netLook {
+		a.netLook = false
+		if !snap.partialQueue && canAdmit(snap) {
+			// The safety net found a slot free that no write handed over (a limit raised by
+			// hand, say), and waiters ahead that could take it: hand it to them, as a release
+			// would, rather than leave it until the first in line's own net. Best effort: a
+			// write that fails leaves it to the next look, here or elsewhere in the line.
+			_ = s.admit(ctx, req.Holder)
+			return nil, false, nil // look again: the slot may be this waiter's
+		}
+	}
 	if req.Waiting != nil {
 		req.Waiting(snap)
 	}
@@ -148,7 +162,7 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 			until = end // nobody writes when a bake ends: look again then, not at the safety net
 		}
 	}
-	woke, err := s.watch(ctx, w, until)
+	woke, err := s.watch(ctx, w, a.q.net, until)
 	if err != nil {
 		return nil, true, err
 	}
@@ -165,6 +179,7 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 		if a.next, err = s.readOwn(ctx, req.Holder); err != nil {
 			return nil, true, err
 		}
+		a.netLook = true
 	}
 	return nil, false, nil
 }

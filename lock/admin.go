@@ -108,8 +108,8 @@ func (s *Semaphore) Enable(ctx context.Context, n *int) (*Snapshot, error) {
 
 // withWake is ops, which set max_concurrent to max, with the queue told: under a limit with
 // room, slots are handed to the waiters at the head (see grants) and the next one is nudged;
-// disabled, every entry that fits is deleted, so that its waiter wakes, finds the tier
-// disabled and leaves (the others find out within maxWatch). current is rewritten with the
+// disabled, every entry is deleted (those that do not fit, right after: see wakeRest), so that
+// its waiter wakes, finds the tier disabled and leaves. current is rewritten with the
 // count, guarded like every write. The checks go first: they check keys as they were read,
 // before ops change them.
 func (s *Semaphore) withWake(snap *Snapshot, max int, ops ...*api.KVTxnOp) (*txn, error) {
@@ -128,10 +128,12 @@ func (s *Semaphore) withWake(snap *Snapshot, max int, ops ...*api.KVTxnOp) (*txn
 	t.writes = slices.Concat(t.writes[:i], ops, t.writes[i:])
 	if max == 0 {
 		for _, w := range snap.Queue {
-			if t.mandatory() >= maxTxnOps {
-				break
+			op := &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + w.Holder}
+			if t.mandatory() < maxTxnOps {
+				t.writes = append(t.writes, op)
+			} else {
+				t.wakes = append(t.wakes, op)
 			}
-			t.writes = append(t.writes, &api.KVTxnOp{Verb: api.KVDelete, Key: s.base + queueDir + w.Holder})
 		}
 	}
 	return t, nil

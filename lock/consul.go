@@ -283,11 +283,15 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*S
 // asleep; when the read shows one that could go, admit hands the slot over. (A host that
 // joins after the write finds the slot free in its own read-back, and takes it.) A write that
 // halts a revision reads back too, for the same reason: a mover of it that joined meanwhile
-// would otherwise wait, held back, for its watch's safety net (a minute) before it learnt of
+// would otherwise wait, held back, for its watch's safety net (a minute or more) before it learnt of
 // the halt; its entry is deleted, which wakes it.
 func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, error) {
 	if !t.free && t.halts == "" {
-		return s.apply(ctx, t)
+		ok, err := s.apply(ctx, t)
+		if ok && err == nil {
+			s.wakeRest(ctx, t.wakes)
+		}
+		return ok, err
 	}
 	t.reads = s.treeOps(holder)
 	ok, results, err := s.applyTxn(ctx, t)
@@ -303,11 +307,9 @@ func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, er
 	if err != nil {
 		return true, nil // the waiters are looked after at their next look
 	}
+	s.wakeRest(ctx, t.wakes)
 	if t.halts != "" {
-		if ops := s.haltWakes(after, t.halts, maxHaltWakes); len(ops) > 0 {
-			// Best effort: a mover not woken here finds the halt within its watch.
-			_, _ = s.apply(ctx, &txn{writes: ops})
-		}
+		s.wakeRest(ctx, s.haltWakes(after, t.halts, len(after.Queue)))
 	}
 	if t.free && canAdmit(after) {
 		if err := s.admit(ctx, holder); err != nil {
@@ -315,6 +317,19 @@ func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, er
 		}
 	}
 	return true, nil
+}
+
+// wakeRest deletes the queue entries of ops after a write that could not fit them, maxTxnOps
+// at a time, which wakes their waiters. Best effort: a waiter not woken here finds out at its
+// safety net's look.
+func (s *Semaphore) wakeRest(ctx context.Context, ops api.KVTxnOps) {
+	for len(ops) > 0 {
+		n := min(len(ops), maxTxnOps)
+		if _, err := s.apply(ctx, &txn{writes: ops[:n]}); err != nil {
+			return
+		}
+		ops = ops[n:]
+	}
 }
 
 // canAdmit reports whether snap shows a slot free and a waiter a write could hand it to.

@@ -44,14 +44,17 @@ func parseWaiter(holder string, p *api.KVPair) (schema.Waiter, error) {
 	return w, nil
 }
 
-// The TTL of a waiter's session is a trade: a waiter that dies (SIGKILL, a crash) leaves the
-// queue within twice it (Consul's grace), and one that lives renews it once per TTL, a
-// request Consul answers for each waiter all the while it waits (a line of 2,000 hosts: some
-// 200 a second at 10s, 33 at a minute). The default stays Consul's least: with a minute, the
-// fleet benchmark's 2,000 hosts on one saturated 2-core machine lost places in line (1.4 to 4
-// joins per run, against 1.0 at 10s), for a reason not yet found.
+// The TTL of a waiter's session is a trade: a waiter whose process dies while its host's
+// agent lives (SIGKILL, a crash; a host that dies takes its sessions with it at once, as each
+// is bound to the node's health too) leaves the queue within twice it (Consul's grace), and one
+// that lives renews it once per TTL, a request Consul answers for each waiter all the while it
+// waits (a line of 2,000 hosts: 200 a second at 10s, 33 at a minute). The default is a minute:
+// at 10s the renewals of 2,000 idle waiters alone cost Consul 5 % of a core (bench/README.md,
+// "Idle waiters"). (A minute had been tried before and the fleet benchmark's 2,000 hosts lost
+// places in line; since a waiter that gives up deletes its own entry, that is gone: 1.00
+// joins per run at 60s as at 10s.)
 const (
-	DefaultQueueTTL = 10 * time.Second
+	DefaultQueueTTL = time.Minute
 	minQueueTTL     = 10 * time.Second // Consul's least session TTL
 	maxQueueTTL     = 24 * time.Hour   // and its greatest
 )
@@ -65,12 +68,15 @@ type queue struct {
 	stopped chan struct{}
 	cancel  context.CancelFunc // ends a renewal in flight when the queue is left
 	ctx     context.Context    // of the renewals
+	// net is how long a watch of the entry lasts before the waiter looks on its own (see
+	// safetyNet), set from the length of the line it joined.
+	net time.Duration
 }
 
-// join creates the session and writes the entry. The entry carries this run's id so that a
+// join creates the session and writes the entry; net is its safety net's period. The entry carries this run's id so that a
 // retried Acquire of the same run recognises it. The same transaction reads the tier back, so
 // the waiter knows its place (and what to watch) without another request.
-func (s *Semaphore) join(ctx context.Context, w schema.Waiter) (*queue, *Snapshot, error) {
+func (s *Semaphore) join(ctx context.Context, w schema.Waiter, net time.Duration) (*queue, *Snapshot, error) {
 	if s.opts.Sessions == nil {
 		return nil, nil, fmt.Errorf("lock: waiting for a slot needs Options.Sessions")
 	}
@@ -84,7 +90,8 @@ func (s *Semaphore) join(ctx context.Context, w schema.Waiter) (*queue, *Snapsho
 	if err != nil {
 		return nil, nil, fmt.Errorf("lock: queue session for %s: %w", w.Holder, err)
 	}
-	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{})}
+	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{}),
+		net: net}
 	q.ctx, q.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go q.renew(ttl)
 	value, err := json.Marshal(w)
@@ -109,16 +116,16 @@ func (s *Semaphore) join(ctx context.Context, w schema.Waiter) (*queue, *Snapsho
 	return q, snap, nil
 }
 
-// renew keeps the session alive until leave. A failed renewal is tried again at the next tick;
-// if the session is lost anyway, the entry goes with it and Acquire queues again. (Tried:
-// spreading renewals over the TTL's last quarter and retrying a failed one within moments.
-// On a saturated Consul the retries fed the load that failed them: at 2,000 waiters, 64
-// renewals and 25 sessions per run, against 6 and 1 with the plain tick.)
+// renew keeps the session alive until leave. A renewal is sent once per TTL; one that fails is
+// tried again a quarter of the TTL later (Consul ends a session only at twice its TTL without
+// renewal, so that leaves three more tries), then the tick goes on. If the session is lost
+// anyway, the entry goes with it and Acquire queues again. (Tried at a TTL of 10s: retrying a
+// failed renewal within moments, and spreading renewals over the TTL's last quarter. On a
+// saturated Consul the retries fed the load that failed them: at 2,000 waiters, 64 renewals
+// and 25 sessions per run, against 6 and 1 with the plain tick.)
 func (q *queue) renew(ttl time.Duration) {
 	defer close(q.stopped)
-	// Consul ends a session only at twice its TTL without renewal: renewing every TTL still
-	// leaves a whole TTL for a renewal to get through.
-	t := time.NewTicker(ttl)
+	t := time.NewTimer(ttl)
 	defer t.Stop()
 	for {
 		select {
@@ -126,8 +133,13 @@ func (q *queue) renew(ttl time.Duration) {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(q.ctx, q.s.opts.RequestTimeout)
-			_, _, _ = q.s.opts.Sessions.Renew(q.session, (&api.WriteOptions{}).WithContext(ctx))
+			_, _, err := q.s.opts.Sessions.Renew(q.session, (&api.WriteOptions{}).WithContext(ctx))
 			cancel()
+			if err != nil {
+				t.Reset(ttl / 4)
+			} else {
+				t.Reset(ttl)
+			}
 		}
 	}
 }
@@ -158,22 +170,39 @@ func (q *queue) leave(ctx context.Context) {
 // leaveMoment is the least time leave gives the destruction of its session.
 const leaveMoment = 250 * time.Millisecond
 
-// maxWatch bounds one blocking query: a safety net for a change nobody announced, such as
-// max_concurrent raised by hand (tierlock's own writes hand slots over or nudge). Each wake is
-// a request and a read for every waiter: a minute costs a line of 2,000 hosts 67 requests a
-// second (five minutes would cost 13, but leave a limit raised by hand unnoticed that long).
-const maxWatch = time.Minute
+// The safety net: a waiter watches its own entry (a blocking query), and when a watch ends with
+// nothing new it looks at the tier on its own, for a change nobody announced, such as
+// max_concurrent raised by hand (tierlock's own writes hand slots over or nudge). Each look is
+// two requests (the watch's answer and a read), so what a line costs Consul at rest is the sum
+// over its waiters of one over their periods. The period is the length of the line the waiter
+// joined (its place, near enough) over netLooks seconds, from minNet (up to 240 ahead) to
+// maxNet (Consul's longest blocking query by default, max_query_time): a line of n > 240 looks
+// about 4 + 4·ln(n/240) times a second (2,000: 12; with a minute each, 33). A long line still
+// finds a raised limit within moments, since somebody in it looks every tenth of a second or
+// so: a waiter whose look finds a slot free with others ahead of it hands the slot to them
+// (acquisition.wait), not only the first in line.
+const (
+	minNet   = time.Minute
+	maxNet   = 10 * time.Minute
+	netLooks = 4
+)
+
+// safetyNet is the period of the safety net of a waiter that joined a line of n (see minNet),
+// least being minNet but in tests.
+func safetyNet(n int, least time.Duration) time.Duration {
+	return min(max(time.Duration(n)*time.Second/netLooks, least), maxNet)
+}
 
 // watch blocks until w, the waiter's own queue entry, changes, or until. It returns at until
 // too: Acquire then reads and decides, so that a slot handed over at the last moment is found,
 // not left held. A write that hands the waiter a slot deletes its entry (see grants), one that
 // leaves a slot free for it rewrites it (nudge), and disable deletes it.
-func (s *Semaphore) watch(ctx context.Context, w schema.Waiter, until time.Time) (wake, error) {
+func (s *Semaphore) watch(ctx context.Context, w schema.Waiter, net time.Duration, until time.Time) (wake, error) {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
 		return woken, nil
 	}
-	wait := min(left, maxWatch)
+	wait := min(left, net)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
 	defer cancel()
 	key := s.base + queueDir + w.Holder
@@ -195,5 +224,5 @@ type wake int
 const (
 	woken      wake = iota // something changed, or the wait is over: read and decide
 	entryGone              // the waiter's entry went: most likely it was handed a slot
-	nothingNew             // maxWatch passed with the entry as it was
+	nothingNew             // the safety net's period passed with the entry as it was
 )

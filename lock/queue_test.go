@@ -528,3 +528,82 @@ func TestLostHandOverDecidesAgainWithoutReading(t *testing.T) {
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
+
+// A limit raised by hand (consul kv put, which wakes nobody) is found by whichever waiter's
+// safety net looks first, and that waiter hands the slot to the first in line, whose own net
+// has not come round: in a long line each waiter looks seldom, but the line as a whole often.
+func TestNetLookHandsARaisedLimitToTheHead(t *testing.T) {
+	head := newSem(t, 1) // the first in line: its net is a minute, as by default
+	behind := newSem(t, 1)
+	lock.SetNetLeast(behind, 300*time.Millisecond)
+	if _, err := head.Acquire(testkit.Ctx(t), req("holder", "r0")); err != nil {
+		t.Fatal(err)
+	}
+	first := waiter(t, head, "w1", 30*time.Second)
+	waitQueue(t, head, 1)
+	second := waiter(t, behind, "w2", 30*time.Second)
+	waitQueue(t, head, 2)
+	start := time.Now()
+	put(t, "max_concurrent", "2")
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("the first in line took the raised slot %v after the hand edit", time.Since(start))
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first in line was not handed the slot raised by hand within 10s (its own net is a minute)")
+	}
+	select {
+	case err := <-second:
+		t.Fatalf("the second in line went too, with 2 of 2 slots held: %v", err)
+	case <-time.After(time.Second):
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// Disabling a tier wakes every waiter, however long the line: the entries that do not fit in
+// the disabling transaction are deleted right after it, not left to each waiter's safety net.
+func TestDisableWakesALineLongerThanATransaction(t *testing.T) {
+	s := newSem(t, 1)
+	if _, err := s.Acquire(testkit.Ctx(t), req("holder", "r0")); err != nil {
+		t.Fatal(err)
+	}
+	c := agent.Client(t)
+	const n = 300 // more than one transaction's 128 operations, twice over
+	base := queueEntries(t, n, "")
+	waitQueue(t, s, n)
+	if _, err := s.Disable(testkit.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	keys, _, err := c.KV().Keys(base, "", &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Errorf("%d of %d queue entries left after disable (first %s): their waiters sleep until their safety net", len(keys), n, keys[0])
+	}
+	testkit.CheckInvariant(t, c, testkit.Prefix(t))
+}
+
+// queueEntries writes n waiters' entries (w000 …) straight into the test tier's queue, bound to
+// one session, each carrying extra (JSON fields, each with a comma before it), as if n hosts
+// waited; it returns the queue's prefix.
+func queueEntries(t *testing.T, n int, extra string) string {
+	t.Helper()
+	c := agent.Client(t)
+	id, _, err := c.Session().Create(&api.SessionEntry{TTL: "60s", Behavior: api.SessionBehaviorDelete}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = c.Session().Destroy(id, nil) })
+	base := testkit.Prefix(t) + "/" + tier + "/queue/"
+	for i := range n {
+		h := fmt.Sprintf("w%03d", i)
+		v := fmt.Sprintf(`{"holder":%q,"run_id":"run-%s","since":"2026-12-06T09:00:00Z","converged_at":null,"protocol":2%s}`, h, h, extra)
+		if ok, _, err := c.KV().Acquire(&api.KVPair{Key: base + h, Value: []byte(v), Session: id}, nil); err != nil || !ok {
+			t.Fatalf("queue %s: %v %v", h, ok, err)
+		}
+	}
+	return base
+}

@@ -36,7 +36,7 @@ const (
 	// maxFailedShown is how many failed hosts the record names; Failures counts them all.
 	maxFailedShown = 8
 	// maxHaltWakes bounds the waiting movers a halt wakes in its own transaction (the others
-	// find it out within a watch, maxWatch).
+	// are woken right after it commits: see Semaphore.commit).
 	maxHaltWakes = 32
 	// moverProtocol is the protocol of a mover's queue entry and record: a protocol-2 host
 	// would hand it a slot without asking the rollout, so it must leave it alone (see Newer).

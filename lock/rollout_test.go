@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/lock/schema"
@@ -396,6 +398,30 @@ func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the waiting mover was not woken by the halt")
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// A halt wakes every mover of its revision waiting in line, however many: those its own
+// transaction has no room for are deleted right after it, not left to their safety nets.
+func TestRolloutHaltWakesEveryWaitingMover(t *testing.T) {
+	s := newSem(t, 10)
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	base := queueEntries(t, n, `,"revision":"B","mover":true`)
+	waitQueue(t, s, n)
+	if err := s.MarkFailed(testkit.Ctx(t), canary, 1); err != nil {
+		t.Fatal(err)
+	}
+	keys, _, err := agent.Client(t).KV().Keys(base, "", &api.QueryOptions{RequireConsistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 0 {
+		t.Errorf("%d of %d waiting movers not woken by the halt (first %s)", len(keys), n, keys[0])
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }

@@ -66,6 +66,8 @@ type Semaphore struct {
 
 	mu     sync.Mutex
 	parked map[string]*queue // by run id: places in line kept across a retried Acquire
+
+	netLeast time.Duration // the safety net's least period (minNet; shorter in tests)
 }
 
 // New returns the semaphore of opts.Tier. It checks names and does no I/O.
@@ -101,7 +103,7 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 	if err := ValidateQueueTTL(opts.QueueTTL); err != nil {
 		return nil, err
 	}
-	return &Semaphore{kv: kv, opts: opts, base: opts.Prefix + "/" + opts.Tier + "/"}, nil
+	return &Semaphore{kv: kv, opts: opts, base: opts.Prefix + "/" + opts.Tier + "/", netLeast: minNet}, nil
 }
 
 // ValidateQueueTTL checks a waiter's session TTL against the range Consul accepts,
@@ -477,13 +479,22 @@ func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snap
 }
 
 // enqueue puts req in the queue as a new arrival carrying its last convergence (as snap read
-// it), leaving its old place q (if any), and returns the tier as the join left it.
+// it), leaving its old place q (if any), and returns the tier as the join left it. The line
+// snap shows sets the safety net's period.
 func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time, snap *Snapshot) (*queue, *Snapshot, error) {
 	q.leave(ctx)
 	mover := snap.mover(req.Holder, req.Revision)
+	line := len(snap.Queue) // a snapshot read back by a join shows only the reader's entry
+	if snap.partialQueue {
+		line = 0
+	}
+	net := safetyNet(line, s.netLeast)
+	if q != nil {
+		net = max(net, q.net) // joining again (a lost session): the line is no shorter
+	}
 	return s.join(ctx, schema.Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
 		Hostname: req.Hostname, PID: req.PID, Command: req.Command, Version: req.Version,
-		Protocol: protocolOf(mover), Revision: req.Revision, Mover: mover, ConvergedAt: snap.convergedAt(req.Holder)})
+		Protocol: protocolOf(mover), Revision: req.Revision, Mover: mover, ConvergedAt: snap.convergedAt(req.Holder)}, net)
 }
 
 // backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so

@@ -29,6 +29,10 @@ type txn struct {
 	// halts: the write halts a revision, so a mover of it that joined the queue since it was
 	// read may be waiting to be told (see Semaphore.commit).
 	halts string
+	// wakes are deletes of queue entries that the write should have made but could not fit
+	// (disable's, for a line longer than a transaction): sent after it commits (see
+	// Semaphore.wakeRest).
+	wakes api.KVTxnOps
 	// lost are the keys of the operations Consul failed, when a check-and-set lost a race
 	// (see takenWaiters).
 	lost []string

@@ -249,3 +249,20 @@ func TestTakenWaiters(t *testing.T) {
 		}
 	}
 }
+
+// The safety net's period grows with the line a waiter joined, so that the line looks about
+// netLooks times a second, between a minute and Consul's longest blocking query.
+func TestSafetyNetGrowsWithTheLine(t *testing.T) {
+	for _, c := range []struct {
+		n    int
+		want time.Duration
+	}{{0, time.Minute}, {1, time.Minute}, {240, time.Minute}, {241, 60250 * time.Millisecond},
+		{2000, 500 * time.Second}, {2400, 10 * time.Minute}, {100000, 10 * time.Minute}} {
+		if got := safetyNet(c.n, minNet); got != c.want {
+			t.Errorf("safetyNet(%d) = %s, want %s", c.n, got, c.want)
+		}
+	}
+	if got := safetyNet(3, time.Second); got != time.Second {
+		t.Errorf("safetyNet(3, 1s) = %s, want the least given", got)
+	}
+}
