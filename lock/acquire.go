@@ -180,6 +180,7 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 			return nil, true, err
 		}
 		a.netLook = true
+		a.q.net = min(2*a.q.net, maxNet) // a waiter long in line looks less often (see minNet)
 	}
 	return nil, false, nil
 }

@@ -174,13 +174,17 @@ const leaveMoment = 250 * time.Millisecond
 // nothing new it looks at the tier on its own, for a change nobody announced, such as
 // max_concurrent raised by hand (tierlock's own writes hand slots over or nudge). Each look is
 // two requests (the watch's answer and a read), so what a line costs Consul at rest is the sum
-// over its waiters of one over their periods. The period is the length of the line the waiter
-// joined (its place, near enough) over netLooks seconds, from minNet (up to 240 ahead) to
-// maxNet (Consul's longest blocking query by default, max_query_time): a line of n > 240 looks
-// about 4 + 4·ln(n/240) times a second (2,000: 12; with a minute each, 33). A long line still
-// finds a raised limit within moments, since somebody in it looks every tenth of a second or
-// so: a waiter whose look finds a slot free with others ahead of it hands the slot to them
-// (acquisition.wait), not only the first in line.
+// over its waiters of one over their periods. A waiter's first period is the length of the line
+// it joined over netLooks seconds, at least minNet (up to 240 ahead); each look that finds
+// nothing new doubles it, up to maxNet (Consul's longest blocking query by default,
+// max_query_time). The line seen at joining alone is not enough: in a burst (a tier enabled
+// again, Consul back after an outage) every host reads the line before most have joined it.
+// So 2,000 waiters of a burst look at 1, 3, 7 and 15 minutes after joining: 10 looks a second
+// over their first 10 minutes, against 33 with a minute each (bench/README.md, "Idle waiters"). A long line still
+// finds a raised limit within moments, since somebody in it looks several times a second: a
+// waiter whose look finds a slot free with others ahead of it hands the slot to them
+// (acquisition.wait), not only the first in line. A short one finds it within minutes; set-max
+// and enable wake the line at once.
 const (
 	minNet   = time.Minute
 	maxNet   = 10 * time.Minute

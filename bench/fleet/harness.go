@@ -640,6 +640,9 @@ func (b *bench) longWait(ctx context.Context, tool string) (LongWait, error) {
 		switch h := h.(type) {
 		case *tierlockHost:
 			h.onLine = func() { inLine.Add(1) }
+			// Waiting out the whole window: a waiter whose --wait ends in it gives up, and
+			// its leaving (a look, its session's destruction) is no cost of waiting.
+			h.wait = max(h.wait, b.cfg.Deadline+b.cfg.Settle+b.cfg.LongWait+time.Minute)
 		case *peerHost:
 			h.seen.onLine = func() { inLine.Add(1) }
 			peers = append(peers, h)
