@@ -283,8 +283,8 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*S
 // asleep; when the read shows one that could go, admit hands the slot over. (A host that
 // joins after the write finds the slot free in its own read-back, and takes it.) A write that
 // halts a revision reads back too, for the same reason: a mover of it that joined meanwhile
-// would otherwise wait, held back, for its watch's safety net (a minute or more) before it learnt of
-// the halt; its entry is deleted, which wakes it.
+// would otherwise wait, held back, for its watch's safety net (a minute or more) before it
+// learnt of the halt; its entry is deleted, which wakes it.
 func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, error) {
 	if !t.free && t.halts == "" {
 		ok, err := s.apply(ctx, t)
