@@ -642,3 +642,142 @@ func TestSafetyNetBacksOff(t *testing.T) {
 		t.Errorf("%d watches in 1.6 s with a safety net of 100 ms that doubles, want 4 or so", n)
 	}
 }
+
+// lineReads counts the reads of the whole line: transactions with a get-tree of queue/.
+type lineReads struct {
+	lock.KV
+	n atomic.Int32
+}
+
+func (k *lineReads) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
+	for _, op := range ops {
+		if op.Verb == api.KVGetTree && strings.HasSuffix(op.Key, "/queue/") {
+			k.n.Add(1)
+			break
+		}
+	}
+	return k.KV.Txn(ops, q)
+}
+
+// A host that finds the tier full joins the line without reading it (in a burst of M hosts,
+// each would read a line of up to M); once the line is empty, the next look that reads it
+// removes the key that says hosts may be waiting, and a host alone reads no line at all.
+func TestFirstLookIntoAFullTierSkipsTheLine(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []<-chan error
+	for i := range 5 {
+		got = append(got, waiter(t, s, fmt.Sprintf("w%d", i), 30*time.Second))
+		waitQueue(t, s, i+1)
+	}
+	counted := &lineReads{KV: agent.Client(t).KV()}
+	late, err := lock.New(counted, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: agent.Client(t).Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, waiter(t, late, "late", 30*time.Second))
+	waitQueue(t, s, 6)
+	if n := counted.n.Load(); n != 0 {
+		t.Errorf("the host that found the tier full read the line %d times before it joined", n)
+	}
+	if _, err := s.SetMax(testkit.Ctx(t), 10); err != nil {
+		t.Fatal(err)
+	}
+	for i, c := range got {
+		select {
+		case err := <-c:
+			if err != nil {
+				t.Errorf("waiter %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("waiter %d not admitted", i)
+		}
+	}
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"w0", "w1", "w2", "w3", "w4", "late"} { // waiter does not release
+		if _, err := s.ForceRelease(testkit.Ctx(t), h, "run-"+h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := values(t)["waiting"]; !ok {
+		t.Fatal("no waiting key after a line: the test no longer shows it tidied")
+	}
+	alone := &lineReads{KV: agent.Client(t).KV()}
+	sa, err := lock.New(alone, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: agent.Client(t).Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		slot, err := sa.Acquire(testkit.Ctx(t), req("solo", fmt.Sprintf("s%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sa.Release(testkit.Ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := values(t)["waiting"]; ok {
+		t.Error("the waiting key outlived the line")
+	}
+	if n := alone.n.Load(); n != 1+2*2 {
+		// The first run reads the line once (the key was still there) and removes the key;
+		// each take and each release that leaves a slot free read the tier back, the line
+		// with it (empty: for a release without a read, and for a waiter that came meanwhile).
+		t.Errorf("%d reads of the line by two runs alone after the line emptied, want 5", n)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// noWaitingRight answers a transaction that writes the waiting key as Consul answers a token
+// whose policy does not let it (one written before the key was).
+type noWaitingRight struct {
+	lock.KV
+	refused atomic.Int32
+}
+
+func (k *noWaitingRight) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
+	for i, op := range ops {
+		if strings.HasSuffix(op.Key, "/waiting") && op.Verb != api.KVGet && op.Verb != api.KVGetTree {
+			k.refused.Add(1)
+			return false, &api.KVTxnResponse{Errors: api.TxnErrors{{OpIndex: i, What: "Permission denied"}}}, &api.QueryMeta{}, nil
+		}
+	}
+	return k.KV.Txn(ops, q)
+}
+
+// A host whose ACL policy predates the waiting key still waits in line and gets its slot: it
+// joins without the key, once refused.
+func TestJoinWithoutTheRightToTheWaitingKey(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	denied := &noWaitingRight{KV: agent.Client(t).KV()}
+	w, err := lock.New(denied, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: agent.Client(t).Session()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waiter(t, w, "w1", 30*time.Second)
+	waitQueue(t, s, 1)
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter without the right to the waiting key was not handed the slot")
+	}
+	if denied.refused.Load() != 1 {
+		t.Errorf("the waiting key was refused %d times, want once (then the host joins without it)", denied.refused.Load())
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
