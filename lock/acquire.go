@@ -24,9 +24,6 @@ type acquisition struct {
 	races int
 	// netLook: the snapshot being decided on comes of a look of the safety net (see wait).
 	netLook bool
-	// whole: the next look reads the whole tier (the last showed a slot free and only this
-	// run's own entry of a line that may be longer).
-	whole bool
 }
 
 // step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
@@ -51,27 +48,12 @@ func (a *acquisition) step(ctx context.Context) (slot *Slot, done bool, err erro
 // look is the snapshot to decide on and the decision, or a nil snapshot when a slot is free
 // but the snapshot in hand shows only the reader's own queue entry: who goes first needs the
 // whole queue, which the next look reads.
-//
-// A look of its own reads the line only when it must. It reads the slots, the rollout and its
-// own entry, and keyWaiting: absent, nobody waits (of this version), so the line is known to be
-// empty; present, the line is read only if a slot is free. A host that finds a tier full joins
-// the line without reading it, which in a burst of M hosts saves each a look at a line of up
-// to M.
 func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rollout, error) {
 	snap := a.next
 	a.next = nil
 	if snap == nil {
 		var err error
-		if a.whole {
-			a.whole = false
-			snap, err = a.s.read(ctx, a.req.Holder)
-			if err == nil {
-				a.s.tidyWaiting(ctx, snap)
-			}
-		} else {
-			snap, err = a.s.readOwn(ctx, a.req.Holder)
-		}
-		if err != nil {
+		if snap, err = a.s.read(ctx, a.req.Holder); err != nil {
 			return nil, 0, schema.Rollout{}, err
 		}
 	}
@@ -83,7 +65,6 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 		return nil, 0, schema.Rollout{}, err
 	}
 	if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
-		a.whole = true
 		return nil, 0, schema.Rollout{}, nil
 	}
 	return snap, decision, ro, nil
@@ -212,7 +193,6 @@ func (a *acquisition) giveUp(ctx context.Context, snap *Snapshot, decision Decis
 	if a.q != nil {
 		a.q.leave(ctx)
 		a.q = nil
-		a.whole = true // and tidies keyWaiting if this was the last in line
 		return nil, false, nil
 	}
 	if w, queued := snap.queued(req.Holder); queued && a.races < maxRaces {
@@ -225,11 +205,6 @@ func (a *acquisition) giveUp(ctx context.Context, snap *Snapshot, decision Decis
 		}}); err != nil {
 			return nil, true, err
 		}
-		return nil, false, nil
-	}
-	if snap.ownEntry {
-		// The answer says how many wait: look at the line once.
-		a.whole = true
 		return nil, false, nil
 	}
 	if decision == HeldBack {

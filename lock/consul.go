@@ -49,8 +49,7 @@ func (s *Semaphore) tierRead(q *api.QueryOptions, want func(string) bool) tierRe
 func (s *Semaphore) readOwn(ctx context.Context, holder string) (*Snapshot, error) {
 	snap, err := s.readTree(ctx, holder, s.ownQueueOps(holder))
 	if snap != nil && !snap.bounded {
-		_, waiting := snap.modify[keyWaiting]
-		snap.partialQueue, snap.ownEntry = waiting, true
+		snap.partialQueue = true
 	}
 	return snap, err
 }
@@ -318,17 +317,6 @@ func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, er
 		}
 	}
 	return true, nil
-}
-
-// tidyWaiting deletes keyWaiting when snap, a read of the whole tier, shows nobody in line:
-// check-and-set on the index it read, so that a join since (which sets it again) keeps it.
-// Best effort: a key left there costs a look at the line when a slot is free, no more.
-func (s *Semaphore) tidyWaiting(ctx context.Context, snap *Snapshot) {
-	idx, ok := snap.modify[keyWaiting]
-	if !ok || len(snap.Queue) > 0 || snap.partialQueue || snap.bounded {
-		return
-	}
-	_, _ = s.apply(ctx, &txn{writes: api.KVTxnOps{{Verb: api.KVDeleteCAS, Key: s.base + keyWaiting, Index: idx}}})
 }
 
 // wakeRest deletes the queue entries of ops after a write that could not fit them, maxTxnOps

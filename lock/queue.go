@@ -3,7 +3,6 @@ package lock
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -103,23 +102,10 @@ func (s *Semaphore) join(ctx context.Context, w schema.Waiter, net time.Duration
 	// An entry of an earlier run of this holder (killed while it waited; its session not yet
 	// expired) is deleted first: a holder runs once at a time, so it is stale.
 	key := s.base + queueDir + w.Holder
-	writes := api.KVTxnOps{
+	snap, err := s.applyAndRead(ctx, &txn{writes: api.KVTxnOps{
 		{Verb: api.KVDelete, Key: key},
 		{Verb: api.KVLock, Key: key, Value: value, Session: id},
-	}
-	marked := !s.noWaiting.Load()
-	if marked {
-		writes = append(writes, &api.KVTxnOp{Verb: api.KVSet, Key: s.base + keyWaiting, Value: []byte("1")})
-	}
-	snap, err := s.applyAndRead(ctx, &txn{writes: writes}, w.Holder)
-	if marked && errors.Is(err, ErrRejected) {
-		// A token whose ACL policy predates keyWaiting may not write it: join without it
-		// (this host's entry is then unseen by newcomers' first looks, which only matters
-		// while a slot is free with hosts in line) rather than not at all.
-		if snap, err = s.applyAndRead(ctx, &txn{writes: writes[:2]}, w.Holder); err == nil {
-			s.noWaiting.Store(true)
-		}
-	}
+	}}, w.Holder)
 	if err == nil && snap == nil {
 		err = fmt.Errorf("lock: %s is held by another session", key)
 	}

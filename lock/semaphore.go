@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -68,8 +67,7 @@ type Semaphore struct {
 	mu     sync.Mutex
 	parked map[string]*queue // by run id: places in line kept across a retried Acquire
 
-	netLeast  time.Duration // the safety net's least period (minNet; shorter in tests)
-	noWaiting atomic.Bool   // the token may not write keyWaiting (see join)
+	netLeast time.Duration // the safety net's least period (minNet; shorter in tests)
 }
 
 // New returns the semaphore of opts.Tier. It checks names and does no I/O.

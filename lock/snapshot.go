@@ -60,11 +60,8 @@ type Snapshot struct {
 	// Acquire, which looked).
 	afterDone bool
 	// partialQueue: Queue holds only the reader's own entry (see applyAndRead); a decision
-	// on free slots needs the whole of it. A read of the reader's own entry that finds no
-	// keyWaiting is not partial: nobody else waits (of this version).
+	// on free slots needs the whole of it.
 	partialQueue bool
-	// ownEntry: of the queue, only the reader's own entry was read (partialQueue or not).
-	ownEntry bool
 	// bounded: read the bounded way (listing, then batches), the one-request read's answer
 	// having been too large.
 	bounded    bool
@@ -130,12 +127,6 @@ const (
 	keySaved   = "max_saved"
 	runningDir = "running/"
 	queueDir   = "queue/"
-	// keyWaiting is set by every join, in the join's transaction, and deleted (check-and-set)
-	// only by a reader that saw the queue empty at the index it was set: while a waiter of
-	// this version is in line, it is there. Absent, a host's first look need not read the
-	// line, which in a burst of M hosts is most of the O(M²) bytes they read (see
-	// acquisition.look). Its value means nothing.
-	keyWaiting = "waiting"
 	// convergedDir holds each host's last successful run.
 	convergedDir = "converged/"
 )
@@ -172,8 +163,6 @@ func (s *Snapshot) add(rel string, p *api.KVPair) {
 		s.addRollout(rel, p)
 	case rel == keyPolicy:
 		s.addPolicy(rel, p)
-	case rel == keyWaiting:
-		s.modify[rel] = p.ModifyIndex
 	case strings.HasPrefix(rel, auditDir):
 		s.addNote(rel, p)
 	case strings.HasPrefix(rel, queueDir):

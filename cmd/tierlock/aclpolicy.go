@@ -229,15 +229,14 @@ func aclPolicy(req policyRequest) (string, error) {
 // prefix, and an exact key rule before any prefix.
 func (w *policyWriter) slotRules(base string) {
 	w.comment("Tier "+strings.TrimSuffix(base, "/")+": max_concurrent, max_saved and rollout_policy read only;",
-		"running/, queue/, converged/, current, waiting and rollout read and written (a mover's",
-		"take, release and failure move the rollout record in their own transaction; with this",
-		"right a compromised host could also un-halt a revision).")
+		"running/, queue/, converged/, current and rollout read and written (a mover's take,",
+		"release and failure move the rollout record in their own transaction; with this right a",
+		"compromised host could also un-halt a revision).")
 	w.rule("key_prefix", base, "read")
 	for _, dir := range []string{"running/", "queue/", "converged/"} {
 		w.rule("key_prefix", base+dir, "write")
 	}
 	w.rule("key", base+"current", "write")
-	w.rule("key", base+"waiting", "write")
 	w.rule("key", base+"rollout", "write")
 }
 
