@@ -22,7 +22,7 @@ type acquisition struct {
 	q     *queue
 	next  *Snapshot
 	races int
-	// netLook: the snapshot being decided on comes of a look of the safety net (see wait).
+	// netLook: the next snapshot decided on comes of a look of the safety net (see wait).
 	netLook bool
 }
 
@@ -33,6 +33,8 @@ func (a *acquisition) step(ctx context.Context) (slot *Slot, done bool, err erro
 	if err != nil || snap == nil {
 		return nil, err != nil, err
 	}
+	netLook := a.netLook // of the snapshot decided on now, and of no later one
+	a.netLook = false
 	now := a.s.opts.Now().UTC()
 	switch decision {
 	case Disabled:
@@ -40,7 +42,7 @@ func (a *acquisition) step(ctx context.Context) (slot *Slot, done bool, err erro
 	case Halted:
 		return nil, true, haltErr(a.s.opts.Tier, ro, a.req.Revision)
 	case Wait, HeldBack:
-		return a.wait(ctx, snap, decision, ro, now)
+		return a.wait(ctx, snap, decision, ro, now, netLook)
 	}
 	return a.take(ctx, snap, decision, ro, now)
 }
@@ -74,7 +76,6 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 // held (Reenter). A lost race for a free slot joins the queue at once, when the run may wait.
 func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decision, ro schema.Rollout, now time.Time) (*Slot, bool, error) {
 	s, req := a.s, a.req
-	a.netLook = false
 	rec := req.Record
 	rec.State, rec.StartedAt, rec.UpdatedAt, rec.ExitCode, rec.Batch, rec.Unhealthy = schema.StateRunning, now, now, nil, nil, false
 	rec.Protocol = protocolOf(false)
@@ -127,7 +128,8 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 
 // wait is a full tier (Wait) or a mover the rollout holds back (HeldBack): join the queue,
 // or watch the run's own entry until a write hands it a slot, wakes it, or the wait ends.
-func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decision, ro schema.Rollout, now time.Time) (*Slot, bool, error) {
+// netLook: snap comes of a look of the safety net.
+func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decision, ro schema.Rollout, now time.Time, netLook bool) (*Slot, bool, error) {
 	s, req := a.s, a.req
 	if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
 		return a.giveUp(ctx, snap, decision, ro)
@@ -142,16 +144,13 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 		}
 		return nil, false, nil
 	}
-	if netLook := a.netLook; netLook {
-		a.netLook = false
-		if !snap.partialQueue && canAdmit(snap) {
-			// The safety net found a slot free that no write handed over (a limit raised by
-			// hand, say), and waiters ahead that could take it: hand it to them, as a release
-			// would, rather than leave it until the first in line's own net. Best effort: a
-			// write that fails leaves it to the next look, here or elsewhere in the line.
-			_ = s.admit(ctx, req.Holder)
-			return nil, false, nil // look again: the slot may be this waiter's
-		}
+	if netLook && !snap.partialQueue && canAdmit(snap) {
+		// The safety net found a slot free that no write handed over (a limit raised by hand,
+		// say), and waiters ahead that could take it: hand it to them, as a release would,
+		// rather than leave it until the first in line's own net. Best effort: a write that
+		// fails leaves it to the next look, here or elsewhere in the line.
+		_ = s.admit(ctx, req.Holder)
+		return nil, false, nil // look again: the slot may be this waiter's
 	}
 	if req.Waiting != nil {
 		req.Waiting(snap)

@@ -68,14 +68,15 @@ type queue struct {
 	stopped chan struct{}
 	cancel  context.CancelFunc // ends a renewal in flight when the queue is left
 	ctx     context.Context    // of the renewals
-	// net is how long a watch of the entry lasts before the waiter looks on its own (see
-	// safetyNet), set from the length of the line it joined.
+	// net is how long a watch of the entry lasts before the waiter looks on its own: set from
+	// the length of the line it joined (safetyNet), doubled at each look (acquisition.wait).
 	net time.Duration
 }
 
-// join creates the session and writes the entry; net is its safety net's period. The entry carries this run's id so that a
-// retried Acquire of the same run recognises it. The same transaction reads the tier back, so
-// the waiter knows its place (and what to watch) without another request.
+// join creates the session and writes the entry; net is its safety net's period. The entry
+// carries this run's id so that a retried Acquire of the same run recognises it. The same
+// transaction reads the tier back, so the waiter knows its place (and what to watch) without
+// another request.
 func (s *Semaphore) join(ctx context.Context, w schema.Waiter, net time.Duration) (*queue, *Snapshot, error) {
 	if s.opts.Sessions == nil {
 		return nil, nil, fmt.Errorf("lock: waiting for a slot needs Options.Sessions")
@@ -90,8 +91,7 @@ func (s *Semaphore) join(ctx context.Context, w schema.Waiter, net time.Duration
 	if err != nil {
 		return nil, nil, fmt.Errorf("lock: queue session for %s: %w", w.Holder, err)
 	}
-	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{}),
-		net: net}
+	q := &queue{s: s, holder: w.Holder, session: id, stop: make(chan struct{}), stopped: make(chan struct{}), net: net}
 	q.ctx, q.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	go q.renew(ttl)
 	value, err := json.Marshal(w)
@@ -180,11 +180,11 @@ const leaveMoment = 250 * time.Millisecond
 // max_query_time). The line seen at joining alone is not enough: in a burst (a tier enabled
 // again, Consul back after an outage) every host reads the line before most have joined it.
 // So 2,000 waiters of a burst look at 1, 3, 7 and 15 minutes after joining: 10 looks a second
-// over their first 10 minutes, against 33 with a minute each (bench/README.md, "Idle waiters"). A long line still
-// finds a raised limit within moments, since somebody in it looks several times a second: a
-// waiter whose look finds a slot free with others ahead of it hands the slot to them
-// (acquisition.wait), not only the first in line. A short one finds it within minutes; set-max
-// and enable wake the line at once.
+// over their first 10 minutes, against 33 with a minute each (bench/README.md, "Idle
+// waiters"). A long line still finds a raised limit within moments, since somebody in it looks
+// several times a second: a waiter whose look finds a slot free with others ahead of it hands
+// the slot to them (acquisition.wait), not only the first in line. A short one finds it within
+// minutes; set-max and enable wake the line at once.
 const (
 	minNet   = time.Minute
 	maxNet   = 10 * time.Minute
