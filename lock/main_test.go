@@ -29,7 +29,13 @@ const tier = "prod/web"
 // newSem returns a semaphore for tier under the test's prefix, with the given default max.
 func newSem(t *testing.T, defaultMax int) *lock.Semaphore {
 	t.Helper()
-	s, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: defaultMax, Sessions: agent.Client(t).Session()})
+	return newSemOn(t, agent.Client(t).KV(), defaultMax)
+}
+
+// newSemOn is newSem over kv (a wrapper of the agent's, which counts or fails requests).
+func newSemOn(t *testing.T, kv lock.KV, defaultMax int) *lock.Semaphore {
+	t.Helper()
+	s, err := lock.New(kv, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: defaultMax, Sessions: agent.Client(t).Session()})
 	if err != nil {
 		t.Fatal(err)
 	}

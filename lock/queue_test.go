@@ -496,10 +496,7 @@ func TestLostHandOverDecidesAgainWithoutReading(t *testing.T) {
 	w2 := waiter(t, s, "w2", 20*time.Second)
 	waitQueue(t, s, 2)
 	counted := &readCounter{KV: agent.Client(t).KV()}
-	sa, err := lock.New(counted, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 2, Sessions: agent.Client(t).Session()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sa := newSemOn(t, counted, 2)
 	// b releases between a's read and a's write: it hands its slot to w1, the head.
 	counted.before = func() {
 		if err := s.Release(c, &lock.Slot{Record: b.Record}); err != nil {
@@ -569,21 +566,26 @@ func TestDisableWakesALineLongerThanATransaction(t *testing.T) {
 	if _, err := s.Acquire(testkit.Ctx(t), req("holder", "r0")); err != nil {
 		t.Fatal(err)
 	}
-	c := agent.Client(t)
 	const n = 300 // more than one transaction's 128 operations, twice over
 	base := queueEntries(t, n, "")
 	waitQueue(t, s, n)
 	if _, err := s.Disable(testkit.Ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	keys, _, err := c.KV().Keys(base, "", &api.QueryOptions{RequireConsistent: true})
+	if keys := keysUnder(t, base); len(keys) != 0 {
+		t.Errorf("%d of %d queue entries left after disable (first %s): their waiters sleep until their safety net", len(keys), n, keys[0])
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// keysUnder lists, consistently, the keys under prefix.
+func keysUnder(t *testing.T, prefix string) []string {
+	t.Helper()
+	keys, _, err := agent.Client(t).KV().Keys(prefix, "", &api.QueryOptions{RequireConsistent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(keys) != 0 {
-		t.Errorf("%d of %d queue entries left after disable (first %s): their waiters sleep until their safety net", len(keys), n, keys[0])
-	}
-	testkit.CheckInvariant(t, c, testkit.Prefix(t))
+	return keys
 }
 
 // queueEntries writes n waiters' entries (w000 …) straight into the test tier's queue, bound to
@@ -630,10 +632,7 @@ func TestSafetyNetBacksOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	counted := &watchCounter{KV: agent.Client(t).KV()}
-	w, err := lock.New(counted, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: agent.Client(t).Session()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newSemOn(t, counted, 1)
 	lock.SetNetLeast(w, 100*time.Millisecond)
 	if err := <-waiter(t, w, "w1", 1600*time.Millisecond); !errors.Is(err, lock.ErrNoSlot) {
 		t.Fatalf("waiter: %v, want ErrNoSlot", err)

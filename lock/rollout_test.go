@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/consul/api"
-
 	"github.com/tierlock/tierlock/internal/testkit"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/lock/schema"
@@ -180,10 +178,7 @@ func TestRolloutCanaryBatchesHalt(t *testing.T) {
 // host already on the revision is not queued behind the others.
 func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
 	s := newSem(t, 10)
-	canary, err := mover(t, s, "web-1", "r1", "B", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	canary := canaryOf(t, s)
 	type got struct {
 		slot *lock.Slot
 		err  error
@@ -237,8 +232,16 @@ func TestRolloutWaitersAreHandedTheNextStep(t *testing.T) {
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
-// TestRolloutPolicyBakeAndPromote: a stored schedule and bake; promote opens the next step
-// at once, promote --full ends the schedule.
+// canaryOf is web-1's slot as the canary of revision B in s's tier.
+func canaryOf(t *testing.T, s *lock.Semaphore) *lock.Slot {
+	t.Helper()
+	canary, err := mover(t, s, "web-1", "r1", "B", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return canary
+}
+
 // canaryDone returns a semaphore of a tier under policy p where web-1, the canary of B, has
 // just succeeded: B's next step bakes for p.Bake.
 func canaryDone(t *testing.T, p schema.Policy) *lock.Semaphore {
@@ -247,16 +250,14 @@ func canaryDone(t *testing.T, p schema.Policy) *lock.Semaphore {
 	if _, err := s.SetPolicy(testkit.Ctx(t), p); err != nil {
 		t.Fatal(err)
 	}
-	canary, err := mover(t, s, "web-1", "r1", "B", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Release(testkit.Ctx(t), canary); err != nil {
+	if err := s.Release(testkit.Ctx(t), canaryOf(t, s)); err != nil {
 		t.Fatal(err)
 	}
 	return s
 }
 
+// TestRolloutPolicyBakeAndPromote: a stored schedule and bake; promote opens the next step
+// at once, promote --full ends the schedule.
 func TestRolloutPolicyBakeAndPromote(t *testing.T) {
 	s := canaryDone(t, schema.Policy{Schedule: []int{1, 3, 0}, Bake: time.Hour, Failures: 2})
 	if _, err := mover(t, s, "web-2", "r2", "B", 0); !errors.Is(err, lock.ErrHeldBack) || !strings.Contains(err.Error(), "bakes until") {
@@ -378,10 +379,7 @@ func TestRolloutAfterAnotherTier(t *testing.T) {
 // the canary fails, not at the end of their wait.
 func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
 	s := newSem(t, 10)
-	canary, err := mover(t, s, "web-1", "r1", "B", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	canary := canaryOf(t, s)
 	done := make(chan error, 1)
 	go func() {
 		_, err := mover(t, s, "web-2", "r2", "B", time.Minute)
@@ -406,21 +404,14 @@ func TestRolloutHaltWakesWaitingMovers(t *testing.T) {
 // transaction has no room for are deleted right after it, not left to their safety nets.
 func TestRolloutHaltWakesEveryWaitingMover(t *testing.T) {
 	s := newSem(t, 10)
-	canary, err := mover(t, s, "web-1", "r1", "B", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	canary := canaryOf(t, s)
 	const n = 150
 	base := queueEntries(t, n, `,"revision":"B","mover":true`)
 	waitQueue(t, s, n)
 	if err := s.MarkFailed(testkit.Ctx(t), canary, 1); err != nil {
 		t.Fatal(err)
 	}
-	keys, _, err := agent.Client(t).KV().Keys(base, "", &api.QueryOptions{RequireConsistent: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 0 {
+	if keys := keysUnder(t, base); len(keys) != 0 {
 		t.Errorf("%d of %d waiting movers not woken by the halt (first %s)", len(keys), n, keys[0])
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
@@ -432,15 +423,9 @@ func TestRolloutHaltWakesEveryWaitingMover(t *testing.T) {
 // safety net (a minute). The demo met this: a host waited 63 s for a halt it joined beside.
 func TestRolloutHaltWakesAMoverThatJoinedMeanwhile(t *testing.T) {
 	s := newSem(t, 10)
-	canary, err := mover(t, s, "web-1", "r1", "B", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	canary := canaryOf(t, s)
 	counted := &readCounter{KV: agent.Client(t).KV()}
-	sc, err := lock.New(counted, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 10, Sessions: agent.Client(t).Session()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	sc := newSemOn(t, counted, 10)
 	done := make(chan error, 1)
 	counted.before = func() {
 		go func() {
