@@ -161,14 +161,16 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 			until = end // nobody writes when a bake ends: look again then, not at the safety net
 		}
 	}
-	woke, err := s.watch(ctx, w, a.q.net, until)
+	woke, rec, err := s.watch(ctx, w, a.q.net, until)
 	if err != nil {
 		return nil, true, err
 	}
 	switch woke {
+	case handed:
+		return slotOf(*rec, req), true, nil
 	case entryGone:
-		// Most likely a write handed this waiter a slot: look at that key alone, not
-		// at the whole tier, whose queue grows with the fleet.
+		// Most likely a host that predates grant_in_entry handed this waiter a slot: look at
+		// that key alone, not at the whole tier, whose queue grows with the fleet.
 		if slot, err := s.handedOver(ctx, req); err != nil || slot != nil {
 			return slot, true, err
 		}

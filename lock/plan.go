@@ -70,6 +70,10 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		}
 		t.writes = append(t.writes, s.del(snap, own))
 	}
+	if idx, ok := snap.granted[ch.holder]; ok && own != "" {
+		// The news of this holder's slot, still there: its session's end was lost.
+		t.writes = append(t.writes, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + ch.holder, Index: idx})
+	}
 	ro := ch.rollout
 	if !ch.noGrants {
 		ops, n, after, err := s.handOver(snap, ch, count, exists)
@@ -149,9 +153,10 @@ func (s *Semaphore) nudge(snap *Snapshot, skip string, count int, granted map[st
 }
 
 // grants hands the slots that count (the holders a write leaves) keeps free to the waiters
-// at the head of the queue, in rank order, in the same transaction: their entries deleted
-// (check-and-set: a waiter that left, or whose session ended, fails the write, which is then
-// decided again) and their records written as theirs, from what their entries carry. So a
+// at the head of the queue, in rank order, in the same transaction: their records written as
+// theirs, from what their entries carry, and their entries rewritten to carry the records or
+// deleted (grantNews; check-and-set: a waiter that left, or whose session ended, fails the
+// write, which is then decided again). So a
 // release wakes no one to race for the slot: the head finds it already holds it, and current
 // is not fought over by takes and releases. skip is the holder the write is for.
 //
@@ -201,14 +206,35 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 			return nil, nil, nil, fmt.Errorf("lock: encode record: %w", err)
 		}
 		entry := s.base + queueDir + w.Holder
+		news, err := grantNews(entry, w, rec)
+		if err != nil {
+			return nil, nil, nil, err
+		}
 		ops = append(ops,
 			&api.KVTxnOp{Verb: api.KVCheckIndex, Key: entry, Index: w.ModifyIndex},
-			&api.KVTxnOp{Verb: api.KVDeleteCAS, Key: entry, Index: w.ModifyIndex},
+			news,
 			&api.KVTxnOp{Verb: api.KVCAS, Key: s.base + runningDir + w.Holder, Value: value, Index: 0})
 		to[w.Holder] = true
 		count++
 	}
 	return ops, to, ro, nil
+}
+
+// grantNews is how a grant tells w it holds rec: its entry (at key entry) rewritten to carry rec, when
+// the waiter reads that (GrantInEntry: its watch answers with the slot, and it needs no look
+// to learn it), else deleted (it then reads its running/ key). Both are check-and-set on the
+// entry as read, and the rewrite keeps the entry's session, which removes it when the waiter
+// leaves the line.
+func grantNews(entry string, w schema.Waiter, rec schema.Record) (*api.KVTxnOp, error) {
+	if !w.GrantInEntry {
+		return &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: entry, Index: w.ModifyIndex}, nil
+	}
+	w.Granted = &rec
+	value, err := json.Marshal(w)
+	if err != nil {
+		return nil, fmt.Errorf("lock: encode queue entry: %w", err)
+	}
+	return &api.KVTxnOp{Verb: api.KVCAS, Key: entry, Value: value, Index: w.ModifyIndex}, nil
 }
 
 // evictTxn is the transaction that removes what match selects in snap, as many keys of it

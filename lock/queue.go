@@ -15,10 +15,10 @@ import (
 // session with a TTL (behaviour delete) that it renews while it waits, so a waiter that dies
 // disappears. Arrival order is the entries' CreateIndex; waiters rank by the convergence their
 // entry carries, then arrival (Options.QueueOrder). A write that frees a slot hands it to the
-// first in line in the same transaction (grants: its entry deleted, its running/ record
-// written), so each waiter watches only its own entry, with a blocking query on that one key:
-// a release wakes exactly the waiter it admits. set-max and enable hand slots over under the
-// new limit; disable deletes the entries, so their waiters wake and leave; a write that leaves
+// first in line in the same transaction (grants: its running/ record written, its entry
+// rewritten to carry it), so each waiter watches only its own entry, with a blocking query on
+// that one key: a release wakes exactly the waiter it admits, and tells it so. set-max and
+// enable hand slots over under the new limit; disable deletes the entries, so their waiters wake and leave; a write that leaves
 // slots free with waiters it could not serve rewrites the next waiter's entry (nudge).
 
 // Sessions is the part of Consul's *api.Session the queue uses.
@@ -199,12 +199,14 @@ func safetyNet(n int, least time.Duration) time.Duration {
 
 // watch blocks until w, the waiter's own queue entry, changes, or until. It returns at until
 // too: Acquire then reads and decides, so that a slot handed over at the last moment is found,
-// not left held. A write that hands the waiter a slot deletes its entry (see grants), one that
-// leaves a slot free for it rewrites it (nudge), and disable deletes it.
-func (s *Semaphore) watch(ctx context.Context, w schema.Waiter, net time.Duration, until time.Time) (wake, error) {
+// not left held. A write that hands the waiter a slot rewrites its entry with the record it
+// wrote (or, from a host that predates that, deletes it: see grantNews), one that leaves a slot
+// free for it rewrites it unchanged (nudge), and disable deletes it. The record is returned
+// with handed.
+func (s *Semaphore) watch(ctx context.Context, w schema.Waiter, net time.Duration, until time.Time) (wake, *schema.Record, error) {
 	left := until.Sub(s.opts.Now())
 	if left <= 0 {
-		return woken, nil
+		return woken, nil, nil
 	}
 	wait := min(left, net)
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout+wait+wait/16)
@@ -213,13 +215,16 @@ func (s *Semaphore) watch(ctx context.Context, w schema.Waiter, net time.Duratio
 	p, _, err := s.kv.Get(key, (&api.QueryOptions{WaitIndex: w.ModifyIndex, WaitTime: wait}).WithContext(ctx))
 	switch {
 	case err != nil:
-		return woken, fmt.Errorf("lock: watch %s: %w", key, err)
+		return woken, nil, fmt.Errorf("lock: watch %s: %w", key, err)
 	case p == nil:
-		return entryGone, nil
+		return entryGone, nil, nil
 	case p.ModifyIndex == w.ModifyIndex:
-		return nothingNew, nil
+		return nothingNew, nil, nil
 	}
-	return woken, nil
+	if now, err := parseWaiter(w.Holder, p); err == nil && now.Granted != nil && now.Granted.RunID == w.RunID && now.Granted.Holder == w.Holder {
+		return handed, now.Granted, nil
+	}
+	return woken, nil, nil
 }
 
 // wake is why a watch ended.
@@ -229,4 +234,5 @@ const (
 	woken      wake = iota // something changed, or the wait is over: read and decide
 	entryGone              // the waiter's entry went: most likely it was handed a slot
 	nothingNew             // the safety net's period passed with the entry as it was
+	handed                 // the entry carries the slot a write handed the waiter (GrantInEntry)
 )

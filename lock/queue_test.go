@@ -235,8 +235,9 @@ func TestNewcomerDoesNotOvertakeQueue(t *testing.T) {
 }
 
 // A release with waiters hands the slot to the head of the queue in the same transaction:
-// the head's entry goes, its record (from what its entry carried) is written, current stays,
-// and the head's Acquire finds the slot held for it: a fresh slot, not a re-entry.
+// the head's entry is rewritten with the slot (the news its watch answers with), its record
+// (from what its entry carried) is written, current stays, and the head's Acquire finds the
+// slot held for it: a fresh slot, not a re-entry; its entry goes with its session.
 func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	s := newSem(t, 1)
 	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
@@ -265,8 +266,8 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	if rec == "" || conv == "" || rec[strings.LastIndex(rec, "@"):] != conv[strings.LastIndex(conv, "@"):] {
 		t.Fatalf("after the release: %v, want running/w0 written by the release itself", after)
 	}
-	if _, queued := after["queue/w0"]; queued || !strings.HasPrefix(after["current"], "1@") {
-		t.Errorf("after the release: %v, want w0's entry gone and current 1", after)
+	if e := after["queue/w0"]; !strings.Contains(e, `"granted":{"holder":"w0"`) || e[strings.LastIndex(e, "@"):] != conv[strings.LastIndex(conv, "@"):] || !strings.HasPrefix(after["current"], "1@") {
+		t.Errorf("after the release: %v, want w0's entry carrying its slot and current 1", after)
 	}
 	for _, want := range []string{`"run_id":"run-w0"`, `"hostname":"w0.test"`, `"command":"true"`, `"attempts":1`, `"state":"running"`} {
 		if !strings.Contains(rec, want) {
@@ -280,6 +281,9 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("w0 did not see the slot it was handed")
+	}
+	if e, ok := dump(t)["queue/w0"]; ok {
+		t.Errorf("queue/w0 = %s after w0's Acquire returned, want it gone with its session", e)
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 	waitQueue(t, s, 0)
@@ -640,4 +644,116 @@ func TestSafetyNetBacksOff(t *testing.T) {
 	if n := counted.n.Load(); n < 3 || n > 7 {
 		t.Errorf("%d watches in 1.6 s with a safety net of 100 ms that doubles, want 4 or so", n)
 	}
+}
+
+// lookCounter counts the reads that are no watches: single-key gets that do not block, and
+// transactions.
+type lookCounter struct {
+	lock.KV
+	gets, txns atomic.Int32
+}
+
+func (k *lookCounter) Get(key string, q *api.QueryOptions) (*api.KVPair, *api.QueryMeta, error) {
+	if q == nil || q.WaitIndex == 0 {
+		k.gets.Add(1)
+	}
+	return k.KV.Get(key, q)
+}
+
+func (k *lookCounter) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
+	k.txns.Add(1)
+	return k.KV.Txn(ops, q)
+}
+
+// A waiter handed a slot learns it from its watch's answer, its entry rewritten with the
+// record: no look at its running/ key, nor at the tier, after the watch (before the entry
+// carried the slot, every handed-over run made one more request).
+func TestHandedSlotIsInTheWatchsAnswer(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &lookCounter{KV: agent.Client(t).KV()}
+	got := waiter(t, newSemOn(t, counted, 1), "w0", 20*time.Second)
+	waitQueue(t, s, 1)
+	gets, txns := counted.gets.Load(), counted.txns.Load()
+	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if g, x := counted.gets.Load()-gets, counted.txns.Load()-txns; g != 0 || x != 0 {
+		t.Errorf("after its watch woke, the waiter made %d gets and %d transactions, want none", g, x)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// lostDestroys is Consul's sessions, but a destruction never arrives.
+type lostDestroys struct{ lock.Sessions }
+
+func (lostDestroys) Destroy(string, *api.WriteOptions) (*api.WriteMeta, error) {
+	return nil, errors.New("lost on its way")
+}
+
+// A waiter's entry that carries the slot it was handed, left behind because its session's
+// destruction was lost, is no place in line: it is not ranked, it stops no newcomer, and its
+// holder's release deletes it, so that a host that predates the news (and would take it for a
+// waiter once the slot is free) never hands it another slot.
+func TestLeftoverGrantIsNoWaiter(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lossy, err := lock.New(agent.Client(t).KV(), lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1,
+		Sessions: lostDestroys{agent.Client(t).Session()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := req("w0", "run-w0")
+	r.WaitUntil = time.Now().Add(20 * time.Second)
+	handed := make(chan *lock.Slot, 1)
+	go func() {
+		slot, err := lossy.Acquire(testkit.Ctx(t), r)
+		if err != nil {
+			t.Error(err)
+		}
+		handed <- slot
+	}()
+	waitQueue(t, s, 1)
+	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
+		t.Fatal(err)
+	}
+	slot := <-handed
+	if slot == nil {
+		t.Fatal("w0 got no slot")
+	}
+	if _, ok := values(t)["queue/w0"]; !ok {
+		t.Fatal("w0's entry went, want it left behind (its session's destruction lost)")
+	}
+	snap, err := s.Read(testkit.Ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Queue) != 0 {
+		t.Errorf("queue %+v, want w0's leftover entry not ranked", snap.Queue)
+	}
+	w1 := waiter(t, s, "w1", 20*time.Second)
+	waitQueue(t, s, 1)
+	if err := s.Release(testkit.Ctx(t), slot); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-w1; err != nil {
+		t.Fatal(err)
+	}
+	after := values(t)
+	if e, ok := after["queue/w0"]; ok {
+		t.Errorf("queue/w0 = %s after w0's release, want it deleted", e)
+	}
+	if _, ok := after["running/w0"]; ok {
+		t.Error("w0 holds a slot again")
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }

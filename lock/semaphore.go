@@ -197,10 +197,15 @@ func (s *Semaphore) handedOver(ctx context.Context, req Request) (*Slot, error) 
 	if err != nil || rec.RunID != req.RunID {
 		return nil, nil // not this run's: the whole tier is read and decided on
 	}
+	return slotOf(rec, req), nil
+}
+
+// slotOf is the slot of req's run that a hand-over wrote as rec.
+func slotOf(rec schema.Record, req Request) *Slot {
 	if rec.Revision == "" {
 		rec.Revision = req.Revision // handed over by a host that does not know the field
 	}
-	return &Slot{Record: rec, Reentered: rec.Attempts > 1}, nil
+	return &Slot{Record: rec, Reentered: rec.Attempts > 1}
 }
 
 // park keeps q, the place in line of run runID, for that run's next Acquire.
@@ -494,7 +499,8 @@ func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time
 	}
 	return s.join(ctx, schema.Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
 		Hostname: req.Hostname, PID: req.PID, Command: req.Command, Version: req.Version,
-		Protocol: protocolOf(mover), Revision: req.Revision, Mover: mover, ConvergedAt: snap.convergedAt(req.Holder)}, net)
+		Protocol: protocolOf(mover), Revision: req.Revision, Mover: mover, ConvergedAt: snap.convergedAt(req.Holder),
+		GrantInEntry: true}, net)
 }
 
 // backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so

@@ -64,11 +64,17 @@ type Snapshot struct {
 	partialQueue bool
 	// bounded: read the bounded way (listing, then batches), the one-request read's answer
 	// having been too large.
-	bounded    bool
-	modify     map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
-	badHolders map[string]bool   // running/ keys whose value did not parse
-	badCurrent bool              // current is stored but not a count
-	badSaved   bool              // max_saved is stored but not a value of max_concurrent
+	bounded bool
+	modify  map[string]uint64 // key (relative to the tier) -> ModifyIndex, for check-and-set
+	// granted are the queue entries a hand-over rewrote with the slot it wrote
+	// (schema.Waiter.Granted), by holder, with their ModifyIndex: no place in line, but news
+	// its waiter reads and then removes with its session. The holder's next write of its slot
+	// deletes one still there, so that an older host, which would take it for a waiter once
+	// the slot is free, never hands it another.
+	granted    map[string]uint64
+	badHolders map[string]bool // running/ keys whose value did not parse
+	badCurrent bool            // current is stored but not a count
+	badSaved   bool            // max_saved is stored but not a value of max_concurrent
 }
 
 // Disabled reports whether no run may start in the tier: max_concurrent is 0, stored (set by
@@ -271,6 +277,13 @@ func (s *Snapshot) addWaiter(rel string, p *api.KVPair) {
 	w, err := parseWaiter(holder, p)
 	if err != nil {
 		s.Suspect = append(s.Suspect, fmt.Errorf("%s: %v; ignored, delete it", p.Key, err))
+		return
+	}
+	if w.Granted != nil {
+		if s.granted == nil {
+			s.granted = map[string]uint64{}
+		}
+		s.granted[holder] = p.ModifyIndex
 		return
 	}
 	s.Queue = append(s.Queue, w)

@@ -22,7 +22,17 @@ type Waiter struct {
 	Mover    bool   `json:"mover,omitempty"`
 	// ConvergedAt is the holder's last convergence when it joined (nil: never), which ranks it.
 	ConvergedAt *time.Time `json:"converged_at"`
-	Session     string     `json:"-"`
-	CreateIndex uint64     `json:"-"`
-	ModifyIndex uint64     `json:"-"`
+	// GrantInEntry says the waiter reads a slot handed to it from its own entry: a write that
+	// hands it one rewrites the entry with the record it wrote (Granted), rather than delete
+	// it, so the waiter's watch answers with its slot and it needs no look to learn it has
+	// one. Hosts that do not know the field hand over by deleting the entry, which the
+	// waiter understands too, so it changes no protocol number.
+	GrantInEntry bool `json:"grant_in_entry,omitempty"`
+	// Granted is the running/ record a hand-over wrote for the waiter (see GrantInEntry): the
+	// entry is then no longer a place in line but the news of a slot, and goes with the
+	// waiter's session a moment later.
+	Granted     *Record `json:"granted,omitempty"`
+	Session     string  `json:"-"`
+	CreateIndex uint64  `json:"-"`
+	ModifyIndex uint64  `json:"-"`
 }
