@@ -31,7 +31,9 @@ func TestClassify(t *testing.T) {
 		{"join", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"delete","Key":"c/a/b/queue/h"}},{"KV":{"Verb":"lock","Key":"c/a/b/queue/h"}},{"KV":{"Verb":"get-tree","Key":"c/a/b/"}}]`, "txn join queue", true},
 		{"take", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"check-index","Key":"c/a/b/max_concurrent"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"cas","Key":"c/a/b/current"}}]`, "txn take slot", true},
 		{"release", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"delete-cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"cas","Key":"c/a/b/current"}}]`, "txn release slot", true},
-		{"release and hand over", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"check-index","Key":"c/a/b/running/h"}},{"KV":{"Verb":"delete-cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"delete-cas","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/w"}}]`, "txn release and hand over", true},
+		{"release and hand over", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"check-index","Key":"c/a/b/running/h"}},{"KV":{"Verb":"delete-cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"check-index","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/w"}}]`, "txn release and hand over", true},
+		{"hand over alone", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"check-index","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"delete-cas","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/current"}}]`, "txn hand over", true},
+		{"take and hand over", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"check-index","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/w"}},{"KV":{"Verb":"delete","Key":"c/a/b/queue/h"}}]`, "txn take slot and hand over", true},
 		{"read-only txn", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"get-tree","Key":"c/a/b/"}}]`, "txn read", false},
 		{"other write txn", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"set","Key":"c/a/b/max_concurrent"}}]`, "txn write", true},
 	} {

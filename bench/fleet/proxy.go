@@ -173,7 +173,17 @@ func classify(method, path string, query url.Values, body []byte) (kind string, 
 		if err := json.Unmarshal(body, &ops); err != nil {
 			return "txn (unreadable)", true
 		}
-		write, queue, take, release := false, false, false, false
+		write, queue, take, grant, release := false, false, false, false, false
+		// A grant writes running/<h> beside a check of queue/<h> (the waiter's entry as read);
+		// a take writes the writer's own running/ key.
+		checked := map[string]bool{}
+		for _, op := range ops {
+			if op.KV != nil && op.KV.Verb == "check-index" {
+				if _, h, ok := strings.Cut(op.KV.Key, "/queue/"); ok {
+					checked[h] = true
+				}
+			}
+		}
 		for _, op := range ops {
 			if op.KV == nil {
 				write = true // service, node or check operations: writes
@@ -189,7 +199,12 @@ func classify(method, path string, query url.Values, body []byte) (kind string, 
 			case op.KV.Verb == "lock" && strings.Contains(op.KV.Key, "/queue/"):
 				queue = true
 			case op.KV.Verb == "cas" && running:
-				take = true
+				_, h, _ := strings.Cut(op.KV.Key, "/running/")
+				if checked[h] {
+					grant = true
+				} else {
+					take = true
+				}
 			case op.KV.Verb == "delete-cas" && running:
 				release = true
 			}
@@ -199,10 +214,14 @@ func classify(method, path string, query url.Values, body []byte) (kind string, 
 			return "txn read", false
 		case queue:
 			return "txn join queue", true
-		case take && release:
+		case grant && release:
 			return "txn release and hand over", true // a slot freed and given to a waiter
+		case take && grant:
+			return "txn take slot and hand over", true // the first in line, for those behind it
 		case take:
 			return "txn take slot", true
+		case grant:
+			return "txn hand over", true // free slots given to waiters, none taken or freed
 		case release:
 			return "txn release slot", true
 		}
