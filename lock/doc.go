@@ -21,7 +21,7 @@
 // release that hands its slot over, leaves current alone), writes one running/ key or deletes some (a
 // release frees one slot, an eviction every slot of a dead host), hands every slot it leaves
 // free to the waiters at the head of the queue (their records written, their entries rewritten
-// to carry them or deleted: see grantNews; so that a release wakes no one to race for the slot), and is guarded
+// to carry them or deleted, see grantNews: a release wakes no one to race for the slot), and is guarded
 // by check-and-set on every key it read (current, max_concurrent when it exists, the holder's own key and,
 // within Consul's limit of operations per transaction, the other running/ keys). Because every
 // write that changes the number of holders moves current in the same transaction as running/,

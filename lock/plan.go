@@ -156,9 +156,9 @@ func (s *Semaphore) nudge(snap *Snapshot, skip string, count int, granted map[st
 // at the head of the queue, in rank order, in the same transaction: their records written as
 // theirs, from what their entries carry, and their entries rewritten to carry the records or
 // deleted (grantNews; check-and-set: a waiter that left, or whose session ended, fails the
-// write, which is then decided again). So a
-// release wakes no one to race for the slot: the head finds it already holds it, and current
-// is not fought over by takes and releases. skip is the holder the write is for.
+// write, which is then decided again). So a release wakes no one to race for the slot: the
+// head finds it already holds it, and current is not fought over by takes and releases. skip
+// is the holder the write is for.
 //
 // A mover is handed a slot only as the rollout admits it, asked waiter by waiter with the
 // record as the write leaves it so far (ro, or the snapshot's when nil): a success this write
@@ -220,11 +220,11 @@ func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, 
 	return ops, to, ro, nil
 }
 
-// grantNews is how a grant tells w it holds rec: its entry (at key entry) rewritten to carry rec, when
-// the waiter reads that (GrantInEntry: its watch answers with the slot, and it needs no look
-// to learn it), else deleted (it then reads its running/ key). Both are check-and-set on the
-// entry as read, and the rewrite keeps the entry's session, which removes it when the waiter
-// leaves the line.
+// grantNews is how a grant tells w it holds rec: its entry (the key entry) rewritten to carry
+// rec, when the waiter reads that (GrantInEntry: its watch answers with the slot, and it needs
+// no look to learn it), else deleted (it then reads its running/ key). Both are check-and-set
+// on the entry as read, and the rewrite keeps the entry's session, which removes it when the
+// waiter leaves the line.
 func grantNews(entry string, w schema.Waiter, rec schema.Record) (*api.KVTxnOp, error) {
 	if !w.GrantInEntry {
 		return &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: entry, Index: w.ModifyIndex}, nil

@@ -18,8 +18,9 @@ import (
 // first in line in the same transaction (grants: its running/ record written, its entry
 // rewritten to carry it), so each waiter watches only its own entry, with a blocking query on
 // that one key: a release wakes exactly the waiter it admits, and tells it so. set-max and
-// enable hand slots over under the new limit; disable deletes the entries, so their waiters wake and leave; a write that leaves
-// slots free with waiters it could not serve rewrites the next waiter's entry (nudge).
+// enable hand slots over under the new limit; disable deletes the entries, so their waiters
+// wake and leave; a write that leaves slots free with waiters it could not serve rewrites the
+// next waiter's entry (nudge).
 
 // Sessions is the part of Consul's *api.Session the queue uses.
 type Sessions interface {
