@@ -24,6 +24,11 @@ type acquisition struct {
 	races int
 	// netLook: the next snapshot decided on comes of a look of the safety net (see wait).
 	netLook bool
+	// resumed: the run kept its place in line from an attempt that ended on a Consul error
+	// (see Acquire); its first look is at its own entry and the slots, not the whole line,
+	// which is read only if a slot is free. Such retries come in numbers when Consul is
+	// overloaded, and a look at the whole line is what overloads it in a long line.
+	resumed bool
 }
 
 // step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
@@ -54,8 +59,12 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 	snap := a.next
 	a.next = nil
 	if snap == nil {
+		read := a.s.read
+		if a.resumed {
+			read, a.resumed = a.s.readOwn, false
+		}
 		var err error
-		if snap, err = a.s.read(ctx, a.req.Holder); err != nil {
+		if snap, err = read(ctx, a.req.Holder); err != nil {
 			return nil, 0, schema.Rollout{}, err
 		}
 	}

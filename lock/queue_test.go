@@ -37,17 +37,9 @@ func waitQueue(t *testing.T, s *lock.Semaphore, n int) {
 
 // waiter starts an Acquire in the background; its result arrives on the channel.
 func waiter(t *testing.T, s *lock.Semaphore, holder string, wait time.Duration) <-chan error {
-	got := make(chan error, 1)
-	go func() {
-		r := req(holder, "run-"+holder)
-		r.WaitUntil = time.Now().Add(wait)
-		slot, err := s.Acquire(testkit.Ctx(t), r)
-		if err == nil && slot.Holder != holder {
-			err = fmt.Errorf("got %s's slot", slot.Holder)
-		}
-		got <- err
-	}()
-	return got
+	r := req(holder, "run-"+holder)
+	r.WaitUntil = time.Now().Add(wait)
+	return waiterReq(t, s, r)
 }
 
 func TestQueueKeepsArrivalOrder(t *testing.T) {
@@ -341,14 +333,7 @@ func TestRetriedAcquireKeepsItsPlace(t *testing.T) {
 	waitQueue(t, s, 1) // w1 is still in line
 	w2 := waiter(t, s, "w2", 20*time.Second)
 	waitQueue(t, s, 2)
-	got := make(chan error, 1)
-	go func() {
-		slot, err := w1.Acquire(testkit.Ctx(t), r1) // the retry of the same run
-		if err == nil && slot.RunID != "run-w1" {
-			err = fmt.Errorf("got %+v", slot)
-		}
-		got <- err
-	}()
+	got := waiterReq(t, w1, r1) // the retry of the same run
 	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
 		t.Fatal(err)
 	}
@@ -808,4 +793,76 @@ func TestTakeReadsBackOnlyWhenAlone(t *testing.T) {
 	if rec.readsBack(t, "h1") {
 		t.Error("h1, beside h0, read the tier back with its take")
 	}
+}
+
+// flakyWatch fails the first watch of holder's entry with a 500, as a Consul in trouble
+// answers, and keeps the operations of every transaction.
+type flakyWatch struct {
+	txnRecorder
+	holder string
+	failed atomic.Bool
+}
+
+func (k *flakyWatch) Get(key string, q *api.QueryOptions) (*api.KVPair, *api.QueryMeta, error) {
+	if q != nil && q.WaitIndex > 0 && strings.HasSuffix(key, "/queue/"+k.holder) && k.failed.CompareAndSwap(false, true) {
+		return nil, nil, api.StatusError{Code: http.StatusInternalServerError, Body: "injected"}
+	}
+	return k.txnRecorder.Get(key, q)
+}
+
+// The retry of a run that kept its place in line looks at its own entry and the slots first,
+// not at the whole line: when Consul is overloaded such retries come in numbers, and in a long
+// line a look at the whole of it is what overloads Consul.
+func TestRetriedAcquireLooksAtItsOwnPlaceFirst(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := &flakyWatch{txnRecorder: txnRecorder{KV: agent.Client(t).KV()}, holder: "w1"}
+	w1, err := lock.New(kv, lock.Options{Prefix: testkit.Prefix(t), Tier: tier, DefaultMax: 1, Sessions: agent.Client(t).Session(),
+		Retryable: consulclient.Retryable})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1 := req("w1", "run-w1")
+	r1.WaitUntil = time.Now().Add(20 * time.Second)
+	if _, err := w1.Acquire(testkit.Ctx(t), r1); err == nil {
+		t.Fatal("w1's first Acquire: want the injected error")
+	}
+	kv.mu.Lock()
+	before := len(kv.ops)
+	kv.mu.Unlock()
+	got := waiterReq(t, w1, r1)
+	waitQueue(t, s, 1)
+	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("w1's retry: %v", err)
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	if len(kv.ops) == before {
+		t.Fatal("w1's retry made no transaction")
+	}
+	for _, op := range kv.ops[before] {
+		if op.Verb == api.KVGetTree && strings.HasSuffix(op.Key, "/queue/") {
+			t.Errorf("w1's retry first read the whole line (%s)", op.Key)
+		}
+	}
+}
+
+// waiterReq is waiter for a request of the test's making: the error of Acquire, or of a slot
+// that is not the request's run's.
+func waiterReq(t *testing.T, s *lock.Semaphore, r lock.Request) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		slot, err := s.Acquire(testkit.Ctx(t), r)
+		if err == nil && (slot.Holder != r.Holder || slot.RunID != r.RunID) {
+			err = fmt.Errorf("got %s's slot of run %s", slot.Holder, slot.RunID)
+		}
+		got <- err
+	}()
+	return got
 }
