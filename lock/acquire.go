@@ -113,11 +113,7 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 	// The take reads the tier back, for an uncontended Release to go without a read: only
 	// when it is alone in the tier as far as it knows, since Release uses what it reads only
 	// then, and in a tier with a line the read carries the whole line.
-	others := snap.RunningKeys
-	if reentered {
-		others--
-	}
-	if others == 0 && len(snap.Queue) == 0 {
+	if snap.alone(req.Holder) {
 		t.reads = s.treeOps(req.Holder)
 	}
 	ok, results, err := s.applyTxn(ctx, t)

@@ -70,7 +70,7 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 		}
 		t.writes = append(t.writes, s.del(snap, own))
 	}
-	if idx, ok := snap.granted[ch.holder]; ok && own != "" {
+	if idx, ok := snap.granted[ch.holder]; ok {
 		// The news of this holder's slot, still there: its session's end was lost.
 		t.writes = append(t.writes, &api.KVTxnOp{Verb: api.KVDeleteCAS, Key: s.base + queueDir + ch.holder, Index: idx})
 	}

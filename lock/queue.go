@@ -222,8 +222,8 @@ func (s *Semaphore) watch(ctx context.Context, w schema.Waiter, net time.Duratio
 	case p.ModifyIndex == w.ModifyIndex:
 		return nothingNew, nil, nil
 	}
-	if now, err := parseWaiter(w.Holder, p); err == nil && now.Granted != nil && now.Granted.RunID == w.RunID && now.Granted.Holder == w.Holder {
-		return handed, now.Granted, nil
+	if entry, err := parseWaiter(w.Holder, p); err == nil && entry.Granted != nil && entry.Granted.RunID == w.RunID && entry.Granted.Holder == w.Holder {
+		return handed, entry.Granted, nil
 	}
 	return woken, nil, nil
 }

@@ -236,16 +236,9 @@ func TestReleaseHandsTheSlotToTheHead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := make(chan *lock.Slot, 1)
-	go func() {
-		r := req("w0", "run-w0")
-		r.WaitUntil = time.Now().Add(20 * time.Second)
-		slot, err := s.Acquire(testkit.Ctx(t), r)
-		if err != nil {
-			t.Error(err)
-		}
-		got <- slot
-	}()
+	r := req("w0", "run-w0")
+	r.WaitUntil = time.Now().Add(20 * time.Second)
+	got := acquiring(t, s, r)
 	waitQueue(t, s, 1)
 	// The slot as a release that reads first has it (first itself, taken alone, would release
 	// on what its take read back, then hand the slot over in a second write: see
@@ -632,25 +625,6 @@ func TestSafetyNetBacksOff(t *testing.T) {
 	}
 }
 
-// lookCounter counts the reads that are no watches: single-key gets that do not block, and
-// transactions.
-type lookCounter struct {
-	lock.KV
-	gets, txns atomic.Int32
-}
-
-func (k *lookCounter) Get(key string, q *api.QueryOptions) (*api.KVPair, *api.QueryMeta, error) {
-	if q == nil || q.WaitIndex == 0 {
-		k.gets.Add(1)
-	}
-	return k.KV.Get(key, q)
-}
-
-func (k *lookCounter) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
-	k.txns.Add(1)
-	return k.KV.Txn(ops, q)
-}
-
 // A waiter handed a slot learns it from its watch's answer, its entry rewritten with the
 // record: no look at its running/ key, nor at the tier, after the watch (before the entry
 // carried the slot, every handed-over run made one more request).
@@ -660,17 +634,17 @@ func TestHandedSlotIsInTheWatchsAnswer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counted := &lookCounter{KV: agent.Client(t).KV()}
+	counted := &txnRecorder{KV: agent.Client(t).KV()}
 	got := waiter(t, newSemOn(t, counted, 1), "w0", 20*time.Second)
 	waitQueue(t, s, 1)
-	gets, txns := counted.gets.Load(), counted.txns.Load()
+	gets, txns := counted.gets.Load(), counted.txns()
 	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-got; err != nil {
 		t.Fatal(err)
 	}
-	if g, x := counted.gets.Load()-gets, counted.txns.Load()-txns; g != 0 || x != 0 {
+	if g, x := counted.gets.Load()-gets, counted.txns()-txns; g != 0 || x != 0 {
 		t.Errorf("after its watch woke, the waiter made %d gets and %d transactions, want none", g, x)
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
@@ -700,14 +674,7 @@ func TestLeftoverGrantIsNoWaiter(t *testing.T) {
 	}
 	r := req("w0", "run-w0")
 	r.WaitUntil = time.Now().Add(20 * time.Second)
-	handed := make(chan *lock.Slot, 1)
-	go func() {
-		slot, err := lossy.Acquire(testkit.Ctx(t), r)
-		if err != nil {
-			t.Error(err)
-		}
-		handed <- slot
-	}()
+	handed := acquiring(t, lossy, r)
 	waitQueue(t, s, 1)
 	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
 		t.Fatal(err)
@@ -744,11 +711,27 @@ func TestLeftoverGrantIsNoWaiter(t *testing.T) {
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
-// txnRecorder keeps the operations of every transaction.
+// txnRecorder keeps the operations of every transaction, and counts the single-key gets that
+// do not block (looks, not watches).
 type txnRecorder struct {
 	lock.KV
-	mu  sync.Mutex
-	ops []api.KVTxnOps
+	mu   sync.Mutex
+	ops  []api.KVTxnOps
+	gets atomic.Int32
+}
+
+func (k *txnRecorder) Get(key string, q *api.QueryOptions) (*api.KVPair, *api.QueryMeta, error) {
+	if q == nil || q.WaitIndex == 0 {
+		k.gets.Add(1)
+	}
+	return k.KV.Get(key, q)
+}
+
+// txns is the number of transactions so far.
+func (k *txnRecorder) txns() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.ops)
 }
 
 func (k *txnRecorder) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
@@ -830,9 +813,7 @@ func TestRetriedAcquireLooksAtItsOwnPlaceFirst(t *testing.T) {
 	if _, err := w1.Acquire(testkit.Ctx(t), r1); err == nil {
 		t.Fatal("w1's first Acquire: want the injected error")
 	}
-	kv.mu.Lock()
-	before := len(kv.ops)
-	kv.mu.Unlock()
+	before := kv.txns()
 	got := waiterReq(t, w1, r1)
 	waitQueue(t, s, 1)
 	if err := s.Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
@@ -851,6 +832,20 @@ func TestRetriedAcquireLooksAtItsOwnPlaceFirst(t *testing.T) {
 			t.Errorf("w1's retry first read the whole line (%s)", op.Key)
 		}
 	}
+}
+
+// acquiring starts an Acquire of r in the background; the slot it got (nil on an error, which
+// fails the test) arrives on the channel.
+func acquiring(t *testing.T, s *lock.Semaphore, r lock.Request) <-chan *lock.Slot {
+	got := make(chan *lock.Slot, 1)
+	go func() {
+		slot, err := s.Acquire(testkit.Ctx(t), r)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- slot
+	}()
+	return got
 }
 
 // waiterReq is waiter for a request of the test's making: the error of Acquire, or of a slot

@@ -164,8 +164,8 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 			return nil, err
 		}
 	}
-	a := &acquisition{s: s, req: req, q: s.unpark(req.RunID)}
-	a.resumed = a.q != nil
+	q := s.unpark(req.RunID)
+	a := &acquisition{s: s, req: req, q: q, resumed: q != nil}
 	// A Consul error that may pass keeps the run's place in line (its session renewed, its
 	// entry kept) for the caller's retry of the same run; anything else leaves it.
 	defer func() {
@@ -305,7 +305,7 @@ func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 		// meanwhile) reads and tries again below; a contended tier never tries this, as a
 		// failed write costs Consul more than the read it saves.
 		slot.seen = nil
-		if seen.RunningKeys == 1 && len(seen.Holders) == 1 && len(seen.Queue) == 0 {
+		if _, readable := seen.Holders[slot.Holder]; readable && seen.alone(slot.Holder) {
 			if t, err := s.releaseTxn(seen, slot, false); err == nil {
 				if ok, err := s.commit(ctx, t, slot.Holder); err != nil || ok {
 					return err

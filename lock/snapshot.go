@@ -491,6 +491,17 @@ func (s *Snapshot) without(gone map[string]bool) *Snapshot {
 	return &c
 }
 
+// alone reports whether holder is alone in the tier: no running/ key but its own (if it has
+// one), and nobody in line. A take reads the tier back for its Release only then, and the
+// Release uses that read only then (see Release).
+func (s *Snapshot) alone(holder string) bool {
+	others := s.RunningKeys
+	if _, own := s.modify[runningDir+holder]; own {
+		others--
+	}
+	return others == 0 && len(s.Queue) == 0
+}
+
 // queued returns holder's queue entry.
 func (s *Snapshot) queued(holder string) (schema.Waiter, bool) {
 	for _, w := range s.Queue {
