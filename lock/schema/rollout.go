@@ -129,7 +129,8 @@ func (p *Policy) UnmarshalJSON(b []byte) error {
 	bake := time.Duration(0)
 	if j.Bake != "" {
 		if bake, err = time.ParseDuration(j.Bake); err != nil {
-			return fmt.Errorf("bake %q: %v", clip(j.Bake), err)
+			// Not ParseDuration's own error: it quotes the whole value, unclipped, twice.
+			return fmt.Errorf("bake %q: not a duration such as 15m or 1h30m", clip(j.Bake))
 		}
 	}
 	q := Policy{Schedule: sched, Bake: bake, Failures: j.Failures, After: j.After}
