@@ -24,11 +24,16 @@ type acquisition struct {
 	races int
 	// netLook: the next snapshot decided on comes of a look of the safety net (see wait).
 	netLook bool
-	// resumed: the run kept its place in line from an attempt that ended on a Consul error
-	// (see Acquire); its first look is at its own entry and the slots, not the whole line,
-	// which is read only if a slot is free. Such retries come in numbers when Consul is
-	// overloaded, and a look at the whole line is what overloads it in a long line.
-	resumed bool
+	// looked: a look was read. The first look of every Acquire is at the run's own entry and
+	// the slots, not at the whole line: a run that finds the tier full joins the line without
+	// reading it, and in a burst (a tier enabled again, Consul back after an outage) the
+	// whole-line looks of M hosts were O(M²) bytes and Consul's work, what took it over at
+	// M=3,000 (bench/README.md, "Flat in M"). The same goes for a retry that kept its place
+	// in line (see Acquire): such retries come in numbers when Consul is overloaded.
+	looked bool
+	// blind: the take in flight was decided on a look that did not read the line (see look);
+	// what it reads back says whether it passed anyone.
+	blind bool
 }
 
 // step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
@@ -60,25 +65,50 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 	a.next = nil
 	if snap == nil {
 		read := a.s.read
-		if a.resumed {
-			read, a.resumed = a.s.readOwn, false
+		if !a.looked {
+			read, a.looked = a.s.readOwn, true
 		}
 		var err error
 		if snap, err = read(ctx, a.req.Holder); err != nil {
-			return nil, 0, schema.Rollout{}, err
+			return nil, 0, schema.Rollout{}, a.unblind(ctx, err)
 		}
 	}
 	if err := snap.Err(); err != nil {
-		return nil, 0, schema.Rollout{}, err
+		return nil, 0, schema.Rollout{}, a.unblind(ctx, err)
 	}
 	decision, ro, snap, err := a.s.judge(ctx, snap, a.req)
 	if err != nil {
 		return nil, 0, schema.Rollout{}, err
 	}
 	if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
-		return nil, 0, schema.Rollout{}, nil
+		_, queued := snap.queued(a.req.Holder)
+		if decision != Take || queued || a.q != nil || snap.mover(a.req.Holder, a.req.Revision) {
+			return nil, 0, schema.Rollout{}, nil
+		}
+		// A newcomer that finds a slot free takes it without reading the line first, and
+		// reads the line back in the take's transaction: a slot is free with someone in line
+		// only for a moment (every write that frees one hands it over), so the read the take
+		// would wait for finds nobody nearly always. If the take did pass somebody, it hands
+		// the slot over at once (see take). A mover reads the line first: its admission moves
+		// the rollout record, which giving the slot back would not undo.
+		a.blind = true
 	}
 	return snap, decision, ro, nil
+}
+
+// unblind ends a blind take whose outcome the next look was to tell, when that look failed
+// on err: the tier cannot be read whole (junk under queue/, say), so a slot that take may
+// hold is freed on a look at the slots alone (nothing handed over: the line cannot be read),
+// and err is the answer. A run never holds a slot its caller does not learn of.
+func (a *acquisition) unblind(ctx context.Context, err error) error {
+	if !a.blind {
+		return err
+	}
+	a.blind = false
+	if derr := a.s.drop(ctx, a.req.Holder, a.req.RunID); derr != nil {
+		return fmt.Errorf("%w (and the slot taken before it could be read may still be held: %w)", err, derr)
+	}
+	return err
 }
 
 // take writes the run's slot: a fresh one (Take) or the one an earlier run of the holder left
@@ -94,6 +124,12 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 		held := snap.Holders[req.Holder]
 		if held.RunID == req.RunID {
 			// An earlier call of this run committed; its answer was lost.
+			if a.blind {
+				a.blind = false
+				if snap.passed(req.Holder) {
+					return nil, false, s.Abandon(ctx, req.Holder, req.RunID)
+				}
+			}
 			return &Slot{Record: held, Reentered: held.Attempts > 1}, true, nil
 		}
 		// Attempts start at 2 on re-entry even after a bare timestamp (Attempts 0), so that
@@ -110,23 +146,44 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 	if err != nil {
 		return nil, true, err
 	}
-	// The take reads the tier back, for an uncontended Release to go without a read: only
-	// when it is alone in the tier as far as it knows, since Release uses what it reads only
-	// then, and in a tier with a line the read carries the whole line.
-	if snap.alone(req.Holder) {
+	// The take reads the tier back: a blind take (see look) to learn whether it passed
+	// anyone, and one alone in the tier as far as it knows for an uncontended Release to go
+	// without a read (Release uses what it reads only then; in a tier with a line the read
+	// carries the whole line).
+	blind := a.blind && !reentered
+	if blind || snap.alone(req.Holder) {
 		t.reads = s.treeOps(req.Holder)
 	}
 	ok, results, err := s.applyTxn(ctx, t)
 	switch {
 	case errors.Is(err, answercap.ErrTooLarge):
-		return nil, false, nil // taken or not, the next read (the bounded way) tells
+		return nil, false, nil // taken or not, the next read (the bounded way) tells; a blind take is judged then
 	case err != nil:
+		a.blind = false
 		return nil, true, err
 	case ok:
+		a.blind = false
 		slot := &Slot{Record: rec, Reentered: reentered}
-		slot.seen, _ = s.snapshot(results, req.Holder)
+		seen, err := s.snapshot(results, req.Holder)
+		if err == nil && seen != nil {
+			err = seen.Err()
+		}
+		switch {
+		case blind && err != nil:
+			// The tier cannot be read whole: the run is refused, as a look at the line first
+			// would have refused it, and the slot given back.
+			a.blind = true
+			return nil, true, a.unblind(ctx, err)
+		case blind && seen.passed(req.Holder):
+			// Somebody was in line for the slot: it is theirs. Abandon hands it to the head of
+			// the line (the run's own record never had a command behind it), and the run looks
+			// again, now at the whole line.
+			return nil, false, s.Abandon(ctx, req.Holder, req.RunID)
+		}
+		slot.seen = seen
 		return slot, true, nil
 	}
+	a.blind = false
 	a.races++
 	// Lost a race for a free slot: others want it too, so queue up at once (joining reads
 	// the tier back) rather than read and race again.

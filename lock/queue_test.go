@@ -760,22 +760,93 @@ func (k *txnRecorder) readsBack(t *testing.T, holder string) bool {
 	return false
 }
 
-// A take reads the tier back only when it is alone in the tier as far as it knows: that read is
-// for a Release that finds nobody else there, and in a tier with a line it carries the line.
-func TestTakeReadsBackOnlyWhenAlone(t *testing.T) {
+// A run's first look is at its own entry and the slots, not at the line: a run that finds the
+// tier full joins without reading the line, and one handed its slot never reads it at all. In
+// a burst, the whole-line looks of M hosts were O(M²).
+func TestFirstLookDoesNotReadTheLine(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("holder", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1 := req("w1", "run-w1")
+	r1.WaitUntil = time.Now().Add(30 * time.Second)
+	ahead := acquiring(t, s, r1)
+	waitQueue(t, s, 1)
 	rec := &txnRecorder{KV: agent.Client(t).KV()}
-	s := newSemOn(t, rec, 2)
-	for _, h := range []string{"h0", "h1"} {
-		if _, err := s.Acquire(testkit.Ctx(t), req(h, "run-"+h)); err != nil {
-			t.Fatal(err)
+	late := newSemOn(t, rec, 1)
+	r := req("w2", "run-w2")
+	r.WaitUntil = time.Now().Add(30 * time.Second)
+	got := waiterReq(t, late, r)
+	waitQueue(t, s, 2)
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(testkit.Ctx(t), <-ahead); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.ops) == 0 {
+		t.Fatal("w2 made no transaction")
+	}
+	for i, ops := range rec.ops {
+		for _, op := range ops {
+			if op.Verb == api.KVGetTree && strings.HasSuffix(op.Key, "/queue/") {
+				t.Errorf("w2's transaction %d of %d read the whole line (%s)", i+1, len(rec.ops), op.Key)
+			}
 		}
+	}
+}
+
+// A newcomer that finds a slot free takes it without reading the line, and reads the line back
+// in the take: alone in the tier (for its Release to go without a read), and beside others too.
+// A slot is free with someone in line only for a moment, or after a hand edit, as here: the
+// limit raised with a plain write, which hands nothing over. The newcomer's take then passed
+// the first in line, so it hands the slot to it at once and is turned away (it did not wait).
+func TestBlindTakeGivesBackWhatItPassed(t *testing.T) {
+	rec := &txnRecorder{KV: agent.Client(t).KV()}
+	s := newSemOn(t, rec, 1)
+	if _, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0")); err != nil {
+		t.Fatal(err)
 	}
 	if !rec.readsBack(t, "h0") {
 		t.Error("h0, alone in the tier, took its slot without reading the tier back")
 	}
-	if rec.readsBack(t, "h1") {
-		t.Error("h1, beside h0, read the tier back with its take")
+	other := newSem(t, 1)
+	lock.SetNetLeast(other, time.Hour) // only a hand-over wakes it
+	head := waiter(t, other, "w1", 30*time.Second)
+	waitQueue(t, s, 1)
+	put(t, "max_concurrent", "2")
+	_, err := s.Acquire(testkit.Ctx(t), req("n1", "run-n1"))
+	if !errors.Is(err, lock.ErrNoSlot) {
+		t.Fatalf("the newcomer: %v, want ErrNoSlot (its take passed w1, and gave the slot to it)", err)
 	}
+	if !rec.readsBack(t, "n1") {
+		t.Error("the newcomer took its slot without reading the line back")
+	}
+	select {
+	case err := <-head:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("w1 was not handed the slot the newcomer took past it")
+	}
+	snap, err := s.Read(testkit.Ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := snap.Holders["n1"]; ok || len(snap.Holders) != 2 {
+		t.Errorf("holders %v, want h0 and w1", snap.Holders)
+	}
+	if _, ok := snap.Converged["n1"]; ok {
+		t.Error("the slot given back wrote a convergence for a run that never ran")
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 // flakyWatch fails the first watch of holder's entry with a 500, as a Consul in trouble

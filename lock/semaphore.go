@@ -165,7 +165,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 		}
 	}
 	q := s.unpark(req.RunID)
-	a := &acquisition{s: s, req: req, q: q, resumed: q != nil}
+	a := &acquisition{s: s, req: req, q: q}
 	// A Consul error that may pass keeps the run's place in line (its session renewed, its
 	// entry kept) for the caller's retry of the same run; anything else leaves it.
 	defer func() {
@@ -357,6 +357,33 @@ func (s *Semaphore) Abandon(ctx context.Context, holder, runID string) error {
 		return change{holder: holder, rec: &rec}, nil
 	})
 	return err
+}
+
+// drop frees the slot run runID of holder took without reading the line, when the tier could
+// not be read whole after it (junk under queue/, say): on a look at its own entry and the
+// slots, handing nothing over, since the line cannot be read. Nothing ran in the slot, so no
+// convergence is written. Nothing is changed when the run holds no slot.
+func (s *Semaphore) drop(ctx context.Context, holder, runID string) error {
+	for races := range maxRaces {
+		snap, err := s.readOwn(ctx, holder)
+		if err != nil {
+			return err
+		}
+		if rec, ok := snap.Holders[holder]; !ok || rec.RunID != runID {
+			return nil
+		}
+		t, err := s.changeTxn(snap, change{holder: holder, delete: true})
+		if err != nil {
+			return err
+		}
+		if ok, err := s.apply(ctx, t); err != nil || ok {
+			return err
+		}
+		if err := s.backoff(ctx, races+1); err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("lock: free %s%s%s: lost %d check-and-set races in a row", s.base, runningDir, holder, maxRaces)
 }
 
 // releaseTxn deletes slot's running/ key, sets current, and writes the holder's convergence.

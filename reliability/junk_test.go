@@ -84,6 +84,11 @@ func TestJunkUnderThePrefix(t *testing.T) {
 	if o.code != 78 || !strings.Contains(o.stderr.String(), "more than the cap of 32768") {
 		t.Errorf("run in junk/many: %s", o)
 	}
+	// Its first look reads the slots alone and finds one free: the take reads the line back,
+	// finds it past the cap, and gives the slot back before it answers.
+	if held, _, err := kv.Keys("chef/junk/many/running/", "", nil); err != nil || len(held) != 0 {
+		t.Errorf("slots left held in junk/many by the refused run: %v %v", held, err)
+	}
 	// Reap frees web-1's slot in prod/web, though other tiers are junk.
 	o = web1.run(t, "reap", "--instance-id", "i-0123456789abcdef0")
 	if o.code != 0 || !strings.Contains(o.stdout.String()+o.stderr.String(), "web-1") {
