@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -33,8 +34,11 @@ type Config struct {
 	Settle      time.Duration // after the long wait's hosts are all in line, before the window
 	Baseline    time.Duration // the idle agent is measured this long first
 	Deadline    time.Duration // a workload still running after this is stopped and reported incomplete
-	Wait        time.Duration // tierlock's --wait
-	QueueTTL    time.Duration // tierlock's --queue-ttl (0: the default)
+	// Splay spreads the contended hosts' starts over this long, each at a random moment, as
+	// run's --splay spreads a fleet's timers (0: every host at the same instant, a burst).
+	Splay    time.Duration
+	Wait     time.Duration // tierlock's --wait
+	QueueTTL time.Duration // tierlock's --queue-ttl (0: the default)
 	// Revisions are the modes tierlock's hosts run in, in the order of revisionModes (nil:
 	// modeOff alone, today's runs). The peer runs in modeOff only.
 	Revisions []string
@@ -344,7 +348,7 @@ func (c Config) modesOf(tool string) []string {
 func (c Config) summary() map[string]any {
 	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended, "revisions": c.Revisions,
 		"queue_ttl": c.QueueTTL.String(), "long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
-		"baseline": c.Baseline.String(), "deadline": c.Deadline.String()}
+		"baseline": c.Baseline.String(), "deadline": c.Deadline.String(), "splay": c.Splay.String()}
 }
 
 // baseline measures the agent doing nothing: its own CPU and Raft writes, taken off later.
@@ -582,6 +586,12 @@ func (b *bench) contended(ctx context.Context, tool, prefix, mode string, m, n i
 			go func() {
 				defer wg.Done()
 				<-gate
+				if b.cfg.Splay > 0 {
+					select {
+					case <-time.After(rand.N(b.cfg.Splay)):
+					case <-pctx.Done():
+					}
+				}
 				recs[i] = h.run(pctx, b.cfg.T, nil)
 			}()
 		}

@@ -48,6 +48,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	settle := fs.Duration("settle", 20*time.Second, "pause between the long wait's last host in line and its window")
 	baseline := fs.Duration("baseline", 30*time.Second, "how long the idle agent is measured first")
 	queueTTL := fs.Duration("queue-ttl", 0, "tierlock's queue TTL, as run's --queue-ttl (default: run's default)")
+	splay := fs.Duration("splay", 0, "spread the contended hosts' starts over this long, each at a random moment, as run's --splay (0: all at once, a burst)")
 	deadline := fs.Duration("deadline", 5*time.Minute, "a workload still running after this is stopped and reported incomplete")
 	revisions := fs.String("revisions", modeOff, "tierlock's revision modes, comma-separated; they run in the order off, rerun, movers, settled, next, on one tier per workload: "+
 		"off (no --revision, a fresh tier), rerun (every host again without a revision: the baseline of the modes after it), "+
@@ -59,7 +60,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := Config{HeapTo: *heapTo, Server: *server, T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
-		Settle: *settle, Baseline: *baseline, Deadline: *deadline, Wait: 10 * time.Minute, QueueTTL: *queueTTL, Log: stderr}
+		Settle: *settle, Baseline: *baseline, Deadline: *deadline, Splay: *splay, Wait: 10 * time.Minute, QueueTTL: *queueTTL, Log: stderr}
 	var err error
 	if cfg.Ms, err = positiveInts("-m", *ms); err == nil {
 		cfg.Ns, err = positiveInts("-n", *ns)
@@ -70,8 +71,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		cfg.Revisions, err = modeList(*revisions)
 	}
-	if err == nil && (*t < 0 || *uncontended < 0 || *longWaiters < 0 || *longWait <= 0 || *baseline <= 0 || *deadline <= 0) {
-		err = fmt.Errorf("fleet: -t, -uncontended, -long-waiters must be >= 0 and -long-wait, -baseline, -deadline > 0")
+	if err == nil && (*t < 0 || *uncontended < 0 || *longWaiters < 0 || *longWait <= 0 || *baseline <= 0 || *deadline <= 0 || *splay < 0) {
+		err = fmt.Errorf("fleet: -t, -uncontended, -long-waiters, -splay must be >= 0 and -long-wait, -baseline, -deadline > 0")
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
