@@ -34,7 +34,8 @@
 // are never bound to a Consul session for the same reason.
 //
 // A holder's read is one read-only transaction (get-tree of max_concurrent, current, running/,
-// queue/ and its own converged/ record), its answer capped so that junk under the tier cannot
+// queue/ and its own converged/ record; a run's first look narrows queue/ to its own entry, and
+// a take decided on it reads the line back: see acquisition.look), its answer capped so that junk under the tier cannot
 // exhaust memory; past the cap, it lists the key names and fetches the values in batches
 // (read.go: every listing's and every batch's answer capped, every request under Consul's
 // txn_max_req_len). A key whose name is longer than any of the layout's can be is junk: its

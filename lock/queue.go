@@ -69,8 +69,8 @@ type queue struct {
 	stopped chan struct{}
 	cancel  context.CancelFunc // ends a renewal in flight when the queue is left
 	ctx     context.Context    // of the renewals
-	// net is how long a watch of the entry lasts before the waiter looks on its own: set from
-	// the length of the line it joined (safetyNet), doubled at each look (acquisition.wait).
+	// net is how long a watch of the entry lasts before the waiter looks on its own: set at
+	// joining (safetyNet), doubled at each look (acquisition.wait).
 	net time.Duration
 }
 
@@ -175,11 +175,12 @@ const leaveMoment = 250 * time.Millisecond
 // nothing new it looks at the tier on its own, for a change nobody announced, such as
 // max_concurrent raised by hand (tierlock's own writes hand slots over or nudge). Each look is
 // two requests (the watch's answer and a read), so what a line costs Consul at rest is the sum
-// over its waiters of one over their periods. A waiter's first period is the length of the line
-// it joined over netLooks seconds, at least minNet (up to 240 ahead); each look that finds
-// nothing new doubles it, up to maxNet (Consul's longest blocking query by default,
+// over its waiters of one over their periods. A waiter's first period is minNet, or, when it
+// read the line before joining (a mover does; a run's first look reads only its own entry and
+// the slots), the length of that line over netLooks seconds (more than 240 ahead); each look
+// that finds nothing new doubles it, up to maxNet (Consul's longest blocking query by default,
 // max_query_time). The line seen at joining alone is not enough: in a burst (a tier enabled
-// again, Consul back after an outage) every host reads the line before most have joined it.
+// again, Consul back after an outage) every host looks before most have joined the line.
 // So 2,000 waiters of a burst look at 1, 3, 7 and 15 minutes after joining: 10 looks a second
 // over their first 10 minutes, against 33 with a minute each (bench/README.md, "Idle
 // waiters"). A long line still finds a raised limit within moments, since somebody in it looks

@@ -513,7 +513,7 @@ func (s *Semaphore) update(ctx context.Context, holder string, decide func(*Snap
 
 // enqueue puts req in the queue as a new arrival carrying its last convergence (as snap read
 // it), leaving its old place q (if any), and returns the tier as the join left it. The line
-// snap shows sets the safety net's period.
+// snap shows, if it was read, sets the safety net's period.
 func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time.Time, snap *Snapshot) (*queue, *Snapshot, error) {
 	q.leave(ctx)
 	mover := snap.mover(req.Holder, req.Revision)
