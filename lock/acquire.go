@@ -181,6 +181,7 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 			return nil, false, s.Abandon(ctx, req.Holder, req.RunID)
 		}
 		slot.seen = seen
+		slot.line = (seen != nil && len(seen.Queue) > 0) || (!snap.partialQueue && len(snap.Queue) > 0)
 		return slot, true, nil
 	}
 	a.blind = false

@@ -217,6 +217,9 @@ func (s *Semaphore) takenWaiters(snap *Snapshot, lost []string) map[string]bool 
 	entries, slots := map[string]bool{}, map[string]bool{}
 	for _, k := range lost {
 		rel, _ := strings.CutPrefix(k, s.base)
+		if rel == keyHead {
+			continue // another release listed the line's head first: this one need not
+		}
 		if h, ok := strings.CutPrefix(rel, queueDir); ok && line[h] {
 			entries[h] = true
 		} else if h, ok := strings.CutPrefix(rel, runningDir); ok && line[h] {
@@ -286,7 +289,7 @@ func (s *Semaphore) applyAndRead(ctx context.Context, t *txn, holder string) (*S
 // would otherwise wait, held back, for its watch's safety net (a minute or more) before it
 // learnt of the halt; its entry is deleted, which wakes it.
 func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, error) {
-	if !t.free && t.halts == "" {
+	if !t.free && t.halts == "" && !t.headCheck {
 		ok, err := s.apply(ctx, t)
 		if ok && err == nil {
 			s.wakeRest(ctx, t.wakes)
@@ -308,6 +311,9 @@ func (s *Semaphore) commit(ctx context.Context, t *txn, holder string) (bool, er
 		return true, nil // the waiters are looked after at their next look
 	}
 	s.wakeRest(ctx, t.wakes)
+	if t.headCheck && after.passesHead() {
+		s.dropHead(ctx, after)
+	}
 	if t.halts != "" {
 		s.wakeRest(ctx, s.haltWakes(after, t.halts, len(after.Queue)))
 	}
@@ -347,11 +353,16 @@ func canAdmit(snap *Snapshot) bool {
 
 // admit hands the free slots over to the waiters (a write of nothing but current and grants).
 func (s *Semaphore) admit(ctx context.Context, holder string) error {
+	tries := 0
 	_, err := s.update(ctx, holder, func(snap *Snapshot) (*txn, error) {
 		if !canAdmit(snap) {
 			return nil, errUnchanged
 		}
-		return s.changeTxn(snap, change{})
+		t, err := s.changeTxn(snap, change{})
+		if tries++; err != nil || tries > 1 {
+			return t, err
+		}
+		return t, s.listHead(snap, t, "")
 	})
 	return err
 }

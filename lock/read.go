@@ -69,7 +69,7 @@ const (
 
 // tierKey reports whether rel (a key relative to a tier) belongs to the tier layout.
 func tierKey(rel string) bool {
-	return rel == keyMax || rel == keyCurrent || rel == keySaved || rel == keyRollout || rel == keyPolicy ||
+	return rel == keyMax || rel == keyCurrent || rel == keySaved || rel == keyRollout || rel == keyPolicy || rel == keyHead ||
 		strings.HasPrefix(rel, runningDir) || strings.HasPrefix(rel, queueDir) || strings.HasPrefix(rel, convergedDir) ||
 		strings.HasPrefix(rel, auditDir)
 }
@@ -387,7 +387,7 @@ const treeAnswerLimit = 8 << 20
 // "converged/web-1" gives "converged/web-10"): treePairs keeps only the layout's keys.
 func (s *Semaphore) treeOps(holder string) api.KVTxnOps {
 	// The get-tree of rollout also returns rollout_policy.
-	keys := []string{keyMax, keyCurrent, keySaved, keyRollout, runningDir, queueDir}
+	keys := []string{keyMax, keyCurrent, keySaved, keyRollout, keyHead, runningDir, queueDir}
 	if holder != "" {
 		keys = append(keys, convergedDir+holder)
 	}

@@ -140,6 +140,9 @@ type Slot struct {
 	Reentered     bool // an earlier run of this holder had left the slot held
 
 	seen *Snapshot // the tier as the take left it, if it was read back; used once by Release
+	// line: hosts were waiting when the slot was taken (it was handed over, or the take saw
+	// them), so Release hands it over from line_head first (see head.go).
+	line bool
 }
 
 // Acquire takes a slot for req.Holder in one transaction, or re-enters the slot an earlier
@@ -206,7 +209,7 @@ func slotOf(rec schema.Record, req Request) *Slot {
 	if rec.Revision == "" {
 		rec.Revision = req.Revision // handed over by a host that does not know the field
 	}
-	return &Slot{Record: rec, Reentered: rec.Attempts > 1}
+	return &Slot{Record: rec, Reentered: rec.Attempts > 1, line: true}
 }
 
 // park keeps q, the place in line of run runID, for that run's next Acquire.
@@ -299,6 +302,14 @@ func (s *Semaphore) markAs(ctx context.Context, slot *Slot, state schema.State, 
 // was, and returns nil. It frees only the slot this run holds: ErrNotHeld when the slot is gone
 // otherwise (an operator or the reaper freed it), or held by another run.
 func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
+	if slot.line {
+		// Most likely the line is still there: hand the slot over from its head, without
+		// reading the line.
+		slot.line = false
+		if done, err := s.releaseFromHead(ctx, slot); err != nil || done {
+			return err
+		}
+	}
 	if seen := slot.seen; seen != nil {
 		// Alone in the tier when it took the slot: most likely still alone, so release on
 		// what the take read back, without reading first. A lost race (someone came
@@ -319,7 +330,11 @@ func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 			return nil, errUnchanged
 		}
 		tries++
-		return s.releaseTxn(snap, slot, tries > 1)
+		t, err := s.releaseTxn(snap, slot, tries > 1)
+		if err != nil || tries > 1 {
+			return t, err // deciding again: another release may have listed the head already
+		}
+		return t, s.listHead(snap, t, slot.Holder)
 	})
 	return err
 }
@@ -525,10 +540,14 @@ func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time
 	if q != nil {
 		net = max(net, q.net) // joining again (a lost session): the line is no shorter
 	}
-	return s.join(ctx, schema.Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
+	q, after, err := s.join(ctx, schema.Waiter{Holder: req.Holder, RunID: req.RunID, InstanceID: req.InstanceID, Node: req.Node, Since: now,
 		Hostname: req.Hostname, PID: req.PID, Command: req.Command, Version: req.Version,
 		Protocol: protocolOf(mover), Revision: req.Revision, Mover: mover, ConvergedAt: snap.convergedAt(req.Holder),
 		GrantInEntry: true}, net)
+	if err == nil {
+		s.checkJoin(ctx, after, req.Holder)
+	}
+	return q, after, err
 }
 
 // backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so

@@ -71,7 +71,10 @@ type Snapshot struct {
 	// its waiter reads and then removes with its session. The holder's next write of its slot
 	// deletes one still there, so that an older host, which would take it for a waiter once
 	// the slot is free, never hands it another.
-	granted    map[string]uint64
+	granted map[string]uint64
+	// head is the head of the line as a release last read it (line_head, see head.go), nil
+	// when there is none or it cannot be read.
+	head       *schema.LineHead
 	badHolders map[string]bool // running/ keys whose value did not parse
 	badCurrent bool            // current is stored but not a count
 	badSaved   bool            // max_saved is stored but not a value of max_concurrent
@@ -135,6 +138,8 @@ const (
 	queueDir   = "queue/"
 	// convergedDir holds each host's last successful run.
 	convergedDir = "converged/"
+	// keyHead is the head of the line as a release last read it (see head.go).
+	keyHead = "line_head"
 )
 
 // newSnapshot parses the pairs listed under the tier's prefix (keys relative to it).
@@ -169,6 +174,8 @@ func (s *Snapshot) add(rel string, p *api.KVPair) {
 		s.addRollout(rel, p)
 	case rel == keyPolicy:
 		s.addPolicy(rel, p)
+	case rel == keyHead:
+		s.addHead(rel, p)
 	case strings.HasPrefix(rel, auditDir):
 		s.addNote(rel, p)
 	case strings.HasPrefix(rel, queueDir):

@@ -1,6 +1,10 @@
 package schema
 
-import "time"
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
 
 // Waiter is one queue/ entry.
 type Waiter struct {
@@ -35,4 +39,69 @@ type Waiter struct {
 	Session     string  `json:"-"`
 	CreateIndex uint64  `json:"-"`
 	ModifyIndex uint64  `json:"-"`
+}
+
+// LineHead is the head of a tier's line as a release last read it whole (key line_head): the
+// first waiters in rank order, each as its entry was, so that the next releases hand their
+// slots over from it without reading the line, which grows with the fleet. Its promise is
+// Bound: every waiter it does not list ranks after Bound. Releases keep it (they remove the
+// waiters they hand slots to, with check-and-set on it); a waiter that joins ranking before
+// Bound deletes it; a release that cannot serve from it reads the line and writes it anew.
+// A grant from it is check-and-set on the waiter's entry as listed, so a listed waiter that
+// left or changed fails the grant, and the release reads the line instead.
+type LineHead struct {
+	// Order is the queue order it was ranked in ("converged", "arrival"): a host of
+	// another order does not use it.
+	Order   string       `json:"order"`
+	Waiters []HeadWaiter `json:"waiters"`
+	Bound   HeadRank     `json:"bound"`
+}
+
+// HeadWaiter is a listed waiter: its entry's JSON fields, and the entry's session and indexes
+// as read.
+type HeadWaiter struct {
+	Waiter
+	EntrySession string `json:"session"`
+	Created      uint64 `json:"create_index"`
+	Modified     uint64 `json:"modify_index"`
+}
+
+// HeadRank is what ranks a waiter: its convergence (nil: never), arrival and name.
+type HeadRank struct {
+	ConvergedAt *time.Time `json:"converged_at"`
+	CreateIndex uint64     `json:"create_index"`
+	Holder      string     `json:"holder"`
+}
+
+// MaxHeadWaiters bounds the waiters a LineHead lists.
+const MaxHeadWaiters = 64
+
+// ParseLineHead reads a stored line_head. A value that is not one, or lists invalid names, is
+// an error: the head is then not used (the line is read), and the next release replaces it.
+func ParseLineHead(value []byte) (LineHead, error) {
+	if len(value) > MaxValueLen {
+		return LineHead{}, fmt.Errorf("value is %d bytes, more than %d", len(value), MaxValueLen)
+	}
+	var h LineHead
+	if err := json.Unmarshal(value, &h); err != nil {
+		return LineHead{}, fmt.Errorf("not a line head (%d bytes, not its JSON)", len(value))
+	}
+	if len(h.Waiters) > MaxHeadWaiters {
+		return LineHead{}, fmt.Errorf("lists %d waiters, more than %d", len(h.Waiters), MaxHeadWaiters)
+	}
+	for i, w := range h.Waiters {
+		if err := ValidateName("head waiter", w.Holder); err != nil {
+			return LineHead{}, err
+		}
+		if w.RunID == "" || w.EntrySession == "" || w.Modified == 0 {
+			return LineHead{}, fmt.Errorf("waiter %d (%s) lacks its run, session or index", i, w.Holder)
+		}
+		h.Waiters[i].Session, h.Waiters[i].CreateIndex, h.Waiters[i].ModifyIndex = w.EntrySession, w.Created, w.Modified
+	}
+	return h, nil
+}
+
+// HeadWaiterOf is w, as a LineHead lists it.
+func HeadWaiterOf(w Waiter) HeadWaiter {
+	return HeadWaiter{Waiter: w, EntrySession: w.Session, Created: w.CreateIndex, Modified: w.ModifyIndex}
 }

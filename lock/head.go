@@ -1,0 +1,211 @@
+package lock
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
+)
+
+// The head of the line (line_head). A release hands its slot to the first in line, and the
+// first in line is found by rank, which is in each entry's value: so a release read the whole
+// line, and in a burst of M hosts the releases alone moved O(M²) bytes (a line of 3,000 took
+// Consul past 5 GB at 50 slots; bench/README.md, "Flat in M"). A release that reads the line
+// now writes its first waiters, as their entries were, into line_head, and the releases after
+// it hand their slots over from there, on a read of their own keys and that one, each removing
+// the waiters it served (check-and-set on line_head, so that two releases never serve from
+// one head). A release reads the line again only when the head cannot serve it: there is
+// none, it is used up, or a waiter it lists left or changed (every grant is check-and-set on
+// the waiter's entry as listed, so a stale head fails the write, never admits the wrong run).
+//
+// Its promise is its bound: every waiter it does not list ranks after the last one it listed
+// when it was written. Waiters leaving, or handed slots by other writes, never break that; a
+// waiter joining behind the bound does not either. One joining before it (a host that never
+// converged, in the converged order) deletes line_head after its join (checkJoin), and a
+// release that writes line_head reads the line back in the same transaction and deletes it
+// again if someone joined before the bound meanwhile (checkHead): of a join and such a
+// write, whichever commits second sees the other. Hosts of earlier versions know nothing of
+// line_head: their grants leave it stale (the next release from it fails and reads the line),
+// and in the converged order a waiter of theirs that joins before the bound is served after
+// it, until the head is used up.
+
+// headLen is how many waiters a release lists in line_head: a release from it reads them all
+// (about 350 bytes each) and rewrites what is left, and one release in headLen reads the line.
+const headLen = 16
+
+// addHead reads line_head. One that cannot be read is not used; the next release that reads
+// the line replaces it (check-and-set on the index kept here).
+func (s *Snapshot) addHead(rel string, p *api.KVPair) {
+	s.modify[rel] = p.ModifyIndex
+	if h, err := schema.ParseLineHead(p.Value); err == nil {
+		s.head = &h
+	}
+}
+
+// fromHead is the snapshot with its line taken from line_head, for a release from it: nil
+// when there is none, it was ranked in another order, or the tier is in no state to hand over
+// on it (disabled, a drifted count, unlimited).
+func (s *Snapshot) fromHead() *Snapshot {
+	h := s.head
+	if h == nil || QueueOrder(h.Order) != s.Order || len(h.Waiters) == 0 || s.Disabled() || s.Drift() || s.Max < 0 {
+		return nil
+	}
+	c := *s
+	c.Queue = make([]schema.Waiter, 0, len(h.Waiters))
+	for _, w := range h.Waiters {
+		c.Queue = append(c.Queue, w.Waiter)
+	}
+	return &c
+}
+
+// grantedIn are the waiters t hands slots to: those whose running/ key it creates.
+func (s *Semaphore) grantedIn(t *txn) map[string]bool {
+	to := map[string]bool{}
+	for _, op := range t.writes {
+		if h, ok := strings.CutPrefix(op.Key, s.base+runningDir); ok && op.Verb == api.KVCAS && op.Index == 0 {
+			to[h] = true
+		}
+	}
+	return to
+}
+
+// headOp is the write of line_head that t leaves: snap's line without the waiters t serves
+// and those holding slots, its first headLen listed with the bound at the last of them;
+// deleted when nobody is left (nil when there was none either). from is the head snap's line
+// came from, if any: its bound stands, as its promise does.
+func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.LineHead) (*api.KVTxnOp, error) {
+	served := s.grantedIn(t)
+	var list []schema.HeadWaiter
+	for _, w := range snap.line(skip) {
+		if !served[w.Holder] && len(list) < headLen {
+			list = append(list, schema.HeadWaiterOf(w))
+		}
+	}
+	_, exists := snap.modify[keyHead]
+	if len(list) == 0 {
+		if !exists {
+			return nil, nil
+		}
+		return s.del(snap, keyHead), nil
+	}
+	h := schema.LineHead{Order: string(snap.Order), Waiters: list}
+	if from != nil {
+		h.Bound = from.Bound
+	} else {
+		last := list[len(list)-1]
+		h.Bound = schema.HeadRank{ConvergedAt: last.ConvergedAt, CreateIndex: last.CreateIndex, Holder: last.Holder}
+	}
+	value, err := json.Marshal(h)
+	if err != nil {
+		return nil, fmt.Errorf("lock: encode line head: %w", err)
+	}
+	// Index 0 when absent: created only if still absent.
+	return &api.KVTxnOp{Verb: api.KVCAS, Key: s.base + keyHead, Value: value, Index: snap.modify[keyHead]}, nil
+}
+
+// listHead adds to t, decided on snap, the write of line_head for the releases after it, when
+// snap read the line whole (a write that reads the line lists its head). A head that could
+// be passed by a newcomer (not in the arrival order) is checked after the write (headCheck).
+func (s *Semaphore) listHead(snap *Snapshot, t *txn, skip string) error {
+	if snap.partialQueue {
+		return nil
+	}
+	op, err := s.headOp(snap, t, skip, nil)
+	if err != nil || op == nil {
+		return err
+	}
+	t.writes = append(t.writes, op)
+	if op.Verb == api.KVCAS && snap.Order != OrderArrival {
+		t.headCheck = true
+	}
+	return nil
+}
+
+// beforeBound reports whether w ranks before h's bound in order o.
+func beforeBound(o QueueOrder, w schema.Waiter, h *schema.LineHead) bool {
+	b := h.Bound
+	return o.before(w, schema.Waiter{Holder: b.Holder, ConvergedAt: b.ConvergedAt, CreateIndex: b.CreateIndex})
+}
+
+// passesHead reports whether snap, read whole, shows a waiter that line_head does not list but
+// that ranks before its bound: the head then breaks its promise. The line is ranked, so the
+// first waiter it does not list (and that holds no slot) tells.
+func (s *Snapshot) passesHead() bool {
+	h := s.head
+	if h == nil || QueueOrder(h.Order) != s.Order {
+		return false
+	}
+	for _, w := range s.line("") {
+		if !slices.ContainsFunc(h.Waiters, func(l schema.HeadWaiter) bool { return l.Holder == w.Holder }) {
+			return beforeBound(s.Order, w, h)
+		}
+	}
+	return false
+}
+
+// dropHead deletes line_head as snap read it, when it breaks its promise (see checkJoin and
+// checkHead). Best effort: a head that stays lists waiters that rank before one who joined
+// since, and that one is served once they are.
+func (s *Semaphore) dropHead(ctx context.Context, snap *Snapshot) {
+	_, _ = s.apply(ctx, &txn{writes: api.KVTxnOps{s.del(snap, keyHead)}})
+}
+
+// checkJoin deletes line_head after holder joined the line (snap is the join's read-back) if
+// holder ranks before its bound and is not listed: a newcomer that ranks ahead of waiters
+// already listed (in the converged order, a host that never converged).
+func (s *Semaphore) checkJoin(ctx context.Context, snap *Snapshot, holder string) {
+	h := snap.head
+	if h == nil || QueueOrder(h.Order) != snap.Order {
+		return
+	}
+	me, ok := snap.queued(holder)
+	if ok && beforeBound(snap.Order, me, h) && !slices.ContainsFunc(h.Waiters, func(l schema.HeadWaiter) bool { return l.Holder == holder }) {
+		s.dropHead(ctx, snap)
+	}
+}
+
+// releaseFromHead releases slot and hands it to the first waiter line_head lists that can go,
+// on a read of the slots and line_head, not of the line. done: released (or found released by
+// an earlier attempt). Otherwise the caller reads the line: there is no head, it cannot fill
+// the slot, or a waiter it lists left or changed since.
+func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done bool, err error) {
+	for races := range maxRaces {
+		snap, err := s.readOwn(ctx, slot.Holder)
+		if err != nil {
+			return false, err
+		}
+		if released(snap, slot) {
+			return true, nil
+		}
+		hs := snap.fromHead()
+		if hs == nil {
+			return false, nil
+		}
+		t, err := s.releaseTxn(hs, slot, false)
+		if err != nil || t.free {
+			return false, err // t.free: nobody listed can take the slot; the line decides
+		}
+		op, err := s.headOp(hs, t, slot.Holder, hs.head)
+		if err != nil {
+			return false, err
+		}
+		t.writes = append(t.writes, op)
+		ok, err := s.apply(ctx, t)
+		if err != nil || ok {
+			return ok, err
+		}
+		if !slices.Contains(t.lost, s.base+keyHead) {
+			return false, nil // a listed waiter left or changed: the line decides
+		}
+		// Another release served from the head first: read it again.
+		if err := s.backoff(ctx, races+1); err != nil {
+			return false, err
+		}
+	}
+	return false, nil
+}

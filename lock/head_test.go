@@ -1,0 +1,238 @@
+package lock_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/internal/testkit"
+	"github.com/tierlock/tierlock/lock"
+)
+
+// lineReads counts the transactions recorded that read the whole line.
+func (k *txnRecorder) lineReads() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := 0
+	for _, ops := range k.ops {
+		for _, op := range ops {
+			if op.Verb == api.KVGetTree && strings.HasSuffix(op.Key, "/queue/") {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// line starts the Acquires of holders, one after the other in line (each joined before the
+// next starts), on s; their slots arrive on the channels, in order.
+func line(t *testing.T, s *lock.Semaphore, holders ...string) []<-chan *lock.Slot {
+	t.Helper()
+	var got []<-chan *lock.Slot
+	for i, h := range holders {
+		r := req(h, "run-"+h)
+		r.WaitUntil = time.Now().Add(30 * time.Second)
+		got = append(got, acquiring(t, s, r))
+		waitQueue(t, s, i+1)
+	}
+	return got
+}
+
+// slotWithin is the slot that arrives on got within 10s.
+func slotWithin(t *testing.T, name string, got <-chan *lock.Slot) *lock.Slot {
+	t.Helper()
+	select {
+	case slot := <-got:
+		if slot == nil {
+			t.Fatalf("%s: no slot", name)
+		}
+		return slot
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s was not handed a slot", name)
+	}
+	return nil
+}
+
+// A release that reads the line lists its head in line_head, and the releases after it hand
+// their slots over from there, reading neither the line nor anything that grows with it, in
+// the line's order.
+func TestReleasesServeFromTheHead(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &txnRecorder{KV: agent.Client(t).KV()}
+	ws := newSemOn(t, rec, 1)
+	names := []string{"w1", "w2", "w3", "w4", "w5"}
+	got := line(t, ws, names...)
+	before := rec.lineReads()
+	if err := s.Release(testkit.Ctx(t), first); err != nil { // reads the line, lists w2..w5
+		t.Fatal(err)
+	}
+	if v := values(t)["line_head"]; !strings.Contains(v, `"holder":"w2"`) || !strings.Contains(v, `"holder":"w5"`) || strings.Contains(v, `"holder":"w1"`) {
+		t.Errorf("line_head after the first release: %s", v)
+	}
+	for i, name := range names {
+		slot := slotWithin(t, name, got[i])
+		if slot.Holder != name {
+			t.Fatalf("slot %d went to %s, want %s", i+1, slot.Holder, name)
+		}
+		if i == len(names)-1 {
+			// w1 to w4 served from the head; w4's release used it up (and deleted it). w5's,
+			// in an empty line, reads the line.
+			if n := rec.lineReads() - before; n > 0 {
+				t.Errorf("w1 to w4's releases read the whole line %d times, want 0", n)
+			}
+		}
+		if err := ws.Release(testkit.Ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, ok := values(t)["line_head"]; ok {
+		t.Error("line_head left behind by an empty line")
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// In the converged order a newcomer that never converged ranks before hosts that did: joining
+// after line_head was written, it deletes it, so the next release reads the line and serves
+// the newcomer before the waiters the head listed.
+func TestNewcomerBeforeTheBoundDropsTheHead(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for i, h := range []string{"w1", "w2", "w3"} {
+		put(t, "converged/"+h, fmt.Sprintf(`{"holder":%q,"converged_at":%q,"run_id":"old-%s"}`, h, base.Add(time.Duration(i)*time.Minute).Format(time.RFC3339), h))
+	}
+	got := line(t, s, "w1", "w2", "w3")
+	if err := s.Release(testkit.Ctx(t), first); err != nil { // w1 served; line_head lists w2, w3
+		t.Fatal(err)
+	}
+	w1 := slotWithin(t, "w1", got[0])
+	if _, ok := values(t)["line_head"]; !ok {
+		t.Fatal("no line_head after a release that read a line of three")
+	}
+	r := req("n1", "run-n1")
+	r.WaitUntil = time.Now().Add(30 * time.Second)
+	newcomer := acquiring(t, s, r)
+	waitQueue(t, s, 3)
+	if v, ok := values(t)["line_head"]; ok {
+		t.Fatalf("line_head still there after a newcomer that ranks before its bound joined: %s", v)
+	}
+	if err := s.Release(testkit.Ctx(t), w1); err != nil {
+		t.Fatal(err)
+	}
+	n1 := slotWithin(t, "n1", newcomer)
+	if n1.Holder != "n1" {
+		t.Fatalf("got %s's slot", n1.Holder)
+	}
+	select {
+	case slot := <-got[1]:
+		t.Fatalf("w2 was handed a slot (%v) before the newcomer, who never converged, released", slot != nil)
+	case <-time.After(200 * time.Millisecond):
+	}
+	// Then the line as it was: w2, w3.
+	if err := s.Release(testkit.Ctx(t), n1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w2", got[1])); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w3", got[2])); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// A waiter line_head lists that left the line since fails the release's grant (its entry is
+// gone): the release then reads the line and serves the next, and lists the head anew.
+func TestStaleHeadFallsBackToTheLine(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := line(t, s, "w1")
+	r := req("w2", "run-w2")
+	r.WaitUntil = time.Now().Add(2 * time.Second)
+	leaver := waiterReq(t, s, r)
+	waitQueue(t, s, 2)
+	r3 := req("w3", "run-w3")
+	r3.WaitUntil = time.Now().Add(30 * time.Second)
+	third := acquiring(t, s, r3)
+	waitQueue(t, s, 3)
+	if err := s.Release(testkit.Ctx(t), first); err != nil { // w1 served; line_head lists w2, w3
+		t.Fatal(err)
+	}
+	w1 := slotWithin(t, "w1", got[0])
+	if err := <-leaver; !errors.Is(err, lock.ErrNoSlot) {
+		t.Fatalf("w2's wait: %v, want ErrNoSlot", err)
+	}
+	if v := values(t)["line_head"]; !strings.Contains(v, `"holder":"w2"`) {
+		t.Fatalf("line_head does not list w2, who left: %s", v)
+	}
+	if err := s.Release(testkit.Ctx(t), w1); err != nil {
+		t.Fatal(err)
+	}
+	slotWithin(t, "w3", third)
+	if v := values(t)["line_head"]; strings.Contains(v, `"holder":"w2"`) {
+		t.Errorf("line_head still lists w2: %s", v)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// A newcomer that ranks before the bound and joins between a release's read of the line and
+// its write of line_head is not listed, and its join found no head to delete: the release's
+// write reads the line back and deletes the head it wrote.
+func TestHeadWrittenPastANewcomerIsDeleted(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for i, h := range []string{"w1", "w2", "w3"} {
+		put(t, "converged/"+h, fmt.Sprintf(`{"holder":%q,"converged_at":%q,"run_id":"old-%s"}`, h, base.Add(time.Duration(i)*time.Minute).Format(time.RFC3339), h))
+	}
+	got := line(t, s, "w1", "w2", "w3")
+	var newcomer <-chan *lock.Slot
+	counted := &readCounter{KV: agent.Client(t).KV()}
+	counted.before = func() {
+		r := req("n1", "run-n1")
+		r.WaitUntil = time.Now().Add(30 * time.Second)
+		newcomer = acquiring(t, s, r)
+		waitQueue(t, s, 4)
+	}
+	if err := newSemOn(t, counted, 1).Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
+		t.Fatal(err)
+	}
+	if counted.before != nil {
+		t.Fatal("the newcomer did not join between the release's read and its write")
+	}
+	if v, ok := values(t)["line_head"]; ok {
+		t.Fatalf("line_head left listing w2 and w3 ahead of a newcomer who never converged: %s", v)
+	}
+	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w1", got[0])); err != nil {
+		t.Fatal(err)
+	}
+	n1 := slotWithin(t, "n1", newcomer)
+	if err := s.Release(testkit.Ctx(t), n1); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w2", got[1])); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w3", got[2])); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
