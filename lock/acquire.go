@@ -181,7 +181,7 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 			return nil, false, s.Abandon(ctx, req.Holder, req.RunID)
 		}
 		slot.seen = seen
-		slot.line = (seen != nil && len(seen.Queue) > 0) || (!snap.partialQueue && len(snap.Queue) > 0)
+		slot.line = servesHead(snap) && ((seen != nil && len(seen.Queue) > 0) || (!snap.partialQueue && len(snap.Queue) > 0))
 		return slot, true, nil
 	}
 	a.blind = false
@@ -238,11 +238,16 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 	}
 	switch woke {
 	case handed:
-		return slotOf(*rec, req), true, nil
+		slot := slotOf(*rec, req)
+		slot.line = servesHead(snap)
+		return slot, true, nil
 	case entryGone:
 		// Most likely a host that predates grant_in_entry handed this waiter a slot: look at
 		// that key alone, not at the whole tier, whose queue grows with the fleet.
 		if slot, err := s.handedOver(ctx, req); err != nil || slot != nil {
+			if slot != nil {
+				slot.line = servesHead(snap)
+			}
 			return slot, true, err
 		}
 	case nothingNew:

@@ -36,7 +36,20 @@ import (
 
 // headLen is how many waiters a release lists in line_head: a release from it reads them all
 // (about 350 bytes each) and rewrites what is left, and one release in headLen reads the line.
+//
+// It is also the most slots a tier may have for its releases to use line_head. Every release
+// from it rewrites it, so releases that end together (runs admitted together) fight over it:
+// one wins each round, and the others read it again. A tier of more slots than the head lists
+// would use it up in one round, and measured at 50 slots (M=2,000 hosts of 0.2 s runs, where 50
+// releases end together several times a second), the fight took Consul down (bench/README.md,
+// "The head of the line"). Such tiers' releases read the line, as before.
 const headLen = 16
+
+// servesHead reports whether a tier of snap's limit hands slots over from line_head (see
+// headLen).
+func servesHead(snap *Snapshot) bool {
+	return snap.Max > 0 && snap.Max <= headLen
+}
 
 // addHead reads line_head. One that cannot be read is not used; the next release that reads
 // the line replaces it (check-and-set on the index kept here).
@@ -52,7 +65,7 @@ func (s *Snapshot) addHead(rel string, p *api.KVPair) {
 // on it (disabled, a drifted count, unlimited).
 func (s *Snapshot) fromHead() *Snapshot {
 	h := s.head
-	if h == nil || QueueOrder(h.Order) != s.Order || len(h.Waiters) == 0 || s.Disabled() || s.Drift() || s.Max < 0 {
+	if h == nil || QueueOrder(h.Order) != s.Order || len(h.Waiters) == 0 || !servesHead(s) || s.Drift() {
 		return nil
 	}
 	c := *s
@@ -112,7 +125,7 @@ func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.Lin
 // snap read the line whole (a write that reads the line lists its head). A head that could
 // be passed by a newcomer (not in the arrival order) is checked after the write (headCheck).
 func (s *Semaphore) listHead(snap *Snapshot, t *txn, skip string) error {
-	if snap.partialQueue {
+	if snap.partialQueue || !servesHead(snap) {
 		return nil
 	}
 	op, err := s.headOp(snap, t, skip, nil)

@@ -236,3 +236,34 @@ func TestHeadWrittenPastANewcomerIsDeleted(t *testing.T) {
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
+
+// A tier of more slots than line_head lists does not use it: its releases end together in
+// numbers that would use it up in one round while fighting over it.
+func TestWideTierReleasesReadTheLine(t *testing.T) {
+	s := newSem(t, 17)
+	var slots []*lock.Slot
+	for i := range 17 {
+		slot, err := s.Acquire(testkit.Ctx(t), req(fmt.Sprintf("h%02d", i), fmt.Sprintf("run-h%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		slots = append(slots, slot)
+	}
+	got := line(t, s, "w1", "w2")
+	if err := s.Release(testkit.Ctx(t), slots[0]); err != nil {
+		t.Fatal(err)
+	}
+	w1 := slotWithin(t, "w1", got[0])
+	if v, ok := values(t)["line_head"]; ok {
+		t.Errorf("line_head written in a tier of 17 slots: %s", v)
+	}
+	for _, slot := range append(slots[1:], w1) {
+		if err := s.Release(testkit.Ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w2", got[1])); err != nil {
+		t.Fatal(err)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}

@@ -209,7 +209,7 @@ func slotOf(rec schema.Record, req Request) *Slot {
 	if rec.Revision == "" {
 		rec.Revision = req.Revision // handed over by a host that does not know the field
 	}
-	return &Slot{Record: rec, Reentered: rec.Attempts > 1, line: true}
+	return &Slot{Record: rec, Reentered: rec.Attempts > 1}
 }
 
 // park keeps q, the place in line of run runID, for that run's next Acquire.
