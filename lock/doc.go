@@ -10,6 +10,7 @@
 //	converged/<holder> the holder's last successful run (see converged.go)
 //	rollout_policy     the tier's progressive rollout schedule (see rollout.go)
 //	rollout            the revision rolling out and how far it got (see rollout.go)
+//	line_head          the head of the line as a release last read it (see head.go)
 //	audit/<kind>       the last operator change of each kind, audit/history the last 16 (note.go)
 //
 // What each key holds, as JSON, and the rules names must follow are package schema's; lock

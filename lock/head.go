@@ -51,6 +51,25 @@ func servesHead(snap *Snapshot) bool {
 	return snap.Max > 0 && snap.Max <= headLen
 }
 
+// headRefused reports whether Consul refused a transaction of ops for want of the right to
+// write line_head: a token whose ACL policy predates the key (`tierlock acl-policy` grants it).
+func (s *Semaphore) headRefused(ops api.KVTxnOps, resp *api.KVTxnResponse) bool {
+	for _, e := range resp.Errors {
+		if e != nil && e.OpIndex >= 0 && e.OpIndex < len(ops) && ops[e.OpIndex].Key == s.base+keyHead && strings.Contains(e.What, "Permission denied") {
+			return true
+		}
+	}
+	return false
+}
+
+// withoutHead removes t's writes of key (line_head), reporting whether there were any.
+func (t *txn) withoutHead(key string) bool {
+	n := len(t.writes)
+	t.writes = slices.DeleteFunc(t.writes, func(op *api.KVTxnOp) bool { return op.Key == key })
+	t.headCheck = false
+	return len(t.writes) < n
+}
+
 // addHead reads line_head. One that cannot be read is not used; the next release that reads
 // the line replaces it (check-and-set on the index kept here).
 func (s *Snapshot) addHead(rel string, p *api.KVPair) {
@@ -125,7 +144,7 @@ func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.Lin
 // snap read the line whole (a write that reads the line lists its head). A head that could
 // be passed by a newcomer (not in the arrival order) is checked after the write (headCheck).
 func (s *Semaphore) listHead(snap *Snapshot, t *txn, skip string) error {
-	if snap.partialQueue || !servesHead(snap) {
+	if snap.partialQueue || !servesHead(snap) || s.noHead.Load() {
 		return nil
 	}
 	op, err := s.headOp(snap, t, skip, nil)
@@ -196,7 +215,7 @@ func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done bool,
 			return true, nil
 		}
 		hs := snap.fromHead()
-		if hs == nil {
+		if hs == nil || s.noHead.Load() {
 			return false, nil
 		}
 		t, err := s.releaseTxn(hs, slot, false)

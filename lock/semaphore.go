@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -68,6 +69,9 @@ type Semaphore struct {
 	parked map[string]*queue // by run id: places in line kept across a retried Acquire
 
 	netLeast time.Duration // the safety net's least period (minNet; shorter in tests)
+	// noHead: Consul refused this token a write of line_head (an ACL policy that predates
+	// it), so this semaphore neither lists nor serves from it (see head.go).
+	noHead atomic.Bool
 }
 
 // New returns the semaphore of opts.Tier. It checks names and does no I/O.
@@ -302,7 +306,7 @@ func (s *Semaphore) markAs(ctx context.Context, slot *Slot, state schema.State, 
 // was, and returns nil. It frees only the slot this run holds: ErrNotHeld when the slot is gone
 // otherwise (an operator or the reaper freed it), or held by another run.
 func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
-	if slot.line {
+	if slot.line && !s.noHead.Load() {
 		// Most likely the line is still there: hand the slot over from its head, without
 		// reading the line.
 		slot.line = false

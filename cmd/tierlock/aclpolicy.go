@@ -225,19 +225,21 @@ func aclPolicy(req policyRequest) (string, error) {
 }
 
 // slotRules are the rules of a writer of slots in one tier (base ends in '/'): read the
-// tier, write running/, queue/, converged/ and current. Consul applies the longest matching
-// prefix, and an exact key rule before any prefix.
+// tier, write running/, queue/, converged/, current, rollout and line_head. Consul applies the
+// longest matching prefix, and an exact key rule before any prefix.
 func (w *policyWriter) slotRules(base string) {
 	w.comment("Tier "+strings.TrimSuffix(base, "/")+": max_concurrent, max_saved and rollout_policy read only;",
-		"running/, queue/, converged/, current and rollout read and written (a mover's take,",
-		"release and failure move the rollout record in their own transaction; with this right a",
-		"compromised host could also un-halt a revision).")
+		"running/, queue/, converged/, current, rollout and line_head read and written (a mover's",
+		"take, release and failure move the rollout record in their own transaction, and a release",
+		"hands its slot over from line_head; with this right a compromised host could also un-halt",
+		"a revision).")
 	w.rule("key_prefix", base, "read")
 	for _, dir := range []string{"running/", "queue/", "converged/"} {
 		w.rule("key_prefix", base+dir, "write")
 	}
 	w.rule("key", base+"current", "write")
 	w.rule("key", base+"rollout", "write")
+	w.rule("key", base+"line_head", "write")
 }
 
 func (a *App) aclPolicyCommand() *cli.Command {

@@ -25,7 +25,7 @@ func rules(hcl string) []string {
 func TestACLPolicyRules(t *testing.T) {
 	slots := func(base string) []string {
 		return []string{"key_prefix " + base + " read", "key_prefix " + base + "running/ write", "key_prefix " + base + "queue/ write",
-			"key_prefix " + base + "converged/ write", "key " + base + "current write", "key " + base + "rollout write"}
+			"key_prefix " + base + "converged/ write", "key " + base + "current write", "key " + base + "rollout write", "key " + base + "line_head write"}
 	}
 	cat := func(parts ...[]string) []string {
 		var out []string

@@ -6,9 +6,10 @@
 # max_concurrent or max_saved, nor touch other tiers or other nodes' sessions.
 
 # Tier chef/logstash/es-indexer: max_concurrent, max_saved and rollout_policy read only;
-# running/, queue/, converged/, current and rollout read and written (a mover's take,
-# release and failure move the rollout record in their own transaction; with this right a
-# compromised host could also un-halt a revision).
+# running/, queue/, converged/, current, rollout and line_head read and written (a mover's
+# take, release and failure move the rollout record in their own transaction, and a release
+# hands its slot over from line_head; with this right a compromised host could also un-halt
+# a revision).
 key_prefix "chef/logstash/es-indexer/" {
   policy = "read"
 }
@@ -25,6 +26,9 @@ key "chef/logstash/es-indexer/current" {
   policy = "write"
 }
 key "chef/logstash/es-indexer/rollout" {
+  policy = "write"
+}
+key "chef/logstash/es-indexer/line_head" {
   policy = "write"
 }
 
