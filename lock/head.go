@@ -14,8 +14,9 @@ import (
 
 // The head of the line (line_head). A release hands its slot to the first in line, and the
 // first in line is found by rank, which is in each entry's value: so a release read the whole
-// line, and in a burst of M hosts the releases alone moved O(M²) bytes (a line of 3,000 took
-// Consul past 5 GB at 50 slots; bench/README.md, "Flat in M"). A release that reads the line
+// line, and in a burst of M hosts the releases alone moved O(M²) bytes (at M=2,000 and 10
+// slots, most of a run's 82 KiB; bench/README.md, "The first look without the line, and the
+// head of the line"). A release that reads the line
 // now writes its first waiters, as their entries were, into line_head, and the releases after
 // it hand their slots over from there, on a read of their own keys and that one, each removing
 // the waiters it served (check-and-set on line_head, so that two releases never serve from
@@ -27,9 +28,9 @@ import (
 // when it was written. Waiters leaving, or handed slots by other writes, never break that; a
 // waiter joining behind the bound does not either. One joining before it (a host that never
 // converged, in the converged order) deletes line_head after its join (checkJoin), and a
-// release that writes line_head reads the line back in the same transaction and deletes it
-// again if someone joined before the bound meanwhile (checkHead): of a join and such a
-// write, whichever commits second sees the other. Hosts of earlier versions know nothing of
+// write of line_head reads the line back in the same transaction and deletes it again if
+// someone joined before the bound meanwhile (passesHead, in Semaphore.commit): of a join and
+// such a write, whichever commits second sees the other. Hosts of earlier versions know nothing of
 // line_head: their grants leave it stale (the next release from it fails and reads the line),
 // and in the converged order a waiter of theirs that joins before the bound is served after
 // it, until the head is used up.
@@ -42,7 +43,8 @@ import (
 // one wins each round, and the others read it again. A tier of more slots than the head lists
 // would use it up in one round, and measured at 50 slots (M=2,000 hosts of 0.2 s runs, where 50
 // releases end together several times a second), the fight took Consul down (bench/README.md,
-// "The head of the line"). Such tiers' releases read the line, as before.
+// "50 slots, and why the head serves tiers of at most 16"). Such tiers' releases read the
+// line, as before.
 const headLen = 16
 
 // servesHead reports whether a tier of snap's limit hands slots over from line_head (see
@@ -181,7 +183,7 @@ func (s *Snapshot) passesHead() bool {
 }
 
 // dropHead deletes line_head as snap read it, when it breaks its promise (see checkJoin and
-// checkHead). Best effort: a head that stays lists waiters that rank before one who joined
+// passesHead). Best effort: a head that stays lists waiters that rank before one who joined
 // since, and that one is served once they are.
 func (s *Semaphore) dropHead(ctx context.Context, snap *Snapshot) {
 	_, _ = s.apply(ctx, &txn{writes: api.KVTxnOps{s.del(snap, keyHead)}})

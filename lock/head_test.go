@@ -35,9 +35,7 @@ func line(t *testing.T, s *lock.Semaphore, holders ...string) []<-chan *lock.Slo
 	t.Helper()
 	var got []<-chan *lock.Slot
 	for i, h := range holders {
-		r := req(h, "run-"+h)
-		r.WaitUntil = time.Now().Add(30 * time.Second)
-		got = append(got, acquiring(t, s, r))
+		got = append(got, waitingFor(t, s, h))
 		waitQueue(t, s, i+1)
 	}
 	return got
@@ -56,6 +54,40 @@ func slotWithin(t *testing.T, name string, got <-chan *lock.Slot) *lock.Slot {
 		t.Fatalf("%s was not handed a slot", name)
 	}
 	return nil
+}
+
+// waitingFor starts holder's Acquire, waiting up to 30s; its slot arrives on the channel.
+func waitingFor(t *testing.T, s *lock.Semaphore, holder string) <-chan *lock.Slot {
+	r := req(holder, "run-"+holder)
+	r.WaitUntil = time.Now().Add(30 * time.Second)
+	return acquiring(t, s, r)
+}
+
+// releaseNext releases the slot that arrives on got for name, which must be name's.
+func releaseNext(t *testing.T, s *lock.Semaphore, name string, got <-chan *lock.Slot) {
+	t.Helper()
+	slot := slotWithin(t, name, got)
+	if slot.Holder != name {
+		t.Fatalf("%s's slot went to %s", name, slot.Holder)
+	}
+	if err := s.Release(testkit.Ctx(t), slot); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// convergedLine has h0 take the only slot of s's tier and w1, w2 and w3, who last converged
+// at 10:00, 10:01 and 10:02, wait for it in that order. It returns h0's slot and theirs.
+func convergedLine(t *testing.T, s *lock.Semaphore) (*lock.Slot, []<-chan *lock.Slot) {
+	t.Helper()
+	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	for i, h := range []string{"w1", "w2", "w3"} {
+		put(t, "converged/"+h, fmt.Sprintf(`{"holder":%q,"converged_at":%q,"run_id":"old-%s"}`, h, base.Add(time.Duration(i)*time.Minute).Format(time.RFC3339), h))
+	}
+	return first, line(t, s, "w1", "w2", "w3")
 }
 
 // A release that reads the line lists its head in line_head, and the releases after it hand
@@ -105,15 +137,7 @@ func TestReleasesServeFromTheHead(t *testing.T) {
 // the newcomer before the waiters the head listed.
 func TestNewcomerBeforeTheBoundDropsTheHead(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	for i, h := range []string{"w1", "w2", "w3"} {
-		put(t, "converged/"+h, fmt.Sprintf(`{"holder":%q,"converged_at":%q,"run_id":"old-%s"}`, h, base.Add(time.Duration(i)*time.Minute).Format(time.RFC3339), h))
-	}
-	got := line(t, s, "w1", "w2", "w3")
+	first, got := convergedLine(t, s)
 	if err := s.Release(testkit.Ctx(t), first); err != nil { // w1 served; line_head lists w2, w3
 		t.Fatal(err)
 	}
@@ -121,9 +145,7 @@ func TestNewcomerBeforeTheBoundDropsTheHead(t *testing.T) {
 	if _, ok := values(t)["line_head"]; !ok {
 		t.Fatal("no line_head after a release that read a line of three")
 	}
-	r := req("n1", "run-n1")
-	r.WaitUntil = time.Now().Add(30 * time.Second)
-	newcomer := acquiring(t, s, r)
+	newcomer := waitingFor(t, s, "n1")
 	waitQueue(t, s, 3)
 	if v, ok := values(t)["line_head"]; ok {
 		t.Fatalf("line_head still there after a newcomer that ranks before its bound joined: %s", v)
@@ -140,16 +162,11 @@ func TestNewcomerBeforeTheBoundDropsTheHead(t *testing.T) {
 		t.Fatalf("w2 was handed a slot (%v) before the newcomer, who never converged, released", slot != nil)
 	case <-time.After(200 * time.Millisecond):
 	}
-	// Then the line as it was: w2, w3.
 	if err := s.Release(testkit.Ctx(t), n1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w2", got[1])); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w3", got[2])); err != nil {
-		t.Fatal(err)
-	}
+	releaseNext(t, s, "w2", got[1]) // then the line as it was
+	releaseNext(t, s, "w3", got[2])
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
@@ -166,9 +183,7 @@ func TestStaleHeadFallsBackToTheLine(t *testing.T) {
 	r.WaitUntil = time.Now().Add(2 * time.Second)
 	leaver := waiterReq(t, s, r)
 	waitQueue(t, s, 2)
-	r3 := req("w3", "run-w3")
-	r3.WaitUntil = time.Now().Add(30 * time.Second)
-	third := acquiring(t, s, r3)
+	third := waitingFor(t, s, "w3")
 	waitQueue(t, s, 3)
 	if err := s.Release(testkit.Ctx(t), first); err != nil { // w1 served; line_head lists w2, w3
 		t.Fatal(err)
@@ -195,21 +210,11 @@ func TestStaleHeadFallsBackToTheLine(t *testing.T) {
 // write reads the line back and deletes the head it wrote.
 func TestHeadWrittenPastANewcomerIsDeleted(t *testing.T) {
 	s := newSem(t, 1)
-	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
-	for i, h := range []string{"w1", "w2", "w3"} {
-		put(t, "converged/"+h, fmt.Sprintf(`{"holder":%q,"converged_at":%q,"run_id":"old-%s"}`, h, base.Add(time.Duration(i)*time.Minute).Format(time.RFC3339), h))
-	}
-	got := line(t, s, "w1", "w2", "w3")
+	first, got := convergedLine(t, s)
 	var newcomer <-chan *lock.Slot
 	counted := &readCounter{KV: agent.Client(t).KV()}
 	counted.before = func() {
-		r := req("n1", "run-n1")
-		r.WaitUntil = time.Now().Add(30 * time.Second)
-		newcomer = acquiring(t, s, r)
+		newcomer = waitingFor(t, s, "n1")
 		waitQueue(t, s, 4)
 	}
 	if err := newSemOn(t, counted, 1).Release(testkit.Ctx(t), &lock.Slot{Record: first.Record}); err != nil {
@@ -221,19 +226,10 @@ func TestHeadWrittenPastANewcomerIsDeleted(t *testing.T) {
 	if v, ok := values(t)["line_head"]; ok {
 		t.Fatalf("line_head left listing w2 and w3 ahead of a newcomer who never converged: %s", v)
 	}
-	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w1", got[0])); err != nil {
-		t.Fatal(err)
-	}
-	n1 := slotWithin(t, "n1", newcomer)
-	if err := s.Release(testkit.Ctx(t), n1); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w2", got[1])); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w3", got[2])); err != nil {
-		t.Fatal(err)
-	}
+	releaseNext(t, s, "w1", got[0])
+	releaseNext(t, s, "n1", newcomer) // the newcomer, who never converged, first
+	releaseNext(t, s, "w2", got[1])
+	releaseNext(t, s, "w3", got[2])
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 

@@ -36,10 +36,7 @@ type aclCase struct {
 // it), not in any log line at any level, not in status output, not in what is stored.
 func TestACLs(t *testing.T) {
 	t.Parallel()
-	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
-		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
-		aclManagement, aclManagement)}})
-	admin := clientOf(t, server, aclManagement)
+	server, admin := aclServer(t)
 	tokens := map[string]string{"unknown": "0b7e4a1c-9d2f-4e8a-b6c3-notatokenatall", "none": newToken(t, admin)}
 	for p, args := range map[string][]string{
 		"tierlock":          {"--role", "host", "--tier", tier, "--node", server.Node},
@@ -151,6 +148,16 @@ func TestACLs(t *testing.T) {
 	}
 }
 
+// aclServer starts a server with ACLs on and default deny, and returns it with a client of
+// its management token.
+func aclServer(t *testing.T) (*consulagent.Agent, *api.Client) {
+	t.Helper()
+	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
+		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
+		aclManagement, aclManagement)}})
+	return server, clientOf(t, server, aclManagement)
+}
+
 // createPolicy creates the policy `tierlock acl-policy ARGS` prints, named name.
 func createPolicy(t *testing.T, admin *api.Client, name string, args ...string) {
 	t.Helper()
@@ -240,10 +247,7 @@ func noSecrets(t *testing.T, o *outcome, tokens map[string]string) {
 // the environment claims.
 func TestNoteNamesTheToken(t *testing.T) {
 	t.Parallel()
-	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
-		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
-		aclManagement, aclManagement)}})
-	admin := clientOf(t, server, aclManagement)
+	server, admin := aclServer(t)
 	createPolicy(t, admin, "tierlock-operator", "--role", "operator")
 	secret := newToken(t, admin, "tierlock-operator")
 	self, _, err := clientOf(t, server, secret).ACL().TokenReadSelf(nil)

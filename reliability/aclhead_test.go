@@ -11,7 +11,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/tierlock/tierlock/internal/testkit"
-	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 	"github.com/tierlock/tierlock/lock"
 	"github.com/tierlock/tierlock/lock/schema"
 )
@@ -21,10 +20,7 @@ import (
 // the same, reading the line, and the line keeps its order.
 func TestHostPolicyWithoutLineHead(t *testing.T) {
 	t.Parallel()
-	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
-		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
-		aclManagement, aclManagement)}})
-	admin := clientOf(t, server, aclManagement)
+	server, admin := aclServer(t)
 	out, err := exec.Command(tierlockBin, "acl-policy", "--role", "host", "--tier", tier, "--node", server.Node).Output()
 	if err != nil {
 		t.Fatal(err)

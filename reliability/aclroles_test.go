@@ -1,15 +1,12 @@
 package reliability_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
-
-	"github.com/tierlock/tierlock/internal/testkit/consulagent"
 )
 
 // What one compromised host can still do with its token, and what it no longer can: a host
@@ -19,10 +16,7 @@ import (
 // operator, monitoring and reaper tokens can do their commands, and no more.
 func TestACLRoles(t *testing.T) {
 	t.Parallel()
-	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
-		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
-		aclManagement, aclManagement)}})
-	admin := clientOf(t, server, aclManagement)
+	server, admin := aclServer(t)
 	tokens := map[string]string{}
 	for name, args := range map[string][]string{
 		"host":            {"--role", "host", "--tier", tier, "--node", server.Node},

@@ -16,10 +16,7 @@ import (
 // refusal is named as one (the missing key:write), never taken for a lost race or an outage.
 func TestACLRefusalWithConsulsWordsInNames(t *testing.T) {
 	t.Parallel()
-	server := startServer(t, consulagent.Config{HCL: []string{fmt.Sprintf(
-		`acl { enabled = true, default_policy = "deny", down_policy = "deny", tokens { initial_management = %q, agent = %q } }`,
-		aclManagement, aclManagement)}})
-	admin := clientOf(t, server, aclManagement)
+	server, admin := aclServer(t)
 	rules := `key_prefix "chef/" { policy = "read" }
 session_prefix "" { policy = "write" }
 agent_prefix "" { policy = "read" }
