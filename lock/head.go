@@ -108,11 +108,12 @@ func (s *Semaphore) grantedIn(t *txn) map[string]bool {
 	return to
 }
 
-// headOp is the write of line_head that t leaves: snap's line without the waiters t serves
-// and those holding slots, its first headLen listed with the bound at the last of them;
-// deleted when nobody is left (nil when there was none either). from is the head snap's line
-// came from, if any: its bound stands, as its promise does.
-func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.LineHead) (*api.KVTxnOp, error) {
+// headOp is the write of line_head that t leaves, and the head it writes: snap's line without
+// the waiters t serves and those holding slots, its first headLen listed with the bound at the
+// last of them; deleted when nobody is left (nil when there was none either; the head is nil
+// when it is deleted). from is the head snap's line came from, if any: its bound stands, as
+// its promise does.
+func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.LineHead) (*api.KVTxnOp, *schema.LineHead, error) {
 	served := s.grantedIn(t)
 	var list []schema.HeadWaiter
 	for _, w := range snap.line(skip) {
@@ -123,9 +124,9 @@ func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.Lin
 	_, exists := snap.modify[keyHead]
 	if len(list) == 0 {
 		if !exists {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return s.del(snap, keyHead), nil
+		return s.del(snap, keyHead), nil, nil
 	}
 	h := schema.LineHead{Order: string(snap.Order), Waiters: list}
 	if from != nil {
@@ -136,25 +137,29 @@ func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.Lin
 	}
 	value, err := json.Marshal(h)
 	if err != nil {
-		return nil, fmt.Errorf("lock: encode line head: %w", err)
+		return nil, nil, fmt.Errorf("lock: encode line head: %w", err)
 	}
 	// Index 0 when absent: created only if still absent.
-	return &api.KVTxnOp{Verb: api.KVCAS, Key: s.base + keyHead, Value: value, Index: snap.modify[keyHead]}, nil
+	return &api.KVTxnOp{Verb: api.KVCAS, Key: s.base + keyHead, Value: value, Index: snap.modify[keyHead]}, &h, nil
 }
 
 // listHead adds to t, decided on snap, the write of line_head for the releases after it, when
-// snap read the line whole (a write that reads the line lists its head). A head that could
-// be passed by a newcomer (not in the arrival order) is checked after the write (headCheck).
+// snap read the line whole (a write that reads the line lists its head). A head that a
+// newcomer could pass is checked after the write (headCheck). None can in the arrival order,
+// nor in the converged order when the bound never converged: a newcomer ranks before the bound
+// only by a convergence that is missing or older, and with equal (no) convergence it arrived
+// later. So the first burst into a tier, and any tier of hosts new to it, writes the head
+// without reading the line back.
 func (s *Semaphore) listHead(snap *Snapshot, t *txn, skip string) error {
 	if snap.partialQueue || !servesHead(snap) || s.noHead.Load() {
 		return nil
 	}
-	op, err := s.headOp(snap, t, skip, nil)
+	op, h, err := s.headOp(snap, t, skip, nil)
 	if err != nil || op == nil {
 		return err
 	}
 	t.writes = append(t.writes, op)
-	if op.Verb == api.KVCAS && snap.Order != OrderArrival {
+	if h != nil && snap.Order != OrderArrival && h.Bound.ConvergedAt != nil {
 		t.headCheck = true
 	}
 	return nil
@@ -224,7 +229,7 @@ func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done bool,
 		if err != nil || t.free {
 			return false, err // t.free: nobody listed can take the slot; the line decides
 		}
-		op, err := s.headOp(hs, t, slot.Holder, hs.head)
+		op, _, err := s.headOp(hs, t, slot.Holder, hs.head)
 		if err != nil {
 			return false, err
 		}
