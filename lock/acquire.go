@@ -26,10 +26,10 @@ type acquisition struct {
 	netLook bool
 	// looked: a look was read. The first look of every Acquire is at the run's own entry and
 	// the slots, not at the whole line: a run that finds the tier full joins the line without
-	// reading it, and in a burst (a tier enabled again, Consul back after an outage) the
-	// whole-line looks of M hosts were O(M²) bytes and Consul's work, what took it over at
-	// M=3,000 (bench/README.md, "Flat in M"). The same goes for a retry that kept its place
-	// in line (see Acquire): such retries come in numbers when Consul is overloaded.
+	// reading it. Hosts that arrive into a long line each read it whole before; at M=2,000
+	// arriving over 30 s that was more than half of a run's bytes (bench/README.md, "The first
+	// look without the line"). The same goes for a retry that kept its place in line (see
+	// Acquire): such retries come in numbers when Consul is overloaded.
 	looked bool
 	// blind: the take in flight was decided on a look that did not read the line (see look);
 	// what it reads back says whether it passed anyone.
