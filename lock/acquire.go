@@ -105,6 +105,12 @@ func (a *acquisition) unblind(ctx context.Context, err error) error {
 		return err
 	}
 	a.blind = false
+	return a.giveBack(ctx, err)
+}
+
+// giveBack frees the slot this run took blind, when the tier could not be read whole after it
+// (see unblind), and answers err.
+func (a *acquisition) giveBack(ctx context.Context, err error) error {
 	if derr := a.s.drop(ctx, a.req.Holder, a.req.RunID); derr != nil {
 		return fmt.Errorf("%w (and the slot taken before it could be read may still be held: %w)", err, derr)
 	}
@@ -155,14 +161,14 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 		t.reads = s.treeOps(req.Holder)
 	}
 	ok, results, err := s.applyTxn(ctx, t)
-	switch {
-	case errors.Is(err, answercap.ErrTooLarge):
+	if errors.Is(err, answercap.ErrTooLarge) {
 		return nil, false, nil // taken or not, the next read (the bounded way) tells; a blind take is judged then
+	}
+	a.blind = false
+	switch {
 	case err != nil:
-		a.blind = false
 		return nil, true, err
 	case ok:
-		a.blind = false
 		slot := &Slot{Record: rec, Reentered: reentered}
 		seen, err := s.snapshot(results, req.Holder)
 		if err == nil && seen != nil {
@@ -172,8 +178,7 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 		case blind && err != nil:
 			// The tier cannot be read whole: the run is refused, as a look at the line first
 			// would have refused it, and the slot given back.
-			a.blind = true
-			return nil, true, a.unblind(ctx, err)
+			return nil, true, a.giveBack(ctx, err)
 		case blind && seen.passed(req.Holder):
 			// Somebody was in line for the slot: it is theirs. Abandon hands it to the head of
 			// the line (the run's own record never had a command behind it), and the run looks
@@ -184,7 +189,6 @@ func (a *acquisition) take(ctx context.Context, snap *Snapshot, decision Decisio
 		slot.line = servesHead(snap) && ((seen != nil && len(seen.Queue) > 0) || (!snap.partialQueue && len(snap.Queue) > 0))
 		return slot, true, nil
 	}
-	a.blind = false
 	a.races++
 	// Lost a race for a free slot: others want it too, so queue up at once (joining reads
 	// the tier back) rather than read and race again.

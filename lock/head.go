@@ -85,8 +85,8 @@ func (s *Snapshot) addHead(rel string, p *api.KVPair) {
 // when there is none, it was ranked in another order, or the tier is in no state to hand over
 // on it (disabled, a drifted count, unlimited).
 func (s *Snapshot) fromHead() *Snapshot {
-	h := s.head
-	if h == nil || QueueOrder(h.Order) != s.Order || len(h.Waiters) == 0 || !servesHead(s) || s.Drift() {
+	h := s.ranked()
+	if h == nil || len(h.Waiters) == 0 || !servesHead(s) || s.Drift() {
 		return nil
 	}
 	c := *s
@@ -97,27 +97,15 @@ func (s *Snapshot) fromHead() *Snapshot {
 	return &c
 }
 
-// grantedIn are the waiters t hands slots to: those whose running/ key it creates.
-func (s *Semaphore) grantedIn(t *txn) map[string]bool {
-	to := map[string]bool{}
-	for _, op := range t.writes {
-		if h, ok := strings.CutPrefix(op.Key, s.base+runningDir); ok && op.Verb == api.KVCAS && op.Index == 0 {
-			to[h] = true
-		}
-	}
-	return to
-}
-
 // headOp is the write of line_head that t leaves, and the head it writes: snap's line without
-// the waiters t serves and those holding slots, its first headLen listed with the bound at the
+// the waiters t serves (t.served) and those holding slots, its first headLen listed with the bound at the
 // last of them; deleted when nobody is left (nil when there was none either; the head is nil
 // when it is deleted). from is the head snap's line came from, if any: its bound stands, as
 // its promise does.
 func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.LineHead) (*api.KVTxnOp, *schema.LineHead, error) {
-	served := s.grantedIn(t)
 	var list []schema.HeadWaiter
 	for _, w := range snap.line(skip) {
-		if !served[w.Holder] && len(list) < headLen {
+		if !t.served[w.Holder] && len(list) < headLen {
 			list = append(list, schema.HeadWaiterOf(w))
 		}
 	}
@@ -165,6 +153,20 @@ func (s *Semaphore) listHead(snap *Snapshot, t *txn, skip string) error {
 	return nil
 }
 
+// ranked is the snapshot's line_head if it was ranked in the order this host ranks by, else
+// nil: a host of another order neither serves from it nor holds it to its promise.
+func (s *Snapshot) ranked() *schema.LineHead {
+	if s.head == nil || QueueOrder(s.head.Order) != s.Order {
+		return nil
+	}
+	return s.head
+}
+
+// lists reports whether h lists holder.
+func lists(h *schema.LineHead, holder string) bool {
+	return slices.ContainsFunc(h.Waiters, func(l schema.HeadWaiter) bool { return l.Holder == holder })
+}
+
 // beforeBound reports whether w ranks before h's bound in order o.
 func beforeBound(o QueueOrder, w schema.Waiter, h *schema.LineHead) bool {
 	b := h.Bound
@@ -175,12 +177,12 @@ func beforeBound(o QueueOrder, w schema.Waiter, h *schema.LineHead) bool {
 // that ranks before its bound: the head then breaks its promise. The line is ranked, so the
 // first waiter it does not list (and that holds no slot) tells.
 func (s *Snapshot) passesHead() bool {
-	h := s.head
-	if h == nil || QueueOrder(h.Order) != s.Order {
+	h := s.ranked()
+	if h == nil {
 		return false
 	}
 	for _, w := range s.line("") {
-		if !slices.ContainsFunc(h.Waiters, func(l schema.HeadWaiter) bool { return l.Holder == w.Holder }) {
+		if !lists(h, w.Holder) {
 			return beforeBound(s.Order, w, h)
 		}
 	}
@@ -198,12 +200,11 @@ func (s *Semaphore) dropHead(ctx context.Context, snap *Snapshot) {
 // holder ranks before its bound and is not listed: a newcomer that ranks ahead of waiters
 // already listed (in the converged order, a host that never converged).
 func (s *Semaphore) checkJoin(ctx context.Context, snap *Snapshot, holder string) {
-	h := snap.head
-	if h == nil || QueueOrder(h.Order) != snap.Order {
+	h := snap.ranked()
+	if h == nil {
 		return
 	}
-	me, ok := snap.queued(holder)
-	if ok && beforeBound(snap.Order, me, h) && !slices.ContainsFunc(h.Waiters, func(l schema.HeadWaiter) bool { return l.Holder == holder }) {
+	if me, ok := snap.queued(holder); ok && beforeBound(snap.Order, me, h) && !lists(h, holder) {
 		s.dropHead(ctx, snap)
 	}
 }
@@ -222,7 +223,7 @@ func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done bool,
 			return true, nil
 		}
 		hs := snap.fromHead()
-		if hs == nil || s.noHead.Load() {
+		if hs == nil {
 			return false, nil
 		}
 		t, err := s.releaseTxn(hs, slot, false)

@@ -45,7 +45,7 @@ func TestHeadCheckOnlyWhenANewcomerCouldPass(t *testing.T) {
 		if err := s.listHead(snap, tx, "h0"); err != nil {
 			t.Fatal(err)
 		}
-		if snap.Queue[0].Holder != "w1" || !s.grantedIn(tx)["w1"] {
+		if snap.Queue[0].Holder != "w1" || !tx.served["w1"] {
 			t.Fatalf("%s, bound %s: the release did not serve w1 first (line %v)", tc.order, tc.converged, snap.Queue)
 		}
 		if tx.headCheck != tc.check {

@@ -76,11 +76,11 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	}
 	ro := ch.rollout
 	if !ch.noGrants {
-		ops, n, after, err := s.handOver(snap, ch, count, exists)
+		ops, to, after, err := s.handOver(snap, ch, count, exists)
 		if err != nil {
 			return nil, err
 		}
-		t.writes, count, ro = append(t.writes, ops...), count+n, after
+		t.writes, t.served, count, ro = append(t.writes, ops...), to, count+len(to), after
 	}
 	if ro != nil {
 		op, err := s.rolloutOp(snap, ro)
@@ -109,7 +109,7 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 // handOver is what a write of ch hands over besides (see grants and nudge): the operations,
 // the number of slots handed, and the rollout record they leave (ch.rollout, or nil when
 // neither changes it).
-func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) (api.KVTxnOps, int, *schema.Rollout, error) {
+func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) (api.KVTxnOps, map[string]bool, *schema.Rollout, error) {
 	var taken []schema.Record // a mover this write admits itself, which its grants must count
 	if ch.rec != nil && ch.rec.Batch != nil && !exists {
 		taken = append(taken, *ch.rec)
@@ -122,12 +122,12 @@ func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) 
 	}
 	ops, to, ro, err := s.grants(snap, ch.holder, count, ch.spread, ch.rollout, taken, leaving)
 	if err != nil {
-		return nil, 0, nil, err
+		return nil, nil, nil, err
 	}
 	if nudge := s.nudge(snap, ch.holder, count+len(to), to); nudge != nil {
 		ops = append(ops, nudge)
 	}
-	return ops, len(to), ro, nil
+	return ops, to, ro, nil
 }
 
 // nudge rewrites, unchanged, the entry of the first waiter a write leaves waiting while slots

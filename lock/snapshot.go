@@ -427,17 +427,11 @@ func (s *Snapshot) Ahead(holder string) int {
 }
 
 // passed reports whether holder, not queued and holding a slot it took without reading the
-// line (a blind take, see acquisition.look), passed a waiter in doing so: one that ranks
-// before it as a newcomer and that could go (Ahead's count of a holder not queued, without
-// the waiters holding slots).
+// line (a blind take, see acquisition.look), passed a waiter in doing so: whether a look at
+// the whole line would have had it wait, a waiter ranking before it as a newcomer that could
+// go (Ahead).
 func (s *Snapshot) passed(holder string) bool {
-	me := schema.Waiter{Holder: holder, ConvergedAt: s.convergedAt(holder), CreateIndex: ^uint64(0)}
-	for _, w := range s.Queue {
-		if _, holds := s.modify[runningDir+w.Holder]; w.Holder != holder && !holds && s.Order.before(w, me) && s.eligible(w) {
-			return true
-		}
-	}
-	return false
+	return s.Ahead(holder) > 0
 }
 
 // line is who a write may hand slots to, in rank order: waiters that hold no slot, but skip.

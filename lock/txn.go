@@ -33,6 +33,8 @@ type txn struct {
 	// (disable's, for a line longer than a transaction): sent after it commits (see
 	// Semaphore.wakeRest).
 	wakes api.KVTxnOps
+	// served are the waiters the write hands slots to (see grants), by holder.
+	served map[string]bool
 	// headCheck: the write lists the line's head (line_head) from a read that a newcomer
 	// ranking before its bound may have joined since; it reads the line back and deletes the
 	// head if so (see Semaphore.commit and head.go).
