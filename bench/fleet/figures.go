@@ -16,6 +16,59 @@ type timing struct {
 	Handoffs       int     `json:"handoffs"`
 	FIFO           float64 `json:"fifo"`
 	Waiters        int     `json:"waiters"` // hosts that waited in line, FIFO's population
+	// Slow accounts for the handoffs slower than slowHandoff by what the release before each
+	// did (tierlock only; nil for the peer, whose releases are not traced).
+	Slow *slowAccount `json:"slow_handoffs,omitempty"`
+}
+
+// slowHandoff is the handoff p99 goal (issue 23): the handoffs slower than it are accounted for.
+const slowHandoff = 100 * time.Millisecond
+
+// slowAccount says where the slow handoffs' time went. Each handoff is matched, as its figure
+// is, to the oldest end not yet followed by a start; the release of that run is its releaser.
+// The release's part is from the command's end until Release returned (the grant had
+// committed by then); the rest is the waiter's: its watch answering, and its start.
+type slowAccount struct {
+	Handoffs         int `json:"handoffs"`           // all handoffs traced
+	AfterLineRead    int `json:"after_line_read"`    // of them, whose releaser read the whole line
+	AfterLostRace    int `json:"after_lost_race"`    // ... whose releaser had a write refused
+	Slow             int `json:"slow"`               // handoffs over slowHandoff
+	SlowAfterLine    int `json:"slow_after_line"`    // ... whose releaser read the whole line
+	SlowAfterLost    int `json:"slow_after_lost"`    // ... whose releaser had a write refused
+	SlowReleaseBound int `json:"slow_release_bound"` // ... whose release took most of it
+	// The parts of the slow handoffs, medians: the release's and the waiter's, in ms.
+	SlowReleaseP50Ms float64 `json:"slow_release_p50_ms"`
+	SlowWakeP50Ms    float64 `json:"slow_wake_p50_ms"`
+	// The slow handoffs by the requests their releases made (how many races and reads).
+	SlowReleaseRequestsP50 float64 `json:"slow_release_requests_p50"`
+}
+
+// account adds a handoff of ms after the release tr.
+func (a *slowAccount) account(ms float64, tr releaseTrace, releaseMs, wakeMs, requests *[]float64) {
+	a.Handoffs++
+	if tr.lineReads > 0 {
+		a.AfterLineRead++
+	}
+	if tr.lost > 0 {
+		a.AfterLostRace++
+	}
+	if ms <= float64(slowHandoff)/float64(time.Millisecond) {
+		return
+	}
+	a.Slow++
+	if tr.lineReads > 0 {
+		a.SlowAfterLine++
+	}
+	if tr.lost > 0 {
+		a.SlowAfterLost++
+	}
+	rel := float64(tr.dur) / float64(time.Millisecond)
+	if rel >= ms/2 {
+		a.SlowReleaseBound++
+	}
+	*releaseMs = append(*releaseMs, rel)
+	*wakeMs = append(*wakeMs, max(0, ms-rel))
+	*requests = append(*requests, float64(tr.requests))
 }
 
 // simultaneous is how close two starts may be and still count as in order: a goroutine's
@@ -33,15 +86,16 @@ func timingOf(recs []runRecord) timing {
 	type event struct {
 		at    time.Time
 		start bool
+		run   int // the run an end is of
 	}
 	var evs []event
 	var t timing
-	for _, r := range recs {
+	for i, r := range recs {
 		if r.start.IsZero() {
 			continue
 		}
 		t.Runs++
-		evs = append(evs, event{r.start, true}, event{r.end, false})
+		evs = append(evs, event{r.start, true, -1}, event{r.end, false, i})
 	}
 	if t.Runs == 0 {
 		return t
@@ -53,23 +107,34 @@ func timingOf(recs []runRecord) timing {
 		return evs[i].at.Before(evs[j].at)
 	})
 	running, started := 0, 0
-	var ends []time.Time
+	var ends []event
 	var handoffs []float64
+	var slow slowAccount
+	var releaseMs, wakeMs, requests []float64
 	for _, e := range evs {
 		if e.start {
 			running++
 			started++
 			t.MaxConcurrency = max(t.MaxConcurrency, running)
 			if len(ends) > 0 {
-				handoffs = append(handoffs, float64(e.at.Sub(ends[0]))/float64(time.Millisecond))
+				ms := float64(e.at.Sub(ends[0].at)) / float64(time.Millisecond)
+				handoffs = append(handoffs, ms)
+				if tr := recs[ends[0].run].release; tr.requests > 0 {
+					slow.account(ms, tr, &releaseMs, &wakeMs, &requests)
+				}
 				ends = ends[1:]
 			}
 			continue
 		}
 		running--
 		if started < t.Runs { // someone still waits for this slot
-			ends = append(ends, e.at)
+			ends = append(ends, e)
 		}
+	}
+	if slow.Handoffs > 0 {
+		slow.SlowReleaseP50Ms, slow.SlowWakeP50Ms = percentile(releaseMs, 0.5), percentile(wakeMs, 0.5)
+		slow.SlowReleaseRequestsP50 = percentile(requests, 0.5)
+		t.Slow = &slow
 	}
 	t.SpanSeconds = evs[len(evs)-1].at.Sub(evs[0].at).Seconds()
 	t.Handoffs = len(handoffs)

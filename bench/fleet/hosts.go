@@ -38,6 +38,8 @@ type runRecord struct {
 	// batch is the rollout step that admitted the run as a mover (its slot's Batch); -1 when
 	// the run was no mover (no revision, or its host already on it), and for the peer.
 	batch int
+	// release is what the release did (tierlock only): see slowHandoffs.
+	release releaseTrace
 }
 
 // host is one simulated host: its own api.Client, over its own connection to the proxy.
@@ -74,16 +76,21 @@ type tierlockHost struct {
 	wait, queueTTL time.Duration
 	revision       string // as run's --revision ("" when the run names none)
 	onLine         func() // called once the host waits in the queue (the long wait counts them)
+	probe          *releaseProbe
 }
 
 const benchTier = "bench/tier"
 
 func newTierlockHost(addr, prefix, holder string, wait, queueTTL time.Duration) (*tierlockHost, error) {
-	c, err := newClient(addr, nil)
+	probe := &releaseProbe{}
+	c, err := newClient(addr, func(next http.RoundTripper) http.RoundTripper {
+		probe.next = next
+		return probe
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &tierlockHost{holder: holder, prefix: prefix, client: c, wait: wait, queueTTL: queueTTL}, nil
+	return &tierlockHost{holder: holder, prefix: prefix, client: c, wait: wait, queueTTL: queueTTL, probe: probe}, nil
 }
 
 func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func()) runRecord {
@@ -142,9 +149,11 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 	// As run's finish: the release outlives a cancelled run, with its own bound.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	h.probe.start()
 	if err := retry(rctx, func() error { return sem.Release(rctx, slot) }); err != nil {
 		rec.err = fmt.Errorf("release: %w", err)
 	}
+	rec.release = h.probe.stop(rec.end)
 	return rec
 }
 

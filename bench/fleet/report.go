@@ -144,6 +144,7 @@ func printReport(w io.Writer, rep *Report) {
 		}
 		fmt.Fprintln(w)
 	}
+	printSlow(w, rep)
 	for _, lw := range rep.LongWaits {
 		fmt.Fprintf(w, "  %s, long wait (per second):", lw.Tool)
 		for _, k := range sortedKinds(lw.ByKindPerSecond) {
@@ -347,4 +348,26 @@ func writeJSON(dir string, rep *Report) (string, error) {
 	}
 	path := filepath.Join(dir, "fleet-"+rep.When.Format("20060102T150405Z")+".json")
 	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// printSlow accounts for tierlock's handoffs over slowHandoff by what the release before each
+// did (see slowAccount).
+func printSlow(w io.Writer, rep *Report) {
+	first := true
+	for _, f := range rep.Contended {
+		a := f.Slow
+		if a == nil {
+			continue
+		}
+		if first {
+			fmt.Fprintf(w, "\nhandoffs over %v, by what the release before each did (all handoffs' share in brackets):\n", slowHandoff)
+			first = false
+		}
+		share := func(n, of int) float64 { return 100 * float64(n) / float64(max(of, 1)) }
+		fmt.Fprintf(w, "  %s, %s: %d of %d; release read the line %.0f%% (%.0f%%), had a write refused %.0f%% (%.0f%%), took most of the handoff %.0f%%; median release %.1f ms in %.0f requests, wake %.1f ms\n",
+			f.Tool, f.Workload, a.Slow, a.Handoffs,
+			share(a.SlowAfterLine, a.Slow), share(a.AfterLineRead, a.Handoffs),
+			share(a.SlowAfterLost, a.Slow), share(a.AfterLostRace, a.Handoffs),
+			share(a.SlowReleaseBound, a.Slow), a.SlowReleaseP50Ms, a.SlowReleaseRequestsP50, a.SlowWakeP50Ms)
+	}
 }

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// releaseTrace is what a tierlock host's release did, for the slow handoffs' account
+// (slowHandoffs): how long it took from the command's end, its requests, how many of them read
+// the whole line, and how many writes Consul refused (lost check-and-set races).
+type releaseTrace struct {
+	dur       time.Duration
+	requests  int
+	lineReads int
+	lost      int
+}
+
+// releaseProbe is a tierlock host's transport while it releases: it counts the release's
+// requests, its reads of the whole line (a transaction with a get-tree of queue/), and its
+// refused writes (409). It adds no request of its own, and counts nothing outside a release.
+type releaseProbe struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	on   bool
+	tr   releaseTrace
+}
+
+func (p *releaseProbe) RoundTrip(r *http.Request) (*http.Response, error) {
+	p.mu.Lock()
+	on := p.on
+	p.mu.Unlock()
+	if !on {
+		return p.next.RoundTrip(r)
+	}
+	line := false
+	if r.Method == http.MethodPut && r.URL.Path == "/v1/txn" && r.Body != nil {
+		body, err := io.ReadAll(r.Body)
+		r.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		line = readsLine(body)
+	}
+	resp, err := p.next.RoundTrip(r)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.tr.requests++
+	if line {
+		p.tr.lineReads++
+	}
+	if err == nil && resp.StatusCode == http.StatusConflict {
+		p.tr.lost++
+	}
+	return resp, err
+}
+
+// readsLine reports whether a transaction's body gets the tree of a tier's queue/ (its key
+// ends in queue/), which is a read of the whole line; a get-tree of one's own entry does not.
+func readsLine(body []byte) bool {
+	s := string(body)
+	for {
+		i := strings.Index(s, `/queue/"`)
+		if i < 0 {
+			return false
+		}
+		verb := strings.LastIndex(s[:i], `"Verb"`)
+		if verb >= 0 && strings.HasPrefix(strings.TrimLeft(s[verb+len(`"Verb"`):], `: `), `"get-tree"`) {
+			return true
+		}
+		s = s[i+1:]
+	}
+}
+
+// start begins counting a release.
+func (p *releaseProbe) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.on, p.tr = true, releaseTrace{}
+}
+
+// stop ends it and returns what it counted, its duration counted from end.
+func (p *releaseProbe) stop(end time.Time) releaseTrace {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.on = false
+	tr := p.tr
+	tr.dur = time.Since(end)
+	return tr
+}
