@@ -2,9 +2,13 @@ package lock
 
 import (
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/tierlock/tierlock/lock/schema"
 )
 
 // A release that reads the line lists its head, and reads the line back in its write (to catch
@@ -51,5 +55,50 @@ func TestHeadCheckOnlyWhenANewcomerCouldPass(t *testing.T) {
 		if tx.headCheck != tc.check {
 			t.Errorf("%s, bound converged %s: headCheck %v, want %v", tc.order, tc.converged, tx.headCheck, tc.check)
 		}
+	}
+}
+
+// A refill appends to the head the waiters after its bound that it does not list, in rank
+// order, up to headLen, and moves the bound to the last of them; it adds nothing before the
+// bound (such a newcomer drops the head instead) and nothing already listed.
+func TestTopUp(t *testing.T) {
+	at := func(m int) *time.Time { c := time.Date(2026, 12, 6, 10, m, 0, 0, time.UTC); return &c }
+	w := func(name string, idx uint64, conv *time.Time) schema.Waiter {
+		return schema.Waiter{Holder: name, RunID: "r" + name, CreateIndex: idx, ModifyIndex: idx, Session: "s", ConvergedAt: conv}
+	}
+	listed := []schema.Waiter{w("a", 10, at(1)), w("b", 11, at(2))}
+	h := &schema.LineHead{Order: string(OrderConverged), Bound: schema.HeadRank{Holder: "b", CreateIndex: 11, ConvergedAt: at(2)}}
+	for _, l := range listed {
+		h.Waiters = append(h.Waiters, schema.HeadWaiterOf(l))
+	}
+	// The line as read: a before the bound and listed, n1 before it and not listed (it joined
+	// since and dropped the head; here only topUp's part is checked), c..z after it.
+	line := append([]schema.Waiter{w("n1", 30, nil)}, listed...)
+	for i := range 20 {
+		line = append(line, w(fmt.Sprintf("c%02d", i), uint64(40+i), at(3+i)))
+	}
+	up := topUp(OrderConverged, h, line)
+	if up == nil {
+		t.Fatal("nothing added")
+	}
+	var names []string
+	for _, l := range up.Waiters {
+		names = append(names, l.Holder)
+	}
+	want := []string{"a", "b"}
+	for i := range headLen - 2 {
+		want = append(want, fmt.Sprintf("c%02d", i))
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("topped up: %v, want %v", names, want)
+	}
+	if b := up.Bound; b.Holder != "c13" || b.CreateIndex != 53 || !b.ConvergedAt.Equal(*at(16)) {
+		t.Errorf("bound %+v, want c13's rank", b)
+	}
+	if len(h.Waiters) != 2 || h.Bound.Holder != "b" {
+		t.Errorf("the head read was changed: %+v", h)
+	}
+	if up := topUp(OrderConverged, h, append([]schema.Waiter{w("n1", 30, nil)}, listed...)); up != nil {
+		t.Errorf("topped up with nobody after the bound: %+v", up.Waiters)
 	}
 }

@@ -263,3 +263,48 @@ func TestWideTierReleasesReadTheLine(t *testing.T) {
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
+
+// A release from line_head that leaves it half used up tops it up, after its own hand-over,
+// from one read of the line: the releases after it keep serving from the head, and the line
+// is read again only when the head is used up.
+func TestReleaseTopsTheHeadUp(t *testing.T) {
+	s := newSem(t, 1)
+	first, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &txnRecorder{KV: agent.Client(t).KV()}
+	ws := newSemOn(t, rec, 1)
+	var names []string
+	for i := range 20 {
+		names = append(names, fmt.Sprintf("w%02d", i+1))
+	}
+	got := line(t, ws, names...)
+	if err := s.Release(testkit.Ctx(t), first); err != nil { // w01 served; the head lists w02..w17
+		t.Fatal(err)
+	}
+	before := rec.lineReads()
+	for i, name := range names {
+		slot := slotWithin(t, name, got[i])
+		if slot.Holder != name {
+			t.Fatalf("slot %d went to %s, want %s", i+1, slot.Holder, name)
+		}
+		if err := ws.Release(testkit.Ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+		if name == "w08" {
+			// It served w09 and left w10..w17 listed: it topped the head up with w18..w20.
+			if v := values(t)["line_head"]; !strings.Contains(v, `"holder":"w10"`) || !strings.Contains(v, `"holder":"w20"`) {
+				t.Errorf("line_head after w08's release: %s", v)
+			}
+		}
+	}
+	// The line was read by w08's refill, by w11's (whose release left the head, topped up to
+	// the end of the line, half used again; it found nobody new), and by w20's release, in an
+	// empty line, which found no head (its read, and its write's read-back). No hand-over
+	// waited for a read of the line.
+	if n := rec.lineReads() - before; n != 4 {
+		t.Errorf("the releases read the whole line %d times, want 4", n)
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}

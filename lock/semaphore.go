@@ -309,7 +309,10 @@ func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 		// Most likely the line is still there: hand the slot over from its head, without
 		// reading the line.
 		slot.line = false
-		if done, err := s.releaseFromHead(ctx, slot); err != nil || done {
+		if done, low, err := s.releaseFromHead(ctx, slot); err != nil || done {
+			if low {
+				s.refill(ctx, slot.Holder)
+			}
 			return err
 		}
 	}
