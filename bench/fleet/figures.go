@@ -26,8 +26,9 @@ const slowHandoff = 100 * time.Millisecond
 
 // slowAccount says where the slow handoffs' time went. Each handoff is matched, as its figure
 // is, to the oldest end not yet followed by a start; the release of that run is its releaser.
-// The release's part is from the command's end until Release returned (the grant had
-// committed by then); the rest is the waiter's: its watch answering, and its start.
+// The release's part is from the command's end until its first write committed (the
+// hand-over; a refill after it is not counted); the rest is the waiter's: its watch
+// answering, and its start.
 type slowAccount struct {
 	Handoffs         int `json:"handoffs"`           // all handoffs traced
 	AfterLineRead    int `json:"after_line_read"`    // of them, whose releaser read the whole line

@@ -2,21 +2,27 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
-// releaseTrace is what a tierlock host's release did, for the slow handoffs' account
-// (slowHandoffs): how long it took from the command's end, its requests, how many of them read
-// the whole line, and how many writes Consul refused (lost check-and-set races).
+// releaseTrace is what a tierlock host's release did until its first write committed (the
+// hand-over), for the slow handoffs' account (slowAccount): how long that took from the
+// command's end, its requests, how many of them read the whole line, and how many writes
+// Consul refused (lost check-and-set races). What the release does after (a refill of the
+// head) is not counted: the next run could start by then.
 type releaseTrace struct {
 	dur       time.Duration
 	requests  int
 	lineReads int
 	lost      int
+	handed    time.Time // when the first write committed; zero if none did
 }
 
 // releaseProbe is a tierlock host's transport while it releases: it counts the release's
@@ -36,7 +42,7 @@ func (p *releaseProbe) RoundTrip(r *http.Request) (*http.Response, error) {
 	if !on {
 		return p.next.RoundTrip(r)
 	}
-	line := false
+	line, write := false, false
 	if r.Method == http.MethodPut && r.URL.Path == "/v1/txn" && r.Body != nil {
 		body, err := io.ReadAll(r.Body)
 		r.Body.Close()
@@ -44,11 +50,17 @@ func (p *releaseProbe) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		line = readsLine(body)
+		line, write = readsLine(body), writes(body)
 	}
 	resp, err := p.next.RoundTrip(r)
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if !p.tr.handed.IsZero() {
+		return resp, err // after the hand-over
+	}
+	if write && err == nil && resp.StatusCode == http.StatusOK {
+		p.tr.handed = time.Now()
+	}
 	p.tr.requests++
 	if line {
 		p.tr.lineReads++
@@ -76,6 +88,25 @@ func readsLine(body []byte) bool {
 	}
 }
 
+// writes reports whether a transaction's body writes anything (its verbs other than gets and
+// checks).
+func writes(body []byte) bool {
+	var ops api.TxnOps
+	if json.Unmarshal(body, &ops) != nil {
+		return false
+	}
+	for _, op := range ops {
+		if op.KV != nil {
+			switch op.KV.Verb {
+			case api.KVGet, api.KVGetTree, api.KVCheckIndex, api.KVCheckSession, api.KVCheckNotExists:
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // start begins counting a release.
 func (p *releaseProbe) start() {
 	p.mu.Lock()
@@ -89,6 +120,9 @@ func (p *releaseProbe) stop(end time.Time) releaseTrace {
 	defer p.mu.Unlock()
 	p.on = false
 	tr := p.tr
-	tr.dur = time.Since(end)
+	if tr.handed.IsZero() {
+		tr.handed = time.Now()
+	}
+	tr.dur = tr.handed.Sub(end)
 	return tr
 }

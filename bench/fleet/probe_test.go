@@ -55,3 +55,20 @@ func TestSlowHandoffsAccount(t *testing.T) {
 		t.Errorf("slow release %.0f ms, wake %.0f ms; want 150, 40", a.SlowReleaseP50Ms, a.SlowWakeP50Ms)
 	}
 }
+
+func TestWrites(t *testing.T) {
+	enc := func(verbs ...api.KVOp) []byte {
+		var ops api.TxnOps
+		for _, v := range verbs {
+			ops = append(ops, &api.TxnOp{KV: &api.KVTxnOp{Verb: v, Key: "k"}})
+		}
+		b, _ := json.Marshal(ops)
+		return b
+	}
+	if writes(enc(api.KVGetTree, api.KVGet, api.KVCheckIndex)) {
+		t.Error("a read counted as a write")
+	}
+	if !writes(enc(api.KVCheckIndex, api.KVCAS, api.KVGetTree)) {
+		t.Error("a check-and-set not counted as a write")
+	}
+}
