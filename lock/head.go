@@ -35,31 +35,73 @@ import (
 // and in the converged order a waiter of theirs that joins before the bound is served after
 // it, until the head is used up.
 
-// headLen is how many waiters a release lists in line_head: a release from it reads them all
-// (about 350 bytes each) and rewrites what is left, and one release in headLen reads the line.
+// headLen is how many waiters a release lists in line_head in a tier of at most headLen
+// slots: a release from it reads them all (about 350 bytes each) and rewrites what is left,
+// removing the waiter it served (check-and-set on line_head).
 //
-// It is also the most slots a tier may have for its releases to use line_head. Every release
-// from it rewrites it, so releases that end together (runs admitted together) fight over it:
-// one wins each round, and the others read it again. A tier of more slots than the head lists
-// would use it up in one round, and measured at 50 slots (M=2,000 hosts of 0.2 s runs, where 50
-// releases end together several times a second), the fight took Consul down (bench/README.md,
-// "50 slots, and why the head serves tiers of at most 16"). Such tiers' releases read the
-// line, as before.
+// Wider tiers list more (headLenFor) and their releases do not rewrite the head. Releases
+// that end together (runs admitted together) would fight over it, one winning each round and
+// the others reading it again; measured at 50 slots (M=2,000 hosts of 0.2 s runs, where 50
+// releases end together several times a second) that fight took Consul down (bench/README.md,
+// "50 slots, and why the head serves tiers of at most 16"). A release in a wide tier instead
+// leaves the waiter it served listed, and learns which listed waiters still wait from one
+// read-only transaction that checks their entries' indexes (notWaiting): no Raft write, and an
+// answer that names only the ones gone. Releases that collide on one waiter reach further down
+// the head the next time, as they do down the line (see grants).
 const headLen = 16
 
-// refillAt is how short a release from the head may leave it before that release tops it up
-// from a read of the line (refill), once its own hand-over has committed. A head used up makes
-// the release that finds it so read the line before it can hand over, and so do the releases
-// that end meanwhile; measured at M=2,000 and 10 slots, those releases were behind 79% of the
-// handoffs slower than 100 ms (bench/README.md, "Topping the head up"). A head topped up
-// halfway keeps the releases that end during the refill's read serving from what it still
-// lists.
-const refillAt = headLen / 2
+// headBudget bounds a head's value in bytes, well under what hosts read (MaxValueLen),
+// whatever the length of the commands its waiters run.
+const headBudget = 48 << 10
 
-// servesHead reports whether a tier of snap's limit hands slots over from line_head (see
-// headLen).
+// headLenFor is how many waiters line_head lists in a tier of max slots: headLen, or twice the
+// slots in a wider tier, whose releases ending together serve as many waiters at once, up to
+// the most one transaction checks (schema.MaxHeadWaiters).
+func headLenFor(max int) int {
+	if max <= headLen {
+		return headLen
+	}
+	return min(2*max, schema.MaxHeadWaiters)
+}
+
+// popsHead reports whether a tier of snap's limit removes from line_head the waiters it
+// serves (see headLen).
+func popsHead(snap *Snapshot) bool {
+	return snap.Max <= headLen
+}
+
+// refillAt is how short a release from the head may leave it before that release tops it up
+// from a read of the line (refill), once its own hand-over has committed: half of what it
+// lists when full. A head used up makes the release that finds it so read the line before it can hand
+// over, and so do the releases that end meanwhile; measured at M=2,000 and 10 slots, those
+// releases were behind 79% of the handoffs slower than 100 ms (bench/README.md, "Topping the
+// head up"). A head topped up halfway keeps the releases that end during the refill's read
+// serving from what it still lists. In a wide tier, whose releases do not shorten it, the
+// release that serves the waiter listed halfway refills.
+func refillAt(listed int) int {
+	return listed / 2
+}
+
+// servesHead reports whether a tier of snap's limit hands slots over from line_head: any tier
+// with a limit.
 func servesHead(snap *Snapshot) bool {
-	return snap.Max > 0 && snap.Max <= headLen
+	return snap.Max > 0
+}
+
+// trimmed is list cut to n waiters and to headBudget bytes.
+func trimmed(list []schema.HeadWaiter, n int) []schema.HeadWaiter {
+	list = list[:min(len(list), n)]
+	size := 0
+	for i, w := range list {
+		b, err := json.Marshal(w)
+		if err != nil {
+			return list[:i]
+		}
+		if size += len(b) + 1; size > headBudget {
+			return list[:i]
+		}
+	}
+	return list
 }
 
 // headRefused reports whether Consul refused a transaction of ops for want of the right to
@@ -107,17 +149,19 @@ func (s *Snapshot) fromHead() *Snapshot {
 }
 
 // headOp is the write of line_head that t leaves, and the head it writes: snap's line without
-// the waiters t serves (t.served) and those holding slots, its first headLen listed with the bound at the
+// the waiters t serves (t.served) and those holding slots, its first headLenFor listed with the bound at the
 // last of them; deleted when nobody is left (nil when there was none either; the head is nil
 // when it is deleted). from is the head snap's line came from, if any: its bound stands, as
 // its promise does.
 func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.LineHead) (*api.KVTxnOp, *schema.LineHead, error) {
+	n := headLenFor(snap.Max)
 	var list []schema.HeadWaiter
 	for _, w := range snap.line(skip) {
-		if !t.served[w.Holder] && len(list) < headLen {
+		if !t.served[w.Holder] && len(list) < n {
 			list = append(list, schema.HeadWaiterOf(w))
 		}
 	}
+	list = trimmed(list, n)
 	_, exists := snap.modify[keyHead]
 	if len(list) == 0 {
 		if !exists {
@@ -219,22 +263,34 @@ func (s *Semaphore) checkJoin(ctx context.Context, snap *Snapshot, holder string
 }
 
 // topUp is h with the waiters of line (a line read whole, ranked in h's order) that rank after
-// its bound and that it does not list appended, up to headLen, and the bound moved to the last
-// of them; nil when there is none to add. The promise holds: every waiter not listed ranked
-// after the new bound when line was read, and those joining since are checked as for any
-// write of the head (see listHead).
-func topUp(o QueueOrder, h *schema.LineHead, line []schema.Waiter) *schema.LineHead {
-	up := *h
-	up.Waiters = slices.Clone(h.Waiters)
+// its bound and that it does not list appended, up to n (and headBudget), and the bound moved
+// to the last of them; nil when there is none to add. The listed waiters no longer in line
+// (served, or gone) are dropped, and those still there are listed as line has them (a nudge
+// rewrites an entry). The promise holds: every waiter not listed ranked after the new bound
+// when line was read, and those joining since are checked as for any write of the head (see
+// listHead).
+func topUp(o QueueOrder, h *schema.LineHead, line []schema.Waiter, n int) *schema.LineHead {
+	waiting := make(map[string]schema.Waiter, len(line))
 	for _, w := range line {
-		if len(up.Waiters) >= headLen {
+		waiting[w.Holder] = w
+	}
+	up := *h
+	up.Waiters = nil
+	for _, l := range h.Waiters {
+		if w, ok := waiting[l.Holder]; ok {
+			up.Waiters = append(up.Waiters, schema.HeadWaiterOf(w))
+		}
+	}
+	kept := len(up.Waiters)
+	for _, w := range line {
+		if len(up.Waiters) >= n {
 			break
 		}
 		if w.Holder != h.Bound.Holder && !lists(h, w.Holder) && !beforeBound(o, w, h) {
 			up.Waiters = append(up.Waiters, schema.HeadWaiterOf(w))
 		}
 	}
-	if len(up.Waiters) == len(h.Waiters) {
+	if up.Waiters = trimmed(up.Waiters, n); len(up.Waiters) <= kept {
 		return nil
 	}
 	last := up.Waiters[len(up.Waiters)-1]
@@ -262,7 +318,7 @@ func (s *Semaphore) refill(ctx context.Context, holder string) {
 		if h == nil || s.noHead.Load() {
 			return // gone (used up, or dropped for a newcomer): the next release lists it
 		}
-		up := topUp(whole.Order, h, line)
+		up := topUp(whole.Order, h, line, headLenFor(whole.Max))
 		if up == nil {
 			return
 		}
@@ -287,41 +343,124 @@ func (s *Semaphore) refill(ctx context.Context, holder string) {
 // releaseFromHead releases slot and hands it to the first waiter line_head lists that can go,
 // on a read of the slots and line_head, not of the line. done: released (or found released by
 // an earlier attempt). Otherwise the caller reads the line: there is no head, it cannot fill
-// the slot, or a waiter it lists left or changed since. low: this release left the head
-// refillAt long or shorter, from longer (see refill).
-func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done, low bool, err error) {
+// the slot, or a waiter it lists left or changed since. refill: this release is the one to top
+// the head up (see refillAt).
+//
+// In a tier of at most headLen slots the release removes the waiter it served from the head;
+// in a wider one it leaves it listed, and first checks which listed waiters still wait
+// (notWaiting), so that it serves one who does (see headLen).
+func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done, refill bool, err error) {
+	var hs *Snapshot // the slots and the head as read, without the waiters lost to others since
+	lost, redecided := false, 0
 	for races := range maxRaces {
-		snap, err := s.readOwn(ctx, slot.Holder)
-		if err != nil {
-			return false, false, err
-		}
-		if released(snap, slot) {
-			return true, false, nil
-		}
-		hs := snap.fromHead()
 		if hs == nil {
-			return false, false, nil
+			snap, err := s.readOwn(ctx, slot.Holder)
+			if err != nil {
+				return false, false, err
+			}
+			if released(snap, slot) {
+				return true, false, nil
+			}
+			if hs = snap.fromHead(); hs == nil {
+				return false, false, nil
+			}
+			if !popsHead(hs) {
+				gone, err := s.notWaiting(ctx, hs, slot.Holder)
+				if err != nil {
+					return false, false, err
+				}
+				hs = hs.without(gone)
+			}
+			redecided = 0
 		}
-		t, err := s.releaseTxn(hs, slot, false)
+		pops := popsHead(hs)
+		reach := 0
+		switch {
+		case pops:
+		case lost:
+			reach = hs.holderRank(slot.Holder)
+		default:
+			reach = hs.cohortRank(slot.Holder)
+		}
+		t, err := s.releaseTxn(hs, slot, reach)
 		if err != nil || t.free {
 			return false, false, err // t.free: nobody listed can take the slot; the line decides
 		}
-		op, left, err := s.headOp(hs, t, slot.Holder, hs.head)
-		if err != nil {
-			return false, false, err
+		var left *schema.LineHead
+		if pops {
+			var op *api.KVTxnOp
+			if op, left, err = s.headOp(hs, t, slot.Holder, hs.head); err != nil {
+				return false, false, err
+			}
+			t.writes = append(t.writes, op)
 		}
-		t.writes = append(t.writes, op)
 		ok, err := s.apply(ctx, t)
-		if err != nil || ok {
-			return ok, ok && left != nil && len(left.Waiters) <= refillAt && len(hs.head.Waiters) > refillAt, err
-		}
-		if !slices.Contains(t.lost, s.base+keyHead) {
+		switch {
+		case err != nil:
+			return false, false, err
+		case ok && pops:
+			at := refillAt(headLenFor(hs.Max))
+			return true, left != nil && len(left.Waiters) <= at && len(hs.head.Waiters) > at, nil
+		case ok:
+			return true, servedAt(hs.head, t.served) == refillAt(len(hs.head.Waiters)), nil
+		case pops && slices.Contains(t.lost, s.base+keyHead):
+			// Another release served from the head first: read it again.
+			hs = nil
+		case !pops && s.takenWaiters(hs, t.lost) != nil:
+			// Other releases handed their slots to the waiters this one chose: decide again
+			// without them, as far down the head as this holder is down the holders (as
+			// grants do down the line), and after a few such losses read again.
+			lost = true
+			if redecided < maxRedecide {
+				hs, redecided = hs.without(s.takenWaiters(hs, t.lost)), redecided+1
+				continue
+			}
+			hs = nil
+		default:
 			return false, false, nil // a listed waiter left or changed: the line decides
 		}
-		// Another release served from the head first: read it again.
 		if err := s.backoff(ctx, races+1); err != nil {
 			return false, false, err
 		}
 	}
 	return false, false, nil
+}
+
+// servedAt is where h lists the waiter served (-1 when none, or not one).
+func servedAt(h *schema.LineHead, served map[string]bool) int {
+	if len(served) != 1 {
+		return -1
+	}
+	return slices.IndexFunc(h.Waiters, func(l schema.HeadWaiter) bool { return served[l.Holder] })
+}
+
+// notWaiting names the waiters of hs's line (taken from line_head) whose entries changed or
+// went since the head listed them: served since (a grant rewrites or deletes the entry), or
+// gone. One read-only transaction of index checks, which Consul answers without a Raft write,
+// naming each check that failed.
+func (s *Semaphore) notWaiting(ctx context.Context, hs *Snapshot, skip string) (map[string]bool, error) {
+	line := hs.line(skip)
+	if len(line) == 0 {
+		return nil, nil
+	}
+	ops := make(api.KVTxnOps, 0, len(line))
+	for _, w := range line {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVCheckIndex, Key: s.base + queueDir + w.Holder, Index: w.ModifyIndex})
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	ok, resp, _, err := s.kv.Txn(ops, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("lock: read %s: %w", s.base, err)
+	}
+	gone := map[string]bool{}
+	if ok {
+		return gone, nil
+	}
+	for _, e := range resp.Errors {
+		if e != nil && e.OpIndex >= 0 && e.OpIndex < len(line) {
+			gone[line[e.OpIndex].Holder] = true
+		}
+	}
+	return gone, nil
 }

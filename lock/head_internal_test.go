@@ -42,7 +42,7 @@ func TestHeadCheckOnlyWhenANewcomerCouldPass(t *testing.T) {
 			pairs = append(pairs, w)
 		}
 		snap := newSnapshot("prod/web", 1, tc.order, pairs, s.base)
-		tx, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["h0"]}, false)
+		tx, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["h0"]}, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,7 +60,8 @@ func TestHeadCheckOnlyWhenANewcomerCouldPass(t *testing.T) {
 
 // A refill appends to the head the waiters after its bound that it does not list, in rank
 // order, up to headLen, and moves the bound to the last of them; it adds nothing before the
-// bound (such a newcomer drops the head instead) and nothing already listed.
+// bound (such a newcomer drops the head instead) and nothing already listed, and drops the
+// listed waiters no longer in line.
 func TestTopUp(t *testing.T) {
 	at := func(m int) *time.Time { c := time.Date(2026, 12, 6, 10, m, 0, 0, time.UTC); return &c }
 	w := func(name string, idx uint64, conv *time.Time) schema.Waiter {
@@ -68,7 +69,8 @@ func TestTopUp(t *testing.T) {
 	}
 	listed := []schema.Waiter{w("a", 10, at(1)), w("b", 11, at(2))}
 	h := &schema.LineHead{Order: string(OrderConverged), Bound: schema.HeadRank{Holder: "b", CreateIndex: 11, ConvergedAt: at(2)}}
-	for _, l := range listed {
+	// x was listed and served since (it is not in the line): it is dropped.
+	for _, l := range append([]schema.Waiter{w("x", 9, at(0))}, listed...) {
 		h.Waiters = append(h.Waiters, schema.HeadWaiterOf(l))
 	}
 	// The line as read: a before the bound and listed, n1 before it and not listed (it joined
@@ -77,7 +79,7 @@ func TestTopUp(t *testing.T) {
 	for i := range 20 {
 		line = append(line, w(fmt.Sprintf("c%02d", i), uint64(40+i), at(3+i)))
 	}
-	up := topUp(OrderConverged, h, line)
+	up := topUp(OrderConverged, h, line, headLen)
 	if up == nil {
 		t.Fatal("nothing added")
 	}
@@ -95,10 +97,10 @@ func TestTopUp(t *testing.T) {
 	if b := up.Bound; b.Holder != "c13" || b.CreateIndex != 53 || !b.ConvergedAt.Equal(*at(16)) {
 		t.Errorf("bound %+v, want c13's rank", b)
 	}
-	if len(h.Waiters) != 2 || h.Bound.Holder != "b" {
+	if len(h.Waiters) != 3 || h.Bound.Holder != "b" {
 		t.Errorf("the head read was changed: %+v", h)
 	}
-	if up := topUp(OrderConverged, h, append([]schema.Waiter{w("n1", 30, nil)}, listed...)); up != nil {
+	if up := topUp(OrderConverged, h, append([]schema.Waiter{w("n1", 30, nil)}, listed...), headLen); up != nil {
 		t.Errorf("topped up with nobody after the bound: %+v", up.Waiters)
 	}
 }

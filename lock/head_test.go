@@ -233,9 +233,11 @@ func TestHeadWrittenPastANewcomerIsDeleted(t *testing.T) {
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
-// A tier of more slots than line_head lists does not use it: its releases end together in
-// numbers that would use it up in one round while fighting over it.
-func TestWideTierReleasesReadTheLine(t *testing.T) {
+// A tier of more than 16 slots serves from line_head too, but its releases leave the waiters
+// they serve listed (releases ending together in such a tier would fight over the head): each
+// checks which listed waiters still wait, in one read-only transaction, and serves the first
+// of them, in the line's order, reading neither the line nor writing the head.
+func TestWideTierServesFromTheHead(t *testing.T) {
 	s := newSem(t, 17)
 	var slots []*lock.Slot
 	for i := range 17 {
@@ -245,21 +247,99 @@ func TestWideTierReleasesReadTheLine(t *testing.T) {
 		}
 		slots = append(slots, slot)
 	}
-	got := line(t, s, "w1", "w2")
-	if err := s.Release(testkit.Ctx(t), slots[0]); err != nil {
+	rec := &txnRecorder{KV: agent.Client(t).KV()}
+	ws := newSemOn(t, rec, 17)
+	var names []string
+	for i := range 8 {
+		names = append(names, fmt.Sprintf("w%02d", i+1))
+	}
+	got := line(t, ws, names...)
+	if err := s.Release(testkit.Ctx(t), slots[0]); err != nil { // w01 served; the head lists w02..w08
 		t.Fatal(err)
 	}
-	w1 := slotWithin(t, "w1", got[0])
-	if v, ok := values(t)["line_head"]; ok {
-		t.Errorf("line_head written in a tier of 17 slots: %s", v)
+	head := dump(t)["line_head"]
+	if !strings.Contains(head, `"holder":"w02"`) || !strings.Contains(head, `"holder":"w08"`) {
+		t.Fatalf("line_head after a release that read the line: %s", head)
 	}
-	for _, slot := range append(slots[1:], w1) {
+	before := rec.lineReads()
+	for i, name := range names {
+		slot := slotWithin(t, name, got[i])
+		if slot.Holder != name {
+			t.Fatalf("slot %d went to %s, want %s", i+1, slot.Holder, name)
+		}
+		if i == len(names)-1 {
+			if now := dump(t)["line_head"]; now != head {
+				t.Errorf("line_head rewritten by releases in a wide tier: %s, was %s", now, head)
+			}
+			// w04's release served w05, listed halfway, and read the line to top the head up
+			// (nobody new: it wrote nothing).
+			if n := rec.lineReads() - before; n != 1 {
+				t.Errorf("w01 to w07's releases read the whole line %d times, want 1 (w04's refill)", n)
+			}
+		}
+		if err := ws.Release(testkit.Ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, slot := range slots[1:] {
 		if err := s.Release(testkit.Ctx(t), slot); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := s.Release(testkit.Ctx(t), slotWithin(t, "w2", got[1])); err != nil {
+	if _, ok := values(t)["line_head"]; ok {
+		t.Error("line_head left behind by an empty line")
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
+
+// Releases that end together in a wide tier collide on the first waiter listed: the losers
+// reach further down the head, and every waiter is served once.
+func TestWideTierReleasesEndingTogether(t *testing.T) {
+	const n = 20
+	s := newSem(t, n)
+	var first []*lock.Slot
+	for i := range n {
+		slot, err := s.Acquire(testkit.Ctx(t), req(fmt.Sprintf("h%02d", i), fmt.Sprintf("run-h%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		first = append(first, slot)
+	}
+	// v01..v20 are handed their slots from the line, so their releases serve from the head.
+	var vs, ws []string
+	for i := range n {
+		vs = append(vs, fmt.Sprintf("v%02d", i+1))
+	}
+	for i := range n + 1 {
+		ws = append(ws, fmt.Sprintf("w%02d", i+1))
+	}
+	gotV := line(t, s, vs...)
+	for _, slot := range first {
+		if err := s.Release(testkit.Ctx(t), slot); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var held []*lock.Slot
+	for i, name := range vs {
+		held = append(held, slotWithin(t, name, gotV[i]))
+	}
+	gotW := line(t, s, ws...)
+	if err := s.Release(testkit.Ctx(t), held[0]); err != nil { // w01 served; the head lists the rest
 		t.Fatal(err)
+	}
+	errs := make(chan error, n)
+	for _, slot := range append(held[1:], slotWithin(t, "w01", gotW[0])) {
+		go func() { errs <- s.Release(testkit.Ctx(t), slot) }()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, name := range ws[1:] {
+		if slot := slotWithin(t, name, gotW[i+1]); slot.Holder != name {
+			t.Fatalf("%s's slot went to %s", name, slot.Holder)
+		}
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }

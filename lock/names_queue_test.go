@@ -109,7 +109,7 @@ func TestNewerProtocolIsNotHandedASlot(t *testing.T) {
 	if len(snap.Queue) != 3 || snap.Queue[0].Holder != "future" {
 		t.Fatalf("queue %v: want the newer waiter ranked first", snap.Queue)
 	}
-	ops, to, _, err := s.grants(snap, "", 0, false, nil, nil, "")
+	ops, to, _, err := s.grants(snap, "", 0, 0, nil, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,7 +177,7 @@ func TestCanaryReleaseHandsTheNextStepOver(t *testing.T) {
 		entry("w1", 5), entry("w2", 6), entry("w3", 7),
 	}, s.base)
 	snap.now = now
-	txn, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["c"]}, false)
+	txn, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["c"]}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,11 @@ type change struct {
 	delete bool
 	// noGrants leaves free slots free (see grants): for a wake, which rewrites current alone.
 	noGrants bool
-	// spread: this write lost a race for a waiter to another that freed a slot at the same
-	// moment; it hands its slot over further down the line (see grants).
-	spread bool
+	// reach is how far down the line this write hands its slot over: 0, to the first who can
+	// go; k, to the k-th (modulo the line's length). A write that lost a race for a waiter to
+	// another that freed a slot at the same moment reaches as far as its holder is down the
+	// holders (see grants).
+	reach int
 	// rollout, if set, is the rollout record as this change leaves it (a mover admitted, a
 	// success or a failure recorded); grants go on from it, and it is written with
 	// check-and-set.
@@ -120,7 +122,7 @@ func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) 
 	if ch.delete || (ch.rec != nil && exists && ch.rec.State != schema.StateRunning) {
 		leaving = ch.holder
 	}
-	ops, to, ro, err := s.grants(snap, ch.holder, count, ch.spread, ch.rollout, taken, leaving)
+	ops, to, ro, err := s.grants(snap, ch.holder, count, ch.reach, ch.rollout, taken, leaving)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -164,18 +166,19 @@ func (s *Semaphore) nudge(snap *Snapshot, skip string, count int, granted map[st
 // record as the write leaves it so far (ro, or the snapshot's when nil): a success this write
 // records may open the next step. taken are the movers the write admits besides (a take), not
 // yet among the snapshot's holders. It returns the record the grants leave, nil if unchanged.
-func (s *Semaphore) grants(snap *Snapshot, skip string, count int, spread bool, ro *schema.Rollout, taken []schema.Record, leaving string) (api.KVTxnOps, map[string]bool, *schema.Rollout, error) {
+func (s *Semaphore) grants(snap *Snapshot, skip string, count int, reach int, ro *schema.Rollout, taken []schema.Record, leaving string) (api.KVTxnOps, map[string]bool, *schema.Rollout, error) {
 	if snap.Disabled() || snap.Drift() {
 		return nil, nil, ro, nil // disabled, or a count not to build on
 	}
 	line := snap.line(skip)
-	if spread && len(line) > 1 {
+	if reach > 0 && len(line) > 1 {
 		// Several holders freed slots at once (runs admitted together end together) and all
-		// reached for the head of the line; having lost it, give this slot to the waiter as
-		// far down the line as this holder is down the holders (by the start of their runs),
-		// so that the others' next tries do not collide again. They are admitted within
-		// moments of each other, so the order is kept as near as makes no difference.
-		k := snap.holderRank(skip) % len(line)
+		// reached for the head of the line; give this slot to the waiter as far down the line
+		// as this holder is down the holders (holderRank, after a lost race; cohortRank, in a
+		// wide tier's release from the head), so that the others' tries do not collide.
+		// They are admitted within moments of each other, so the order is kept as near as
+		// makes no difference.
+		k := reach % len(line)
 		line = append(append([]schema.Waiter{line[k]}, line[:k]...), line[k+1:]...)
 	}
 	now := s.opts.Now().UTC()

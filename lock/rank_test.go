@@ -126,7 +126,7 @@ func TestConvergedTxnsFit(t *testing.T) {
 			snap.Converged[holder] = schema.Convergence{Holder: holder, ConvergedAt: time.Now()}
 		}
 		if n > 0 {
-			tx, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["holder-0000"]}, false)
+			tx, err := s.releaseTxn(snap, &Slot{Record: snap.Holders["holder-0000"]}, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -309,8 +309,8 @@ func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 		// Most likely the line is still there: hand the slot over from its head, without
 		// reading the line.
 		slot.line = false
-		if done, low, err := s.releaseFromHead(ctx, slot); err != nil || done {
-			if low {
+		if done, refill, err := s.releaseFromHead(ctx, slot); err != nil || done {
+			if refill {
 				s.refill(ctx, slot.Holder)
 			}
 			return err
@@ -323,7 +323,7 @@ func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 		// failed write costs Consul more than the read it saves.
 		slot.seen = nil
 		if _, readable := seen.Holders[slot.Holder]; readable && seen.alone(slot.Holder) {
-			if t, err := s.releaseTxn(seen, slot, false); err == nil {
+			if t, err := s.releaseTxn(seen, slot, 0); err == nil {
 				if ok, err := s.commit(ctx, t, slot.Holder); err != nil || ok {
 					return err
 				}
@@ -336,7 +336,11 @@ func (s *Semaphore) Release(ctx context.Context, slot *Slot) error {
 			return nil, errUnchanged
 		}
 		tries++
-		t, err := s.releaseTxn(snap, slot, tries > 1)
+		reach := 0
+		if tries > 1 {
+			reach = snap.holderRank(slot.Holder)
+		}
+		t, err := s.releaseTxn(snap, slot, reach)
 		if err != nil || tries > 1 {
 			return t, err // deciding again: another release may have listed the head already
 		}
@@ -408,7 +412,7 @@ func (s *Semaphore) drop(ctx context.Context, holder, runID string) error {
 }
 
 // releaseTxn deletes slot's running/ key, sets current, and writes the holder's convergence.
-func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot, spread bool) (*txn, error) {
+func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot, reach int) (*txn, error) {
 	rec, err := s.own(snap, slot)
 	if err != nil {
 		return nil, err
@@ -416,7 +420,7 @@ func (s *Semaphore) releaseTxn(snap *Snapshot, slot *Slot, spread bool) (*txn, e
 	if rec.Revision == "" {
 		rec.Revision = slot.Revision
 	}
-	t, err := s.changeTxn(snap, change{holder: slot.Holder, delete: true, spread: spread, rollout: snap.succeed(rec)})
+	t, err := s.changeTxn(snap, change{holder: slot.Holder, delete: true, reach: reach, rollout: snap.succeed(rec)})
 	if err != nil {
 		return nil, err
 	}

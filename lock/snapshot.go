@@ -478,6 +478,29 @@ func (s *Snapshot) Newer() []string {
 	return out
 }
 
+// cohortRank is holder's place among the holders admitted with it, which end with it when
+// runs take alike: those whose runs are running and started before holder's (then by name),
+// by at most a tenth of holder's run so far. A release in a wide tier serves the waiter that
+// far down the head (see releaseFromHead), so that releases ending together serve different
+// waiters; a release alone, or after a run of its own length, serves the first.
+func (s *Snapshot) cohortRank(holder string) int {
+	me, ok := s.Holders[holder]
+	if !ok {
+		return 0
+	}
+	since := me.StartedAt.Add(-s.now.Sub(me.StartedAt) / 10)
+	n := 0
+	for h, r := range s.Holders {
+		if h == holder || r.State != schema.StateRunning || r.StartedAt.Before(since) || r.StartedAt.After(me.StartedAt) {
+			continue
+		}
+		if r.StartedAt.Before(me.StartedAt) || h < holder {
+			n++
+		}
+	}
+	return n
+}
+
 // holderRank is holder's place among the holders by the start of their runs (then name).
 func (s *Snapshot) holderRank(holder string) int {
 	me, ok := s.Holders[holder]

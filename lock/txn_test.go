@@ -204,7 +204,11 @@ func TestGrantsSpreadOnRetry(t *testing.T) {
 	}{
 		{"h1", false, "w0"}, {"h0", true, "w0"}, {"h1", true, "w1"}, {"h2", true, "w2"},
 	} {
-		_, to, _, err := s.grants(snap, tt.holder, 2, tt.spread, nil, nil, "")
+		reach := 0
+		if tt.spread {
+			reach = snap.holderRank(tt.holder)
+		}
+		_, to, _, err := s.grants(snap, tt.holder, 2, reach, nil, nil, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -264,5 +268,39 @@ func TestSafetyNetGrowsWithTheLine(t *testing.T) {
 	}
 	if got := safetyNet(3, time.Second); got != time.Second {
 		t.Errorf("safetyNet(3, 1s) = %s, want the least given", got)
+	}
+}
+
+// A release in a wide tier reaches as far down the head as its holder is down those admitted
+// with it: runs running that started before it, by at most a tenth of its run so far. A failed
+// run never releases, and a run started long before is no part of the cohort.
+func TestCohortRank(t *testing.T) {
+	s, err := New(nil, Options{Tier: "t/s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := uint64(10)
+	pair := func(key, value string) *api.KVPair {
+		idx++
+		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
+	}
+	pairs := api.KVPairs{pair(keyMax, "20"), pair(keyCurrent, "5")}
+	for _, h := range []struct{ name, state, started string }{
+		{"early", "running", "09:00:00"}, // 10 minutes before: no part of the cohort
+		{"failed", "failed", "09:09:50"}, // never releases
+		{"a", "running", "09:09:50"},     // within a minute (a tenth of ten)
+		{"b", "running", "09:10:00"},     // at the same moment, and named before c
+		{"c", "running", "09:10:00"},     // the holder
+		{"d", "running", "09:10:01"},     // after
+	} {
+		pairs = append(pairs, pair(runningDir+h.name, fmt.Sprintf(`{"holder":%q,"run_id":"r-%s","state":%q,"started_at":"2026-11-21T%sZ"}`, h.name, h.name, h.state, h.started)))
+	}
+	snap := newSnapshot("t/s", 20, OrderArrival, pairs, s.base)
+	snap.now = time.Date(2026, 11, 21, 9, 20, 0, 0, time.UTC)
+	if got := snap.cohortRank("c"); got != 2 {
+		t.Errorf("cohortRank(c) = %d, want 2 (a and b)", got)
+	}
+	if got := snap.cohortRank("early"); got != 0 {
+		t.Errorf("cohortRank(early) = %d, want 0", got)
 	}
 }

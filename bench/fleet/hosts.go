@@ -134,6 +134,13 @@ func (h *tierlockHost) run(ctx context.Context, t time.Duration, started func())
 		return err
 	})
 	if err != nil {
+		// As run does (runner.Job): a run that gives up undoes what its Acquire may have
+		// left, its place in line (kept, with its session renewed, for a retry that will not
+		// come) or a slot handed to it meanwhile. Without this, a host that gave up in a
+		// burst left a place that a release later handed a slot to, held by nobody.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_ = retry(actx, func() error { return sem.Abandon(actx, h.holder, req.RunID) })
 		rec.err = err
 		return rec
 	}

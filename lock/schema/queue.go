@@ -44,8 +44,9 @@ type Waiter struct {
 // LineHead is the head of a tier's line as a release last read it whole (key line_head): the
 // first waiters in rank order, each as its entry was, so that the next releases hand their
 // slots over from it without reading the line, which grows with the fleet. Its promise is
-// Bound: every waiter it does not list ranks after Bound. Releases keep it (they remove the
-// waiters they hand slots to, with check-and-set on it); a waiter that joins ranking before
+// Bound: every waiter it does not list ranks after Bound. Releases keep it (in tiers of at most
+// 16 slots they remove the waiters they hand slots to, with check-and-set on it; in wider ones
+// they leave them listed, and check which are still waiting); a waiter that joins ranking before
 // Bound deletes it; a release that cannot serve from it reads the line and writes it anew.
 // A grant from it is check-and-set on the waiter's entry as listed, so a listed waiter that
 // left or changed fails the grant, and the release reads the line instead.
@@ -73,8 +74,10 @@ type HeadRank struct {
 	Holder      string     `json:"holder"`
 }
 
-// MaxHeadWaiters bounds the waiters a LineHead lists.
-const MaxHeadWaiters = 64
+// MaxHeadWaiters bounds the waiters a LineHead lists: as many as a transaction may check
+// (Consul's 128 operations; a release in a tier of more than 16 slots checks every waiter
+// listed). Hosts of the round before read at most 64, and ignore a longer head.
+const MaxHeadWaiters = 128
 
 // ParseLineHead reads a stored line_head. A value that is not one, or lists invalid names, is
 // an error: the head is then not used (the line is read), and the next release replaces it.
