@@ -29,11 +29,7 @@ func TestHeadCheckOnlyWhenANewcomerCouldPass(t *testing.T) {
 		{OrderConverged, `"2026-12-06T10:00:00Z"`, true},
 		{OrderArrival, `"2026-12-06T10:00:00Z"`, false},
 	} {
-		idx := uint64(10)
-		pair := func(key, value string) *api.KVPair {
-			idx++
-			return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
-		}
+		pair := pairsOn(s)
 		pairs := api.KVPairs{pair(keyMax, "1"), pair(keyCurrent, "1"),
 			pair(runningDir+"h0", `{"holder":"h0","run_id":"r0","state":"running","started_at":"2026-12-06T10:00:00Z"}`)}
 		for i, c := range []string{"null", tc.converged} {

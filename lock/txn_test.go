@@ -11,15 +11,20 @@ import (
 	"github.com/tierlock/tierlock/lock/schema"
 )
 
+// pairsOn returns a maker of s's tier's keys as Consul lists them, each at the next index.
+func pairsOn(s *Semaphore) func(key, value string) *api.KVPair {
+	idx := uint64(10)
+	return func(key, value string) *api.KVPair {
+		idx++
+		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
+	}
+}
+
 // tierWith is a snapshot of a tier with n running/ keys (holder-0000 …), max_concurrent max,
 // max_saved 3, current n and one waiter, as Consul would list it.
 func tierWith(t *testing.T, s *Semaphore, n, maxc int) *Snapshot {
 	t.Helper()
-	idx := uint64(10)
-	pair := func(key, value string) *api.KVPair {
-		idx++
-		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
-	}
+	pair := pairsOn(s)
 	waiter := pair(queueDir+"waiter", `{"holder":"waiter","run_id":"w1"}`)
 	waiter.Session = "s" // tierlock's entries are session-bound; unbound ones are ignored
 	pairs := api.KVPairs{pair(keyMax, strconv.Itoa(maxc)), pair(keyCurrent, strconv.Itoa(n)), pair(keySaved, "3"), waiter}
@@ -181,11 +186,7 @@ func TestGrantsSpreadOnRetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := uint64(10)
-	pair := func(key, value string) *api.KVPair {
-		idx++
-		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
-	}
+	pair := pairsOn(s)
 	pairs := api.KVPairs{pair(keyMax, "3"), pair(keyCurrent, "3")}
 	for i, started := range []string{"09:00:00", "09:00:00", "09:00:01"} {
 		h := fmt.Sprintf("h%d", i)
@@ -279,11 +280,7 @@ func TestCohortRank(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := uint64(10)
-	pair := func(key, value string) *api.KVPair {
-		idx++
-		return &api.KVPair{Key: s.base + key, Value: []byte(value), ModifyIndex: idx, CreateIndex: idx}
-	}
+	pair := pairsOn(s)
 	pairs := api.KVPairs{pair(keyMax, "20"), pair(keyCurrent, "5")}
 	for _, h := range []struct{ name, state, started string }{
 		{"early", "running", "09:00:00"}, // 10 minutes before: no part of the cohort
