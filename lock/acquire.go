@@ -66,7 +66,7 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 	if snap == nil {
 		read := a.s.read
 		if !a.looked {
-			read, a.looked = a.s.readOwn, true
+			read, a.looked = a.s.readSlots, true
 		}
 		var err error
 		if snap, err = read(ctx, a.req.Holder); err != nil {
@@ -257,7 +257,7 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 	case nothingNew:
 		// The safety net for a limit changed by hand (or a bake that ended): a look at the
 		// slots and the rollout, not at the whole queue (read only if a slot is free).
-		if a.next, err = s.readOwn(ctx, req.Holder); err != nil {
+		if a.next, err = s.readSlots(ctx, req.Holder); err != nil {
 			return nil, true, err
 		}
 		a.netLook = true

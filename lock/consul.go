@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -48,6 +49,18 @@ func (s *Semaphore) tierRead(q *api.QueryOptions, want func(string) bool) tierRe
 // waiter needs to know whether a slot is free, at a cost that does not grow with the queue.
 func (s *Semaphore) readOwn(ctx context.Context, holder string) (*Snapshot, error) {
 	snap, err := s.readTree(ctx, holder, s.ownQueueOps(holder))
+	if snap != nil && !snap.bounded {
+		snap.partialQueue = true
+	}
+	return snap, err
+}
+
+// readSlots is readOwn without line_head: what a run's first look and the safety net decide
+// on. Neither hands a slot over, and the head (twice the slots long in a wide tier) was most
+// of such a read's answer: every host of a burst makes one.
+func (s *Semaphore) readSlots(ctx context.Context, holder string) (*Snapshot, error) {
+	ops := slices.DeleteFunc(s.ownQueueOps(holder), func(op *api.KVTxnOp) bool { return op.Key == s.base+keyHead })
+	snap, err := s.readTree(ctx, holder, ops)
 	if snap != nil && !snap.bounded {
 		snap.partialQueue = true
 	}

@@ -388,3 +388,34 @@ func TestReleaseTopsTheHeadUp(t *testing.T) {
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
+
+// A run's first look decides only whether to take or to join: it reads the slots and its own
+// entry, not line_head (twice the slots long in a wide tier), which only releases serve from.
+func TestFirstLookReadsNoHead(t *testing.T) {
+	s := newSem(t, 1)
+	first, got := convergedLine(t, s)
+	if err := s.Release(testkit.Ctx(t), first); err != nil { // w1 served; line_head lists w2, w3
+		t.Fatal(err)
+	}
+	w1 := slotWithin(t, "w1", got[0])
+	if _, ok := values(t)["line_head"]; !ok {
+		t.Fatal("no line_head to leave unread")
+	}
+	rec := &txnRecorder{KV: agent.Client(t).KV()}
+	late := waitingFor(t, newSemOn(t, rec, 1), "n1")
+	waitQueue(t, s, 3)
+	rec.mu.Lock()
+	for _, op := range rec.ops[0] {
+		if strings.HasSuffix(op.Key, "/line_head") {
+			t.Errorf("the first look read %s", op.Key)
+		}
+	}
+	rec.mu.Unlock()
+	if err := s.Release(testkit.Ctx(t), w1); err != nil {
+		t.Fatal(err)
+	}
+	releaseNext(t, s, "n1", late) // never converged: first in the converged order
+	releaseNext(t, s, "w2", got[1])
+	releaseNext(t, s, "w3", got[2])
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
