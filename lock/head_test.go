@@ -90,6 +90,21 @@ func convergedLine(t *testing.T, s *lock.Semaphore) (*lock.Slot, []<-chan *lock.
 	return first, line(t, s, "w1", "w2", "w3")
 }
 
+// headedLine is convergedLine after h0's release, which served w1 and listed w2 and w3 in
+// line_head: w1's slot, and the channels of w2's and w3's (got[1], got[2]).
+func headedLine(t *testing.T, s *lock.Semaphore) (*lock.Slot, []<-chan *lock.Slot) {
+	t.Helper()
+	first, got := convergedLine(t, s)
+	if err := s.Release(testkit.Ctx(t), first); err != nil {
+		t.Fatal(err)
+	}
+	w1 := slotWithin(t, "w1", got[0])
+	if _, ok := values(t)["line_head"]; !ok {
+		t.Fatal("no line_head after a release that read a line of three")
+	}
+	return w1, got
+}
+
 // A release that reads the line lists its head in line_head, and the releases after it hand
 // their slots over from there, reading neither the line nor anything that grows with it, in
 // the line's order.
@@ -137,14 +152,7 @@ func TestReleasesServeFromTheHead(t *testing.T) {
 // the newcomer before the waiters the head listed.
 func TestNewcomerBeforeTheBoundDropsTheHead(t *testing.T) {
 	s := newSem(t, 1)
-	first, got := convergedLine(t, s)
-	if err := s.Release(testkit.Ctx(t), first); err != nil { // w1 served; line_head lists w2, w3
-		t.Fatal(err)
-	}
-	w1 := slotWithin(t, "w1", got[0])
-	if _, ok := values(t)["line_head"]; !ok {
-		t.Fatal("no line_head after a release that read a line of three")
-	}
+	w1, got := headedLine(t, s)
 	newcomer := waitingFor(t, s, "n1")
 	waitQueue(t, s, 3)
 	if v, ok := values(t)["line_head"]; ok {
@@ -393,14 +401,7 @@ func TestReleaseTopsTheHeadUp(t *testing.T) {
 // entry, not line_head (twice the slots long in a wide tier), which only releases serve from.
 func TestFirstLookReadsNoHead(t *testing.T) {
 	s := newSem(t, 1)
-	first, got := convergedLine(t, s)
-	if err := s.Release(testkit.Ctx(t), first); err != nil { // w1 served; line_head lists w2, w3
-		t.Fatal(err)
-	}
-	w1 := slotWithin(t, "w1", got[0])
-	if _, ok := values(t)["line_head"]; !ok {
-		t.Fatal("no line_head to leave unread")
-	}
+	w1, got := headedLine(t, s)
 	rec := &txnRecorder{KV: agent.Client(t).KV()}
 	late := waitingFor(t, newSemOn(t, rec, 1), "n1")
 	waitQueue(t, s, 3)
