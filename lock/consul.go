@@ -48,11 +48,7 @@ func (s *Semaphore) tierRead(q *api.QueryOptions, want func(string) bool) tierRe
 // readOwn is read with the queue narrowed to holder's own entry (see applyAndRead): what a
 // waiter needs to know whether a slot is free, at a cost that does not grow with the queue.
 func (s *Semaphore) readOwn(ctx context.Context, holder string) (*Snapshot, error) {
-	snap, err := s.readTree(ctx, holder, s.ownQueueOps(holder))
-	if snap != nil && !snap.bounded {
-		snap.partialQueue = true
-	}
-	return snap, err
+	return s.readPartial(ctx, holder, s.ownQueueOps(holder))
 }
 
 // readSlots is readOwn without line_head: what a run's first look and the safety net decide
@@ -60,6 +56,12 @@ func (s *Semaphore) readOwn(ctx context.Context, holder string) (*Snapshot, erro
 // of such a read's answer: every host of a burst makes one.
 func (s *Semaphore) readSlots(ctx context.Context, holder string) (*Snapshot, error) {
 	ops := slices.DeleteFunc(s.ownQueueOps(holder), func(op *api.KVTxnOp) bool { return op.Key == s.base+keyHead })
+	return s.readPartial(ctx, holder, ops)
+}
+
+// readPartial is readTree of ops that narrow the queue to holder's own entry: the snapshot
+// says so (partialQueue), unless the answer was too large and the tier was read whole.
+func (s *Semaphore) readPartial(ctx context.Context, holder string, ops api.KVTxnOps) (*Snapshot, error) {
 	snap, err := s.readTree(ctx, holder, ops)
 	if snap != nil && !snap.bounded {
 		snap.partialQueue = true

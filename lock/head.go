@@ -173,8 +173,7 @@ func (s *Semaphore) headOp(snap *Snapshot, t *txn, skip string, from *schema.Lin
 	if from != nil {
 		h.Bound = from.Bound
 	} else {
-		last := list[len(list)-1]
-		h.Bound = schema.HeadRank{ConvergedAt: last.ConvergedAt, CreateIndex: last.CreateIndex, Holder: last.Holder}
+		h.Bound = rankOf(list[len(list)-1])
 	}
 	value, err := json.Marshal(h)
 	if err != nil {
@@ -218,6 +217,11 @@ func (s *Snapshot) ranked() *schema.LineHead {
 // lists reports whether h lists holder.
 func lists(h *schema.LineHead, holder string) bool {
 	return slices.ContainsFunc(h.Waiters, func(l schema.HeadWaiter) bool { return l.Holder == holder })
+}
+
+// rankOf is what ranks w, as a head's bound records it.
+func rankOf(w schema.HeadWaiter) schema.HeadRank {
+	return schema.HeadRank{ConvergedAt: w.ConvergedAt, CreateIndex: w.CreateIndex, Holder: w.Holder}
 }
 
 // beforeBound reports whether w ranks before h's bound in order o.
@@ -293,8 +297,7 @@ func topUp(o QueueOrder, h *schema.LineHead, line []schema.Waiter, n int) *schem
 	if up.Waiters = trimmed(up.Waiters, n); len(up.Waiters) <= kept {
 		return nil
 	}
-	last := up.Waiters[len(up.Waiters)-1]
-	up.Bound = schema.HeadRank{ConvergedAt: last.ConvergedAt, CreateIndex: last.CreateIndex, Holder: last.Holder}
+	up.Bound = rankOf(up.Waiters[len(up.Waiters)-1])
 	return &up
 }
 
@@ -395,6 +398,10 @@ func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done, refi
 			t.writes = append(t.writes, op)
 		}
 		ok, err := s.apply(ctx, t)
+		var taken map[string]bool
+		if !ok && err == nil && !pops {
+			taken = s.takenWaiters(hs, t.lost)
+		}
 		switch {
 		case err != nil:
 			return false, false, err
@@ -406,13 +413,13 @@ func (s *Semaphore) releaseFromHead(ctx context.Context, slot *Slot) (done, refi
 		case pops && slices.Contains(t.lost, s.base+keyHead):
 			// Another release served from the head first: read it again.
 			hs = nil
-		case !pops && s.takenWaiters(hs, t.lost) != nil:
+		case !pops && taken != nil:
 			// Other releases handed their slots to the waiters this one chose: decide again
 			// without them, as far down the head as this holder is down the holders (as
 			// grants do down the line), and after a few such losses read again.
 			lost = true
 			if redecided < maxRedecide {
-				hs, redecided = hs.without(s.takenWaiters(hs, t.lost)), redecided+1
+				hs, redecided = hs.without(taken), redecided+1
 				continue
 			}
 			hs = nil

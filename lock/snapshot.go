@@ -489,27 +489,26 @@ func (s *Snapshot) cohortRank(holder string) int {
 		return 0
 	}
 	since := me.StartedAt.Add(-s.now.Sub(me.StartedAt) / 10)
-	n := 0
-	for h, r := range s.Holders {
-		if h == holder || r.State != schema.StateRunning || r.StartedAt.Before(since) || r.StartedAt.After(me.StartedAt) {
-			continue
-		}
-		if r.StartedAt.Before(me.StartedAt) || h < holder {
-			n++
-		}
-	}
-	return n
+	return s.startedBefore(holder, func(r schema.Record) bool {
+		return r.State == schema.StateRunning && !r.StartedAt.Before(since)
+	})
 }
 
 // holderRank is holder's place among the holders by the start of their runs (then name).
 func (s *Snapshot) holderRank(holder string) int {
+	return s.startedBefore(holder, func(schema.Record) bool { return true })
+}
+
+// startedBefore counts the holders that counts accepts and whose runs started before
+// holder's (then by name); 0 when holder holds no slot.
+func (s *Snapshot) startedBefore(holder string, counts func(schema.Record) bool) int {
 	me, ok := s.Holders[holder]
 	if !ok {
 		return 0
 	}
 	n := 0
 	for h, r := range s.Holders {
-		if r.StartedAt.Before(me.StartedAt) || (r.StartedAt.Equal(me.StartedAt) && h < holder) {
+		if (r.StartedAt.Before(me.StartedAt) || (r.StartedAt.Equal(me.StartedAt) && h < holder)) && counts(r) {
 			n++
 		}
 	}

@@ -42,10 +42,12 @@ type slowAccount struct {
 	SlowWakeP50Ms    float64 `json:"slow_wake_p50_ms"`
 	// The slow handoffs by the requests their releases made (how many races and reads).
 	SlowReleaseRequestsP50 float64 `json:"slow_release_requests_p50"`
+
+	releaseMs, wakeMs, requests []float64 // of the slow handoffs, for medians
 }
 
 // account adds a handoff of ms after the release tr.
-func (a *slowAccount) account(ms float64, tr releaseTrace, releaseMs, wakeMs, requests *[]float64) {
+func (a *slowAccount) account(ms float64, tr releaseTrace) {
 	a.Handoffs++
 	if tr.lineReads > 0 {
 		a.AfterLineRead++
@@ -67,9 +69,15 @@ func (a *slowAccount) account(ms float64, tr releaseTrace, releaseMs, wakeMs, re
 	if rel >= ms/2 {
 		a.SlowReleaseBound++
 	}
-	*releaseMs = append(*releaseMs, rel)
-	*wakeMs = append(*wakeMs, max(0, ms-rel))
-	*requests = append(*requests, float64(tr.requests))
+	a.releaseMs = append(a.releaseMs, rel)
+	a.wakeMs = append(a.wakeMs, max(0, ms-rel))
+	a.requests = append(a.requests, float64(tr.requests))
+}
+
+// medians sets the medians of the slow handoffs' parts.
+func (a *slowAccount) medians() {
+	a.SlowReleaseP50Ms, a.SlowWakeP50Ms = percentile(a.releaseMs, 0.5), percentile(a.wakeMs, 0.5)
+	a.SlowReleaseRequestsP50 = percentile(a.requests, 0.5)
 }
 
 // simultaneous is how close two starts may be and still count as in order: a goroutine's
@@ -111,7 +119,6 @@ func timingOf(recs []runRecord) timing {
 	var ends []event
 	var handoffs []float64
 	var slow slowAccount
-	var releaseMs, wakeMs, requests []float64
 	for _, e := range evs {
 		if e.start {
 			running++
@@ -121,7 +128,7 @@ func timingOf(recs []runRecord) timing {
 				ms := float64(e.at.Sub(ends[0].at)) / float64(time.Millisecond)
 				handoffs = append(handoffs, ms)
 				if tr := recs[ends[0].run].release; tr.requests > 0 {
-					slow.account(ms, tr, &releaseMs, &wakeMs, &requests)
+					slow.account(ms, tr)
 				}
 				ends = ends[1:]
 			}
@@ -133,8 +140,7 @@ func timingOf(recs []runRecord) timing {
 		}
 	}
 	if slow.Handoffs > 0 {
-		slow.SlowReleaseP50Ms, slow.SlowWakeP50Ms = percentile(releaseMs, 0.5), percentile(wakeMs, 0.5)
-		slow.SlowReleaseRequestsP50 = percentile(requests, 0.5)
+		slow.medians()
 		t.Slow = &slow
 	}
 	t.SpanSeconds = evs[len(evs)-1].at.Sub(evs[0].at).Seconds()

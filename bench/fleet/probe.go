@@ -50,7 +50,8 @@ func (p *releaseProbe) RoundTrip(r *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		line, write = readsLine(body), writes(body)
+		ops := txnOps(body)
+		line, write = readsLine(ops), writes(ops)
 	}
 	resp, err := p.next.RoundTrip(r)
 	p.mu.Lock()
@@ -71,30 +72,29 @@ func (p *releaseProbe) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// readsLine reports whether a transaction's body gets the tree of a tier's queue/ (its key
-// ends in queue/), which is a read of the whole line; a get-tree of one's own entry does not.
-func readsLine(body []byte) bool {
-	s := string(body)
-	for {
-		i := strings.Index(s, `/queue/"`)
-		if i < 0 {
-			return false
-		}
-		verb := strings.LastIndex(s[:i], `"Verb"`)
-		if verb >= 0 && strings.HasPrefix(strings.TrimLeft(s[verb+len(`"Verb"`):], `: `), `"get-tree"`) {
-			return true
-		}
-		s = s[i+1:]
-	}
-}
-
-// writes reports whether a transaction's body writes anything (its verbs other than gets and
-// checks).
-func writes(body []byte) bool {
+// txnOps are the operations of a transaction's body (none if it is not one).
+func txnOps(body []byte) api.TxnOps {
 	var ops api.TxnOps
 	if json.Unmarshal(body, &ops) != nil {
-		return false
+		return nil
 	}
+	return ops
+}
+
+// readsLine reports whether a transaction gets the tree of a tier's queue/ (its key ends in
+// queue/), which is a read of the whole line; a get-tree of one's own entry does not.
+func readsLine(ops api.TxnOps) bool {
+	for _, op := range ops {
+		if op.KV != nil && op.KV.Verb == api.KVGetTree && strings.HasSuffix(op.KV.Key, "/queue/") {
+			return true
+		}
+	}
+	return false
+}
+
+// writes reports whether a transaction writes anything (its verbs other than gets and
+// checks).
+func writes(ops api.TxnOps) bool {
 	for _, op := range ops {
 		if op.KV != nil {
 			switch op.KV.Verb {

@@ -29,7 +29,7 @@ func TestReadsLine(t *testing.T) {
 		{body("p/e/s/running/", "p/e/s/queue/web-1"), false}, // its own entry
 		{body("p/e/s/current"), false},                       // a set of a key named so is no read
 	} {
-		if got := readsLine(tc.body); got != tc.want {
+		if got := readsLine(txnOps(tc.body)); got != tc.want {
 			t.Errorf("readsLine(%s) = %v, want %v", tc.body, got, tc.want)
 		}
 	}
@@ -65,10 +65,10 @@ func TestWrites(t *testing.T) {
 		b, _ := json.Marshal(ops)
 		return b
 	}
-	if writes(enc(api.KVGetTree, api.KVGet, api.KVCheckIndex)) {
+	if writes(txnOps(enc(api.KVGetTree, api.KVGet, api.KVCheckIndex))) {
 		t.Error("a read counted as a write")
 	}
-	if !writes(enc(api.KVCheckIndex, api.KVCAS, api.KVGetTree)) {
+	if !writes(txnOps(enc(api.KVCheckIndex, api.KVCAS, api.KVGetTree))) {
 		t.Error("a check-and-set not counted as a write")
 	}
 }
