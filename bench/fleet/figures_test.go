@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,10 @@ func TestClassify(t *testing.T) {
 		{"hand over alone", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"check-index","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"delete-cas","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/current"}}]`, "txn hand over", true},
 		{"take and hand over", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"cas","Key":"c/a/b/running/h"}},{"KV":{"Verb":"check-index","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/queue/w"}},{"KV":{"Verb":"cas","Key":"c/a/b/running/w"}},{"KV":{"Verb":"delete","Key":"c/a/b/queue/h"}}]`, "txn take slot and hand over", true},
 		{"read-only txn", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"get-tree","Key":"c/a/b/"}}]`, "txn read", false},
+		{"line read", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"get-tree","Key":"p/t/max_concurrent"}},{"KV":{"Verb":"get-tree","Key":"p/t/queue/"}}]`, "txn read (line)", false},
+		{"release read", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"get-tree","Key":"p/t/line_head"}},{"KV":{"Verb":"get-tree","Key":"p/t/running/"}},{"KV":{"Verb":"get-tree","Key":"p/t/queue/h1"}}]`, "txn read (own keys, head)", false},
+		{"first look", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"get-tree","Key":"p/t/running/"}},{"KV":{"Verb":"get-tree","Key":"p/t/queue/h1"}}]`, "txn read (own keys)", false},
+		{"index checks", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"check-index","Key":"p/t/queue/h1","Index":4}},{"KV":{"Verb":"check-index","Key":"p/t/queue/h2","Index":5}}]`, "txn read (index checks)", false},
 		{"other write txn", "PUT", "/v1/txn", "", `[{"KV":{"Verb":"set","Key":"c/a/b/max_concurrent"}}]`, "txn write", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,6 +53,23 @@ func TestClassify(t *testing.T) {
 }
 
 // What the host's own agent answers is counted apart from what reaches the servers.
+func TestCountsPlus(t *testing.T) {
+	a := counts{"txn read": {Requests: 2, Bytes: 10, Errors: 1}, "txn take slot": {Requests: 1, Raft: true, Refused: 1, Lost: map[string]int64{"current": 1}}}
+	b := counts{"txn take slot": {Requests: 3, Raft: true, Refused: 2, Lost: map[string]int64{"current": 1, "running/": 1}}, "GET /v1/agent/self": {Requests: 4, Local: true}}
+	got := a.plus(b)
+	want := counts{
+		"txn read":           {Requests: 2, Bytes: 10, Errors: 1},
+		"txn take slot":      {Requests: 4, Raft: true, Refused: 3, Lost: map[string]int64{"current": 2, "running/": 1}},
+		"GET /v1/agent/self": {Requests: 4, Local: true},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("plus = %+v, want %+v", got, want)
+	}
+	if a["txn take slot"].Lost["current"] != 1 {
+		t.Errorf("plus changed its operand: %+v", a)
+	}
+}
+
 func TestTotalsKeepAgentLocalApart(t *testing.T) {
 	c := counts{
 		"txn take slot":      {Requests: 10, Bytes: 1000, Raft: true},

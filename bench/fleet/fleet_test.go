@@ -117,6 +117,42 @@ func TestFleetSmoke(t *testing.T) {
 	}
 }
 
+// TestFleetAgents runs a small fleet through client agents (-agents 2): the hosts, dealt over
+// two agents and their proxies, all run; both proxies' counts are summed (every run's node
+// name is asked of its own agent, once); the client agents' CPU is measured apart from the
+// server's; and the table names them.
+func TestFleetAgents(t *testing.T) {
+	bin := consulagent.Need(t)
+	cfg := Config{
+		Consul: bin, Ms: []int{20}, Ns: []int{2}, T: 50 * time.Millisecond, Tools: []string{toolTierlock},
+		Baseline: time.Second, Deadline: 2 * time.Minute, Wait: time.Minute, Dir: t.TempDir(), Agents: 2,
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Contended) != 1 || rep.Agents != 2 {
+		t.Fatalf("want one workload over 2 agents, got %d over %d", len(rep.Contended), rep.Agents)
+	}
+	f := rep.Contended[0]
+	if !f.Complete || f.Runs != 20 || f.Failed != 0 || f.MaxConcurrency != 2 {
+		t.Errorf("complete %v, %d runs, %d failed (%s), max concurrency %d; want 20 runs, at most 2 at once", f.Complete, f.Runs, f.Failed, f.FirstErr, f.MaxConcurrency)
+	}
+	if f.AgentLocalPerRun != 1 || f.RequestsPerRun < 3 {
+		t.Errorf("%.2f agent-local and %.1f requests per run: one proxy's counts only?", f.AgentLocalPerRun, f.RequestsPerRun)
+	}
+	if f.AgentsCPUPer1000 <= 0 || f.AgentPeakRSSMiB <= 0 {
+		t.Errorf("client agents: %.2f CPU s per 1000 runs, peak RSS %.0f MiB", f.AgentsCPUPer1000, f.AgentPeakRSSMiB)
+	}
+	var out bytes.Buffer
+	printReport(&out, rep)
+	if !strings.Contains(out.String(), "client agents' CPU s per 1000 runs") {
+		t.Errorf("the table lacks the client agents:\n%s", out.String())
+	}
+}
+
 // TestFleetRevisions runs a small fleet through tierlock in every revision mode against a real
 // agent and checks what the modes are for: every run of movers is a mover, admitted canary
 // first then by the doubling schedule, never more than N at once; no run of settled is, and it

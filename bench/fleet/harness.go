@@ -51,6 +51,13 @@ type Config struct {
 	// servers run, not -dev: a dev agent indents every JSON answer (more bytes, CPU and
 	// memory for each) and keeps its Raft log in memory.
 	Server bool
+	// Agents, if more than 0, puts that many client agents joined to the server between the
+	// hosts and it, each with a proxy of its own, and spreads the hosts over them, as a fleet's
+	// hosts each talk to their own agent. 0: every host talks to the server through one proxy.
+	// One proxy and one server cannot hold 10,000 hosts' connections on this machine: the
+	// server refuses more than http_max_conns_per_client from one address, and a process may
+	// hold at most 20,000 descriptors (bench/README.md, "10,000 hosts").
+	Agents int
 	Now    func() time.Time
 }
 
@@ -95,8 +102,12 @@ type Figures struct {
 	ClientCPUMsRun   float64            `json:"client_cpu_ms_per_run"`
 	ProxyCPUMsRun    float64            `json:"proxy_cpu_ms_per_run"`
 	ConsulPeakRSSMiB float64            `json:"consul_peak_rss_mib"`
-	WallSeconds      float64            `json:"wall_seconds"`
-	RunsPerSecond    float64            `json:"runs_per_second"` // runs ÷ wall seconds
+	// With client agents (Config.Agents): their CPU, all together, and the largest one's peak
+	// resident memory. The server's figures above are the server's alone.
+	AgentsCPUPer1000 float64 `json:"client_agents_cpu_seconds_per_1000_runs,omitempty"`
+	AgentPeakRSSMiB  float64 `json:"client_agent_peak_rss_mib,omitempty"`
+	WallSeconds      float64 `json:"wall_seconds"`
+	RunsPerSecond    float64 `json:"runs_per_second"` // runs ÷ wall seconds
 	// The rollout: runs the rollout admitted as movers, and how many of them each step
 	// admitted (from each slot's Batch); for movers, the ideal span of the default schedule
 	// (each step's movers in waves of N, one step after the other); the rollout key as the
@@ -175,17 +186,21 @@ type Report struct {
 	Contended      []Figures  `json:"contended"`
 	LongWaits      []LongWait `json:"long_waits"`
 	ConsulStartRSS float64    `json:"consul_rss_mib_at_start"`
+	Agents         int        `json:"client_agents,omitempty"` // Config.Agents
 	Config         string     `json:"config"`
 }
 
-// bench is a run in progress: one agent, the proxy, and what was measured idle.
+// bench is a run in progress: the server, its client agents if any, the proxies the hosts
+// talk through, and what was measured idle.
 type bench struct {
 	cfg      Config
-	agent    *consulagent.Agent
-	admin    *api.Client // straight to the agent: set-up and clean-up, not counted
-	proxy    *proxyProcess
-	idleCPU  float64 // Consul's CPU seconds per second, idle
-	idleRaft float64 // Raft applies per second, idle
+	agent    *consulagent.Agent   // the server
+	clients  []*consulagent.Agent // client agents (Config.Agents)
+	admin    *api.Client          // straight to the server: set-up and clean-up, not counted
+	proxies  []*proxyProcess      // one in front of each client agent, or of the server
+	hosts    int                  // hosts made so far: the next one talks through proxies[hosts%len]
+	idleCPU  float64              // Consul's CPU seconds per second, idle
+	idleRaft float64              // Raft applies per second, idle
 	phase    int
 	logf     func(format string, args ...any)
 }
@@ -195,25 +210,105 @@ type meter struct {
 	at        time.Time
 	counts    counts
 	consulCPU float64
+	agentsCPU float64 // the client agents'
 	proxyCPU  float64
 	selfCPU   float64
 	raft      float64
 }
 
 func (b *bench) read(ctx context.Context) (meter, error) {
-	m := meter{at: b.cfg.Now(), selfCPU: selfCPUSeconds()}
+	m := meter{at: b.cfg.Now(), selfCPU: selfCPUSeconds(), counts: counts{}}
 	var err error
-	if m.counts, err = b.proxy.Counts(); err != nil {
-		return m, err
+	for _, p := range b.proxies {
+		c, err := p.Counts()
+		if err != nil {
+			return m, err
+		}
+		m.counts = m.counts.plus(c)
+		cpu, err := cpuSeconds(p.PID())
+		if err != nil {
+			return m, err
+		}
+		m.proxyCPU += cpu
 	}
 	if m.consulCPU, err = cpuSeconds(b.agent.PID()); err != nil {
 		return m, err
 	}
-	if m.proxyCPU, err = cpuSeconds(b.proxy.PID()); err != nil {
-		return m, err
+	for _, a := range b.clients {
+		cpu, err := cpuSeconds(a.PID())
+		if err != nil {
+			return m, err
+		}
+		m.agentsCPU += cpu
 	}
 	m.raft, err = raftApplies(ctx, b.agent.Addr)
 	return m, err
+}
+
+// resetPeaks starts the peak resident memory of the server and its client agents again.
+func (b *bench) resetPeaks() {
+	_ = resetPeakRSS(b.agent.PID())
+	for _, a := range b.clients {
+		_ = resetPeakRSS(a.PID())
+	}
+}
+
+// agentPeakRSS is the largest peak resident memory of the client agents since resetPeaks.
+func (b *bench) agentPeakRSS() float64 {
+	peak := 0.0
+	for _, a := range b.clients {
+		if p, err := peakRSSMiB(a.PID()); err == nil {
+			peak = max(peak, p)
+		}
+	}
+	return peak
+}
+
+// startClients starts cfg.Agents client agents joined to the server, and a proxy in front of
+// each; with none, one proxy in front of the server.
+func (b *bench) startClients(ctx context.Context, hcl []string) error {
+	if b.cfg.Agents <= 0 {
+		p, err := startProxy(b.agent.Addr)
+		if err != nil {
+			return err
+		}
+		b.proxies = append(b.proxies, p)
+		return nil
+	}
+	for i := range b.cfg.Agents {
+		a, err := consulagent.Launch(ctx, b.cfg.Consul, consulagent.Config{
+			Client: true, DataDir: filepath.Join(b.cfg.Dir, fmt.Sprintf("client-%d", i)), Join: []string{b.agent.SerfAddr},
+			LogPath: filepath.Join(b.cfg.Dir, fmt.Sprintf("client-%d.log", i)), HCL: hcl,
+		})
+		if err != nil {
+			return fmt.Errorf("fleet: client agent %d: %w", i, err)
+		}
+		b.clients = append(b.clients, a)
+		p, err := startProxy(a.Addr)
+		if err != nil {
+			return err
+		}
+		b.proxies = append(b.proxies, p)
+	}
+	return nil
+}
+
+// stop stops the proxies and the client agents (the server is Run's to stop).
+func (b *bench) stop() {
+	for _, p := range b.proxies {
+		p.Stop()
+	}
+	for _, a := range b.clients {
+		a.Stop()
+	}
+}
+
+// nextAddr is the proxy the next host made talks through: the hosts are dealt over the
+// proxies in turn.
+func (b *bench) nextAddr() string {
+	p := b.proxies[b.hosts%len(b.proxies)]
+	b.hosts++
+	return p.Addr
 }
 
 // Run runs the benchmark described by cfg.
@@ -252,12 +347,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if b.admin, err = b.agent.Client(); err != nil {
 		return nil, err
 	}
-	if b.proxy, err = startProxy(b.agent.Addr); err != nil {
+	defer b.stop()
+	if err := b.startClients(ctx, hcl[:2]); err != nil {
 		return nil, err
 	}
-	defer b.proxy.Stop()
 
-	rep := &Report{When: cfg.Now().UTC(), Config: fmt.Sprintf("%+v", cfg.summary())}
+	rep := &Report{When: cfg.Now().UTC(), Config: fmt.Sprintf("%+v", cfg.summary()), Agents: cfg.Agents}
 	if self, err := b.admin.Agent().Self(); err == nil {
 		rep.Consul = fmt.Sprint(self["Config"]["Version"])
 	}
@@ -348,7 +443,7 @@ func (c Config) modesOf(tool string) []string {
 func (c Config) summary() map[string]any {
 	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended, "revisions": c.Revisions,
 		"queue_ttl": c.QueueTTL.String(), "long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
-		"baseline": c.Baseline.String(), "deadline": c.Deadline.String(), "splay": c.Splay.String()}
+		"baseline": c.Baseline.String(), "deadline": c.Deadline.String(), "splay": c.Splay.String(), "agents": c.Agents}
 }
 
 // baseline measures the agent doing nothing: its own CPU and Raft writes, taken off later.
@@ -379,9 +474,9 @@ func (b *bench) prefix(tool string) string {
 
 func (b *bench) newHost(tool, prefix, holder string, n int, revision string) (host, error) {
 	if tool == toolPeer {
-		return newPeerHost(b.proxy.Addr, prefix, holder, n)
+		return newPeerHost(b.nextAddr(), prefix, holder, n)
 	}
-	h, err := newTierlockHost(b.proxy.Addr, prefix, holder, b.cfg.Wait, b.cfg.QueueTTL)
+	h, err := newTierlockHost(b.nextAddr(), prefix, holder, b.cfg.Wait, b.cfg.QueueTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -461,7 +556,7 @@ func (b *bench) setMax(prefix string, n int) error {
 
 // measured runs body between two readings and turns the difference into Figures.
 func (b *bench) measured(ctx context.Context, tool string, m, n int, body func() []runRecord) (Figures, []runRecord, error) {
-	_ = resetPeakRSS(b.agent.PID())
+	b.resetPeaks()
 	m0, err := b.read(ctx)
 	if err != nil {
 		return Figures{}, nil, err
@@ -519,6 +614,7 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 	f.ClientCPUMsRun = (m1.selfCPU - m0.selfCPU) / runs * 1000
 	f.ProxyCPUMsRun = (m1.proxyCPU - m0.proxyCPU) / runs * 1000
 	f.ConsulPeakRSSMiB, _ = peakRSSMiB(b.agent.PID())
+	f.AgentsCPUPer1000, f.AgentPeakRSSMiB = (m1.agentsCPU-m0.agentsCPU)/runs*1000, b.agentPeakRSS()
 	return f, recs, nil
 }
 
@@ -668,7 +764,7 @@ func (b *bench) longWait(ctx context.Context, tool string) (LongWait, error) {
 	b.logf("%s: %d of %d waiters in line after %.1fs; settling for %s", tool, lw.InLine, lw.Waiters, lw.JoinSeconds, b.cfg.Settle)
 	sleep(ctx, b.cfg.Settle)
 
-	_ = resetPeakRSS(b.agent.PID())
+	b.resetPeaks()
 	m0, err := b.read(ctx)
 	if err != nil {
 		return lw, err

@@ -56,10 +56,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"settled (every host runs R again: no movers), next (every host runs once with R2, which supersedes R); the peer runs in off only")
 	heapTo := fs.String("consul-heap", "", "keep the agent's heap profile taken at its largest resident memory in this file (runs it with enable_debug)")
 	server := fs.Bool("server", false, "run the agent as a one-server cluster with its state on disk (in a temporary directory), not -dev, which indents every JSON answer")
+	agents := fs.Int("agents", 0, "client agents joined to the server, each with a proxy of its own, the hosts dealt over them, as a fleet's hosts each talk to their own agent (0: every host talks to the server through one proxy)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg := Config{HeapTo: *heapTo, Server: *server, T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
+	cfg := Config{HeapTo: *heapTo, Server: *server, Agents: *agents, T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
 		Settle: *settle, Baseline: *baseline, Deadline: *deadline, Splay: *splay, Wait: 10 * time.Minute, QueueTTL: *queueTTL, Log: stderr}
 	var err error
 	if cfg.Ms, err = positiveInts("-m", *ms); err == nil {
@@ -71,8 +72,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		cfg.Revisions, err = modeList(*revisions)
 	}
-	if err == nil && (*t < 0 || *uncontended < 0 || *longWaiters < 0 || *longWait <= 0 || *baseline <= 0 || *deadline <= 0 || *splay < 0) {
-		err = fmt.Errorf("fleet: -t, -uncontended, -long-waiters, -splay must be >= 0 and -long-wait, -baseline, -deadline > 0")
+	if err == nil && (*t < 0 || *uncontended < 0 || *longWaiters < 0 || *longWait <= 0 || *baseline <= 0 || *deadline <= 0 || *splay < 0 || *agents < 0) {
+		err = fmt.Errorf("fleet: -t, -uncontended, -long-waiters, -splay, -agents must be >= 0 and -long-wait, -baseline, -deadline > 0")
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)

@@ -73,6 +73,29 @@ func (c counts) minus(before counts) counts {
 	return d
 }
 
+// plus is c and o counted together (two proxies' counts).
+func (c counts) plus(o counts) counts {
+	sum := counts{}
+	for _, from := range []counts{c, o} {
+		for k, v := range from {
+			s := sum[k]
+			s.Requests += v.Requests
+			s.Bytes += v.Bytes
+			s.Errors += v.Errors
+			s.Refused += v.Refused
+			s.Raft, s.Local = v.Raft, v.Local
+			for class, n := range v.Lost {
+				if s.Lost == nil {
+					s.Lost = map[string]int64{}
+				}
+				s.Lost[class] += n
+			}
+			sum[k] = s
+		}
+	}
+	return sum
+}
+
 // totals sums the requests that reach the servers, their Raft writes and answer bytes, the
 // error answers, and apart from them the agent-local requests.
 func (c counts) totals() (requests, raft, bytes, errors, local int64) {
@@ -211,7 +234,7 @@ func classify(method, path string, query url.Values, body []byte) (kind string, 
 		}
 		switch {
 		case !write:
-			return "txn read", false
+			return readKind(ops), false
 		case queue:
 			return "txn join queue", true
 		case grant && release:
@@ -270,6 +293,36 @@ func classify(method, path string, query url.Values, body []byte) (kind string, 
 		parts = parts[:3]
 	}
 	return method + " /" + strings.Join(parts, "/"), method != http.MethodGet
+}
+
+// readKind names a read-only transaction by what it reads, so that the bytes can be told
+// apart: the line (a get-tree of queue/), a host's own keys with line_head (a release's read)
+// or without it (a first look, the safety net), index checks alone (a wide tier's release
+// asking which listed waiters still wait); "txn read" for any other.
+func readKind(ops []txnOp) string {
+	checks, trees := 0, map[string]bool{}
+	for _, op := range ops {
+		switch {
+		case op.KV == nil:
+		case op.KV.Verb == "check-index":
+			checks++
+		case op.KV.Verb == "get-tree":
+			if i := strings.LastIndex(strings.TrimSuffix(op.KV.Key, "/"), "/"); i >= 0 {
+				trees[op.KV.Key[i+1:]] = true
+			}
+		}
+	}
+	switch {
+	case checks > 0 && checks == len(ops):
+		return "txn read (index checks)"
+	case trees["queue/"]:
+		return "txn read (line)"
+	case trees["line_head"]:
+		return "txn read (own keys, head)"
+	case trees["running/"]:
+		return "txn read (own keys)"
+	}
+	return "txn read"
 }
 
 // agentLocal says whether a host's local agent answers a request at path itself, without

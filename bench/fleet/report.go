@@ -17,8 +17,10 @@ type row struct {
 	get                func(Figures) float64
 }
 
-func contendedRows() []row {
-	return []row{
+// contendedRows are the rows of the contended table; with client agents (agents), their CPU and
+// memory too.
+func contendedRows(agents bool) []row {
+	rows := []row{
 		{"runs", "%.0f", "= M", func(f Figures) float64 { return float64(f.Runs) }},
 		{"efficiency", "%.2f", ">= 0.90", func(f Figures) float64 { return f.Efficiency }},
 		{"max concurrency", "%.0f", "= N", func(f Figures) float64 { return float64(f.MaxConcurrency) }},
@@ -35,6 +37,12 @@ func contendedRows() []row {
 		{"consul peak RSS MiB", "%.0f", "", func(f Figures) float64 { return f.ConsulPeakRSSMiB }},
 		{"failed runs", "%.0f", "0", func(f Figures) float64 { return float64(f.Failed) }},
 	}
+	if agents {
+		rows = append(rows,
+			row{"client agents' CPU s per 1000 runs", "%.2f", "", func(f Figures) float64 { return f.AgentsCPUPer1000 }},
+			row{"client agent peak RSS MiB (largest)", "%.0f", "", func(f Figures) float64 { return f.AgentPeakRSSMiB }})
+	}
+	return rows
 }
 
 func uncontendedRows() []row {
@@ -102,7 +110,7 @@ func printReport(w io.Writer, rep *Report) {
 		}
 	}
 	table(rep.Uncontended, uncontendedRows())
-	table(rep.Contended, contendedRows())
+	table(rep.Contended, contendedRows(rep.Agents > 0))
 	var ours, peer LongWait
 	for _, lw := range rep.LongWaits {
 		if lw.Tool == toolTierlock {
