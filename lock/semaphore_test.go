@@ -1,6 +1,7 @@
 package lock_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -120,6 +121,67 @@ func TestAbandon(t *testing.T) {
 	if err := s.Abandon(testkit.Ctx(t), "web 2", "r3"); !errors.Is(err, schema.ErrInvalidName) {
 		t.Errorf("abandon with a bad holder name: %v, want ErrInvalidName", err)
 	}
+}
+
+// TestAbandonWithoutASlotReadsNoLine: a run that gave up waiting holds no slot, and its
+// Abandon looks at the slots alone, not at the line (runs give up in numbers when Consul is
+// overloaded, and the line is then as long as the burst); a run handed a slot before it
+// abandons still hands that slot on to the next in line.
+func TestAbandonWithoutASlotReadsNoLine(t *testing.T) {
+	s := newSem(t, 1)
+	held, err := s.Acquire(testkit.Ctx(t), req("web-0", "r0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := waiter(t, s, "web-1", 30*time.Second)
+	waitQueue(t, s, 1)
+	rec := &txnRecorder{KV: agent.Client(t).KV()}
+	quitter := newSemOn(t, rec, 1)
+	ctx, cancel := context.WithCancel(testkit.Ctx(t))
+	r := req("web-2", "r2")
+	r.WaitUntil = time.Now().Add(30 * time.Second)
+	gave := make(chan error, 1)
+	go func() { _, err := quitter.Acquire(ctx, r); gave <- err }()
+	waitQueue(t, s, 2)
+	cancel()
+	if err := <-gave; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled Acquire: %v, want context.Canceled", err)
+	}
+	before := rec.lineReads()
+	if err := quitter.Abandon(testkit.Ctx(t), "web-2", "r2"); err != nil {
+		t.Fatal(err)
+	}
+	if n := rec.lineReads() - before; n != 0 {
+		t.Errorf("Abandon of a run that holds no slot read the line %d times", n)
+	}
+	waitQueue(t, s, 1)
+
+	// web-1 is handed web-0's slot, and abandons it: the slot goes on, to nobody waiting.
+	if err := s.Release(testkit.Ctx(t), held); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-first:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("web-1 was not handed the slot")
+	}
+	next := waiter(t, s, "web-3", 30*time.Second)
+	waitQueue(t, s, 1)
+	if err := s.Abandon(testkit.Ctx(t), "web-1", "run-web-1"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-next:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slot web-1 abandoned was not handed to web-3")
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
 
 func TestAcquireIsIdempotentPerRun(t *testing.T) {
