@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -34,7 +35,40 @@ type acquisition struct {
 	// blind: the take in flight was decided on a look that did not read the line (see look);
 	// what it reads back says whether it passed anyone.
 	blind bool
+	// then is what the step does with the snapshot look returns, when a slot is free but the
+	// snapshot shows only the run's own entry: read the line (thenDecide, through a nil
+	// snapshot), settle first (thenSettle), or hand the free slots over from line_head
+	// (thenHead). settled: this Acquire has settled once. viaHead: the next look that finds a
+	// slot free tries line_head before the line (a look after settling, or after a nudge);
+	// headTries: the hand-overs from the head that lost in a row.
+	then             next
+	settled, viaHead bool
+	headTries        int
 }
+
+// maxHeadTries bounds the hand-overs from line_head one look after another that lose to other
+// writes before the acquisition reads the line.
+const maxHeadTries = 3
+
+// next is what a step does besides deciding (see acquisition.then).
+type next int
+
+const (
+	thenDecide next = iota
+	thenSettle
+	thenHead
+)
+
+// settleSpan bounds the moment a waiter that lost a race for a free slot, and whose look after
+// joining still finds a slot free, watches its own entry before it looks again: a random moment
+// up to it. In a burst (a tier enabled again, Consul back after an outage) every host but the
+// first few loses the race for the free slots, joins, and finds slots still free (8, 23 or 38
+// of 50 held, in one run at M=2,000); each then read the line, as long as the burst, so the
+// burst moved O(M²) bytes: 2,022 of that run's 2,484 reads of the line (bench/README.md, "A
+// burst hands its free slots over from the head"). Settled, the first to look again reads the
+// line and hands the free slots over, listing line_head as it does; those after it find the
+// slots held, or hand the rest over from the head (admitFromHead), without reading the line.
+const settleSpan = time.Second
 
 // step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
 // err; otherwise the acquisition looks again.
@@ -46,6 +80,14 @@ func (a *acquisition) step(ctx context.Context) (slot *Slot, done bool, err erro
 	netLook := a.netLook // of the snapshot decided on now, and of no later one
 	a.netLook = false
 	now := a.s.opts.Now().UTC()
+	switch then := a.then; {
+	case then == thenSettle:
+		a.then = thenDecide
+		return a.settle(ctx, snap)
+	case then == thenHead:
+		a.then = thenDecide
+		return a.fromHead(ctx, snap, ro, now)
+	}
 	switch decision {
 	case Disabled:
 		return nil, true, fmt.Errorf("%w: %s has max_concurrent 0", ErrDisabled, a.s.opts.Tier)
@@ -68,6 +110,7 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 		if !a.looked {
 			read, a.looked = a.s.readSlots, true
 		}
+		a.viaHead = false // a fresh look: the line, or the run's first
 		var err error
 		if snap, err = read(ctx, a.req.Holder); err != nil {
 			return nil, 0, schema.Rollout{}, a.unblind(ctx, err)
@@ -81,9 +124,18 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 		return nil, 0, schema.Rollout{}, err
 	}
 	if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
-		_, queued := snap.queued(a.req.Holder)
+		w, queued := snap.queued(a.req.Holder)
 		if decision != Take || queued || a.q != nil || snap.mover(a.req.Holder, a.req.Revision) {
-			return nil, 0, schema.Rollout{}, nil
+			inLine := decision == Take && queued && a.q != nil && w.Session == a.q.session
+			switch {
+			case inLine && a.viaHead && snap.fromHead() != nil:
+				a.then = thenHead
+			case inLine && a.races > 0 && !a.settled:
+				a.then = thenSettle
+			default:
+				return nil, 0, schema.Rollout{}, nil // read the line
+			}
+			return snap, decision, ro, nil
 		}
 		// A newcomer that finds a slot free takes it without reading the line first, and
 		// reads the line back in the take's transaction: a slot is free with someone in line
@@ -94,6 +146,49 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 		a.blind = true
 	}
 	return snap, decision, ro, nil
+}
+
+// settle watches the run's own entry (as snap shows it) for a random moment up to settleSpan
+// before it looks again (see settleSpan): a write that hands it a slot meanwhile ends the wait.
+func (a *acquisition) settle(ctx context.Context, snap *Snapshot) (*Slot, bool, error) {
+	a.settled = true
+	w, _ := snap.queued(a.req.Holder)
+	woke, rec, err := a.s.watch(ctx, w, rand.N(settleSpan), a.req.WaitUntil)
+	if err != nil {
+		return nil, true, err
+	}
+	if woke == nothingNew {
+		woke = woken // not the safety net: look again, at the slots and the head
+	}
+	return a.woke(ctx, snap, woke, rec)
+}
+
+// fromHead hands the free slots snap shows over to the waiters line_head lists (admitFromHead),
+// then waits as wait does: the watch ends at once if the write handed this waiter a slot. A
+// head that cannot serve leaves the next look to read the line.
+func (a *acquisition) fromHead(ctx context.Context, snap *Snapshot, ro schema.Rollout, now time.Time) (*Slot, bool, error) {
+	a.viaHead = false
+	switch a.s.admitFromHead(ctx, a.req.Holder, snap) {
+	case headServed:
+		a.headTries = 0
+		return a.wait(ctx, snap, Wait, ro, now, false)
+	case headLost:
+		// Another write handed slots over first (or Consul failed this one): look again at
+		// the slots and the head, which may be full by now or serve again.
+		if a.headTries++; a.headTries < maxHeadTries {
+			if err := a.s.backoff(ctx, a.headTries); err != nil {
+				return nil, true, err
+			}
+			var err error
+			if a.next, err = a.s.readOwn(ctx, a.req.Holder); err != nil {
+				return nil, true, err
+			}
+			a.viaHead = true
+			return nil, false, nil
+		}
+	}
+	a.headTries = 0
+	return nil, false, nil // the next look reads the line
 }
 
 // unblind ends a blind take whose outcome the next look was to tell, when that look failed
@@ -227,6 +322,14 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 		_ = s.admit(ctx, req.Holder)
 		return nil, false, nil // look again: the slot may be this waiter's
 	}
+	if a.settled && !snap.partialQueue && canAdmit(snap) {
+		// A burst's waiter, settled, read the line and found slots free that it is not
+		// first for: it hands them over on this read, once, listing line_head, so that the
+		// waiters who look after it hand the rest over from the head (see settleSpan). A write
+		// that loses leaves them to those others. The watch below ends at once if this write
+		// handed this waiter a slot.
+		_ = s.admitOn(ctx, req.Holder, snap)
+	}
 	if req.Waiting != nil {
 		req.Waiting(snap)
 	}
@@ -240,6 +343,14 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 	if err != nil {
 		return nil, true, err
 	}
+	return a.woke(ctx, snap, woke, rec)
+}
+
+// woke acts on a watch of the run's own entry (snap's) that ended as woke: the slot a write
+// handed over (rec), or the look to come.
+func (a *acquisition) woke(ctx context.Context, snap *Snapshot, woke wake, rec *schema.Record) (*Slot, bool, error) {
+	s, req := a.s, a.req
+	var err error
 	switch woke {
 	case handed:
 		slot := slotOf(*rec, req)
@@ -262,6 +373,15 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 		}
 		a.netLook = true
 		a.q.net = min(2*a.q.net, maxNet) // a waiter long in line looks less often (see minNet)
+	case woken:
+		// The entry changed without a slot in it: most often a nudge (a slot free, and this
+		// waiter the first a write left waiting), or the wait is over. A look at the slots and
+		// line_head, which, if a slot is free, hands it over from the head (viaHead): of a
+		// burst's waiters nudged one after the other, none then reads the line.
+		if a.next, err = s.readOwn(ctx, req.Holder); err != nil {
+			return nil, true, err
+		}
+		a.viaHead = true
 	}
 	return nil, false, nil
 }

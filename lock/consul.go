@@ -389,6 +389,38 @@ func (s *Semaphore) admit(ctx context.Context, holder string) error {
 	return err
 }
 
+// admitOn is one try of admit, decided on snap, a read of the whole line in hand that shows a
+// slot free that a waiter ahead could take (canAdmit). A write that loses its race is not tried
+// again: others hand slots over meanwhile, and each try would read the line again.
+func (s *Semaphore) admitOn(ctx context.Context, holder string, snap *Snapshot) error {
+	t, err := s.changeTxn(snap, change{})
+	if err != nil {
+		return err
+	}
+	if err := s.listHead(snap, t, ""); err != nil {
+		return err
+	}
+	_, err = s.handOverFree(ctx, holder, snap, t)
+	return err
+}
+
+// handOverFree commits t, a write decided on snap that hands free slots over (admitOn,
+// admitFromHead). Slots it leaves free with waiters left in snap's line that could take them
+// are theirs to hand over: t nudges the first of them (see nudge), so t needs no read back.
+// Only a write that leaves a slot free with nobody left to nudge reads the tier back and admits
+// from the line (commit), for a host that joined after snap was read.
+func (s *Semaphore) handOverFree(ctx context.Context, holder string, snap *Snapshot, t *txn) (bool, error) {
+	if t.free {
+		for _, w := range snap.line("") {
+			if !t.served[w.Holder] && snap.wakeable(w) {
+				t.free = false // the nudged waiter hands the rest over
+				break
+			}
+		}
+	}
+	return s.commit(ctx, t, holder)
+}
+
 // rejected is nil when a failed transaction of ops only lost a race, and ErrRejected
 // otherwise (kvtxn.Refused).
 func (s *Semaphore) rejected(ops api.KVTxnOps, resp *api.KVTxnResponse) error {

@@ -471,3 +471,65 @@ func (s *Semaphore) notWaiting(ctx context.Context, hs *Snapshot, skip string) (
 	}
 	return gone, nil
 }
+
+// headAdmit is how a hand-over of free slots from line_head went (admitFromHead).
+type headAdmit int
+
+const (
+	headNone   headAdmit = iota // the head cannot serve: none, used up, or nobody it lists can go
+	headServed                  // the write committed
+	headLost                    // the write lost a race, or failed: others hand slots over too
+)
+
+// admitFromHead hands the free slots snap shows (a read of the slots and line_head, for holder,
+// a waiter) over to the waiters line_head lists, as admit does from the whole line, and as a
+// release hands its slot over from the head: on that read, not on one of the line.
+//
+// Slots still free after the write, with waiters still listed, are the next listed waiter's
+// to hand over: the write nudges it (see nudge), and it hands them over from the head in turn.
+// With none listed, the write reads the tier back and admits from the line (commit), as any
+// write that leaves a slot free does. Best effort: a Consul error counts as a lost race, since
+// the free slots are every waiter's to hand over, and the one who lost looks again.
+func (s *Semaphore) admitFromHead(ctx context.Context, holder string, snap *Snapshot) headAdmit {
+	hs := snap.fromHead()
+	if hs == nil || s.noHead.Load() {
+		return headNone
+	}
+	if me, ok := snap.queued(holder); ok {
+		// The head lists holder's entry as it was; a nudge has rewritten it since (that is
+		// how holder came to look), so the grant to holder checks the entry as read now.
+		for i := range hs.Queue {
+			if hs.Queue[i].Holder == holder {
+				hs.Queue[i] = me
+			}
+		}
+	}
+	pops := popsHead(hs)
+	if !pops {
+		gone, err := s.notWaiting(ctx, hs, "")
+		if err != nil {
+			return headLost
+		}
+		hs = hs.without(gone)
+	}
+	if !canAdmit(hs) {
+		return headNone
+	}
+	t, err := s.changeTxn(hs, change{})
+	if err != nil || len(t.served) == 0 {
+		return headNone
+	}
+	if pops {
+		op, _, err := s.headOp(hs, t, "", hs.head)
+		if err != nil {
+			return headNone
+		}
+		if op != nil {
+			t.writes = append(t.writes, op)
+		}
+	}
+	if ok, err := s.handOverFree(ctx, holder, hs, t); ok && err == nil {
+		return headServed
+	}
+	return headLost
+}

@@ -420,3 +420,48 @@ func TestFirstLookReadsNoHead(t *testing.T) {
 	releaseNext(t, s, "w3", got[2])
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 }
+
+// A waiter woken with a slot free (a nudge) hands the free slots over from line_head, to the
+// waiters it lists, on a look at the slots and the head, without reading the line: of a burst's
+// waiters woken one after the other, none reads the line (bench/README.md, "A burst hands its
+// free slots over from the head"). Here the limit is raised by hand, which wakes nobody, and
+// the last in line is nudged: it serves the first in line as well as itself.
+func TestNudgedWaiterServesFromTheHead(t *testing.T) {
+	s := newSem(t, 1)
+	rec := &txnRecorder{KV: agent.Client(t).KV()}
+	h0, err := s.Acquire(testkit.Ctx(t), req("h0", "run-h0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := line(t, s, "w1", "w2")
+	w3 := waitingFor(t, newSemOn(t, rec, 1), "w3")
+	waitQueue(t, s, 3)
+	if err := s.Release(testkit.Ctx(t), h0); err != nil {
+		t.Fatal(err)
+	}
+	slotWithin(t, "w1", got[0])
+	if _, ok := values(t)["line_head"]; !ok {
+		t.Fatal("no line_head after a release that read a line of three")
+	}
+	put(t, "max_concurrent", "3") // by hand: nobody is woken
+	before := rec.lineReads()
+
+	kv := agent.Client(t).KV()
+	key := testkit.Prefix(t) + "/" + tier + "/queue/w3"
+	p, _, err := kv.Get(key, nil)
+	if err != nil || p == nil {
+		t.Fatalf("w3's entry: %v, %v", p, err)
+	}
+	if ok, _, err := kv.CAS(&api.KVPair{Key: key, Value: p.Value, ModifyIndex: p.ModifyIndex}, nil); err != nil || !ok {
+		t.Fatalf("nudge w3: %v, %v", ok, err)
+	}
+	slotWithin(t, "w2", got[1]) // first in line: served by w3, its own net being a minute off
+	slotWithin(t, "w3", w3)
+	if n := rec.lineReads() - before; n != 0 {
+		t.Errorf("the nudged waiter read the line %d times", n)
+	}
+	if v := values(t); v["current"] != "3" {
+		t.Errorf("current = %s, want 3", v["current"])
+	}
+	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+}
