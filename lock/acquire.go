@@ -68,6 +68,11 @@ const (
 // burst hands its free slots over from the head"). Settled, the first to look again reads the
 // line and hands the free slots over, listing line_head as it does; those after it find the
 // slots held, or hand the rest over from the head (admitFromHead), without reading the line.
+//
+// Only in tiers of more than 16 slots (popsHead false): in a narrower one the slots fill within
+// the burst's first moments, while the line is still short, and settling cost every waiter of
+// a burst a watch and a look more (about one request per run at 10 slots, measured), for bytes
+// that were not there to save.
 const settleSpan = time.Second
 
 // step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
@@ -130,7 +135,7 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 			switch {
 			case inLine && a.viaHead && snap.fromHead() != nil:
 				a.then = thenHead
-			case inLine && a.races > 0 && !a.settled:
+			case inLine && a.races > 0 && !a.settled && !popsHead(snap):
 				a.then = thenSettle
 			default:
 				return nil, 0, schema.Rollout{}, nil // read the line
