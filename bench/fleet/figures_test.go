@@ -233,3 +233,19 @@ func TestLostClasses(t *testing.T) {
 		}
 	}
 }
+
+// TestWithin: two proxies' seconds, started half a second apart, summed by second of a window
+// that starts a second after the first; seconds outside the window are left out.
+func TestWithin(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 20, 0, 0, 0, time.UTC)
+	a := secondsFrom{Start: t0.UnixNano(), Seconds: []second{{Requests: 100}, {Requests: 1}, {Requests: 2, Errors: 1}, {Requests: 3}, {Requests: 4}, {Requests: 500}}}
+	b := secondsFrom{Start: t0.Add(500 * time.Millisecond).UnixNano(), Seconds: []second{{Requests: 10}, {Requests: 20, Bytes: 7}, {Requests: 30}}}
+	got := within([]secondsFrom{a, b}, t0.Add(time.Second), t0.Add(4*time.Second))
+	want := []second{{Requests: 1 + 10 + 20, Bytes: 7}, {Requests: 2 + 30, Errors: 1}, {Requests: 3}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("within = %+v, want %+v", got, want)
+	}
+	if got := within([]secondsFrom{a}, t0, t0); got != nil {
+		t.Errorf("an empty window: %+v", got)
+	}
+}

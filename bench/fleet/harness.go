@@ -107,7 +107,10 @@ type Figures struct {
 	AgentsCPUPer1000 float64 `json:"client_agents_cpu_seconds_per_1000_runs,omitempty"`
 	AgentPeakRSSMiB  float64 `json:"client_agent_peak_rss_mib,omitempty"`
 	WallSeconds      float64 `json:"wall_seconds"`
-	RunsPerSecond    float64 `json:"runs_per_second"` // runs ÷ wall seconds
+	// Seconds are the proxies' answers second by second from the workload's start: when
+	// its answers turned to errors, and what came before.
+	Seconds       []second `json:"seconds,omitempty"`
+	RunsPerSecond float64  `json:"runs_per_second"` // runs ÷ wall seconds
 	// The rollout: runs the rollout admitted as movers, and how many of them each step
 	// admitted (from each slot's Batch); for movers, the ideal span of the default schedule
 	// (each step's movers in waves of N, one step after the other); the rollout key as the
@@ -443,7 +446,7 @@ func (c Config) modesOf(tool string) []string {
 func (c Config) summary() map[string]any {
 	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended, "revisions": c.Revisions,
 		"queue_ttl": c.QueueTTL.String(), "long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
-		"baseline": c.Baseline.String(), "deadline": c.Deadline.String(), "splay": c.Splay.String(), "agents": c.Agents}
+		"baseline": c.Baseline.String(), "deadline": c.Deadline.String(), "splay": c.Splay.String(), "agents": c.Agents, "server": c.Server}
 }
 
 // baseline measures the agent doing nothing: its own CPU and Raft writes, taken off later.
@@ -615,6 +618,15 @@ func (b *bench) measured(ctx context.Context, tool string, m, n int, body func()
 	f.ProxyCPUMsRun = (m1.proxyCPU - m0.proxyCPU) / runs * 1000
 	f.ConsulPeakRSSMiB, _ = peakRSSMiB(b.agent.PID())
 	f.AgentsCPUPer1000, f.AgentPeakRSSMiB = (m1.agentsCPU-m0.agentsCPU)/runs*1000, b.agentPeakRSS()
+	var sfs []secondsFrom
+	for _, p := range b.proxies {
+		sf, err := p.Seconds()
+		if err != nil {
+			return f, recs, err
+		}
+		sfs = append(sfs, sf)
+	}
+	f.Seconds = within(sfs, m0.at, m1.at)
 	return f, recs, nil
 }
 

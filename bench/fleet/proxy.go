@@ -29,6 +29,7 @@ import (
 const (
 	proxyRoleEnv = "TIERLOCK_FLEET_ROLE"
 	countsPath   = "/_fleet/counts"
+	secondsPath  = "/_fleet/seconds"
 )
 
 // kindCount is what the proxy counted of one kind of request.
@@ -331,11 +332,28 @@ func readKind(ops []txnOp) string {
 // host. Such requests are counted apart, never in the requests a run costs the servers.
 func agentLocal(path string) bool { return path == "/v1/agent/self" }
 
-// countingProxy forwards to Consul and counts.
+// countingProxy forwards to Consul and counts: by kind, and second by second (by the second
+// each answer ended in, from the proxy's start), to see when a workload's answers turned to
+// errors.
 type countingProxy struct {
-	rp    *httputil.ReverseProxy
-	mu    sync.Mutex
-	kinds counts
+	rp      *httputil.ReverseProxy
+	mu      sync.Mutex
+	kinds   counts
+	start   time.Time
+	seconds []second
+}
+
+// second is what the proxy answered in one second.
+type second struct {
+	Requests int64 `json:"requests"`
+	Errors   int64 `json:"errors"` // as kindCount.Errors
+	Bytes    int64 `json:"bytes"`
+}
+
+// secondsFrom are the proxy's seconds: its start (Unix nanoseconds) and each second since.
+type secondsFrom struct {
+	Start   int64    `json:"start_unix_nano"`
+	Seconds []second `json:"seconds"`
 }
 
 func newCountingProxy(target string) *countingProxy {
@@ -352,7 +370,7 @@ func newCountingProxy(target string) *countingProxy {
 	// A host that gives up on a request (a cancelled wait) is no news: the answer's 502 is
 	// counted as an error answer, and not logged.
 	rp.ErrorLog = log.New(io.Discard, "", 0)
-	return &countingProxy{rp: rp, kinds: counts{}}
+	return &countingProxy{rp: rp, kinds: counts{}, start: time.Now()}
 }
 
 // countingWriter counts an answer's bytes and notes its status. A refused transaction's
@@ -381,6 +399,17 @@ func (w *countingWriter) Flush() {
 }
 
 func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == secondsPath {
+		p.mu.Lock()
+		b, err := json.Marshal(secondsFrom{Start: p.start.UnixNano(), Seconds: p.seconds})
+		p.mu.Unlock()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write(b)
+		return
+	}
 	if r.URL.Path == countsPath {
 		p.mu.Lock()
 		b, err := json.Marshal(p.kinds)
@@ -410,8 +439,18 @@ func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.Bytes += cw.bytes
 	c.Raft = raft
 	c.Local = agentLocal(r.URL.Path)
-	if cw.status == http.StatusTooManyRequests || cw.status >= 500 {
+	failed := cw.status == http.StatusTooManyRequests || cw.status >= 500
+	if failed {
 		c.Errors++
+	}
+	at := int(time.Since(p.start) / time.Second)
+	for len(p.seconds) <= at {
+		p.seconds = append(p.seconds, second{})
+	}
+	p.seconds[at].Requests++
+	p.seconds[at].Bytes += cw.bytes
+	if failed {
+		p.seconds[at].Errors++
 	}
 	if cw.keep && cw.status == http.StatusConflict {
 		c.Refused++
@@ -494,6 +533,46 @@ func (p *proxyProcess) Counts() (counts, error) {
 		return nil, fmt.Errorf("fleet: proxy counts: %w", err)
 	}
 	return c, nil
+}
+
+// Seconds returns the proxy's second-by-second counts so far.
+func (p *proxyProcess) Seconds() (secondsFrom, error) {
+	var sf secondsFrom
+	resp, err := p.hc.Get("http://" + p.Addr + secondsPath)
+	if err != nil {
+		return sf, fmt.Errorf("fleet: proxy seconds: %w", err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&sf); err != nil {
+		return sf, fmt.Errorf("fleet: proxy seconds: %w", err)
+	}
+	return sf, nil
+}
+
+// within sums the seconds of proxies (sfs) that fall in [from, to), by second from from.
+func within(sfs []secondsFrom, from, to time.Time) []second {
+	n := int((to.Sub(from) + time.Second - 1) / time.Second)
+	if n <= 0 {
+		return nil
+	}
+	out := make([]second, n)
+	for _, sf := range sfs {
+		start := time.Unix(0, sf.Start)
+		for i, s := range sf.Seconds {
+			at := start.Add(time.Duration(i) * time.Second)
+			if !at.Add(time.Second).After(from) || !at.Before(to) { // no overlap with the window
+				continue
+			}
+			k := max(int(at.Sub(from)/time.Second), 0)
+			if k >= n {
+				continue
+			}
+			out[k].Requests += s.Requests
+			out[k].Errors += s.Errors
+			out[k].Bytes += s.Bytes
+		}
+	}
+	return out
 }
 
 // PID is the proxy's process id.

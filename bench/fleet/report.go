@@ -153,6 +153,7 @@ func printReport(w io.Writer, rep *Report) {
 		fmt.Fprintln(w)
 	}
 	printSlow(w, rep)
+	printSeconds(w, rep)
 	for _, lw := range rep.LongWaits {
 		fmt.Fprintf(w, "  %s, long wait (per second):", lw.Tool)
 		for _, k := range sortedKinds(lw.ByKindPerSecond) {
@@ -377,5 +378,30 @@ func printSlow(w io.Writer, rep *Report) {
 			share(a.SlowAfterLine, a.Slow), share(a.AfterLineRead, a.Handoffs),
 			share(a.SlowAfterLost, a.Slow), share(a.AfterLostRace, a.Handoffs),
 			share(a.SlowReleaseBound, a.Slow), a.SlowReleaseP50Ms, a.SlowReleaseRequestsP50, a.SlowWakeP50Ms)
+	}
+}
+
+// secondsShown is how many of a workload's first seconds printSeconds lists.
+const secondsShown = 20
+
+// printSeconds lists, for each contended workload whose answers included errors, the second
+// of the first error answer and the first seconds' requests and errors: what a burst did
+// before it collapsed.
+func printSeconds(w io.Writer, rep *Report) {
+	header := false
+	for _, f := range rep.Contended {
+		first := slices.IndexFunc(f.Seconds, func(s second) bool { return s.Errors > 0 })
+		if first < 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nanswers second by second from the workload's start (requests/errors), where some were errors:")
+			header = true
+		}
+		fmt.Fprintf(w, "  %s, %s: first error answer in second %d;", f.Tool, f.Workload, first)
+		for i, s := range f.Seconds[:min(len(f.Seconds), secondsShown)] {
+			fmt.Fprintf(w, " %d:%d/%d", i, s.Requests, s.Errors)
+		}
+		fmt.Fprintln(w)
 	}
 }
