@@ -398,27 +398,25 @@ func (w *countingWriter) Flush() {
 	}
 }
 
-func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == secondsPath {
-		p.mu.Lock()
-		b, err := json.Marshal(secondsFrom{Start: p.start.UnixNano(), Seconds: p.seconds})
-		p.mu.Unlock()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		_, _ = w.Write(b)
+// serveJSON answers with what of returns, taken under the proxy's lock.
+func (p *countingProxy) serveJSON(w http.ResponseWriter, of func() any) {
+	p.mu.Lock()
+	b, err := json.Marshal(of())
+	p.mu.Unlock()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	if r.URL.Path == countsPath {
-		p.mu.Lock()
-		b, err := json.Marshal(p.kinds)
-		p.mu.Unlock()
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		_, _ = w.Write(b)
+	_, _ = w.Write(b)
+}
+
+func (p *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case secondsPath:
+		p.serveJSON(w, func() any { return secondsFrom{Start: p.start.UnixNano(), Seconds: p.seconds} })
+		return
+	case countsPath:
+		p.serveJSON(w, func() any { return p.kinds })
 		return
 	}
 	var body []byte
