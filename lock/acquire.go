@@ -44,6 +44,11 @@ type acquisition struct {
 	then             next
 	settled, viaHead bool
 	headTries        int
+	// resumed: this Acquire resumed the place in line an earlier call of the run kept (a
+	// retry after a Consul error). Such retries come in numbers when a burst overloads
+	// Consul, and each that found a slot free read the line; they settle like a waiter that
+	// lost a race (bench/README.md, "What a burst that degrades does, second by second").
+	resumed bool
 }
 
 // maxHeadTries bounds the hand-overs from line_head one look after another that lose to other
@@ -135,7 +140,7 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 			switch {
 			case inLine && a.viaHead && snap.fromHead() != nil:
 				a.then = thenHead
-			case inLine && a.races > 0 && !a.settled && !popsHead(snap):
+			case inLine && (a.races > 0 || a.resumed) && !a.settled && !popsHead(snap):
 				a.then = thenSettle
 			default:
 				return nil, 0, schema.Rollout{}, nil // read the line

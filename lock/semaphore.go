@@ -172,6 +172,7 @@ func (s *Semaphore) Acquire(ctx context.Context, req Request) (_ *Slot, err erro
 		}
 	}
 	a := &acquisition{s: s, req: req, q: s.unpark(req.RunID)}
+	a.resumed = a.q != nil
 	// A Consul error that may pass keeps the run's place in line (its session renewed, its
 	// entry kept) for the caller's retry of the same run; anything else leaves it.
 	defer func() {
