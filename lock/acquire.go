@@ -90,12 +90,12 @@ func (a *acquisition) step(ctx context.Context) (slot *Slot, done bool, err erro
 	netLook := a.netLook // of the snapshot decided on now, and of no later one
 	a.netLook = false
 	now := a.s.opts.Now().UTC()
-	switch then := a.then; {
-	case then == thenSettle:
-		a.then = thenDecide
+	then := a.then
+	a.then = thenDecide
+	switch then {
+	case thenSettle:
 		return a.settle(ctx, snap)
-	case then == thenHead:
-		a.then = thenDecide
+	case thenHead:
 		return a.fromHead(ctx, snap, ro, now)
 	}
 	switch decision {
@@ -134,9 +134,10 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 		return nil, 0, schema.Rollout{}, err
 	}
 	if snap.partialQueue && decision != HeldBack && (snap.Max < 0 || snap.Held() < snap.Max) {
-		w, queued := snap.queued(a.req.Holder)
+		_, queued := snap.queued(a.req.Holder)
 		if decision != Take || queued || a.q != nil || snap.mover(a.req.Holder, a.req.Revision) {
-			inLine := decision == Take && queued && a.q != nil && w.Session == a.q.session
+			_, placed := a.place(snap)
+			inLine := decision == Take && placed
 			switch {
 			case inLine && a.viaHead && snap.fromHead() != nil:
 				a.then = thenHead
@@ -156,6 +157,12 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 		a.blind = true
 	}
 	return snap, decision, ro, nil
+}
+
+// place is the run's entry in snap's line, if it is the place this Acquire holds (its session's).
+func (a *acquisition) place(snap *Snapshot) (schema.Waiter, bool) {
+	w, ok := snap.queued(a.req.Holder)
+	return w, ok && a.q != nil && w.Session == a.q.session
 }
 
 // settle watches the run's own entry (as snap shows it) for a random moment up to settleSpan
@@ -314,8 +321,8 @@ func (a *acquisition) wait(ctx context.Context, snap *Snapshot, decision Decisio
 	if req.WaitUntil.IsZero() || !now.Before(req.WaitUntil) {
 		return a.giveUp(ctx, snap, decision, ro)
 	}
-	w, ok := snap.queued(req.Holder)
-	if !ok || a.q == nil || w.Session != a.q.session {
+	w, ok := a.place(snap)
+	if !ok {
 		// Not queued yet, or our entry went with a lost session: (re)join at the back,
 		// and decide again on the tier as the join left it.
 		var err error

@@ -400,24 +400,17 @@ func (s *Semaphore) admitOn(ctx context.Context, holder string, snap *Snapshot) 
 	if err := s.listHead(snap, t, ""); err != nil {
 		return err
 	}
-	_, err = s.handOverFree(ctx, holder, snap, t)
+	_, err = s.handOverFree(ctx, holder, t)
 	return err
 }
 
-// handOverFree commits t, a write decided on snap that hands free slots over (admitOn,
-// admitFromHead). Slots it leaves free with waiters left in snap's line that could take them
-// are theirs to hand over: t nudges the first of them (see nudge), so t needs no read back.
-// Only a write that leaves a slot free with nobody left to nudge reads the tier back and admits
-// from the line (commit), for a host that joined after snap was read.
-func (s *Semaphore) handOverFree(ctx context.Context, holder string, snap *Snapshot, t *txn) (bool, error) {
-	if t.free {
-		for _, w := range snap.line("") {
-			if !t.served[w.Holder] && snap.wakeable(w) {
-				t.free = false // the nudged waiter hands the rest over
-				break
-			}
-		}
-	}
+// handOverFree commits t, a write that hands free slots over (admitOn, admitFromHead). Slots it
+// leaves free with a waiter left to take them are that waiter's to hand over: t nudges it (see
+// nudge), so t needs no read back. Only a write that leaves a slot free with nobody to nudge
+// reads the tier back and admits from the line (commit), for a host that joined after t's
+// snapshot was read.
+func (s *Semaphore) handOverFree(ctx context.Context, holder string, t *txn) (bool, error) {
+	t.free = t.free && !t.nudges
 	return s.commit(ctx, t, holder)
 }
 

@@ -520,15 +520,13 @@ func (s *Semaphore) admitFromHead(ctx context.Context, holder string, snap *Snap
 		return headNone
 	}
 	if pops {
-		op, _, err := s.headOp(hs, t, "", hs.head)
+		op, _, err := s.headOp(hs, t, "", hs.head) // never nil: the head exists
 		if err != nil {
 			return headNone
 		}
-		if op != nil {
-			t.writes = append(t.writes, op)
-		}
+		t.writes = append(t.writes, op)
 	}
-	if ok, err := s.handOverFree(ctx, holder, hs, t); ok && err == nil {
+	if ok, err := s.handOverFree(ctx, holder, t); ok && err == nil {
 		return headServed
 	}
 	return headLost

@@ -83,6 +83,9 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 			return nil, err
 		}
 		t.writes, t.served, count, ro = append(t.writes, ops...), to, count+len(to), after
+		if nudge := s.nudge(snap, ch.holder, count, to); nudge != nil {
+			t.writes, t.nudges = append(t.writes, nudge), true
+		}
 	}
 	if ro != nil {
 		op, err := s.rolloutOp(snap, ro)
@@ -108,9 +111,9 @@ func (s *Semaphore) changeTxn(snap *Snapshot, ch change) (*txn, error) {
 	return t, nil
 }
 
-// handOver is what a write of ch hands over besides (see grants and nudge): the operations,
-// the number of slots handed, and the rollout record they leave (ch.rollout, or nil when
-// neither changes it).
+// handOver is what a write of ch hands over besides (see grants): the operations, the waiters
+// handed slots, and the rollout record they leave (ch.rollout, or nil when neither changes
+// it). changeTxn nudges the next waiter after them (see nudge).
 func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) (api.KVTxnOps, map[string]bool, *schema.Rollout, error) {
 	var taken []schema.Record // a mover this write admits itself, which its grants must count
 	if ch.rec != nil && ch.rec.Batch != nil && !exists {
@@ -122,14 +125,7 @@ func (s *Semaphore) handOver(snap *Snapshot, ch change, count int, exists bool) 
 	if ch.delete || (ch.rec != nil && exists && ch.rec.State != schema.StateRunning) {
 		leaving = ch.holder
 	}
-	ops, to, ro, err := s.grants(snap, ch.holder, count, ch.reach, ch.rollout, taken, leaving)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if nudge := s.nudge(snap, ch.holder, count+len(to), to); nudge != nil {
-		ops = append(ops, nudge)
-	}
-	return ops, to, ro, nil
+	return s.grants(snap, ch.holder, count, ch.reach, ch.rollout, taken, leaving)
 }
 
 // nudge rewrites, unchanged, the entry of the first waiter a write leaves waiting while slots

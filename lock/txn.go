@@ -35,6 +35,9 @@ type txn struct {
 	wakes api.KVTxnOps
 	// served are the waiters the write hands slots to (see grants), by holder.
 	served map[string]bool
+	// nudges: the write wakes the first waiter it leaves waiting while slots stay free (see
+	// nudge), which takes a slot and hands the rest over.
+	nudges bool
 	// headCheck: the write lists the line's head (line_head) from a read that a newcomer
 	// ranking before its bound may have joined since; it reads the line back and deletes the
 	// head if so (see Semaphore.commit and head.go).
