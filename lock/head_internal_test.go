@@ -100,3 +100,57 @@ func TestTopUp(t *testing.T) {
 		t.Errorf("topped up with nobody after the bound: %+v", up.Waiters)
 	}
 }
+
+// A look that finds a slot free with the run in line and the line unread settles first (a
+// watch of a random moment, then a look at the slots and the head) when the run lost a race
+// for a slot or resumed a place an earlier call kept, in a tier wider than headLen; otherwise
+// it reads the line at once. Resumed retries come in numbers when a burst overloads Consul,
+// and each that read the line at once fed the overload (bench/README.md, "What a burst that
+// degrades does, second by second").
+func TestResumedPlaceSettlesBeforeReadingTheLine(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		max            int
+		resumed, raced bool
+		settled        bool // settled once already
+		settle         bool // the look settles (a snapshot and thenSettle); else it reads the line
+	}{
+		{"resumed, wide tier", 20, true, false, false, true},
+		{"lost a race, wide tier", 20, false, true, false, true},
+		{"neither, wide tier", 20, false, false, false, false},
+		{"resumed, settled already", 20, true, false, true, false},
+		{"resumed, narrow tier", headLen, true, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := New(nil, Options{Tier: "prod/web", DefaultMax: tc.max})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pair := pairsOn(s)
+			pairs := api.KVPairs{pair(keyMax, fmt.Sprint(tc.max)), pair(keyCurrent, fmt.Sprint(tc.max-1))}
+			for i := range tc.max - 1 {
+				h := fmt.Sprintf("h%02d", i)
+				pairs = append(pairs, pair(runningDir+h, fmt.Sprintf(`{"holder":%q,"run_id":"r%s","state":"running","started_at":"2026-12-06T10:00:00Z"}`, h, h)))
+			}
+			own := pair(queueDir+"w1", `{"holder":"w1","run_id":"rw1"}`)
+			own.Session = "s1"
+			snap := newSnapshot("prod/web", tc.max, OrderArrival, append(pairs, own), s.base)
+			snap.partialQueue = true // a look at the slots and the run's own entry only
+			a := &acquisition{s: s, req: Request{Record: schema.Record{Holder: "w1", RunID: "rw1"}, WaitUntil: time.Now().Add(time.Minute)},
+				q: &queue{session: "s1"}, next: snap, resumed: tc.resumed, settled: tc.settled}
+			if tc.raced {
+				a.races = 1
+			}
+			got, decision, _, err := a.look(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if settles := got != nil && a.then == thenSettle; settles != tc.settle {
+				t.Errorf("settles %v (snapshot %v, then %v, decision %v), want %v", settles, got != nil, a.then, decision, tc.settle)
+			}
+			if !tc.settle && got != nil {
+				t.Errorf("decided on a look without the line (decision %v): want a read of the line", decision)
+			}
+		})
+	}
+}
