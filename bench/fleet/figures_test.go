@@ -249,3 +249,17 @@ func TestWithin(t *testing.T) {
 		t.Errorf("an empty window: %+v", got)
 	}
 }
+
+// Workloads run by M, then N, each for every tool in turn; with ByTool, every workload of one
+// tool before the next tool's.
+func TestWorkloadOrder(t *testing.T) {
+	c := Config{Tools: []string{toolTierlock, toolPeer}, Ms: []int{100, 2000}, Ns: []int{10}}
+	str := func(ws []workload) string { return fmt.Sprint(ws) }
+	if got, want := str(c.workloads()), "[{tierlock 100 10} {consul-lock 100 10} {tierlock 2000 10} {consul-lock 2000 10}]"; got != want {
+		t.Errorf("in turn: %s, want %s", got, want)
+	}
+	c.ByTool = true
+	if got, want := str(c.workloads()), "[{tierlock 100 10} {tierlock 2000 10} {consul-lock 100 10} {consul-lock 2000 10}]"; got != want {
+		t.Errorf("by tool: %s, want %s", got, want)
+	}
+}

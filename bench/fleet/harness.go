@@ -58,6 +58,11 @@ type Config struct {
 	// server refuses more than http_max_conns_per_client from one address, and a process may
 	// hold at most 20,000 descriptors (bench/README.md, "10,000 hosts").
 	Agents int
+	// ByTool runs every contended workload of one tool before the next tool's, not each
+	// workload for every tool in turn: the peer leaves the agent's heap at gigabytes after its
+	// M=500 (it cannot finish), and tierlock's M=2,000 then measured that agent, not its own
+	// load (bench/README.md, "Side by side with the peer, at the end of the night").
+	ByTool bool
 	Now    func() time.Time
 }
 
@@ -391,26 +396,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			rep.Uncontended = append(rep.Uncontended, f)
 		}
 	}
-	for _, m := range cfg.Ms {
-		for _, n := range cfg.Ns {
-			for _, tool := range cfg.Tools {
-				// tierlock's modes run one after the other on one tier: the hosts that ran
-				// without a revision take a new one, then run it again.
-				prefix := ""
-				for _, mode := range cfg.modesOf(tool) {
-					if prefix == "" {
-						prefix = b.prefix(tool)
-					}
-					b.logf("%s: M=%d, N=%d, t=%s, revision %s", tool, m, n, cfg.T, mode)
-					f, err := b.contended(ctx, tool, prefix, mode, m, n)
-					if err != nil {
-						return rep, err
-					}
-					b.logf("%s: M=%d, N=%d, revision %s: %d runs (%d movers) in %.1fs, %.1f requests and %.2f raft writes per run, rollout key %d bytes",
-						tool, m, n, mode, f.Runs, f.Movers, f.WallSeconds, f.RequestsPerRun, f.RaftPerRun, f.RolloutKeyBytes)
-					rep.Contended = append(rep.Contended, f)
-				}
+	for _, w := range cfg.workloads() {
+		tool, m, n := w.tool, w.m, w.n
+		// tierlock's modes run one after the other on one tier: the hosts that ran without a
+		// revision take a new one, then run it again.
+		prefix := ""
+		for _, mode := range cfg.modesOf(tool) {
+			if prefix == "" {
+				prefix = b.prefix(tool)
 			}
+			b.logf("%s: M=%d, N=%d, t=%s, revision %s", tool, m, n, cfg.T, mode)
+			f, err := b.contended(ctx, tool, prefix, mode, m, n)
+			if err != nil {
+				return rep, err
+			}
+			b.logf("%s: M=%d, N=%d, revision %s: %d runs (%d movers) in %.1fs, %.1f requests and %.2f raft writes per run, rollout key %d bytes",
+				tool, m, n, mode, f.Runs, f.Movers, f.WallSeconds, f.RequestsPerRun, f.RaftPerRun, f.RolloutKeyBytes)
+			rep.Contended = append(rep.Contended, f)
 		}
 	}
 	if cfg.LongWaiters > 0 {
@@ -424,6 +426,36 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	return rep, ctx.Err()
+}
+
+// workload is one contended workload of one tool.
+type workload struct {
+	tool string
+	m, n int
+}
+
+// workloads are the contended workloads in the order they run: by M, then N, each for every
+// tool in turn, or (ByTool) every workload of the first tool, then of the next.
+func (c Config) workloads() []workload {
+	var ws []workload
+	if c.ByTool {
+		for _, tool := range c.Tools {
+			for _, m := range c.Ms {
+				for _, n := range c.Ns {
+					ws = append(ws, workload{tool, m, n})
+				}
+			}
+		}
+		return ws
+	}
+	for _, m := range c.Ms {
+		for _, n := range c.Ns {
+			for _, tool := range c.Tools {
+				ws = append(ws, workload{tool, m, n})
+			}
+		}
+	}
+	return ws
 }
 
 // modesOf are the revision modes tool runs in: the peer knows no revisions, so modeOff alone
@@ -446,7 +478,7 @@ func (c Config) modesOf(tool string) []string {
 func (c Config) summary() map[string]any {
 	return map[string]any{"M": c.Ms, "N": c.Ns, "t": c.T.String(), "tools": c.Tools, "uncontended": c.Uncontended, "revisions": c.Revisions,
 		"queue_ttl": c.QueueTTL.String(), "long_waiters": c.LongWaiters, "long_wait": c.LongWait.String(), "settle": c.Settle.String(),
-		"baseline": c.Baseline.String(), "deadline": c.Deadline.String(), "splay": c.Splay.String(), "agents": c.Agents, "server": c.Server}
+		"baseline": c.Baseline.String(), "deadline": c.Deadline.String(), "splay": c.Splay.String(), "agents": c.Agents, "server": c.Server, "by_tool": c.ByTool}
 }
 
 // baseline measures the agent doing nothing: its own CPU and Raft writes, taken off later.

@@ -57,10 +57,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	heapTo := fs.String("consul-heap", "", "keep the agent's heap profile taken at its largest resident memory in this file (runs it with enable_debug)")
 	server := fs.Bool("server", false, "run the agent as a one-server cluster with its state on disk (in a temporary directory), not -dev, which indents every JSON answer")
 	agents := fs.Int("agents", 0, "client agents joined to the server, each with a proxy of its own, the hosts dealt over them, as a fleet's hosts each talk to their own agent (0: every host talks to the server through one proxy)")
+	byTool := fs.Bool("by-tool", false, "run every contended workload of one tool before the next tool's (default: each workload for every tool in turn), so that neither measures the agent the other left")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cfg := Config{HeapTo: *heapTo, Server: *server, Agents: *agents, T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
+	cfg := Config{HeapTo: *heapTo, Server: *server, Agents: *agents, ByTool: *byTool, T: *t, Uncontended: *uncontended, LongWaiters: *longWaiters, LongWait: *longWait,
 		Settle: *settle, Baseline: *baseline, Deadline: *deadline, Splay: *splay, Wait: 10 * time.Minute, QueueTTL: *queueTTL, Log: stderr}
 	var err error
 	if cfg.Ms, err = positiveInts("-m", *ms); err == nil {
