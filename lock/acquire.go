@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -65,19 +64,23 @@ const (
 )
 
 // settleSpan bounds the moment a waiter that lost a race for a free slot, and whose look after
-// joining still finds a slot free, watches its own entry before it looks again: a random moment
-// up to it. In a burst (a tier enabled again, Consul back after an outage) every host but the
-// first few loses the race for the free slots, joins, and finds slots still free (8, 23 or 38
-// of 50 held, in one run at M=2,000); each then read the line, as long as the burst, so the
-// burst moved O(M²) bytes: 2,022 of that run's 2,484 reads of the line (bench/README.md, "A
-// burst hands its free slots over from the head"). Settled, the first to look again reads the
-// line and hands the free slots over, listing line_head as it does; those after it find the
-// slots held, or hand the rest over from the head (admitFromHead), without reading the line.
+// joining still finds a slot free, waits before it looks again: a random moment up to it. In a
+// burst (a tier enabled again, Consul back after an outage) every host but the first few loses
+// the race for the free slots, joins, and finds slots still free (8, 23 or 38 of 50 held, in
+// one run at M=2,000); each then read the line, as long as the burst, so the burst moved O(M²)
+// bytes: 2,022 of that run's 2,484 reads of the line (bench/README.md, "A burst hands its free
+// slots over from the head"). Settled, the first to look again reads the line and hands the
+// free slots over, listing line_head as it does; those after it find the slots held, or hand
+// the rest over from the head (admitFromHead), without reading the line.
 //
-// Only in tiers of more than 16 slots (popsHead false): in a narrower one the slots fill within
-// the burst's first moments, while the line is still short, and settling cost every waiter of
-// a burst a watch and a look more (about one request per run at 10 slots, measured), for bytes
-// that were not there to save.
+// A tier of at most headLen slots (popsHead) settles without a request: the waiter sleeps, and
+// its next look (which it makes anyway) tells whether a write handed it a slot meanwhile. A
+// watch of its entry there cost every waiter of a burst's first moment a request more (about
+// one per run at 10 slots, measured); without settling, one burst in two or three at M=2,000
+// and 10 slots read the line at once 500 to 1,600 times and degraded (hundreds of error
+// answers, Consul at 2.6-3.9 GiB), and none of seven did after (bench/README.md, "A narrow
+// tier settles too"). A wider tier watches its entry while it settles: a grant there, of the
+// many a burst's first moment hands over, ends the wait at once.
 const settleSpan = time.Second
 
 // step reads (or takes the snapshot in hand), decides, and acts. done: the answer is slot or
@@ -141,7 +144,7 @@ func (a *acquisition) look(ctx context.Context) (*Snapshot, Decision, schema.Rol
 			switch {
 			case inLine && a.viaHead && snap.fromHead() != nil:
 				a.then = thenHead
-			case inLine && (a.races > 0 || a.resumed) && !a.settled && !popsHead(snap):
+			case inLine && (a.races > 0 || a.resumed) && !a.settled:
 				a.then = thenSettle
 			default:
 				return nil, 0, schema.Rollout{}, nil // read the line
@@ -165,12 +168,38 @@ func (a *acquisition) place(snap *Snapshot) (schema.Waiter, bool) {
 	return w, ok && a.q != nil && w.Session == a.q.session
 }
 
-// settle watches the run's own entry (as snap shows it) for a random moment up to settleSpan
-// before it looks again (see settleSpan): a write that hands it a slot meanwhile ends the wait.
+// settle waits a random moment up to settleSpan before the run looks again at the slots and
+// the head (see settleSpan): asleep in a tier of at most headLen slots, else watching its own
+// entry (as snap shows it), so that a write that hands it a slot meanwhile ends the wait.
 func (a *acquisition) settle(ctx context.Context, snap *Snapshot) (*Slot, bool, error) {
 	a.settled = true
+	span := a.s.settleFor()
+	if popsHead(snap) {
+		if left := a.req.WaitUntil.Sub(a.s.opts.Now()); left < span {
+			span = max(left, 0)
+		}
+		t := time.NewTimer(span)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return nil, true, ctx.Err()
+		case <-t.C:
+		}
+		own, err := a.s.readOwn(ctx, a.req.Holder)
+		if err != nil {
+			return nil, true, err
+		}
+		if held, ok := own.Holders[a.req.Holder]; ok && held.RunID == a.req.RunID {
+			// A write handed the run its slot meanwhile, as a watch would have told.
+			slot := slotOf(held, a.req)
+			slot.line = servesHead(own)
+			return slot, true, nil
+		}
+		a.next, a.viaHead = own, true // as after a nudge (see woke)
+		return nil, false, nil
+	}
 	w, _ := snap.queued(a.req.Holder)
-	woke, rec, err := a.s.watch(ctx, w, rand.N(settleSpan), a.req.WaitUntil)
+	woke, rec, err := a.s.watch(ctx, w, span, a.req.WaitUntil)
 	if err != nil {
 		return nil, true, err
 	}

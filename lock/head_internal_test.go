@@ -102,8 +102,8 @@ func TestTopUp(t *testing.T) {
 }
 
 // A look that finds a slot free with the run in line and the line unread settles first (a
-// watch of a random moment, then a look at the slots and the head) when the run lost a race
-// for a slot or resumed a place an earlier call kept, in a tier wider than headLen; otherwise
+// random moment, then a look at the slots and the head) when the run lost a race
+// for a slot or resumed a place an earlier call kept, once, in a tier of any width; otherwise
 // it reads the line at once. Resumed retries come in numbers when a burst overloads Consul,
 // and each that read the line at once fed the overload (bench/README.md, "What a burst that
 // degrades does, second by second").
@@ -119,7 +119,9 @@ func TestResumedPlaceSettlesBeforeReadingTheLine(t *testing.T) {
 		{"lost a race, wide tier", 20, false, true, false, true},
 		{"neither, wide tier", 20, false, false, false, false},
 		{"resumed, settled already", 20, true, false, true, false},
-		{"resumed, narrow tier", headLen, true, false, false, false},
+		{"resumed, narrow tier", headLen, true, false, false, true},
+		{"lost a race, narrow tier", headLen, false, true, false, true},
+		{"neither, narrow tier", headLen, false, false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := New(nil, Options{Tier: "prod/web", DefaultMax: tc.max})

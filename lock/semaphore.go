@@ -69,6 +69,9 @@ type Semaphore struct {
 	parked map[string]*queue // by run id: places in line kept across a retried Acquire
 
 	netLeast time.Duration // the safety net's least period (minNet; shorter in tests)
+	// settleFor is how long a waiter settles (see settleSpan): a random moment up to it, or
+	// a set one in tests.
+	settleFor func() time.Duration
 	// noHead: Consul refused this token a write of line_head (an ACL policy that predates
 	// it), so this semaphore neither lists nor serves from it (see head.go).
 	noHead atomic.Bool
@@ -107,7 +110,8 @@ func New(kv KV, opts Options) (*Semaphore, error) {
 	if err := ValidateQueueTTL(opts.QueueTTL); err != nil {
 		return nil, err
 	}
-	return &Semaphore{kv: kv, opts: opts, base: opts.Prefix + "/" + opts.Tier + "/", netLeast: minNet}, nil
+	return &Semaphore{kv: kv, opts: opts, base: opts.Prefix + "/" + opts.Tier + "/", netLeast: minNet,
+		settleFor: func() time.Duration { return rand.N(settleSpan) }}, nil
 }
 
 // ValidateQueueTTL checks a waiter's session TTL against the range Consul accepts,
