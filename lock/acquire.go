@@ -76,10 +76,10 @@ const (
 // A tier of at most headLen slots (popsHead) settles without a request: the waiter sleeps, and
 // its next look (which it makes anyway) tells whether a write handed it a slot meanwhile. A
 // watch of its entry there cost every waiter of a burst's first moment a request more (about
-// one per run at 10 slots, measured); without settling, one burst in two or three at M=2,000
-// and 10 slots read the line at once 500 to 1,600 times and degraded (hundreds of error
-// answers, Consul at 2.6-3.9 GiB), and none of seven did after (bench/README.md, "A narrow
-// tier settles too"). A wider tier watches its entry while it settles: a grant there, of the
+// one per run at 10 slots, measured); without settling, three bursts of six at M=2,000 and
+// 10 slots read the line at once about 1,000 to 1,600 times and degraded (hundreds of error
+// answers, Consul at 1.8-3.9 GiB), and none of ten did after (bench/README.md, "A narrow tier
+// settles too"). A wider tier watches its entry while it settles: a grant there, of the
 // many a burst's first moment hands over, ends the wait at once.
 const settleSpan = time.Second
 
