@@ -175,15 +175,8 @@ func (a *acquisition) settle(ctx context.Context, snap *Snapshot) (*Slot, bool, 
 	a.settled = true
 	span := a.s.settleFor()
 	if popsHead(snap) {
-		if left := a.req.WaitUntil.Sub(a.s.opts.Now()); left < span {
-			span = max(left, 0)
-		}
-		t := time.NewTimer(span)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return nil, true, ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, max(min(span, a.req.WaitUntil.Sub(a.s.opts.Now())), 0)); err != nil {
+			return nil, true, err
 		}
 		own, err := a.s.readOwn(ctx, a.req.Holder)
 		if err != nil {

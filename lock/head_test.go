@@ -3,6 +3,7 @@ package lock_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -476,13 +477,9 @@ type writeHooks struct {
 }
 
 func (k *writeHooks) Txn(ops api.KVTxnOps, q *api.QueryOptions) (bool, *api.KVTxnResponse, *api.QueryMeta, error) {
-	write := false
-	for _, op := range ops {
-		write = write || (op.Verb != api.KVGet && op.Verb != api.KVGetTree && op.Verb != api.KVCheckIndex && op.Verb != api.KVCheckNotExists)
-	}
 	var hook func()
 	k.mu.Lock()
-	if write && len(k.hooks) > 0 {
+	if writes(ops) && len(k.hooks) > 0 {
 		hook, k.hooks = k.hooks[0], k.hooks[1:]
 	}
 	k.mu.Unlock()
@@ -505,16 +502,21 @@ func (k *writeHooks) lineLooks() int {
 	defer k.mu.Unlock()
 	n := 0
 	for _, ops := range k.ops {
-		line, write := false, false
-		for _, op := range ops {
-			line = line || (op.Verb == api.KVGetTree && strings.HasSuffix(op.Key, "/queue/"))
-			write = write || (op.Verb != api.KVGet && op.Verb != api.KVGetTree)
-		}
-		if line && !write {
+		line := slices.ContainsFunc(ops, func(op *api.KVTxnOp) bool {
+			return op.Verb == api.KVGetTree && strings.HasSuffix(op.Key, "/queue/")
+		})
+		if line && !writes(ops) {
 			n++
 		}
 	}
 	return n
+}
+
+// writes reports whether ops write anything (more than reads and checks).
+func writes(ops api.KVTxnOps) bool {
+	return slices.ContainsFunc(ops, func(op *api.KVTxnOp) bool {
+		return op.Verb != api.KVGet && op.Verb != api.KVGetTree && op.Verb != api.KVCheckIndex && op.Verb != api.KVCheckNotExists
+	})
 }
 
 // In a tier of at most 16 slots, a waiter that lost the race for a free slot and finds a slot

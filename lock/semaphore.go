@@ -580,11 +580,18 @@ func (s *Semaphore) enqueue(ctx context.Context, q *queue, req Request, now time
 // backoff pauses a random moment after the races-th lost race in a row, growing to 20ms, so
 // that writers who collided (a wave of releases, say) do not collide again at once.
 func (s *Semaphore) backoff(ctx context.Context, races int) error {
-	d := rand.N(time.Duration(min(races, 10)) * 2 * time.Millisecond)
+	return sleep(ctx, rand.N(time.Duration(min(races, 10))*2*time.Millisecond))
+}
+
+// sleep pauses for d, or until ctx ends (its error). internal/retry has the same few lines;
+// lock does not import that package (a Consul client's retry policy) for them.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return ctx.Err()
-	case <-time.After(d):
+	case <-t.C:
 		return nil
 	}
 }

@@ -521,30 +521,28 @@ func startProxy(target string) (*proxyProcess, error) {
 
 // Counts returns the proxy's totals so far.
 func (p *proxyProcess) Counts() (counts, error) {
-	resp, err := p.hc.Get("http://" + p.Addr + countsPath)
-	if err != nil {
-		return nil, fmt.Errorf("fleet: proxy counts: %w", err)
-	}
-	defer resp.Body.Close()
 	c := counts{}
-	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
-		return nil, fmt.Errorf("fleet: proxy counts: %w", err)
-	}
-	return c, nil
+	return c, p.getJSON(countsPath, "counts", &c)
 }
 
 // Seconds returns the proxy's second-by-second counts so far.
 func (p *proxyProcess) Seconds() (secondsFrom, error) {
 	var sf secondsFrom
-	resp, err := p.hc.Get("http://" + p.Addr + secondsPath)
+	return sf, p.getJSON(secondsPath, "seconds", &sf)
+}
+
+// getJSON decodes into v what the proxy answers at path (one of its own endpoints, what
+// naming it in errors).
+func (p *proxyProcess) getJSON(path, what string, v any) error {
+	resp, err := p.hc.Get("http://" + p.Addr + path)
 	if err != nil {
-		return sf, fmt.Errorf("fleet: proxy seconds: %w", err)
+		return fmt.Errorf("fleet: proxy %s: %w", what, err)
 	}
 	defer resp.Body.Close()
-	if err := json.NewDecoder(resp.Body).Decode(&sf); err != nil {
-		return sf, fmt.Errorf("fleet: proxy seconds: %w", err)
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("fleet: proxy %s: %w", what, err)
 	}
-	return sf, nil
+	return nil
 }
 
 // within sums the seconds of proxies (sfs) that fall in [from, to), by second from from.
@@ -561,10 +559,7 @@ func within(sfs []secondsFrom, from, to time.Time) []second {
 			if !at.Add(time.Second).After(from) || !at.Before(to) { // no overlap with the window
 				continue
 			}
-			k := max(int(at.Sub(from)/time.Second), 0)
-			if k >= n {
-				continue
-			}
+			k := max(int(at.Sub(from)/time.Second), 0) // < n, as at is before to
 			out[k].Requests += s.Requests
 			out[k].Errors += s.Errors
 			out[k].Bytes += s.Bytes
