@@ -3,6 +3,7 @@ package lock_test
 import (
 	"encoding/json"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,11 +105,19 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 		t.Fatal(err)
 	}
 	got := make(chan string, len(holders))
+	// done lets the test wait for every release: the last one is still in flight when its
+	// holder's name arrives, and a test that returned then would cancel it and check the
+	// invariant half way.
+	var done sync.WaitGroup
+	t.Cleanup(done.Wait) // should the test fail early: after the context's cancel (see acquiring)
+	ctx := testkit.Ctx(t)
 	for i, h := range holders {
+		done.Add(1)
 		go func() {
+			defer done.Done()
 			r := req(h, "run-"+h)
 			r.WaitUntil = time.Now().Add(30 * time.Second)
-			slot, err := s.Acquire(testkit.Ctx(t), r)
+			slot, err := s.Acquire(ctx, r)
 			if err != nil {
 				t.Errorf("%s: %v", h, err)
 				got <- "error"
@@ -116,7 +125,7 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 			}
 			got <- h
 			time.Sleep(20 * time.Millisecond)
-			if err := s.Release(testkit.Ctx(t), slot); err != nil {
+			if err := s.Release(ctx, slot); err != nil {
 				t.Errorf("%s release: %v", h, err)
 			}
 		}()
@@ -129,6 +138,7 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 	for range holders {
 		order = append(order, <-got)
 	}
+	done.Wait()
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 	return order
 }

@@ -51,6 +51,8 @@ func TestQueueKeepsArrivalOrder(t *testing.T) {
 	var mu sync.Mutex
 	var order []string
 	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // should the test fail early: after the context's cancel (see acquiring)
+	ctx := testkit.Ctx(t)
 	for i := range 6 {
 		h := fmt.Sprintf("w%d", i)
 		wg.Add(1)
@@ -58,7 +60,7 @@ func TestQueueKeepsArrivalOrder(t *testing.T) {
 			defer wg.Done()
 			r := req(h, "run-"+h)
 			r.WaitUntil = time.Now().Add(30 * time.Second)
-			slot, err := s.Acquire(testkit.Ctx(t), r)
+			slot, err := s.Acquire(ctx, r)
 			if err != nil {
 				t.Errorf("%s: %v", h, err)
 				return
@@ -67,7 +69,7 @@ func TestQueueKeepsArrivalOrder(t *testing.T) {
 			order = append(order, h)
 			mu.Unlock()
 			time.Sleep(20 * time.Millisecond)
-			if err := s.Release(testkit.Ctx(t), slot); err != nil {
+			if err := s.Release(ctx, slot); err != nil {
 				t.Errorf("%s release: %v", h, err)
 			}
 		}()
@@ -89,6 +91,12 @@ func TestQueueTimeoutLeavesNoTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := dump(t)
+	// Only sessions created from here on are this waiter's: tests before it that lose a
+	// session's destruction on purpose leave sessions of a w1 too, until their TTL.
+	_, meta, err := agent.Client(t).Session().List(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := <-waiter(t, s, "w1", 500*time.Millisecond); !errors.Is(err, lock.ErrNoSlot) {
 		t.Fatalf("waiter: %v, want ErrNoSlot", err)
 	}
@@ -100,7 +108,7 @@ func TestQueueTimeoutLeavesNoTrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, se := range sessions {
-		if strings.Contains(se.Name, "w1") {
+		if se.CreateIndex > meta.LastIndex && strings.Contains(se.Name, "w1") {
 			t.Errorf("session %s (%s) left behind", se.ID, se.Name)
 		}
 	}
@@ -540,6 +548,11 @@ func TestNetLookHandsARaisedLimitToTheHead(t *testing.T) {
 	case <-time.After(time.Second):
 	}
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
+	// The second goes once a slot is free, not after the test (in a cancelled context).
+	put(t, "max_concurrent", "3")
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Disabling a tier wakes every waiter, however long the line: the entries that do not fit in
@@ -907,10 +920,19 @@ func TestRetriedAcquireLooksAtItsOwnPlaceFirst(t *testing.T) {
 
 // acquiring starts an Acquire of r in the background; the slot it got (nil on an error, which
 // fails the test) arrives on the channel.
+//
+// A test that fails before it takes the slot must not end with the Acquire still running: its
+// t.Error would come after the test. The wait is a cleanup registered before the context's, so
+// it runs after the context is cancelled.
 func acquiring(t *testing.T, s *lock.Semaphore, r lock.Request) <-chan *lock.Slot {
 	got := make(chan *lock.Slot, 1)
+	var done sync.WaitGroup
+	done.Add(1)
+	t.Cleanup(done.Wait)
+	ctx := testkit.Ctx(t)
 	go func() {
-		slot, err := s.Acquire(testkit.Ctx(t), r)
+		defer done.Done()
+		slot, err := s.Acquire(ctx, r)
 		if err != nil {
 			t.Error(err)
 		}

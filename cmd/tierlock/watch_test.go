@@ -59,6 +59,11 @@ func TestStatusWatchInTerminal(t *testing.T) {
 	// A wave: four hosts, two slots, each run holding its slot until its release file appears.
 	gate := t.TempDir()
 	var wg sync.WaitGroup
+	// Should the test fail before it opens the gate, the runs still end, before the gate goes.
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(gate, "go"), nil, 0o644)
+		wg.Wait()
+	})
 	for i := 1; i <= 4; i++ {
 		host := fmt.Sprintf("web-%d", i)
 		c := cli(t, agentAddr(t), "run", "--tier", tier, "--holder", host, "--state-dir", t.TempDir(), "--",

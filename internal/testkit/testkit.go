@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -22,10 +23,33 @@ const Wait = time.Minute
 
 var unsafe = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
+// prefixes holds each running test's prefix, and runs how often a test of that name began, so
+// that go test -count=N (how a flaky test is hunted) gives each repetition keys of its own
+// instead of the keys the last one left.
+var prefixes = struct {
+	sync.Mutex
+	of   map[testing.TB]string
+	runs map[string]int
+}{of: map[testing.TB]string{}, runs: map[string]int{}}
+
 // Prefix is the test's own key prefix, so that tests sharing one agent (and subtests run in
 // parallel) never see each other's keys. Every character a tierlock name refuses becomes _.
+// A test's second run in one process (-count) gets the suffix _2, and so on.
 func Prefix(t testing.TB) string {
-	return "test/" + unsafe.ReplaceAllString(t.Name(), "_")
+	prefixes.Lock()
+	defer prefixes.Unlock()
+	if p, ok := prefixes.of[t]; ok {
+		return p
+	}
+	name := unsafe.ReplaceAllString(t.Name(), "_")
+	prefixes.runs[name]++
+	p := "test/" + name
+	if n := prefixes.runs[name]; n > 1 {
+		p += fmt.Sprintf("_%d", n)
+	}
+	// Never deleted: a cleanup may still ask, and a test process runs a few thousand tests.
+	prefixes.of[t] = p
+	return p
 }
 
 // Ctx is a context for one test's calls: cancelled when the test ends, so that nothing it

@@ -13,6 +13,26 @@ func TestPrefix(t *testing.T) {
 	})
 }
 
+// named is a test of another name, as go test -count runs the same test again.
+type named struct {
+	testing.TB
+	name string
+}
+
+func (n *named) Name() string { return n.name }
+
+// Each run of a test under -count gets keys of its own, and one run always the same prefix.
+func TestPrefixOfARepeatedTest(t *testing.T) {
+	first, second := &named{t, "TestRepeated"}, &named{t, "TestRepeated"}
+	a, b := Prefix(first), Prefix(second)
+	if a != "test/TestRepeated" || b != "test/TestRepeated_2" {
+		t.Errorf("two runs of one test got %q and %q, want test/TestRepeated and test/TestRepeated_2", a, b)
+	}
+	if again := Prefix(first); again != a {
+		t.Errorf("the first run asked again got %q, want %q", again, a)
+	}
+}
+
 func TestPoll(t *testing.T) {
 	n := 0
 	if !Poll(time.Minute, func() bool { n++; return n == 3 }) || n != 3 {
