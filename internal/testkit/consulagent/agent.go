@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -377,7 +379,33 @@ func (c *Cluster) Stop() {
 	}
 }
 
+// handedOut is every port freePorts chose in this process. An agent keeps its ports across
+// Stop and Restart, and while it is down another agent of the same test binary must not be
+// given them.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// portsBelow is where freePorts looks: below the kernel's range of ephemeral ports. The
+// kernel gives those to every outgoing connection (and every listen on port 0), so one of
+// them, free while an agent is stopped, is taken by a test's HTTP client often enough that
+// the agent's restart fails to bind ("exited while starting").
+func portsBelow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if f := strings.Fields(string(b)); err == nil && len(f) == 2 {
+		if low, err := strconv.Atoi(f[0]); err == nil && low > 12000 {
+			return low
+		}
+	}
+	return 32768
+}
+
+// freePorts chooses n ports, each free on loopback for TCP and for UDP (Serf needs both), at
+// random between 10000 and the ephemeral range, never one it chose before in this process.
 func freePorts(n int) ([]int, error) {
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	var ports []int
 	var held []io.Closer // kept open until all are chosen, so none is picked twice
 	defer func() {
@@ -385,19 +413,27 @@ func freePorts(n int) ([]int, error) {
 			c.Close()
 		}
 	}()
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	const low = 10000
+	high := portsBelow()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 10000 {
+			return nil, fmt.Errorf("consulagent: no %d free ports in %d-%d", n, low, high-1)
+		}
+		port := low + rand.IntN(high-low)
+		if handedOut.ports[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			return nil, err
+			continue
 		}
 		held = append(held, l)
-		port := l.Addr().(*net.TCPAddr).Port
-		// Serf also needs the UDP port.
 		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			continue
 		}
 		held = append(held, u)
+		handedOut.ports[port] = true
 		ports = append(ports, port)
 	}
 	return ports, nil
