@@ -106,8 +106,16 @@ func TestForwardsSignalsToGroup(t *testing.T) {
 	c.Signals = sigs
 	started := make(chan int, 1)
 	c.Started = func(pid int) { started <- pid }
+	// The signaller reports through t, so the test waits for it (ended: Run returned, so
+	// that one whose command never started does not wait for it).
+	ended, signalled := make(chan struct{}), make(chan struct{})
 	go func() {
-		<-started
+		defer close(signalled)
+		select {
+		case <-started:
+		case <-ended:
+			return
+		}
 		waitFile(t, filepath.Join(dir, "child"))
 		// Only once the child runs sleep: between its fork and its exec, the shell's child
 		// still has the trap's handler, and a SIGTERM then is caught and lost.
@@ -115,6 +123,8 @@ func TestForwardsSignalsToGroup(t *testing.T) {
 		sigs <- syscall.SIGTERM
 	}()
 	res, err := runner.Run(context.Background(), c)
+	close(ended)
+	<-signalled
 	if err != nil {
 		t.Fatal(err)
 	}
