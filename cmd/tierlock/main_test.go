@@ -139,18 +139,18 @@ func cliOf(t *testing.T, path, addr string, args ...string) *exec.Cmd {
 }
 
 var (
-	stateDirsMu sync.Mutex // parallel subtests ask at once
-	stateDirs   = map[string]string{}
+	stateDirsMu sync.Mutex                // parallel subtests ask at once
+	stateDirs   = map[*testing.T]string{} // by the test, not its name: -count runs a name again
 )
 
 func stateDir(t *testing.T) string {
 	stateDirsMu.Lock()
 	defer stateDirsMu.Unlock()
-	if d, ok := stateDirs[t.Name()]; ok {
+	if d, ok := stateDirs[t]; ok {
 		return d
 	}
 	d := t.TempDir()
-	stateDirs[t.Name()] = d
+	stateDirs[t] = d
 	return d
 }
 
