@@ -1,9 +1,9 @@
 package lock_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -105,16 +105,12 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 		t.Fatal(err)
 	}
 	got := make(chan string, len(holders))
-	// done lets the test wait for every release: the last one is still in flight when its
+	// g lets the test wait for every release: the last one is still in flight when its
 	// holder's name arrives, and a test that returned then would cancel it and check the
 	// invariant half way.
-	var done sync.WaitGroup
-	t.Cleanup(done.Wait) // should the test fail early: after the context's cancel (see acquiring)
-	ctx := testkit.Ctx(t)
+	g := testkit.NewGroup(t)
 	for i, h := range holders {
-		done.Add(1)
-		go func() {
-			defer done.Done()
+		g.Go(func(ctx context.Context) {
 			r := req(h, "run-"+h)
 			r.WaitUntil = time.Now().Add(30 * time.Second)
 			slot, err := s.Acquire(ctx, r)
@@ -128,7 +124,7 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 			if err := s.Release(ctx, slot); err != nil {
 				t.Errorf("%s release: %v", h, err)
 			}
-		}()
+		})
 		waitQueue(t, s, i+1)
 	}
 	if err := s.Release(testkit.Ctx(t), first); err != nil {
@@ -138,7 +134,7 @@ func admitted(t *testing.T, s *lock.Semaphore, holders []string) []string {
 	for range holders {
 		order = append(order, <-got)
 	}
-	done.Wait()
+	g.Wait()
 	testkit.CheckInvariant(t, agent.Client(t), testkit.Prefix(t))
 	return order
 }

@@ -1,6 +1,7 @@
 package lock_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -50,14 +51,10 @@ func TestQueueKeepsArrivalOrder(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var order []string
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait) // should the test fail early: after the context's cancel (see acquiring)
-	ctx := testkit.Ctx(t)
+	g := testkit.NewGroup(t)
 	for i := range 6 {
 		h := fmt.Sprintf("w%d", i)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func(ctx context.Context) {
 			r := req(h, "run-"+h)
 			r.WaitUntil = time.Now().Add(30 * time.Second)
 			slot, err := s.Acquire(ctx, r)
@@ -72,13 +69,13 @@ func TestQueueKeepsArrivalOrder(t *testing.T) {
 			if err := s.Release(ctx, slot); err != nil {
 				t.Errorf("%s release: %v", h, err)
 			}
-		}()
+		})
 		waitQueue(t, s, i+1) // started one by one: each is queued before the next starts
 	}
 	if err := s.Release(testkit.Ctx(t), first); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
+	g.Wait()
 	if got := strings.Join(order, " "); got != "w0 w1 w2 w3 w4 w5" {
 		t.Errorf("slots went in order %s, want arrival order", got)
 	}
@@ -919,25 +916,17 @@ func TestRetriedAcquireLooksAtItsOwnPlaceFirst(t *testing.T) {
 }
 
 // acquiring starts an Acquire of r in the background; the slot it got (nil on an error, which
-// fails the test) arrives on the channel.
-//
-// A test that fails before it takes the slot must not end with the Acquire still running: its
-// t.Error would come after the test. The wait is a cleanup registered before the context's, so
-// it runs after the context is cancelled.
+// fails the test) arrives on the channel. A test that fails before it takes the slot waits for
+// the Acquire to end (testkit.Group).
 func acquiring(t *testing.T, s *lock.Semaphore, r lock.Request) <-chan *lock.Slot {
 	got := make(chan *lock.Slot, 1)
-	var done sync.WaitGroup
-	done.Add(1)
-	t.Cleanup(done.Wait)
-	ctx := testkit.Ctx(t)
-	go func() {
-		defer done.Done()
+	testkit.NewGroup(t).Go(func(ctx context.Context) {
 		slot, err := s.Acquire(ctx, r)
 		if err != nil {
 			t.Error(err)
 		}
 		got <- slot
-	}()
+	})
 	return got
 }
 

@@ -62,6 +62,29 @@ func Ctx(t testing.TB) context.Context {
 	return c
 }
 
+// Group runs a test's goroutines with a context of Ctx's kind, and the test does not end
+// before they do: a goroutine that reports through t after its test ended panics the whole
+// test binary. Its wait is a cleanup registered before the context's cancel, so a test that
+// fails early first cancels what its goroutines wait on, then waits for them.
+type Group struct {
+	ctx context.Context
+	wg  sync.WaitGroup
+}
+
+// NewGroup is a Group for t.
+func NewGroup(t testing.TB) *Group {
+	g := &Group{}
+	t.Cleanup(g.wg.Wait)
+	g.ctx = Ctx(t)
+	return g
+}
+
+// Go runs f in a goroutine of the group, with the group's context.
+func (g *Group) Go(f func(ctx context.Context)) { g.wg.Go(func() { f(g.ctx) }) }
+
+// Wait waits for the group's goroutines.
+func (g *Group) Wait() { g.wg.Wait() }
+
 // Poll calls cond until it returns true, for up to d, and reports whether it did. It backs off
 // from 10ms to 250ms: quick conditions are seen at once, slow ones (a Prometheus scrape, a
 // container's systemd) are not asked dozens of times a second. It never fails a test, so

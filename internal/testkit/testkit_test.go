@@ -1,6 +1,8 @@
 package testkit
 
 import (
+	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -30,6 +32,22 @@ func TestPrefixOfARepeatedTest(t *testing.T) {
 	}
 	if again := Prefix(first); again != a {
 		t.Errorf("the first run asked again got %q, want %q", again, a)
+	}
+}
+
+// A group's goroutines end before their test does: its context is cancelled first, then the
+// test waits for them, so one blocked on the context neither outlives the test nor hangs it.
+func TestGroupEndsWithItsTest(t *testing.T) {
+	var ended atomic.Bool
+	t.Run("sub", func(t *testing.T) {
+		NewGroup(t).Go(func(ctx context.Context) {
+			<-ctx.Done()
+			time.Sleep(10 * time.Millisecond)
+			ended.Store(true)
+		})
+	})
+	if !ended.Load() {
+		t.Error("the group's goroutine outlived its test")
 	}
 }
 
